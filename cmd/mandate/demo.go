@@ -1,0 +1,71 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/jose"
+)
+
+// demoAgents are registered by `serve --demo`.
+var demoAgents = []struct {
+	name, owner, ceiling string
+}{
+	{"orchestrator", "alice@example.org", "mcp:crm:* mcp:email:* http:crm:GET:/**"},
+	{"researcher", "alice@example.org", "mcp:crm:list_* mcp:crm:get_*"},
+	{"mailer", "bob@example.org", "mcp:email:send"},
+}
+
+// setUpDemo registers the demo agents (once) with keys written to
+// <data>/demo/<name>.jwk, and prints what to try.
+func (m *Main) setUpDemo(ctx context.Context) error {
+	dir := filepath.Join(m.DataDir, "demo")
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return err
+	}
+	now := m.Now().UTC().Truncate(time.Millisecond)
+	for _, d := range demoAgents {
+		id := mandate.AgentID(m.TrustDomain, d.name)
+		if _, err := m.Store.Agent(ctx, id); err == nil {
+			continue // registered on an earlier start
+		}
+		keyPath := filepath.Join(dir, d.name+".jwk")
+		_, priv, _ := ed25519.GenerateKey(rand.Reader)
+		b, _ := json.MarshalIndent(jose.NewPrivateJWK(priv), "", "  ")
+		os.Remove(keyPath) // a key left by a start that did not register
+		if err := writeFileExcl(keyPath, append(b, '\n')); err != nil {
+			return fmt.Errorf("demo: write %s: %w", keyPath, err)
+		}
+		ceiling, err := mandate.ParseScopeSet(d.ceiling)
+		if err != nil {
+			return err
+		}
+		pub := priv.Public().(ed25519.PublicKey)
+		if err := m.Store.CreateAgent(ctx, &mandate.Agent{
+			ID: id, Name: d.name, Owner: d.owner, Ceiling: ceiling, PublicKey: pub, KeyID: jose.Thumbprint(pub),
+			Status: mandate.AgentActive, CreatedAt: now, UpdatedAt: now,
+		}); err != nil {
+			return fmt.Errorf("demo: register %s: %w", d.name, err)
+		}
+	}
+	fmt.Fprintf(m.Stdout, `Mandate is running at %[1]s with demo agents: orchestrator, researcher, mailer.
+Their private keys are in %[2]s.
+
+Try, in another terminal:
+  export MANDATE_SERVER=%[1]s
+  go run ./cmd/mandate agent list --data %[3]s
+  go run ./cmd/mandate token --agent researcher --key %[2]s/researcher.jwk --scope mcp:crm:list_customers --ttl-ms 30000 --dpop > mandate.jwt
+  go run ./cmd/mandate verify - < mandate.jwt
+  curl -s %[1]s/.well-known/jwks.json
+  curl -s %[1]s/.well-known/oauth-authorization-server
+
+`, m.URL, dir, m.DataDir)
+	return nil
+}

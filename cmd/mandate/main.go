@@ -1,0 +1,193 @@
+// Command mandate is the Mandate server and its command-line interface: run
+// the server (`mandate serve`), register agents, rotate keys, get and verify
+// mandates.
+//
+// Run `mandate help` for the commands.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"strings"
+	"syscall"
+
+	"github.com/mandatehq/mandate"
+)
+
+const usage = `mandate: the security control plane for AI agents
+
+usage: mandate <command> [arguments]
+
+server:
+  serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo]
+
+agents and keys (talk to a running server; --server URL, --data DIR):
+  keygen OUT                                   make an Ed25519 key (private JWK, 0600)
+  agent add NAME --owner EMAIL --ceiling SCOPE... (--pubkey FILE | --generate-key OUT)
+  agent list | agent show NAME | agent disable NAME | agent enable NAME
+  keys list | keys rotate
+
+mandates:
+  token --agent NAME --key FILE --scope SCOPES [--resource URI] [--ttl-ms N] [--purpose TEXT] [--dpop]
+  verify [--audience AUD] TOKEN|FILE|-
+
+Every command that prints takes --json for machine-readable output.
+Environment: MANDATE_SERVER (default http://127.0.0.1:7676), MANDATE_ADMIN_TOKEN.
+`
+
+func main() {
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	code := Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
+	stop()
+	os.Exit(code)
+}
+
+// usageError is a mistake in the command line: exit status 2.
+type usageError struct{ msg string }
+
+func (e usageError) Error() string { return e.msg }
+
+// Run runs the command line args and returns the exit status.
+func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) int {
+	err := dispatch(ctx, args, stdin, stdout, stderr)
+	if err == nil {
+		return 0
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	var ue usageError
+	if errors.As(err, &ue) {
+		fmt.Fprintf(stderr, "mandate: %s\n", ue.msg)
+		return 2
+	}
+	fmt.Fprintf(stderr, "mandate: %s\n", errorText(err))
+	return 1
+}
+
+// errorText is the message of err with a hint where one helps.
+func errorText(err error) string {
+	var e *mandate.Error
+	if !errors.As(err, &e) {
+		return err.Error()
+	}
+	msg := e.Message
+	switch {
+	case e.Code == mandate.EUNAVAILABLE && strings.Contains(msg, "cannot reach"):
+		msg += "\nhint: start the server with `mandate serve`, or point --server (MANDATE_SERVER) at it"
+	case e.Code == mandate.EUNAUTHORIZED && e.OAuth == "":
+		msg += "\nhint: pass the server's --data DIR (it holds admin.token) or set MANDATE_ADMIN_TOKEN"
+	}
+	return msg
+}
+
+func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.Writer) error {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return usageError{"no command given"}
+	}
+	cmd, rest := args[0], args[1:]
+	c := &cli{ctx: ctx, stdin: stdin, stdout: stdout, stderr: stderr}
+	switch cmd {
+	case "serve":
+		return serve(ctx, rest, stdout, stderr)
+	case "keygen":
+		return c.keygen(rest)
+	case "agent", "agents":
+		if len(rest) == 0 {
+			return usageError{"agent needs a subcommand: add, list, show, disable, enable"}
+		}
+		switch rest[0] {
+		case "add":
+			return c.agentAdd(rest[1:])
+		case "list":
+			return c.agentList(rest[1:])
+		case "show":
+			return c.agentShow(rest[1:])
+		case "disable":
+			return c.agentStatus(rest[1:], mandate.AgentDisabled)
+		case "enable":
+			return c.agentStatus(rest[1:], mandate.AgentActive)
+		}
+		return usageError{fmt.Sprintf("unknown agent subcommand %q: use add, list, show, disable or enable", rest[0])}
+	case "keys":
+		if len(rest) == 0 {
+			return usageError{"keys needs a subcommand: list, rotate"}
+		}
+		switch rest[0] {
+		case "list":
+			return c.keysList(rest[1:])
+		case "rotate":
+			return c.keysRotate(rest[1:])
+		}
+		return usageError{fmt.Sprintf("unknown keys subcommand %q: use list or rotate", rest[0])}
+	case "token":
+		return c.token(rest)
+	case "verify":
+		return c.verify(rest)
+	case "help", "-h", "--help":
+		fmt.Fprint(stdout, usage)
+		return nil
+	}
+	fmt.Fprint(stderr, usage)
+	return usageError{fmt.Sprintf("unknown command %q", cmd)}
+}
+
+func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
+	m := NewMain()
+	m.Stdout, m.Stderr = stdout, stderr
+	if err := m.ParseFlags(args); err != nil {
+		return err
+	}
+	if err := m.Open(ctx); err != nil {
+		return err
+	}
+	err := m.Wait(ctx)
+	if cerr := m.Close(); err == nil {
+		err = cerr
+	}
+	return err
+}
+
+// parseInterleaved parses flags that may come before, between or after the
+// positional arguments, and checks there are exactly want positionals
+// (want < 0: any number). It returns the positionals through fs.Args order
+// kept in positionals.
+func parseInterleaved(fs *flag.FlagSet, args []string, want int) error {
+	_, err := parsePositional(fs, args, want)
+	return err
+}
+
+func parsePositional(fs *flag.FlagSet, args []string, want int) ([]string, error) {
+	var pos []string
+	for {
+		if err := fs.Parse(args); err != nil {
+			if errors.Is(err, flag.ErrHelp) {
+				return nil, err
+			}
+			return nil, usageError{err.Error()}
+		}
+		args = fs.Args()
+		if len(args) == 0 {
+			break
+		}
+		if args[0] == "--" {
+			pos = append(pos, args[1:]...)
+			break
+		}
+		pos = append(pos, args[0])
+		args = args[1:]
+	}
+	if want >= 0 && len(pos) != want {
+		if len(pos) > want {
+			return nil, usageError{fmt.Sprintf("%s: unexpected argument %q", fs.Name(), pos[want])}
+		}
+		return nil, usageError{fmt.Sprintf("%s: missing argument (see %s -h)", fs.Name(), fs.Name())}
+	}
+	return pos, nil
+}

@@ -1,0 +1,61 @@
+package main
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/rogpeppe/go-internal/testscript"
+)
+
+func TestMain(m *testing.M) {
+	testscript.Main(m, map[string]func(){
+		"mandate": func() { os.Exit(Run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+	})
+}
+
+// TestScripts runs the CLI end to end: testdata/script/*.txtar against a
+// server started in-process on 127.0.0.1:0 with a temporary data directory.
+func TestScripts(t *testing.T) {
+	testscript.Run(t, testscript.Params{
+		Dir: filepath.Join("testdata", "script"),
+		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
+			// server [--demo] [DATA]: start a server; sets MANDATE_SERVER and DATA.
+			"server": func(ts *testscript.TestScript, neg bool, args []string) {
+				m := NewMain()
+				m.Addr = "127.0.0.1:0"
+				m.DataDir = ts.MkAbs("data")
+				m.Stdout, m.Stderr = ts.Stdout(), ts.Stderr()
+				for _, a := range args {
+					switch a {
+					case "--demo":
+						m.Demo = true
+					default:
+						m.DataDir = ts.MkAbs(a)
+					}
+				}
+				if err := m.Open(context.Background()); err != nil {
+					ts.Fatalf("start server: %v", err)
+				}
+				ts.Setenv("MANDATE_SERVER", m.URL)
+				ts.Setenv("DATA", m.DataDir)
+				ts.Defer(func() { m.Close() })
+			},
+			// sleep DURATION
+			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: sleep DURATION")
+				}
+				d, err := time.ParseDuration(args[0])
+				ts.Check(err)
+				time.Sleep(d)
+			},
+		},
+		Setup: func(env *testscript.Env) error {
+			env.Setenv("MANDATE_ADMIN_TOKEN", "")
+			return nil
+		},
+	})
+}

@@ -1,0 +1,255 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/base64"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/replay"
+	"github.com/mandatehq/mandate/sqlite"
+)
+
+// Defaults of `mandate serve`.
+const (
+	DefaultAddr        = "127.0.0.1:7676"
+	DefaultDataDir     = "./mandate-data"
+	DefaultTrustDomain = "example.org"
+	shutdownTimeout    = 10 * time.Second
+)
+
+// Main is the server program: `mandate serve`. Tests start it in-process on
+// 127.0.0.1:0 with a temporary data directory.
+type Main struct {
+	Addr        string
+	DataDir     string
+	TrustDomain string
+	IssuerURL   string // default: http://<addr>
+	Demo        bool
+	LogLevel    slog.Level
+
+	Stdout io.Writer
+	Stderr io.Writer
+	Now    func() time.Time
+
+	// Set by Open.
+	URL        string // the base URL the server answers on
+	AdminToken string
+	Logger     *slog.Logger
+	Store      *sqlite.Store
+	Keys       *issuer.Keyring
+	Issuer     *issuer.Issuer
+
+	ln     net.Listener
+	srv    *http.Server
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// NewMain returns a Main with the defaults.
+func NewMain() *Main {
+	return &Main{Addr: DefaultAddr, DataDir: DefaultDataDir, TrustDomain: DefaultTrustDomain,
+		Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now}
+}
+
+// ParseFlags reads the flags of `mandate serve`.
+func (m *Main) ParseFlags(args []string) error {
+	fs := flag.NewFlagSet("mandate serve", flag.ContinueOnError)
+	fs.SetOutput(m.Stderr)
+	fs.StringVar(&m.Addr, "addr", m.Addr, "listen address")
+	fs.StringVar(&m.DataDir, "data", m.DataDir, "data directory (database, keys, admin credential)")
+	fs.StringVar(&m.TrustDomain, "trust-domain", m.TrustDomain, "SPIFFE trust domain of agent IDs")
+	fs.StringVar(&m.IssuerURL, "issuer", m.IssuerURL, "issuer URL (iss of mandates); default http://<addr>")
+	fs.BoolVar(&m.Demo, "demo", m.Demo, "register demo agents and print what to try")
+	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
+	fs.Usage = func() {
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo]")
+		fs.PrintDefaults()
+	}
+	if err := parseInterleaved(fs, args, 0); err != nil {
+		return err
+	}
+	if err := m.LogLevel.UnmarshalText([]byte(*level)); err != nil {
+		return usageError{fmt.Sprintf("--log-level %q: use debug, info, warn or error", *level)}
+	}
+	return nil
+}
+
+// Open starts the server: it opens (or creates) the data directory, the
+// store and the keyring, binds the listener and starts serving.
+func (m *Main) Open(ctx context.Context) error {
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	m.Logger = slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: m.LogLevel}))
+	if err := mandate.ValidateTrustDomain(m.TrustDomain); err != nil {
+		return err
+	}
+	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	var err error
+	if m.AdminToken, err = loadOrCreateAdminToken(filepath.Join(m.DataDir, "admin.token")); err != nil {
+		return err
+	}
+	ln, err := net.Listen("tcp", m.Addr)
+	if err != nil {
+		return fmt.Errorf("listen on %s: %w\nhint: another server may be running there; pick another --addr", m.Addr, err)
+	}
+	m.ln = ln
+	m.URL = "http://" + ln.Addr().String()
+	if m.IssuerURL == "" {
+		m.IssuerURL = m.URL
+	}
+	if m.Keys, err = issuer.OpenKeyring(filepath.Join(m.DataDir, "keys", "signing.json"), issuer.MaxTTL+time.Minute, m.Now()); err != nil {
+		ln.Close()
+		return err
+	}
+	if m.Store, err = sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(m.DataDir, "mandate.db"), Now: m.Now, Logger: m.Logger}); err != nil {
+		ln.Close()
+		return err
+	}
+	m.Issuer, err = issuer.New(issuer.Config{
+		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store,
+		Replay: replay.New(0), Now: m.Now, Logger: m.Logger,
+	})
+	if err != nil {
+		m.closeStore()
+		return err
+	}
+	api, err := httpapi.New(httpapi.Config{
+		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store,
+		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
+	})
+	if err != nil {
+		m.closeStore()
+		return err
+	}
+	m.srv = &http.Server{
+		Handler:           api,
+		ReadHeaderTimeout: 5 * time.Second,
+		ReadTimeout:       30 * time.Second,
+		WriteTimeout:      30 * time.Second,
+		IdleTimeout:       2 * time.Minute,
+		MaxHeaderBytes:    64 << 10,
+		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+	}
+	if m.Demo {
+		if err := m.setUpDemo(ctx); err != nil {
+			m.closeStore()
+			return err
+		}
+	}
+
+	// The long-running parts run together and stop together.
+	runCtx, cancel := context.WithCancel(context.Background())
+	m.cancel = cancel
+	m.done = make(chan error, 1)
+	go func() {
+		m.done <- runAll(runCtx,
+			func(ctx context.Context) error {
+				if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+					return err
+				}
+				return nil
+			},
+			func(ctx context.Context) error { return m.Store.RunPruner(ctx, time.Minute) },
+		)
+	}()
+	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain)
+	return nil
+}
+
+// Wait blocks until ctx ends or a long-running part fails.
+func (m *Main) Wait(ctx context.Context) error {
+	select {
+	case <-ctx.Done():
+		return nil
+	case err := <-m.done:
+		m.done <- err
+		return err
+	}
+}
+
+// Close shuts down gracefully: in-flight requests finish (up to 10 s), then
+// the store flushes and closes.
+func (m *Main) Close() error {
+	if m.srv == nil {
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+	defer cancel()
+	err := m.srv.Shutdown(ctx)
+	m.cancel()
+	if rerr := <-m.done; rerr != nil && err == nil {
+		err = rerr
+	}
+	if cerr := m.Store.Close(); err == nil {
+		err = cerr
+	}
+	m.Logger.Info("mandate stopped")
+	return err
+}
+
+func (m *Main) closeStore() {
+	m.ln.Close()
+	m.Store.Close()
+}
+
+// runAll runs fns until one returns; then it cancels the others and
+// returns the first error.
+func runAll(ctx context.Context, fns ...func(context.Context) error) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	errc := make(chan error, len(fns))
+	for _, fn := range fns {
+		go func() { errc <- fn(ctx) }()
+	}
+	err := <-errc
+	cancel()
+	for range len(fns) - 1 {
+		if e := <-errc; err == nil {
+			err = e
+		}
+	}
+	return err
+}
+
+// loadOrCreateAdminToken reads the admin credential, creating it (0600)
+// on first start.
+func loadOrCreateAdminToken(path string) (string, error) {
+	b, err := os.ReadFile(path)
+	if err == nil {
+		if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+			return "", fmt.Errorf("%s is readable by others (mode %v)\nhint: chmod 600 %s", path, fi.Mode().Perm(), path)
+		}
+		tok := strings.TrimSpace(string(b))
+		if len(tok) < 16 {
+			return "", fmt.Errorf("%s holds no usable admin credential\nhint: delete it and restart to create a new one", path)
+		}
+		return tok, nil
+	}
+	if !errors.Is(err, os.ErrNotExist) {
+		return "", err
+	}
+	var raw [32]byte
+	rand.Read(raw[:])
+	tok := "mdt_" + base64.RawURLEncoding.EncodeToString(raw[:])
+	if err := issuer.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+		return "", fmt.Errorf("write admin credential: %w", err)
+	}
+	return tok, nil
+}

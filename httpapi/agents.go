@@ -1,0 +1,198 @@
+package httpapi
+
+import (
+	"net/http"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/jose"
+)
+
+// AgentRequest is the body of POST /v1/agents.
+type AgentRequest struct {
+	Name      string   `json:"name"`
+	Owner     string   `json:"owner"`
+	Ceiling   []string `json:"ceiling"`
+	PublicKey jose.JWK `json:"public_key"`
+}
+
+// AgentResponse is an agent as the API shows it.
+type AgentResponse struct {
+	ID            string    `json:"id"`
+	Name          string    `json:"name"`
+	Owner         string    `json:"owner"`
+	Ceiling       []string  `json:"ceiling"`
+	PublicKey     jose.JWK  `json:"public_key"`
+	KeyThumbprint string    `json:"key_thumbprint"`
+	Status        string    `json:"status"`
+	CreatedAt     time.Time `json:"created_at"`
+	UpdatedAt     time.Time `json:"updated_at"`
+}
+
+func agentResponse(a *mandate.Agent) AgentResponse {
+	return AgentResponse{
+		ID: a.ID, Name: a.Name, Owner: a.Owner, Ceiling: a.Ceiling.Strings(),
+		PublicKey: jose.NewPublicJWK(a.PublicKey), KeyThumbprint: a.KeyID,
+		Status: string(a.Status), CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+	}
+}
+
+func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
+	var req AgentRequest
+	if err := readJSON(w, r, &req); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	if req.PublicKey.D != "" {
+		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "public_key holds a private key (member d): send only the public JWK, and keep the private key with the agent"))
+		return
+	}
+	pub, err := req.PublicKey.PublicKey()
+	if err != nil {
+		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "public_key: %v: send an Ed25519 public JWK (kty OKP, crv Ed25519, x)", err))
+		return
+	}
+	ceiling := make(mandate.ScopeSet, 0, len(req.Ceiling))
+	for _, c := range req.Ceiling {
+		sc, err := mandate.ParseScope(c)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		ceiling = append(ceiling, sc)
+	}
+	if err := mandate.ValidateAgentName(req.Name); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	a := &mandate.Agent{
+		ID: mandate.AgentID(s.cfg.TrustDomain, req.Name), Name: req.Name, Owner: req.Owner, Ceiling: ceiling,
+		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: now, UpdatedAt: now,
+	}
+	if err := s.cfg.Agents.CreateAgent(r.Context(), a); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("agent registered", "agent", a.ID, "owner", a.Owner)
+	writeJSON(w, http.StatusCreated, agentResponse(a))
+}
+
+func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {
+	agents, err := s.cfg.Agents.Agents(r.Context())
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	out := struct {
+		Agents []AgentResponse `json:"agents"`
+	}{Agents: []AgentResponse{}}
+	for _, a := range agents {
+		out.Agents = append(out.Agents, agentResponse(a))
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// agentByName resolves the {name} path value.
+func (s *Server) agentByName(r *http.Request) (*mandate.Agent, error) {
+	name := r.PathValue("name")
+	if err := mandate.ValidateAgentName(name); err != nil {
+		return nil, err
+	}
+	return s.cfg.Agents.Agent(r.Context(), mandate.AgentID(s.cfg.TrustDomain, name))
+}
+
+func (s *Server) getAgent(w http.ResponseWriter, r *http.Request) {
+	a, err := s.agentByName(r)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, agentResponse(a))
+}
+
+func (s *Server) setAgentStatus(status mandate.AgentStatus) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		a, err := s.agentByName(r)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		a, err = s.cfg.Agents.SetAgentStatus(r.Context(), a.ID, status)
+		if err != nil {
+			writeError(w, r, s.log, err)
+			return
+		}
+		s.log.Info("agent status changed", "agent", a.ID, "status", status)
+		writeJSON(w, http.StatusOK, agentResponse(a))
+	}
+}
+
+// KeyResponse describes one signing key; never the private half.
+type KeyResponse struct {
+	ID        string     `json:"kid"`
+	Status    string     `json:"status"` // active, retired
+	CreatedAt time.Time  `json:"created_at"`
+	RetiredAt *time.Time `json:"retired_at,omitempty"`
+	PublicKey jose.JWK   `json:"public_key"`
+}
+
+func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
+	out := struct {
+		Keys []KeyResponse `json:"keys"`
+	}{}
+	for _, k := range s.cfg.Keys.Published(s.cfg.Now()) {
+		kr := KeyResponse{ID: k.ID, Status: "active", CreatedAt: k.CreatedAt, PublicKey: jose.NewPublicJWK(k.Public())}
+		if !k.RetiredAt.IsZero() {
+			t := k.RetiredAt
+			kr.Status, kr.RetiredAt = "retired", &t
+		}
+		out.Keys = append(out.Keys, kr)
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) {
+	k, err := s.cfg.Keys.Rotate(s.cfg.Now())
+	if err != nil {
+		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "rotate keys: %w", err))
+		return
+	}
+	s.log.Info("signing key rotated", "kid", k)
+	writeJSON(w, http.StatusOK, KeyResponse{ID: k.ID, Status: "active", CreatedAt: k.CreatedAt, PublicKey: jose.NewPublicJWK(k.Public())})
+}
+
+// MandateResponse is the issuance record of a mandate.
+type MandateResponse struct {
+	ID        string    `json:"id"`
+	Task      string    `json:"task"`
+	Parent    string    `json:"parent,omitempty"`
+	Agent     string    `json:"agent"`
+	Subject   string    `json:"sub"`
+	Scope     string    `json:"scope"`
+	Audience  []string  `json:"aud"`
+	KeyID     string    `json:"kid"`
+	JKT       string    `json:"jkt,omitempty"`
+	IssuedAt  time.Time `json:"issued_at"`
+	ExpiresAt time.Time `json:"expires_at"`
+	Purpose   string    `json:"task_purpose,omitempty"`
+	Revoked   bool      `json:"revoked"`
+}
+
+func (s *Server) getMandate(w http.ResponseWriter, r *http.Request) {
+	rec, err := s.cfg.Issuances.Issuance(r.Context(), r.PathValue("id"))
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	revoked, err := s.cfg.Revocations.IsRevoked(r.Context(), rec.MandateID)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, MandateResponse{
+		ID: rec.MandateID, Task: rec.TaskID, Parent: rec.ParentID, Agent: rec.AgentID, Subject: rec.Subject,
+		Scope: rec.Scope, Audience: rec.Audience, KeyID: rec.KeyID, JKT: rec.JKT,
+		IssuedAt: rec.IssuedAt.UTC(), ExpiresAt: rec.ExpiresAt.UTC(), Purpose: rec.TaskPurpose, Revoked: revoked,
+	})
+}

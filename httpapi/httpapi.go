@@ -1,0 +1,316 @@
+// Package httpapi serves Mandate over HTTP: the OAuth 2.0 endpoints (token,
+// introspection, revocation), the discovery documents (RFC 8414 metadata,
+// JWKS), and the admin API under /v1/. It also holds the Go client of that
+// API which the CLI uses.
+//
+// It maps *mandate.Error codes onto HTTP statuses and OAuth error codes in
+// one place (writeError, writeOAuthError); internal details are logged, never
+// returned. Every body is bounded (MaxBodyBytes) and every write path needs
+// authentication.
+package httpapi
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"errors"
+	"io"
+	"log/slog"
+	"mime"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/verify"
+)
+
+// MaxBodyBytes bounds every request body.
+const MaxBodyBytes = 64 << 10
+
+// Config configures a Server. Every field but Now and Logger is required.
+type Config struct {
+	Issuer      *issuer.Issuer
+	Keys        *issuer.Keyring
+	Agents      mandate.AgentStore
+	Issuances   mandate.IssuanceGetter
+	Revocations mandate.RevocationStore
+	// AdminToken is the admin credential; requests to /v1/ and to
+	// introspection must present it as a Bearer token.
+	AdminToken  string
+	TrustDomain string
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Server is the HTTP API.
+type Server struct {
+	cfg       Config
+	adminHash [32]byte
+	mux       *http.ServeMux
+	log       *slog.Logger
+	// inspector verifies tokens issued here for introspection and
+	// revocation: any audience, binding not checked.
+	inspector *verify.Verifier
+}
+
+// New returns a Server for cfg.
+func New(cfg Config) (*Server, error) {
+	if cfg.Issuer == nil || cfg.Keys == nil || cfg.Agents == nil || cfg.Issuances == nil || cfg.Revocations == nil {
+		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances and Revocations are required")
+	}
+	if len(cfg.AdminToken) < 16 {
+		return nil, errors.New("httpapi: an admin token of at least 16 bytes is required")
+	}
+	if err := mandate.ValidateTrustDomain(cfg.TrustDomain); err != nil {
+		return nil, err
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	s := &Server{cfg: cfg, adminHash: sha256.Sum256([]byte(cfg.AdminToken)), mux: http.NewServeMux(), log: cfg.Logger}
+	var err error
+	s.inspector, err = verify.New(verify.Config{
+		Issuer:        cfg.Issuer.Issuer(),
+		Keys:          keyringSource{cfg.Keys, cfg.Now},
+		AnyAudience:   true,
+		IgnoreBinding: true,
+		Now:           cfg.Now,
+	})
+	if err != nil {
+		return nil, err
+	}
+	s.routes()
+	return s, nil
+}
+
+func (s *Server) routes() {
+	m := s.mux
+	m.HandleFunc("GET /healthz", s.healthz)
+	m.HandleFunc("GET /.well-known/jwks.json", s.jwks)
+	m.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
+	m.HandleFunc("POST /oauth2/token", s.token)
+	m.HandleFunc("POST /oauth2/introspect", s.admin(s.introspect))
+	m.HandleFunc("POST /oauth2/revoke", s.revoke)
+
+	m.HandleFunc("POST /v1/agents", s.admin(s.createAgent))
+	m.HandleFunc("GET /v1/agents", s.admin(s.listAgents))
+	m.HandleFunc("GET /v1/agents/{name}", s.admin(s.getAgent))
+	m.HandleFunc("POST /v1/agents/{name}/disable", s.admin(s.setAgentStatus(mandate.AgentDisabled)))
+	m.HandleFunc("POST /v1/agents/{name}/enable", s.admin(s.setAgentStatus(mandate.AgentActive)))
+	m.HandleFunc("GET /v1/keys", s.admin(s.listKeys))
+	m.HandleFunc("POST /v1/keys/rotate", s.admin(s.rotateKeys))
+	m.HandleFunc("GET /v1/mandates/{id}", s.admin(s.getMandate))
+	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, r, s.log, mandate.Errorf(mandate.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
+	})
+}
+
+// ServeHTTP logs each request (never its credentials or body) and serves it.
+func (s *Server) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	sw := &statusWriter{ResponseWriter: w, status: http.StatusOK}
+	s.mux.ServeHTTP(sw, r)
+	s.log.LogAttrs(r.Context(), slog.LevelDebug, "http", slog.String("method", r.Method), slog.String("path", r.URL.Path),
+		slog.Int("status", sw.status), slog.Duration("dur", time.Since(start)))
+}
+
+type statusWriter struct {
+	http.ResponseWriter
+	status int
+}
+
+func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
+
+// admin wraps h so that it runs only for a request bearing the admin token.
+// The comparison is of SHA-256 digests in constant time.
+func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if !s.isAdmin(r) {
+			w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-admin"`)
+			writeError(w, r, s.log, mandate.Errorf(mandate.EUNAUTHORIZED,
+				"admin credential required: send Authorization: Bearer <token from <data>/admin.token>"))
+			return
+		}
+		h(w, r)
+	}
+}
+
+func (s *Server) isAdmin(r *http.Request) bool {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") {
+		return false
+	}
+	h := sha256.Sum256([]byte(tok))
+	return subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1
+}
+
+func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// statusFor maps an error code to an HTTP status.
+func statusFor(code string) int {
+	switch code {
+	case mandate.EINVALID:
+		return http.StatusBadRequest
+	case mandate.ENOTFOUND:
+		return http.StatusNotFound
+	case mandate.EUNAUTHORIZED:
+		return http.StatusUnauthorized
+	case mandate.EFORBIDDEN:
+		return http.StatusForbidden
+	case mandate.ECONFLICT:
+		return http.StatusConflict
+	case mandate.ETOOLARGE:
+		return http.StatusRequestEntityTooLarge
+	case mandate.EUNAVAILABLE:
+		return http.StatusServiceUnavailable
+	default:
+		return http.StatusInternalServerError
+	}
+}
+
+// ErrorBody is the JSON body of an admin API error.
+type ErrorBody struct {
+	Error   string `json:"error"`
+	Message string `json:"message"`
+}
+
+// writeError writes an admin API error. Internal causes are logged only.
+func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	code := mandate.ErrorCode(err)
+	if code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE {
+		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+	}
+	writeJSON(w, statusFor(code), ErrorBody{Error: code, Message: mandate.ErrorMessage(err)})
+}
+
+// oauthCode returns the RFC 6749 §5.2 error code for err.
+func oauthCode(err error) string {
+	var e *mandate.Error
+	if errors.As(err, &e) && e.OAuth != "" {
+		return e.OAuth
+	}
+	switch mandate.ErrorCode(err) {
+	case mandate.EINVALID, mandate.ETOOLARGE:
+		return "invalid_request"
+	case mandate.EUNAUTHORIZED:
+		return "invalid_client"
+	case mandate.EFORBIDDEN:
+		return "unauthorized_client"
+	case mandate.EUNAVAILABLE:
+		return "temporarily_unavailable"
+	default:
+		return "server_error"
+	}
+}
+
+// writeOAuthError writes an RFC 6749 §5.2 error response.
+func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+	oc := oauthCode(err)
+	status := http.StatusBadRequest
+	switch oc {
+	case "invalid_client":
+		status = http.StatusUnauthorized
+	case "temporarily_unavailable":
+		status = http.StatusServiceUnavailable
+	case "server_error":
+		status = http.StatusInternalServerError
+	}
+	if code := mandate.ErrorCode(err); code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE {
+		log.ErrorContext(r.Context(), "oauth request failed", "path", r.URL.Path, "err", err)
+	}
+	if mandate.ErrorCode(err) == mandate.ETOOLARGE {
+		status = http.StatusRequestEntityTooLarge
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	msg := mandate.ErrorMessage(err)
+	if oc == "server_error" {
+		msg = "internal error"
+	}
+	writeJSON(w, status, OAuthError{Error: oc, Description: msg})
+}
+
+// OAuthError is an RFC 6749 §5.2 error body.
+type OAuthError struct {
+	Error       string `json:"error"`
+	Description string `json:"error_description,omitempty"`
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+}
+
+// readBody reads a bounded body of the given media type.
+func readBody(w http.ResponseWriter, r *http.Request, mediaType string) ([]byte, error) {
+	mt, _, err := mime.ParseMediaType(r.Header.Get("Content-Type"))
+	if err != nil || mt != mediaType {
+		return nil, mandate.Errorf(mandate.EINVALID, "Content-Type must be %s", mediaType)
+	}
+	b, err := io.ReadAll(http.MaxBytesReader(w, r.Body, MaxBodyBytes))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		return nil, mandate.Errorf(mandate.ETOOLARGE, "request body is larger than %d bytes", MaxBodyBytes)
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "reading the request body failed")
+	}
+	return b, nil
+}
+
+// readForm reads an application/x-www-form-urlencoded body. Parameters
+// must not repeat (RFC 6749 §3.2), except those named in multi.
+func readForm(w http.ResponseWriter, r *http.Request, multi ...string) (url.Values, error) {
+	b, err := readBody(w, r, "application/x-www-form-urlencoded")
+	if err != nil {
+		return nil, err
+	}
+	form, err := url.ParseQuery(string(b))
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "the form body does not parse: %v", err)
+	}
+	for k, v := range form {
+		if len(v) > 1 && !contains(multi, k) {
+			return nil, mandate.Errorf(mandate.EINVALID, "parameter %q is repeated", k)
+		}
+	}
+	return form, nil
+}
+
+// readJSON decodes a bounded application/json body into v, refusing
+// unknown fields and trailing data.
+func readJSON(w http.ResponseWriter, r *http.Request, v any) error {
+	b, err := readBody(w, r, "application/json")
+	if err != nil {
+		return err
+	}
+	dec := json.NewDecoder(strings.NewReader(string(b)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(v); err != nil {
+		return mandate.Errorf(mandate.EINVALID, "the JSON body does not decode: %v", err)
+	}
+	if dec.More() {
+		return mandate.Errorf(mandate.EINVALID, "the JSON body has data after the object")
+	}
+	return nil
+}
+
+func contains(ss []string, s string) bool {
+	for _, x := range ss {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+

@@ -1,0 +1,308 @@
+package httpapi_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"net/url"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/sqlite"
+)
+
+const adminToken = "mdt_test-admin-token-0123456789"
+
+type testServer struct {
+	*httptest.Server
+	store  *sqlite.Store
+	client *httpapi.Client
+}
+
+func newServer(t *testing.T) *testServer {
+	t.Helper()
+	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	ts := &testServer{store: store}
+	// The issuer URL is the server's own, known only once it listens.
+	ts.Server = httptest.NewUnstartedServer(nil)
+	ts.Start()
+	t.Cleanup(ts.Close)
+	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
+	is, err := issuer.New(issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store})
+	if err != nil {
+		t.Fatal(err)
+	}
+	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store,
+		AdminToken: adminToken, TrustDomain: "example.org"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.Config.Handler = api
+	ts.client = &httpapi.Client{BaseURL: ts.URL, AdminToken: adminToken}
+	return ts
+}
+
+// addAgent registers an agent and returns its key.
+func (ts *testServer) addAgent(t *testing.T, name, ceiling string) ed25519.PrivateKey {
+	t.Helper()
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, err := ts.client.CreateAgent(context.Background(), httpapi.AgentRequest{
+		Name: name, Owner: "alice@example.org", Ceiling: strings.Fields(ceiling), PublicKey: jose.NewPublicJWK(priv.Public().(ed25519.PublicKey)),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return priv
+}
+
+func (ts *testServer) post(t *testing.T, path, contentType, body string, hdr map[string]string) (*http.Response, map[string]any) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", ts.URL+path, strings.NewReader(body))
+	if contentType != "" {
+		req.Header.Set("Content-Type", contentType)
+	}
+	for k, v := range hdr {
+		req.Header.Set(k, v)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	var m map[string]any
+	json.Unmarshal(b, &m)
+	return resp, m
+}
+
+const form = "application/x-www-form-urlencoded"
+
+func TestTokenEndpointBadInput(t *testing.T) {
+	ts := newServer(t)
+	key := ts.addAgent(t, "a", "mcp:crm:*")
+	good := func() url.Values {
+		return url.Values{
+			"grant_type":            {"client_credentials"},
+			"client_assertion_type": {issuer.ClientAssertionType},
+			"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/a", ts.URL+"/oauth2/token", time.Now())},
+			"scope":                 {"mcp:crm:list"},
+		}
+	}
+	tests := []struct {
+		name        string
+		contentType string
+		body        string
+		status      int
+		oauth       string
+	}{
+		{"json body", "application/json", `{"grant_type":"client_credentials"}`, 400, "invalid_request"},
+		{"no content type", "", good().Encode(), 400, "invalid_request"},
+		{"malformed form", form, "grant_type=%zz", 400, "invalid_request"},
+		{"oversized body", form, "scope=" + strings.Repeat("a", httpapi.MaxBodyBytes), 413, "invalid_request"},
+		{"repeated parameter", form, good().Encode() + "&scope=mcp:crm:x", 400, "invalid_request"},
+		{"no grant type", form, "scope=x", 400, "invalid_request"},
+		{"unsupported grant", form, "grant_type=password", 400, "unsupported_grant_type"},
+		{"ttl not a number", form, good().Encode() + "&ttl_ms=30ms", 400, "invalid_request"},
+		{"ttl out of range", form, good().Encode() + "&ttl_ms=3600001", 400, "invalid_request"},
+		{"no client auth", form, "grant_type=client_credentials&scope=mcp:crm:x", 401, "invalid_client"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := ts.post(t, "/oauth2/token", tt.contentType, tt.body, nil)
+			if resp.StatusCode != tt.status || body["error"] != tt.oauth {
+				t.Fatalf("HTTP %d %v, want %d %s", resp.StatusCode, body, tt.status, tt.oauth)
+			}
+			if d, _ := body["error_description"].(string); d == "" {
+				t.Error("no error_description")
+			}
+			if cc := resp.Header.Get("Cache-Control"); cc != "no-store" {
+				t.Errorf("Cache-Control %q", cc)
+			}
+		})
+	}
+	resp, body := ts.post(t, "/oauth2/token", form, good().Encode(), nil)
+	if resp.StatusCode != 200 || body["token_type"] != "Bearer" {
+		t.Fatalf("good request: HTTP %d %v", resp.StatusCode, body)
+	}
+}
+
+func TestAdminAPIRequiresCredential(t *testing.T) {
+	ts := newServer(t)
+	routes := []struct{ method, path string }{
+		{"GET", "/v1/agents"}, {"POST", "/v1/agents"}, {"GET", "/v1/agents/a"}, {"POST", "/v1/agents/a/disable"},
+		{"POST", "/v1/agents/a/enable"}, {"GET", "/v1/keys"}, {"POST", "/v1/keys/rotate"}, {"GET", "/v1/mandates/m_1"},
+		{"POST", "/oauth2/introspect"},
+	}
+	for _, auth := range []string{"", "Bearer wrong", "Basic " + adminToken, "Bearer " + adminToken + "x"} {
+		for _, r := range routes {
+			req, _ := http.NewRequest(r.method, ts.URL+r.path, strings.NewReader("{}"))
+			req.Header.Set("Content-Type", "application/json")
+			if auth != "" {
+				req.Header.Set("Authorization", auth)
+			}
+			resp, err := http.DefaultClient.Do(req)
+			if err != nil {
+				t.Fatal(err)
+			}
+			resp.Body.Close()
+			if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s %s with %q: HTTP %d", r.method, r.path, auth, resp.StatusCode)
+			}
+		}
+	}
+	if n, _ := ts.store.Agents(context.Background()); len(n) != 0 {
+		t.Errorf("an unauthenticated request wrote %d agents", len(n))
+	}
+}
+
+func TestCreateAgentBadInput(t *testing.T) {
+	ts := newServer(t)
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	pub, _ := json.Marshal(jose.NewPublicJWK(priv.Public().(ed25519.PublicKey)))
+	private, _ := json.Marshal(jose.NewPrivateJWK(priv))
+	auth := map[string]string{"Authorization": "Bearer " + adminToken}
+	tests := []struct {
+		name, body string
+		status     int
+		msg        string
+	}{
+		{"unknown field", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":` + string(pub) + `,"admin":true}`, 400, "unknown field"},
+		{"trailing data", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":` + string(pub) + `}{}`, 400, "after the object"},
+		{"private key sent", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":` + string(private) + `}`, 400, "private key"},
+		{"rsa key", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":{"kty":"RSA","n":"AQAB","e":"AQAB"}}`, 400, "Ed25519"},
+		{"bad name", `{"name":"A B","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":` + string(pub) + `}`, 400, "agent name"},
+		{"bad owner", `{"name":"a","owner":"nobody","ceiling":["mcp:a:b"],"public_key":` + string(pub) + `}`, 400, "owner"},
+		{"empty ceiling", `{"name":"a","owner":"a@b.c","ceiling":[],"public_key":` + string(pub) + `}`, 400, "ceiling"},
+		{"bad scope", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a"],"public_key":` + string(pub) + `}`, 400, "mcp:a"},
+		{"not json", `name=a`, 400, "decode"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			resp, body := ts.post(t, "/v1/agents", "application/json", tt.body, auth)
+			msg, _ := body["message"].(string)
+			if resp.StatusCode != tt.status || !strings.Contains(msg, tt.msg) {
+				t.Fatalf("HTTP %d %v, want %d mentioning %q", resp.StatusCode, body, tt.status, tt.msg)
+			}
+		})
+	}
+	if n, _ := ts.store.Agents(context.Background()); len(n) != 0 {
+		t.Errorf("refused requests wrote %d agents", len(n))
+	}
+}
+
+func TestIntrospectAndRevoke(t *testing.T) {
+	ts := newServer(t)
+	key := ts.addAgent(t, "a", "mcp:crm:*")
+	other := ts.addAgent(t, "b", "mcp:crm:*")
+	ctx := context.Background()
+	tok, err := ts.client.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/a", Key: key, Scope: "mcp:crm:list", DPoP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	admin := map[string]string{"Authorization": "Bearer " + adminToken}
+	introspect := func() map[string]any {
+		_, body := ts.post(t, "/oauth2/introspect", form, url.Values{"token": {tok.AccessToken}}.Encode(), admin)
+		return body
+	}
+	if body := introspect(); body["active"] != true || body["client_id"] != "spiffe://example.org/agent/a" || body["token_type"] != "DPoP" {
+		t.Fatalf("introspection of a live mandate: %v", body)
+	}
+	_, body := ts.post(t, "/oauth2/introspect", form, url.Values{"token": {"x.y.z"}}.Encode(), admin)
+	if body["active"] != false {
+		t.Errorf("garbage introspects as %v", body)
+	}
+
+	revokeAs := func(k ed25519.PrivateKey, id string) (*http.Response, map[string]any) {
+		return ts.post(t, "/oauth2/revoke", form, url.Values{
+			"token":                 {tok.AccessToken},
+			"client_assertion_type": {issuer.ClientAssertionType},
+			"client_assertion":      {httpapi.ClientAssertion(k, id, ts.URL+"/oauth2/token", time.Now())},
+		}.Encode(), nil)
+	}
+	// Another agent may not revoke it.
+	if resp, body := revokeAs(other, "spiffe://example.org/agent/b"); resp.StatusCode != 400 || body["error"] != "unauthorized_client" {
+		t.Errorf("revocation by another agent: HTTP %d %v", resp.StatusCode, body)
+	}
+	if body := introspect(); body["active"] != true {
+		t.Fatalf("a refused revocation changed the mandate: %v", body)
+	}
+	// No credentials at all: refused.
+	if resp, _ := ts.post(t, "/oauth2/revoke", form, url.Values{"token": {tok.AccessToken}}.Encode(), nil); resp.StatusCode != 401 {
+		t.Errorf("anonymous revocation: HTTP %d", resp.StatusCode)
+	}
+	// The holder may.
+	if resp, body := revokeAs(key, "spiffe://example.org/agent/a"); resp.StatusCode != 200 {
+		t.Fatalf("revocation by the holder: HTTP %d %v", resp.StatusCode, body)
+	}
+	if body := introspect(); body["active"] != false {
+		t.Errorf("revoked mandate introspects as %v", body)
+	}
+	var rec httpapi.MandateResponse
+	req, _ := http.NewRequest("GET", ts.URL+"/v1/mandates/"+mustClaims(t, tok.AccessToken).ID, nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	json.NewDecoder(resp.Body).Decode(&rec)
+	resp.Body.Close()
+	if !rec.Revoked || rec.Agent != "spiffe://example.org/agent/a" {
+		t.Errorf("mandate record %+v", rec)
+	}
+	// RFC 7009 §2.2: revoking garbage is not an error.
+	if resp, _ := ts.post(t, "/oauth2/revoke", form, url.Values{"token": {"garbage"}}.Encode(), admin); resp.StatusCode != 200 {
+		t.Errorf("revoking garbage: HTTP %d", resp.StatusCode)
+	}
+}
+
+func mustClaims(t *testing.T, tok string) *mandate.Claims {
+	j, err := jose.Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var c mandate.Claims
+	if err := json.Unmarshal(j.Payload, &c); err != nil {
+		t.Fatal(err)
+	}
+	return &c
+}
+
+func TestDiscovery(t *testing.T) {
+	ts := newServer(t)
+	md, err := ts.client.Metadata(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if md.Issuer != ts.URL || md.TokenEndpoint != ts.URL+"/oauth2/token" || md.TrustDomain != "example.org" {
+		t.Errorf("metadata %+v", md)
+	}
+	resp, err := http.Get(md.JWKSURI)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var set struct{ Keys []map[string]string }
+	json.NewDecoder(resp.Body).Decode(&set)
+	if len(set.Keys) != 1 || set.Keys[0]["kty"] != "OKP" || set.Keys[0]["alg"] != "EdDSA" || set.Keys[0]["kid"] == "" || set.Keys[0]["d"] != "" {
+		t.Errorf("jwks %v", set.Keys)
+	}
+	resp2, _ := http.Get(ts.URL + "/healthz")
+	if resp2.StatusCode != 200 {
+		t.Errorf("healthz %d", resp2.StatusCode)
+	}
+	resp2.Body.Close()
+}

@@ -1,0 +1,104 @@
+package issuer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"encoding/json"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/jose"
+)
+
+// assertionClaims are the claims of a client assertion (RFC 7523 §3).
+type assertionClaims struct {
+	Issuer    string               `json:"iss"`
+	Subject   string               `json:"sub"`
+	Audience  mandate.Audience     `json:"aud"`
+	Expiry    *mandate.NumericDate `json:"exp"`
+	NotBefore *mandate.NumericDate `json:"nbf"`
+	IssuedAt  *mandate.NumericDate `json:"iat"`
+	ID        string               `json:"jti"`
+}
+
+// assertion is a verified client assertion.
+type assertion struct {
+	ID     string
+	Expiry mandate.NumericDate
+}
+
+const maxJTILength = 256
+
+// authenticate verifies a private_key_jwt client assertion (RFC 7523 §3)
+// and returns the active agent it names. Every failure is invalid_client.
+func (is *Issuer) authenticate(ctx context.Context, clientID, typ, raw string, now time.Time) (*mandate.Agent, *assertion, error) {
+	fail := func(format string, args ...any) (*mandate.Agent, *assertion, error) {
+		return nil, nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_client", "client assertion: "+format, args...)
+	}
+	if typ != ClientAssertionType {
+		if typ == "" && raw == "" {
+			return fail("missing: authenticate with client_assertion_type=%s and a client_assertion JWT signed by the agent's key", ClientAssertionType)
+		}
+		return fail("client_assertion_type must be %s", ClientAssertionType)
+	}
+	jws, err := jose.Parse(raw)
+	if err != nil {
+		return fail("%v", err)
+	}
+	var c assertionClaims
+	if err := json.Unmarshal(jws.Payload, &c); err != nil {
+		return fail("claims are not a JSON object with the expected types: %v", err)
+	}
+	if c.Issuer == "" || c.Issuer != c.Subject {
+		return fail("iss and sub must both be the agent's id")
+	}
+	if clientID != "" && clientID != c.Subject {
+		return fail("client_id %q does not match the assertion's sub", clientID)
+	}
+	agent, err := is.cfg.Agents.Agent(ctx, c.Subject)
+	if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+		return fail("unknown agent %q: register it with `mandate agent add`", c.Subject)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	if err := jws.Verify(ed25519.PublicKey(agent.PublicKey)); err != nil {
+		return fail("signature does not verify with the key registered for %s", agent.ID)
+	}
+	if !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer) {
+		return fail("aud must name the token endpoint %s", is.cfg.TokenEndpoint)
+	}
+	skew := is.cfg.ClockSkew
+	switch {
+	case c.Expiry == nil:
+		return fail("exp is required")
+	case !now.Before(c.Expiry.Add(skew)):
+		return fail("expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+	case c.Expiry.Sub(now) > is.cfg.MaxAssertionLifetime+skew:
+		return fail("exp is more than %v ahead: make short-lived assertions", is.cfg.MaxAssertionLifetime)
+	case c.NotBefore != nil && now.Before(c.NotBefore.Add(-skew)):
+		return fail("not valid before %s", c.NotBefore.UTC().Format(time.RFC3339Nano))
+	case c.IssuedAt != nil && c.IssuedAt.After(now.Add(skew)):
+		return fail("iat is in the future: check the agent's clock")
+	case c.ID == "" || len(c.ID) > maxJTILength:
+		return fail("jti is required (at most %d bytes) and must be unique per assertion", maxJTILength)
+	}
+	if agent.Status != mandate.AgentActive {
+		return fail("agent %s is %s", agent.Name, agent.Status)
+	}
+	return agent, &assertion{ID: c.ID, Expiry: *c.Expiry}, nil
+}
+
+// Authenticate verifies a private_key_jwt client assertion presented at an
+// endpoint other than the token endpoint (revocation) and uses up its jti.
+// Errors are invalid_client.
+func (is *Issuer) Authenticate(ctx context.Context, clientID, typ, raw string) (*mandate.Agent, error) {
+	now := is.cfg.Now()
+	agent, a, err := is.authenticate(ctx, clientID, typ, raw, now)
+	if err != nil {
+		return nil, err
+	}
+	if err := is.useOnce("a\x00"+agent.ID+"\x00"+a.ID, a.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
+		return nil, err
+	}
+	return agent, nil
+}

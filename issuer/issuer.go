@@ -1,0 +1,294 @@
+// Package issuer mints mandates: it authenticates agents by their client
+// assertions (RFC 7523), applies the issuance rules (ceiling, lifetime,
+// audience), binds mandates to DPoP keys (RFC 9449), signs them with the
+// keyring's active key and records each issuance before releasing it.
+//
+// It speaks no HTTP: package httpapi maps requests and errors onto OAuth.
+// Every error it returns is a *mandate.Error whose OAuth field names the
+// RFC 6749 §5.2 error code.
+package issuer
+
+import (
+	"context"
+	"encoding/json"
+	"log/slog"
+	"net/url"
+	"strings"
+	"time"
+	"unicode"
+	"unicode/utf8"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/replay"
+)
+
+// Defaults and limits of Config.
+const (
+	DefaultTTL                  = 5 * time.Minute
+	MinTTL                      = 10 * time.Millisecond
+	MaxTTL                      = time.Hour
+	DefaultMaxAssertionLifetime = 5 * time.Minute
+	DefaultDPoPMaxAge           = 60 * time.Second
+	MaxPurposeLength            = 1024
+	MaxResources                = 8
+)
+
+// ClientAssertionType is the only client_assertion_type accepted (RFC 7523 §2.2).
+const ClientAssertionType = "urn:ietf:params:oauth:client-assertion-type:jwt-bearer"
+
+// Config configures an Issuer. Zero values mean defaults.
+type Config struct {
+	// Issuer is the iss of every mandate, e.g. https://mandate.example.
+	Issuer string
+	// TokenEndpoint is the URL client assertions and DPoP proofs must name;
+	// Issuer + "/oauth2/token" if empty.
+	TokenEndpoint string
+	Keys          *Keyring
+	Agents        mandate.AgentGetter
+	// Log records each issuance before it is released (write-ahead).
+	Log mandate.IssuanceLog
+	// Replay remembers used assertion and DPoP proof IDs; a new cache of
+	// replay.DefaultCapacity if nil.
+	Replay *replay.Cache
+	// DefaultTTL is the lifetime of a mandate when the request names none.
+	DefaultTTL time.Duration
+	// MaxAssertionLifetime bounds how far ahead a client assertion's exp may be.
+	MaxAssertionLifetime time.Duration
+	// DPoPMaxAge bounds the age of a DPoP proof's iat.
+	DPoPMaxAge time.Duration
+	// ClockSkew is tolerated on client-supplied times (assertion exp, nbf,
+	// iat; DPoP iat). Zero by default: agents run on synchronised clocks.
+	ClockSkew time.Duration
+	Now       func() time.Time
+	Logger    *slog.Logger
+}
+
+// Issuer mints mandates. It is safe for concurrent use.
+type Issuer struct {
+	cfg Config
+}
+
+// New returns an Issuer for cfg.
+func New(cfg Config) (*Issuer, error) {
+	if cfg.Issuer == "" || cfg.Keys == nil || cfg.Agents == nil || cfg.Log == nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "issuer: Issuer, Keys, Agents and Log are required")
+	}
+	if cfg.TokenEndpoint == "" {
+		cfg.TokenEndpoint = strings.TrimSuffix(cfg.Issuer, "/") + "/oauth2/token"
+	}
+	if cfg.Replay == nil {
+		cfg.Replay = replay.New(0)
+	}
+	if cfg.DefaultTTL == 0 {
+		cfg.DefaultTTL = DefaultTTL
+	}
+	if cfg.DefaultTTL < MinTTL || cfg.DefaultTTL > MaxTTL {
+		return nil, mandate.Errorf(mandate.EINVALID, "issuer: DefaultTTL %v outside [%v, %v]", cfg.DefaultTTL, MinTTL, MaxTTL)
+	}
+	if cfg.MaxAssertionLifetime == 0 {
+		cfg.MaxAssertionLifetime = DefaultMaxAssertionLifetime
+	}
+	if cfg.DPoPMaxAge == 0 {
+		cfg.DPoPMaxAge = DefaultDPoPMaxAge
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	return &Issuer{cfg: cfg}, nil
+}
+
+// TokenEndpoint returns the URL assertions and proofs must name.
+func (is *Issuer) TokenEndpoint() string { return is.cfg.TokenEndpoint }
+
+// Issuer returns the iss of the mandates.
+func (is *Issuer) Issuer() string { return is.cfg.Issuer }
+
+// RootRequest is a client_credentials token request (RFC 6749 §4.4) with a
+// private_key_jwt client assertion (RFC 7523 §2.2).
+type RootRequest struct {
+	ClientID            string // optional; must match the assertion's sub if given
+	ClientAssertionType string
+	ClientAssertion     string
+	Scope               string
+	Resources           []string      // RFC 8707 resource indicators; become aud
+	TTL                 time.Duration // 0 means Config.DefaultTTL
+	TaskPurpose         string
+	DPoP                string // the DPoP header, if any
+}
+
+// Token is an issued mandate.
+type Token struct {
+	AccessToken string
+	TokenType   string // "DPoP" or "Bearer"
+	Claims      *mandate.Claims
+}
+
+// MintRoot authenticates the agent, checks the request against the agent's
+// ceiling, and returns a root mandate of a new task. The issuance is durable
+// before MintRoot returns.
+func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error) {
+	now := is.cfg.Now()
+	agent, assertion, err := is.authenticate(ctx, req.ClientID, req.ClientAssertionType, req.ClientAssertion, now)
+	if err != nil {
+		return nil, err
+	}
+	scopes, err := mandate.ParseScopeSet(req.Scope)
+	if err != nil {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_scope", "%s", mandate.ErrorMessage(err))
+	}
+	if len(scopes) == 0 {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_scope", "scope is required: name the scopes the task needs, within the agent's ceiling")
+	}
+	if out := agent.Ceiling.Uncovered(scopes); len(out) > 0 {
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_scope", "scope %s is outside the ceiling of agent %s", out, agent.Name)
+	}
+	aud, err := audience(req.Resources, scopes)
+	if err != nil {
+		return nil, err
+	}
+	ttl := req.TTL
+	if ttl == 0 {
+		ttl = is.cfg.DefaultTTL
+	}
+	if ttl < MinTTL || ttl > MaxTTL || ttl%time.Millisecond != 0 {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "ttl_ms must be a whole number of milliseconds from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
+	}
+	if err := checkPurpose(req.TaskPurpose); err != nil {
+		return nil, err
+	}
+	var jkt string
+	if req.DPoP != "" {
+		if jkt, err = is.checkDPoP(req.DPoP, now); err != nil {
+			return nil, err
+		}
+	}
+	// The replay check comes last so that a request refused for another
+	// reason does not burn the assertion. The durable unique index in the
+	// issuance log backs it across restarts.
+	if err := is.useOnce("a\x00"+agent.ID+"\x00"+assertion.ID, assertion.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
+		return nil, err
+	}
+
+	iat := mandate.NewNumericDate(now)
+	c := &mandate.Claims{
+		Issuer:    is.cfg.Issuer,
+		Subject:   agent.Subject(),
+		ClientID:  agent.ID,
+		Actor:     &mandate.Actor{Subject: agent.ID},
+		Audience:  aud,
+		IssuedAt:  iat,
+		NotBefore: iat,
+		Expiry:    mandate.NumericDate{Time: iat.Add(ttl)},
+		ID:        mandate.NewID(mandate.MandateIDPrefix, now),
+		Scope:     scopes.String(),
+		Task:      mandate.NewID(mandate.TaskIDPrefix, now),
+	}
+	if jkt != "" {
+		c.Confirm = &mandate.Confirmation{JKT: jkt}
+	}
+	tok, key, err := is.sign(c)
+	if err != nil {
+		return nil, err
+	}
+	rec := &mandate.Issuance{
+		MandateID: c.ID, TaskID: c.Task, AgentID: agent.ID, Subject: c.Subject, Scope: c.Scope,
+		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
+		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID,
+	}
+	if err := is.cfg.Log.RecordIssuance(ctx, rec); err != nil {
+		if mandate.ErrorCode(err) == mandate.ECONFLICT {
+			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_client", "client assertion was used before: make a new one with a fresh jti")
+		}
+		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", agent.ID, "err", err)
+		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
+			Message: "the issuance could not be recorded, so no mandate was issued: try again later", Err: err}
+	}
+	typ := "Bearer"
+	if jkt != "" {
+		typ = "DPoP"
+	}
+	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
+}
+
+// sign encodes and signs c with the active key; it returns the JWS and the kid.
+func (is *Issuer) sign(c *mandate.Claims) (string, string, error) {
+	payload, err := json.Marshal(c)
+	if err != nil {
+		return "", "", mandate.Errorf(mandate.EINTERNAL, "encode claims: %w", err)
+	}
+	k := is.cfg.Keys.Active()
+	// typ at+jwt: an RFC 9068 access token.
+	return jose.Sign(k.Private, jose.Header{Typ: "at+jwt", Kid: k.ID}, payload), k.ID, nil
+}
+
+// useOnce marks key as used until exp.
+func (is *Issuer) useOnce(key string, exp, now time.Time, oauth, what string) error {
+	switch err := is.cfg.Replay.Use(key, exp.Add(is.cfg.ClockSkew), now); err {
+	case nil:
+		return nil
+	case replay.ErrReplayed:
+		return mandate.OAuthErrorf(mandate.EUNAUTHORIZED, oauth, "%s was used before (replay): make a new one with a fresh jti", what)
+	default:
+		is.cfg.Logger.Error("replay cache refused an entry", "err", err)
+		return &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
+			Message: "too many requests in flight to check replays: try again shortly", Err: err}
+	}
+}
+
+func (is *Issuer) checkDPoP(proof string, now time.Time) (string, error) {
+	p, err := dpop.Check(proof, dpop.Requirements{
+		Method: "POST", URL: is.cfg.TokenEndpoint, Now: now, MaxAge: is.cfg.DPoPMaxAge, Skew: is.cfg.ClockSkew,
+	})
+	if err != nil {
+		return "", mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "%v", err)
+	}
+	if err := is.useOnce("d\x00"+p.JKT+"\x00"+p.ID, p.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
+		return "", err
+	}
+	return p.JKT, nil
+}
+
+// audience returns the aud of a mandate: the resource indicators if given
+// (RFC 8707 §2: absolute URIs without a fragment), otherwise the servers
+// and upstreams the scopes name literally (mcp:<server>, http:<upstream>).
+func audience(resources []string, scopes mandate.ScopeSet) (mandate.Audience, error) {
+	if len(resources) > MaxResources {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_target", "at most %d resource parameters", MaxResources)
+	}
+	var aud mandate.Audience
+	for _, r := range resources {
+		u, err := url.Parse(r)
+		if err != nil || u.Scheme == "" || u.Fragment != "" || strings.ContainsAny(r, " \t\r\n") || len(r) > 512 {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_target", "resource %q is not an absolute URI without a fragment (RFC 8707 §2), e.g. mcp:github or https://api.example/", r)
+		}
+		if !aud.Contains(r) {
+			aud = append(aud, r)
+		}
+	}
+	if len(resources) > 0 {
+		return aud, nil
+	}
+	for _, s := range scopes {
+		kind, target, _ := strings.Cut(s.String(), ":")
+		target, _, _ = strings.Cut(target, ":")
+		if strings.Contains(target, "*") {
+			continue
+		}
+		if a := kind + ":" + target; !aud.Contains(a) {
+			aud = append(aud, a)
+		}
+	}
+	return aud, nil
+}
+
+func checkPurpose(p string) error {
+	if len(p) > MaxPurposeLength || !utf8.ValidString(p) || strings.IndexFunc(p, unicode.IsControl) >= 0 {
+		return mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "task_purpose must be at most %d bytes of printable UTF-8", MaxPurposeLength)
+	}
+	return nil
+}

@@ -1,0 +1,249 @@
+package jose
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"unicode/utf8"
+)
+
+// decodeObject decodes b, which must be exactly one JSON object in valid
+// UTF-8, calling fn with each member's name and raw value in order. A
+// member name that appears twice is refused: parsers that keep the first
+// and parsers that keep the last would otherwise read different tokens.
+// Names are compared exactly after unescaping, unlike json.Unmarshal into a
+// struct, which folds case.
+//
+// json.Valid checks the syntax first; the scan below then only has to find
+// where members begin and end, which keeps Parse free of encoding/json's
+// per-token allocations.
+func decodeObject(b []byte, fn func(name string, value []byte) error) error {
+	if !utf8.Valid(b) {
+		return errors.New("must be valid UTF-8")
+	}
+	if !json.Valid(b) {
+		return errors.New("must be valid JSON")
+	}
+	i := skipSpace(b, 0)
+	if b[i] != '{' {
+		return errors.New("must be a JSON object")
+	}
+	i = skipSpace(b, i+1)
+	if b[i] == '}' {
+		return nil
+	}
+	var seen []string // objects here are small; a map only pays off for large ones
+	var seenSet map[string]bool
+	for {
+		end := endOfString(b, i)
+		name, err := stringMember("member name", b[i:end])
+		if err != nil {
+			return err
+		}
+		if seenSet != nil {
+			if seenSet[name] {
+				return fmt.Errorf("member %s appears twice", quote(name))
+			}
+			seenSet[name] = true
+		} else {
+			for _, s := range seen {
+				if s == name {
+					return fmt.Errorf("member %s appears twice", quote(name))
+				}
+			}
+			seen = append(seen, name)
+			if len(seen) > 16 {
+				seenSet = make(map[string]bool, 2*len(seen))
+				for _, s := range seen {
+					seenSet[s] = true
+				}
+			}
+		}
+		i = skipSpace(b, skipSpace(b, end)+1) // past the colon
+		end = endOfValue(b, i)
+		if err := fn(name, b[i:end]); err != nil {
+			return err
+		}
+		i = skipSpace(b, end)
+		if b[i] == '}' {
+			return nil // json.Valid saw nothing but space after it
+		}
+		i = skipSpace(b, i+1) // past the comma
+	}
+}
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\t' || b[i] == '\n' || b[i] == '\r') {
+		i++
+	}
+	return i
+}
+
+// endOfString returns the index just past the JSON string at b[i].
+func endOfString(b []byte, i int) int {
+	for i++; b[i] != '"'; i++ {
+		if b[i] == '\\' {
+			i++
+		}
+	}
+	return i + 1
+}
+
+// endOfValue returns the index just past the JSON value at b[i].
+func endOfValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return endOfString(b, i)
+	case '{', '[':
+		depth := 0
+		for ; ; i++ {
+			switch b[i] {
+			case '"':
+				i = endOfString(b, i) - 1
+			case '{', '[':
+				depth++
+			case '}', ']':
+				if depth--; depth == 0 {
+					return i + 1
+				}
+			}
+		}
+	default: // number, true, false, null
+		for i < len(b) {
+			switch b[i] {
+			case ',', '}', ']', ' ', '\t', '\r', '\n':
+				return i
+			}
+			i++
+		}
+		return i
+	}
+}
+
+// stringMember decodes the raw value of member name as a JSON string.
+func stringMember(name string, v []byte) (string, error) {
+	if len(v) < 2 || v[0] != '"' {
+		return "", fmt.Errorf("%s must be a string", name)
+	}
+	if s := v[1 : len(v)-1]; bytes.IndexByte(s, '\\') < 0 {
+		return string(s), nil // no escapes: the common case
+	}
+	var s string
+	if err := json.Unmarshal(v, &s); err != nil {
+		return "", fmt.Errorf("%s must be a string", name)
+	}
+	return s, nil
+}
+
+// appendHeader appends h as JSON, members in struct order, empty ones left
+// out: what json.Marshal gives, without its reflection and HTML escaping.
+func appendHeader(b []byte, h *Header) []byte {
+	b = append(b, `{"alg":`...)
+	b = appendString(b, h.Alg)
+	if h.Typ != "" {
+		b = append(b, `,"typ":`...)
+		b = appendString(b, h.Typ)
+	}
+	if h.Kid != "" {
+		b = append(b, `,"kid":`...)
+		b = appendString(b, h.Kid)
+	}
+	if h.JWK != nil {
+		b = append(b, `,"jwk":`...)
+		b = appendJWK(b, h.JWK)
+	}
+	if len(h.Crit) > 0 {
+		b = append(b, `,"crit":[`...)
+		for i, s := range h.Crit {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = appendString(b, s)
+		}
+		b = append(b, ']')
+	}
+	return append(b, '}')
+}
+
+// appendJWK appends k as JSON, members in struct order, empty ones left out.
+func appendJWK(b []byte, k *JWK) []byte {
+	b = append(b, '{')
+	first := true
+	member := func(name, v string) {
+		if v == "" {
+			return
+		}
+		if !first {
+			b = append(b, ',')
+		}
+		first = false
+		b = append(b, '"')
+		b = append(b, name...)
+		b = append(b, '"', ':')
+		b = appendString(b, v)
+	}
+	member("kty", k.Kty)
+	member("crv", k.Crv)
+	member("x", k.X)
+	member("y", k.Y)
+	member("n", k.N)
+	member("e", k.E)
+	member("d", k.D)
+	member("kid", k.Kid)
+	member("use", k.Use)
+	member("alg", k.Alg)
+	return append(b, '}')
+}
+
+// appendString appends s as a JSON string. Like encoding/json it escapes
+// control characters, U+2028 and U+2029, and replaces invalid UTF-8 with
+// U+FFFD; unlike it, it leaves <, > and & alone.
+func appendString(b []byte, s string) []byte {
+	const hex = "0123456789abcdef"
+	b = append(b, '"')
+	start := 0
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c < utf8.RuneSelf {
+			if c >= 0x20 && c != '"' && c != '\\' {
+				i++
+				continue
+			}
+			b = append(b, s[start:i]...)
+			switch c {
+			case '"', '\\':
+				b = append(b, '\\', c)
+			case '\n':
+				b = append(b, '\\', 'n')
+			case '\r':
+				b = append(b, '\\', 'r')
+			case '\t':
+				b = append(b, '\\', 't')
+			default:
+				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
+			}
+			i++
+			start = i
+			continue
+		}
+		r, size := utf8.DecodeRuneInString(s[i:])
+		if r == utf8.RuneError && size == 1 {
+			b = append(b, s[start:i]...)
+			b = append(b, `\ufffd`...)
+			i += size
+			start = i
+			continue
+		}
+		if r == '\u2028' || r == '\u2029' {
+			b = append(b, s[start:i]...)
+			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
+			i += size
+			start = i
+			continue
+		}
+		i += size
+	}
+	b = append(b, s[start:]...)
+	return append(b, '"')
+}

@@ -1,0 +1,264 @@
+package jose
+
+import (
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"log/slog"
+)
+
+// MaxJWKSize is the longest JWK, in bytes, that ParseJWK accepts.
+const MaxJWKSize = 8 << 10
+
+// JWK is a JSON Web Key (RFC 7517). Only Ed25519 keys (kty "OKP", crv
+// "Ed25519", RFC 8037) can be turned into keys; the RSA and EC members are
+// here so that Thumbprint can handle any key a peer presents.
+//
+// A JWK may hold a private key in D. Its String, GoString and LogValue
+// methods never show D; use json.Marshal only where the private key is
+// meant to go.
+type JWK struct {
+	Kty string `json:"kty,omitempty"`
+	Crv string `json:"crv,omitempty"`
+	X   string `json:"x,omitempty"`
+	Y   string `json:"y,omitempty"`
+	N   string `json:"n,omitempty"`
+	E   string `json:"e,omitempty"`
+	D   string `json:"d,omitempty"`
+	Kid string `json:"kid,omitempty"`
+	Use string `json:"use,omitempty"`
+	Alg string `json:"alg,omitempty"`
+}
+
+// NewPublicJWK returns the public JWK of pub: kty OKP, crv Ed25519, x, and
+// kid set to the RFC 7638 thumbprint.
+func NewPublicJWK(pub ed25519.PublicKey) JWK {
+	return JWK{
+		Kty: "OKP",
+		Crv: "Ed25519",
+		X:   base64.RawURLEncoding.EncodeToString(pub),
+		Kid: Thumbprint(pub),
+	}
+}
+
+// NewPrivateJWK returns the private JWK of priv: the public JWK plus d, the
+// 32-byte seed.
+func NewPrivateJWK(priv ed25519.PrivateKey) JWK {
+	k := NewPublicJWK(priv.Public().(ed25519.PublicKey))
+	k.D = base64.RawURLEncoding.EncodeToString(priv.Seed())
+	return k
+}
+
+// PublicKey returns the Ed25519 public key in k. It requires kty "OKP",
+// crv "Ed25519", x of 32 bytes in strict base64url, and, where present,
+// alg "EdDSA" and use "sig". Errors wrap ErrMalformed.
+func (k JWK) PublicKey() (ed25519.PublicKey, error) {
+	if k.Kty != "OKP" {
+		return nil, fmt.Errorf("%w: jwk: kty must be \"OKP\", is %s", ErrMalformed, quote(k.Kty))
+	}
+	if k.Crv != "Ed25519" {
+		return nil, fmt.Errorf("%w: jwk: crv must be \"Ed25519\", is %s", ErrMalformed, quote(k.Crv))
+	}
+	if k.Alg != "" && k.Alg != Algorithm {
+		return nil, fmt.Errorf("%w: jwk: alg must be %q or absent, is %s", ErrMalformed, Algorithm, quote(k.Alg))
+	}
+	if k.Use != "" && k.Use != "sig" {
+		return nil, fmt.Errorf("%w: jwk: use must be \"sig\" or absent, is %s", ErrMalformed, quote(k.Use))
+	}
+	x, err := decodeKeyMember("x", k.X)
+	if err != nil {
+		return nil, err
+	}
+	return ed25519.PublicKey(x), nil
+}
+
+// PrivateKey returns the Ed25519 private key in k. Besides what PublicKey
+// requires, d must be a 32-byte seed in strict base64url whose public key
+// is x. Errors wrap ErrMalformed and never show d.
+func (k JWK) PrivateKey() (ed25519.PrivateKey, error) {
+	pub, err := k.PublicKey()
+	if err != nil {
+		return nil, err
+	}
+	if k.D == "" {
+		return nil, fmt.Errorf("%w: jwk: d is missing: not a private key", ErrMalformed)
+	}
+	seed, err := decodeKeyMember("d", k.D)
+	if err != nil {
+		return nil, err
+	}
+	priv := ed25519.NewKeyFromSeed(seed)
+	clear(seed)
+	if !pub.Equal(priv.Public()) {
+		return nil, fmt.Errorf("%w: jwk: x does not match the public key derived from d", ErrMalformed)
+	}
+	return priv, nil
+}
+
+// decodeKeyMember decodes an Ed25519 key member: 32 bytes, strict
+// base64url. Its errors never show the value.
+func decodeKeyMember(name, v string) ([]byte, error) {
+	if v == "" {
+		return nil, fmt.Errorf("%w: jwk: %s is missing", ErrMalformed, name)
+	}
+	if len(v) != 43 { // base64url of 32 bytes, unpadded
+		return nil, fmt.Errorf("%w: jwk: %s must be 43 characters of base64url (32 bytes), is %d characters", ErrMalformed, name, len(v))
+	}
+	for i := 0; i < len(v); i++ {
+		if !isBase64URL(v[i]) {
+			return nil, fmt.Errorf("%w: jwk: %s must be unpadded base64url", ErrMalformed, name)
+		}
+	}
+	b, err := strictB64.DecodeString(v)
+	if err != nil || len(b) != 32 {
+		return nil, fmt.Errorf("%w: jwk: %s must be canonical unpadded base64url of 32 bytes", ErrMalformed, name)
+	}
+	return b, nil
+}
+
+// ParseJWK parses one JWK: a single JSON object of at most MaxJWKSize
+// bytes, in valid UTF-8, with no duplicate member names, and with kty. The
+// known members must be strings; unknown members are ignored, as RFC 7517
+// §4 says. ParseJWK does not check that the key is usable: call PublicKey
+// or PrivateKey for that. Errors wrap ErrMalformed.
+func ParseJWK(b []byte) (JWK, error) {
+	if len(b) > MaxJWKSize {
+		return JWK{}, fmt.Errorf("%w: jwk is %d bytes, limit is %d", ErrMalformed, len(b), MaxJWKSize)
+	}
+	k, err := decodeJWK(b)
+	if err != nil {
+		return JWK{}, fmt.Errorf("%w: jwk: %w", ErrMalformed, err)
+	}
+	return k, nil
+}
+
+func decodeJWK(b []byte) (JWK, error) {
+	var k JWK
+	err := decodeObject(b, func(name string, v []byte) error {
+		var p *string
+		switch name {
+		case "kty":
+			p = &k.Kty
+		case "crv":
+			p = &k.Crv
+		case "x":
+			p = &k.X
+		case "y":
+			p = &k.Y
+		case "n":
+			p = &k.N
+		case "e":
+			p = &k.E
+		case "d":
+			p = &k.D
+		case "kid":
+			p = &k.Kid
+		case "use":
+			p = &k.Use
+		case "alg":
+			p = &k.Alg
+		default:
+			return nil
+		}
+		s, err := stringMember(name, v)
+		*p = s
+		return err
+	})
+	if err != nil {
+		return JWK{}, err
+	}
+	if k.Kty == "" {
+		return JWK{}, fmt.Errorf("kty is missing")
+	}
+	return k, nil
+}
+
+// Thumbprint returns the RFC 7638 thumbprint of k: the SHA-256 digest of
+// its required members in lexicographic order (e, kty, n for RSA; crv,
+// kty, x, y for EC; crv, kty, x for OKP), base64url-encoded. It does not
+// check that the members hold a valid key. Errors wrap ErrMalformed.
+func (k JWK) Thumbprint() (string, error) {
+	var buf [512]byte
+	b := buf[:0]
+	// missing names the first required member that is empty.
+	missing := func(names []string, vals ...string) error {
+		for i, v := range vals {
+			if v == "" {
+				return fmt.Errorf("%w: jwk thumbprint: kty %s requires %s", ErrMalformed, k.Kty, names[i])
+			}
+		}
+		return nil
+	}
+	switch k.Kty {
+	case "RSA":
+		if err := missing([]string{"e", "n"}, k.E, k.N); err != nil {
+			return "", err
+		}
+		b = append(b, `{"e":`...)
+		b = appendString(b, k.E)
+		b = append(b, `,"kty":"RSA","n":`...)
+		b = appendString(b, k.N)
+	case "EC":
+		if err := missing([]string{"crv", "x", "y"}, k.Crv, k.X, k.Y); err != nil {
+			return "", err
+		}
+		b = append(b, `{"crv":`...)
+		b = appendString(b, k.Crv)
+		b = append(b, `,"kty":"EC","x":`...)
+		b = appendString(b, k.X)
+		b = append(b, `,"y":`...)
+		b = appendString(b, k.Y)
+	case "OKP":
+		if err := missing([]string{"crv", "x"}, k.Crv, k.X); err != nil {
+			return "", err
+		}
+		b = append(b, `{"crv":`...)
+		b = appendString(b, k.Crv)
+		b = append(b, `,"kty":"OKP","x":`...)
+		b = appendString(b, k.X)
+	default:
+		return "", fmt.Errorf("%w: jwk thumbprint: kty must be \"RSA\", \"EC\" or \"OKP\", is %s", ErrMalformed, quote(k.Kty))
+	}
+	b = append(b, '}')
+	sum := sha256.Sum256(b)
+	return base64.RawURLEncoding.EncodeToString(sum[:]), nil
+}
+
+// Thumbprint returns the RFC 7638 thumbprint of an Ed25519 public key, the
+// same as NewPublicJWK(pub).Thumbprint() but without building a JWK. It is
+// meant for the hot path of checking a cnf.jkt binding. For a pub that is
+// not 32 bytes it returns the thumbprint of a JWK that PublicKey refuses.
+func Thumbprint(pub ed25519.PublicKey) string {
+	const prefix = `{"crv":"Ed25519","kty":"OKP","x":"`
+	var buf [len(prefix) + 43 + 2]byte
+	b := append(buf[:0], prefix...)
+	b = base64.RawURLEncoding.AppendEncode(b, pub)
+	b = append(b, '"', '}')
+	sum := sha256.Sum256(b)
+	var out [43]byte
+	base64.RawURLEncoding.Encode(out[:], sum[:])
+	return string(out[:])
+}
+
+// String describes k without its private part.
+func (k JWK) String() string {
+	s := fmt.Sprintf("JWK{kty=%s crv=%s kid=%s", quote(k.Kty), quote(k.Crv), quote(k.Kid))
+	if k.D != "" {
+		s += " private"
+	}
+	return s + "}"
+}
+
+// GoString is String: %#v must not show the private part either.
+func (k JWK) GoString() string { return k.String() }
+
+// LogValue logs k's type, curve, kid and whether it is private, never d.
+func (k JWK) LogValue() slog.Value {
+	return slog.GroupValue(
+		slog.String("kty", k.Kty),
+		slog.String("crv", k.Crv),
+		slog.String("kid", k.Kid),
+		slog.Bool("private", k.D != ""),
+	)
+}

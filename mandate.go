@@ -1,0 +1,111 @@
+// Package mandate holds the domain of Mandate, the security control plane for
+// autonomous AI agents: agents and their identities, mandates (the short-lived,
+// key-bound credentials agents act under), scopes, and the application error
+// type. It also declares the small interfaces that the adapters (sqlite,
+// httpapi, issuer, ...) implement or consume.
+//
+// This package depends on nothing else in the module; everything else depends
+// on it. It does no I/O.
+//
+// # Vocabulary
+//
+//   - An agent is a registered non-human identity named by a SPIFFE ID,
+//     spiffe://<trust-domain>/agent/<name>, owned by a human.
+//   - A mandate is a signed JWT naming the accountable human (sub), the agent
+//     holding it (client_id) and the chain of actors (act); see [Claims].
+//   - A scope is a capability pattern such as mcp:github:create_issue; see
+//     [ParseScope] and [Scope.Covers].
+package mandate
+
+import (
+	"fmt"
+	"regexp"
+	"strings"
+	"time"
+)
+
+// AgentStatus says whether an agent may obtain new mandates.
+type AgentStatus string
+
+const (
+	AgentActive   AgentStatus = "active"
+	AgentDisabled AgentStatus = "disabled"
+)
+
+// Agent is a registered non-human identity.
+type Agent struct {
+	ID        string      `json:"id"`    // spiffe://<trust-domain>/agent/<name>
+	Name      string      `json:"name"`  // <name>, unique within the trust domain
+	Owner     string      `json:"owner"` // the accountable human, an email address
+	Ceiling   ScopeSet    `json:"ceiling"`
+	PublicKey []byte      `json:"-"` // Ed25519 public key, 32 bytes
+	KeyID     string      `json:"key_thumbprint"`
+	Status    AgentStatus `json:"status"`
+	CreatedAt time.Time   `json:"created_at"`
+	UpdatedAt time.Time   `json:"updated_at"`
+}
+
+// Subject is the accountable human as a mandate's sub claim: user:<email>.
+func (a *Agent) Subject() string { return "user:" + a.Owner }
+
+// agentNameRE is the grammar of agent names: a lower-case DNS-label-like word
+// so that the name is a valid SPIFFE path segment and a readable CLI argument.
+var agentNameRE = regexp.MustCompile(`^[a-z0-9]([a-z0-9._-]{0,62}[a-z0-9])?$`)
+
+// ValidateAgentName reports whether name can name an agent.
+func ValidateAgentName(name string) error {
+	if !agentNameRE.MatchString(name) {
+		return Errorf(EINVALID, "invalid agent name %q: use 1-64 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit", name)
+	}
+	return nil
+}
+
+// trustDomainRE follows the SPIFFE ID specification, section 2.1: lower-case
+// letters, digits, dots, dashes and underscores.
+var trustDomainRE = regexp.MustCompile(`^[a-z0-9._-]{1,255}$`)
+
+// ValidateTrustDomain reports whether td is a valid SPIFFE trust domain name.
+func ValidateTrustDomain(td string) error {
+	if !trustDomainRE.MatchString(td) || strings.Trim(td, ".") != td {
+		return Errorf(EINVALID, "invalid trust domain %q: use lower-case letters, digits, '.', '-' and '_'", td)
+	}
+	return nil
+}
+
+// AgentID returns the SPIFFE ID of the agent called name in trustDomain.
+func AgentID(trustDomain, name string) string {
+	return "spiffe://" + trustDomain + "/agent/" + name
+}
+
+// emailRE is deliberately plain: one @, no spaces or control characters. The
+// owner is a label for accountability, not a mailbox Mandate writes to.
+var emailRE = regexp.MustCompile(`^[^@\s\x00-\x1f\x7f]{1,64}@[A-Za-z0-9.-]{1,255}$`)
+
+// ValidateOwner reports whether owner is usable as an accountable human.
+func ValidateOwner(owner string) error {
+	if !emailRE.MatchString(owner) {
+		return Errorf(EINVALID, "invalid owner %q: give the accountable human's email address", owner)
+	}
+	return nil
+}
+
+func (s AgentStatus) String() string { return string(s) }
+
+// Validate checks the fields a caller supplies when registering an agent.
+func (a *Agent) Validate() error {
+	if err := ValidateAgentName(a.Name); err != nil {
+		return err
+	}
+	if err := ValidateOwner(a.Owner); err != nil {
+		return err
+	}
+	if len(a.Ceiling) == 0 {
+		return Errorf(EINVALID, "agent %q has an empty ceiling: give at least one scope it may ever hold", a.Name)
+	}
+	if len(a.PublicKey) != 32 {
+		return Errorf(EINVALID, "agent %q needs an Ed25519 public key (32 bytes), got %d bytes", a.Name, len(a.PublicKey))
+	}
+	return nil
+}
+
+var _ fmt.Stringer = AgentStatus("")

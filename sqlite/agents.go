@@ -1,0 +1,173 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+const agentColumns = "id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at"
+
+func scanAgent(row interface{ Scan(...any) error }) (*mandate.Agent, error) {
+	var a mandate.Agent
+	var ceiling, status string
+	var created, updated int64
+	if err := row.Scan(&a.ID, &a.Name, &a.Owner, &ceiling, &a.PublicKey, &a.KeyID, &status, &created, &updated); err != nil {
+		return nil, err
+	}
+	c, err := mandate.ParseScopeSet(ceiling)
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EINTERNAL, "agent %s: stored ceiling does not parse: %w", a.ID, err)
+	}
+	a.Ceiling, a.Status = c, mandate.AgentStatus(status)
+	a.CreatedAt, a.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
+	return &a, nil
+}
+
+// CreateAgent implements mandate.AgentStore.
+func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent) error {
+	if err := a.Validate(); err != nil {
+		return err
+	}
+	stored := *a
+	return s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO agents("+agentColumns+") VALUES(?,?,?,?,?,?,?,?,?)",
+			a.ID, a.Name, a.Owner, a.Ceiling.String(), a.PublicKey, a.KeyID, string(a.Status), ms(a.CreatedAt), ms(a.UpdatedAt))
+		if isUnique(err) {
+			return mandate.Errorf(mandate.ECONFLICT, "agent %q is registered already", a.Name)
+		}
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, func() {
+		s.mu.Lock()
+		s.agents[stored.ID] = &stored
+		s.mu.Unlock()
+	})
+}
+
+// Agent implements mandate.AgentGetter. It answers from memory after the
+// first read of each agent: the store is the only writer of the table.
+func (s *Store) Agent(ctx context.Context, id string) (*mandate.Agent, error) {
+	s.mu.RLock()
+	a, ok := s.agents[id]
+	s.mu.RUnlock()
+	if ok {
+		return a, nil
+	}
+	a, err := scanAgent(s.db.QueryRowContext(ctx, "SELECT "+agentColumns+" FROM agents WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no agent %q is registered", id)
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	s.mu.Lock()
+	if cached, ok := s.agents[id]; ok { // a concurrent write won
+		a = cached
+	} else {
+		s.agents[id] = a
+	}
+	s.mu.Unlock()
+	return a, nil
+}
+
+// Agents implements mandate.AgentStore.
+func (s *Store) Agents(ctx context.Context) ([]*mandate.Agent, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT "+agentColumns+" FROM agents ORDER BY name")
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	defer rows.Close()
+	var out []*mandate.Agent
+	for rows.Next() {
+		a, err := scanAgent(rows)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, a)
+	}
+	return out, rows.Err()
+}
+
+// SetAgentStatus implements mandate.AgentStore.
+func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.AgentStatus) (*mandate.Agent, error) {
+	now := s.cfg.Now()
+	var updated *mandate.Agent
+	err := s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		res, err := tx.ExecContext(ctx, "UPDATE agents SET status = ?, updated_at = ? WHERE id = ?", string(status), ms(now), id)
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		if n, _ := res.RowsAffected(); n == 0 {
+			return mandate.Errorf(mandate.ENOTFOUND, "no agent %q is registered", id)
+		}
+		updated, err = scanAgent(tx.QueryRowContext(ctx, "SELECT "+agentColumns+" FROM agents WHERE id = ?", id))
+		return err
+	}, func() {
+		s.mu.Lock()
+		s.agents[id] = updated
+		s.mu.Unlock()
+	})
+	return updated, err
+}
+
+// Revoke implements mandate.RevocationStore.
+func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation) error {
+	return s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO revocations(mandate_id, expires_at, revoked_at, revoked_by, reason)
+			VALUES(?,?,?,?,?) ON CONFLICT(mandate_id) DO NOTHING`,
+			r.MandateID, ms(r.ExpiresAt), ms(r.RevokedAt), r.RevokedBy, r.Reason)
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, func() {
+		s.mu.Lock()
+		s.revoked[r.MandateID] = r.ExpiresAt
+		s.mu.Unlock()
+	})
+}
+
+// IsRevoked implements mandate.RevocationChecker from memory. Revocations of
+// expired mandates are forgotten by PruneRevocations: an expired mandate is
+// refused anyway.
+func (s *Store) IsRevoked(ctx context.Context, id string) (bool, error) {
+	s.mu.RLock()
+	_, ok := s.revoked[id]
+	s.mu.RUnlock()
+	return ok, nil
+}
+
+// PruneRevocations drops from memory the revocations of mandates that have
+// expired, bounding memory by the number of live mandates. The rows stay.
+func (s *Store) PruneRevocations(now time.Time) int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for id, exp := range s.revoked {
+		if !now.Before(exp) {
+			delete(s.revoked, id)
+			n++
+		}
+	}
+	return n
+}
+
+// RunPruner prunes expired revocations every interval until ctx ends.
+func (s *Store) RunPruner(ctx context.Context, interval time.Duration) error {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+			s.PruneRevocations(s.cfg.Now())
+		}
+	}
+}

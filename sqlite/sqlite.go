@@ -1,0 +1,357 @@
+// Package sqlite is Mandate's embedded storage: agents, tasks, issued
+// mandates and revocations in one SQLite database (pure Go, WAL mode), with
+// embedded migrations.
+//
+// Writes that must be durable before their effect is released (issuance
+// records) go through a group committer: concurrent writers share one
+// transaction and one fsync, so durability does not cap throughput.
+//
+// It is not a cache in front of another store, and it is not safe for two
+// processes to open one database for writing.
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"embed"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	_ "modernc.org/sqlite"
+)
+
+//go:embed migrations/*.sql
+var migrations embed.FS
+
+// Defaults for Config.
+const (
+	DefaultMaxBatch = 512
+)
+
+// Config configures a Store. Zero values mean defaults.
+type Config struct {
+	// Path of the database file; its directory is created (0700) if needed.
+	Path string
+	// MaxBatch bounds how many writes share one transaction.
+	MaxBatch int
+	// Now is the clock; time.Now if nil.
+	Now func() time.Time
+	// Logger; slog.Default() if nil.
+	Logger *slog.Logger
+}
+
+// Store implements the storage interfaces of package mandate on SQLite.
+type Store struct {
+	db     *sql.DB // readers
+	wconn  *sql.Conn
+	cfg    Config
+	log    *slog.Logger
+	writes chan *write
+	done   chan struct{}
+	closed sync.Once
+
+	mu      sync.RWMutex
+	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
+	revoked map[string]time.Time      // unexpired revocations, mandate ID -> mandate expiry
+}
+
+var (
+	_ mandate.AgentStore      = (*Store)(nil)
+	_ mandate.IssuanceLog     = (*Store)(nil)
+	_ mandate.IssuanceGetter  = (*Store)(nil)
+	_ mandate.RevocationStore = (*Store)(nil)
+)
+
+// Open opens (creating if needed) the database at cfg.Path and migrates it.
+func Open(ctx context.Context, cfg Config) (*Store, error) {
+	if cfg.Path == "" {
+		return nil, errors.New("sqlite: Config.Path is required")
+	}
+	if cfg.MaxBatch <= 0 {
+		cfg.MaxBatch = DefaultMaxBatch
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
+		return nil, fmt.Errorf("sqlite: create data directory: %w", err)
+	}
+	// synchronous(FULL) in WAL mode fsyncs the WAL on every commit: a
+	// committed issuance survives power loss, not only a crash.
+	dsn := "file:" + cfg.Path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	db, err := sql.Open("sqlite", dsn)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
+	}
+	db.SetMaxOpenConns(8)
+	s := &Store{
+		db:      db,
+		cfg:     cfg,
+		log:     cfg.Logger,
+		writes:  make(chan *write, cfg.MaxBatch*4),
+		done:    make(chan struct{}),
+		agents:  map[string]*mandate.Agent{},
+		revoked: map[string]time.Time{},
+	}
+	if err := s.migrate(ctx); err != nil {
+		db.Close()
+		return nil, err
+	}
+	if err := os.Chmod(cfg.Path, 0o600); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	if s.wconn, err = db.Conn(ctx); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
+	}
+	if err := s.load(ctx); err != nil {
+		s.wconn.Close()
+		db.Close()
+		return nil, err
+	}
+	go s.commitLoop()
+	return s, nil
+}
+
+// Close stops the group committer after the writes already queued and
+// closes the database.
+func (s *Store) Close() error {
+	var err error
+	s.closed.Do(func() {
+		close(s.writes)
+		<-s.done
+		err = errors.Join(s.wconn.Close(), s.db.Close())
+	})
+	return err
+}
+
+func (s *Store) migrate(ctx context.Context) error {
+	var version int
+	if err := s.db.QueryRowContext(ctx, "PRAGMA user_version").Scan(&version); err != nil {
+		return fmt.Errorf("sqlite: read schema version: %w", err)
+	}
+	names, err := migrations.ReadDir("migrations")
+	if err != nil {
+		return err
+	}
+	sort.Slice(names, func(i, j int) bool { return names[i].Name() < names[j].Name() })
+	for i, e := range names {
+		if i < version {
+			continue
+		}
+		body, err := migrations.ReadFile("migrations/" + e.Name())
+		if err != nil {
+			return err
+		}
+		tx, err := s.db.BeginTx(ctx, nil)
+		if err != nil {
+			return fmt.Errorf("sqlite: migrate: %w", err)
+		}
+		if _, err := tx.ExecContext(ctx, string(body)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("sqlite: migration %s: %w", e.Name(), err)
+		}
+		if _, err := tx.ExecContext(ctx, "PRAGMA user_version = "+strconv.Itoa(i+1)); err != nil {
+			tx.Rollback()
+			return fmt.Errorf("sqlite: migration %s: %w", e.Name(), err)
+		}
+		if err := tx.Commit(); err != nil {
+			return fmt.Errorf("sqlite: migration %s: %w", e.Name(), err)
+		}
+	}
+	if version > len(names) {
+		return fmt.Errorf("sqlite: database schema version %d is newer than this binary knows (%d): upgrade mandate", version, len(names))
+	}
+	return nil
+}
+
+// load fills the in-memory indexes: unexpired revocations.
+func (s *Store) load(ctx context.Context) error {
+	rows, err := s.db.QueryContext(ctx, "SELECT mandate_id, expires_at FROM revocations WHERE expires_at > ?", s.cfg.Now().UnixMilli())
+	if err != nil {
+		return fmt.Errorf("sqlite: load revocations: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var id string
+		var exp int64
+		if err := rows.Scan(&id, &exp); err != nil {
+			return err
+		}
+		s.revoked[id] = time.UnixMilli(exp)
+	}
+	return rows.Err()
+}
+
+// write is one unit of work for the group committer.
+type write struct {
+	fn   func(ctx context.Context, tx *sql.Tx) error
+	done chan error
+	post func() // run after a successful commit, under no lock
+}
+
+// exec queues fn to run in a group-committed transaction and waits until
+// that transaction is durable or failed. fn must be idempotent-free of side
+// effects outside tx: it may be run twice (once in a batch that failed, once
+// alone).
+func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, post func()) (err error) {
+	w := &write{fn: fn, done: make(chan error, 1), post: post}
+	defer func() {
+		if r := recover(); r != nil { // send on a closed channel: the store is closed
+			err = mandate.Errorf(mandate.EUNAVAILABLE, "store is closed")
+		}
+	}()
+	select {
+	case s.writes <- w:
+	case <-ctx.Done():
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store write not queued: %w", ctx.Err())
+	}
+	// Once queued, the write will be committed or failed: wait for the
+	// verdict even if ctx ends, so that the caller never reports failure
+	// for a write that became durable.
+	return <-w.done
+}
+
+func (s *Store) commitLoop() {
+	defer close(s.done)
+	batch := make([]*write, 0, s.cfg.MaxBatch)
+	for w := range s.writes {
+		batch = append(batch[:0], w)
+	fill:
+		for len(batch) < s.cfg.MaxBatch {
+			select {
+			case w, ok := <-s.writes:
+				if !ok {
+					break fill
+				}
+				batch = append(batch, w)
+			default:
+				break fill
+			}
+		}
+		s.commit(batch)
+	}
+}
+
+// commit runs a batch in one transaction. If the batch fails, each write is
+// retried in a transaction of its own so that one bad write (a replayed
+// assertion, say) does not fail its neighbours.
+func (s *Store) commit(batch []*write) {
+	ctx := context.Background()
+	err := s.runTx(ctx, batch)
+	if err == nil {
+		for _, w := range batch {
+			if w.post != nil {
+				w.post()
+			}
+			w.done <- nil
+		}
+		return
+	}
+	if len(batch) == 1 {
+		batch[0].done <- err
+		return
+	}
+	for _, w := range batch {
+		err := s.runTx(ctx, []*write{w})
+		if err == nil && w.post != nil {
+			w.post()
+		}
+		w.done <- err
+	}
+}
+
+func (s *Store) runTx(ctx context.Context, batch []*write) error {
+	tx, err := s.wconn.BeginTx(ctx, nil)
+	if err != nil {
+		s.log.Error("store: begin transaction", "err", err)
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	for _, w := range batch {
+		if err := w.fn(ctx, tx); err != nil {
+			tx.Rollback()
+			return err
+		}
+	}
+	if err := tx.Commit(); err != nil {
+		s.log.Error("store: commit", "err", err)
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return nil
+}
+
+// isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint failure.
+func isUnique(err error) bool {
+	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
+}
+
+func ms(t time.Time) int64 { return t.UnixMilli() }
+
+// RecordIssuance implements mandate.IssuanceLog: it returns once the record
+// is committed with an fsync, sharing the transaction with concurrent calls.
+func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error {
+	return s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+		if rec.ParentID == "" {
+			if _, err := tx.ExecContext(ctx,
+				"INSERT INTO tasks(id, root_agent, subject, purpose, created_at) VALUES(?,?,?,?,?)",
+				rec.TaskID, rec.AgentID, rec.Subject, rec.TaskPurpose, ms(rec.IssuedAt)); err != nil {
+				if isUnique(err) {
+					return mandate.Errorf(mandate.ECONFLICT, "task %s exists", rec.TaskID)
+				}
+				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			}
+		}
+		_, err := tx.ExecContext(ctx,
+			`INSERT INTO mandates(id, task_id, parent_id, agent_id, subject, scope, audience, key_id, jkt, issued_at, expires_at, assertion_jti)
+			 VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
+			rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
+			strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.AssertionID)
+		if isUnique(err) {
+			if strings.Contains(err.Error(), "assertion_jti") {
+				return mandate.Errorf(mandate.ECONFLICT, "the assertion was used before: make a new one with a fresh jti")
+			}
+			return mandate.Errorf(mandate.ECONFLICT, "mandate %s exists", rec.MandateID)
+		}
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, nil)
+}
+
+// Issuance implements mandate.IssuanceGetter.
+func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, error) {
+	var rec mandate.Issuance
+	var aud string
+	var iat, exp int64
+	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.task_id, m.parent_id, m.agent_id, m.subject, m.scope, m.audience,
+		m.key_id, m.jkt, m.issued_at, m.expires_at, m.assertion_jti, t.purpose
+		FROM mandates m JOIN tasks t ON t.id = m.task_id WHERE m.id = ?`, id).Scan(
+		&rec.MandateID, &rec.TaskID, &rec.ParentID, &rec.AgentID, &rec.Subject, &rec.Scope, &aud,
+		&rec.KeyID, &rec.JKT, &iat, &exp, &rec.AssertionID, &rec.TaskPurpose)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "mandate %q was not issued here", id)
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	if aud != "" {
+		rec.Audience = strings.Split(aud, " ")
+	}
+	rec.IssuedAt, rec.ExpiresAt = time.UnixMilli(iat), time.UnixMilli(exp)
+	return &rec, nil
+}

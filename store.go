@@ -1,0 +1,87 @@
+package mandate
+
+import (
+	"context"
+	"time"
+)
+
+// Issuance is the durable record of one issued mandate: enough to rebuild the
+// delegation tree, to introspect the mandate, and to revoke it. It is written
+// before the mandate leaves the issuer (the write-ahead seam of DESIGN.md).
+type Issuance struct {
+	MandateID   string
+	TaskID      string
+	ParentID    string // empty for a root mandate
+	AgentID     string // the holder (client_id)
+	Subject     string // the accountable human
+	Scope       string
+	Audience    []string
+	KeyID       string // the kid of the signing key
+	JKT         string // cnf.jkt, empty for a bearer mandate
+	IssuedAt    time.Time
+	ExpiresAt   time.Time
+	TaskPurpose string // recorded with the task of a root mandate
+	// AssertionID is the jti of the client assertion (or actor token) that
+	// asked for this mandate. It is single-use per agent: recording a second
+	// issuance with the same AgentID and AssertionID fails with ECONFLICT,
+	// which makes the replay check durable across restarts.
+	AssertionID string
+}
+
+// IssuanceLog is the write-ahead seam. An issuer MUST NOT return a mandate
+// to its caller until RecordIssuance returned nil for it.
+//
+// RecordIssuance returns nil once the record is durable (on disk, fsynced),
+// ECONFLICT if the assertion was used before, and EUNAVAILABLE if the record
+// cannot be made durable; in every error case nothing of it is stored.
+type IssuanceLog interface {
+	RecordIssuance(ctx context.Context, rec *Issuance) error
+}
+
+// AgentGetter finds a registered agent by its SPIFFE ID.
+//
+// Agent returns ENOTFOUND if there is no such agent. The returned value is
+// shared: callers MUST NOT modify it.
+type AgentGetter interface {
+	Agent(ctx context.Context, id string) (*Agent, error)
+}
+
+// AgentStore is the registry of agents.
+type AgentStore interface {
+	AgentGetter
+	// CreateAgent stores a new agent; ECONFLICT if its ID or name exists.
+	CreateAgent(ctx context.Context, a *Agent) error
+	// Agents lists every agent, ordered by name.
+	Agents(ctx context.Context) ([]*Agent, error)
+	// SetAgentStatus changes an agent's status and returns the updated
+	// agent; ENOTFOUND if there is no such agent.
+	SetAgentStatus(ctx context.Context, id string, status AgentStatus) (*Agent, error)
+}
+
+// Revocation records that a mandate was revoked before its expiry.
+type Revocation struct {
+	MandateID string
+	ExpiresAt time.Time // the mandate's own expiry: after it the record may be forgotten
+	RevokedAt time.Time
+	RevokedBy string // who asked: "admin" or the holder's agent ID
+	Reason    string
+}
+
+// RevocationChecker answers whether a mandate is revoked. Implementations
+// MUST answer from memory or a local index: it is on every verification.
+type RevocationChecker interface {
+	IsRevoked(ctx context.Context, mandateID string) (bool, error)
+}
+
+// RevocationStore records and answers revocations.
+type RevocationStore interface {
+	RevocationChecker
+	// Revoke records r. Revoking a revoked mandate again is not an error.
+	Revoke(ctx context.Context, r *Revocation) error
+}
+
+// IssuanceGetter finds the issuance record of a mandate; ENOTFOUND if the
+// mandate was never issued here.
+type IssuanceGetter interface {
+	Issuance(ctx context.Context, mandateID string) (*Issuance, error)
+}
