@@ -37,7 +37,6 @@ import (
 	"strconv"
 	"strings"
 	"time"
-	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/jose"
 )
@@ -269,7 +268,7 @@ const maxNumericDate = 253402300799
 // object with no duplicate member names. Other claims are ignored.
 func parseClaims(b []byte) (claims, error) {
 	var c claims
-	err := decodeObject(b, func(name string, v json.RawMessage) error {
+	err := jose.DecodeObject(b, func(name string, v []byte) error {
 		var p *string
 		switch name {
 		case "jti":
@@ -293,6 +292,10 @@ func parseClaims(b []byte) (claims, error) {
 		if len(v) == 0 || v[0] != '"' {
 			return fmt.Errorf("claim %s must be a string", name)
 		}
+		if bytes.IndexByte(v, '\\') < 0 {
+			*p = string(v[1 : len(v)-1]) // no escapes: the common case
+			return nil
+		}
 		return json.Unmarshal(v, p)
 	})
 	if err != nil {
@@ -313,41 +316,6 @@ func parseNumericDate(v []byte) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
-}
-
-// decodeObject decodes b, which must be one JSON object, calling fn for
-// each member. A member name that appears twice is refused.
-func decodeObject(b []byte, fn func(name string, v json.RawMessage) error) error {
-	if !utf8.Valid(b) {
-		return errors.New("must be valid UTF-8")
-	}
-	if !json.Valid(b) {
-		return errors.New("must be valid JSON")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if tok, err := dec.Token(); err != nil || tok != json.Delim('{') {
-		return errors.New("must be a JSON object")
-	}
-	seen := make(map[string]bool, 8)
-	for dec.More() {
-		tok, err := dec.Token()
-		if err != nil {
-			return errors.New("must be valid JSON")
-		}
-		name, _ := tok.(string)
-		if seen[name] {
-			return fmt.Errorf("claim %s appears twice", quote(name))
-		}
-		seen[name] = true
-		var v json.RawMessage
-		if err := dec.Decode(&v); err != nil {
-			return errors.New("must be valid JSON")
-		}
-		if err := fn(name, v); err != nil {
-			return err
-		}
-	}
-	return nil
 }
 
 // quote quotes s for an error message, cut to 64 bytes: it comes from

@@ -348,6 +348,7 @@ func TestNormalizeURL(t *testing.T) {
 		{"https://example.com/a//b", "https://example.com/a//b"},
 		{"https://example.com/a.b/c..d", "https://example.com/a.b/c..d"},
 		{"urn+x://host", "urn+x://host/"},
+		{"https://%41%2a%2A/", "https://a%2A%2A/"},
 	} {
 		got, err := normalizeURL(tt.in)
 		if err != nil || got != tt.want {
@@ -358,6 +359,8 @@ func TestNormalizeURL(t *testing.T) {
 		"", "example.com/a", "/a", "https:example.com", "https://", "https:///a", "https://:443/a",
 		"https://example.com:https/", "https://example.com:65536/", "https://example.com/%zz", "https://example.com/%4",
 		"https://exa mple.com/", "https://example.com/\x00", "https://ex\u00e4mple.com/", "1https://x/",
+		"a://::", "https://a:b:443/", "https://[::1/", "https://[zz]/", "https://a]b/", "https://a[b/", "https://x/a[b]",
+		"https://a@b@c/", "https://x/a\\b", "https://x/a\"b", "https://x/<script>",
 	} {
 		if got, err := normalizeURL(in); err == nil {
 			t.Errorf("normalizeURL(%q) = %q, want an error", in, got)

@@ -44,6 +44,9 @@ func normalizeURL(u string) (string, error) {
 	b.WriteString(scheme)
 	b.WriteString("://")
 	if i := strings.LastIndexByte(authority, '@'); i >= 0 {
+		if !allIn(authority[:i], ":") {
+			return "", errors.New("url userinfo has a character RFC 3986 does not allow there")
+		}
 		userinfo, err := normalizePercent(authority[:i])
 		if err != nil {
 			return "", fmt.Errorf("url userinfo: %w", err)
@@ -59,10 +62,14 @@ func normalizeURL(u string) (string, error) {
 	if host == "" {
 		return "", errors.New("url has no host")
 	}
-	host, err := normalizePercent(strings.ToLower(host))
+	if !validHost(host) {
+		return "", fmt.Errorf("url host %s is not a name or an IP address", quote(host))
+	}
+	host, err := normalizePercent(host)
 	if err != nil {
 		return "", fmt.Errorf("url host: %w", err)
 	}
+	host = lowerHost(host)
 	b.WriteString(host)
 	if port != "" {
 		n, err := strconv.ParseUint(port, 10, 16)
@@ -73,6 +80,9 @@ func normalizeURL(u string) (string, error) {
 			b.WriteByte(':')
 			b.WriteString(strconv.FormatUint(n, 10))
 		}
+	}
+	if !allIn(path, ":@/") {
+		return "", errors.New("url path has a character RFC 3986 does not allow there")
 	}
 	path, err = normalizePercent(path)
 	if err != nil {
@@ -97,6 +107,49 @@ func validScheme(s string) bool {
 		case 'a' <= c && c <= 'z':
 		case i > 0 && ('0' <= s[i] && s[i] <= '9' || s[i] == '+' || s[i] == '-' || s[i] == '.'):
 		default:
+			return false
+		}
+	}
+	return true
+}
+
+// lowerHost lower-cases host, but not the hex digits of its
+// percent-encodings, which normalizePercent made upper case.
+func lowerHost(host string) string {
+	b := []byte(host)
+	for i := 0; i < len(b); i++ {
+		if b[i] == '%' {
+			i += 2
+		} else if 'A' <= b[i] && b[i] <= 'Z' {
+			b[i] += 'a' - 'A'
+		}
+	}
+	return string(b)
+}
+
+// validHost reports whether host is an IP literal in brackets or a
+// reg-name (RFC 3986 §3.2.2), which also covers IPv4 addresses.
+func validHost(host string) bool {
+	if strings.HasPrefix(host, "[") {
+		if len(host) < 3 || host[len(host)-1] != ']' {
+			return false
+		}
+		for i := 1; i < len(host)-1; i++ {
+			if c := host[i]; unhex(c) < 0 && c != ':' && c != '.' {
+				return false
+			}
+		}
+		return true
+	}
+	return allIn(host, "")
+}
+
+// allIn reports whether s has only unreserved characters, sub-delims,
+// percent signs (checked later) and the bytes in extra.
+func allIn(s, extra string) bool {
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !isUnreserved(c) && !strings.ContainsRune("%!$&'()*+,;=", rune(c)) && !strings.ContainsRune(extra, rune(c)) {
 			return false
 		}
 	}

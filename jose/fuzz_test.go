@@ -67,10 +67,10 @@ func FuzzParse(f *testing.F) {
 	})
 }
 
-// FuzzParseJWK checks that ParseJWK never panics, and that a parsed key
+// FuzzJWK checks that ParseJWK never panics, and that a parsed key
 // that PublicKey (or PrivateKey) accepts round-trips through NewPublicJWK
 // (or NewPrivateJWK) with the same thumbprint.
-func FuzzParseJWK(f *testing.F) {
+func FuzzJWK(f *testing.F) {
 	f.Add([]byte(`{"kty":"OKP","crv":"Ed25519","d":"nWGxne_9WmC6hEr0kuwsxERJxWl7MmkZcDusAxyuf2A","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}`))
 	f.Add([]byte(`{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo","alg":"EdDSA","use":"sig","kid":"k"}`))
 	f.Add([]byte(`{"kty":"RSA","n":"0vx7","e":"AQAB"}`))

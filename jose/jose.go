@@ -86,10 +86,17 @@ type JWS struct {
 // the order alg, typ, kid, jwk, crit, empty ones left out, so Header{} gives
 // exactly {"alg":"EdDSA"}.
 //
+// Sign never writes a private key: a JWK in h.JWK is written without d.
+//
 // Sign panics if priv is not ed25519.PrivateKeySize bytes long, as
 // [ed25519.Sign] does. Note that Parse refuses tokens whose header has crit.
 func Sign(priv ed25519.PrivateKey, h Header, payload []byte) string {
 	h.Alg = Algorithm
+	if h.JWK != nil && h.JWK.D != "" {
+		public := *h.JWK
+		public.D = ""
+		h.JWK = &public
+	}
 	var scratch [256]byte // most headers fit: no heap allocation for them
 	hdr := appendHeader(scratch[:0], &h)
 

@@ -210,6 +210,22 @@ func TestSignParseRoundTrip(t *testing.T) {
 	}
 }
 
+func TestSignNeverWritesD(t *testing.T) {
+	priv := testKey(t)
+	k := NewPrivateJWK(priv)
+	tok := Sign(priv, Header{Typ: "dpop+jwt", JWK: &k}, []byte("{}"))
+	j, err := Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if j.Header.JWK == nil || j.Header.JWK.D != "" || j.Header.JWK.X != k.X {
+		t.Errorf("header jwk = %v, want the public key only", j.Header.JWK)
+	}
+	if strings.Contains(tok, b64(k.D)[:10]) || k.D == "" {
+		t.Errorf("token holds d, or Sign changed the caller's JWK")
+	}
+}
+
 func TestAppendStringInvalidUTF8(t *testing.T) {
 	got := string(appendString(nil, "a\xffb"))
 	if got != `"a\ufffdb"` {

@@ -8,6 +8,27 @@ import (
 	"unicode/utf8"
 )
 
+// DecodeObject reads b, which must be exactly one JSON object in valid
+// UTF-8, calling fn with each member's name (unescaped) and raw JSON value,
+// in order. A member name that appears twice is refused. It is the strict
+// reader Parse uses for headers, for callers that read a JWS payload such
+// as JWT claims: unlike json.Unmarshal into a struct, it neither folds the
+// case of names nor lets a later duplicate win.
+//
+// Errors from reading b wrap ErrMalformed; an error from fn is returned
+// as it is, and stops the reading.
+func DecodeObject(b []byte, fn func(name string, value []byte) error) error {
+	var fnErr error
+	err := decodeObject(b, func(name string, value []byte) error {
+		fnErr = fn(name, value)
+		return fnErr
+	})
+	if err != nil && err != fnErr {
+		return fmt.Errorf("%w: %w", ErrMalformed, err)
+	}
+	return err
+}
+
 // decodeObject decodes b, which must be exactly one JSON object in valid
 // UTF-8, calling fn with each member's name and raw value in order. A
 // member name that appears twice is refused: parsers that keep the first

@@ -43,8 +43,11 @@ func NewPublicJWK(pub ed25519.PublicKey) JWK {
 }
 
 // NewPrivateJWK returns the private JWK of priv: the public JWK plus d, the
-// 32-byte seed.
+// 32-byte seed. It panics if priv is not ed25519.PrivateKeySize bytes long.
 func NewPrivateJWK(priv ed25519.PrivateKey) JWK {
+	if len(priv) != ed25519.PrivateKeySize {
+		panic("jose: NewPrivateJWK: private key must be 64 bytes")
+	}
 	k := NewPublicJWK(priv.Public().(ed25519.PublicKey))
 	k.D = base64.RawURLEncoding.EncodeToString(priv.Seed())
 	return k

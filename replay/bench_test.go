@@ -40,7 +40,7 @@ func BenchmarkUseParallel(b *testing.B) {
 			n++
 			now := time.Now()
 			key := string(strconv.AppendInt(append(p, '-'), int64(n), 10))
-			if err := c.Use(key, now.Add(10*time.Millisecond), now); err != nil {
+			if err := c.Use(key, now.Add(100*time.Millisecond), now); err != nil {
 				b.Fatal(err)
 			}
 		}

@@ -33,7 +33,7 @@ func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent) error {
 		return err
 	}
 	stored := *a
-	return s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO agents("+agentColumns+") VALUES(?,?,?,?,?,?,?,?,?)",
 			a.ID, a.Name, a.Owner, a.Ceiling.String(), a.PublicKey, a.KeyID, string(a.Status), ms(a.CreatedAt), ms(a.UpdatedAt))
 		if isUnique(err) {
@@ -98,7 +98,7 @@ func (s *Store) Agents(ctx context.Context) ([]*mandate.Agent, error) {
 func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.AgentStatus) (*mandate.Agent, error) {
 	now := s.cfg.Now()
 	var updated *mandate.Agent
-	err := s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE agents SET status = ?, updated_at = ? WHERE id = ?", string(status), ms(now), id)
 		if err != nil {
 			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
@@ -118,7 +118,7 @@ func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.Ag
 
 // Revoke implements mandate.RevocationStore.
 func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation) error {
-	return s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO revocations(mandate_id, expires_at, revoked_at, revoked_by, reason)
 			VALUES(?,?,?,?,?) ON CONFLICT(mandate_id) DO NOTHING`,
 			r.MandateID, ms(r.ExpiresAt), ms(r.RevokedAt), r.RevokedBy, r.Reason)

@@ -59,6 +59,12 @@ type Store struct {
 	done   chan struct{}
 	closed sync.Once
 
+	closeMu  sync.RWMutex // held for reading while queueing a write
+	isClosed bool
+
+	insTask    *sql.Stmt // prepared on wconn
+	insMandate *sql.Stmt
+
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
 	revoked map[string]time.Time      // unexpired revocations, mandate ID -> mandate expiry
@@ -118,6 +124,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
 	}
+	if s.insTask, err = s.wconn.PrepareContext(ctx, "INSERT INTO tasks(id, root_agent, subject, purpose, created_at) VALUES(?,?,?,?,?)"); err != nil {
+		s.wconn.Close()
+		db.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if s.insMandate, err = s.wconn.PrepareContext(ctx, `INSERT INTO mandates(id, task_id, parent_id, agent_id, subject, scope,
+		audience, key_id, jkt, issued_at, expires_at, assertion_jti) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`); err != nil {
+		s.wconn.Close()
+		db.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
 	if err := s.load(ctx); err != nil {
 		s.wconn.Close()
 		db.Close()
@@ -132,9 +149,12 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) Close() error {
 	var err error
 	s.closed.Do(func() {
+		s.closeMu.Lock()
+		s.isClosed = true
 		close(s.writes)
+		s.closeMu.Unlock()
 		<-s.done
-		err = errors.Join(s.wconn.Close(), s.db.Close())
+		err = errors.Join(s.insTask.Close(), s.insMandate.Close(), s.wconn.Close(), s.db.Close())
 	})
 	return err
 }
@@ -199,7 +219,7 @@ func (s *Store) load(ctx context.Context) error {
 
 // write is one unit of work for the group committer.
 type write struct {
-	fn   func(ctx context.Context, tx *sql.Tx) error
+	fn   func(ctx context.Context, tx *writeTx) error
 	done chan error
 	post func() // run after a successful commit, under no lock
 }
@@ -208,16 +228,18 @@ type write struct {
 // that transaction is durable or failed. fn must be idempotent-free of side
 // effects outside tx: it may be run twice (once in a batch that failed, once
 // alone).
-func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *sql.Tx) error, post func()) (err error) {
+func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *writeTx) error, post func()) error {
 	w := &write{fn: fn, done: make(chan error, 1), post: post}
-	defer func() {
-		if r := recover(); r != nil { // send on a closed channel: the store is closed
-			err = mandate.Errorf(mandate.EUNAVAILABLE, "store is closed")
-		}
-	}()
+	s.closeMu.RLock()
+	if s.isClosed {
+		s.closeMu.RUnlock()
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store is closed")
+	}
 	select {
 	case s.writes <- w:
+		s.closeMu.RUnlock()
 	case <-ctx.Done():
+		s.closeMu.RUnlock()
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store write not queued: %w", ctx.Err())
 	}
 	// Once queued, the write will be committed or failed: wait for the
@@ -276,22 +298,35 @@ func (s *Store) commit(batch []*write) {
 }
 
 func (s *Store) runTx(ctx context.Context, batch []*write) error {
-	tx, err := s.wconn.BeginTx(ctx, nil)
-	if err != nil {
+	// BEGIN and COMMIT as statements on the writer's own connection, so
+	// that the statements prepared on it at Open are reused as they are
+	// (a database/sql Tx would prepare them again in every transaction).
+	tx := &writeTx{Conn: s.wconn, s: s}
+	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		s.log.Error("store: begin transaction", "err", err)
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
 	for _, w := range batch {
 		if err := w.fn(ctx, tx); err != nil {
-			tx.Rollback()
+			if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+				s.log.Error("store: rollback", "err", rerr)
+			}
 			return err
 		}
 	}
-	if err := tx.Commit(); err != nil {
+	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
 		s.log.Error("store: commit", "err", err)
+		s.wconn.ExecContext(ctx, "ROLLBACK")
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
 	return nil
+}
+
+// writeTx is the transaction a write runs in: the writer connection
+// between BEGIN and COMMIT, with the prepared statements.
+type writeTx struct {
+	*sql.Conn
+	s *Store
 }
 
 // isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint failure.
@@ -304,10 +339,9 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 // RecordIssuance implements mandate.IssuanceLog: it returns once the record
 // is committed with an fsync, sharing the transaction with concurrent calls.
 func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error {
-	return s.exec(ctx, func(ctx context.Context, tx *sql.Tx) error {
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		if rec.ParentID == "" {
-			if _, err := tx.ExecContext(ctx,
-				"INSERT INTO tasks(id, root_agent, subject, purpose, created_at) VALUES(?,?,?,?,?)",
+			if _, err := tx.s.insTask.ExecContext(ctx,
 				rec.TaskID, rec.AgentID, rec.Subject, rec.TaskPurpose, ms(rec.IssuedAt)); err != nil {
 				if isUnique(err) {
 					return mandate.Errorf(mandate.ECONFLICT, "task %s exists", rec.TaskID)
@@ -315,9 +349,7 @@ func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error
 				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 			}
 		}
-		_, err := tx.ExecContext(ctx,
-			`INSERT INTO mandates(id, task_id, parent_id, agent_id, subject, scope, audience, key_id, jkt, issued_at, expires_at, assertion_jti)
-			 VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`,
+		_, err := tx.s.insMandate.ExecContext(ctx,
 			rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
 			strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.AssertionID)
 		if isUnique(err) {

@@ -1,0 +1,84 @@
+package sqlite_test
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/sqlite"
+	"github.com/mandatehq/mandate/storetest"
+)
+
+func TestConformance(t *testing.T) {
+	paths := map[storetest.Store]string{}
+	open := func(t *testing.T, path string) storetest.Store {
+		s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path})
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { s.Close() })
+		paths[s] = path
+		return s
+	}
+	storetest.Run(t,
+		func(t *testing.T) storetest.Store { return open(t, filepath.Join(t.TempDir(), "m.db")) },
+		func(t *testing.T, s storetest.Store) storetest.Store {
+			if err := s.(*sqlite.Store).Close(); err != nil {
+				t.Fatal(err)
+			}
+			return open(t, paths[s])
+		})
+}
+
+func TestDatabaseFileIsPrivate(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "sub", "m.db")
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	fi, err := os.Stat(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if fi.Mode().Perm() != 0o600 {
+		t.Errorf("database mode %v, want 0600", fi.Mode().Perm())
+	}
+	di, _ := os.Stat(filepath.Dir(path))
+	if di.Mode().Perm() != 0o700 {
+		t.Errorf("directory mode %v, want 0700", di.Mode().Perm())
+	}
+}
+
+func TestClosedStoreRefusesWrites(t *testing.T) {
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	err = s.RecordIssuance(context.Background(), &mandate.Issuance{MandateID: "m", TaskID: "t"})
+	if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("write to a closed store: %v", err)
+	}
+}
+
+func TestPruneRevocations(t *testing.T) {
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	now := time.Now()
+	ctx := context.Background()
+	s.Revoke(ctx, &mandate.Revocation{MandateID: "short", ExpiresAt: now.Add(time.Second), RevokedAt: now})
+	s.Revoke(ctx, &mandate.Revocation{MandateID: "long", ExpiresAt: now.Add(time.Hour), RevokedAt: now})
+	if n := s.PruneRevocations(now.Add(2 * time.Second)); n != 1 {
+		t.Errorf("pruned %d, want 1", n)
+	}
+	if ok, _ := s.IsRevoked(ctx, "long"); !ok {
+		t.Error("a live revocation was pruned")
+	}
+}
