@@ -106,11 +106,12 @@ func (d NumericDate) MarshalJSON() ([]byte, error) {
 		return []byte("0"), nil
 	}
 	ms := d.UnixMilli()
-	sec, frac := ms/1000, ms%1000
-	if frac < 0 { // before 1970: keep the fraction positive
-		sec, frac = sec-1, frac+1000
+	var b []byte
+	if ms < 0 { // before 1970: never in a mandate, but encode it exactly
+		b, ms = append(b, '-'), -ms
 	}
-	b := strconv.AppendInt(nil, sec, 10)
+	sec, frac := ms/1000, ms%1000
+	b = strconv.AppendInt(b, sec, 10)
 	b = append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
 	return b, nil
 }
@@ -129,7 +130,8 @@ func (d *NumericDate) UnmarshalJSON(b []byte) error {
 }
 
 // ParseNumericDate parses the text of a JSON number as seconds since the
-// epoch. Exponents are accepted only when they make an exact decimal.
+// epoch; JSON null gives the zero time. Dates before 1970 are refused: no
+// credential of Mandate's has one.
 func ParseNumericDate(b []byte) (time.Time, error) {
 	s := string(bytes.TrimSpace(b))
 	if s == "null" {
@@ -137,14 +139,13 @@ func ParseNumericDate(b []byte) (time.Time, error) {
 	}
 	if strings.ContainsAny(s, "eE") {
 		f, err := strconv.ParseFloat(s, 64)
-		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || math.Abs(f) > maxNumericDate {
+		if err != nil || math.IsNaN(f) || math.IsInf(f, 0) || f < 0 || f > maxNumericDate {
 			return time.Time{}, errors.New("invalid NumericDate")
 		}
 		sec, frac := math.Modf(f)
 		return time.Unix(int64(sec), int64(math.Round(frac*1e9))).UTC(), nil
 	}
-	neg := strings.HasPrefix(s, "-")
-	intPart, fracPart, _ := strings.Cut(strings.TrimPrefix(s, "-"), ".")
+	intPart, fracPart, _ := strings.Cut(s, ".")
 	if intPart == "" || len(intPart) > 12 || !allDigits(intPart) || !allDigits(fracPart) {
 		return time.Time{}, errors.New("invalid NumericDate")
 	}
@@ -158,9 +159,6 @@ func ParseNumericDate(b []byte) (time.Time, error) {
 	var nsec int64
 	if fracPart != "" {
 		nsec, _ = strconv.ParseInt(fracPart+strings.Repeat("0", 9-len(fracPart)), 10, 64)
-	}
-	if neg {
-		sec, nsec = -sec, -nsec
 	}
 	return time.Unix(sec, nsec).UTC(), nil
 }

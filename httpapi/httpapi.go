@@ -225,6 +225,10 @@ func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 	}
 	if code := mandate.ErrorCode(err); code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE {
 		log.ErrorContext(r.Context(), "oauth request failed", "path", r.URL.Path, "err", err)
+	} else {
+		// Refusals are logged with what the client was told, which never
+		// holds a secret: enough to diagnose a misconfigured agent.
+		log.InfoContext(r.Context(), "oauth request refused", "path", r.URL.Path, "error", oc, "description", mandate.ErrorMessage(err))
 	}
 	if mandate.ErrorCode(err) == mandate.ETOOLARGE {
 		status = http.StatusRequestEntityTooLarge

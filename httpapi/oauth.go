@@ -42,9 +42,9 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 		GrantTypesSupported:           []string{"client_credentials"},
 		ResponseTypesSupported:        []string{},
 		TokenEndpointAuthMethods:      []string{"private_key_jwt"},
-		TokenEndpointAuthSigningAlgs:  []string{"EdDSA"},
+		TokenEndpointAuthSigningAlgs:  []string{"EdDSA", "Ed25519"},
 		RevocationEndpointAuthMethods: []string{"private_key_jwt"},
-		DPoPSigningAlgs:               []string{"EdDSA"},
+		DPoPSigningAlgs:               []string{"EdDSA", "Ed25519"},
 		TrustDomain:                   s.cfg.TrustDomain,
 	})
 }

@@ -175,6 +175,11 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 	}
 
 	iat := mandate.NewNumericDate(now)
+	// nbf is iat rounded down to the second: verifiers that compare in
+	// whole seconds (npm jose floors the current time) would otherwise
+	// refuse a fresh mandate until the next second. A mandate does not
+	// exist before iat, so the earlier nbf grants nothing.
+	nbf := mandate.NumericDate{Time: iat.Truncate(time.Second)}
 	c := &mandate.Claims{
 		Issuer:    is.cfg.Issuer,
 		Subject:   agent.Subject(),
@@ -182,7 +187,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		Actor:     &mandate.Actor{Subject: agent.ID},
 		Audience:  aud,
 		IssuedAt:  iat,
-		NotBefore: iat,
+		NotBefore: nbf,
 		Expiry:    mandate.NumericDate{Time: iat.Add(ttl)},
 		ID:        mandate.NewID(mandate.MandateIDPrefix, now),
 		Scope:     scopes.String(),
@@ -206,7 +211,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		}
 		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", agent.ID, "err", err)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
-			Message: "the issuance could not be recorded, so no mandate was issued: try again later", Err: err}
+			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
 	}
 	typ := "Bearer"
 	if jkt != "" {
@@ -233,6 +238,8 @@ func (is *Issuer) useOnce(key string, exp, now time.Time, oauth, what string) er
 		return nil
 	case replay.ErrReplayed:
 		return mandate.OAuthErrorf(mandate.EUNAUTHORIZED, oauth, "%s was used before (replay): make a new one with a fresh jti", what)
+	case replay.ErrExpired:
+		return mandate.OAuthErrorf(mandate.EUNAUTHORIZED, oauth, "%s has expired", what)
 	default:
 		is.cfg.Logger.Error("replay cache refused an entry", "err", err)
 		return &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",

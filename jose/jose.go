@@ -41,8 +41,17 @@ import (
 	"strings"
 )
 
-// Algorithm is the only JWS "alg" this package signs or accepts.
+// Algorithm is the JWS "alg" this package signs with (RFC 8037).
 const Algorithm = "EdDSA"
+
+// AlgorithmEd25519 is the fully-specified name of the same algorithm (RFC
+// 9864 §2.2), which newer libraries (jose v6) emit. It is accepted, never
+// emitted: Ed25519 is the only curve this package knows, so the two names
+// mean exactly the same verification.
+const AlgorithmEd25519 = "Ed25519"
+
+// allowedAlg is the allow-list of Parse and Verify.
+func allowedAlg(alg string) bool { return alg == Algorithm || alg == AlgorithmEd25519 }
 
 // MaxTokenSize is the longest compact JWS, in bytes, that [Parse] accepts.
 const MaxTokenSize = 16 << 10
@@ -144,7 +153,7 @@ func Parse(token string) (*JWS, error) {
 	if err != nil {
 		return nil, err
 	}
-	if h.Alg != Algorithm {
+	if !allowedAlg(h.Alg) {
 		return nil, fmt.Errorf("%w: alg %s is not allowed, want %q", ErrAlgorithm, quote(h.Alg), Algorithm)
 	}
 	if h.Crit != nil {
@@ -167,7 +176,7 @@ func Parse(token string) (*JWS, error) {
 // Verify checks the signature over the signing input with pub. It returns
 // nil only for a JWS from Parse whose Ed25519 signature is valid.
 func (j *JWS) Verify(pub ed25519.PublicKey) error {
-	if j.Header.Alg != Algorithm {
+	if !allowedAlg(j.Header.Alg) {
 		return fmt.Errorf("%w: alg %s is not allowed, want %q", ErrAlgorithm, quote(j.Header.Alg), Algorithm)
 	}
 	if len(pub) != ed25519.PublicKeySize {

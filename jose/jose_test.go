@@ -283,7 +283,8 @@ func TestParseRefuses(t *testing.T) {
 		{"alg HS256", withHeader(`{"alg":"HS256"}`), ErrAlgorithm, `"HS256"`},
 		{"alg ES256", withHeader(`{"alg":"ES256"}`), ErrAlgorithm, `"ES256"`},
 		{"alg case", withHeader(`{"alg":"eddsa"}`), ErrAlgorithm, `"eddsa"`},
-		{"alg Ed25519", withHeader(`{"alg":"Ed25519"}`), ErrAlgorithm, `"Ed25519"`},
+		{"alg Ed25519 lower", withHeader(`{"alg":"ed25519"}`), ErrAlgorithm, `"ed25519"`},
+		{"alg Ed448", withHeader(`{"alg":"Ed448"}`), ErrAlgorithm, `"Ed448"`},
 		{"alg missing", withHeader(`{"typ":"JWT"}`), ErrAlgorithm, `""`},
 		{"alg null", withHeader(`{"alg":null}`), ErrMalformed, "alg must be a string"},
 		{"alg name case", withHeader(`{"ALG":"EdDSA"}`), ErrAlgorithm, `""`},
@@ -500,5 +501,20 @@ func TestErrorsDoNotEchoLongInput(t *testing.T) {
 	_, err := Parse(b64(`{"alg":"`+strings.Repeat("A", 1000)+`"}`) + ".." + strings.Repeat("A", 86))
 	if err == nil || len(err.Error()) > 200 {
 		t.Errorf("error = %v; want a short error", err)
+	}
+}
+
+// RFC 9864's fully-specified "Ed25519" is accepted as a name for EdDSA over
+// Ed25519, as jose v6 emits it.
+func TestParseAcceptsFullySpecifiedEd25519(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(nil)
+	input := base64.RawURLEncoding.EncodeToString([]byte(`{"alg":"Ed25519"}`)) + "." + base64.RawURLEncoding.EncodeToString([]byte(`{}`))
+	tok := input + "." + base64.RawURLEncoding.EncodeToString(ed25519.Sign(priv, []byte(input)))
+	j, err := Parse(tok)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := j.Verify(priv.Public().(ed25519.PublicKey)); err != nil {
+		t.Fatal(err)
 	}
 }

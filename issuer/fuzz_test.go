@@ -1,0 +1,32 @@
+package issuer_test
+
+import (
+	"context"
+	"encoding/base64"
+	"testing"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/issuer"
+)
+
+// FuzzClientAssertion feeds untrusted client assertions (and DPoP headers)
+// to the issuer: it must never panic and never issue.
+func FuzzClientAssertion(f *testing.F) {
+	b64 := base64.RawURLEncoding.EncodeToString
+	f.Add("a.b.c", "")
+	f.Add(b64([]byte(`{"alg":"EdDSA"}`))+"."+b64([]byte(`{"iss":"`+agentID+`","sub":"`+agentID+`","exp":1e300}`))+"."+b64(make([]byte, 64)), "")
+	f.Add(b64([]byte(`{"alg":"none"}`))+"."+b64([]byte(`{}`))+".", "x.y.z")
+	f.Add(b64([]byte(`{"alg":"EdDSA","crit":["exp"]}`))+"."+b64([]byte(`[]`))+"."+b64(make([]byte, 64)), "")
+	fx := newFixture(&testing.T{})
+	f.Fuzz(func(t *testing.T, assertion, proof string) {
+		tok, err := fx.is.MintRoot(context.Background(), issuer.RootRequest{
+			ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: assertion, Scope: "mcp:crm:x", DPoP: proof,
+		})
+		if err == nil {
+			t.Fatalf("issued %v for a fuzzed assertion", tok.Claims)
+		}
+		if mandate.ErrorCode(err) == mandate.EINTERNAL {
+			t.Fatalf("internal error: %v", err)
+		}
+	})
+}
