@@ -2,8 +2,10 @@ package main
 
 import (
 	"context"
+	"io"
 	"os"
 	"path/filepath"
+	"sync"
 	"testing"
 	"time"
 
@@ -27,7 +29,12 @@ func TestScripts(t *testing.T) {
 				m := NewMain()
 				m.Addr = "127.0.0.1:0"
 				m.DataDir = ts.MkAbs("data")
-				m.Stdout, m.Stderr = ts.Stdout(), ts.Stderr()
+				// The server runs concurrently with the script: it logs to
+				// its own file ($WORK/server.log), not to the script's buffers.
+				logf, err := os.OpenFile(ts.MkAbs("server.log"), os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+				ts.Check(err)
+				w := &lockedWriter{w: logf}
+				m.Stdout, m.Stderr = w, w
 				for _, a := range args {
 					switch a {
 					case "--demo":
@@ -41,7 +48,7 @@ func TestScripts(t *testing.T) {
 				}
 				ts.Setenv("MANDATE_SERVER", m.URL)
 				ts.Setenv("DATA", m.DataDir)
-				ts.Defer(func() { m.Close() })
+				ts.Defer(func() { m.Close(); logf.Close() })
 			},
 			// sleep DURATION
 			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
@@ -58,4 +65,16 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 	})
+}
+
+// lockedWriter serialises writes from the server's goroutines.
+type lockedWriter struct {
+	mu sync.Mutex
+	w  io.Writer
+}
+
+func (l *lockedWriter) Write(b []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(b)
 }
