@@ -16,6 +16,18 @@ func NewID(prefix string, now time.Time) string {
 	var b [16]byte
 	binary.BigEndian.PutUint64(b[:8], uint64(now.UnixMilli())<<16)
 	rand.Read(b[6:]) // never fails (crypto/rand, Go 1.24+)
+	return encodeID(prefix, b)
+}
+
+// FirstID returns the smallest ID with prefix that NewID can make at t or
+// later: IDs compare as strings in time order, so it bounds range scans.
+func FirstID(prefix string, t time.Time) string {
+	var b [16]byte
+	binary.BigEndian.PutUint64(b[:8], uint64(t.UnixMilli())<<16)
+	return encodeID(prefix, b)
+}
+
+func encodeID(prefix string, b [16]byte) string {
 	var out [26]byte
 	// 128 bits -> 26 base32 characters, the first carrying 3 bits.
 	hi := binary.BigEndian.Uint64(b[:8])

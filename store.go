@@ -21,18 +21,18 @@ type Issuance struct {
 	IssuedAt    time.Time
 	ExpiresAt   time.Time
 	TaskPurpose string // recorded with the task of a root mandate
-	// AssertionID is the jti of the client assertion (or actor token) that
-	// asked for this mandate. It is single-use per agent: recording a second
-	// issuance with the same AgentID and AssertionID fails with ECONFLICT,
-	// which makes the replay check durable across restarts.
-	AssertionID string
+	// AssertionID and AssertionExpiry are the jti and exp of the client
+	// assertion (or actor token) that asked for this mandate. Assertions
+	// are single-use; see UsedAssertions.
+	AssertionID     string
+	AssertionExpiry time.Time
 }
 
 // IssuanceLog is the write-ahead seam. An issuer MUST NOT return a mandate
 // to its caller until RecordIssuance returned nil for it.
 //
 // RecordIssuance returns nil once the record is durable (on disk, fsynced),
-// ECONFLICT if the assertion was used before, and EUNAVAILABLE if the record
+// ECONFLICT if a mandate with that ID exists, and EUNAVAILABLE if the record
 // cannot be made durable; in every error case nothing of it is stored.
 type IssuanceLog interface {
 	RecordIssuance(ctx context.Context, rec *Issuance) error
@@ -84,4 +84,13 @@ type RevocationStore interface {
 // mandate was never issued here.
 type IssuanceGetter interface {
 	Issuance(ctx context.Context, mandateID string) (*Issuance, error)
+}
+
+// UsedAssertions lists the client assertions that obtained mandates and
+// have not expired, so that an issuer's replay set survives a restart.
+//
+// UsedAssertions calls fn for every recorded issuance made at or after
+// since whose assertion expires after now; it stops at fn's first error.
+type UsedAssertions interface {
+	UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error
 }

@@ -100,6 +100,9 @@ func BenchmarkMintRoot(b *testing.B) {
 			b.ReportMetric(1e9/perOp, "mints/s")
 			b.ReportMetric(floor, "floor-ns")
 			b.ReportMetric(floor/perOp, "floor_ratio")
+			if st := st.Stats(); store == "sqlite" && st.Commits > 0 {
+				b.ReportMetric(float64(st.Writes)/float64(st.Commits), "writes/fsync")
+			}
 		})
 	}
 }

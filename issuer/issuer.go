@@ -11,6 +11,7 @@ package issuer
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"log/slog"
 	"net/url"
 	"strings"
@@ -168,8 +169,8 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		}
 	}
 	// The replay check comes last so that a request refused for another
-	// reason does not burn the assertion. The durable unique index in the
-	// issuance log backs it across restarts.
+	// reason does not burn the assertion. RestoreReplay refills the set
+	// from the issuance log after a restart.
 	if err := is.useOnce("a\x00"+agent.ID+"\x00"+assertion.ID, assertion.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
 		return nil, err
 	}
@@ -203,12 +204,9 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 	rec := &mandate.Issuance{
 		MandateID: c.ID, TaskID: c.Task, AgentID: agent.ID, Subject: c.Subject, Scope: c.Scope,
 		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
-		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID,
+		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID, AssertionExpiry: assertion.Expiry.Time,
 	}
 	if err := is.cfg.Log.RecordIssuance(ctx, rec); err != nil {
-		if mandate.ErrorCode(err) == mandate.ECONFLICT {
-			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_client", "client assertion was used before: make a new one with a fresh jti")
-		}
 		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", agent.ID, "err", err)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
@@ -218,6 +216,27 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		typ = "DPoP"
 	}
 	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
+}
+
+// RestoreReplay marks as used the client assertions that obtained mandates
+// and have not expired yet, as recorded in the issuance log: call it once at
+// start, before serving, so that a restart does not reopen a replay window.
+// It returns how many it restored.
+func (is *Issuer) RestoreReplay(ctx context.Context, used mandate.UsedAssertions) (int, error) {
+	now := is.cfg.Now()
+	since := now.Add(-is.cfg.MaxAssertionLifetime - 2*is.cfg.ClockSkew - time.Minute)
+	n := 0
+	err := used.UsedAssertions(ctx, since, now, func(agentID, jti string, exp time.Time) error {
+		err := is.cfg.Replay.Use("a\x00"+agentID+"\x00"+jti, exp.Add(is.cfg.ClockSkew), now)
+		if err == nil {
+			n++
+		}
+		if errors.Is(err, replay.ErrFull) {
+			return err
+		}
+		return nil
+	})
+	return n, err
 }
 
 // sign encodes and signs c with the active key; it returns the JWS and the kid.

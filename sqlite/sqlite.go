@@ -19,10 +19,12 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime"
 	"sort"
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -62,8 +64,9 @@ type Store struct {
 	closeMu  sync.RWMutex // held for reading while queueing a write
 	isClosed bool
 
-	insTask    *sql.Stmt // prepared on wconn
-	insMandate *sql.Stmt
+	commits, committed atomic.Uint64 // transactions and writes committed
+
+	insMandate *sql.Stmt // prepared on wconn
 
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
@@ -75,6 +78,7 @@ var (
 	_ mandate.IssuanceLog     = (*Store)(nil)
 	_ mandate.IssuanceGetter  = (*Store)(nil)
 	_ mandate.RevocationStore = (*Store)(nil)
+	_ mandate.UsedAssertions  = (*Store)(nil)
 )
 
 // Open opens (creating if needed) the database at cfg.Path and migrates it.
@@ -124,13 +128,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
 	}
-	if s.insTask, err = s.wconn.PrepareContext(ctx, "INSERT INTO tasks(id, root_agent, subject, purpose, created_at) VALUES(?,?,?,?,?)"); err != nil {
-		s.wconn.Close()
-		db.Close()
-		return nil, fmt.Errorf("sqlite: prepare: %w", err)
-	}
 	if s.insMandate, err = s.wconn.PrepareContext(ctx, `INSERT INTO mandates(id, task_id, parent_id, agent_id, subject, scope,
-		audience, key_id, jkt, issued_at, expires_at, assertion_jti) VALUES(?,?,?,?,?,?,?,?,?,?,?,?)`); err != nil {
+		audience, key_id, jkt, issued_at, expires_at, purpose, assertion_jti, assertion_exp) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`); err != nil {
 		s.wconn.Close()
 		db.Close()
 		return nil, fmt.Errorf("sqlite: prepare: %w", err)
@@ -154,7 +153,7 @@ func (s *Store) Close() error {
 		close(s.writes)
 		s.closeMu.Unlock()
 		<-s.done
-		err = errors.Join(s.insTask.Close(), s.insMandate.Close(), s.wconn.Close(), s.db.Close())
+		err = errors.Join(s.insMandate.Close(), s.wconn.Close(), s.db.Close())
 	})
 	return err
 }
@@ -253,20 +252,40 @@ func (s *Store) commitLoop() {
 	batch := make([]*write, 0, s.cfg.MaxBatch)
 	for w := range s.writes {
 		batch = append(batch[:0], w)
-	fill:
-		for len(batch) < s.cfg.MaxBatch {
-			select {
-			case w, ok := <-s.writes:
-				if !ok {
-					break fill
-				}
-				batch = append(batch, w)
-			default:
-				break fill
+		// Gather: take what is queued, then yield so that writers that are
+		// running (signing, say) can queue theirs, and take again, until a
+		// round brings nothing. A lone writer pays one Gosched, not a timer;
+		// under load, one fsync covers many writes.
+		for rounds := 0; len(batch) < s.cfg.MaxBatch && rounds < maxGatherRounds; rounds++ {
+			n := len(batch)
+			batch = s.drain(batch)
+			if len(batch) == n && rounds > 0 {
+				break
 			}
+			runtime.Gosched()
 		}
 		s.commit(batch)
 	}
+}
+
+// maxGatherRounds bounds the yields of one gathering, so that a steady
+// trickle of writes cannot postpone a commit indefinitely.
+const maxGatherRounds = 8
+
+// drain appends the queued writes to batch, up to MaxBatch, without waiting.
+func (s *Store) drain(batch []*write) []*write {
+	for len(batch) < s.cfg.MaxBatch {
+		select {
+		case w, ok := <-s.writes:
+			if !ok {
+				return batch
+			}
+			batch = append(batch, w)
+		default:
+			return batch
+		}
+	}
+	return batch
 }
 
 // commit runs a batch in one transaction. If the batch fails, each write is
@@ -276,6 +295,8 @@ func (s *Store) commit(batch []*write) {
 	ctx := context.Background()
 	err := s.runTx(ctx, batch)
 	if err == nil {
+		s.commits.Add(1)
+		s.committed.Add(uint64(len(batch)))
 		for _, w := range batch {
 			if w.post != nil {
 				w.post()
@@ -290,8 +311,12 @@ func (s *Store) commit(batch []*write) {
 	}
 	for _, w := range batch {
 		err := s.runTx(ctx, []*write{w})
-		if err == nil && w.post != nil {
-			w.post()
+		if err == nil {
+			s.commits.Add(1)
+			s.committed.Add(1)
+			if w.post != nil {
+				w.post()
+			}
 		}
 		w.done <- err
 	}
@@ -329,6 +354,17 @@ type writeTx struct {
 	s *Store
 }
 
+// Stats are counters of the group committer.
+type Stats struct {
+	Commits uint64 // transactions committed (one fsync each)
+	Writes  uint64 // writes committed in them
+}
+
+// Stats returns the group committer's counters.
+func (s *Store) Stats() Stats {
+	return Stats{Commits: s.commits.Load(), Writes: s.committed.Load()}
+}
+
 // isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint failure.
 func isUnique(err error) bool {
 	return err != nil && strings.Contains(err.Error(), "UNIQUE constraint failed")
@@ -340,22 +376,11 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 // is committed with an fsync, sharing the transaction with concurrent calls.
 func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error {
 	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
-		if rec.ParentID == "" {
-			if _, err := tx.s.insTask.ExecContext(ctx,
-				rec.TaskID, rec.AgentID, rec.Subject, rec.TaskPurpose, ms(rec.IssuedAt)); err != nil {
-				if isUnique(err) {
-					return mandate.Errorf(mandate.ECONFLICT, "task %s exists", rec.TaskID)
-				}
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-			}
-		}
 		_, err := tx.s.insMandate.ExecContext(ctx,
 			rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
-			strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.AssertionID)
+			strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.TaskPurpose,
+			rec.AssertionID, ms(rec.AssertionExpiry))
 		if isUnique(err) {
-			if strings.Contains(err.Error(), "assertion_jti") {
-				return mandate.Errorf(mandate.ECONFLICT, "the assertion was used before: make a new one with a fresh jti")
-			}
 			return mandate.Errorf(mandate.ECONFLICT, "mandate %s exists", rec.MandateID)
 		}
 		if err != nil {
@@ -365,16 +390,18 @@ func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error
 	}, nil)
 }
 
-// Issuance implements mandate.IssuanceGetter.
+// Issuance implements mandate.IssuanceGetter. The task purpose is that of
+// the task's root mandate.
 func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, error) {
 	var rec mandate.Issuance
 	var aud string
 	var iat, exp int64
 	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.task_id, m.parent_id, m.agent_id, m.subject, m.scope, m.audience,
-		m.key_id, m.jkt, m.issued_at, m.expires_at, m.assertion_jti, t.purpose
-		FROM mandates m JOIN tasks t ON t.id = m.task_id WHERE m.id = ?`, id).Scan(
+		m.key_id, m.jkt, m.issued_at, m.expires_at,
+		coalesce((SELECT r.purpose FROM mandates r WHERE r.task_id = m.task_id AND r.parent_id = ''), '')
+		FROM mandates m WHERE m.id = ?`, id).Scan(
 		&rec.MandateID, &rec.TaskID, &rec.ParentID, &rec.AgentID, &rec.Subject, &rec.Scope, &aud,
-		&rec.KeyID, &rec.JKT, &iat, &exp, &rec.AssertionID, &rec.TaskPurpose)
+		&rec.KeyID, &rec.JKT, &iat, &exp, &rec.TaskPurpose)
 	if errors.Is(err, sql.ErrNoRows) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "mandate %q was not issued here", id)
 	}
@@ -386,4 +413,27 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 	}
 	rec.IssuedAt, rec.ExpiresAt = time.UnixMilli(iat), time.UnixMilli(exp)
 	return &rec, nil
+}
+
+// UsedAssertions implements mandate.UsedAssertions with a range scan of the
+// primary key: mandate IDs are ULIDs, ordered by issuance time.
+func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error {
+	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, assertion_jti, assertion_exp FROM mandates
+		WHERE id >= ? AND id < 'm_~' AND assertion_jti != '' AND assertion_exp > ?`,
+		mandate.FirstID(mandate.MandateIDPrefix, since), ms(now))
+	if err != nil {
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	defer rows.Close()
+	for rows.Next() {
+		var agent, jti string
+		var exp int64
+		if err := rows.Scan(&agent, &jti, &exp); err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		if err := fn(agent, jti, time.UnixMilli(exp)); err != nil {
+			return err
+		}
+	}
+	return rows.Err()
 }

@@ -25,6 +25,7 @@ type Store interface {
 	mandate.IssuanceLog
 	mandate.IssuanceGetter
 	mandate.RevocationStore
+	mandate.UsedAssertions
 }
 
 // Run runs the suite. open returns a new empty store; reopen, if not nil,
@@ -33,6 +34,7 @@ func Run(t *testing.T, open func(t *testing.T) Store, reopen func(t *testing.T, 
 	t.Run("Agents", func(t *testing.T) { testAgents(t, open(t)) })
 	t.Run("Issuance", func(t *testing.T) { testIssuance(t, open(t)) })
 	t.Run("ConcurrentIssuance", func(t *testing.T) { testConcurrentIssuance(t, open(t)) })
+	t.Run("UsedAssertions", func(t *testing.T) { testUsedAssertions(t, open(t)) })
 	t.Run("Revocations", func(t *testing.T) { testRevocations(t, open(t)) })
 	if reopen != nil {
 		t.Run("Restart", func(t *testing.T) { testRestart(t, open(t), reopen) })
@@ -110,10 +112,10 @@ func testAgents(t *testing.T, s Store) {
 
 func issuance(i int, parent string) *mandate.Issuance {
 	return &mandate.Issuance{
-		MandateID: fmt.Sprintf("m_%06d", i), TaskID: "t_1", ParentID: parent, AgentID: mandate.AgentID("example.org", "a"),
+		MandateID: mandate.NewID(mandate.MandateIDPrefix, t0) + fmt.Sprintf("%06d", i), TaskID: "t_1", ParentID: parent, AgentID: mandate.AgentID("example.org", "a"),
 		Subject: "user:alice@example.org", Scope: "mcp:crm:list", Audience: []string{"mcp:crm"}, KeyID: "k1",
 		JKT: "jkt", IssuedAt: t0, ExpiresAt: t0.Add(30 * time.Millisecond), TaskPurpose: "report",
-		AssertionID: fmt.Sprintf("a%d", i),
+		AssertionID: fmt.Sprintf("a%d", i), AssertionExpiry: t0.Add(time.Minute),
 	}
 }
 
@@ -131,17 +133,12 @@ func testIssuance(t *testing.T, s Store) {
 		!got.ExpiresAt.Equal(root.ExpiresAt) || !got.IssuedAt.Equal(root.IssuedAt) || got.TaskPurpose != "report" || got.JKT != "jkt" {
 		t.Errorf("got %+v, want %+v", got, root)
 	}
-	// The same assertion twice: the second is refused and nothing of it stays.
-	again := issuance(2, "")
-	again.TaskID, again.AssertionID = "t_2", root.AssertionID
-	wantCode(t, s.RecordIssuance(ctx, again), mandate.ECONFLICT)
-	_, err = s.Issuance(ctx, again.MandateID)
-	wantCode(t, err, mandate.ENOTFOUND)
-	// The same assertion ID from another agent is another assertion.
-	other := issuance(3, "")
-	other.TaskID, other.AssertionID, other.AgentID = "t_3", root.AssertionID, mandate.AgentID("example.org", "b")
-	if err := s.RecordIssuance(ctx, other); err != nil {
-		t.Fatal(err)
+	// The same mandate ID twice: the second is refused and nothing of it stays.
+	again := *root
+	again.Scope = "mcp:crm:other"
+	wantCode(t, s.RecordIssuance(ctx, &again), mandate.ECONFLICT)
+	if got, _ := s.Issuance(ctx, root.MandateID); got.Scope != root.Scope {
+		t.Errorf("a refused write changed the record: %+v", got)
 	}
 	// A child of the task.
 	if err := s.RecordIssuance(ctx, issuance(4, root.MandateID)); err != nil {
@@ -155,38 +152,76 @@ func testIssuance(t *testing.T, s Store) {
 func testConcurrentIssuance(t *testing.T, s Store) {
 	ctx := context.Background()
 	const n = 500
+	recs := make([]*mandate.Issuance, n)
+	for i := range recs {
+		recs[i] = issuance(i, "")
+		recs[i].TaskID = fmt.Sprintf("t_%d", i)
+	}
+	dup := map[int]bool{}
+	for i := 7; i < n; i += 50 { // a duplicate ID in the middle of a batch
+		recs[i].MandateID = recs[0].MandateID
+		dup[i] = true
+	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			rec := issuance(i, "")
-			rec.TaskID = fmt.Sprintf("t_%d", i)
-			if i%50 == 7 { // a replayed assertion in the middle of a batch
-				rec.AssertionID = "a0"
-			}
-			errs[i] = s.RecordIssuance(ctx, rec)
+			errs[i] = s.RecordIssuance(ctx, recs[i])
 		}()
 	}
 	wg.Wait()
 	conflicts := 0
 	for i, err := range errs {
-		_, gerr := s.Issuance(ctx, fmt.Sprintf("m_%06d", i))
-		switch {
-		case err == nil && gerr != nil:
-			t.Errorf("issuance %d acknowledged but not found: %v", i, gerr)
-		case err != nil && gerr == nil && i != 0:
-			t.Errorf("issuance %d refused (%v) but stored", i, err)
-		case err != nil:
+		if err != nil {
 			wantCode(t, err, mandate.ECONFLICT)
 			conflicts++
+			continue
+		}
+		got, gerr := s.Issuance(ctx, recs[i].MandateID)
+		if gerr != nil {
+			t.Errorf("issuance %d acknowledged but not found: %v", i, gerr)
+		} else if got.TaskID != recs[i].TaskID {
+			t.Errorf("issuance %d acknowledged but the record is another's: %+v", i, got)
 		}
 	}
-	// a0 is used by issuance 0 or by one of the replays, whichever came
-	// first; all the others with a0 conflict.
-	if conflicts != n/50 {
-		t.Errorf("%d conflicts, want %d", conflicts, n/50)
+	// The shared ID is stored once: all but one of its writers conflict.
+	if conflicts != len(dup) {
+		t.Errorf("%d conflicts, want %d", conflicts, len(dup))
+	}
+}
+
+// UsedAssertions finds the recent, unexpired assertions: what an issuer
+// needs to refuse replays after a restart.
+func testUsedAssertions(t *testing.T, s Store) {
+	ctx := context.Background()
+	now := time.Now()
+	mk := func(issued time.Time, jti string, exp time.Time) {
+		rec := issuance(0, "")
+		rec.MandateID = mandate.NewID(mandate.MandateIDPrefix, issued)
+		rec.TaskID, rec.AssertionID, rec.AssertionExpiry, rec.IssuedAt = rec.MandateID, jti, exp, issued
+		if err := s.RecordIssuance(ctx, rec); err != nil {
+			t.Fatal(err)
+		}
+	}
+	mk(now.Add(-time.Hour), "old", now.Add(time.Minute)) // before since: not scanned
+	mk(now.Add(-time.Minute), "expired", now.Add(-time.Second))
+	mk(now.Add(-time.Minute), "live", now.Add(time.Minute))
+	mk(now, "", time.Time{}) // no assertion
+	var got []string
+	err := s.UsedAssertions(ctx, now.Add(-10*time.Minute), now, func(agent, jti string, exp time.Time) error {
+		got = append(got, jti)
+		if agent != mandate.AgentID("example.org", "a") || exp.Before(now) {
+			t.Errorf("%s: agent %s exp %v", jti, agent, exp)
+		}
+		return nil
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 1 || got[0] != "live" {
+		t.Errorf("UsedAssertions: %v, want [live]", got)
 	}
 }
 
@@ -230,7 +265,4 @@ func testRestart(t *testing.T, s Store, reopen func(*testing.T, Store) Store) {
 	if ok, _ := s.IsRevoked(ctx, rec.MandateID); !ok {
 		t.Error("revocation lost in restart")
 	}
-	again := issuance(2, "")
-	again.TaskID, again.AssertionID = "t_2", rec.AssertionID
-	wantCode(t, s.RecordIssuance(ctx, again), mandate.ECONFLICT)
 }

@@ -130,6 +130,12 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return err
 	}
+	if n, err := m.Issuer.RestoreReplay(ctx, m.Store); err != nil {
+		m.closeStore()
+		return fmt.Errorf("restore the replay set: %w", err)
+	} else if n > 0 {
+		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,

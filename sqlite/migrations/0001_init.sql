@@ -11,19 +11,15 @@ CREATE TABLE agents (
 	updated_at     INTEGER NOT NULL
 ) STRICT;
 
--- Tasks: the root of one delegation tree.
-CREATE TABLE tasks (
-	id         TEXT PRIMARY KEY,
-	root_agent TEXT NOT NULL,
-	subject    TEXT NOT NULL,
-	purpose    TEXT NOT NULL,
-	created_at INTEGER NOT NULL
-) STRICT;
-
--- Mandates: every issuance, written before the mandate is returned.
+-- Mandates: every issuance, written before the mandate is returned. A task
+-- is the tree of mandates under a root mandate (parent_id = ''), whose row
+-- carries the task's purpose.
+--
+-- This table is on the hot path of every mint: each index costs every mint
+-- a B-tree insert, so only what the code looks up is indexed.
 CREATE TABLE mandates (
 	id            TEXT PRIMARY KEY,
-	task_id       TEXT NOT NULL REFERENCES tasks(id),
+	task_id       TEXT NOT NULL,
 	parent_id     TEXT NOT NULL,              -- '' for a root mandate
 	agent_id      TEXT NOT NULL,
 	subject       TEXT NOT NULL,
@@ -33,12 +29,14 @@ CREATE TABLE mandates (
 	jkt           TEXT NOT NULL,              -- '' for bearer
 	issued_at     INTEGER NOT NULL,           -- Unix ms
 	expires_at    INTEGER NOT NULL,           -- Unix ms
-	assertion_jti TEXT NOT NULL
+	purpose       TEXT NOT NULL,              -- the task's purpose, on the root mandate
+	-- The client assertion that asked for the mandate. Assertions are
+	-- single-use (RFC 7523 §3, item 7): the issuer's replay set is filled
+	-- at start from the recent rows (found by the time-ordered id), so no
+	-- unique index taxes every mint with a random B-tree insert.
+	assertion_jti TEXT NOT NULL,
+	assertion_exp INTEGER NOT NULL            -- Unix ms
 ) STRICT;
-CREATE INDEX mandates_task ON mandates(task_id);
-CREATE INDEX mandates_agent ON mandates(agent_id, issued_at);
--- A client assertion is single-use per agent (RFC 7523 §3, item 7), across restarts.
-CREATE UNIQUE INDEX mandates_assertion ON mandates(agent_id, assertion_jti) WHERE assertion_jti != '';
 
 -- Revocations of single mandates before their expiry.
 CREATE TABLE revocations (
