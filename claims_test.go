@@ -56,7 +56,7 @@ func TestNumericDate(t *testing.T) {
 func TestClaimsRoundTrip(t *testing.T) {
 	iat := NewNumericDate(time.Unix(1764412800, 0))
 	c := Claims{Issuer: "https://m", Subject: "user:a@b.c", ClientID: "spiffe://x/agent/a",
-		Actor: &Actor{Subject: "spiffe://x/agent/b", Actor: &Actor{Subject: "spiffe://x/agent/a"}},
+		Actor:    &Actor{Subject: "spiffe://x/agent/b", Actor: &Actor{Subject: "spiffe://x/agent/a"}},
 		Audience: Audience{"mcp:crm"}, IssuedAt: iat, NotBefore: iat, Expiry: NumericDate{iat.Add(30 * time.Millisecond)},
 		ID: "m_1", Scope: "mcp:crm:x", Task: "t_1", Parent: "m_0", Confirm: &Confirmation{JKT: "j"}}
 	b, err := json.Marshal(c)

@@ -317,4 +317,3 @@ func contains(ss []string, s string) bool {
 	}
 	return false
 }
-

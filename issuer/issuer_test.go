@@ -203,7 +203,9 @@ func TestMintRootRefusals(t *testing.T) {
 			r.ClientAssertion = f.assertion(func(c map[string]any) { c["iss"] = "spiffe://example.org/agent/x" })
 		}, "invalid_client", "iss and sub"},
 		{"unknown agent", func(f *fixture, r *issuer.RootRequest) {
-			r.ClientAssertion = f.assertion(func(c map[string]any) { c["iss"], c["sub"] = "spiffe://example.org/agent/x", "spiffe://example.org/agent/x" })
+			r.ClientAssertion = f.assertion(func(c map[string]any) {
+				c["iss"], c["sub"] = "spiffe://example.org/agent/x", "spiffe://example.org/agent/x"
+			})
 		}, "invalid_client", "unknown agent"},
 		{"wrong audience", func(f *fixture, r *issuer.RootRequest) {
 			r.ClientAssertion = f.assertion(func(c map[string]any) { c["aud"] = "https://elsewhere/token" })

@@ -1,9 +1,9 @@
 package sqlite_test
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
-	"context"
 	"fmt"
 	"path/filepath"
 	"sync/atomic"

@@ -26,7 +26,10 @@ func startMain(t *testing.T, dir string) *Main {
 
 type testWriter struct{ t *testing.T }
 
-func (w testWriter) Write(b []byte) (int, error) { w.t.Log(strings.TrimSpace(string(b))); return len(b), nil }
+func (w testWriter) Write(b []byte) (int, error) {
+	w.t.Log(strings.TrimSpace(string(b)))
+	return len(b), nil
+}
 
 // Keys, agents and issued-mandate records survive a restart.
 func TestRestart(t *testing.T) {
