@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -29,7 +30,7 @@ type testServer struct {
 	client *httpapi.Client
 }
 
-func newServer(t *testing.T) *testServer {
+func newServer(t testing.TB) *testServer {
 	t.Helper()
 	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
 	if err != nil {
@@ -42,12 +43,12 @@ func newServer(t *testing.T) *testServer {
 	ts.Start()
 	t.Cleanup(ts.Close)
 	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
-	is, err := issuer.New(issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store})
+	is, err := issuer.New(issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store,
-		AdminToken: adminToken, TrustDomain: "example.org"})
+		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -57,7 +58,7 @@ func newServer(t *testing.T) *testServer {
 }
 
 // addAgent registers an agent and returns its key.
-func (ts *testServer) addAgent(t *testing.T, name, ceiling string) ed25519.PrivateKey {
+func (ts *testServer) addAgent(t testing.TB, name, ceiling string) ed25519.PrivateKey {
 	t.Helper()
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
 	_, err := ts.client.CreateAgent(context.Background(), httpapi.AgentRequest{
