@@ -17,7 +17,7 @@ func FuzzClientAssertion(f *testing.F) {
 	f.Add(b64([]byte(`{"alg":"EdDSA"}`))+"."+b64([]byte(`{"iss":"`+agentID+`","sub":"`+agentID+`","exp":1e300}`))+"."+b64(make([]byte, 64)), "")
 	f.Add(b64([]byte(`{"alg":"none"}`))+"."+b64([]byte(`{}`))+".", "x.y.z")
 	f.Add(b64([]byte(`{"alg":"EdDSA","crit":["exp"]}`))+"."+b64([]byte(`[]`))+"."+b64(make([]byte, 64)), "")
-	fx := newFixture(&testing.T{})
+	fx := newFixture(f)
 	f.Fuzz(func(t *testing.T, assertion, proof string) {
 		tok, err := fx.is.MintRoot(context.Background(), issuer.RootRequest{
 			ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: assertion, Scope: "mcp:crm:x", DPoP: proof,

@@ -59,7 +59,7 @@ func (l *countingLog) RecordIssuance(ctx context.Context, rec *mandate.Issuance)
 func (l *countingLog) count() int { l.mu.Lock(); defer l.mu.Unlock(); return l.n }
 
 type fixture struct {
-	t     *testing.T
+	t     testing.TB
 	clk   *clock
 	store *sqlite.Store
 	log   *countingLog
@@ -69,7 +69,7 @@ type fixture struct {
 	dir   string
 }
 
-func newFixture(t *testing.T) *fixture {
+func newFixture(t testing.TB) *fixture {
 	t.Helper()
 	f := &fixture{t: t, clk: &clock{t: time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)}, dir: t.TempDir()}
 	f.open()

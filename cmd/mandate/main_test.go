@@ -14,7 +14,7 @@ import (
 
 func TestMain(m *testing.M) {
 	testscript.Main(m, map[string]func(){
-		"mandate": func() { os.Exit(Run(context.Background(), os.Args[1:], os.Stdin, os.Stdout, os.Stderr)) },
+		"mandate": main,
 	})
 }
 
@@ -49,6 +49,18 @@ func TestScripts(t *testing.T) {
 				ts.Setenv("MANDATE_SERVER", m.URL)
 				ts.Setenv("DATA", m.DataDir)
 				ts.Defer(func() { m.Close(); logf.Close() })
+			},
+			// waitfile FILE: wait up to 20 s for FILE to exist.
+			"waitfile": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 1 {
+					ts.Fatalf("usage: waitfile FILE")
+				}
+				for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+					if _, err := os.Stat(ts.MkAbs(args[0])); err == nil {
+						return
+					}
+				}
+				ts.Fatalf("%s did not appear within 20s", args[0])
 			},
 			// sleep DURATION
 			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {

@@ -1,0 +1,58 @@
+package mandate_test
+
+import (
+	"go/build"
+	"os/exec"
+	"strings"
+	"testing"
+)
+
+// TestArchitecture keeps the arrows pointing one way (DESIGN.md,
+// "Components"): the domain depends on nothing of ours, adapters do not
+// import each other, and only cmd/mandate wires everything together.
+func TestArchitecture(t *testing.T) {
+	const mod = "github.com/mandatehq/mandate"
+	allowed := map[string][]string{
+		"":          {},
+		"jose":      {},
+		"replay":    {},
+		"dpop":      {"jose"},
+		"verify":    {"", "jose", "dpop", "replay"},
+		"issuer":    {"", "jose", "dpop", "replay"},
+		"sqlite":    {""},
+		"storetest": {"", "jose"},
+		"httpapi":   {"", "jose", "dpop", "verify", "issuer"},
+	}
+	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, pkg := range strings.Fields(string(out)) {
+		rel := strings.TrimPrefix(strings.TrimPrefix(pkg, mod), "/")
+		if strings.HasPrefix(rel, "cmd/") {
+			continue
+		}
+		ok, known := allowed[rel]
+		if !known {
+			t.Errorf("package %q has no rule here: add one", pkg)
+			continue
+		}
+		p, err := build.Import(pkg, ".", 0)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, imp := range p.Imports {
+			if imp != mod && !strings.HasPrefix(imp, mod+"/") {
+				continue
+			}
+			dep := strings.TrimPrefix(strings.TrimPrefix(imp, mod), "/")
+			found := false
+			for _, a := range ok {
+				found = found || a == dep
+			}
+			if !found {
+				t.Errorf("%s imports %s: not allowed (DESIGN.md, Components)", pkg, imp)
+			}
+		}
+	}
+}
