@@ -1,8 +1,8 @@
 package httpapi_test
 
 import (
-	"fmt"
 	"crypto/ed25519"
+	"fmt"
 	"io"
 	"net/http"
 	"net/url"
