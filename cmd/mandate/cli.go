@@ -166,9 +166,19 @@ func (c *cli) agentAdd(args []string) error {
 	fs.Var(&ceiling, "ceiling", "a scope the agent may ever hold (repeatable; or space/comma-separated)")
 	pubFile := fs.String("pubkey", "", "the agent's Ed25519 public JWK file")
 	genFile := fs.String("generate-key", "", "generate the agent's key and write its private JWK here (0600)")
-	pos, err := c.parse(fs, args, 1)
+	pos, err := c.parse(fs, args, -1)
 	if err != nil {
 		return err
+	}
+	if len(pos) == 0 {
+		return usageError{"agent add: missing the agent's NAME (see mandate agent add -h)"}
+	}
+	// --ceiling SCOPE...: the words after NAME are more ceiling scopes.
+	for _, extra := range pos[1:] {
+		if _, err := mandate.ParseScope(extra); err != nil {
+			return usageError{fmt.Sprintf("agent add: unexpected argument %q: give one NAME, and scopes after --ceiling", extra)}
+		}
+		ceiling = append(ceiling, extra)
 	}
 	switch {
 	case *owner == "":
