@@ -86,11 +86,20 @@ type IssuanceGetter interface {
 	Issuance(ctx context.Context, mandateID string) (*Issuance, error)
 }
 
+// AssertionRecorder durably records a client assertion that was used
+// without obtaining a mandate (at the revocation endpoint, say), so that
+// UsedAssertions still knows it after a restart. It returns once the record
+// is durable; EUNAVAILABLE otherwise.
+type AssertionRecorder interface {
+	RecordAssertion(ctx context.Context, agentID, jti string, exp time.Time) error
+}
+
 // UsedAssertions lists the client assertions that obtained mandates and
 // have not expired, so that an issuer's replay set survives a restart.
 //
-// UsedAssertions calls fn for every recorded issuance made at or after
-// since whose assertion expires after now; it stops at fn's first error.
+// UsedAssertions calls fn for every assertion recorded (with an issuance,
+// or by AssertionRecorder) at or after since that expires after now; it
+// stops at fn's first error.
 type UsedAssertions interface {
 	UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error
 }

@@ -89,24 +89,63 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
-func (s *Server) routes() {
-	m := s.mux
-	m.HandleFunc("GET /healthz", s.healthz)
-	m.HandleFunc("GET /.well-known/jwks.json", s.jwks)
-	m.HandleFunc("GET /.well-known/oauth-authorization-server", s.metadata)
-	m.HandleFunc("POST /oauth2/token", s.token)
-	m.HandleFunc("POST /oauth2/introspect", s.admin(s.introspect))
-	m.HandleFunc("POST /oauth2/revoke", s.revoke)
+// Route is one endpoint of the API.
+type Route struct {
+	Method, Path string
+	// Admin routes need the admin credential; the others authenticate
+	// their callers themselves (the token and revocation endpoints) or are
+	// public documents.
+	Admin bool
+}
 
-	m.HandleFunc("POST /v1/agents", s.admin(s.createAgent))
-	m.HandleFunc("GET /v1/agents", s.admin(s.listAgents))
-	m.HandleFunc("GET /v1/agents/{name}", s.admin(s.getAgent))
-	m.HandleFunc("POST /v1/agents/{name}/disable", s.admin(s.setAgentStatus(mandate.AgentDisabled)))
-	m.HandleFunc("POST /v1/agents/{name}/enable", s.admin(s.setAgentStatus(mandate.AgentActive)))
-	m.HandleFunc("GET /v1/keys", s.admin(s.listKeys))
-	m.HandleFunc("POST /v1/keys/rotate", s.admin(s.rotateKeys))
-	m.HandleFunc("GET /v1/mandates/{id}", s.admin(s.getMandate))
-	m.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+// routeTable is every route: ServeMux registration and the test that
+// every admin route refuses anonymous callers both read it.
+func (s *Server) routeTable() []struct {
+	Route
+	h http.HandlerFunc
+} {
+	type r = struct {
+		Route
+		h http.HandlerFunc
+	}
+	return []r{
+		{Route{"GET", "/healthz", false}, s.healthz},
+		{Route{"GET", "/.well-known/jwks.json", false}, s.jwks},
+		{Route{"GET", "/.well-known/oauth-authorization-server", false}, s.metadata},
+		{Route{"POST", "/oauth2/token", false}, s.token},
+		{Route{"POST", "/oauth2/revoke", false}, s.revoke},
+		{Route{"POST", "/oauth2/introspect", true}, s.introspect},
+		{Route{"POST", "/v1/agents", true}, s.createAgent},
+		{Route{"GET", "/v1/agents", true}, s.listAgents},
+		{Route{"GET", "/v1/agents/{name}", true}, s.getAgent},
+		{Route{"POST", "/v1/agents/{name}/disable", true}, s.setAgentStatus(mandate.AgentDisabled)},
+		{Route{"POST", "/v1/agents/{name}/enable", true}, s.setAgentStatus(mandate.AgentActive)},
+		{Route{"GET", "/v1/keys", true}, s.listKeys},
+		{Route{"POST", "/v1/keys/rotate", true}, s.rotateKeys},
+		{Route{"GET", "/v1/mandates/{id}", true}, s.getMandate},
+	}
+}
+
+// Routes lists the API's endpoints.
+func (s *Server) Routes() []Route {
+	var out []Route
+	for _, r := range s.routeTable() {
+		out = append(out, r.Route)
+	}
+	return out
+}
+
+func (s *Server) routes() {
+	for _, r := range s.routeTable() {
+		h := r.h
+		if r.Admin {
+			h = s.admin(h)
+		} else if strings.HasPrefix(r.Path, "/v1/") {
+			panic("httpapi: every /v1/ route needs the admin credential: " + r.Path)
+		}
+		s.mux.HandleFunc(r.Method+" "+r.Path, h)
+	}
+	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, mandate.Errorf(mandate.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 	})
 }

@@ -26,6 +26,7 @@ const adminToken = "mdt_test-admin-token-0123456789"
 
 type testServer struct {
 	*httptest.Server
+	api    *httpapi.Server
 	store  *sqlite.Store
 	client *httpapi.Client
 }
@@ -43,7 +44,7 @@ func newServer(t testing.TB) *testServer {
 	ts.Start()
 	t.Cleanup(ts.Close)
 	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
-	is, err := issuer.New(issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store, Logger: slog.New(slog.DiscardHandler)})
+	is, err := issuer.New(issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store, Assertions: store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -53,6 +54,7 @@ func newServer(t testing.TB) *testServer {
 		t.Fatal(err)
 	}
 	ts.Config.Handler = api
+	ts.api = api
 	ts.client = &httpapi.Client{BaseURL: ts.URL, AdminToken: adminToken}
 	return ts
 }
@@ -143,14 +145,19 @@ func TestTokenEndpointBadInput(t *testing.T) {
 
 func TestAdminAPIRequiresCredential(t *testing.T) {
 	ts := newServer(t)
-	routes := []struct{ method, path string }{
-		{"GET", "/v1/agents"}, {"POST", "/v1/agents"}, {"GET", "/v1/agents/a"}, {"POST", "/v1/agents/a/disable"},
-		{"POST", "/v1/agents/a/enable"}, {"GET", "/v1/keys"}, {"POST", "/v1/keys/rotate"}, {"GET", "/v1/mandates/m_1"},
-		{"POST", "/oauth2/introspect"},
+	var routes []httpapi.Route
+	for _, r := range ts.api.Routes() {
+		if r.Admin {
+			r.Path = strings.NewReplacer("{name}", "a", "{id}", "m_1").Replace(r.Path)
+			routes = append(routes, r)
+		}
+	}
+	if len(routes) < 9 {
+		t.Fatalf("only %d admin routes", len(routes))
 	}
 	for _, auth := range []string{"", "Bearer wrong", "Basic " + adminToken, "Bearer " + adminToken + "x"} {
 		for _, r := range routes {
-			req, _ := http.NewRequest(r.method, ts.URL+r.path, strings.NewReader("{}"))
+			req, _ := http.NewRequest(r.Method, ts.URL+r.Path, strings.NewReader("{}"))
 			req.Header.Set("Content-Type", "application/json")
 			if auth != "" {
 				req.Header.Set("Authorization", auth)
@@ -161,7 +168,7 @@ func TestAdminAPIRequiresCredential(t *testing.T) {
 			}
 			resp.Body.Close()
 			if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
-				t.Errorf("%s %s with %q: HTTP %d", r.method, r.path, auth, resp.StatusCode)
+				t.Errorf("%s %s with %q: HTTP %d", r.Method, r.Path, auth, resp.StatusCode)
 			}
 		}
 	}
@@ -219,8 +226,15 @@ func TestIntrospectAndRevoke(t *testing.T) {
 		_, body := ts.post(t, "/oauth2/introspect", form, url.Values{"token": {tok.AccessToken}}.Encode(), admin)
 		return body
 	}
-	if body := introspect(); body["active"] != true || body["client_id"] != "spiffe://example.org/agent/a" || body["token_type"] != "DPoP" {
-		t.Fatalf("introspection of a live mandate: %v", body)
+	body0 := introspect()
+	if body0["active"] != true || body0["client_id"] != "spiffe://example.org/agent/a" || body0["token_type"] != "DPoP" {
+		t.Fatalf("introspection of a live mandate: %v", body0)
+	}
+	// RFC 7662 §2.2: integer timestamps; exp_ms has the milliseconds.
+	exp, _ := body0["exp"].(float64)
+	expMS, _ := body0["exp_ms"].(float64)
+	if exp != float64(int64(exp)) || int64(exp) != int64(expMS)/1000 {
+		t.Errorf("exp %v exp_ms %v", body0["exp"], body0["exp_ms"])
 	}
 	_, body := ts.post(t, "/oauth2/introspect", form, url.Values{"token": {"x.y.z"}}.Encode(), admin)
 	if body["active"] != false {

@@ -27,6 +27,7 @@ type Metadata struct {
 	TokenEndpointAuthMethods      []string `json:"token_endpoint_auth_methods_supported"`
 	TokenEndpointAuthSigningAlgs  []string `json:"token_endpoint_auth_signing_alg_values_supported"`
 	RevocationEndpointAuthMethods []string `json:"revocation_endpoint_auth_methods_supported"`
+	RevocationEndpointAuthAlgs    []string `json:"revocation_endpoint_auth_signing_alg_values_supported"`
 	DPoPSigningAlgs               []string `json:"dpop_signing_alg_values_supported"`
 	TrustDomain                   string   `json:"spiffe_trust_domain"`
 }
@@ -44,6 +45,7 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 		TokenEndpointAuthMethods:      []string{"private_key_jwt"},
 		TokenEndpointAuthSigningAlgs:  []string{"EdDSA", "Ed25519"},
 		RevocationEndpointAuthMethods: []string{"private_key_jwt"},
+		RevocationEndpointAuthAlgs:    []string{"EdDSA", "Ed25519"},
 		DPoPSigningAlgs:               []string{"EdDSA", "Ed25519"},
 		TrustDomain:                   s.cfg.TrustDomain,
 	})
@@ -137,15 +139,18 @@ func (s *Server) check(ctx context.Context, token string) (*mandate.Claims, *man
 	return c, rec, nil
 }
 
-// IntrospectionResponse is the RFC 7662 §2.2 body.
+// IntrospectionResponse is the RFC 7662 §2.2 body. exp, iat and nbf are
+// integers as §2.2 says (exp rounded down, so never later than the truth);
+// ExpMS is the exact expiry in Unix milliseconds.
 type IntrospectionResponse struct {
 	Active    bool                  `json:"active"`
 	Scope     string                `json:"scope,omitempty"`
 	ClientID  string                `json:"client_id,omitempty"`
 	TokenType string                `json:"token_type,omitempty"`
-	Exp       *mandate.NumericDate  `json:"exp,omitempty"`
-	Iat       *mandate.NumericDate  `json:"iat,omitempty"`
-	Nbf       *mandate.NumericDate  `json:"nbf,omitempty"`
+	Exp       int64                 `json:"exp,omitempty"`
+	ExpMS     int64                 `json:"exp_ms,omitempty"`
+	Iat       int64                 `json:"iat,omitempty"`
+	Nbf       int64                 `json:"nbf,omitempty"`
 	Sub       string                `json:"sub,omitempty"`
 	Aud       mandate.Audience      `json:"aud,omitempty"`
 	Iss       string                `json:"iss,omitempty"`
@@ -191,7 +196,7 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	}
 	writeJSON(w, http.StatusOK, IntrospectionResponse{
 		Active: true, Scope: c.Scope, ClientID: c.ClientID, TokenType: typ,
-		Exp: &c.Expiry, Iat: &c.IssuedAt, Nbf: &c.NotBefore, Sub: c.Subject, Aud: c.Audience,
+		Exp: c.Expiry.Unix(), ExpMS: c.Expiry.UnixMilli(), Iat: c.IssuedAt.Unix(), Nbf: c.NotBefore.Unix(), Sub: c.Subject, Aud: c.Audience,
 		Iss: c.Issuer, Jti: c.ID, Act: c.Actor, Task: c.Task, Par: c.Parent, Cnf: c.Confirm,
 	})
 }

@@ -97,8 +97,17 @@ func (is *Issuer) Authenticate(ctx context.Context, clientID, typ, raw string) (
 	if err != nil {
 		return nil, err
 	}
+	if is.cfg.Assertions == nil {
+		return nil, mandate.Errorf(mandate.EINTERNAL, "issuer: Config.Assertions is not set")
+	}
 	if err := is.useOnce("a\x00"+agent.ID+"\x00"+a.ID, a.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
 		return nil, err
+	}
+	// Durably, before anything is done on its authority: otherwise the
+	// assertion could be replayed at the token endpoint after a restart.
+	if err := is.cfg.Assertions.RecordAssertion(ctx, agent.ID, a.ID, a.Expiry.Time); err != nil {
+		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
+			Message: "the client assertion could not be recorded: try again later with a new one", Err: err}
 	}
 	return agent, nil
 }

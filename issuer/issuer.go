@@ -13,7 +13,6 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
-	"net/url"
 	"strings"
 	"time"
 	"unicode"
@@ -50,6 +49,10 @@ type Config struct {
 	Agents        mandate.AgentGetter
 	// Log records each issuance before it is released (write-ahead).
 	Log mandate.IssuanceLog
+	// Assertions records client assertions used without an issuance (by
+	// Authenticate), so that they stay used across a restart. Required
+	// for Authenticate.
+	Assertions mandate.AssertionRecorder
 	// Replay remembers used assertion and DPoP proof IDs; a new cache of
 	// replay.DefaultCapacity if nil.
 	Replay *replay.Cache
@@ -162,17 +165,25 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 	if err := checkPurpose(req.TaskPurpose); err != nil {
 		return nil, err
 	}
-	var jkt string
+	var proof *dpop.Proof
 	if req.DPoP != "" {
-		if jkt, err = is.checkDPoP(req.DPoP, now); err != nil {
+		if proof, err = is.checkDPoP(req.DPoP, now); err != nil {
 			return nil, err
 		}
 	}
-	// The replay check comes last so that a request refused for another
-	// reason does not burn the assertion. RestoreReplay refills the set
-	// from the issuance log after a restart.
+	// The replay checks come last so that a request refused for another
+	// reason does not burn the assertion; the assertion's first, so that
+	// replaying a used assertion with fresh proofs adds nothing to the
+	// replay set. RestoreReplay refills the set after a restart.
 	if err := is.useOnce("a\x00"+agent.ID+"\x00"+assertion.ID, assertion.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
 		return nil, err
+	}
+	var jkt string
+	if proof != nil {
+		if err := is.useOnce("d\x00"+proof.JKT+"\x00"+proof.ID, proof.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
+			return nil, err
+		}
+		jkt = proof.JKT
 	}
 
 	iat := mandate.NewNumericDate(now)
@@ -266,31 +277,41 @@ func (is *Issuer) useOnce(key string, exp, now time.Time, oauth, what string) er
 	}
 }
 
-func (is *Issuer) checkDPoP(proof string, now time.Time) (string, error) {
+// checkDPoP checks a DPoP proof at the token endpoint (RFC 9449 §5),
+// statelessly: the caller records its jti.
+func (is *Issuer) checkDPoP(proof string, now time.Time) (*dpop.Proof, error) {
 	p, err := dpop.Check(proof, dpop.Requirements{
 		Method: "POST", URL: is.cfg.TokenEndpoint, Now: now, MaxAge: is.cfg.DPoPMaxAge, Skew: is.cfg.ClockSkew,
 	})
 	if err != nil {
-		return "", mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "%v", err)
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "%v", err)
 	}
-	if err := is.useOnce("d\x00"+p.JKT+"\x00"+p.ID, p.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
-		return "", err
-	}
-	return p.JKT, nil
+	return p, nil
 }
 
-// audience returns the aud of a mandate: the resource indicators if given
-// (RFC 8707 §2: absolute URIs without a fragment), otherwise the servers
-// and upstreams the scopes name literally (mcp:<server>, http:<upstream>).
+// audience returns the aud of a mandate. A resource indicator (RFC 8707)
+// must name a server or upstream the granted scopes reach — mcp:<server>
+// or http:<upstream> — so that an agent cannot point its mandate at a
+// resource server its scopes do not concern. Without resource indicators,
+// aud lists the servers and upstreams the scopes name literally.
 func audience(resources []string, scopes mandate.ScopeSet) (mandate.Audience, error) {
 	if len(resources) > MaxResources {
 		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_target", "at most %d resource parameters", MaxResources)
 	}
 	var aud mandate.Audience
 	for _, r := range resources {
-		u, err := url.Parse(r)
-		if err != nil || u.Scheme == "" || u.Fragment != "" || strings.ContainsAny(r, " \t\r\n") || len(r) > 512 {
-			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_target", "resource %q is not an absolute URI without a fragment (RFC 8707 §2), e.g. mcp:github or https://api.example/", r)
+		kind, target, _ := strings.Cut(r, ":")
+		probe := kind + ":" + target + ":x"
+		if kind == "http" {
+			probe = kind + ":" + target + ":GET:/"
+		}
+		if sc, err := mandate.ParseScope(probe); err != nil || !sc.IsConcrete() {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_target",
+				"resource %q must be mcp:<server> or http:<upstream>, naming a server the requested scopes reach", r)
+		}
+		if !reaches(scopes, kind, target) {
+			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_target",
+				"resource %q is not reached by the requested scopes %s", r, scopes)
 		}
 		if !aud.Contains(r) {
 			aud = append(aud, r)
@@ -310,6 +331,22 @@ func audience(resources []string, scopes mandate.ScopeSet) (mandate.Audience, er
 		}
 	}
 	return aud, nil
+}
+
+// reaches reports whether some scope's server (or upstream) pattern, the
+// segment after the kind, matches target.
+func reaches(scopes mandate.ScopeSet, kind, target string) bool {
+	for _, s := range scopes {
+		k, rest, _ := strings.Cut(s.String(), ":")
+		pattern, _, _ := strings.Cut(rest, ":")
+		if k != kind {
+			continue
+		}
+		if p, ok := strings.CutSuffix(pattern, "*"); ok && strings.HasPrefix(target, p) || pattern == target {
+			return true
+		}
+	}
+	return false
 }
 
 func checkPurpose(p string) error {

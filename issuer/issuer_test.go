@@ -16,6 +16,7 @@ import (
 	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
 )
 
@@ -232,7 +233,10 @@ func TestMintRootRefusals(t *testing.T) {
 		{"ttl too short", func(f *fixture, r *issuer.RootRequest) { r.TTL = 9 * time.Millisecond }, "invalid_request", "ttl_ms"},
 		{"ttl too long", func(f *fixture, r *issuer.RootRequest) { r.TTL = time.Hour + time.Millisecond }, "invalid_request", "ttl_ms"},
 		{"bad resource", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"not a uri"} }, "invalid_target", "resource"},
-		{"resource with fragment", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"https://api.example/#x"} }, "invalid_target", "fragment"},
+		{"resource with wildcard", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"mcp:*"} }, "invalid_target", "resource"},
+		{"resource the scopes do not reach", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"mcp:github"} }, "invalid_target", "not reached"},
+		{"resource of another kind", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"http:crm"} }, "invalid_target", "not reached"},
+		{"resource as a URL", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"https://crm.example/api"} }, "invalid_target", "mcp:<server>"},
 		{"purpose with control chars", func(f *fixture, r *issuer.RootRequest) { r.TaskPurpose = "a\x1b[31m" }, "invalid_request", "task_purpose"},
 		{"dpop garbage", func(f *fixture, r *issuer.RootRequest) { r.DPoP = "x" }, "invalid_dpop_proof", "dpop"},
 		{"dpop for another url", func(f *fixture, r *issuer.RootRequest) {
@@ -317,13 +321,14 @@ func TestWriteAheadFailureWithholdsMandate(t *testing.T) {
 func TestResourceBecomesAudience(t *testing.T) {
 	f := newFixture(t)
 	tok, err := f.is.MintRoot(context.Background(), f.request(func(r *issuer.RootRequest) {
-		r.Resources = []string{"mcp:crm", "https://crm.example/api"}
+		r.Scope = "mcp:crm:list mcp:email:send"
+		r.Resources = []string{"mcp:email"}
 	}))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := strings.Join(tok.Claims.Audience, " "); got != "mcp:crm https://crm.example/api" {
-		t.Errorf("aud %q", got)
+	if got := strings.Join(tok.Claims.Audience, " "); got != "mcp:email" {
+		t.Errorf("aud %q, want only the named resource", got)
 	}
 }
 
@@ -356,5 +361,35 @@ func TestKeyringRotation(t *testing.T) {
 	}
 	if r2.Active().ID != second.ID || len(r2.Published(t0.Add(2*time.Minute))) != 2 {
 		t.Errorf("reopened keyring differs")
+	}
+}
+
+// Replaying a used assertion with fresh DPoP proofs must not fill the
+// replay set (which would refuse everyone's mints once full).
+func TestReplayFloodDoesNotFillReplaySet(t *testing.T) {
+	f := newFixture(t)
+	cache := replay.New(4)
+	is, err := issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Replay: cache, Now: f.clk.Now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	used := f.assertion(nil)
+	req := func(a string) issuer.RootRequest {
+		return issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: a, Scope: "mcp:crm:x",
+			DPoP: dpop.NewProof(f.key, "POST", tokenURL, "", f.clk.Now())}
+	}
+	if _, err := is.MintRoot(context.Background(), req(used)); err != nil {
+		t.Fatal(err)
+	}
+	for range 10 {
+		if _, err := is.MintRoot(context.Background(), req(used)); err == nil {
+			t.Fatal("replayed assertion accepted")
+		}
+	}
+	if n := cache.Len(); n != 2 {
+		t.Errorf("replay set holds %d entries after a flood of replays, want 2 (one assertion, one proof)", n)
+	}
+	if _, err := is.MintRoot(context.Background(), req(f.assertion(nil))); err != nil {
+		t.Errorf("a fresh mint after the flood: %v", err)
 	}
 }

@@ -518,3 +518,27 @@ func TestParseAcceptsFullySpecifiedEd25519(t *testing.T) {
 		t.Fatal(err)
 	}
 }
+
+// Keys that anyone can sign for are refused: small-order points (the
+// identity among them) and non-canonical encodings.
+func TestPublicKeyRefusesWeakKeys(t *testing.T) {
+	for name, x := range map[string]string{
+		"identity":              "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		"order 2 (y = -1)":      "7P___________________________________________3w",
+		"order 4 (y = 0)":       "AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+		"order 8":               "JuwTHIfn2b3DfMCUFjbRJF6R-6kDpyvPwbmcvs0FR4U",
+		"non-canonical y = p+1": "7v___________________________________________38",
+		"not on the curve":      "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA",
+	} {
+		if _, err := (JWK{Kty: "OKP", Crv: "Ed25519", X: x}).PublicKey(); !errors.Is(err, ErrMalformed) {
+			t.Errorf("%s: PublicKey() error = %v, want ErrMalformed", name, err)
+		}
+	}
+	// The forgery the check prevents: under the identity key, R = identity,
+	// S = 0 verifies for any message.
+	id, _ := base64.RawURLEncoding.DecodeString("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA")
+	sig := append(append([]byte{}, id...), make([]byte, 32)...)
+	if !ed25519.Verify(ed25519.PublicKey(id), []byte("anything"), sig) {
+		t.Log("crypto/ed25519 no longer accepts the identity forgery; the check stays as defence in depth")
+	}
+}

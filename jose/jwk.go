@@ -1,11 +1,14 @@
 package jose
 
 import (
+	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
 	"log/slog"
+
+	"filippo.io/edwards25519"
 )
 
 // MaxJWKSize is the longest JWK, in bytes, that ParseJWK accepts.
@@ -63,7 +66,7 @@ func (k JWK) PublicKey() (ed25519.PublicKey, error) {
 	if k.Crv != "Ed25519" {
 		return nil, fmt.Errorf("%w: jwk: crv must be \"Ed25519\", is %s", ErrMalformed, quote(k.Crv))
 	}
-	if k.Alg != "" && k.Alg != Algorithm {
+	if k.Alg != "" && !allowedAlg(k.Alg) {
 		return nil, fmt.Errorf("%w: jwk: alg must be %q or absent, is %s", ErrMalformed, Algorithm, quote(k.Alg))
 	}
 	if k.Use != "" && k.Use != "sig" {
@@ -73,7 +76,28 @@ func (k JWK) PublicKey() (ed25519.PublicKey, error) {
 	if err != nil {
 		return nil, err
 	}
+	if err := checkPublicKey(x); err != nil {
+		return nil, err
+	}
 	return ed25519.PublicKey(x), nil
+}
+
+// checkPublicKey refuses encodings that are not a canonical point on the
+// curve, and points of small order: with such a key (the identity, say) a
+// signature with R = the point and S = 0 verifies for every message under
+// Go's ed25519.Verify, so anyone could sign as its holder.
+func checkPublicKey(x []byte) error {
+	p, err := new(edwards25519.Point).SetBytes(x)
+	if err != nil {
+		return fmt.Errorf("%w: jwk: x is not a point on Ed25519", ErrMalformed)
+	}
+	if !bytes.Equal(p.Bytes(), x) {
+		return fmt.Errorf("%w: jwk: x is not the canonical encoding of its point", ErrMalformed)
+	}
+	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+		return fmt.Errorf("%w: jwk: x is a point of small order, which anyone can sign for: generate a real key", ErrMalformed)
+	}
+	return nil
 }
 
 // PrivateKey returns the Ed25519 private key in k. Besides what PublicKey

@@ -79,6 +79,7 @@ var (
 	_ mandate.IssuanceGetter  = (*Store)(nil)
 	_ mandate.RevocationStore = (*Store)(nil)
 	_ mandate.UsedAssertions  = (*Store)(nil)
+	_ mandate.AssertionRecorder = (*Store)(nil)
 )
 
 // Open opens (creating if needed) the database at cfg.Path and migrates it.
@@ -97,6 +98,18 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := os.MkdirAll(filepath.Dir(cfg.Path), 0o700); err != nil {
 		return nil, fmt.Errorf("sqlite: create data directory: %w", err)
+	}
+	// SQLite gives the -wal and -shm files the database file's mode, so the
+	// database file is made private before SQLite first opens it.
+	f, err := os.OpenFile(cfg.Path, os.O_RDONLY|os.O_CREATE, 0o600)
+	if err != nil {
+		return nil, fmt.Errorf("sqlite: %w", err)
+	}
+	f.Close()
+	for _, p := range []string{cfg.Path, cfg.Path + "-wal", cfg.Path + "-shm"} {
+		if err := os.Chmod(p, 0o600); err != nil && !errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("sqlite: %w", err)
+		}
 	}
 	// synchronous(FULL) in WAL mode fsyncs the WAL on every commit: a
 	// committed issuance survives power loss, not only a crash.
@@ -119,10 +132,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
 		return nil, err
-	}
-	if err := os.Chmod(cfg.Path, 0o600); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("sqlite: %w", err)
 	}
 	if s.wconn, err = db.Conn(ctx); err != nil {
 		db.Close()
@@ -398,7 +407,8 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 	var iat, exp int64
 	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.task_id, m.parent_id, m.agent_id, m.subject, m.scope, m.audience,
 		m.key_id, m.jkt, m.issued_at, m.expires_at,
-		coalesce((SELECT r.purpose FROM mandates r WHERE r.task_id = m.task_id AND r.parent_id = ''), '')
+		CASE WHEN m.parent_id = '' THEN m.purpose
+		ELSE coalesce((SELECT r.purpose FROM mandates r WHERE r.task_id = m.task_id AND r.parent_id = ''), '') END
 		FROM mandates m WHERE m.id = ?`, id).Scan(
 		&rec.MandateID, &rec.TaskID, &rec.ParentID, &rec.AgentID, &rec.Subject, &rec.Scope, &aud,
 		&rec.KeyID, &rec.JKT, &iat, &exp, &rec.TaskPurpose)
@@ -415,12 +425,29 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 	return &rec, nil
 }
 
-// UsedAssertions implements mandate.UsedAssertions with a range scan of the
-// primary key: mandate IDs are ULIDs, ordered by issuance time.
+// RecordAssertion implements mandate.AssertionRecorder.
+func (s *Store) RecordAssertion(ctx context.Context, agentID, jti string, exp time.Time) error {
+	now := s.cfg.Now()
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+		_, err := tx.ExecContext(ctx, `INSERT INTO used_assertions(agent_id, jti, expires_at, used_at) VALUES(?,?,?,?)
+			ON CONFLICT DO NOTHING`, agentID, jti, ms(exp), ms(now))
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, nil)
+}
+
+// UsedAssertions implements mandate.UsedAssertions. Mandates are found by a
+// range scan of the primary key (mandate IDs are ULIDs, ordered by
+// issuance time); assertions used elsewhere by their own index.
 func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error {
-	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, assertion_jti, assertion_exp FROM mandates
-		WHERE id >= ? AND id < 'm_~' AND assertion_jti != '' AND assertion_exp > ?`,
-		mandate.FirstID(mandate.MandateIDPrefix, since), ms(now))
+	rows, err := s.db.QueryContext(ctx, `
+		SELECT agent_id, assertion_jti, assertion_exp FROM mandates
+		WHERE id >= ? AND id < 'm_~' AND assertion_jti != '' AND assertion_exp > ?
+		UNION ALL
+		SELECT agent_id, jti, expires_at FROM used_assertions WHERE used_at >= ? AND expires_at > ?`,
+		mandate.FirstID(mandate.MandateIDPrefix, since), ms(now), ms(since), ms(now))
 	if err != nil {
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}

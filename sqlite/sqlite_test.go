@@ -34,18 +34,26 @@ func TestConformance(t *testing.T) {
 }
 
 func TestDatabaseFileIsPrivate(t *testing.T) {
-	path := filepath.Join(t.TempDir(), "sub", "m.db")
+	dir := t.TempDir()
+	os.Chmod(dir, 0o755) // a data directory that others may list
+	path := filepath.Join(dir, "sub", "m.db")
 	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	fi, err := os.Stat(path)
-	if err != nil {
+	// Write something so that the WAL and its index exist.
+	if err := s.Revoke(context.Background(), &mandate.Revocation{MandateID: "m", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
 		t.Fatal(err)
 	}
-	if fi.Mode().Perm() != 0o600 {
-		t.Errorf("database mode %v, want 0600", fi.Mode().Perm())
+	for _, p := range []string{path, path + "-wal", path + "-shm"} {
+		fi, err := os.Stat(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s mode %v, want 0600", filepath.Base(p), fi.Mode().Perm())
+		}
 	}
 	di, _ := os.Stat(filepath.Dir(path))
 	if di.Mode().Perm() != 0o700 {

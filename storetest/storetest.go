@@ -26,6 +26,7 @@ type Store interface {
 	mandate.IssuanceGetter
 	mandate.RevocationStore
 	mandate.UsedAssertions
+	mandate.AssertionRecorder
 }
 
 // Run runs the suite. open returns a new empty store; reopen, if not nil,
@@ -209,6 +210,15 @@ func testUsedAssertions(t *testing.T, s Store) {
 	mk(now.Add(-time.Minute), "expired", now.Add(-time.Second))
 	mk(now.Add(-time.Minute), "live", now.Add(time.Minute))
 	mk(now, "", time.Time{}) // no assertion
+	if err := s.RecordAssertion(ctx, mandate.AgentID("example.org", "a"), "revoker", now.Add(time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordAssertion(ctx, mandate.AgentID("example.org", "a"), "revoker", now.Add(time.Minute)); err != nil {
+		t.Fatalf("recording an assertion twice: %v", err)
+	}
+	if err := s.RecordAssertion(ctx, mandate.AgentID("example.org", "a"), "stale", now.Add(-time.Second)); err != nil {
+		t.Fatal(err)
+	}
 	var got []string
 	err := s.UsedAssertions(ctx, now.Add(-10*time.Minute), now, func(agent, jti string, exp time.Time) error {
 		got = append(got, jti)
@@ -220,8 +230,8 @@ func testUsedAssertions(t *testing.T, s Store) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(got) != 1 || got[0] != "live" {
-		t.Errorf("UsedAssertions: %v, want [live]", got)
+	if len(got) != 2 || got[0] != "live" || got[1] != "revoker" {
+		t.Errorf("UsedAssertions: %v, want [live revoker]", got)
 	}
 }
 

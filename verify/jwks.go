@@ -8,6 +8,7 @@ import (
 	"io"
 	"net/http"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate/jose"
@@ -17,49 +18,70 @@ import (
 const (
 	DefaultMinRefreshInterval = 5 * time.Second
 	DefaultMaxAge             = 10 * time.Minute
+	DefaultMaxStale           = time.Hour
+	DefaultFetchTimeout       = 10 * time.Second
 	maxJWKSBytes              = 1 << 20
 	maxJWKSKeys               = 100
 )
 
 // JWKSOptions tune a JWKS key source.
 type JWKSOptions struct {
-	// Client fetches the JWKS; a client with a 10 s timeout if nil.
+	// Client fetches the JWKS; http.DefaultClient if nil (each fetch has
+	// its own FetchTimeout).
 	Client *http.Client
+	// FetchTimeout bounds one fetch.
+	FetchTimeout time.Duration
 	// MinRefreshInterval bounds how often an unknown kid may trigger a
 	// fetch, so that tokens with made-up kids cannot make us hammer the
 	// issuer.
 	MinRefreshInterval time.Duration
-	// MaxAge is how long fetched keys are used before a refresh, so that
-	// keys the issuer withdrew stop verifying.
+	// MaxAge is how long fetched keys are used before a refresh is tried,
+	// so that keys the issuer withdrew stop verifying.
 	MaxAge time.Duration
+	// MaxStale is how long keys may still be used while refreshes fail;
+	// after it every lookup fails (fail closed).
+	MaxStale time.Duration
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 }
 
-// JWKS is a KeySource backed by an issuer's JWK Set URL. Keys are cached;
-// an unknown kid triggers a refresh at most once per MinRefreshInterval.
-// Only Ed25519 keys are kept; others are ignored.
+// JWKS is a KeySource backed by an issuer's JWK Set URL. Keys are cached
+// and looked up without locking; an unknown kid, or keys older than
+// MaxAge, trigger a refresh at most once per MinRefreshInterval, done by
+// one caller while the others keep using the cached keys. Only Ed25519
+// keys are kept.
 type JWKS struct {
 	url  string
 	opts JWKSOptions
 
-	mu        sync.Mutex
+	cur atomic.Pointer[jwksSnapshot]
+
+	mu      sync.Mutex // held by the one caller refreshing
+	lastTry time.Time
+	lastErr error
+}
+
+type jwksSnapshot struct {
 	keys      map[string]ed25519.PublicKey
 	fetchedAt time.Time
-	lastTry   time.Time
-	lastErr   error
 }
 
 // NewJWKS returns a key source for the JWK Set at url.
 func NewJWKS(url string, opts JWKSOptions) *JWKS {
 	if opts.Client == nil {
-		opts.Client = &http.Client{Timeout: 10 * time.Second}
+		opts.Client = http.DefaultClient
+	}
+	if opts.FetchTimeout == 0 {
+		opts.FetchTimeout = DefaultFetchTimeout
 	}
 	if opts.MinRefreshInterval == 0 {
 		opts.MinRefreshInterval = DefaultMinRefreshInterval
 	}
 	if opts.MaxAge == 0 {
 		opts.MaxAge = DefaultMaxAge
+	}
+	if opts.MaxStale == 0 {
+		opts.MaxStale = DefaultMaxStale
 	}
 	if opts.Now == nil {
 		opts.Now = time.Now
@@ -69,34 +91,57 @@ func NewJWKS(url string, opts JWKSOptions) *JWKS {
 
 // Key implements KeySource.
 func (j *JWKS) Key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
-	j.mu.Lock()
-	defer j.mu.Unlock() // serialises fetches: concurrent misses share one
 	now := j.opts.Now()
-	if k, ok := j.keys[kid]; ok && now.Sub(j.fetchedAt) < j.opts.MaxAge {
-		return k, nil
+	snap := j.cur.Load()
+	if snap != nil {
+		if k, ok := snap.keys[kid]; ok && now.Sub(snap.fetchedAt) < j.opts.MaxAge {
+			return k, nil // the hot path: no lock
+		}
 	}
-	if !j.lastTry.IsZero() && now.Sub(j.lastTry) < j.opts.MinRefreshInterval {
-		if k, ok := j.keys[kid]; ok { // stale but a refresh failed recently
+	snap = j.refresh(now)
+	if snap != nil && now.Sub(snap.fetchedAt) < j.opts.MaxStale {
+		if k, ok := snap.keys[kid]; ok {
 			return k, nil
 		}
-		if j.lastErr != nil {
-			return nil, fail("kid", ErrUnknownKey, "no key %q, and fetching %s failed: %v", kid, j.url, j.lastErr)
-		}
-		return nil, fail("kid", ErrUnknownKey, "no key %q in the issuer's JWKS", kid)
 	}
-	j.lastTry = now
-	keys, err := j.fetch(ctx)
-	j.lastErr = err
-	if err == nil {
-		j.keys, j.fetchedAt = keys, now
-	}
-	if k, ok := j.keys[kid]; ok {
-		return k, nil
-	}
-	if err != nil {
-		return nil, fail("kid", ErrUnknownKey, "no key %q, and fetching %s failed: %v", kid, j.url, err)
+	j.mu.Lock()
+	lastErr := j.lastErr
+	j.mu.Unlock()
+	switch {
+	case snap != nil && now.Sub(snap.fetchedAt) >= j.opts.MaxStale:
+		return nil, fail("kid", ErrUnknownKey, "the issuer's keys are older than %v and %s cannot be fetched: %v", j.opts.MaxStale, j.url, lastErr)
+	case lastErr != nil:
+		return nil, fail("kid", ErrUnknownKey, "no key %q, and fetching %s failed: %v", kid, j.url, lastErr)
 	}
 	return nil, fail("kid", ErrUnknownKey, "no key %q in the issuer's JWKS", kid)
+}
+
+// refresh fetches the JWKS unless one was tried within MinRefreshInterval,
+// and returns the current snapshot. Concurrent callers wait for the one
+// fetching, and do not fetch again.
+func (j *JWKS) refresh(now time.Time) *jwksSnapshot {
+	before := j.cur.Load()
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	if cur := j.cur.Load(); cur != before { // refreshed while we waited
+		return cur
+	}
+	if !j.lastTry.IsZero() && now.Sub(j.lastTry) < j.opts.MinRefreshInterval {
+		return before
+	}
+	j.lastTry = now
+	// Detached from the caller's context: one client giving up must not
+	// fail the refresh for everyone.
+	ctx, cancel := context.WithTimeout(context.Background(), j.opts.FetchTimeout)
+	defer cancel()
+	keys, err := j.fetch(ctx)
+	j.lastErr = err
+	if err != nil {
+		return before
+	}
+	snap := &jwksSnapshot{keys: keys, fetchedAt: now}
+	j.cur.Store(snap)
+	return snap
 }
 
 func (j *JWKS) fetch(ctx context.Context) (map[string]ed25519.PublicKey, error) {

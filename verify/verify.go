@@ -268,6 +268,11 @@ func (v *Verifier) verifyToken(ctx context.Context, token string, now time.Time)
 	} else if err != nil {
 		return nil, fail("jws", ErrMalformed, "%v", err)
 	}
+	// RFC 9068 §4: an access token is typed, so that no other JWT signed
+	// by the issuer's key (a future log checkpoint, say) passes for one.
+	if t := strings.ToLower(jws.Header.Typ); t != "at+jwt" && t != "application/at+jwt" {
+		return nil, fail("typ", ErrMalformed, "typ is %q, want at+jwt", jws.Header.Typ)
+	}
 	if jws.Header.Kid == "" {
 		return nil, fail("kid", ErrUnknownKey, "the header names no kid")
 	}

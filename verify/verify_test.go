@@ -109,19 +109,23 @@ func TestVerifyRefusals(t *testing.T) {
 		{"garbage", func() string { return "not a jwt" }, "jws", verify.ErrMalformed},
 		{"alg none", func() string {
 			b, _ := json.Marshal(good)
-			return "eyJhbGciOiJub25lIiwia2lkIjoiazEifQ." + b64(b) + "."
+			return b64([]byte(`{"alg":"none","typ":"at+jwt","kid":"k1"}`)) + "." + b64(b) + "."
 		}, "alg", verify.ErrAlgorithm},
 		{"alg HS256", func() string {
 			b, _ := json.Marshal(good)
-			return b64([]byte(`{"alg":"HS256","kid":"k1"}`)) + "." + b64(b) + "." + b64(make([]byte, 32))
+			return b64([]byte(`{"alg":"HS256","typ":"at+jwt","kid":"k1"}`)) + "." + b64(b) + "." + b64(make([]byte, 32))
 		}, "alg", verify.ErrAlgorithm},
+		{"untyped JWT", func() string {
+			b, _ := json.Marshal(good)
+			return jose.Sign(e.key, jose.Header{Kid: "k1", Typ: "JWT"}, b)
+		}, "typ", verify.ErrMalformed},
 		{"unknown kid", func() string {
 			b, _ := json.Marshal(good)
-			return jose.Sign(e.key, jose.Header{Kid: "k2"}, b)
+			return jose.Sign(e.key, jose.Header{Kid: "k2", Typ: "at+jwt"}, b)
 		}, "kid", verify.ErrUnknownKey},
 		{"forged signature", func() string {
 			b, _ := json.Marshal(good)
-			return jose.Sign(other, jose.Header{Kid: "k1"}, b)
+			return jose.Sign(other, jose.Header{Kid: "k1", Typ: "at+jwt"}, b)
 		}, "signature", verify.ErrSignature},
 		{"other issuer", func() string { c := *good; c.Issuer = "https://evil"; return e.sign(&c) }, "iss", verify.ErrIssuer},
 		{"other audience", func() string { c := *good; c.Audience = mandate.Audience{"mcp:github"}; return e.sign(&c) }, "aud", verify.ErrAudience},
@@ -277,5 +281,63 @@ func TestJWKSRefresh(t *testing.T) {
 	now = now.Add(verify.DefaultMinRefreshInterval)
 	if _, err := src.Key(ctx, "k2"); err != nil {
 		t.Errorf("rotated key: %v", err)
+	}
+}
+
+// A refresh in progress (a slow issuer) does not hold up lookups of keys
+// already cached, and keys too stale are refused once the issuer cannot
+// be reached.
+func TestJWKSSlowIssuerAndStaleness(t *testing.T) {
+	e := newEnv(t)
+	release := make(chan struct{})
+	var slow atomic.Bool
+	var down atomic.Bool
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if slow.Load() {
+			<-release
+		}
+		if down.Load() {
+			http.Error(w, "down", http.StatusServiceUnavailable)
+			return
+		}
+		j := jose.NewPublicJWK(e.key.Public().(ed25519.PublicKey))
+		j.Kid = "k1"
+		json.NewEncoder(w).Encode(map[string]any{"keys": []jose.JWK{j}})
+	}))
+	defer srv.Close()
+	defer close(release)
+	var now atomic.Int64
+	now.Store(t0.UnixNano())
+	src := verify.NewJWKS(srv.URL, verify.JWKSOptions{Now: func() time.Time { return time.Unix(0, now.Load()) }})
+	ctx := context.Background()
+	if _, err := src.Key(ctx, "k1"); err != nil {
+		t.Fatal(err)
+	}
+	slow.Store(true)
+	now.Add(int64(verify.DefaultMinRefreshInterval))
+	go src.Key(ctx, "unknown") // starts a fetch that hangs until release
+	time.Sleep(50 * time.Millisecond)
+	done := make(chan error, 1)
+	go func() { _, err := src.Key(ctx, "k1"); done <- err }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatal(err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("a cached key waited for a refresh in progress")
+	}
+	release <- struct{}{}
+	slow.Store(false)
+
+	// The issuer goes down: cached keys serve until MaxStale, then fail.
+	down.Store(true)
+	now.Add(int64(verify.DefaultMaxAge))
+	if _, err := src.Key(ctx, "k1"); err != nil {
+		t.Errorf("stale but within MaxStale: %v", err)
+	}
+	now.Add(int64(verify.DefaultMaxStale))
+	if _, err := src.Key(ctx, "k1"); !errors.Is(err, verify.ErrUnknownKey) {
+		t.Errorf("beyond MaxStale with the issuer down: %v, want refusal", err)
 	}
 }

@@ -201,30 +201,41 @@ func (c *cli) agentAdd(args []string) error {
 		return err
 	}
 	var pub ed25519.PublicKey
+	var generated ed25519.PrivateKey
+	var keyOut *os.File
 	if *pubFile != "" {
 		if _, pub, err = readKeyFile(*pubFile); err != nil {
 			return err
 		}
 	} else {
-		if _, err := os.Stat(*genFile); err == nil {
+		// Claim the key file before registering, so that a path that cannot
+		// be written fails before the agent exists; fill it in after, and
+		// remove it if the registration is refused.
+		keyOut, err = os.OpenFile(*genFile, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
 			return fmt.Errorf("%s exists: refusing to overwrite a key\nhint: choose another path, or use --pubkey %s", *genFile, *genFile)
+		} else if err != nil {
+			return fmt.Errorf("cannot write the key file: %w\nhint: nothing was registered; choose a writable path", err)
 		}
-	}
-	var generated ed25519.PrivateKey
-	if *genFile != "" {
-		// Generate in memory; write the file only once the agent exists,
-		// so a refused registration leaves nothing behind.
+		defer keyOut.Close()
 		_, generated, _ = ed25519.GenerateKey(rand.Reader)
 		pub = generated.Public().(ed25519.PublicKey)
 	}
 	a, err := cl.CreateAgent(c.ctx, httpapi.AgentRequest{Name: pos[0], Owner: *owner, Ceiling: ceiling, PublicKey: jose.NewPublicJWK(pub)})
 	if err != nil {
+		if keyOut != nil {
+			keyOut.Close()
+			os.Remove(*genFile)
+		}
 		return err
 	}
 	if generated != nil {
 		b, _ := json.MarshalIndent(jose.NewPrivateJWK(generated), "", "  ")
-		if err := writeFileExcl(*genFile, append(b, '\n')); err != nil {
-			return fmt.Errorf("agent %s is registered, but its key could not be written: %w\nhint: disable it with `mandate agent disable %s` and register again", a.Name, err, a.Name)
+		if _, err := keyOut.Write(append(b, '\n')); err != nil {
+			return fmt.Errorf("agent %s is registered, but its key could not be written: %w\nhint: disable it with `mandate agent disable %s` and register the agent under another name", a.Name, err, a.Name)
+		}
+		if err := keyOut.Sync(); err != nil {
+			return fmt.Errorf("agent %s is registered, but its key could not be written: %w", a.Name, err)
 		}
 	}
 	if c.json {

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"io"
+	"net/http"
+	"net/url"
 	"crypto/ed25519"
 	"crypto/rand"
 	"strings"
@@ -9,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/verify"
 )
@@ -46,6 +50,31 @@ func TestRestart(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The holder revokes with a client assertion; that assertion must stay
+	// used after the restart (it must not buy a mandate then).
+	agentID := "spiffe://example.org/agent/a"
+	revokeAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.TokenEndpoint(), time.Now())
+	resp, err := http.PostForm(m.URL+"/oauth2/revoke", url.Values{"token": {"unknown"},
+		"client_assertion_type": {issuer.ClientAssertionType}, "client_assertion": {revokeAssertion}})
+	if err != nil || resp.StatusCode != 200 {
+		t.Fatalf("revoke: %v %v", resp, err)
+	}
+	resp.Body.Close()
+	// And a mint's assertion likewise.
+	mintAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.TokenEndpoint(), time.Now())
+	mint := func(m *Main, assertion string) (int, string) {
+		resp, err := http.PostForm(m.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"mcp:crm:x"},
+			"client_assertion_type": {issuer.ClientAssertionType}, "client_assertion": {assertion}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := mint(m, mintAssertion); code != 200 {
+		t.Fatalf("mint: %d %s", code, body)
+	}
 	kid := m.Keys.Active().ID
 	token := m.AdminToken
 	if err := m.Close(); err != nil {
@@ -53,7 +82,6 @@ func TestRestart(t *testing.T) {
 	}
 
 	m2 := startMain(t, dir)
-	defer m2.Close()
 	if m2.AdminToken != token || m2.Keys.Active().ID != kid {
 		t.Fatal("admin credential or signing key changed across the restart")
 	}
@@ -74,5 +102,21 @@ func TestRestart(t *testing.T) {
 	}
 	if rec.TaskPurpose != "survive" || rec.AgentID != "spiffe://example.org/agent/a" || rec.TaskID != c.Task {
 		t.Errorf("record %+v", rec)
+	}
+	// Assertions used before the restart stay used. They name the first
+	// process's token endpoint, so replay them at a restart with that
+	// --issuer.
+	m2.Close()
+	m3 := NewMain()
+	m3.Addr, m3.DataDir, m3.IssuerURL = "127.0.0.1:0", dir, m.IssuerURL
+	m3.Stdout, m3.Stderr = testWriter{t}, testWriter{t}
+	if err := m3.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m3.Close()
+	for name, a := range map[string]string{"revocation": revokeAssertion, "mint": mintAssertion} {
+		if code, body := mint(m3, a); code != 401 || !strings.Contains(body, "replay") {
+			t.Errorf("the %s assertion replayed after a restart: HTTP %d %s", name, code, body)
+		}
 	}
 }

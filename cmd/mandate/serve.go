@@ -123,7 +123,7 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.Issuer, err = issuer.New(issuer.Config{
-		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store,
+		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Replay: replay.New(0), Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {

@@ -37,6 +37,9 @@ CREATE TABLE mandates (
 	assertion_jti TEXT NOT NULL,
 	assertion_exp INTEGER NOT NULL            -- Unix ms
 ) STRICT;
+-- The root mandate of each task (its purpose). Task ids are ULIDs, so this
+-- index is appended to, not written at random.
+CREATE INDEX mandates_task_root ON mandates(task_id) WHERE parent_id = '';
 
 -- Revocations of single mandates before their expiry.
 CREATE TABLE revocations (
@@ -47,3 +50,14 @@ CREATE TABLE revocations (
 	reason     TEXT NOT NULL
 ) STRICT;
 CREATE INDEX revocations_expiry ON revocations(expires_at);
+
+-- Client assertions used without obtaining a mandate (at the revocation
+-- endpoint): with the mandates' own, they refill the replay set at start.
+CREATE TABLE used_assertions (
+	agent_id   TEXT NOT NULL,
+	jti        TEXT NOT NULL,
+	expires_at INTEGER NOT NULL,               -- Unix ms
+	used_at    INTEGER NOT NULL,               -- Unix ms
+	PRIMARY KEY (agent_id, jti)
+) STRICT;
+CREATE INDEX used_assertions_used ON used_assertions(used_at);
