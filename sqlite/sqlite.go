@@ -74,11 +74,11 @@ type Store struct {
 }
 
 var (
-	_ mandate.AgentStore      = (*Store)(nil)
-	_ mandate.IssuanceLog     = (*Store)(nil)
-	_ mandate.IssuanceGetter  = (*Store)(nil)
-	_ mandate.RevocationStore = (*Store)(nil)
-	_ mandate.UsedAssertions  = (*Store)(nil)
+	_ mandate.AgentStore        = (*Store)(nil)
+	_ mandate.IssuanceLog       = (*Store)(nil)
+	_ mandate.IssuanceGetter    = (*Store)(nil)
+	_ mandate.RevocationStore   = (*Store)(nil)
+	_ mandate.UsedAssertions    = (*Store)(nil)
 	_ mandate.AssertionRecorder = (*Store)(nil)
 )
 
