@@ -66,7 +66,7 @@ type Store struct {
 
 	commits, committed atomic.Uint64 // transactions and writes committed
 
-	insMandate *sql.Stmt // prepared on wconn
+	insRows map[int]*sql.Stmt // multi-row inserts by row count, prepared on wconn; committer only
 
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
@@ -127,6 +127,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		writes:  make(chan *write, cfg.MaxBatch*4),
 		done:    make(chan struct{}),
 		agents:  map[string]*mandate.Agent{},
+		insRows: map[int]*sql.Stmt{},
 		revoked: map[string]time.Time{},
 	}
 	if err := s.migrate(ctx); err != nil {
@@ -136,12 +137,6 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.wconn, err = db.Conn(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
-	}
-	if s.insMandate, err = s.wconn.PrepareContext(ctx, `INSERT INTO mandates(id, task_id, parent_id, agent_id, subject, scope,
-		audience, key_id, jkt, issued_at, expires_at, purpose, assertion_jti, assertion_exp) VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?)`); err != nil {
-		s.wconn.Close()
-		db.Close()
-		return nil, fmt.Errorf("sqlite: prepare: %w", err)
 	}
 	if err := s.load(ctx); err != nil {
 		s.wconn.Close()
@@ -162,7 +157,10 @@ func (s *Store) Close() error {
 		close(s.writes)
 		s.closeMu.Unlock()
 		<-s.done
-		err = errors.Join(s.insMandate.Close(), s.wconn.Close(), s.db.Close())
+		for _, st := range s.insRows {
+			err = errors.Join(err, st.Close())
+		}
+		err = errors.Join(err, s.wconn.Close(), s.db.Close())
 	})
 	return err
 }
@@ -230,6 +228,9 @@ type write struct {
 	fn   func(ctx context.Context, tx *writeTx) error
 	done chan error
 	post func() // run after a successful commit, under no lock
+	// rec, if set, is an issuance that fn inserts; in a batch, such rows
+	// are inserted many per statement instead (see insertIssuances).
+	rec *mandate.Issuance
 }
 
 // exec queues fn to run in a group-committed transaction and waits until
@@ -237,7 +238,12 @@ type write struct {
 // effects outside tx: it may be run twice (once in a batch that failed, once
 // alone).
 func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *writeTx) error, post func()) error {
-	w := &write{fn: fn, done: make(chan error, 1), post: post}
+	return s.queue(ctx, &write{fn: fn, post: post})
+}
+
+// queue queues w and waits for its verdict.
+func (s *Store) queue(ctx context.Context, w *write) error {
+	w.done = make(chan error, 1)
 	s.closeMu.RLock()
 	if s.isClosed {
 		s.closeMu.RUnlock()
@@ -340,13 +346,24 @@ func (s *Store) runTx(ctx context.Context, batch []*write) error {
 		s.log.Error("store: begin transaction", "err", err)
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
-	for _, w := range batch {
-		if err := w.fn(ctx, tx); err != nil {
-			if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
-				s.log.Error("store: rollback", "err", rerr)
-			}
-			return err
+	rollback := func(err error) error {
+		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+			s.log.Error("store: rollback", "err", rerr)
 		}
+		return err
+	}
+	var recs []*mandate.Issuance
+	for _, w := range batch {
+		if w.rec != nil && len(batch) > 1 {
+			recs = append(recs, w.rec)
+			continue
+		}
+		if err := w.fn(ctx, tx); err != nil {
+			return rollback(err)
+		}
+	}
+	if err := s.insertIssuances(ctx, recs); err != nil {
+		return rollback(err)
 	}
 	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
 		s.log.Error("store: commit", "err", err)
@@ -381,22 +398,61 @@ func isUnique(err error) bool {
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
+const mandateColumns = `id, task_id, parent_id, agent_id, subject, scope, audience, key_id, jkt,
+	issued_at, expires_at, purpose, assertion_jti, assertion_exp`
+
+// mandateRowsPerStatement bounds a multi-row insert (14 values a row).
+const mandateRowsPerStatement = 64
+
+func issuanceArgs(args []any, rec *mandate.Issuance) []any {
+	return append(args, rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
+		strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.TaskPurpose,
+		rec.AssertionID, ms(rec.AssertionExpiry))
+}
+
+// insertIssuances inserts recs with as few statements as it can: one
+// statement execution costs more than binding its values, and a batch
+// holds dozens of issuances. The statements are prepared once per row
+// count on the writer connection. Only the committer calls it.
+func (s *Store) insertIssuances(ctx context.Context, recs []*mandate.Issuance) error {
+	for len(recs) > 0 {
+		n := min(len(recs), mandateRowsPerStatement)
+		stmt := s.insRows[n]
+		if stmt == nil {
+			q := "INSERT INTO mandates(" + mandateColumns + ") VALUES " +
+				strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?,?,?,?,?,?,?),", n), ",")
+			var err error
+			if stmt, err = s.wconn.PrepareContext(ctx, q); err != nil {
+				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			}
+			s.insRows[n] = stmt
+		}
+		args := make([]any, 0, 14*n)
+		for _, rec := range recs[:n] {
+			args = issuanceArgs(args, rec)
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			if isUnique(err) { // the batch is retried row by row, which names the row
+				return mandate.Errorf(mandate.ECONFLICT, "a mandate id in the batch exists")
+			}
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		recs = recs[n:]
+	}
+	return nil
+}
+
 // RecordIssuance implements mandate.IssuanceLog: it returns once the record
 // is committed with an fsync, sharing the transaction with concurrent calls.
 func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error {
-	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
-		_, err := tx.s.insMandate.ExecContext(ctx,
-			rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
-			strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.TaskPurpose,
-			rec.AssertionID, ms(rec.AssertionExpiry))
-		if isUnique(err) {
+	w := &write{rec: rec, fn: func(ctx context.Context, tx *writeTx) error {
+		err := s.insertIssuances(ctx, []*mandate.Issuance{rec})
+		if mandate.ErrorCode(err) == mandate.ECONFLICT {
 			return mandate.Errorf(mandate.ECONFLICT, "mandate %s exists", rec.MandateID)
 		}
-		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-		}
-		return nil
-	}, nil)
+		return err
+	}}
+	return s.queue(ctx, w)
 }
 
 // Issuance implements mandate.IssuanceGetter. The task purpose is that of
