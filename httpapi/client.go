@@ -83,26 +83,6 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	return nil
 }
 
-func codeForStatus(status int) string {
-	switch status {
-	case http.StatusBadRequest:
-		return mandate.EINVALID
-	case http.StatusUnauthorized:
-		return mandate.EUNAUTHORIZED
-	case http.StatusForbidden:
-		return mandate.EFORBIDDEN
-	case http.StatusNotFound:
-		return mandate.ENOTFOUND
-	case http.StatusConflict:
-		return mandate.ECONFLICT
-	case http.StatusRequestEntityTooLarge:
-		return mandate.ETOOLARGE
-	case http.StatusServiceUnavailable:
-		return mandate.EUNAVAILABLE
-	}
-	return mandate.EINTERNAL
-}
-
 // Metadata fetches the authorization server metadata.
 func (c *Client) Metadata(ctx context.Context) (*Metadata, error) {
 	var m Metadata

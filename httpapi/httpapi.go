@@ -193,26 +193,34 @@ func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
 }
 
+// codeStatus maps error codes to HTTP statuses, one to one; codes not
+// here are 500. The client reads it backwards.
+var codeStatus = map[string]int{
+	mandate.EINVALID:      http.StatusBadRequest,
+	mandate.ENOTFOUND:     http.StatusNotFound,
+	mandate.EUNAUTHORIZED: http.StatusUnauthorized,
+	mandate.EFORBIDDEN:    http.StatusForbidden,
+	mandate.ECONFLICT:     http.StatusConflict,
+	mandate.ETOOLARGE:     http.StatusRequestEntityTooLarge,
+	mandate.EUNAVAILABLE:  http.StatusServiceUnavailable,
+}
+
 // statusFor maps an error code to an HTTP status.
 func statusFor(code string) int {
-	switch code {
-	case mandate.EINVALID:
-		return http.StatusBadRequest
-	case mandate.ENOTFOUND:
-		return http.StatusNotFound
-	case mandate.EUNAUTHORIZED:
-		return http.StatusUnauthorized
-	case mandate.EFORBIDDEN:
-		return http.StatusForbidden
-	case mandate.ECONFLICT:
-		return http.StatusConflict
-	case mandate.ETOOLARGE:
-		return http.StatusRequestEntityTooLarge
-	case mandate.EUNAVAILABLE:
-		return http.StatusServiceUnavailable
-	default:
-		return http.StatusInternalServerError
+	if st, ok := codeStatus[code]; ok {
+		return st
 	}
+	return http.StatusInternalServerError
+}
+
+// codeForStatus maps an HTTP status back to an error code.
+func codeForStatus(status int) string {
+	for code, st := range codeStatus {
+		if st == status {
+			return code
+		}
+	}
+	return mandate.EINTERNAL
 }
 
 // ErrorBody is the JSON body of an admin API error.

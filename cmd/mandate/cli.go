@@ -59,6 +59,17 @@ func (c *cli) parse(fs *flag.FlagSet, args []string, want int) ([]string, error)
 	return pos, err
 }
 
+// adminCommand parses the flags of an admin command with want positional
+// arguments and returns a client with the admin credential.
+func (c *cli) adminCommand(fs *flag.FlagSet, args []string, want int) (*httpapi.Client, []string, error) {
+	pos, err := c.parse(fs, args, want)
+	if err != nil {
+		return nil, nil, err
+	}
+	cl, err := c.admin()
+	return cl, pos, err
+}
+
 // admin returns a client with the admin credential.
 func (c *cli) admin() (*httpapi.Client, error) {
 	tok := os.Getenv("MANDATE_ADMIN_TOKEN")
@@ -269,11 +280,7 @@ func printAgent(w io.Writer, a *httpapi.AgentResponse) {
 }
 
 func (c *cli) agentList(args []string) error {
-	fs := c.flags("agent list", "")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
-	}
-	cl, err := c.admin()
+	cl, _, err := c.adminCommand(c.flags("agent list", ""), args, 0)
 	if err != nil {
 		return err
 	}
@@ -300,12 +307,7 @@ func (c *cli) agentList(args []string) error {
 }
 
 func (c *cli) agentShow(args []string) error {
-	fs := c.flags("agent show", "NAME")
-	pos, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.admin()
+	cl, pos, err := c.adminCommand(c.flags("agent show", "NAME"), args, 1)
 	if err != nil {
 		return err
 	}
@@ -326,12 +328,7 @@ func (c *cli) agentStatus(args []string, status mandate.AgentStatus) error {
 	if status == mandate.AgentActive {
 		verb = "enable"
 	}
-	fs := c.flags("agent "+verb, "NAME")
-	pos, err := c.parse(fs, args, 1)
-	if err != nil {
-		return err
-	}
-	cl, err := c.admin()
+	cl, pos, err := c.adminCommand(c.flags("agent "+verb, "NAME"), args, 1)
 	if err != nil {
 		return err
 	}
@@ -347,11 +344,7 @@ func (c *cli) agentStatus(args []string, status mandate.AgentStatus) error {
 }
 
 func (c *cli) keysList(args []string) error {
-	fs := c.flags("keys list", "")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
-	}
-	cl, err := c.admin()
+	cl, _, err := c.adminCommand(c.flags("keys list", ""), args, 0)
 	if err != nil {
 		return err
 	}
@@ -375,11 +368,7 @@ func (c *cli) keysList(args []string) error {
 }
 
 func (c *cli) keysRotate(args []string) error {
-	fs := c.flags("keys rotate", "")
-	if _, err := c.parse(fs, args, 0); err != nil {
-		return err
-	}
-	cl, err := c.admin()
+	cl, _, err := c.adminCommand(c.flags("keys rotate", ""), args, 0)
 	if err != nil {
 		return err
 	}
