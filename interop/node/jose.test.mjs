@@ -337,7 +337,9 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     assert.equal(ir.json.client_id, AGENT_ID, show(ir));
     assert.equal(ir.json.sub, `user:${OWNER}`, show(ir));
     assert.equal(ir.json.jti, c.jti, show(ir));
-    assert.equal(ir.json.exp, c.exp, show(ir));
+    // RFC 7662 §2.2: integer times (exp rounded down); exp_ms is exact.
+    assert.equal(ir.json.exp, Math.floor(c.exp), show(ir));
+    assert.equal(BigInt(ir.json.exp_ms), numericDateMillis(rawPayload(token), 'exp'), show(ir));
     assert.equal(ir.json.scope, SCOPE, show(ir));
   }));
 
