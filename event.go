@@ -1,0 +1,119 @@
+package mandate
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"regexp"
+)
+
+// EventVersion is the version of the event schema (docs/events.md).
+const EventVersion = 1
+
+// MaxEventSize bounds an encoded event: a C2SP tlog-tiles entry bundle
+// stores each entry's length in two bytes.
+const MaxEventSize = 65535
+
+// Event types. docs/events.md documents each with its details.
+const (
+	EventAgentRegistered   = "agent.registered"
+	EventAgentDisabled     = "agent.disabled"
+	EventAgentEnabled      = "agent.enabled"
+	EventKeyRotated        = "key.rotated"
+	EventMandateIssued     = "mandate.issued"
+	EventMandateDelegated  = "mandate.delegated"
+	EventMandateRevoked    = "mandate.revoked"
+	EventDecision          = "decision"
+	EventToolCall          = "tool.call"
+	EventToolResult        = "tool.result"
+	EventApprovalRequested = "approval.requested"
+	EventApprovalGranted   = "approval.granted"
+	EventApprovalDenied    = "approval.denied"
+	EventAlert             = "alert"
+	EventPolicyLoaded      = "policy.loaded"
+)
+
+// Event is one record of the audit log. Its canonical encoding (see
+// MarshalEvent) is the log entry: the same event always encodes, and so
+// hashes, the same.
+type Event struct {
+	V        int      `json:"v"`
+	Time     int64    `json:"time"` // Unix nanoseconds
+	Type     string   `json:"type"`
+	Task     string   `json:"task,omitempty"`
+	Mandate  string   `json:"mandate,omitempty"`
+	Parent   string   `json:"parent,omitempty"`
+	Agent    string   `json:"agent,omitempty"`   // the agent that acted, or that the event is about
+	Chain    []string `json:"chain,omitempty"`   // the actor chain, current actor first
+	Subject  string   `json:"sub,omitempty"`     // the accountable human
+	Action   string   `json:"action,omitempty"`  // what was asked, e.g. "mint", "tools/call"
+	Resource string   `json:"resource,omitempty"`
+	Outcome  string   `json:"outcome,omitempty"` // "ok", "deny", "error"
+	Reason   string   `json:"reason,omitempty"`
+	By       string   `json:"by,omitempty"` // who decided or asked, when not the agent (an admin, an approver)
+	// Details are type-specific. Values are strings, json.Number, bools,
+	// lists and maps of those; keys encode sorted.
+	Details map[string]any `json:"details,omitempty"`
+}
+
+// Outcomes.
+const (
+	OutcomeOK    = "ok"
+	OutcomeDeny  = "deny"
+	OutcomeError = "error"
+)
+
+var eventTypeRE = regexp.MustCompile(`^[a-z][a-z0-9_]*(\.[a-z][a-z0-9_]*)*$`)
+
+// MarshalEvent returns the canonical encoding of e: compact JSON, fields in
+// the order of the Event struct, map keys sorted, no HTML escaping.
+func MarshalEvent(e *Event) ([]byte, error) {
+	if e.V != EventVersion {
+		return nil, fmt.Errorf("event: v is %d, want %d", e.V, EventVersion)
+	}
+	if !eventTypeRE.MatchString(e.Type) || len(e.Type) > 64 {
+		return nil, fmt.Errorf("event: invalid type %q", e.Type)
+	}
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf)
+	enc.SetEscapeHTML(false)
+	if err := enc.Encode(e); err != nil {
+		return nil, fmt.Errorf("event: %w", err)
+	}
+	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+	if len(b) > MaxEventSize {
+		return nil, fmt.Errorf("event: %d bytes encoded, more than %d", len(b), MaxEventSize)
+	}
+	return b, nil
+}
+
+// ErrNonCanonical means an entry decodes but is not the canonical encoding
+// of what it decodes to: someone wrote it other than MarshalEvent does.
+var ErrNonCanonical = errors.New("event: not in canonical form")
+
+// ParseEvent decodes a log entry, refusing unknown fields and any encoding
+// that is not canonical, so that one event has exactly one entry.
+func ParseEvent(b []byte) (*Event, error) {
+	if len(b) > MaxEventSize {
+		return nil, fmt.Errorf("event: %d bytes, more than %d", len(b), MaxEventSize)
+	}
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.DisallowUnknownFields()
+	dec.UseNumber()
+	var e Event
+	if err := dec.Decode(&e); err != nil {
+		return nil, fmt.Errorf("event: %w", err)
+	}
+	if dec.More() {
+		return nil, fmt.Errorf("event: data after the object")
+	}
+	again, err := MarshalEvent(&e)
+	if err != nil {
+		return nil, err
+	}
+	if !bytes.Equal(again, b) {
+		return nil, ErrNonCanonical
+	}
+	return &e, nil
+}
