@@ -13,15 +13,19 @@ import (
 func TestArchitecture(t *testing.T) {
 	const mod = "github.com/mandatehq/mandate"
 	allowed := map[string][]string{
-		"":          {},
-		"jose":      {},
-		"replay":    {},
-		"dpop":      {"jose"},
-		"verify":    {"", "jose", "dpop", "replay"},
-		"issuer":    {"", "jose", "dpop", "replay"},
-		"sqlite":    {""},
-		"storetest": {"", "jose"},
-		"httpapi":   {"", "jose", "dpop", "verify", "issuer"},
+		"":       {},
+		"jose":   {},
+		"replay": {},
+		"dpop":   {"jose"},
+		"verify": {"", "jose", "dpop", "replay"},
+		"issuer": {"", "jose", "dpop", "replay"},
+		"sqlite": {"", "auditlog"},
+		// The audit log's logic and format, and its offline verifier.
+		"auditlog":        {"", "auditlog/layout"},
+		"auditlog/layout": {},
+		"auditcheck":      {"", "auditlog/layout"},
+		"storetest":       {"", "jose"},
+		"httpapi":         {"", "jose", "dpop", "verify", "issuer"},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

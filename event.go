@@ -44,10 +44,10 @@ type Event struct {
 	Task     string   `json:"task,omitempty"`
 	Mandate  string   `json:"mandate,omitempty"`
 	Parent   string   `json:"parent,omitempty"`
-	Agent    string   `json:"agent,omitempty"`   // the agent that acted, or that the event is about
-	Chain    []string `json:"chain,omitempty"`   // the actor chain, current actor first
-	Subject  string   `json:"sub,omitempty"`     // the accountable human
-	Action   string   `json:"action,omitempty"`  // what was asked, e.g. "mint", "tools/call"
+	Agent    string   `json:"agent,omitempty"`  // the agent that acted, or that the event is about
+	Chain    []string `json:"chain,omitempty"`  // the actor chain, current actor first
+	Subject  string   `json:"sub,omitempty"`    // the accountable human
+	Action   string   `json:"action,omitempty"` // what was asked, e.g. "mint", "tools/call"
 	Resource string   `json:"resource,omitempty"`
 	Outcome  string   `json:"outcome,omitempty"` // "ok", "deny", "error"
 	Reason   string   `json:"reason,omitempty"`
@@ -75,13 +75,10 @@ func MarshalEvent(e *Event) ([]byte, error) {
 	if !eventTypeRE.MatchString(e.Type) || len(e.Type) > 64 {
 		return nil, fmt.Errorf("event: invalid type %q", e.Type)
 	}
-	var buf bytes.Buffer
-	enc := json.NewEncoder(&buf)
-	enc.SetEscapeHTML(false)
-	if err := enc.Encode(e); err != nil {
-		return nil, fmt.Errorf("event: %w", err)
+	b, err := appendEvent(make([]byte, 0, 512), e)
+	if err != nil {
+		return nil, err
 	}
-	b := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
 	if len(b) > MaxEventSize {
 		return nil, fmt.Errorf("event: %d bytes encoded, more than %d", len(b), MaxEventSize)
 	}

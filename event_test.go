@@ -1,8 +1,10 @@
 package mandate
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
+	"math"
 	"testing"
 )
 
@@ -58,4 +60,49 @@ func FuzzParseEvent(f *testing.F) {
 			t.Fatalf("parsed %q but re-encodes as %q (%v)", b, again, err)
 		}
 	})
+}
+
+// The hand-written encoder agrees with encoding/json (HTML escaping off)
+// on every string, so canonical entries are plain JSON that any tool reads
+// the same.
+func FuzzEventStringEncoding(f *testing.F) {
+	for _, s := range []string{"", "plain", "quote\" back\\slash", "\n\r\t\x00\x1f", "\u2028\u2029", "\xff\xfe", "é🙂", "<&>"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		var buf bytes.Buffer
+		enc := json.NewEncoder(&buf)
+		enc.SetEscapeHTML(false)
+		enc.Encode(s)
+		want := bytes.TrimSuffix(buf.Bytes(), []byte("\n"))
+		if got := appendString(nil, s); !bytes.Equal(got, want) {
+			t.Fatalf("appendString(%q) = %s, encoding/json says %s", s, got, want)
+		}
+	})
+}
+
+func TestEventDetailsEncoding(t *testing.T) {
+	e := &Event{V: 1, Time: 1, Type: "x", Details: map[string]any{
+		"n": 7, "i64": int64(-3), "f": 0.5, "num": json.Number("1e400"), "nil": nil, "list": []string{"a"},
+		"nested": map[string]any{"z": []any{true, "q"}, "a": false},
+	}}
+	b, err := MarshalEvent(e)
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := `{"v":1,"time":1,"type":"x","details":{"f":0.5,"i64":-3,"list":["a"],"n":7,"nested":{"a":false,"z":[true,"q"]},"nil":null,"num":1e400}}`
+	if string(b) != want {
+		t.Fatalf("got  %s\nwant %s", b, want)
+	}
+	if !json.Valid(b) {
+		t.Fatal("not JSON")
+	}
+	if _, err := ParseEvent(b); err != nil {
+		t.Fatal(err)
+	}
+	for _, bad := range []any{math.NaN(), json.Number("01"), struct{}{}, map[string]any{"a": map[string]any{"b": map[string]any{"c": map[string]any{"d": map[string]any{"e": map[string]any{"f": map[string]any{"g": map[string]any{"h": map[string]any{"i": 1}}}}}}}}}} {
+		if _, err := MarshalEvent(&Event{V: 1, Time: 1, Type: "x", Details: map[string]any{"k": bad}}); err == nil {
+			t.Errorf("encoded details %#v", bad)
+		}
+	}
 }

@@ -31,11 +31,44 @@ type Issuance struct {
 // IssuanceLog is the write-ahead seam. An issuer MUST NOT return a mandate
 // to its caller until RecordIssuance returned nil for it.
 //
-// RecordIssuance returns nil once the record is durable (on disk, fsynced),
-// ECONFLICT if a mandate with that ID exists, and EUNAVAILABLE if the record
-// cannot be made durable; in every error case nothing of it is stored.
+// RecordIssuance stores rec and appends ev to the audit log in one
+// transaction. It returns nil once both are durable (on disk, fsynced),
+// ECONFLICT if a mandate with that ID exists, and EUNAVAILABLE if they
+// cannot be made durable; in every error case nothing of either is stored.
 type IssuanceLog interface {
-	RecordIssuance(ctx context.Context, rec *Issuance) error
+	RecordIssuance(ctx context.Context, rec *Issuance, ev *Event) error
+}
+
+// EventLog appends events to the audit log.
+//
+// Append returns nil once the events are durable, in the order given,
+// EINVALID if one does not encode, EUNAVAILABLE if they cannot be made
+// durable (then none is stored).
+type EventLog interface {
+	Append(ctx context.Context, evs ...*Event) error
+}
+
+// MaxEventsPerQuery bounds the events one query returns.
+const MaxEventsPerQuery = 10000
+
+// EventFilter selects events from the audit log. Zero fields do not filter.
+type EventFilter struct {
+	Task, Mandate, Agent, Type string
+	Since, Until               time.Time // event time in [Since, Until)
+	After                      int64     // log position >= After
+	Limit                      int       // at most this many (MaxEventsPerQuery)
+	Last                       bool      // the last Limit matches rather than the first
+}
+
+// LoggedEvent is an event with its position in the log.
+type LoggedEvent struct {
+	Index int64 `json:"index"`
+	*Event
+}
+
+// EventQuerier answers queries over the audit log.
+type EventQuerier interface {
+	Events(ctx context.Context, f EventFilter) ([]LoggedEvent, error)
 }
 
 // AgentGetter finds a registered agent by its SPIFFE ID.
@@ -49,13 +82,14 @@ type AgentGetter interface {
 // AgentStore is the registry of agents.
 type AgentStore interface {
 	AgentGetter
-	// CreateAgent stores a new agent; ECONFLICT if its ID or name exists.
-	CreateAgent(ctx context.Context, a *Agent) error
+	// CreateAgent stores a new agent and appends ev (if not nil) to the
+	// audit log, in one transaction; ECONFLICT if its ID or name exists.
+	CreateAgent(ctx context.Context, a *Agent, ev *Event) error
 	// Agents lists every agent, ordered by name.
 	Agents(ctx context.Context) ([]*Agent, error)
-	// SetAgentStatus changes an agent's status and returns the updated
-	// agent; ENOTFOUND if there is no such agent.
-	SetAgentStatus(ctx context.Context, id string, status AgentStatus) (*Agent, error)
+	// SetAgentStatus changes an agent's status, appends ev (if not nil),
+	// and returns the updated agent; ENOTFOUND if there is no such agent.
+	SetAgentStatus(ctx context.Context, id string, status AgentStatus, ev *Event) (*Agent, error)
 }
 
 // Revocation records that a mandate was revoked before its expiry.
@@ -76,8 +110,9 @@ type RevocationChecker interface {
 // RevocationStore records and answers revocations.
 type RevocationStore interface {
 	RevocationChecker
-	// Revoke records r. Revoking a revoked mandate again is not an error.
-	Revoke(ctx context.Context, r *Revocation) error
+	// Revoke records r and appends ev (if not nil) in one transaction.
+	// Revoking a revoked mandate again is not an error.
+	Revoke(ctx context.Context, r *Revocation, ev *Event) error
 }
 
 // IssuanceGetter finds the issuance record of a mandate; ENOTFOUND if the

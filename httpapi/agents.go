@@ -70,7 +70,10 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		ID: mandate.AgentID(s.cfg.TrustDomain, req.Name), Name: req.Name, Owner: req.Owner, Ceiling: ceiling,
 		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: now, UpdatedAt: now,
 	}
-	if err := s.cfg.Agents.CreateAgent(r.Context(), a); err != nil {
+	ev := &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventAgentRegistered,
+		Agent: a.ID, Subject: a.Subject(), Action: "register", Outcome: mandate.OutcomeOK, By: "admin",
+		Details: map[string]any{"owner": a.Owner, "ceiling": a.Ceiling.Strings(), "key_thumbprint": a.KeyID}}
+	if err := s.cfg.Agents.CreateAgent(r.Context(), a, ev); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
@@ -118,7 +121,13 @@ func (s *Server) setAgentStatus(status mandate.AgentStatus) http.HandlerFunc {
 			writeError(w, r, s.log, err)
 			return
 		}
-		a, err = s.cfg.Agents.SetAgentStatus(r.Context(), a.ID, status)
+		typ := mandate.EventAgentDisabled
+		if status == mandate.AgentActive {
+			typ = mandate.EventAgentEnabled
+		}
+		ev := &mandate.Event{V: mandate.EventVersion, Time: s.cfg.Now().UnixNano(), Type: typ, Agent: a.ID,
+			Subject: a.Subject(), Action: string(status), Outcome: mandate.OutcomeOK, By: "admin"}
+		a, err = s.cfg.Agents.SetAgentStatus(r.Context(), a.ID, status, ev)
 		if err != nil {
 			writeError(w, r, s.log, err)
 			return
@@ -153,9 +162,19 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 }
 
 func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) {
+	prev := s.cfg.Keys.Active().ID
 	k, err := s.cfg.Keys.Rotate(s.cfg.Now())
 	if err != nil {
 		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "rotate keys: %w", err))
+		return
+	}
+	// The new key is saved before the event: the event never announces a
+	// key that does not exist. If the event cannot be written, the caller
+	// hears of it.
+	if err := s.cfg.Events.Append(r.Context(), &mandate.Event{V: mandate.EventVersion, Time: s.cfg.Now().UnixNano(),
+		Type: mandate.EventKeyRotated, Action: "rotate", Outcome: mandate.OutcomeOK, By: "admin",
+		Details: map[string]any{"kid": k.ID, "retired_kid": prev}}); err != nil {
+		writeError(w, r, s.log, err)
 		return
 	}
 	s.log.Info("signing key rotated", "kid", k)

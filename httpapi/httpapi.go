@@ -37,6 +37,7 @@ type Config struct {
 	Agents      mandate.AgentStore
 	Issuances   mandate.IssuanceGetter
 	Revocations mandate.RevocationStore
+	Events      mandate.EventLog
 	// AdminToken is the admin credential; requests to /v1/ and to
 	// introspection must present it as a Bearer token.
 	AdminToken  string
@@ -58,8 +59,8 @@ type Server struct {
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
-	if cfg.Issuer == nil || cfg.Keys == nil || cfg.Agents == nil || cfg.Issuances == nil || cfg.Revocations == nil {
-		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances and Revocations are required")
+	if cfg.Issuer == nil || cfg.Keys == nil || cfg.Agents == nil || cfg.Issuances == nil || cfg.Revocations == nil || cfg.Events == nil {
+		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances, Revocations and Events are required")
 	}
 	if len(cfg.AdminToken) < 16 {
 		return nil, errors.New("httpapi: an admin token of at least 16 bytes is required")

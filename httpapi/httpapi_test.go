@@ -48,7 +48,7 @@ func newServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store,
+	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store, Events: store,
 		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -239,8 +239,12 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EFORBIDDEN, "unauthorized_client", "the token was not issued to this client"))
 		return
 	}
+	now := s.cfg.Now()
 	if err := s.cfg.Revocations.Revoke(r.Context(), &mandate.Revocation{
-		MandateID: c.ID, ExpiresAt: rec.ExpiresAt, RevokedAt: s.cfg.Now(), RevokedBy: by, Reason: "revoked at the revocation endpoint",
+		MandateID: c.ID, ExpiresAt: rec.ExpiresAt, RevokedAt: now, RevokedBy: by, Reason: "revoked at the revocation endpoint",
+	}, &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateRevoked,
+		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
+		Action: "revoke", Outcome: mandate.OutcomeOK, Reason: "revoked at the revocation endpoint (RFC 7009)", By: by,
 	}); err != nil {
 		writeOAuthError(w, r, s.log, err)
 		return

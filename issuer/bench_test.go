@@ -39,7 +39,7 @@ func floorNs(b *testing.B) float64 {
 
 type nopLog struct{}
 
-func (nopLog) RecordIssuance(context.Context, *mandate.Issuance) error { return nil }
+func (nopLog) RecordIssuance(context.Context, *mandate.Issuance, *mandate.Event) error { return nil }
 
 // BenchmarkMintRoot is a root mint in process: assertion parse and verify,
 // ceiling check, replay check, claims, sign, and (store=sqlite) the durable
@@ -61,7 +61,7 @@ func BenchmarkMintRoot(b *testing.B) {
 			defer st.Close()
 			ceiling, _ := mandate.ParseScopeSet("mcp:crm:* mcp:email:send")
 			st.CreateAgent(ctx, &mandate.Agent{ID: agentID, Name: "researcher", Owner: "alice@example.org", Ceiling: ceiling,
-				PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: time.Now(), UpdatedAt: time.Now()})
+				PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: time.Now(), UpdatedAt: time.Now()}, nil)
 			var log mandate.IssuanceLog = st
 			if store == "none" {
 				log = nopLog{}

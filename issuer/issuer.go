@@ -217,7 +217,13 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
 		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID, AssertionExpiry: assertion.Expiry.Time,
 	}
-	if err := is.cfg.Log.RecordIssuance(ctx, rec); err != nil {
+	ev := &mandate.Event{
+		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateIssued,
+		Task: c.Task, Mandate: c.ID, Agent: agent.ID, Chain: c.Actor.Chain(), Subject: c.Subject,
+		Action: "mint", Resource: strings.Join(aud, " "), Outcome: mandate.OutcomeOK,
+		Details: issuedDetails(c, key, req.TaskPurpose),
+	}
+	if err := is.cfg.Log.RecordIssuance(ctx, rec, ev); err != nil {
 		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", agent.ID, "err", err)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
@@ -227,6 +233,24 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		typ = "DPoP"
 	}
 	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
+}
+
+// issuedDetails are the details of a mandate.issued event: enough to tell
+// the mandate's story without it (docs/events.md).
+func issuedDetails(c *mandate.Claims, kid, purpose string) map[string]any {
+	d := map[string]any{
+		"scope":  c.Scope,
+		"iat_ms": c.IssuedAt.UnixMilli(),
+		"exp_ms": c.Expiry.UnixMilli(),
+		"kid":    kid,
+	}
+	if c.Confirm != nil {
+		d["jkt"] = c.Confirm.JKT
+	}
+	if purpose != "" {
+		d["purpose"] = purpose
+	}
+	return d
 }
 
 // RestoreReplay marks as used the client assertions that obtained mandates

@@ -44,11 +44,11 @@ type countingLog struct {
 	fail error
 }
 
-func (l *countingLog) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error {
+func (l *countingLog) RecordIssuance(ctx context.Context, rec *mandate.Issuance, ev *mandate.Event) error {
 	if l.fail != nil {
 		return l.fail
 	}
-	err := l.next.RecordIssuance(ctx, rec)
+	err := l.next.RecordIssuance(ctx, rec, ev)
 	if err == nil {
 		l.mu.Lock()
 		l.n++
@@ -80,7 +80,7 @@ func newFixture(t testing.TB) *fixture {
 	if err := f.store.CreateAgent(context.Background(), &mandate.Agent{
 		ID: agentID, Name: "researcher", Owner: "alice@example.org", Ceiling: ceiling,
 		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: f.clk.Now(), UpdatedAt: f.clk.Now(),
-	}); err != nil {
+	}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return f

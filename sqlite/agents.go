@@ -28,7 +28,7 @@ func scanAgent(row interface{ Scan(...any) error }) (*mandate.Agent, error) {
 }
 
 // CreateAgent implements mandate.AgentStore.
-func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent) error {
+func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent, ev *mandate.Event) error {
 	if err := a.Validate(); err != nil {
 		return err
 	}
@@ -47,7 +47,7 @@ func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent) error {
 		s.mu.Lock()
 		s.agents[stored.ID] = &stored
 		s.mu.Unlock()
-	})
+	}, ev)
 }
 
 // Agent implements mandate.AgentGetter. It answers from memory after the
@@ -95,7 +95,7 @@ func (s *Store) Agents(ctx context.Context) ([]*mandate.Agent, error) {
 }
 
 // SetAgentStatus implements mandate.AgentStore.
-func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.AgentStatus) (*mandate.Agent, error) {
+func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.AgentStatus, ev *mandate.Event) (*mandate.Agent, error) {
 	now := s.cfg.Now()
 	var updated *mandate.Agent
 	err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
@@ -112,12 +112,12 @@ func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.Ag
 		s.mu.Lock()
 		s.agents[id] = updated
 		s.mu.Unlock()
-	})
+	}, ev)
 	return updated, err
 }
 
 // Revoke implements mandate.RevocationStore.
-func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation) error {
+func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation, ev *mandate.Event) error {
 	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		_, err := tx.ExecContext(ctx, `INSERT INTO revocations(mandate_id, expires_at, revoked_at, revoked_by, reason)
 			VALUES(?,?,?,?,?) ON CONFLICT(mandate_id) DO NOTHING`,
@@ -130,7 +130,7 @@ func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation) error {
 		s.mu.Lock()
 		s.revoked[r.MandateID] = r.ExpiresAt
 		s.mu.Unlock()
-	})
+	}, ev)
 }
 
 // IsRevoked implements mandate.RevocationChecker from memory. Revocations of

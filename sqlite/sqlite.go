@@ -28,6 +28,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditlog"
 	_ "modernc.org/sqlite"
 )
 
@@ -66,7 +67,13 @@ type Store struct {
 
 	commits, committed atomic.Uint64 // transactions and writes committed
 
-	insRows map[int]*sql.Stmt // multi-row inserts by row count, prepared on wconn; committer only
+	stmts map[string]*sql.Stmt // multi-row inserts by table and row count, prepared on wconn; committer only
+
+	tree       auditlog.Frontier // the audit log's right edge; committer only
+	tiles      auditlog.Tiles    // its right-most hash tiles; committer only
+	hashBuf    []auditlog.StoredHash
+	upsertTile *sql.Stmt // prepared on wconn
+	logHead    logState  // the committed log
 
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
@@ -80,6 +87,8 @@ var (
 	_ mandate.RevocationStore   = (*Store)(nil)
 	_ mandate.UsedAssertions    = (*Store)(nil)
 	_ mandate.AssertionRecorder = (*Store)(nil)
+	_ mandate.EventLog          = (*Store)(nil)
+	_ mandate.EventQuerier      = (*Store)(nil)
 )
 
 // Open opens (creating if needed) the database at cfg.Path and migrates it.
@@ -113,8 +122,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	// synchronous(FULL) in WAL mode fsyncs the WAL on every commit: a
 	// committed issuance survives power loss, not only a crash.
-	dsn := "file:" + cfg.Path + "?_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_txlock=immediate"
+	dsn := "file:" + cfg.Path + "?_pragma=page_size(8192)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
+		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
@@ -127,7 +136,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		writes:  make(chan *write, cfg.MaxBatch*4),
 		done:    make(chan struct{}),
 		agents:  map[string]*mandate.Agent{},
-		insRows: map[int]*sql.Stmt{},
+		stmts:   map[string]*sql.Stmt{},
 		revoked: map[string]time.Time{},
 	}
 	if err := s.migrate(ctx); err != nil {
@@ -137,6 +146,17 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if s.wconn, err = db.Conn(ctx); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
+	}
+	if s.upsertTile, err = s.wconn.PrepareContext(ctx, `INSERT INTO log_tiles(id, data) VALUES(?, ?)
+		ON CONFLICT(id) DO UPDATE SET data = excluded.data`); err != nil {
+		s.wconn.Close()
+		db.Close()
+		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	}
+	if err := s.restoreLog(ctx); err != nil {
+		s.wconn.Close()
+		db.Close()
+		return nil, err
 	}
 	if err := s.load(ctx); err != nil {
 		s.wconn.Close()
@@ -157,10 +177,10 @@ func (s *Store) Close() error {
 		close(s.writes)
 		s.closeMu.Unlock()
 		<-s.done
-		for _, st := range s.insRows {
+		for _, st := range s.stmts {
 			err = errors.Join(err, st.Close())
 		}
-		err = errors.Join(err, s.wconn.Close(), s.db.Close())
+		err = errors.Join(err, s.upsertTile.Close(), s.wconn.Close(), s.db.Close())
 	})
 	return err
 }
@@ -231,14 +251,20 @@ type write struct {
 	// rec, if set, is an issuance that fn inserts; in a batch, such rows
 	// are inserted many per statement instead (see insertIssuances).
 	rec *mandate.Issuance
+	// entries are appended to the audit log in the same transaction.
+	entries []logEntry
 }
 
 // exec queues fn to run in a group-committed transaction and waits until
 // that transaction is durable or failed. fn must be idempotent-free of side
 // effects outside tx: it may be run twice (once in a batch that failed, once
 // alone).
-func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *writeTx) error, post func()) error {
-	return s.queue(ctx, &write{fn: fn, post: post})
+func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *writeTx) error, post func(), evs ...*mandate.Event) error {
+	entries, err := encodeEvents(evs)
+	if err != nil {
+		return err
+	}
+	return s.queue(ctx, &write{fn: fn, post: post, entries: entries})
 }
 
 // queue queues w and waits for its verdict.
@@ -346,14 +372,20 @@ func (s *Store) runTx(ctx context.Context, batch []*write) error {
 		s.log.Error("store: begin transaction", "err", err)
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
+	// The frontier runs ahead inside the transaction; it goes back to the
+	// snapshot if the transaction does not commit.
+	snapshot, tiles := s.tree.Clone(), s.tiles.Clone()
 	rollback := func(err error) error {
+		s.tree, s.tiles = snapshot, tiles
 		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
 			s.log.Error("store: rollback", "err", rerr)
 		}
 		return err
 	}
 	var recs []*mandate.Issuance
+	var entries []logEntry
 	for _, w := range batch {
+		entries = append(entries, w.entries...)
 		if w.rec != nil && len(batch) > 1 {
 			recs = append(recs, w.rec)
 			continue
@@ -365,10 +397,18 @@ func (s *Store) runTx(ctx context.Context, batch []*write) error {
 	if err := s.insertIssuances(ctx, recs); err != nil {
 		return rollback(err)
 	}
+	if err := s.appendEntries(ctx, entries); err != nil {
+		return rollback(err)
+	}
 	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
 		s.log.Error("store: commit", "err", err)
-		s.wconn.ExecContext(ctx, "ROLLBACK")
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
+	}
+	if len(entries) > 0 {
+		root := s.tree.Root()
+		s.logHead.mu.Lock()
+		s.logHead.size, s.logHead.root = s.tree.Size(), root
+		s.logHead.mu.Unlock()
 	}
 	return nil
 }
@@ -401,9 +441,6 @@ func ms(t time.Time) int64 { return t.UnixMilli() }
 const mandateColumns = `id, task_id, parent_id, agent_id, subject, scope, audience, key_id, jkt,
 	issued_at, expires_at, purpose, assertion_jti, assertion_exp`
 
-// mandateRowsPerStatement bounds a multi-row insert (14 values a row).
-const mandateRowsPerStatement = 64
-
 func issuanceArgs(args []any, rec *mandate.Issuance) []any {
 	return append(args, rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
 		strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.TaskPurpose,
@@ -412,40 +449,30 @@ func issuanceArgs(args []any, rec *mandate.Issuance) []any {
 
 // insertIssuances inserts recs with as few statements as it can: one
 // statement execution costs more than binding its values, and a batch
-// holds dozens of issuances. The statements are prepared once per row
-// count on the writer connection. Only the committer calls it.
+// holds dozens of issuances. Only the committer calls it.
 func (s *Store) insertIssuances(ctx context.Context, recs []*mandate.Issuance) error {
-	for len(recs) > 0 {
-		n := min(len(recs), mandateRowsPerStatement)
-		stmt := s.insRows[n]
-		if stmt == nil {
-			q := "INSERT INTO mandates(" + mandateColumns + ") VALUES " +
-				strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?,?,?,?,?,?,?,?,?),", n), ",")
-			var err error
-			if stmt, err = s.wconn.PrepareContext(ctx, q); err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-			}
-			s.insRows[n] = stmt
-		}
-		args := make([]any, 0, 14*n)
-		for _, rec := range recs[:n] {
-			args = issuanceArgs(args, rec)
-		}
-		if _, err := stmt.ExecContext(ctx, args...); err != nil {
-			if isUnique(err) { // the batch is retried row by row, which names the row
-				return mandate.Errorf(mandate.ECONFLICT, "a mandate id in the batch exists")
-			}
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-		}
-		recs = recs[n:]
+	if len(recs) == 0 {
+		return nil
 	}
-	return nil
+	args := make([]any, 0, 14*len(recs))
+	for _, rec := range recs {
+		args = issuanceArgs(args, rec)
+	}
+	err := s.insertRows(ctx, "mandates("+mandateColumns+")", 14, args)
+	if mandate.ErrorCode(err) == mandate.ECONFLICT { // retried row by row, which names the row
+		return mandate.Errorf(mandate.ECONFLICT, "a mandate id in the batch exists")
+	}
+	return err
 }
 
 // RecordIssuance implements mandate.IssuanceLog: it returns once the record
 // is committed with an fsync, sharing the transaction with concurrent calls.
-func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance) error {
-	w := &write{rec: rec, fn: func(ctx context.Context, tx *writeTx) error {
+func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance, ev *mandate.Event) error {
+	entries, err := encodeEvents([]*mandate.Event{ev})
+	if err != nil {
+		return err
+	}
+	w := &write{rec: rec, entries: entries, fn: func(ctx context.Context, tx *writeTx) error {
 		err := s.insertIssuances(ctx, []*mandate.Issuance{rec})
 		if mandate.ErrorCode(err) == mandate.ECONFLICT {
 			return mandate.Errorf(mandate.ECONFLICT, "mandate %s exists", rec.MandateID)

@@ -43,7 +43,7 @@ func TestDatabaseFileIsPrivate(t *testing.T) {
 	}
 	defer s.Close()
 	// Write something so that the WAL and its index exist.
-	if err := s.Revoke(context.Background(), &mandate.Revocation{MandateID: "m", ExpiresAt: time.Now().Add(time.Hour)}); err != nil {
+	if err := s.Revoke(context.Background(), &mandate.Revocation{MandateID: "m", ExpiresAt: time.Now().Add(time.Hour)}, nil); err != nil {
 		t.Fatal(err)
 	}
 	for _, p := range []string{path, path + "-wal", path + "-shm"} {
@@ -67,7 +67,7 @@ func TestClosedStoreRefusesWrites(t *testing.T) {
 		t.Fatal(err)
 	}
 	s.Close()
-	err = s.RecordIssuance(context.Background(), &mandate.Issuance{MandateID: "m", TaskID: "t"})
+	err = s.RecordIssuance(context.Background(), &mandate.Issuance{MandateID: "m", TaskID: "t"}, nil)
 	if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
 		t.Fatalf("write to a closed store: %v", err)
 	}
@@ -81,8 +81,8 @@ func TestPruneRevocations(t *testing.T) {
 	defer s.Close()
 	now := time.Now()
 	ctx := context.Background()
-	s.Revoke(ctx, &mandate.Revocation{MandateID: "short", ExpiresAt: now.Add(time.Second), RevokedAt: now})
-	s.Revoke(ctx, &mandate.Revocation{MandateID: "long", ExpiresAt: now.Add(time.Hour), RevokedAt: now})
+	s.Revoke(ctx, &mandate.Revocation{MandateID: "short", ExpiresAt: now.Add(time.Second), RevokedAt: now}, nil)
+	s.Revoke(ctx, &mandate.Revocation{MandateID: "long", ExpiresAt: now.Add(time.Hour), RevokedAt: now}, nil)
 	if n := s.PruneRevocations(now.Add(2 * time.Second)); n != 1 {
 		t.Errorf("pruned %d, want 1", n)
 	}

@@ -10,6 +10,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"fmt"
 	"sync"
 	"testing"
@@ -17,11 +18,20 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/jose"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Store is what a backend implements.
 type Store interface {
 	mandate.AgentStore
+	mandate.EventLog
+	mandate.EventQuerier
+	// LogHead returns the size and root of the committed audit log.
+	LogHead() (int64, tlog.Hash)
+	// HashReader reads the log's stored hashes.
+	HashReader(ctx context.Context) tlog.HashReader
+	// ReadEntries returns entries [start, start+n).
+	ReadEntries(ctx context.Context, start, n int64) ([][]byte, error)
 	mandate.IssuanceLog
 	mandate.IssuanceGetter
 	mandate.RevocationStore
@@ -37,8 +47,11 @@ func Run(t *testing.T, open func(t *testing.T) Store, reopen func(t *testing.T, 
 	t.Run("ConcurrentIssuance", func(t *testing.T) { testConcurrentIssuance(t, open(t)) })
 	t.Run("UsedAssertions", func(t *testing.T) { testUsedAssertions(t, open(t)) })
 	t.Run("Revocations", func(t *testing.T) { testRevocations(t, open(t)) })
+	t.Run("AuditLog", func(t *testing.T) { testAuditLog(t, open(t)) })
+	t.Run("AuditLogConcurrent", func(t *testing.T) { testAuditLogConcurrent(t, open(t)) })
 	if reopen != nil {
 		t.Run("Restart", func(t *testing.T) { testRestart(t, open(t), reopen) })
+		t.Run("AuditLogRestart", func(t *testing.T) { testAuditLogRestart(t, open(t), reopen) })
 	}
 }
 
@@ -65,15 +78,15 @@ func wantCode(t *testing.T, err error, code string) {
 func testAgents(t *testing.T, s Store) {
 	ctx := context.Background()
 	a := NewAgent("researcher")
-	if err := s.CreateAgent(ctx, a); err != nil {
+	if err := s.CreateAgent(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
-	wantCode(t, s.CreateAgent(ctx, a), mandate.ECONFLICT)
+	wantCode(t, s.CreateAgent(ctx, a, nil), mandate.ECONFLICT)
 	dup := NewAgent("researcher")
-	wantCode(t, s.CreateAgent(ctx, dup), mandate.ECONFLICT)
+	wantCode(t, s.CreateAgent(ctx, dup, nil), mandate.ECONFLICT)
 	bad := NewAgent("x")
 	bad.Ceiling = nil
-	wantCode(t, s.CreateAgent(ctx, bad), mandate.EINVALID)
+	wantCode(t, s.CreateAgent(ctx, bad, nil), mandate.EINVALID)
 
 	got, err := s.Agent(ctx, a.ID)
 	if err != nil {
@@ -86,7 +99,7 @@ func testAgents(t *testing.T, s Store) {
 	_, err = s.Agent(ctx, mandate.AgentID("example.org", "nobody"))
 	wantCode(t, err, mandate.ENOTFOUND)
 
-	if err := s.CreateAgent(ctx, NewAgent("analyst")); err != nil {
+	if err := s.CreateAgent(ctx, NewAgent("analyst"), nil); err != nil {
 		t.Fatal(err)
 	}
 	list, err := s.Agents(ctx)
@@ -97,7 +110,7 @@ func testAgents(t *testing.T, s Store) {
 		t.Errorf("Agents: %v, want analyst, researcher", list)
 	}
 
-	up, err := s.SetAgentStatus(ctx, a.ID, mandate.AgentDisabled)
+	up, err := s.SetAgentStatus(ctx, a.ID, mandate.AgentDisabled, nil)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -107,7 +120,7 @@ func testAgents(t *testing.T, s Store) {
 	if got, _ := s.Agent(ctx, a.ID); got.Status != mandate.AgentDisabled {
 		t.Errorf("Agent after disable: %s", got.Status)
 	}
-	_, err = s.SetAgentStatus(ctx, mandate.AgentID("example.org", "nobody"), mandate.AgentDisabled)
+	_, err = s.SetAgentStatus(ctx, mandate.AgentID("example.org", "nobody"), mandate.AgentDisabled, nil)
 	wantCode(t, err, mandate.ENOTFOUND)
 }
 
@@ -123,7 +136,7 @@ func issuance(i int, parent string) *mandate.Issuance {
 func testIssuance(t *testing.T, s Store) {
 	ctx := context.Background()
 	root := issuance(1, "")
-	if err := s.RecordIssuance(ctx, root); err != nil {
+	if err := s.RecordIssuance(ctx, root, nil); err != nil {
 		t.Fatal(err)
 	}
 	got, err := s.Issuance(ctx, root.MandateID)
@@ -137,12 +150,12 @@ func testIssuance(t *testing.T, s Store) {
 	// The same mandate ID twice: the second is refused and nothing of it stays.
 	again := *root
 	again.Scope = "mcp:crm:other"
-	wantCode(t, s.RecordIssuance(ctx, &again), mandate.ECONFLICT)
+	wantCode(t, s.RecordIssuance(ctx, &again, nil), mandate.ECONFLICT)
 	if got, _ := s.Issuance(ctx, root.MandateID); got.Scope != root.Scope {
 		t.Errorf("a refused write changed the record: %+v", got)
 	}
 	// A child of the task.
-	if err := s.RecordIssuance(ctx, issuance(4, root.MandateID)); err != nil {
+	if err := s.RecordIssuance(ctx, issuance(4, root.MandateID), nil); err != nil {
 		t.Fatal(err)
 	}
 	_, err = s.Issuance(ctx, "m_nope")
@@ -169,7 +182,7 @@ func testConcurrentIssuance(t *testing.T, s Store) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			errs[i] = s.RecordIssuance(ctx, recs[i])
+			errs[i] = s.RecordIssuance(ctx, recs[i], nil)
 		}()
 	}
 	wg.Wait()
@@ -202,7 +215,7 @@ func testUsedAssertions(t *testing.T, s Store) {
 		rec := issuance(0, "")
 		rec.MandateID = mandate.NewID(mandate.MandateIDPrefix, issued)
 		rec.TaskID, rec.AssertionID, rec.AssertionExpiry, rec.IssuedAt = rec.MandateID, jti, exp, issued
-		if err := s.RecordIssuance(ctx, rec); err != nil {
+		if err := s.RecordIssuance(ctx, rec, nil); err != nil {
 			t.Fatal(err)
 		}
 	}
@@ -241,10 +254,10 @@ func testRevocations(t *testing.T, s Store) {
 	if ok, err := s.IsRevoked(ctx, "m_1"); err != nil || ok {
 		t.Fatalf("IsRevoked before: %v %v", ok, err)
 	}
-	if err := s.Revoke(ctx, r); err != nil {
+	if err := s.Revoke(ctx, r, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Revoke(ctx, r); err != nil {
+	if err := s.Revoke(ctx, r, nil); err != nil {
 		t.Fatalf("revoking twice: %v", err)
 	}
 	if ok, err := s.IsRevoked(ctx, "m_1"); err != nil || !ok {
@@ -255,14 +268,14 @@ func testRevocations(t *testing.T, s Store) {
 func testRestart(t *testing.T, s Store, reopen func(*testing.T, Store) Store) {
 	ctx := context.Background()
 	a := NewAgent("keeper")
-	if err := s.CreateAgent(ctx, a); err != nil {
+	if err := s.CreateAgent(ctx, a, nil); err != nil {
 		t.Fatal(err)
 	}
 	rec := issuance(1, "")
-	if err := s.RecordIssuance(ctx, rec); err != nil {
+	if err := s.RecordIssuance(ctx, rec, nil); err != nil {
 		t.Fatal(err)
 	}
-	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: rec.MandateID, ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now(), RevokedBy: "admin"}); err != nil {
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: rec.MandateID, ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now(), RevokedBy: "admin"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	s = reopen(t, s)
@@ -274,5 +287,160 @@ func testRestart(t *testing.T, s Store, reopen func(*testing.T, Store) Store) {
 	}
 	if ok, _ := s.IsRevoked(ctx, rec.MandateID); !ok {
 		t.Error("revocation lost in restart")
+	}
+}
+
+func event(typ, task, mandateID, agent string) *mandate.Event {
+	return &mandate.Event{V: mandate.EventVersion, Time: time.Now().UnixNano(), Type: typ, Task: task, Mandate: mandateID, Agent: agent, Outcome: mandate.OutcomeOK}
+}
+
+// checkTree recomputes the tree from the stored entries and compares it
+// with the store's head and stored hashes.
+func checkTree(t *testing.T, s Store) int64 {
+	t.Helper()
+	ctx := context.Background()
+	size, root := s.LogHead()
+	entries, err := s.ReadEntries(ctx, 0, size)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mem := map[int64]tlog.Hash{}
+	hr := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for i, x := range idx {
+			out[i] = mem[x]
+		}
+		return out, nil
+	})
+	for i, e := range entries {
+		hs, err := tlog.StoredHashes(int64(i), e, hr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for j, h := range hs {
+			mem[tlog.StoredHashIndex(0, int64(i))+int64(j)] = h
+		}
+		if _, err := mandate.ParseEvent(e); err != nil {
+			t.Fatalf("entry %d: %v", i, err)
+		}
+	}
+	want, err := tlog.TreeHash(size, hr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root != want {
+		t.Fatalf("head root %v, entries hash to %v", root, want)
+	}
+	if size > 0 {
+		stored, err := tlog.TreeHash(size, s.HashReader(ctx))
+		if err != nil || stored != want {
+			t.Fatalf("stored hashes give root %v (%v), entries %v", stored, err, want)
+		}
+		// An inclusion proof from the stored hashes checks out.
+		p, err := tlog.ProveRecord(size, size-1, s.HashReader(ctx))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := tlog.CheckRecord(p, size, want, size-1, tlog.RecordHash(entries[size-1])); err != nil {
+			t.Fatal(err)
+		}
+	}
+	return size
+}
+
+// Events are appended with the change they record, in one transaction: a
+// refused change leaves no event.
+func testAuditLog(t *testing.T, s Store) {
+	ctx := context.Background()
+	if size, root := s.LogHead(); size != 0 || root != tlog.Hash(sha256Empty()) {
+		t.Fatalf("empty log head %d %v", size, root)
+	}
+	a := NewAgent("logged")
+	if err := s.CreateAgent(ctx, a, event(mandate.EventAgentRegistered, "", "", a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	// Refused: the agent exists. Its event must not be appended.
+	wantCode(t, s.CreateAgent(ctx, a, event(mandate.EventAgentRegistered, "", "", a.ID)), mandate.ECONFLICT)
+	rec := issuance(1, "")
+	if err := s.RecordIssuance(ctx, rec, event(mandate.EventMandateIssued, rec.TaskID, rec.MandateID, a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.RecordIssuance(ctx, rec, event(mandate.EventMandateIssued, rec.TaskID, rec.MandateID, a.ID)), mandate.ECONFLICT)
+	if _, err := s.SetAgentStatus(ctx, a.ID, mandate.AgentDisabled, event(mandate.EventAgentDisabled, "", "", a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: rec.MandateID, ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now()},
+		event(mandate.EventMandateRevoked, rec.TaskID, rec.MandateID, a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Append(ctx, event(mandate.EventKeyRotated, "", "", "")); err != nil {
+		t.Fatal(err)
+	}
+	wantCode(t, s.Append(ctx, &mandate.Event{V: 1, Type: "Not A Type"}), mandate.EINVALID)
+	if size := checkTree(t, s); size != 5 {
+		t.Fatalf("log size %d, want 5 (refused changes append nothing)", size)
+	}
+	byTask, err := s.Events(ctx, mandate.EventFilter{Task: rec.TaskID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(byTask) != 2 || byTask[0].Type != mandate.EventMandateIssued || byTask[1].Type != mandate.EventMandateRevoked || byTask[0].Index != 1 {
+		t.Errorf("events of the task: %+v", byTask)
+	}
+	byAgent, _ := s.Events(ctx, mandate.EventFilter{Agent: a.ID})
+	byMandate, _ := s.Events(ctx, mandate.EventFilter{Mandate: rec.MandateID, Type: mandate.EventMandateRevoked})
+	last, _ := s.Events(ctx, mandate.EventFilter{Limit: 2, Last: true})
+	none, _ := s.Events(ctx, mandate.EventFilter{Since: time.Now().Add(time.Hour)})
+	if len(byAgent) != 4 || len(byMandate) != 1 || len(last) != 2 || last[1].Type != mandate.EventKeyRotated || len(none) != 0 {
+		t.Errorf("queries: agent %d, mandate %d, last %+v, future %d", len(byAgent), len(byMandate), last, len(none))
+	}
+}
+
+func sha256Empty() [32]byte { return sha256.Sum256(nil) }
+
+// Concurrent appends each get one position, and the tree is consistent.
+func testAuditLogConcurrent(t *testing.T, s Store) {
+	ctx := context.Background()
+	var wg sync.WaitGroup
+	for i := range 300 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			var err error
+			if i%3 == 0 {
+				rec := issuance(i, "")
+				err = s.RecordIssuance(ctx, rec, event(mandate.EventMandateIssued, rec.TaskID, rec.MandateID, rec.AgentID))
+			} else {
+				err = s.Append(ctx, event(mandate.EventDecision, fmt.Sprintf("t_%d", i), "", ""))
+			}
+			if err != nil {
+				t.Error(err)
+			}
+		}()
+	}
+	wg.Wait()
+	if size := checkTree(t, s); size != 300 {
+		t.Errorf("log size %d, want 300", size)
+	}
+}
+
+// The log survives a restart: same head, and appends continue the tree.
+func testAuditLogRestart(t *testing.T, s Store, reopen func(*testing.T, Store) Store) {
+	ctx := context.Background()
+	for i := range 37 {
+		if err := s.Append(ctx, event(mandate.EventDecision, fmt.Sprintf("t_%d", i), "", "")); err != nil {
+			t.Fatal(err)
+		}
+	}
+	size, root := s.LogHead()
+	s = reopen(t, s)
+	if size2, root2 := s.LogHead(); size2 != size || root2 != root {
+		t.Fatalf("head after restart %d %v, before %d %v", size2, root2, size, root)
+	}
+	if err := s.Append(ctx, event(mandate.EventDecision, "t_x", "", "")); err != nil {
+		t.Fatal(err)
+	}
+	if n := checkTree(t, s); n != 38 {
+		t.Errorf("size %d", n)
 	}
 }

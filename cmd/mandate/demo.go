@@ -48,10 +48,13 @@ func (m *Main) setUpDemo(ctx context.Context) error {
 			return err
 		}
 		pub := priv.Public().(ed25519.PublicKey)
-		if err := m.Store.CreateAgent(ctx, &mandate.Agent{
+		a := &mandate.Agent{
 			ID: id, Name: d.name, Owner: d.owner, Ceiling: ceiling, PublicKey: pub, KeyID: jose.Thumbprint(pub),
 			Status: mandate.AgentActive, CreatedAt: now, UpdatedAt: now,
-		}); err != nil {
+		}
+		if err := m.Store.CreateAgent(ctx, a, &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(),
+			Type: mandate.EventAgentRegistered, Agent: id, Subject: a.Subject(), Action: "register", Outcome: mandate.OutcomeOK,
+			By: "demo", Details: map[string]any{"owner": a.Owner, "ceiling": ceiling.Strings(), "key_thumbprint": a.KeyID}}); err != nil {
 			return fmt.Errorf("demo: register %s: %w", d.name, err)
 		}
 	}

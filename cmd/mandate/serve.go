@@ -137,7 +137,7 @@ func (m *Main) Open(ctx context.Context) error {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
 	}
 	api, err := httpapi.New(httpapi.Config{
-		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store,
+		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {

@@ -1,0 +1,305 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"fmt"
+	"strings"
+	"sync"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditlog"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// logEntry is an event with its canonical encoding, made by the writer's
+// goroutine so that the committer only hashes and inserts.
+type logEntry struct {
+	ev   *mandate.Event
+	data []byte
+}
+
+func encodeEvents(evs []*mandate.Event) ([]logEntry, error) {
+	out := make([]logEntry, 0, len(evs))
+	for _, ev := range evs {
+		if ev == nil {
+			continue
+		}
+		if ev.V == 0 {
+			ev.V = mandate.EventVersion
+		}
+		data, err := mandate.MarshalEvent(ev)
+		if err != nil {
+			return nil, mandate.Errorf(mandate.EINVALID, "audit event: %v", err)
+		}
+		out = append(out, logEntry{ev, data})
+	}
+	return out, nil
+}
+
+// logState is the committed state of the log: what readers and the
+// checkpoint publisher see. The committer's own frontier runs ahead of it
+// inside a transaction.
+type logState struct {
+	mu   sync.RWMutex
+	size int64
+	root tlog.Hash
+}
+
+// LogHead returns the size and root of the committed log.
+func (s *Store) LogHead() (int64, tlog.Hash) {
+	s.logHead.mu.RLock()
+	defer s.logHead.mu.RUnlock()
+	return s.logHead.size, s.logHead.root
+}
+
+func tileID(L int, n int64) int64 { return int64(L)<<40 | n }
+
+// readTile returns the stored data of hash tile (L, n).
+func (s *Store) readTile(ctx context.Context, L int, n int64) ([]byte, error) {
+	var data []byte
+	err := s.db.QueryRowContext(ctx, "SELECT data FROM log_tiles WHERE id = ?", tileID(L, n)).Scan(&data)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no hash tile %d/%d", L, n)
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return data, nil
+}
+
+// ReadTile returns the first width hashes of hash tile (L, n), which must
+// be covered by the committed log.
+func (s *Store) ReadTile(ctx context.Context, L int, n int64, width int) ([]byte, error) {
+	data, err := s.readTile(ctx, L, n)
+	if err != nil {
+		return nil, err
+	}
+	if len(data) < width*tlog.HashSize {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "hash tile %d/%d has %d hashes, not %d", L, n, len(data)/tlog.HashSize, width)
+	}
+	return data[:width*tlog.HashSize], nil
+}
+
+// restoreLog rebuilds the committer's frontier and right-most tiles.
+func (s *Store) restoreLog(ctx context.Context) error {
+	var n sql.NullInt64
+	if err := s.db.QueryRowContext(ctx, "SELECT max(idx) FROM log_entries").Scan(&n); err != nil {
+		return fmt.Errorf("sqlite: audit log size: %w", err)
+	}
+	size := int64(0)
+	if n.Valid {
+		size = n.Int64 + 1
+	}
+	read := func(L int, n int64) ([]byte, error) { return s.readTile(ctx, L, n) }
+	tiles, err := auditlog.RestoreTiles(size, read)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
+	}
+	f, err := auditlog.Restore(size, auditlog.TileHashReader(read))
+	if err != nil {
+		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
+	}
+	s.tree, s.tiles = f, tiles
+	s.logHead.size, s.logHead.root = f.Size(), f.Root()
+	return nil
+}
+
+// appendEntries adds entries to the log inside the committer's
+// transaction: it assigns their positions, computes the tree's new hashes
+// with the frontier, inserts the entries with multi-row statements, and
+// writes each hash tile that changed once.
+func (s *Store) appendEntries(ctx context.Context, entries []logEntry) error {
+	if len(entries) == 0 {
+		return nil
+	}
+	const entryCols = 7
+	hashes := s.hashBuf[:0]
+	eargs := make([]any, 0, entryCols*len(entries))
+	for _, e := range entries {
+		idx := s.tree.Size()
+		hashes = s.tree.Append(hashes, e.data)
+		eargs = append(eargs, idx, e.ev.Time, e.ev.Type, e.ev.Task, e.ev.Mandate, e.ev.Agent, e.data)
+	}
+	s.hashBuf = hashes
+	if err := s.insertRows(ctx, "log_entries(idx, time, type, task, mandate, agent, data)", entryCols, eargs); err != nil {
+		return err
+	}
+	// A batch may fill a tile and start the next: both are written.
+	changed, err := s.tiles.Add(hashes)
+	if err != nil {
+		return mandate.Errorf(mandate.EINTERNAL, "audit log: %w", err)
+	}
+	for _, t := range changed {
+		if _, err := s.upsertTile.ExecContext(ctx, tileID(t.L, t.N), t.Data); err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+	}
+	return nil
+}
+
+// maxVarsPerStatement bounds a multi-row insert: SQLite allows 32766
+// variables in one statement.
+const maxVarsPerStatement = 32000
+
+// insertRows inserts rows of cols values each into table (with its column
+// list), many rows per statement, with statements prepared once per shape.
+// Only the committer calls it.
+func (s *Store) insertRows(ctx context.Context, table string, cols int, args []any) error {
+	perStmt := min(maxVarsPerStatement/cols, 256)
+	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + "),"
+	for len(args) > 0 {
+		n := min(len(args)/cols, perStmt)
+		key := fmt.Sprintf("%s/%d", table, n)
+		stmt := s.stmts[key]
+		if stmt == nil {
+			var err error
+			q := "INSERT INTO " + table + " VALUES " + strings.TrimSuffix(strings.Repeat(row, n), ",")
+			if stmt, err = s.wconn.PrepareContext(ctx, q); err != nil {
+				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			}
+			s.stmts[key] = stmt
+		}
+		if _, err := stmt.ExecContext(ctx, args[:n*cols]...); err != nil {
+			if isUnique(err) {
+				return mandate.Errorf(mandate.ECONFLICT, "a row in the batch exists")
+			}
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		args = args[n*cols:]
+	}
+	return nil
+}
+
+// Append implements mandate.EventLog: it appends events that record no
+// other change, durably, and returns the position of the first.
+func (s *Store) Append(ctx context.Context, evs ...*mandate.Event) error {
+	entries, err := encodeEvents(evs)
+	if err != nil {
+		return err
+	}
+	return s.queue(ctx, &write{fn: func(context.Context, *writeTx) error { return nil }, entries: entries})
+}
+
+// HashReader reads the log's stored hashes (tlog.HashReader), computed
+// from its hash tiles, for proofs.
+func (s *Store) HashReader(ctx context.Context) tlog.HashReader {
+	return auditlog.TileHashReader(func(L int, n int64) ([]byte, error) { return s.readTile(ctx, L, n) })
+}
+
+// ReadEntries returns the data of entries [start, start+n), all of which
+// must exist.
+func (s *Store) ReadEntries(ctx context.Context, start, n int64) ([][]byte, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx", start, start+n)
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	defer rows.Close()
+	out := make([][]byte, 0, n)
+	for rows.Next() {
+		var idx int64
+		var data []byte
+		if err := rows.Scan(&idx, &data); err != nil {
+			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		if idx != start+int64(len(out)) {
+			return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d is missing", start+int64(len(out)))
+		}
+		out = append(out, data)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	if int64(len(out)) != n {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "audit log entries %d..%d are not all there", start, start+n-1)
+	}
+	return out, nil
+}
+
+// SaveCheckpoint stores a signed checkpoint (auditlog.CheckpointStore).
+func (s *Store) SaveCheckpoint(ctx context.Context, size int64, note []byte) error {
+	now := s.cfg.Now()
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO log_checkpoints(size, note, created_at) VALUES(?,?,?) ON CONFLICT(size) DO NOTHING", size, note, ms(now))
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, nil)
+}
+
+// LatestCheckpoint returns the checkpoint of the largest size, or nil.
+func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
+	var note []byte
+	err := s.db.QueryRowContext(ctx, "SELECT note FROM log_checkpoints ORDER BY size DESC LIMIT 1").Scan(&note)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return note, nil
+}
+
+// Events returns the events that match f, in log order, with their
+// positions.
+func (s *Store) Events(ctx context.Context, f mandate.EventFilter) ([]mandate.LoggedEvent, error) {
+	var where []string
+	var args []any
+	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
+	if f.Task != "" {
+		add("task = ?", f.Task)
+	}
+	if f.Mandate != "" {
+		add("mandate = ?", f.Mandate)
+	}
+	if f.Agent != "" {
+		add("agent = ?", f.Agent)
+	}
+	if f.Type != "" {
+		add("type = ?", f.Type)
+	}
+	if !f.Since.IsZero() {
+		add("time >= ?", f.Since.UnixNano())
+	}
+	if !f.Until.IsZero() {
+		add("time < ?", f.Until.UnixNano())
+	}
+	if f.After > 0 {
+		add("idx >= ?", f.After)
+	}
+	limit := f.Limit
+	if limit <= 0 || limit > mandate.MaxEventsPerQuery {
+		limit = mandate.MaxEventsPerQuery
+	}
+	q := "SELECT idx, data FROM log_entries"
+	if len(where) > 0 {
+		q += " WHERE " + strings.Join(where, " AND ")
+	}
+	if f.Last {
+		q = "SELECT idx, data FROM (" + q + " ORDER BY idx DESC LIMIT ?) ORDER BY idx"
+	} else {
+		q += " ORDER BY idx LIMIT ?"
+	}
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	defer rows.Close()
+	var out []mandate.LoggedEvent
+	for rows.Next() {
+		var idx int64
+		var data []byte
+		if err := rows.Scan(&idx, &data); err != nil {
+			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		ev, err := mandate.ParseEvent(data)
+		if err != nil {
+			return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d does not parse: %w", idx, err)
+		}
+		out = append(out, mandate.LoggedEvent{Index: idx, Event: ev})
+	}
+	return out, rows.Err()
+}
