@@ -25,7 +25,7 @@ func TestArchitecture(t *testing.T) {
 		"auditlog/layout": {},
 		"auditcheck":      {"", "auditlog/layout"},
 		"storetest":       {"", "jose"},
-		"httpapi":         {"", "jose", "dpop", "verify", "issuer"},
+		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout"},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

@@ -23,6 +23,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditlog"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/verify"
 )
@@ -38,6 +39,12 @@ type Config struct {
 	Issuances   mandate.IssuanceGetter
 	Revocations mandate.RevocationStore
 	Events      mandate.EventLog
+	// Audit and Publisher serve the audit log.
+	Audit     AuditStore
+	Publisher *auditlog.Publisher
+	// PublicAudit serves the audit log's entry bundles without the admin
+	// credential (the checkpoint, key and hash tiles are always public).
+	PublicAudit bool
 	// AdminToken is the admin credential; requests to /v1/ and to
 	// introspection must present it as a Bearer token.
 	AdminToken  string
@@ -59,8 +66,9 @@ type Server struct {
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
-	if cfg.Issuer == nil || cfg.Keys == nil || cfg.Agents == nil || cfg.Issuances == nil || cfg.Revocations == nil || cfg.Events == nil {
-		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances, Revocations and Events are required")
+	if cfg.Issuer == nil || cfg.Keys == nil || cfg.Agents == nil || cfg.Issuances == nil || cfg.Revocations == nil || cfg.Events == nil ||
+		cfg.Audit == nil || cfg.Publisher == nil {
+		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances, Revocations, Events, Audit and Publisher are required")
 	}
 	if len(cfg.AdminToken) < 16 {
 		return nil, errors.New("httpapi: an admin token of at least 16 bytes is required")
@@ -124,6 +132,15 @@ func (s *Server) routeTable() []struct {
 		{Route{"GET", "/v1/keys", true}, s.listKeys},
 		{Route{"POST", "/v1/keys/rotate", true}, s.rotateKeys},
 		{Route{"GET", "/v1/mandates/{id}", true}, s.getMandate},
+		{Route{"GET", "/v1/events", true}, s.events},
+		{Route{"GET", "/v1/tasks/{id}/events", true}, s.events},
+		{Route{"POST", "/v1/audit/checkpoint", true}, s.publishCheckpoint},
+		// The audit log's read layout (C2SP tlog-tiles) and proofs. Entry
+		// bundles check the credential themselves (see auditTile).
+		{Route{"GET", "/audit/checkpoint", false}, s.auditCheckpoint},
+		{Route{"GET", "/audit/vkey", false}, s.auditVKey},
+		{Route{"GET", "/audit/tile/{path...}", false}, s.auditTile},
+		{Route{"GET", "/audit/proof", false}, s.auditProof},
 	}
 }
 

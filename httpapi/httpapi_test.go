@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditlog"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
@@ -26,9 +27,10 @@ const adminToken = "mdt_test-admin-token-0123456789"
 
 type testServer struct {
 	*httptest.Server
-	api    *httpapi.Server
-	store  *sqlite.Store
-	client *httpapi.Client
+	api       *httpapi.Server
+	publisher *auditlog.Publisher
+	store     *sqlite.Store
+	client    *httpapi.Client
 }
 
 func newServer(t testing.TB) *testServer {
@@ -48,7 +50,13 @@ func newServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
+	logKey, err := auditlog.OpenLogKey(filepath.Join(t.TempDir(), "log.key"), "mandate.test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	ts.publisher = &auditlog.Publisher{Key: logKey, Head: store.LogHead, Save: store.SaveCheckpoint}
 	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store, Events: store,
+		Audit: store, Publisher: ts.publisher,
 		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

@@ -65,6 +65,8 @@ type Store struct {
 	closeMu  sync.RWMutex // held for reading while queueing a write
 	isClosed bool
 
+	stopCheckpoints, checkpointsDone chan struct{}
+
 	commits, committed atomic.Uint64 // transactions and writes committed
 
 	stmts map[string]*sql.Stmt // multi-row inserts by table and row count, prepared on wconn; committer only
@@ -123,21 +125,23 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// synchronous(FULL) in WAL mode fsyncs the WAL on every commit: a
 	// committed issuance survives power loss, not only a crash.
 	dsn := "file:" + cfg.Path + "?_pragma=page_size(8192)&_pragma=journal_mode(WAL)&_pragma=synchronous(FULL)" +
-		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_txlock=immediate"
+		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
 	}
 	db.SetMaxOpenConns(8)
 	s := &Store{
-		db:      db,
-		cfg:     cfg,
-		log:     cfg.Logger,
-		writes:  make(chan *write, cfg.MaxBatch*4),
-		done:    make(chan struct{}),
-		agents:  map[string]*mandate.Agent{},
-		stmts:   map[string]*sql.Stmt{},
-		revoked: map[string]time.Time{},
+		db:              db,
+		cfg:             cfg,
+		log:             cfg.Logger,
+		writes:          make(chan *write, cfg.MaxBatch*4),
+		done:            make(chan struct{}),
+		agents:          map[string]*mandate.Agent{},
+		stopCheckpoints: make(chan struct{}),
+		checkpointsDone: make(chan struct{}),
+		stmts:           map[string]*sql.Stmt{},
+		revoked:         map[string]time.Time{},
 	}
 	if err := s.migrate(ctx); err != nil {
 		db.Close()
@@ -164,6 +168,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		return nil, err
 	}
 	go s.commitLoop()
+	go s.checkpointLoop()
 	return s, nil
 }
 
@@ -177,6 +182,8 @@ func (s *Store) Close() error {
 		close(s.writes)
 		s.closeMu.Unlock()
 		<-s.done
+		close(s.stopCheckpoints)
+		<-s.checkpointsDone
 		for _, st := range s.stmts {
 			err = errors.Join(err, st.Close())
 		}
@@ -241,6 +248,31 @@ func (s *Store) load(ctx context.Context) error {
 		s.revoked[id] = time.UnixMilli(exp)
 	}
 	return rows.Err()
+}
+
+// checkpointInterval is how often the WAL is copied back into the
+// database file. Checkpoints run here, on a connection of their own, rather
+// than in the committer (SQLite's automatic checkpoint runs in whichever
+// commit crosses the threshold, stalling every writer of that batch).
+const checkpointInterval = 250 * time.Millisecond
+
+func (s *Store) checkpointLoop() {
+	defer close(s.checkpointsDone)
+	t := time.NewTicker(checkpointInterval)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stopCheckpoints:
+			s.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
+			return
+		case <-t.C:
+			// PASSIVE: copy what no reader still needs, never wait for
+			// writers or readers.
+			if _, err := s.db.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
+				s.log.Warn("store: WAL checkpoint", "err", err)
+			}
+		}
+	}
 }
 
 // write is one unit of work for the group committer.

@@ -11,12 +11,14 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditlog"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/replay"
@@ -40,6 +42,12 @@ type Main struct {
 	IssuerURL   string // default: http://<addr>
 	Demo        bool
 	LogLevel    slog.Level
+	// CheckpointInterval is how often the audit log's checkpoint is signed
+	// while entries arrive.
+	CheckpointInterval time.Duration
+	// PublicAudit serves the audit log's entries without the admin
+	// credential.
+	PublicAudit bool
 
 	Stdout io.Writer
 	Stderr io.Writer
@@ -52,6 +60,8 @@ type Main struct {
 	Store      *sqlite.Store
 	Keys       *issuer.Keyring
 	Issuer     *issuer.Issuer
+	LogKey     *auditlog.LogKey
+	Publisher  *auditlog.Publisher
 
 	ln     net.Listener
 	srv    *http.Server
@@ -74,6 +84,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.TrustDomain, "trust-domain", m.TrustDomain, "SPIFFE trust domain of agent IDs")
 	fs.StringVar(&m.IssuerURL, "issuer", m.IssuerURL, "issuer URL (iss of mandates); default http://<addr>")
 	fs.BoolVar(&m.Demo, "demo", m.Demo, "register demo agents and print what to try")
+	fs.DurationVar(&m.CheckpointInterval, "checkpoint-interval", auditlog.DefaultCheckpointInterval, "how often to sign an audit checkpoint while entries arrive")
+	fs.BoolVar(&m.PublicAudit, "public-audit", m.PublicAudit, "serve the audit log's entries (who did what) without the admin credential")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo]")
@@ -118,9 +130,26 @@ func (m *Main) Open(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	if m.LogKey, err = auditlog.OpenLogKey(filepath.Join(m.DataDir, "keys", "log.key"), auditOrigin(m.IssuerURL)); err != nil {
+		ln.Close()
+		return err
+	}
 	if m.Store, err = sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(m.DataDir, "mandate.db"), Now: m.Now, Logger: m.Logger}); err != nil {
 		ln.Close()
 		return err
+	}
+	m.Publisher = &auditlog.Publisher{Key: m.LogKey, Head: m.Store.LogHead, Save: m.Store.SaveCheckpoint,
+		Interval: m.CheckpointInterval, Logger: m.Logger}
+	if last, err := m.Store.LatestCheckpoint(ctx); err != nil {
+		m.closeStore()
+		return err
+	} else if err := m.Publisher.Restore(last); err != nil {
+		m.closeStore()
+		return err
+	}
+	if _, err := m.Publisher.Publish(ctx); err != nil {
+		m.closeStore()
+		return fmt.Errorf("audit log: first checkpoint: %w", err)
 	}
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
@@ -138,6 +167,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	api, err := httpapi.New(httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
+		Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
@@ -173,6 +203,7 @@ func (m *Main) Open(ctx context.Context) error {
 				return nil
 			},
 			func(ctx context.Context) error { return m.Store.RunPruner(ctx, time.Minute) },
+			m.Publisher.Run,
 		)
 	}()
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain)
@@ -213,6 +244,16 @@ func (m *Main) Close() error {
 func (m *Main) closeStore() {
 	m.ln.Close()
 	m.Store.Close()
+}
+
+// auditOrigin names the audit log after the issuer: its host and path,
+// then /audit (C2SP checkpoints name their log without a scheme).
+func auditOrigin(issuerURL string) string {
+	u, err := url.Parse(issuerURL)
+	if err != nil || u.Host == "" {
+		return "mandate/audit"
+	}
+	return strings.TrimSuffix(u.Host+u.Path, "/") + "/audit"
 }
 
 // runAll runs fns until one returns; then it cancels the others and

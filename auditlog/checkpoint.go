@@ -1,0 +1,191 @@
+package auditlog
+
+import (
+	"context"
+	"crypto/rand"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate/auditlog/layout"
+	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
+)
+
+// LogKey signs the log's checkpoints (C2SP signed-note, Ed25519). Its name
+// is the log's origin, so the origin stays the same for the log's life
+// even if the server's address changes.
+type LogKey struct {
+	Signer   note.Signer
+	Verifier note.Verifier
+	VKey     string // the verifier key text, public
+}
+
+// Origin is the log's origin: the key's name.
+func (k *LogKey) Origin() string { return k.Signer.Name() }
+
+// LogValue logs the key's name only.
+func (k *LogKey) LogValue() slog.Value { return slog.StringValue(k.Signer.Name()) }
+
+// OpenLogKey loads the log key from path (its signer key text, mode 0600)
+// and path + ".pub" (the verifier key text), creating both named origin if
+// path does not exist.
+func OpenLogKey(path, origin string) (*LogKey, error) {
+	skey, err := os.ReadFile(path)
+	if errors.Is(err, os.ErrNotExist) {
+		s, v, err := note.GenerateKey(rand.Reader, origin)
+		if err != nil {
+			return nil, fmt.Errorf("audit log key: %w", err)
+		}
+		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(path+".pub", []byte(v+"\n"), 0o644); err != nil {
+			return nil, err
+		}
+		if err := writeFileAtomic(path, []byte(s+"\n"), 0o600); err != nil {
+			return nil, err
+		}
+		skey = []byte(s)
+	} else if err != nil {
+		return nil, fmt.Errorf("audit log key: %w", err)
+	}
+	if fi, err := os.Stat(path); err == nil && fi.Mode().Perm()&0o077 != 0 {
+		return nil, fmt.Errorf("audit log key %s is readable by others (mode %v): chmod 600 it", path, fi.Mode().Perm())
+	}
+	vkey, err := os.ReadFile(path + ".pub")
+	if err != nil {
+		return nil, fmt.Errorf("audit log key: %w", err)
+	}
+	signer, err := note.NewSigner(strings.TrimSpace(string(skey)))
+	if err != nil {
+		return nil, fmt.Errorf("audit log key %s does not parse (the key itself is not shown)", path)
+	}
+	verifier, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
+	if err != nil {
+		return nil, fmt.Errorf("audit log verifier key %s.pub: %w", path, err)
+	}
+	if verifier.Name() != signer.Name() || verifier.KeyHash() != signer.KeyHash() {
+		return nil, fmt.Errorf("audit log key %s and %s.pub do not match", path, path)
+	}
+	return &LogKey{Signer: signer, Verifier: verifier, VKey: strings.TrimSpace(string(vkey))}, nil
+}
+
+func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
+	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
+	if err != nil {
+		return err
+	}
+	defer os.Remove(tmp.Name())
+	if err := tmp.Chmod(mode); err != nil {
+		tmp.Close()
+		return err
+	}
+	if _, err := tmp.Write(data); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Sync(); err != nil {
+		tmp.Close()
+		return err
+	}
+	if err := tmp.Close(); err != nil {
+		return err
+	}
+	return os.Rename(tmp.Name(), path)
+}
+
+// DefaultCheckpointInterval is how often a checkpoint is signed while
+// entries arrive.
+const DefaultCheckpointInterval = time.Second
+
+// Publisher signs checkpoints of the committed log: on demand, and every
+// Interval while the log grows. Each is saved before it is published.
+type Publisher struct {
+	Key      *LogKey
+	Head     func() (int64, tlog.Hash)                                // the committed log
+	Save     func(ctx context.Context, size int64, note []byte) error // durable
+	Interval time.Duration
+	Logger   *slog.Logger
+
+	mu     sync.Mutex
+	latest []byte
+	size   int64
+}
+
+// Restore makes a previously saved checkpoint the latest.
+func (p *Publisher) Restore(signed []byte) error {
+	if signed == nil {
+		return nil
+	}
+	n, err := note.Open(signed, note.VerifierList(p.Key.Verifier))
+	if err != nil {
+		return fmt.Errorf("audit log: the saved checkpoint does not verify with the log key: %w", err)
+	}
+	_, size, _, err := layout.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return err
+	}
+	p.mu.Lock()
+	p.latest, p.size = signed, int64(size)
+	p.mu.Unlock()
+	return nil
+}
+
+// Latest returns the latest signed checkpoint and its size; nil before
+// the first.
+func (p *Publisher) Latest() ([]byte, int64) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.latest, p.size
+}
+
+// Publish signs a checkpoint of the committed log if it grew since the
+// latest (or there is none), saves it, and returns the latest.
+func (p *Publisher) Publish(ctx context.Context) ([]byte, error) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	size, root := p.Head()
+	if p.latest != nil && size == p.size {
+		return p.latest, nil
+	}
+	body := layout.FormatCheckpoint(p.Key.Origin(), uint64(size), root)
+	signed, err := note.Sign(&note.Note{Text: string(body)}, p.Key.Signer)
+	if err != nil {
+		return nil, fmt.Errorf("audit log: sign checkpoint: %w", err)
+	}
+	if err := p.Save(ctx, size, signed); err != nil {
+		return nil, err
+	}
+	p.latest, p.size = signed, size
+	return signed, nil
+}
+
+// Run publishes every Interval until ctx ends.
+func (p *Publisher) Run(ctx context.Context) error {
+	interval := p.Interval
+	if interval <= 0 {
+		interval = DefaultCheckpointInterval
+	}
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			// A last checkpoint of everything committed, for a clean stop.
+			if _, err := p.Publish(context.Background()); err != nil && p.Logger != nil {
+				p.Logger.Error("audit log: final checkpoint", "err", err)
+			}
+			return nil
+		case <-t.C:
+			if _, err := p.Publish(ctx); err != nil && p.Logger != nil {
+				p.Logger.Error("audit log: checkpoint", "err", err)
+			}
+		}
+	}
+}
