@@ -208,3 +208,51 @@ func ClientAssertion(key ed25519.PrivateKey, agentID, tokenEndpoint string, now 
 	b, _ := json.Marshal(claims)
 	return jose.Sign(key, jose.Header{Typ: "JWT"}, b)
 }
+
+// Events queries the audit log (GET /v1/events); q holds the query
+// parameters (task, mandate, agent, type, since, until, after, limit, last).
+func (c *Client) Events(ctx context.Context, q url.Values) ([]mandate.LoggedEvent, error) {
+	var out EventsResponse
+	return out.Events, c.do(ctx, http.MethodGet, "/v1/events?"+q.Encode(), nil, &out)
+}
+
+// PublishCheckpoint asks for a checkpoint of everything logged so far.
+func (c *Client) PublishCheckpoint(ctx context.Context) ([]byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, strings.TrimSuffix(c.BaseURL, "/")+"/v1/audit/checkpoint", nil)
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	resp, err := c.http().Do(req)
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "cannot reach the server at %s: %v", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+	if resp.StatusCode != http.StatusOK {
+		var eb ErrorBody
+		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+			return nil, &mandate.Error{Code: eb.Error, Message: eb.Message}
+		}
+		return nil, mandate.Errorf(codeForStatus(resp.StatusCode), "checkpoint: HTTP %d", resp.StatusCode)
+	}
+	return b, nil
+}
+
+// AuthTransport adds the admin credential to every request: for reading
+// the audit log's entry bundles with tlog tooling.
+type AuthTransport struct {
+	Token string
+	Base  http.RoundTripper
+}
+
+// RoundTrip implements http.RoundTripper.
+func (t AuthTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	r.Header.Set("Authorization", "Bearer "+t.Token)
+	base := t.Base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	return base.RoundTrip(r)
+}

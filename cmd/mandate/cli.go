@@ -84,6 +84,12 @@ func (c *cli) admin() (*httpapi.Client, error) {
 	return &httpapi.Client{BaseURL: c.server, AdminToken: tok}, nil
 }
 
+func jsonEncoder(w io.Writer) *json.Encoder {
+	enc := json.NewEncoder(w)
+	enc.SetEscapeHTML(false)
+	return enc
+}
+
 func (c *cli) printJSON(v any) error {
 	enc := json.NewEncoder(c.stdout)
 	enc.SetIndent("", "  ")

@@ -32,6 +32,13 @@ agents and keys (talk to a running server; --server URL, --data DIR):
   agent list | agent show NAME | agent disable NAME | agent enable NAME
   keys list | keys rotate
 
+audit log:
+  audit tail [-f] [-n N] [--type T] [--task ID] [--agent NAME]
+  audit show --task ID                        the task's events, as a tree of mandates
+  audit export DIR                            copy the log (C2SP tlog-tiles) into DIR
+  audit verify (--url URL | DIR) [--log-key FILE] [--state FILE]
+  audit checkpoint                            sign a checkpoint now
+
 mandates:
   token --agent NAME --key FILE --scope SCOPES [--resource URI] [--ttl-ms N] [--purpose TEXT] [--dpop]
   verify [--audience AUD] TOKEN|FILE|-
@@ -130,6 +137,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.token(rest)
 	case "verify":
 		return c.verify(rest)
+	case "audit":
+		return c.audit(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

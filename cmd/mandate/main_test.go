@@ -5,6 +5,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"regexp"
 	"sync"
 	"testing"
 	"time"
@@ -61,6 +62,17 @@ func TestScripts(t *testing.T) {
 					}
 				}
 				ts.Fatalf("%s did not appear within 20s", args[0])
+			},
+			// grepenv VAR REGEXP FILE: set VAR to REGEXP's first submatch in FILE.
+			"grepenv": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 3 {
+					ts.Fatalf("usage: grepenv VAR REGEXP FILE")
+				}
+				m := regexp.MustCompile(args[1]).FindStringSubmatch(ts.ReadFile(args[2]))
+				if len(m) < 2 {
+					ts.Fatalf("%s does not match in %s", args[1], args[2])
+				}
+				ts.Setenv(args[0], m[1])
 			},
 			// sleep DURATION
 			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {

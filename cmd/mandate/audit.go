@@ -1,0 +1,380 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditcheck"
+	"github.com/mandatehq/mandate/auditlog/layout"
+	"github.com/mandatehq/mandate/httpapi"
+	"golang.org/x/mod/sumdb/note"
+)
+
+func (c *cli) audit(args []string) error {
+	if len(args) == 0 {
+		return usageError{"audit needs a subcommand: tail, show, export, verify, checkpoint"}
+	}
+	switch args[0] {
+	case "tail":
+		return c.auditTail(args[1:])
+	case "show":
+		return c.auditShow(args[1:])
+	case "export":
+		return c.auditExport(args[1:])
+	case "verify":
+		return c.auditVerify(args[1:])
+	case "checkpoint":
+		return c.auditCheckpoint(args[1:])
+	}
+	return usageError{fmt.Sprintf("unknown audit subcommand %q: use tail, show, export, verify or checkpoint", args[0])}
+}
+
+// formatEvent is one line for a person.
+func formatEvent(e mandate.LoggedEvent) string {
+	var b strings.Builder
+	fmt.Fprintf(&b, "%6d %s %-18s", e.Index, time.Unix(0, e.Time).UTC().Format("15:04:05.000"), e.Type)
+	for _, f := range []struct{ k, v string }{{"agent", shortID(e.Agent)}, {"task", e.Task}, {"mandate", e.Mandate},
+		{"outcome", e.Outcome}, {"by", e.By}, {"reason", e.Reason}} {
+		if f.v != "" {
+			fmt.Fprintf(&b, " %s=%s", f.k, f.v)
+		}
+	}
+	if s, ok := e.Details["scope"].(string); ok {
+		fmt.Fprintf(&b, " scope=%q", s)
+	}
+	return b.String()
+}
+
+// shortID drops the spiffe://<td>/agent/ prefix for display.
+func shortID(id string) string {
+	if i := strings.Index(id, "/agent/"); strings.HasPrefix(id, "spiffe://") && i >= 0 {
+		return id[i+len("/agent/"):]
+	}
+	return id
+}
+
+func (c *cli) auditTail(args []string) error {
+	fs := c.flags("audit tail", "[-f] [-n N] [--type T] [--task ID] [--agent NAME]")
+	follow := fs.Bool("f", false, "keep printing new events")
+	n := fs.Int("n", 20, "how many of the last events to print first")
+	typ := fs.String("type", "", "only events of this type")
+	task := fs.String("task", "", "only events of this task")
+	agent := fs.String("agent", "", "only events of this agent")
+	cl, _, err := c.adminCommand(fs, args, 0)
+	if err != nil {
+		return err
+	}
+	if *n < 1 || *n > mandate.MaxEventsPerQuery {
+		return usageError{fmt.Sprintf("audit tail: -n must be 1 to %d", mandate.MaxEventsPerQuery)}
+	}
+	q := url.Values{"limit": {strconv.Itoa(*n)}, "last": {"true"}}
+	for k, v := range map[string]string{"type": *typ, "task": *task, "agent": *agent} {
+		if v != "" {
+			q.Set(k, v)
+		}
+	}
+	next := int64(0)
+	for {
+		evs, err := cl.Events(c.ctx, q)
+		if err != nil {
+			return err
+		}
+		for _, e := range evs {
+			if c.json {
+				c.printJSONLine(e)
+			} else {
+				fmt.Fprintln(c.stdout, formatEvent(e))
+			}
+			next = e.Index + 1
+		}
+		if !*follow {
+			return nil
+		}
+		q.Del("last")
+		q.Set("limit", strconv.Itoa(mandate.MaxEventsPerQuery))
+		q.Set("after", strconv.FormatInt(next, 10))
+		select {
+		case <-c.ctx.Done():
+			return nil
+		case <-time.After(500 * time.Millisecond):
+		}
+	}
+}
+
+func (c *cli) auditShow(args []string) error {
+	fs := c.flags("audit show", "--task ID")
+	task := fs.String("task", "", "the task whose events to show")
+	cl, _, err := c.adminCommand(fs, args, 0)
+	if err != nil {
+		return err
+	}
+	if *task == "" {
+		return usageError{"audit show: --task ID is required (task ids are in the mandates: the task claim)"}
+	}
+	evs, err := cl.Events(c.ctx, url.Values{"task": {*task}, "limit": {strconv.Itoa(mandate.MaxEventsPerQuery)}})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(evs)
+	}
+	if len(evs) == 0 {
+		return fmt.Errorf("no events for task %s\nhint: task ids start with t_; see `mandate audit tail`", *task)
+	}
+	fmt.Fprintf(c.stdout, "task %s\n", *task)
+	printTree(c.stdout, evs)
+	return nil
+}
+
+// printTree draws a task's events grouped by mandate, each mandate under
+// its parent, events in log order.
+func printTree(w io.Writer, evs []mandate.LoggedEvent) {
+	byMandate := map[string][]mandate.LoggedEvent{}
+	parent := map[string]string{}
+	var order []string
+	var loose []mandate.LoggedEvent
+	for _, e := range evs {
+		if e.Mandate == "" {
+			loose = append(loose, e)
+			continue
+		}
+		if _, ok := byMandate[e.Mandate]; !ok {
+			order = append(order, e.Mandate)
+		}
+		byMandate[e.Mandate] = append(byMandate[e.Mandate], e)
+		if e.Parent != "" {
+			parent[e.Mandate] = e.Parent
+		}
+	}
+	children := map[string][]string{}
+	var roots []string
+	for _, m := range order {
+		if p, ok := parent[m]; ok && byMandate[p] != nil {
+			children[p] = append(children[p], m)
+		} else {
+			roots = append(roots, m)
+		}
+	}
+	var walk func(m, indent string, last bool)
+	walk = func(m, indent string, last bool) {
+		branch, next := "├─ ", "│  "
+		if last {
+			branch, next = "└─ ", "   "
+		}
+		first := byMandate[m][0]
+		holder := shortID(first.Agent)
+		fmt.Fprintf(w, "%s%s%s  %s", indent, branch, m, holder)
+		if s, ok := first.Details["scope"].(string); ok {
+			fmt.Fprintf(w, "  [%s]", s)
+		}
+		fmt.Fprintln(w)
+		for _, e := range byMandate[m] {
+			fmt.Fprintf(w, "%s%s  · %d %s %s", indent, next, e.Index, time.Unix(0, e.Time).UTC().Format("15:04:05.000"), e.Type)
+			if e.Outcome != "" && e.Outcome != mandate.OutcomeOK {
+				fmt.Fprintf(w, " (%s)", e.Outcome)
+			}
+			if e.Reason != "" {
+				fmt.Fprintf(w, ": %s", e.Reason)
+			}
+			fmt.Fprintln(w)
+		}
+		kids := children[m]
+		for i, k := range kids {
+			walk(k, indent+next, i == len(kids)-1)
+		}
+	}
+	for i, r := range roots {
+		walk(r, "", i == len(roots)-1)
+	}
+	for _, e := range loose {
+		fmt.Fprintln(w, formatEvent(e))
+	}
+}
+
+func (c *cli) auditCheckpoint(args []string) error {
+	cl, _, err := c.adminCommand(c.flags("audit checkpoint", ""), args, 0)
+	if err != nil {
+		return err
+	}
+	cp, err := cl.PublishCheckpoint(c.ctx)
+	if err != nil {
+		return err
+	}
+	_, err = c.stdout.Write(cp)
+	return err
+}
+
+// auditExport copies the log from the server into dir in the C2SP
+// tlog-tiles layout, plus the verifier key in dir/vkey: a directory any
+// static file server can serve and `mandate audit verify DIR` checks.
+func (c *cli) auditExport(args []string) error {
+	fs := c.flags("audit export", "DIR")
+	cl, pos, err := c.adminCommand(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	dir := pos[0]
+	src := auditcheck.HTTPSource(strings.TrimSuffix(c.server, "/")+"/audit",
+		&http.Client{Timeout: time.Minute, Transport: httpapi.AuthTransport{Token: cl.AdminToken}})
+	fetch := func(p string) ([]byte, error) { return src.ReadFile(c.ctx, p) }
+	vkey, err := fetch(layout.VerifierKeyPath)
+	if err != nil {
+		return fmt.Errorf("read the verifier key: %w", err)
+	}
+	cp, err := fetch(layout.CheckpointPath)
+	if err != nil {
+		return fmt.Errorf("read the checkpoint: %w", err)
+	}
+	v, err := note.NewVerifier(strings.TrimSpace(string(vkey)))
+	if err != nil {
+		return fmt.Errorf("the server's verifier key does not parse: %w", err)
+	}
+	n, err := note.Open(cp, note.VerifierList(v))
+	if err != nil {
+		return fmt.Errorf("the server's checkpoint does not verify with its own key: %w", err)
+	}
+	_, size, _, err := layout.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return err
+	}
+	write := func(p string, data []byte) error {
+		full := filepath.Join(dir, filepath.FromSlash(p))
+		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+			return err
+		}
+		return os.WriteFile(full, data, 0o644)
+	}
+	files := 0
+	for _, p := range tilePaths(size) {
+		data, err := fetch(p)
+		if err != nil {
+			return fmt.Errorf("read %s: %w", p, err)
+		}
+		if err := write(p, data); err != nil {
+			return err
+		}
+		files++
+	}
+	// The checkpoint goes last: a reader never sees a checkpoint whose
+	// tiles are not there yet.
+	if err := write(layout.VerifierKeyPath, vkey); err != nil {
+		return err
+	}
+	if err := write(layout.CheckpointPath, cp); err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(map[string]any{"dir": dir, "size": size, "files": files + 2})
+	}
+	fmt.Fprintf(c.stdout, "exported %d entries (%d tiles and bundles) to %s\n", size, files, dir)
+	return nil
+}
+
+// tilePaths lists the entry bundles and hash tiles of a tree of size
+// entries: the full ones and, per level, the partial one.
+func tilePaths(size uint64) []string {
+	var out []string
+	for n := uint64(0); n*layout.TileWidth < size; n++ {
+		out = append(out, layout.EntriesPath(n, int(min(size-n*layout.TileWidth, layout.TileWidth))))
+	}
+	for level := 0; ; level++ {
+		count := size >> (uint(level) * layout.TileHeight)
+		if count == 0 {
+			break
+		}
+		for n := uint64(0); n*layout.TileWidth < count; n++ {
+			out = append(out, layout.HashTilePath(uint64(level), n, int(min(count-n*layout.TileWidth, layout.TileWidth))))
+		}
+		if count < layout.TileWidth {
+			break
+		}
+	}
+	return out
+}
+
+func (c *cli) auditVerify(args []string) error {
+	fs := c.flags("audit verify", "(--url URL | DIR) [--log-key FILE] [--state FILE]")
+	from := fs.String("url", "", "the server (its /audit/ layout), or any base URL of a tlog-tiles copy")
+	keyFile := fs.String("log-key", "", "the log's verifier key (as at /audit/vkey); without it the log's own key is trusted on first use")
+	stateDefault := ""
+	if d, err := os.UserConfigDir(); err == nil {
+		stateDefault = filepath.Join(d, "mandate", "audit-state.json")
+	}
+	state := fs.String("state", stateDefault, "where to remember the last verified checkpoint of each log (\"\": nowhere)")
+	pos, err := c.parse(fs, args, -1)
+	if err != nil {
+		return err
+	}
+	var src auditcheck.Source
+	switch {
+	case *from != "" && len(pos) == 0:
+		base := strings.TrimSuffix(*from, "/")
+		if u, err := url.Parse(base); err == nil && (u.Path == "" || u.Path == "/") {
+			base += "/audit" // a Mandate server: its log is under /audit/
+		}
+		client := &http.Client{Timeout: time.Minute}
+		if tok := c.adminToken(); tok != "" {
+			client.Transport = httpapi.AuthTransport{Token: tok}
+		}
+		src = auditcheck.HTTPSource(base, client)
+	case *from == "" && len(pos) == 1:
+		src = auditcheck.DirSource(pos[0])
+	default:
+		return usageError{"audit verify: give --url URL or one DIR"}
+	}
+	opts := auditcheck.Options{State: *state}
+	if *keyFile != "" {
+		b, err := os.ReadFile(*keyFile)
+		if err != nil {
+			return err
+		}
+		opts.VerifierKey = strings.TrimSpace(string(b))
+	}
+	if opts.State != "" {
+		if err := os.MkdirAll(filepath.Dir(opts.State), 0o700); err != nil {
+			return err
+		}
+	}
+	report, err := auditcheck.Verify(c.ctx, src, opts)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if err := c.printJSON(report); err != nil {
+			return err
+		}
+	} else {
+		fmt.Fprint(c.stdout, report.String())
+	}
+	if !report.OK() {
+		return errVerifyFailed
+	}
+	return nil
+}
+
+// errVerifyFailed makes `audit verify` exit 1 after printing its report.
+var errVerifyFailed = errors.New("the audit log did not verify")
+
+// adminToken returns the admin credential if one is at hand, else "".
+func (c *cli) adminToken() string {
+	cl, err := c.admin()
+	if err != nil {
+		return ""
+	}
+	return cl.AdminToken
+}
+
+// printJSONLine prints v as one line of JSON (for streams).
+func (c *cli) printJSONLine(v any) {
+	enc := jsonEncoder(c.stdout)
+	enc.Encode(v)
+}
