@@ -2,6 +2,7 @@ package auditcheck
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -12,6 +13,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+	"unicode"
+	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/auditlog/layout"
 )
@@ -21,7 +24,9 @@ import (
 // finding about the log) from any other error (it cannot read the log).
 var ErrNotFound = errors.New("not found")
 
-// A Source reads the files of a log in the C2SP tlog-tiles layout.
+// A Source reads the files of a log in the C2SP tlog-tiles layout. Its
+// ReadFile MUST be safe to call from several goroutines at once: Verify
+// reads ahead.
 type Source interface {
 	// ReadFile returns the whole content of the file at path, a path
 	// relative to the log's prefix as package layout writes it
@@ -81,6 +86,11 @@ func (d dirSource) ReadFile(ctx context.Context, path string) ([]byte, error) {
 	}
 	f, err := os.OpenInRoot(string(d), filepath.FromSlash(path))
 	if errors.Is(err, fs.ErrNotExist) || errors.Is(err, syscall.ENOTDIR) {
+		if fi, err := os.Stat(string(d)); err != nil {
+			return nil, err // no log directory at all
+		} else if !fi.IsDir() {
+			return nil, fmt.Errorf("%s: not a directory", string(d))
+		}
 		return nil, fmt.Errorf("%s: %w", filepath.Join(string(d), path), ErrNotFound)
 	}
 	if err != nil {
@@ -93,6 +103,39 @@ func (d dirSource) ReadFile(ctx context.Context, path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s: not a regular file", f.Name())
 	}
 	return readAtMost(f, MaxFileSize(path), f.Name())
+}
+
+// errorBody returns what an error response says, briefly: the "message"
+// of a JSON error (as Mandate's server writes it) or the first line of
+// text, after ": ".
+func errorBody(r io.Reader) string {
+	b, _ := io.ReadAll(io.LimitReader(r, 1024))
+	var e struct {
+		Message string `json:"message"`
+	}
+	msg := ""
+	if json.Unmarshal(b, &e) == nil && e.Message != "" {
+		msg = e.Message
+	} else if utf8.Valid(b) {
+		msg, _, _ = strings.Cut(string(b), "\n")
+	}
+	msg = strings.Map(func(r rune) rune {
+		if unicode.IsControl(r) {
+			return -1
+		}
+		return r
+	}, strings.TrimSpace(msg))
+	if len(msg) > 200 {
+		cut := 200
+		for cut > 0 && !utf8.RuneStart(msg[cut]) {
+			cut--
+		}
+		msg = msg[:cut] + "…"
+	}
+	if msg == "" {
+		return ""
+	}
+	return ": " + msg
 }
 
 func readAtMost(r io.Reader, max int64, name string) ([]byte, error) {
@@ -147,7 +190,7 @@ func (s *httpSource) ReadFile(ctx context.Context, path string) ([]byte, error) 
 	case resp.StatusCode == http.StatusNotFound || resp.StatusCode == http.StatusGone:
 		return nil, fmt.Errorf("GET %s: %s: %w", url, resp.Status, ErrNotFound)
 	case resp.StatusCode != http.StatusOK:
-		return nil, fmt.Errorf("GET %s: %s", url, resp.Status)
+		return nil, fmt.Errorf("GET %s: %s%s", url, resp.Status, errorBody(resp.Body))
 	}
 	max := MaxFileSize(path)
 	if resp.ContentLength > max {

@@ -23,6 +23,7 @@ package auditcheck
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"runtime"
@@ -57,40 +58,64 @@ type Options struct {
 
 // A Checkpoint is a log's tree head: its origin, size and root hash.
 type Checkpoint struct {
-	Origin string
-	Size   uint64
-	Root   tlog.Hash
+	Origin string    `json:"origin"`
+	Size   uint64    `json:"size"`
+	Root   tlog.Hash `json:"root"` // base64 in JSON, as in checkpoints
 }
 
 // A Report is the outcome of a verification.
+//
+// In JSON, a Report also has "ok", the verdict.
 type Report struct {
-	Origin string    // the checkpoint's origin
-	Size   uint64    // the checkpoint's tree size
-	Root   tlog.Hash // the checkpoint's root hash
+	Origin string    `json:"origin"` // the checkpoint's origin
+	Size   uint64    `json:"size"`   // the checkpoint's tree size
+	Root   tlog.Hash `json:"root"`   // the checkpoint's root hash
 
 	// Entries is the number of entries read and checked (at most Size).
-	Entries uint64
+	Entries uint64 `json:"entries"`
 	// Key is the note verifier key the checkpoint was checked with.
-	Key string
+	Key string `json:"key"`
 	// KeyFromLog says that Key came from the log itself, not from
 	// Options.VerifierKey or the state file: trust on first use.
-	KeyFromLog bool
+	KeyFromLog bool `json:"key_from_log"`
 	// Previous is the checkpoint that the state file remembered for this
 	// log, if any: the one this verification checked consistency with.
-	Previous *Checkpoint
+	Previous *Checkpoint `json:"previous,omitempty"`
 
 	// Warnings do not fail the verification: entries out of time order,
 	// a key trusted on first use.
-	Warnings []string
+	Warnings []string `json:"warnings"`
 	// Problems fail it, most telling first.
-	Problems []string
+	Problems []string `json:"problems"`
 	// FirstBad is the index of the first entry found bad (changed,
 	// reordered, missing, not a valid event), or -1.
-	FirstBad int64
+	FirstBad int64 `json:"first_bad"`
 }
 
 // OK reports whether the log verified: no problems.
 func (r *Report) OK() bool { return len(r.Problems) == 0 }
+
+// MarshalJSON adds the verdict, "ok", to the report's fields.
+func (r *Report) MarshalJSON() ([]byte, error) {
+	type report Report
+	out := struct {
+		OK bool `json:"ok"`
+		*report
+	}{r.OK(), (*report)(r)}
+	if out.Warnings == nil || out.Problems == nil {
+		c := *r
+		c.Warnings, c.Problems = nonNil(c.Warnings), nonNil(c.Problems)
+		out.report = (*report)(&c)
+	}
+	return json.Marshal(out)
+}
+
+func nonNil(s []string) []string {
+	if s == nil {
+		return []string{}
+	}
+	return s
+}
 
 // String returns the report as text for a person, ending with the
 // verdict.
@@ -306,7 +331,6 @@ type run struct {
 	lastTime      int64
 	backwards     int
 	future        int
-	firstBackward string
 }
 
 // mismatch: the entry at index hashes to got, its level-0 tile says want.
@@ -740,8 +764,11 @@ func (r *run) conclude(ctx context.Context) error {
 	if !r.broken {
 		for level := 1; level < len(r.levels); level++ {
 			if w := layout.PartialWidth(level, r.size); w > 0 {
+				if len(r.levels[level]) != w {
+					return fmt.Errorf("auditcheck: internal error: %d hashes at level %d, want %d", len(r.levels[level]), level, w)
+				}
 				n := r.size >> (layout.TileHeight * (level + 1))
-				if err := r.checkTile(ctx, level, n, r.levels[level][:w]); err != nil {
+				if err := r.checkTile(ctx, level, n, r.levels[level]); err != nil {
 					return err
 				}
 			}

@@ -455,6 +455,9 @@ func TestUsageErrors(t *testing.T) {
 	if _, err := auditcheck.Verify(ctx, auditcheck.DirSource(empty), auditcheck.Options{VerifierKey: "nonsense"}); err == nil {
 		t.Error("bad key: no error")
 	}
+	if _, err := auditcheck.Verify(ctx, auditcheck.DirSource(filepath.Join(empty, "nothing")), auditcheck.Options{}); err == nil || errors.Is(err, auditcheck.ErrNotFound) {
+		t.Errorf("no such directory: %v", err)
+	}
 	dir, key := honestLog(t, 1000)
 	cctx, cancel := context.WithCancel(ctx)
 	cancel()
@@ -523,6 +526,11 @@ func TestHTTPSource(t *testing.T) {
 	mux.HandleFunc("/broken/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "oops", http.StatusInternalServerError)
 	})
+	mux.HandleFunc("/locked/", func(w http.ResponseWriter, r *http.Request) {
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusUnauthorized)
+		w.Write([]byte(`{"error":"EUNAUTHORIZED","message":"send the admin credential"}`))
+	})
 	srv := httptest.NewServer(mux)
 	defer srv.Close()
 
@@ -550,8 +558,34 @@ func TestHTTPSource(t *testing.T) {
 			t.Errorf("oversized %s: %v", p, err)
 		}
 	}
-	if _, err := auditcheck.Verify(ctx, auditcheck.HTTPSource(srv.URL+"/broken", nil), auditcheck.Options{}); err == nil || errors.Is(err, auditcheck.ErrNotFound) {
+	if _, err := auditcheck.Verify(ctx, auditcheck.HTTPSource(srv.URL+"/broken", nil), auditcheck.Options{}); err == nil || errors.Is(err, auditcheck.ErrNotFound) || !strings.HasSuffix(err.Error(), ": 500 Internal Server Error: oops") {
 		t.Errorf("HTTP 500: %v", err)
+	}
+	if _, err := auditcheck.HTTPSource(srv.URL+"/locked", nil).ReadFile(ctx, "tile/entries/000"); err == nil || !strings.HasSuffix(err.Error(), ": 401 Unauthorized: send the admin credential") {
+		t.Errorf("HTTP 401: %v", err)
+	}
+}
+
+func TestReportJSON(t *testing.T) {
+	dir, key := honestLog(t, 3)
+	rep := verify(t, auditcheck.DirSource(dir), auditcheck.Options{VerifierKey: key.vkey})
+	b, err := json.Marshal(rep)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got map[string]any
+	if err := json.Unmarshal(b, &got); err != nil {
+		t.Fatal(err)
+	}
+	cp := readCheckpoint(t, dir)
+	if got["ok"] != true || got["origin"] != origin || got["size"] != 3.0 || got["root"] != cp.root.String() ||
+		got["first_bad"] != -1.0 || got["problems"] == nil || got["key"] != key.vkey {
+		t.Errorf("JSON report: %s", b)
+	}
+	writeFile(t, dir, layout.CheckpointPath, []byte("x"))
+	b, _ = json.Marshal(verify(t, auditcheck.DirSource(dir), auditcheck.Options{VerifierKey: key.vkey}))
+	if !strings.Contains(string(b), `"ok":false`) || !strings.Contains(string(b), `"problems":["checkpoint is not a signed note`) {
+		t.Errorf("JSON report: %s", b)
 	}
 }
 

@@ -114,16 +114,17 @@ func (s *Store) appendEntries(ctx context.Context, entries []logEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	const entryCols = 7
+	const entryCols = 2
 	hashes := s.hashBuf[:0]
 	eargs := make([]any, 0, entryCols*len(entries))
 	for _, e := range entries {
 		idx := s.tree.Size()
 		hashes = s.tree.Append(hashes, e.data)
-		eargs = append(eargs, idx, e.ev.Time, e.ev.Type, e.ev.Task, e.ev.Mandate, e.ev.Agent, e.data)
+		eargs = append(eargs, idx, e.data)
+		s.metaBuf = append(s.metaBuf, metaOf(idx, e.ev))
 	}
 	s.hashBuf = hashes
-	if err := s.insertRows(ctx, "log_entries(idx, time, type, task, mandate, agent, data)", entryCols, eargs); err != nil {
+	if err := s.insertRows(ctx, "log_entries(idx, data)", entryCols, eargs); err != nil {
 		return err
 	}
 	// A batch may fill a tile and start the next: both are written.
@@ -240,66 +241,4 @@ func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
 	return note, nil
-}
-
-// Events returns the events that match f, in log order, with their
-// positions.
-func (s *Store) Events(ctx context.Context, f mandate.EventFilter) ([]mandate.LoggedEvent, error) {
-	var where []string
-	var args []any
-	add := func(cond string, v any) { where = append(where, cond); args = append(args, v) }
-	if f.Task != "" {
-		add("task = ?", f.Task)
-	}
-	if f.Mandate != "" {
-		add("mandate = ?", f.Mandate)
-	}
-	if f.Agent != "" {
-		add("agent = ?", f.Agent)
-	}
-	if f.Type != "" {
-		add("type = ?", f.Type)
-	}
-	if !f.Since.IsZero() {
-		add("time >= ?", f.Since.UnixNano())
-	}
-	if !f.Until.IsZero() {
-		add("time < ?", f.Until.UnixNano())
-	}
-	if f.After > 0 {
-		add("idx >= ?", f.After)
-	}
-	limit := f.Limit
-	if limit <= 0 || limit > mandate.MaxEventsPerQuery {
-		limit = mandate.MaxEventsPerQuery
-	}
-	q := "SELECT idx, data FROM log_entries"
-	if len(where) > 0 {
-		q += " WHERE " + strings.Join(where, " AND ")
-	}
-	if f.Last {
-		q = "SELECT idx, data FROM (" + q + " ORDER BY idx DESC LIMIT ?) ORDER BY idx"
-	} else {
-		q += " ORDER BY idx LIMIT ?"
-	}
-	args = append(args, limit)
-	rows, err := s.db.QueryContext(ctx, q, args...)
-	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	defer rows.Close()
-	var out []mandate.LoggedEvent
-	for rows.Next() {
-		var idx int64
-		var data []byte
-		if err := rows.Scan(&idx, &data); err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-		}
-		ev, err := mandate.ParseEvent(data)
-		if err != nil {
-			return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d does not parse: %w", idx, err)
-		}
-		out = append(out, mandate.LoggedEvent{Index: idx, Event: ev})
-	}
-	return out, rows.Err()
 }

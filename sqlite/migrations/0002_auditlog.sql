@@ -3,18 +3,10 @@
 -- the change they record; entries are never updated or deleted.
 CREATE TABLE log_entries (
 	idx     INTEGER PRIMARY KEY,   -- position in the log, from 0
-	time    INTEGER NOT NULL,      -- the event's Unix ns
-	type    TEXT NOT NULL,
-	task    TEXT NOT NULL,
-	mandate TEXT NOT NULL,
-	agent   TEXT NOT NULL,
 	data    BLOB NOT NULL          -- the canonical event (mandate.MarshalEvent)
 ) STRICT;
--- Queries by task, mandate, agent and type; ids are time-ordered, so these
--- indexes are appended to.
-CREATE INDEX log_entries_task ON log_entries(task, idx) WHERE task != '';
-CREATE INDEX log_entries_mandate ON log_entries(mandate, idx) WHERE mandate != '';
-CREATE INDEX log_entries_agent ON log_entries(agent, idx) WHERE agent != '';
+-- Queries (by task, mandate, agent, type, time) use an index kept beside
+-- this database (events-index.db), built off the write path; see index.go.
 
 -- Hash tiles (C2SP tlog-tiles, height 8): the tree's hashes at every 8th
 -- level, 256 to a tile; the right-most tile of each level grows until full
