@@ -101,7 +101,7 @@ func BenchmarkMintRoot(b *testing.B) {
 			b.ReportMetric(floor, "floor-ns")
 			b.ReportMetric(floor/perOp, "floor_ratio")
 			if st := st.Stats(); store == "sqlite" && st.Commits > 0 {
-				b.ReportMetric(float64(st.Writes)/float64(st.Commits), "writes/fsync")
+				b.ReportMetric(float64(st.Writes)/float64(st.Commits), "writes/tx")
 			}
 		})
 	}

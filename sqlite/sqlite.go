@@ -574,7 +574,7 @@ type writeTx struct {
 
 // Stats are counters of the group committer.
 type Stats struct {
-	Commits uint64 // transactions committed (one fsync each)
+	Commits uint64 // transactions committed (made durable by shared fsyncs)
 	Writes  uint64 // writes committed in them
 }
 
