@@ -131,20 +131,29 @@ func (ix *eventIndex) add(metas []evMeta) {
 	}
 }
 
+// indexInterval paces the index: it is written in batches of what
+// arrived in the interval, which costs far less per event than following
+// every commit. Queries read the pending tail from memory meanwhile.
+const indexInterval = 100 * time.Millisecond
+
 func (ix *eventIndex) run() {
 	defer close(ix.done)
-	t := time.NewTicker(time.Second)
-	defer t.Stop()
 	for {
 		select {
 		case <-ix.stop:
 			ix.flush(context.Background())
 			return
 		case <-ix.notify:
-		case <-t.C:
+		}
+		select {
+		case <-ix.stop:
+		case <-time.After(indexInterval):
 		}
 		if err := ix.flush(context.Background()); err != nil {
-			time.Sleep(100 * time.Millisecond) // and retry: the pending tail answers queries meanwhile
+			select { // and retry: the pending tail answers queries meanwhile
+			case ix.notify <- struct{}{}:
+			default:
+			}
 		}
 	}
 }
