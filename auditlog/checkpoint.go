@@ -154,6 +154,12 @@ func (p *Publisher) Publish(ctx context.Context) ([]byte, error) {
 	if p.latest != nil && size == p.size {
 		return p.latest, nil
 	}
+	if p.latest != nil && size < p.size {
+		// Never sign a shorter log: entries that a signed checkpoint
+		// covers are gone from the store (deleted by hand, or a restored
+		// backup). Refusing keeps the evidence for the verifiers.
+		return nil, fmt.Errorf("audit log: the store holds %d entries, fewer than the %d its last signed checkpoint covers: entries were removed; restore them, the server will not sign a shorter log", size, p.size)
+	}
 	body := layout.FormatCheckpoint(p.Key.Origin(), uint64(size), root)
 	signed, err := note.Sign(&note.Note{Text: string(body)}, p.Key.Signer)
 	if err != nil {

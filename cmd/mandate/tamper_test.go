@@ -1,0 +1,97 @@
+package main
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"database/sql"
+	"net/http"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate/auditcheck"
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/jose"
+)
+
+// An insider with write access to the database edits the log behind the
+// server's back; the server, restarted, serves what the database holds,
+// and `audit verify` against it names the tampering.
+func TestInsiderTamperingInTheDatabase(t *testing.T) {
+	for _, tc := range []struct {
+		name, sql string
+		want      string
+	}{
+		{"modified entry", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`, "entry 1"},
+		{"deleted entry", `DELETE FROM log_entries WHERE idx = 2`, "tile/entries/000"},
+		{"deleted last entries", `DELETE FROM log_entries WHERE idx >= 3`, "fewer than the 5 its last signed checkpoint covers"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			ctx := context.Background()
+			m := startMain(t, dir)
+			admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
+			_, key, _ := ed25519.GenerateKey(rand.Reader)
+			if _, err := admin.CreateAgent(ctx, httpapi.AgentRequest{Name: "a", Owner: "alice@example.org", Ceiling: []string{"mcp:crm:*"},
+				PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
+				t.Fatal(err)
+			}
+			for range 4 {
+				if _, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/a", Key: key, Scope: "mcp:crm:x"}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			if _, err := admin.PublishCheckpoint(ctx); err != nil { // cover all 5 entries
+				t.Fatal(err)
+			}
+			state := filepath.Join(t.TempDir(), "state.json")
+			verify := func(m *Main) *auditcheck.Report {
+				src := auditcheck.HTTPSource(m.URL+"/audit", &http.Client{Timeout: time.Minute, Transport: httpapi.AuthTransport{Token: m.AdminToken}})
+				r, err := auditcheck.Verify(ctx, src, auditcheck.Options{State: state, VerifierKey: m.LogKey.VKey})
+				if err != nil {
+					return &auditcheck.Report{Problems: []string{err.Error()}}
+				}
+				return r
+			}
+			if r := verify(m); !r.OK() || r.Size != 5 {
+				t.Fatalf("honest log:\n%s", r)
+			}
+			if err := m.Close(); err != nil {
+				t.Fatal(err)
+			}
+
+			db, err := sql.Open("sqlite", filepath.Join(dir, "mandate.db"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if res, err := db.Exec(tc.sql); err != nil {
+				t.Fatal(err)
+			} else if n, _ := res.RowsAffected(); n == 0 {
+				t.Fatal("the tampering changed nothing")
+			}
+			db.Close()
+
+			m2 := NewMain()
+			m2.Addr, m2.DataDir = "127.0.0.1:0", dir
+			m2.Stdout, m2.Stderr = testWriter{t}, testWriter{t}
+			if err := m2.Open(ctx); err != nil {
+				// The server itself refuses a log shorter than its last
+				// checkpoint.
+				if !strings.Contains(err.Error(), tc.want) {
+					t.Fatalf("restart: %v", err)
+				}
+				return
+			}
+			defer m2.Close()
+			r := verify(m2)
+			if r.OK() {
+				t.Fatalf("tampered log verified:\n%s", r)
+			}
+			if !strings.Contains(r.String(), tc.want) {
+				t.Errorf("the report does not name %q:\n%s", tc.want, r)
+			}
+		})
+	}
+}
