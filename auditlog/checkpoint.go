@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate/auditlog/layout"
@@ -107,15 +108,24 @@ const DefaultCheckpointInterval = time.Second
 // Publisher signs checkpoints of the committed log: on demand, and every
 // Interval while the log grows. Each is saved before it is published.
 type Publisher struct {
-	Key      *LogKey
-	Head     func() (int64, tlog.Hash)                                // the committed log
+	Key  *LogKey
+	Head func() (int64, tlog.Hash) // the committed log
+	// TreeHash returns the root of the committed log's first size entries,
+	// so that a new checkpoint is signed only for an extension of the last
+	// one. Required once a checkpoint exists.
+	TreeHash func(size int64) (tlog.Hash, error)
 	Save     func(ctx context.Context, size int64, note []byte) error // durable
 	Interval time.Duration
 	Logger   *slog.Logger
 
-	mu     sync.Mutex
-	latest []byte
-	size   int64
+	mu     sync.Mutex // serialises Publish; readers use latest
+	latest atomic.Pointer[signedCheckpoint]
+}
+
+type signedCheckpoint struct {
+	note []byte
+	size int64
+	root tlog.Hash
 }
 
 // Restore makes a previously saved checkpoint the latest.
@@ -127,22 +137,21 @@ func (p *Publisher) Restore(signed []byte) error {
 	if err != nil {
 		return fmt.Errorf("audit log: the saved checkpoint does not verify with the log key: %w", err)
 	}
-	_, size, _, err := layout.ParseCheckpoint([]byte(n.Text))
+	_, size, root, err := layout.ParseCheckpoint([]byte(n.Text))
 	if err != nil {
 		return err
 	}
-	p.mu.Lock()
-	p.latest, p.size = signed, int64(size)
-	p.mu.Unlock()
+	p.latest.Store(&signedCheckpoint{note: signed, size: int64(size), root: root})
 	return nil
 }
 
 // Latest returns the latest signed checkpoint and its size; nil before
 // the first.
 func (p *Publisher) Latest() ([]byte, int64) {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.latest, p.size
+	if c := p.latest.Load(); c != nil {
+		return c.note, c.size
+	}
+	return nil, 0
 }
 
 // Publish signs a checkpoint of the committed log if it grew since the
@@ -151,14 +160,28 @@ func (p *Publisher) Publish(ctx context.Context) ([]byte, error) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
 	size, root := p.Head()
-	if p.latest != nil && size == p.size {
-		return p.latest, nil
-	}
-	if p.latest != nil && size < p.size {
-		// Never sign a shorter log: entries that a signed checkpoint
-		// covers are gone from the store (deleted by hand, or a restored
-		// backup). Refusing keeps the evidence for the verifiers.
-		return nil, fmt.Errorf("audit log: the store holds %d entries, fewer than the %d its last signed checkpoint covers: entries were removed; restore them, the server will not sign a shorter log", size, p.size)
+	last := p.latest.Load()
+	if last != nil {
+		if size == last.size && root == last.root {
+			return last.note, nil
+		}
+		// Never sign a log that does not extend the last checkpoint: fewer
+		// entries, or a different history under the same size. Entries
+		// were removed or changed in the store (by hand, or an old backup
+		// restored); refusing keeps the evidence for the verifiers.
+		if size < last.size {
+			return nil, fmt.Errorf("audit log: the store holds %d entries, fewer than the %d its last signed checkpoint covers: entries were removed; restore them, the server will not sign a shorter log", size, last.size)
+		}
+		if p.TreeHash == nil {
+			return nil, errors.New("audit log: Publisher.TreeHash is required")
+		}
+		h, err := p.TreeHash(last.size)
+		if err != nil {
+			return nil, fmt.Errorf("audit log: %w", err)
+		}
+		if h != last.root {
+			return nil, fmt.Errorf("audit log: the store's first %d entries no longer hash to the last signed checkpoint's root: the history was changed; the server will not sign a fork", last.size)
+		}
 	}
 	body := layout.FormatCheckpoint(p.Key.Origin(), uint64(size), root)
 	signed, err := note.Sign(&note.Note{Text: string(body)}, p.Key.Signer)
@@ -168,7 +191,7 @@ func (p *Publisher) Publish(ctx context.Context) ([]byte, error) {
 	if err := p.Save(ctx, size, signed); err != nil {
 		return nil, err
 	}
-	p.latest, p.size = signed, size
+	p.latest.Store(&signedCheckpoint{note: signed, size: size, root: root})
 	return signed, nil
 }
 

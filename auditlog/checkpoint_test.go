@@ -23,11 +23,15 @@ func TestPublisher(t *testing.T) {
 	}
 	var f Frontier
 	saved := map[int64][]byte{}
+	stored := memHashes{}
 	p := &Publisher{Key: key, Head: func() (int64, tlog.Hash) { return f.Size(), f.Root() },
-		Save: func(_ context.Context, size int64, n []byte) error { saved[size] = n; return nil }}
+		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, stored) },
+		Save:     func(_ context.Context, size int64, n []byte) error { saved[size] = n; return nil }}
 	ctx := context.Background()
 	for i := range 10 {
-		f.Append(nil, []byte{byte(i)})
+		for _, h := range f.Append(nil, []byte{byte(i)}) {
+			stored[h.Index] = h.Hash
+		}
 	}
 	signed, err := p.Publish(ctx)
 	if err != nil {
@@ -53,6 +57,29 @@ func TestPublisher(t *testing.T) {
 	}
 	if _, err := p2.Publish(ctx); err == nil || !strings.Contains(err.Error(), "fewer than the 10") {
 		t.Fatalf("signed a shorter log: %v", err)
+	}
+	// The log grows: signed. A different history of a larger size (a
+	// fork): refused.
+	for _, h := range f.Append(nil, []byte("more")) {
+		stored[h.Index] = h.Hash
+	}
+	if _, err := p.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	var forked Frontier
+	forkHashes := memHashes{}
+	for i := range 12 {
+		for _, h := range forked.Append(nil, []byte{byte(100 + i)}) {
+			forkHashes[h.Index] = h.Hash
+		}
+	}
+	p4 := &Publisher{Key: key, Head: func() (int64, tlog.Hash) { return forked.Size(), forked.Root() },
+		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, forkHashes) }, Save: p.Save}
+	if err := p4.Restore(saved[11]); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p4.Publish(ctx); err == nil || !strings.Contains(err.Error(), "fork") {
+		t.Fatalf("signed a fork: %v", err)
 	}
 	// A checkpoint by another key is not restored.
 	other, _ := OpenLogKey(filepath.Join(t.TempDir(), "k"), "mandate.test/audit")

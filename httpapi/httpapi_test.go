@@ -21,6 +21,7 @@ import (
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/sqlite"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 const adminToken = "mdt_test-admin-token-0123456789"
@@ -54,7 +55,8 @@ func newServer(t testing.TB) *testServer {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ts.publisher = &auditlog.Publisher{Key: logKey, Head: store.LogHead, Save: store.SaveCheckpoint}
+	ts.publisher = &auditlog.Publisher{Key: logKey, Head: store.LogHead, Save: store.SaveCheckpoint,
+		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, store.HashReader(context.Background())) }}
 	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store, Events: store,
 		Audit: store, Publisher: ts.publisher,
 		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})

@@ -48,6 +48,9 @@ type Config struct {
 	Path string
 	// MaxBatch bounds how many writes share one transaction.
 	MaxBatch int
+	// WALLimit is the WAL size, in bytes, past which the WAL is restarted
+	// (DefaultWALLimit if 0).
+	WALLimit int64
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Logger; slog.Default() if nil.
@@ -72,8 +75,11 @@ type Store struct {
 	toSync   chan committed // from the committer to the syncer
 	syncDone chan struct{}
 	wal      *os.File // the WAL, for fsync; syncer only
-	failMu   sync.Mutex
-	failErr  error // set when an fsync failed: no write is trusted after it
+	// walRetryAt is the WAL size at which to try a RESTART again after
+	// readers kept one from completing; committer only.
+	walRetryAt int64
+	failMu     sync.Mutex
+	failErr    error // set when an fsync failed: no write is trusted after it
 
 	commits, committed atomic.Uint64 // transactions and writes committed
 
@@ -111,6 +117,9 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if cfg.MaxBatch <= 0 {
 		cfg.MaxBatch = DefaultMaxBatch
 	}
+	if cfg.WALLimit <= 0 {
+		cfg.WALLimit = DefaultWALLimit
+	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -136,8 +145,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// commit; syncLoop fsyncs it before anything of a transaction is
 	// released, so a released write survives power loss, while the next
 	// transaction is already being written.
+	// journal_size_limit truncates the WAL to WALLimit when it starts over.
 	dsn := "file:" + cfg.Path + "?_pragma=page_size(8192)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
-		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)&_txlock=immediate"
+		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)" +
+		"&_pragma=journal_size_limit(" + strconv.FormatInt(cfg.WALLimit, 10) + ")&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
 	if err != nil {
 		return nil, fmt.Errorf("sqlite: open %s: %w", cfg.Path, err)
@@ -450,10 +461,15 @@ func (s *Store) syncLoop() {
 				break drain
 			}
 		}
-		err := s.syncWAL()
-		if err != nil {
-			s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
-			s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
+		// After a failed fsync nothing is released again, even if a later
+		// fsync succeeds: Linux reports a writeback error once, so a later
+		// success does not mean the earlier pages reached the disk.
+		err := s.failed()
+		if err == nil {
+			if err = s.syncWAL(); err != nil {
+				s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
+				s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
+			}
 		}
 		for _, c := range items {
 			if err == nil {
@@ -486,6 +502,33 @@ func (s *Store) release(c committed) {
 		if w.post != nil {
 			w.post()
 		}
+	}
+}
+
+// DefaultWALLimit is the WAL size past which the committer restarts the WAL.
+const DefaultWALLimit = 64 << 20
+
+// limitWAL keeps the WAL bounded. The background PASSIVE checkpoints copy
+// frames into the database, but SQLite starts the WAL over only once every
+// frame is copied, which a committer that never pauses does not allow: the
+// WAL would grow without end. Past Config.WALLimit the committer itself
+// runs a RESTART checkpoint between two transactions (most frames are
+// copied already, so it is short); the WAL then starts over and is
+// truncated to the limit. The file stays the same, so syncWAL's handle
+// stays valid.
+func (s *Store) limitWAL(ctx context.Context) {
+	fi, err := os.Stat(s.cfg.Path + "-wal")
+	if err != nil || fi.Size() < s.cfg.WALLimit || fi.Size() < s.walRetryAt {
+		return
+	}
+	var busy, frames, copied int
+	if err := s.wconn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied); err != nil {
+		s.log.Warn("store: WAL restart", "err", err)
+		return
+	}
+	s.walRetryAt = 0
+	if busy != 0 { // a reader holds an old snapshot: try again after more growth
+		s.walRetryAt = fi.Size() + s.cfg.WALLimit/4
 	}
 }
 
@@ -557,6 +600,7 @@ func (s *Store) runTx(ctx context.Context, batch []*write) (committed, error) {
 		s.log.Error("store: commit", "err", err)
 		return committed{}, rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
 	}
+	s.limitWAL(ctx)
 	c := committed{writes: slices.Clone(batch)} // the committer reuses batch
 	if len(entries) > 0 {
 		c.metas = slices.Clone(s.metaBuf)

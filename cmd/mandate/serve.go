@@ -23,6 +23,7 @@ import (
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 // Defaults of `mandate serve`.
@@ -139,6 +140,7 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	m.Publisher = &auditlog.Publisher{Key: m.LogKey, Head: m.Store.LogHead, Save: m.Store.SaveCheckpoint,
+		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, m.Store.HashReader(context.Background())) },
 		Interval: m.CheckpointInterval, Logger: m.Logger}
 	if last, err := m.Store.LatestCheckpoint(ctx); err != nil {
 		m.closeStore()
