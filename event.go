@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"unicode/utf8"
 )
 
 // EventVersion is the version of the event schema (docs/events.md).
@@ -75,6 +76,9 @@ func MarshalEvent(e *Event) ([]byte, error) {
 	if !eventTypeRE.MatchString(e.Type) || len(e.Type) > 64 {
 		return nil, fmt.Errorf("event: invalid type %q", e.Type)
 	}
+	if err := validUTF8(e); err != nil {
+		return nil, err
+	}
 	b, err := appendEvent(make([]byte, 0, 512), e)
 	if err != nil {
 		return nil, err
@@ -113,4 +117,55 @@ func ParseEvent(b []byte) (*Event, error) {
 		return nil, ErrNonCanonical
 	}
 	return &e, nil
+}
+
+// validUTF8 refuses an event holding a string that is not valid UTF-8:
+// JSON would carry it as U+FFFD, which decodes to another string, so the
+// entry could not be parsed back to itself.
+func validUTF8(e *Event) error {
+	for _, s := range []string{e.Type, e.Task, e.Mandate, e.Parent, e.Agent, e.Subject, e.Action, e.Resource, e.Outcome, e.Reason, e.By} {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("event: a field is not valid UTF-8")
+		}
+	}
+	for _, s := range e.Chain {
+		if !utf8.ValidString(s) {
+			return fmt.Errorf("event: the chain is not valid UTF-8")
+		}
+	}
+	return validDetailUTF8(e.Details, 0)
+}
+
+func validDetailUTF8(v any, depth int) error {
+	if depth > maxDetailDepth+1 {
+		return nil // appendValue refuses it
+	}
+	switch v := v.(type) {
+	case string:
+		if !utf8.ValidString(v) {
+			return fmt.Errorf("event: details hold a string that is not valid UTF-8")
+		}
+	case []string:
+		for _, s := range v {
+			if !utf8.ValidString(s) {
+				return fmt.Errorf("event: details hold a string that is not valid UTF-8")
+			}
+		}
+	case []any:
+		for _, x := range v {
+			if err := validDetailUTF8(x, depth+1); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for k, x := range v {
+			if !utf8.ValidString(k) {
+				return fmt.Errorf("event: a details key is not valid UTF-8")
+			}
+			if err := validDetailUTF8(x, depth+1); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

@@ -106,3 +106,40 @@ func TestEventDetailsEncoding(t *testing.T) {
 		}
 	}
 }
+
+// Whatever MarshalEvent accepts, ParseEvent parses back to the same bytes:
+// the log never holds an entry its own reader refuses.
+func FuzzEventRoundTrip(f *testing.F) {
+	f.Add("reason", "key", "value", "agent")
+	f.Add("\xff", "k", "v", "a")
+	f.Add("\u2028", "\x00", "\\\"", "é")
+	f.Fuzz(func(t *testing.T, reason, key, value, agent string) {
+		e := &Event{V: 1, Time: 1, Type: "x", Reason: reason, Agent: agent, Chain: []string{agent},
+			Details: map[string]any{key: value, "list": []any{value, map[string]any{key: []string{value}}}}}
+		b, err := MarshalEvent(e)
+		if err != nil {
+			return
+		}
+		back, err := ParseEvent(b)
+		if err != nil {
+			t.Fatalf("MarshalEvent wrote %q, which ParseEvent refuses: %v", b, err)
+		}
+		again, _ := MarshalEvent(back)
+		if string(again) != string(b) {
+			t.Fatalf("round trip changed %q to %q", b, again)
+		}
+	})
+}
+
+func TestEventRefusesInvalidUTF8(t *testing.T) {
+	for _, e := range []*Event{
+		{V: 1, Type: "x", Reason: "\xff"},
+		{V: 1, Type: "x", Chain: []string{"a", "\xfe"}},
+		{V: 1, Type: "x", Details: map[string]any{"k": []any{"\xff"}}},
+		{V: 1, Type: "x", Details: map[string]any{"\xff": 1}},
+	} {
+		if b, err := MarshalEvent(e); err == nil {
+			t.Errorf("encoded %q", b)
+		}
+	}
+}

@@ -69,8 +69,9 @@ func (s *Server) auditTile(w http.ResponseWriter, r *http.Request) {
 	// width never changes once it exists, so it can be cached for ever.
 	_, size := s.cfg.Publisher.Latest()
 	L := max(level, 0)
-	count := size >> (auditlog.TileHeight * uint(L))
-	if int64(n)*layout.TileWidth+int64(width) > count {
+	count := uint64(size) >> (auditlog.TileHeight * uint(L))
+	// n is compared before it is multiplied: a huge n must not wrap.
+	if n > count/layout.TileWidth || n*layout.TileWidth+uint64(width) > count {
 		writeError(w, r, s.log, mandate.Errorf(mandate.ENOTFOUND, "tile %s is beyond the latest checkpoint (%d entries)", r.URL.Path, size))
 		return
 	}
@@ -88,7 +89,14 @@ func (s *Server) auditTile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	w.Header().Set("Content-Type", "application/octet-stream")
-	w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	if level < 0 && !s.cfg.PublicAudit {
+		// Events, fetched with the admin credential: no shared cache may
+		// keep them for others (RFC 9111 §3.5).
+		w.Header().Set("Cache-Control", "private, max-age=31536000, immutable")
+		w.Header().Set("Vary", "Authorization")
+	} else {
+		w.Header().Set("Cache-Control", "public, max-age=31536000, immutable")
+	}
 	w.Write(data)
 }
 

@@ -91,6 +91,17 @@ func TestAuditReadAPI(t *testing.T) {
 	if code, _ := get(t, ts.URL+"/audit/tile/0/x001", false); code != 404 {
 		t.Errorf("a malformed tile path: HTTP %d", code)
 	}
+	// An index so large that 256·n wraps around to 0 is beyond the log.
+	if code, _ := get(t, ts.URL+"/audit/tile/entries/x072/x057/x594/x037/x927/936", true); code != 404 {
+		t.Errorf("a wrapping tile index: HTTP %d", code)
+	}
+	req, _ := http.NewRequest("GET", ts.URL+"/audit/"+layout.EntriesPath(0, layout.TileWidth), nil)
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	if resp, err := http.DefaultClient.Do(req); err != nil || !strings.HasPrefix(resp.Header.Get("Cache-Control"), "private") || resp.Header.Get("Vary") != "Authorization" {
+		t.Errorf("an entry bundle fetched with the credential may be kept by shared caches: %v", resp.Header)
+	} else {
+		resp.Body.Close()
+	}
 
 	// Rebuild the tree from the entries and compare with the checkpoint
 	// and the served hash tiles.

@@ -4,6 +4,7 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+	"log/slog"
 	"os"
 	"slices"
 	"strings"
@@ -56,6 +57,7 @@ CREATE INDEX IF NOT EXISTS ev_agent ON ev(agent, idx) WHERE agent != '';
 
 type eventIndex struct {
 	db     *sql.DB
+	log    *slog.Logger
 	notify chan struct{}
 	stop   chan struct{}
 	done   chan struct{}
@@ -68,56 +70,80 @@ type eventIndex struct {
 // openIndex opens (or creates) the index beside the database at path and
 // catches it up with the log's size entries.
 func (s *Store) openIndex(ctx context.Context, path string, size int64) error {
-	if f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
-		f.Close()
-	}
-	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(OFF)&_pragma=busy_timeout(5000)&_txlock=immediate")
+	ix, err := openIndexDB(ctx, path, size)
 	if err != nil {
-		return err
-	}
-	if _, err := db.ExecContext(ctx, indexSchema); err != nil {
-		db.Close()
-		return fmt.Errorf("sqlite: event index %s: %w", path, err)
-	}
-	var n sql.NullInt64
-	if err := db.QueryRowContext(ctx, "SELECT max(idx) FROM ev").Scan(&n); err != nil {
-		db.Close()
-		return fmt.Errorf("sqlite: event index: %w", err)
-	}
-	ix := &eventIndex{db: db, notify: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
-	if n.Valid {
-		ix.next = n.Int64 + 1
-	}
-	if ix.next > size { // an index of another (or a restored) log: rebuild
-		if _, err := db.ExecContext(ctx, "DELETE FROM ev"); err != nil {
-			db.Close()
+		// The index holds nothing the log does not: start it over.
+		s.log.Warn("store: event index unusable, rebuilding it from the log", "err", err)
+		for _, p := range []string{path, path + "-wal", path + "-shm"} {
+			os.Remove(p)
+		}
+		if ix, err = openIndexDB(ctx, path, size); err != nil {
 			return err
 		}
-		ix.next = 0
 	}
-	// Catch up: entries committed but not indexed before the last stop.
+	ix.log = s.log
+	// Catch up with the entries committed but not indexed before the last
+	// stop, a chunk at a time.
 	for start := ix.next; start < size; start += 4096 {
 		entries, err := s.ReadEntries(ctx, start, min(4096, size-start))
 		if err != nil {
-			db.Close()
+			ix.db.Close()
 			return fmt.Errorf("sqlite: event index catch-up: %w", err)
 		}
 		for i, data := range entries {
 			ev, err := mandate.ParseEvent(data)
 			if err != nil {
-				db.Close()
+				ix.db.Close()
 				return fmt.Errorf("sqlite: audit log entry %d does not parse: %w", start+int64(i), err)
 			}
 			ix.pending = append(ix.pending, metaOf(start+int64(i), ev))
 		}
-	}
-	if err := ix.flush(ctx); err != nil {
-		db.Close()
-		return err
+		if err := ix.flush(ctx); err != nil {
+			ix.db.Close()
+			return fmt.Errorf("sqlite: event index catch-up: %w", err)
+		}
 	}
 	s.index = ix
 	go ix.run()
 	return nil
+}
+
+// openIndexDB opens the index database and checks that it is a whole
+// prefix of a log of size entries.
+func openIndexDB(ctx context.Context, path string, size int64) (*eventIndex, error) {
+	if f, err := os.OpenFile(path, os.O_RDONLY|os.O_CREATE, 0o600); err == nil {
+		f.Close()
+	}
+	// synchronous(NORMAL) in WAL mode: no fsync per transaction, and no
+	// corruption on power loss (at worst the last batches are lost, and
+	// caught up again from the log).
+	db, err := sql.Open("sqlite", "file:"+path+"?_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)&_pragma=busy_timeout(5000)&_txlock=immediate")
+	if err != nil {
+		return nil, err
+	}
+	fail := func(err error) (*eventIndex, error) {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: event index %s: %w", path, err)
+	}
+	if _, err := db.ExecContext(ctx, indexSchema); err != nil {
+		return fail(err)
+	}
+	var n sql.NullInt64
+	var count int64
+	if err := db.QueryRowContext(ctx, "SELECT max(idx), count(*) FROM ev").Scan(&n, &count); err != nil {
+		return fail(err)
+	}
+	ix := &eventIndex{db: db, notify: make(chan struct{}, 1), stop: make(chan struct{}), done: make(chan struct{})}
+	if n.Valid {
+		ix.next = n.Int64 + 1
+	}
+	switch {
+	case ix.next > size:
+		return fail(fmt.Errorf("it indexes %d entries, the log has %d", ix.next, size))
+	case count != ix.next:
+		return fail(fmt.Errorf("it has %d entries below %d: a hole", count, ix.next))
+	}
+	return ix, nil
 }
 
 // add hands committed entries to the index. The committer calls it.
@@ -150,7 +176,13 @@ func (ix *eventIndex) run() {
 		case <-time.After(indexInterval):
 		}
 		if err := ix.flush(context.Background()); err != nil {
-			select { // and retry: the pending tail answers queries meanwhile
+			ix.mu.Lock()
+			n := len(ix.pending)
+			ix.mu.Unlock()
+			// Queries still answer from the pending tail, which grows
+			// meanwhile: say so loudly.
+			ix.log.Error("store: event index write failed; retrying", "err", err, "pending", n)
+			select {
 			case ix.notify <- struct{}{}:
 			default:
 			}

@@ -248,10 +248,12 @@ func (c *cli) auditExport(args []string) error {
 	}
 	write := func(p string, data []byte) error {
 		full := filepath.Join(dir, filepath.FromSlash(p))
-		if err := os.MkdirAll(filepath.Dir(full), 0o755); err != nil {
+		// The events say who did what for whom: private by default; the
+		// operator who publishes the copy chooses to widen it.
+		if err := os.MkdirAll(filepath.Dir(full), 0o700); err != nil {
 			return err
 		}
-		return os.WriteFile(full, data, 0o644)
+		return os.WriteFile(full, data, 0o600)
 	}
 	files := 0
 	for _, p := range tilePaths(size) {
