@@ -509,25 +509,26 @@ func (s *Store) release(c committed) {
 const DefaultWALLimit = 64 << 20
 
 // limitWAL keeps the WAL bounded. The background PASSIVE checkpoints copy
-// frames into the database, but SQLite starts the WAL over only once every
-// frame is copied, which a committer that never pauses does not allow: the
-// WAL would grow without end. Past Config.WALLimit the committer itself
-// runs a RESTART checkpoint between two transactions (most frames are
-// copied already, so it is short); the WAL then starts over and is
-// truncated to the limit. The file stays the same, so syncWAL's handle
-// stays valid.
+// frames into the database, but SQLite starts the WAL over only when a
+// write transaction begins after a checkpoint that copied every frame,
+// which a committer that never pauses does not allow: the WAL would grow
+// without end. Past Config.WALLimit the committer itself runs a PASSIVE
+// checkpoint between two transactions: with no writer in the way it copies
+// the rest (most frames are copied already, so it is short) without
+// waiting for anyone, and the next transaction starts the WAL over. The
+// file stays the same, so syncWAL's handle stays valid.
 func (s *Store) limitWAL(ctx context.Context) {
 	fi, err := os.Stat(s.cfg.Path + "-wal")
 	if err != nil || fi.Size() < s.cfg.WALLimit || fi.Size() < s.walRetryAt {
 		return
 	}
 	var busy, frames, copied int
-	if err := s.wconn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(RESTART)").Scan(&busy, &frames, &copied); err != nil {
-		s.log.Warn("store: WAL restart", "err", err)
+	if err := s.wconn.QueryRowContext(ctx, "PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+		s.log.Warn("store: WAL checkpoint", "err", err)
 		return
 	}
 	s.walRetryAt = 0
-	if busy != 0 { // a reader holds an old snapshot: try again after more growth
+	if copied < frames { // a reader holds an old snapshot: try again after more growth
 		s.walRetryAt = fi.Size() + s.cfg.WALLimit/4
 	}
 }
