@@ -13,15 +13,16 @@ import (
 func TestArchitecture(t *testing.T) {
 	const mod = "github.com/mandatehq/mandate"
 	allowed := map[string][]string{
-		"":       {},
-		"jose":   {},
-		"replay": {},
-		"dpop":   {"jose"},
-		"verify": {"", "jose", "dpop", "replay"},
-		"issuer": {"", "jose", "dpop", "replay"},
-		"sqlite": {"", "auditlog"},
+		"":                    {},
+		"jose":                {},
+		"replay":              {},
+		"dpop":                {"jose"},
+		"verify":              {"", "jose", "dpop", "replay"},
+		"issuer":              {"", "jose", "dpop", "replay", "internal/atomicfile"},
+		"internal/atomicfile": {},
+		"sqlite":              {"", "auditlog"},
 		// The audit log's logic and format, and its offline verifier.
-		"auditlog":        {"", "auditlog/layout"},
+		"auditlog":        {"", "auditlog/layout", "internal/atomicfile"},
 		"auditlog/layout": {},
 		"auditcheck":      {"", "auditlog/layout"},
 		"storetest":       {"", "jose"},

@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate/auditlog/layout"
+	"github.com/mandatehq/mandate/internal/atomicfile"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -46,10 +47,10 @@ func OpenLogKey(path, origin string) (*LogKey, error) {
 		if err := os.MkdirAll(filepath.Dir(path), 0o700); err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(path+".pub", []byte(v+"\n"), 0o644); err != nil {
+		if err := atomicfile.Write(path+".pub", []byte(v+"\n"), 0o644); err != nil {
 			return nil, err
 		}
-		if err := writeFileAtomic(path, []byte(s+"\n"), 0o600); err != nil {
+		if err := atomicfile.Write(path, []byte(s+"\n"), 0o600); err != nil {
 			return nil, err
 		}
 		skey = []byte(s)
@@ -75,30 +76,6 @@ func OpenLogKey(path, origin string) (*LogKey, error) {
 		return nil, fmt.Errorf("audit log key %s and %s.pub do not match", path, path)
 	}
 	return &LogKey{Signer: signer, Verifier: verifier, VKey: strings.TrimSpace(string(vkey))}, nil
-}
-
-func writeFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	return os.Rename(tmp.Name(), path)
 }
 
 // DefaultCheckpointInterval is how often a checkpoint is signed while

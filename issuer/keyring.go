@@ -12,6 +12,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/atomicfile"
 	"github.com/mandatehq/mandate/jose"
 )
 
@@ -186,41 +187,5 @@ func (r *Keyring) save(keys []*SigningKey) error {
 	if err != nil {
 		return err
 	}
-	return WriteFileAtomic(r.path, b, 0o600)
-}
-
-// WriteFileAtomic writes data to a temporary file in path's directory with
-// the given mode, syncs it, and renames it over path.
-func WriteFileAtomic(path string, data []byte, mode os.FileMode) error {
-	tmp, err := os.CreateTemp(filepath.Dir(path), "."+filepath.Base(path)+".*")
-	if err != nil {
-		return err
-	}
-	defer os.Remove(tmp.Name())
-	if err := tmp.Chmod(mode); err != nil {
-		tmp.Close()
-		return err
-	}
-	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Sync(); err != nil {
-		tmp.Close()
-		return err
-	}
-	if err := tmp.Close(); err != nil {
-		return err
-	}
-	if err := os.Rename(tmp.Name(), path); err != nil {
-		return err
-	}
-	// Sync the directory too, so that the rename itself survives a power
-	// loss: a key that signed durable mandates must not vanish.
-	d, err := os.Open(filepath.Dir(path))
-	if err != nil {
-		return err
-	}
-	defer d.Close()
-	return d.Sync()
+	return atomicfile.Write(r.path, b, 0o600)
 }

@@ -20,6 +20,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
 	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/internal/atomicfile"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
@@ -297,7 +298,7 @@ func loadOrCreateAdminToken(path string) (string, error) {
 	var raw [32]byte
 	rand.Read(raw[:])
 	tok := "mdt_" + base64.RawURLEncoding.EncodeToString(raw[:])
-	if err := issuer.WriteFileAtomic(path, []byte(tok+"\n"), 0o600); err != nil {
+	if err := atomicfile.Write(path, []byte(tok+"\n"), 0o600); err != nil {
 		return "", fmt.Errorf("write admin credential: %w", err)
 	}
 	return tok, nil
