@@ -323,10 +323,11 @@ type write struct {
 	entries []logEntry
 }
 
-// exec queues fn to run in a group-committed transaction and waits until
-// that transaction is durable or failed. fn must be idempotent-free of side
-// effects outside tx: it may be run twice (once in a batch that failed, once
-// alone).
+// exec queues fn to run in a group-committed transaction, with evs
+// appended to the audit log in it, and waits until that transaction is
+// durable or failed. fn must have no effect outside tx: it may run twice
+// (once in a batch that failed, once alone). post runs once the
+// transaction is durable.
 func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *writeTx) error, post func(), evs ...*mandate.Event) error {
 	entries, err := encodeEvents(evs)
 	if err != nil {
@@ -398,8 +399,10 @@ func (s *Store) drain(batch []*write) []*write {
 }
 
 // commit runs a batch in one transaction. If the batch fails, each write is
-// retried in a transaction of its own so that one bad write (a replayed
-// assertion, say) does not fail its neighbours.
+// retried in a transaction of its own so that one bad write (a duplicate
+// id, say) does not fail its neighbours. Writes that commit go to the
+// syncer, which replies once they are durable; a write that fails is
+// answered at once, since nothing of it was committed.
 func (s *Store) commit(batch []*write) {
 	ctx := context.Background()
 	if err := s.failed(); err != nil {
