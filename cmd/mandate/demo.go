@@ -66,7 +66,10 @@ Try, in another terminal:
   go run ./cmd/mandate agent list --data %[3]s
   go run ./cmd/mandate token --agent researcher --key %[2]s/researcher.jwk --scope mcp:crm:list_customers --ttl-ms 30000 --dpop > mandate.jwt
   go run ./cmd/mandate verify - < mandate.jwt
+  go run ./cmd/mandate audit tail --data %[3]s
+  go run ./cmd/mandate audit verify --url %[1]s --data %[3]s
   curl -s %[1]s/.well-known/jwks.json
+  curl -s %[1]s/audit/checkpoint
   curl -s %[1]s/.well-known/oauth-authorization-server
 
 `, m.URL, dir, m.DataDir)
