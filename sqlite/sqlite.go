@@ -78,6 +78,7 @@ type Store struct {
 	// walRetryAt is the WAL size at which to try a RESTART again after
 	// readers kept one from completing; committer only.
 	walRetryAt int64
+	syncHook   func() error // tests: fails an fsync
 	failMu     sync.Mutex
 	failErr    error // set when an fsync failed: no write is trusted after it
 
@@ -538,6 +539,11 @@ func (s *Store) limitWAL(ctx context.Context) {
 
 // syncWAL fsyncs the WAL file, opening it on first use.
 func (s *Store) syncWAL() error {
+	if s.syncHook != nil {
+		if err := s.syncHook(); err != nil {
+			return err
+		}
+	}
 	if s.wal == nil {
 		f, err := os.OpenFile(s.cfg.Path+"-wal", os.O_RDWR, 0)
 		if err != nil {

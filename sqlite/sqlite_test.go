@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -164,5 +165,46 @@ func TestEventIndexRebuilt(t *testing.T) {
 	evs, err := s.Events(ctx, mandate.EventFilter{Task: "t_1"})
 	if err != nil || len(evs) != 50 {
 		t.Fatalf("after the rebuild: %d events (%v), want 50", len(evs), err)
+	}
+}
+
+// When the disk does not confirm a write, the writes of that fsync fail,
+// nothing of them is released (not the log head a checkpoint would sign),
+// and every later write fails too, even if a later fsync would succeed.
+func TestFailedFsyncReleasesNothing(t *testing.T) {
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	ev := func() *mandate.Event { return &mandate.Event{V: 1, Time: 1, Type: mandate.EventDecision} }
+	if err := s.Append(ctx, ev()); err != nil {
+		t.Fatal(err)
+	}
+	size, root := s.LogHead()
+	var fail atomic.Bool
+	fail.Store(true)
+	s.SetSyncHook(func() error {
+		if fail.Load() {
+			return errors.New("EIO")
+		}
+		return nil
+	})
+	if err := s.Append(ctx, ev()); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("append whose fsync failed: %v", err)
+	}
+	fail.Store(false) // Linux reports a writeback error once
+	if err := s.Append(ctx, ev()); mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("append after a failed fsync: %v", err)
+	}
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: "m", ExpiresAt: time.Now().Add(time.Hour)}, nil); err == nil {
+		t.Fatal("a revocation was acknowledged after a failed fsync")
+	}
+	if ok, _ := s.IsRevoked(ctx, "m"); ok {
+		t.Error("the cache shows a revocation that was refused")
+	}
+	if size2, root2 := s.LogHead(); size2 != size || root2 != root {
+		t.Errorf("the log head moved to %d after a failed fsync (was %d)", size2, size)
 	}
 }

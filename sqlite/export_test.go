@@ -1,0 +1,5 @@
+package sqlite
+
+// SetSyncHook makes every fsync of the WAL call fn first, failing with its
+// error: for tests of what happens when the disk does not confirm a write.
+func (s *Store) SetSyncHook(fn func() error) { s.syncHook = fn }
