@@ -226,18 +226,13 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 			*p.dst = t
 		}
 	}
-	for _, p := range []struct {
-		name string
-		dst  *int64
-	}{{"after", &f.After}} {
-		if v := q.Get(p.name); v != "" {
-			n, err := strconv.ParseInt(v, 10, 64)
-			if err != nil || n < 0 {
-				writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "%s must be a non-negative integer", p.name))
-				return
-			}
-			*p.dst = n
+	if v := q.Get("after"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 {
+			writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "after must be a non-negative integer"))
+			return
 		}
+		f.After = n
 	}
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
