@@ -13,13 +13,14 @@ import (
 func TestArchitecture(t *testing.T) {
 	const mod = "github.com/mandatehq/mandate"
 	allowed := map[string][]string{
-		"":                    {},
-		"jose":                {},
+		"":                    {"internal/jsonstr"},
+		"jose":                {"internal/jsonstr"},
 		"replay":              {},
 		"dpop":                {"jose"},
 		"verify":              {"", "jose", "dpop", "replay"},
 		"issuer":              {"", "jose", "dpop", "replay", "internal/atomicfile"},
 		"internal/atomicfile": {},
+		"internal/jsonstr":    {},
 		"sqlite":              {"", "auditlog"},
 		// The audit log's logic and format, and its offline verifier.
 		"auditlog":        {"", "auditlog/layout", "internal/atomicfile"},

@@ -3,10 +3,10 @@ package mandate
 import (
 	"encoding/json"
 	"fmt"
+	"github.com/mandatehq/mandate/internal/jsonstr"
 	"math"
 	"slices"
 	"strconv"
-	"unicode/utf8"
 )
 
 // appendEvent is the canonical encoding of an event: compact JSON, fields
@@ -30,7 +30,7 @@ func appendEvent(b []byte, e *Event) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, c)
+			b = jsonstr.Append(b, c)
 		}
 		b = append(b, ']')
 	}
@@ -57,7 +57,7 @@ func appendField(b []byte, name, v string, always bool) []byte {
 	b = append(b, ',', '"')
 	b = append(b, name...)
 	b = append(b, '"', ':')
-	return appendString(b, v)
+	return jsonstr.Append(b, v)
 }
 
 // maxDetailDepth bounds the nesting of details.
@@ -74,7 +74,7 @@ func appendValue(b []byte, v any, depth int) ([]byte, error) {
 	case nil:
 		return append(b, "null"...), nil
 	case string:
-		return appendString(b, v), nil
+		return jsonstr.Append(b, v), nil
 	case bool:
 		return strconv.AppendBool(b, v), nil
 	case int:
@@ -99,7 +99,7 @@ func appendValue(b []byte, v any, depth int) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, s)
+			b = jsonstr.Append(b, s)
 		}
 		return append(b, ']'), nil
 	case []any:
@@ -125,7 +125,7 @@ func appendValue(b []byte, v any, depth int) ([]byte, error) {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, k)
+			b = jsonstr.Append(b, k)
 			b = append(b, ':')
 			var err error
 			if b, err = appendValue(b, v[k], depth+1); err != nil {
@@ -175,61 +175,4 @@ func validNumber(s string) bool {
 		}
 	}
 	return i == len(s)
-}
-
-const hexDigits = "0123456789abcdef"
-
-// appendString encodes s as encoding/json does with HTML escaping off:
-// '"' and '\\' escaped, \n \r \t \b \f by name, other controls as \u00XX,
-// invalid UTF-8 as \ufffd, U+2028 and U+2029 as \u2028 and \u2029.
-func appendString(b []byte, s string) []byte {
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			case '\b':
-				b = append(b, '\\', 'b')
-			case '\f':
-				b = append(b, '\\', 'f')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hexDigits[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

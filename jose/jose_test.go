@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mandatehq/mandate/internal/jsonstr"
 	"log/slog"
 	"os"
 	"reflect"
@@ -227,9 +228,9 @@ func TestSignNeverWritesD(t *testing.T) {
 }
 
 func TestAppendStringInvalidUTF8(t *testing.T) {
-	got := string(appendString(nil, "a\xffb"))
+	got := string(jsonstr.Append(nil, "a\xffb"))
 	if got != `"a\ufffdb"` {
-		t.Errorf("appendString(invalid UTF-8) = %s", got)
+		t.Errorf("jsonstr.Append(invalid UTF-8) = %s", got)
 	}
 	var s string
 	if err := json.Unmarshal([]byte(got), &s); err != nil || s != "a\uFFFDb" {

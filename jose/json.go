@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/mandatehq/mandate/internal/jsonstr"
 	"unicode/utf8"
 )
 
@@ -161,14 +162,14 @@ func stringMember(name string, v []byte) (string, error) {
 // out: what json.Marshal gives, without its reflection and HTML escaping.
 func appendHeader(b []byte, h *Header) []byte {
 	b = append(b, `{"alg":`...)
-	b = appendString(b, h.Alg)
+	b = jsonstr.Append(b, h.Alg)
 	if h.Typ != "" {
 		b = append(b, `,"typ":`...)
-		b = appendString(b, h.Typ)
+		b = jsonstr.Append(b, h.Typ)
 	}
 	if h.Kid != "" {
 		b = append(b, `,"kid":`...)
-		b = appendString(b, h.Kid)
+		b = jsonstr.Append(b, h.Kid)
 	}
 	if h.JWK != nil {
 		b = append(b, `,"jwk":`...)
@@ -180,7 +181,7 @@ func appendHeader(b []byte, h *Header) []byte {
 			if i > 0 {
 				b = append(b, ',')
 			}
-			b = appendString(b, s)
+			b = jsonstr.Append(b, s)
 		}
 		b = append(b, ']')
 	}
@@ -202,7 +203,7 @@ func appendJWK(b []byte, k *JWK) []byte {
 		b = append(b, '"')
 		b = append(b, name...)
 		b = append(b, '"', ':')
-		b = appendString(b, v)
+		b = jsonstr.Append(b, v)
 	}
 	member("kty", k.Kty)
 	member("crv", k.Crv)
@@ -215,56 +216,4 @@ func appendJWK(b []byte, k *JWK) []byte {
 	member("use", k.Use)
 	member("alg", k.Alg)
 	return append(b, '}')
-}
-
-// appendString appends s as a JSON string. Like encoding/json it escapes
-// control characters, U+2028 and U+2029, and replaces invalid UTF-8 with
-// U+FFFD; unlike it, it leaves <, > and & alone.
-func appendString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	start := 0
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			if c >= 0x20 && c != '"' && c != '\\' {
-				i++
-				continue
-			}
-			b = append(b, s[start:i]...)
-			switch c {
-			case '"', '\\':
-				b = append(b, '\\', c)
-			case '\n':
-				b = append(b, '\\', 'n')
-			case '\r':
-				b = append(b, '\\', 'r')
-			case '\t':
-				b = append(b, '\\', 't')
-			default:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			}
-			i++
-			start = i
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, s[start:i]...)
-			b = append(b, `\ufffd`...)
-			i += size
-			start = i
-			continue
-		}
-		if r == '\u2028' || r == '\u2029' {
-			b = append(b, s[start:i]...)
-			b = append(b, '\\', 'u', '2', '0', '2', hex[r&0xf])
-			i += size
-			start = i
-			continue
-		}
-		i += size
-	}
-	b = append(b, s[start:]...)
-	return append(b, '"')
 }

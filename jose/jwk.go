@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
+	"github.com/mandatehq/mandate/internal/jsonstr"
 	"log/slog"
 
 	"filippo.io/edwards25519"
@@ -223,27 +224,27 @@ func (k JWK) Thumbprint() (string, error) {
 			return "", err
 		}
 		b = append(b, `{"e":`...)
-		b = appendString(b, k.E)
+		b = jsonstr.Append(b, k.E)
 		b = append(b, `,"kty":"RSA","n":`...)
-		b = appendString(b, k.N)
+		b = jsonstr.Append(b, k.N)
 	case "EC":
 		if err := missing([]string{"crv", "x", "y"}, k.Crv, k.X, k.Y); err != nil {
 			return "", err
 		}
 		b = append(b, `{"crv":`...)
-		b = appendString(b, k.Crv)
+		b = jsonstr.Append(b, k.Crv)
 		b = append(b, `,"kty":"EC","x":`...)
-		b = appendString(b, k.X)
+		b = jsonstr.Append(b, k.X)
 		b = append(b, `,"y":`...)
-		b = appendString(b, k.Y)
+		b = jsonstr.Append(b, k.Y)
 	case "OKP":
 		if err := missing([]string{"crv", "x"}, k.Crv, k.X); err != nil {
 			return "", err
 		}
 		b = append(b, `{"crv":`...)
-		b = appendString(b, k.Crv)
+		b = jsonstr.Append(b, k.Crv)
 		b = append(b, `,"kty":"OKP","x":`...)
-		b = appendString(b, k.X)
+		b = jsonstr.Append(b, k.X)
 	default:
 		return "", fmt.Errorf("%w: jwk thumbprint: kty must be \"RSA\", \"EC\" or \"OKP\", is %s", ErrMalformed, quote(k.Kty))
 	}
