@@ -38,16 +38,17 @@ func encodeEvents(evs []*mandate.Event) ([]logEntry, error) {
 	return out, nil
 }
 
-// logState is the committed state of the log: what readers and the
-// checkpoint publisher see. The committer's own frontier runs ahead of it
-// inside a transaction.
+// logState is the durable state of the log (committed and fsynced): what
+// readers and the checkpoint publisher see. The committer's own frontier
+// runs ahead of it, inside transactions and while they wait for the fsync.
 type logState struct {
 	mu   sync.RWMutex
 	size int64
 	root tlog.Hash
 }
 
-// LogHead returns the size and root of the committed log.
+// LogHead returns the size and root of the durable log: a checkpoint of it
+// never covers an entry a crash could lose.
 func (s *Store) LogHead() (int64, tlog.Hash) {
 	s.logHead.mu.RLock()
 	defer s.logHead.mu.RUnlock()
