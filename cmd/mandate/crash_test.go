@@ -3,8 +3,6 @@ package main
 import (
 	"bufio"
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -76,11 +74,7 @@ func TestCrashDuringLoad(t *testing.T) {
 	}
 	admin := &httpapi.Client{BaseURL: base, AdminToken: strings.TrimSpace(string(token))}
 	ctx := context.Background()
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	if _, err := admin.CreateAgent(ctx, httpapi.AgentRequest{Name: "loader", Owner: "alice@example.org", Ceiling: []string{"mcp:crm:*"},
-		PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
-		t.Fatal(err)
-	}
+	key := addAgent(t, admin, "loader")
 	agentID := "spiffe://example.org/agent/loader"
 	tokenURL := "http://mandate.test/oauth2/token"
 

@@ -28,6 +28,18 @@ func startMain(t *testing.T, dir string) *Main {
 	return m
 }
 
+// addAgent registers an agent called name with ceiling mcp:crm:* and
+// returns its key.
+func addAgent(t *testing.T, admin *httpapi.Client, name string) ed25519.PrivateKey {
+	t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := admin.CreateAgent(context.Background(), httpapi.AgentRequest{Name: name, Owner: "alice@example.org",
+		Ceiling: []string{"mcp:crm:*"}, PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
+		t.Fatal(err)
+	}
+	return key
+}
+
 type testWriter struct{ t *testing.T }
 
 func (w testWriter) Write(b []byte) (int, error) {
@@ -41,11 +53,7 @@ func TestRestart(t *testing.T) {
 	ctx := context.Background()
 	m := startMain(t, dir)
 	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	if _, err := admin.CreateAgent(ctx, httpapi.AgentRequest{Name: "a", Owner: "alice@example.org", Ceiling: []string{"mcp:crm:*"},
-		PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
-		t.Fatal(err)
-	}
+	key := addAgent(t, admin, "a")
 	tok, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/a", Key: key, Scope: "mcp:crm:list", TTL: time.Hour, Purpose: "survive"})
 	if err != nil {
 		t.Fatal(err)

@@ -2,8 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
 	"database/sql"
 	"net/http"
 	"path/filepath"
@@ -13,7 +11,6 @@ import (
 
 	"github.com/mandatehq/mandate/auditcheck"
 	"github.com/mandatehq/mandate/httpapi"
-	"github.com/mandatehq/mandate/jose"
 )
 
 // An insider with write access to the database edits the log behind the
@@ -33,11 +30,7 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 			ctx := context.Background()
 			m := startMain(t, dir)
 			admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
-			_, key, _ := ed25519.GenerateKey(rand.Reader)
-			if _, err := admin.CreateAgent(ctx, httpapi.AgentRequest{Name: "a", Owner: "alice@example.org", Ceiling: []string{"mcp:crm:*"},
-				PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
-				t.Fatal(err)
-			}
+			key := addAgent(t, admin, "a")
 			for range 4 {
 				if _, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/a", Key: key, Scope: "mcp:crm:x"}); err != nil {
 					t.Fatal(err)
