@@ -21,8 +21,6 @@ package verify
 import (
 	"context"
 	"crypto/ed25519"
-	"crypto/sha256"
-	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -332,10 +330,4 @@ func checkChain(c *mandate.Claims) error {
 		return fail("par", ErrChain, "a delegated mandate must name its parent (par)")
 	}
 	return nil
-}
-
-// TokenHash is the ath of RFC 9449 §4.2: base64url(SHA-256(token)).
-func TokenHash(token string) string {
-	h := sha256.Sum256([]byte(token))
-	return base64.RawURLEncoding.EncodeToString(h[:])
 }
