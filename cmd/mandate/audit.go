@@ -17,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate/auditlog/layout"
 	"github.com/mandatehq/mandate/httpapi"
 	"golang.org/x/mod/sumdb/note"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 func (c *cli) audit(args []string) error {
@@ -281,23 +282,15 @@ func (c *cli) auditExport(args []string) error {
 	return nil
 }
 
-// tilePaths lists the entry bundles and hash tiles of a tree of size
-// entries: the full ones and, per level, the partial one.
+// tilePaths lists the hash tiles of a tree of size entries (tlog.NewTiles:
+// the full ones and, per level, the partial one) and the entry bundles,
+// which match the level-0 tiles one for one.
 func tilePaths(size uint64) []string {
 	var out []string
-	for n := uint64(0); n*layout.TileWidth < size; n++ {
-		out = append(out, layout.EntriesPath(n, int(min(size-n*layout.TileWidth, layout.TileWidth))))
-	}
-	for level := 0; ; level++ {
-		count := size >> (uint(level) * layout.TileHeight)
-		if count == 0 {
-			break
-		}
-		for n := uint64(0); n*layout.TileWidth < count; n++ {
-			out = append(out, layout.HashTilePath(uint64(level), n, int(min(count-n*layout.TileWidth, layout.TileWidth))))
-		}
-		if count < layout.TileWidth {
-			break
+	for _, t := range tlog.NewTiles(layout.TileHeight, 0, int64(size)) {
+		out = append(out, layout.HashTilePath(uint64(t.L), uint64(t.N), t.W))
+		if t.L == 0 {
+			out = append(out, layout.EntriesPath(uint64(t.N), t.W))
 		}
 	}
 	return out
