@@ -551,7 +551,7 @@ func (s *Store) syncWAL() error {
 		}
 		s.wal = f
 	}
-	return s.wal.Sync()
+	return datasync(s.wal)
 }
 
 func (s *Store) failed() error {
