@@ -33,6 +33,7 @@ const (
 	EventApprovalDenied    = "approval.denied"
 	EventAlert             = "alert"
 	EventPolicyLoaded      = "policy.loaded"
+	EventApproverAdded     = "approver.added"
 )
 
 // Event is one record of the audit log. Its canonical encoding (see

@@ -43,5 +43,6 @@ func encodeID(prefix string, b [16]byte) string {
 // Prefixes of the IDs Mandate mints.
 const (
 	TaskIDPrefix    = "t_"
-	MandateIDPrefix = "m_"
+	MandateIDPrefix  = "m_"
+	ApprovalIDPrefix = "ap_"
 )

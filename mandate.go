@@ -41,8 +41,54 @@ type Agent struct {
 	PublicKey []byte      `json:"-"` // Ed25519 public key, 32 bytes
 	KeyID     string      `json:"key_thumbprint"`
 	Status    AgentStatus `json:"status"`
-	CreatedAt time.Time   `json:"created_at"`
-	UpdatedAt time.Time   `json:"updated_at"`
+	// MaxDepth bounds the depth of every delegation chain this agent is
+	// part of (the root agent counts as depth 1); 0 means the issuer's
+	// default. The smallest limit of the registered agents in a chain holds.
+	MaxDepth int `json:"max_depth,omitempty"`
+	// Approval lists the scopes whose delegation needs a person's approval
+	// when this agent, or any agent below it in a chain, delegates them.
+	Approval ScopeSet `json:"approval,omitempty"`
+	// Approvers are the people (email addresses) who may decide those
+	// approvals; the owner alone if empty.
+	Approvers []string  `json:"approvers,omitempty"`
+	CreatedAt time.Time `json:"created_at"`
+	UpdatedAt time.Time `json:"updated_at"`
+}
+
+// MaxAgentDepth bounds Agent.MaxDepth.
+const MaxAgentDepth = 32
+
+// MaxApprovers bounds Agent.Approvers.
+const MaxApprovers = 16
+
+// MayApprove reports whether the person with this email may decide the
+// approvals this agent asks for.
+func (a *Agent) MayApprove(email string) bool {
+	if len(a.Approvers) == 0 {
+		return email == a.Owner
+	}
+	for _, x := range a.Approvers {
+		if x == email {
+			return true
+		}
+	}
+	return false
+}
+
+// EphemeralSeparator separates an ephemeral agent's ID from its parent's:
+// spiffe://<td>/agent/<name>/sub/<short id>[/sub/<short id>...].
+const EphemeralSeparator = "/sub/"
+
+// IsEphemeral reports whether id names an ephemeral agent.
+func IsEphemeral(id string) bool { return strings.Contains(id, EphemeralSeparator) }
+
+// RegisteredAncestor returns the registered agent an ephemeral agent
+// descends from (id itself for a registered agent).
+func RegisteredAncestor(id string) string {
+	if i := strings.Index(id, EphemeralSeparator); i >= 0 {
+		return id[:i]
+	}
+	return id
 }
 
 // Subject is the accountable human as a mandate's sub claim: user:<email>.
@@ -101,6 +147,17 @@ func (a *Agent) Validate() error {
 	}
 	if len(a.Ceiling) == 0 {
 		return Errorf(EINVALID, "agent %q has an empty ceiling: give at least one scope it may ever hold", a.Name)
+	}
+	if a.MaxDepth < 0 || a.MaxDepth > MaxAgentDepth {
+		return Errorf(EINVALID, "agent %q: max depth %d outside [0, %d] (0 means the issuer's default)", a.Name, a.MaxDepth, MaxAgentDepth)
+	}
+	if len(a.Approvers) > MaxApprovers {
+		return Errorf(EINVALID, "agent %q: at most %d approvers", a.Name, MaxApprovers)
+	}
+	for _, ap := range a.Approvers {
+		if err := ValidateOwner(ap); err != nil {
+			return Errorf(EINVALID, "agent %q: invalid approver %q: give a person's email address", a.Name, ap)
+		}
 	}
 	if len(a.PublicKey) != 32 {
 		return Errorf(EINVALID, "agent %q needs an Ed25519 public key (32 bytes), got %d bytes", a.Name, len(a.PublicKey))

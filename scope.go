@@ -447,3 +447,84 @@ func (set *ScopeSet) UnmarshalJSON(data []byte) error {
 	*set = s
 	return nil
 }
+
+// Overlaps reports whether some concrete request is matched by both a and
+// b: whether granting b grants anything that a names. It is symmetric.
+func (a Scope) Overlaps(b Scope) bool {
+	ak, ar, _ := strings.Cut(a.raw, ":")
+	bk, br, _ := strings.Cut(b.raw, ":")
+	if ak != bk {
+		return false
+	}
+	switch ak {
+	case "mcp":
+		as, at, _ := strings.Cut(ar, ":")
+		bs, bt, _ := strings.Cut(br, ":")
+		return partOverlaps(as, bs) && partOverlaps(at, bt)
+	case "http":
+		au, ar, _ := strings.Cut(ar, ":")
+		am, ap, _ := strings.Cut(ar, ":")
+		bu, br, _ := strings.Cut(br, ":")
+		bm, bp, _ := strings.Cut(br, ":")
+		return partOverlaps(au, bu) && partOverlaps(am, bm) && pathOverlaps(ap, bp)
+	}
+	return false
+}
+
+// partOverlaps reports whether two name, method or segment patterns match
+// a common string: two prefixes do when one begins with the other.
+func partOverlaps(a, b string) bool {
+	ap, aw := strings.CutSuffix(a, "*")
+	bp, bw := strings.CutSuffix(b, "*")
+	switch {
+	case aw && bw:
+		return strings.HasPrefix(ap, bp) || strings.HasPrefix(bp, ap)
+	case aw:
+		return strings.HasPrefix(b, ap)
+	case bw:
+		return strings.HasPrefix(a, bp)
+	}
+	return a == b
+}
+
+// pathOverlaps reports whether two valid paths match a common path.
+func pathOverlaps(a, b string) bool {
+	as := strings.Split(a[1:], "/")
+	bs := strings.Split(b[1:], "/")
+	aAny := as[len(as)-1] == "**"
+	bAny := bs[len(bs)-1] == "**"
+	if aAny {
+		as = as[:len(as)-1]
+	}
+	if bAny {
+		bs = bs[:len(bs)-1]
+	}
+	switch {
+	case !aAny && !bAny && len(as) != len(bs):
+		return false
+	case aAny && !bAny && len(bs) < len(as):
+		return false
+	case bAny && !aAny && len(as) < len(bs):
+		return false
+	}
+	for i := 0; i < len(as) && i < len(bs); i++ {
+		if !partOverlaps(as[i], bs[i]) {
+			return false
+		}
+	}
+	return true
+}
+
+// Overlapping returns the scopes of b that overlap some scope of a.
+func (a ScopeSet) Overlapping(b ScopeSet) ScopeSet {
+	var out ScopeSet
+	for _, s := range b {
+		for _, p := range a {
+			if p.Overlaps(s) {
+				out = append(out, s)
+				break
+			}
+		}
+	}
+	return out
+}

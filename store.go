@@ -26,6 +26,10 @@ type Issuance struct {
 	// are single-use; see UsedAssertions.
 	AssertionID     string
 	AssertionExpiry time.Time
+	// ApprovalID, if set, is the approval this issuance uses: recording
+	// the issuance moves it from approved to used in the same transaction,
+	// and fails with ECONFLICT if it is not approved (used already, say).
+	ApprovalID string
 }
 
 // IssuanceLog is the write-ahead seam. An issuer MUST NOT return a mandate

@@ -56,6 +56,24 @@ type Config struct {
 	// Replay remembers used assertion and DPoP proof IDs; a new cache of
 	// replay.DefaultCapacity if nil.
 	Replay *replay.Cache
+	// Issuances and Revocations authenticate a parent mandate presented
+	// for delegation: it must be recorded and not revoked. Required for
+	// Delegate.
+	Issuances   mandate.IssuanceGetter
+	Revocations mandate.RevocationStore
+	// Events records refused delegations and approval decisions.
+	Events mandate.EventLog
+	// Approvals keeps approval requests; without it, a delegation that
+	// needs approval is refused.
+	Approvals mandate.ApprovalStore
+	// ApprovalTimeout is how long a person has to decide
+	// (DefaultApprovalTimeout).
+	ApprovalTimeout time.Duration
+	// MaxDepth is the longest delegation chain when no agent of the chain
+	// sets a smaller one (DefaultMaxDepth).
+	MaxDepth int
+	// MaxEphemeral bounds the live ephemeral agents (DefaultMaxEphemeral).
+	MaxEphemeral int
 	// DefaultTTL is the lifetime of a mandate when the request names none.
 	DefaultTTL time.Duration
 	// MaxAssertionLifetime bounds how far ahead a client assertion's exp may be.
@@ -69,9 +87,19 @@ type Config struct {
 	Logger    *slog.Logger
 }
 
+// DefaultMaxEphemeral is the default bound on live ephemeral agents.
+const DefaultMaxEphemeral = 1_000_000
+
+// issuedCacheSize bounds the cache of mandates signed here (~200 bytes each).
+const issuedCacheSize = 100_000
+
 // Issuer mints mandates. It is safe for concurrent use.
 type Issuer struct {
-	cfg Config
+	cfg       Config
+	issued    *issuedCache
+	ephemeral *ephemeralAgents
+	waiters   waiters
+	refusals  *limiter // of audit events for unauthenticated refusals
 }
 
 // New returns an Issuer for cfg.
@@ -103,7 +131,24 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Issuer{cfg: cfg}, nil
+	if cfg.ApprovalTimeout == 0 {
+		cfg.ApprovalTimeout = DefaultApprovalTimeout
+	}
+	if cfg.MaxDepth == 0 {
+		cfg.MaxDepth = DefaultMaxDepth
+	}
+	if cfg.MaxDepth < 1 || cfg.MaxDepth > mandate.MaxAgentDepth {
+		return nil, mandate.Errorf(mandate.EINVALID, "issuer: MaxDepth %d outside [1, %d]", cfg.MaxDepth, mandate.MaxAgentDepth)
+	}
+	if cfg.MaxEphemeral == 0 {
+		cfg.MaxEphemeral = DefaultMaxEphemeral
+	}
+	return &Issuer{
+		cfg:       cfg,
+		issued:    newIssuedCache(issuedCacheSize),
+		ephemeral: newEphemeralAgents(cfg.MaxEphemeral),
+		refusals:  &limiter{rate: 100, burst: 100},
+	}, nil
 }
 
 // TokenEndpoint returns the URL assertions and proofs must name.
@@ -228,6 +273,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
 	}
+	is.issued.add(tok, c)
 	typ := "Bearer"
 	if jkt != "" {
 		typ = "DPoP"

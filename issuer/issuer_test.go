@@ -102,7 +102,8 @@ func (f *fixture) open() {
 		}
 	}
 	f.log = &countingLog{next: f.store}
-	f.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Now: f.clk.Now})
+	f.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Now: f.clk.Now,
+		Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -1,0 +1,605 @@
+package issuer
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/jose"
+)
+
+// Token exchange (RFC 8693) values.
+const (
+	GrantTypeTokenExchange = "urn:ietf:params:oauth:grant-type:token-exchange"
+	TokenTypeJWT           = "urn:ietf:params:oauth:token-type:jwt"
+	TokenTypeAccessToken   = "urn:ietf:params:oauth:token-type:access_token"
+)
+
+// DefaultMaxDepth is the longest delegation chain, counting the root agent,
+// when no agent of the chain sets a smaller limit.
+const DefaultMaxDepth = 5
+
+// DelegateRequest is a token exchange request (RFC 8693 §2.1): the holder
+// of SubjectToken (the parent mandate) delegates part of it to the agent
+// that signed ActorToken.
+type DelegateRequest struct {
+	SubjectToken     string
+	SubjectTokenType string // TokenTypeJWT or TokenTypeAccessToken
+	ActorToken       string // a JWT signed by the sub-agent's key; see [Issuer.Delegate]
+	ActorTokenType   string // TokenTypeJWT
+	Scope            string // empty: the parent's scopes
+	Resources        []string
+	TTL              time.Duration // 0: Config.DefaultTTL, cut to the parent's expiry
+	DPoP             string        // a proof by the parent's key, if the parent is DPoP-bound
+	// ApprovalID names the approval this request waited for; Wait is how
+	// long to wait for a pending approval's decision (at most MaxWait).
+	ApprovalID string
+	Wait       time.Duration
+}
+
+// actor is the verified sub-agent of a delegation.
+type actor struct {
+	ID        string
+	Agent     *mandate.Agent // nil for an ephemeral agent
+	JKT       string         // thumbprint of its key
+	Assertion assertion
+}
+
+// Delegate issues a child mandate of the parent mandate in req, to the
+// actor that proved its key, under these rules (docs/delegation.md):
+//
+//   - the parent is a mandate of this issuer, recorded, unexpired and not
+//     revoked; if it is DPoP-bound, req.DPoP is a fresh proof by its key;
+//   - the actor token is a JWT the actor signed with EdDSA, with aud the
+//     token endpoint, a single-use jti, exp at most MaxAssertionLifetime
+//     ahead, and either iss = sub = a registered agent's ID, or no iss
+//     and the key in the jwk header: a new ephemeral agent, named
+//     <parent's agent>/sub/<id>;
+//   - scopes ⊆ the parent's and the registered actor's ceiling; audience
+//     ⊆ the parent's; expiry ≤ the parent's; depth ≤ the smallest limit
+//     of the chain's registered agents (DefaultMaxDepth); no agent twice
+//     in the chain; every registered agent of the chain active;
+//   - a scope that a chain agent's Approval list names waits for a
+//     person's approval (a *PendingError until then).
+//
+// The child keeps the parent's sub and task, names the parent in par, and
+// nests the parent's act. It is bound to the actor's key if the parent was
+// bound. The issuance is durable before Delegate returns; a refusal after
+// the parent was authenticated is an audit event too.
+func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, error) {
+	if is.cfg.Issuances == nil || is.cfg.Revocations == nil {
+		return nil, mandate.Errorf(mandate.EINTERNAL, "issuer: Config.Issuances and Config.Revocations are required for delegation")
+	}
+	now := is.cfg.Now()
+	parent, err := is.parent(ctx, req.SubjectToken, req.SubjectTokenType, now)
+	if err != nil {
+		is.refused(ctx, nil, now, err)
+		return nil, err
+	}
+	tok, err := is.delegate(ctx, req, parent, now)
+	if err != nil {
+		if _, pending := err.(*PendingError); !pending {
+			is.refused(ctx, parent, now, err)
+		}
+		return nil, err
+	}
+	return tok, nil
+}
+
+func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *mandate.Claims, now time.Time) (*Token, error) {
+	var proof *dpop.Proof
+	if parent.Confirm != nil {
+		if req.DPoP == "" {
+			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_dpop_proof", "the parent mandate is DPoP-bound: send a DPoP proof signed by its key")
+		}
+		p, err := is.checkDPoP(req.DPoP, now)
+		if err != nil {
+			return nil, err
+		}
+		if p.JKT != parent.Confirm.JKT {
+			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof is not signed by the key the parent mandate is bound to")
+		}
+		proof = p
+	} else if req.DPoP != "" {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "the parent mandate is a bearer token: a DPoP proof cannot be checked against it")
+	}
+	act, err := is.actor(ctx, req.ActorToken, req.ActorTokenType, parent, now)
+	if err != nil {
+		return nil, err
+	}
+	// Chain: every registered agent in it must be active; their limits and
+	// approval rules apply.
+	chain := append([]string{act.ID}, parent.Actor.Chain()...)
+	if act.Agent == nil {
+		// The same key twice in a chain is one agent delegating to itself.
+		short := act.ID[strings.LastIndex(act.ID, "/"):]
+		for _, id := range chain[1:] {
+			if strings.HasSuffix(id, mandate.EphemeralSeparator[:len(mandate.EphemeralSeparator)-1]+short) {
+				return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the actor's key already acts as %s in the chain: an agent cannot delegate to itself", id)
+			}
+		}
+	}
+	agents, err := is.chainAgents(ctx, chain, act)
+	if err != nil {
+		return nil, err
+	}
+	depth := len(chain)
+	limit := is.cfg.MaxDepth
+	for _, a := range agents {
+		if a.MaxDepth > 0 && a.MaxDepth < limit {
+			limit = a.MaxDepth
+		}
+	}
+	if depth > limit {
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the chain would be %d deep, over its limit of %d", depth, limit)
+	}
+
+	parentScopes, err := parent.Scopes()
+	if err != nil {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_grant", "the parent mandate's scope does not parse")
+	}
+	scopes := parentScopes
+	if req.Scope != "" {
+		if scopes, err = mandate.ParseScopeSet(req.Scope); err != nil {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_scope", "%s", mandate.ErrorMessage(err))
+		}
+	}
+	if out := parentScopes.Uncovered(scopes); len(out) > 0 {
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_scope", "scope %s is not within the parent mandate's scope %s: a delegation can only narrow", out, parent.Scope)
+	}
+	if act.Agent != nil {
+		if out := act.Agent.Ceiling.Uncovered(scopes); len(out) > 0 {
+			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_scope", "scope %s is outside the ceiling of agent %s", out, act.Agent.Name)
+		}
+	}
+	aud, err := childAudience(req.Resources, scopes, parent.Audience)
+	if err != nil {
+		return nil, err
+	}
+	exp, err := is.childExpiry(req.TTL, parent, now)
+	if err != nil {
+		return nil, err
+	}
+
+	// Approval: decided before the single-use checks below, so that a
+	// poll with a fresh actor token is not refused as a replay of the
+	// first; the approval itself is single-use.
+	var jkt string
+	if parent.Confirm != nil {
+		jkt = act.JKT
+	}
+	hash := requestHash(parent.ID, actorKey(act), scopes.String(), aud, req.TTL, jkt)
+	// The rules of the delegating side apply: the parent's chain, not the
+	// registered actor receiving the mandate.
+	delegators := agents
+	if act.Agent != nil {
+		delegators = agents[1:]
+	}
+	rule, approvers := approvalRule(delegators, scopes)
+	if rule != "" || req.ApprovalID != "" {
+		if rule == "" {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "approval_id given, but this delegation needs no approval")
+		}
+		ap, err := is.approval(ctx, req, approvalFields{parent: parent, act: act, scopes: scopes, aud: aud, hash: hash, rule: rule, approvers: approvers}, now)
+		if err != nil {
+			return nil, err
+		}
+		req.ApprovalID = ap.ID
+	}
+
+	if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+		return nil, err
+	}
+	if proof != nil {
+		if err := is.useOnce("d\x00"+proof.JKT+"\x00"+proof.ID, proof.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
+			return nil, err
+		}
+	}
+	if act.Agent == nil {
+		if err := is.ephemeral.add(act.ID, act.JKT, parent.Task, exp, now); err != nil {
+			return nil, err
+		}
+	}
+
+	iat := mandate.NewNumericDate(now)
+	c := &mandate.Claims{
+		Issuer:    is.cfg.Issuer,
+		Subject:   parent.Subject,
+		ClientID:  act.ID,
+		Actor:     &mandate.Actor{Subject: act.ID, Actor: parent.Actor},
+		Audience:  aud,
+		IssuedAt:  iat,
+		NotBefore: mandate.NumericDate{Time: iat.Truncate(time.Second)},
+		Expiry:    mandate.NumericDate{Time: exp},
+		ID:        mandate.NewID(mandate.MandateIDPrefix, now),
+		Scope:     scopes.String(),
+		Task:      parent.Task,
+		Parent:    parent.ID,
+	}
+	if jkt != "" {
+		c.Confirm = &mandate.Confirmation{JKT: jkt}
+	}
+	tok, key, err := is.sign(c)
+	if err != nil {
+		return nil, err
+	}
+	rec := &mandate.Issuance{
+		MandateID: c.ID, TaskID: c.Task, ParentID: parent.ID, AgentID: act.ID, Subject: c.Subject, Scope: c.Scope,
+		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
+		AssertionID: act.Assertion.ID, AssertionExpiry: act.Assertion.Expiry.Time, ApprovalID: req.ApprovalID,
+	}
+	details := issuedDetails(c, key, "")
+	details["depth"] = json.Number(strconv.Itoa(depth))
+	if act.Agent == nil {
+		details["ephemeral"] = true
+		details["agent_jkt"] = act.JKT
+	}
+	if req.ApprovalID != "" {
+		details["approval"] = req.ApprovalID
+	}
+	ev := &mandate.Event{
+		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateDelegated,
+		Task: c.Task, Mandate: c.ID, Parent: parent.ID, Agent: act.ID, Chain: c.Actor.Chain(), Subject: c.Subject,
+		Action: "delegate", Resource: strings.Join(aud, " "), Outcome: mandate.OutcomeOK, By: parent.ClientID,
+		Details: details,
+	}
+	if err := is.cfg.Log.RecordIssuance(ctx, rec, ev); err != nil {
+		if mandate.ErrorCode(err) == mandate.ECONFLICT && req.ApprovalID != "" {
+			return nil, mandate.OAuthErrorf(mandate.ECONFLICT, "invalid_grant", "approval %s was used already: an approval allows one delegation", req.ApprovalID)
+		}
+		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", act.ID, "err", err)
+		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
+			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new actor token", Err: err}
+	}
+	// The parent may have been revoked while the child was being issued:
+	// then the child is revoked too, before anyone sees it.
+	if revoked, err := is.cfg.Revocations.IsRevoked(ctx, parent.ID); err != nil || revoked {
+		is.revokeChild(ctx, c, now)
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the parent mandate %s was revoked during the exchange", parent.ID)
+	}
+	is.issued.add(tok, c)
+	typ := "Bearer"
+	if jkt != "" {
+		typ = "DPoP"
+	}
+	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
+}
+
+// revokeChild revokes a child mandate whose parent was revoked while it was
+// being issued.
+func (is *Issuer) revokeChild(ctx context.Context, c *mandate.Claims, now time.Time) {
+	err := is.cfg.Revocations.Revoke(ctx, &mandate.Revocation{
+		MandateID: c.ID, ExpiresAt: c.Expiry.Time, RevokedAt: now, RevokedBy: "issuer", Reason: "parent revoked during the exchange",
+	}, &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateRevoked,
+		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
+		Action: "revoke", Outcome: mandate.OutcomeOK, Reason: "the parent mandate was revoked during the exchange", By: "issuer"})
+	if err != nil {
+		is.cfg.Logger.Error("child of a revoked parent not revoked", "mandate", c.ID, "err", err)
+	}
+}
+
+// parent authenticates the subject token: a mandate this issuer signed and
+// recorded, unexpired, not revoked.
+func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) (*mandate.Claims, error) {
+	fail := func(format string, args ...any) (*mandate.Claims, error) {
+		return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "subject_token: "+format, args...)
+	}
+	switch typ {
+	case TokenTypeJWT, TokenTypeAccessToken:
+	case "":
+		if token == "" {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token is required: the parent mandate")
+		}
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type is required: %s", TokenTypeJWT)
+	default:
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type %q is not supported: use %s", typ, TokenTypeJWT)
+	}
+	c, ok := is.issued.get(token)
+	if !ok {
+		jws, err := jose.Parse(token)
+		if err != nil {
+			return fail("%v", err)
+		}
+		if jws.Header.Typ != "at+jwt" {
+			return fail("not a mandate (typ %q)", jws.Header.Typ)
+		}
+		pub, ok := is.cfg.Keys.PublicKey(jws.Header.Kid, now)
+		if !ok {
+			return fail("signed with an unknown key %q", jws.Header.Kid)
+		}
+		if err := jws.Verify(pub); err != nil {
+			return fail("signature does not verify")
+		}
+		c = new(mandate.Claims)
+		if err := json.Unmarshal(jws.Payload, c); err != nil {
+			return fail("claims do not parse: %v", err)
+		}
+		if c.Issuer != is.cfg.Issuer || c.ID == "" || c.Task == "" || c.Actor == nil || c.Actor.Subject != c.ClientID {
+			return fail("not a mandate of this issuer")
+		}
+		rec, err := is.cfg.Issuances.Issuance(ctx, c.ID)
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return fail("mandate %s was never issued here", c.ID)
+		} else if err != nil {
+			return nil, err
+		}
+		if !rec.ExpiresAt.Equal(c.Expiry.Time) || rec.AgentID != c.ClientID {
+			return fail("mandate %s does not match its issuance record", c.ID)
+		}
+	}
+	if !now.Before(c.Expiry.Time) {
+		return fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+	}
+	revoked, err := is.cfg.Revocations.IsRevoked(ctx, c.ID)
+	if err != nil {
+		return nil, err
+	}
+	if revoked {
+		return fail("the parent mandate %s is revoked", c.ID)
+	}
+	return c, nil
+}
+
+// actorClaims are the claims of an actor token.
+type actorClaims struct {
+	Issuer    string               `json:"iss"`
+	Subject   string               `json:"sub"`
+	Audience  mandate.Audience     `json:"aud"`
+	Expiry    *mandate.NumericDate `json:"exp"`
+	NotBefore *mandate.NumericDate `json:"nbf"`
+	IssuedAt  *mandate.NumericDate `json:"iat"`
+	ID        string               `json:"jti"`
+}
+
+// actor verifies the actor token: the sub-agent's proof of its own key.
+func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Claims, now time.Time) (*actor, error) {
+	fail := func(format string, args ...any) (*actor, error) {
+		return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "actor_token: "+format, args...)
+	}
+	if raw == "" {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "actor_token is required: a JWT signed by the sub-agent's key")
+	}
+	if typ != TokenTypeJWT {
+		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "actor_token_type must be %s", TokenTypeJWT)
+	}
+	jws, err := jose.Parse(raw)
+	if err != nil {
+		return fail("%v", err)
+	}
+	if jws.Header.Typ == "at+jwt" || jws.Header.Typ == dpop.Type {
+		return fail("typ %q: a mandate or a DPoP proof is not an actor token", jws.Header.Typ)
+	}
+	var c actorClaims
+	if err := json.Unmarshal(jws.Payload, &c); err != nil {
+		return fail("claims are not a JSON object with the expected types: %v", err)
+	}
+	a := &actor{}
+	var pub ed25519.PublicKey
+	switch {
+	case c.Issuer == "" && jws.Header.JWK != nil:
+		if pub, err = jws.Header.JWK.PublicKey(); err != nil {
+			return fail("jwk: %v", err)
+		}
+		a.JKT = jose.Thumbprint(pub)
+		a.ID = ephemeralID(parent.ClientID, a.JKT)
+	case c.Issuer != "":
+		if c.Issuer != c.Subject {
+			return fail("iss and sub must both be the registered agent's id")
+		}
+		agent, err := is.cfg.Agents.Agent(ctx, c.Subject)
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return fail("unknown agent %q: register it, or send an ephemeral agent's key in the jwk header without iss", c.Subject)
+		} else if err != nil {
+			return nil, err
+		}
+		pub, a.Agent, a.ID, a.JKT = ed25519.PublicKey(agent.PublicKey), agent, agent.ID, agent.KeyID
+	default:
+		return fail("give iss = sub = a registered agent's id, or, for an ephemeral agent, no iss and its public key in the jwk header")
+	}
+	if err := jws.Verify(pub); err != nil {
+		return fail("signature does not verify with the key of %s", a.ID)
+	}
+	if !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer) {
+		return fail("aud must name the token endpoint %s", is.cfg.TokenEndpoint)
+	}
+	skew := is.cfg.ClockSkew
+	switch {
+	case c.Expiry == nil:
+		return fail("exp is required")
+	case !now.Before(c.Expiry.Add(skew)):
+		return fail("expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+	case c.Expiry.Sub(now) > is.cfg.MaxAssertionLifetime+skew:
+		return fail("exp is more than %v ahead: make short-lived actor tokens", is.cfg.MaxAssertionLifetime)
+	case c.NotBefore != nil && now.Before(c.NotBefore.Add(-skew)):
+		return fail("not valid before %s", c.NotBefore.UTC().Format(time.RFC3339Nano))
+	case c.IssuedAt != nil && c.IssuedAt.After(now.Add(skew)):
+		return fail("iat is in the future: check the agent's clock")
+	case c.ID == "" || len(c.ID) > maxJTILength:
+		return fail("jti is required (at most %d bytes) and must be unique per token", maxJTILength)
+	}
+	a.Assertion = assertion{ID: c.ID, Expiry: *c.Expiry}
+	return a, nil
+}
+
+// actorKey identifies an actor in replay keys and approvals: its ID if
+// registered, its key's thumbprint if ephemeral.
+func actorKey(a *actor) string {
+	if a.Agent != nil {
+		return a.ID
+	}
+	return "jkt:" + a.JKT
+}
+
+// ephemeralID names an ephemeral agent under the agent that delegates to
+// it. The name derives from its key, so one key under one parent is one
+// agent, and a SPIFFE path segment needs nothing beyond hex.
+func ephemeralID(parentAgent, jkt string) string {
+	h := sha256.Sum256([]byte(jkt))
+	return parentAgent + mandate.EphemeralSeparator + hex.EncodeToString(h[:6])
+}
+
+// chainAgents checks the chain: no agent twice, every registered agent
+// (and the registered ancestor of every ephemeral one) active. It returns
+// the registered agents, whose limits and rules apply to the delegation.
+func (is *Issuer) chainAgents(ctx context.Context, chain []string, act *actor) ([]*mandate.Agent, error) {
+	seen := make(map[string]bool, len(chain))
+	var agents []*mandate.Agent
+	for _, id := range chain {
+		if seen[id] {
+			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "agent %s would appear twice in the chain: an agent cannot delegate to itself or to an agent above it", id)
+		}
+		seen[id] = true
+		reg := mandate.RegisteredAncestor(id)
+		if seen["reg\x00"+reg] {
+			continue
+		}
+		seen["reg\x00"+reg] = true
+		a := act.Agent
+		if id != act.ID || a == nil {
+			var err error
+			a, err = is.cfg.Agents.Agent(ctx, reg)
+			if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+				return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "agent %s of the chain is not registered any more", reg)
+			} else if err != nil {
+				return nil, err
+			}
+		}
+		if a.Status != mandate.AgentActive {
+			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "agent %s of the chain is %s", a.ID, a.Status)
+		}
+		agents = append(agents, a)
+	}
+	return agents, nil
+}
+
+// childAudience returns the child's aud: the resources asked for, each
+// within the parent's audience and reached by the child's scopes, or
+// else the parent's audience reached by the child's scopes.
+func childAudience(resources []string, scopes mandate.ScopeSet, parent mandate.Audience) (mandate.Audience, error) {
+	if len(resources) > 0 {
+		aud, err := audience(resources, scopes)
+		if err != nil {
+			return nil, err
+		}
+		for _, r := range aud {
+			if !parent.Contains(r) {
+				return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_target", "resource %q is not in the parent mandate's audience %s", r, strings.Join(parent, " "))
+			}
+		}
+		return aud, nil
+	}
+	var aud mandate.Audience
+	for _, r := range parent {
+		kind, target, _ := strings.Cut(r, ":")
+		if reaches(scopes, kind, target) {
+			aud = append(aud, r)
+		}
+	}
+	if len(aud) == 0 {
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_target", "the requested scopes reach none of the parent mandate's audience %s", strings.Join(parent, " "))
+	}
+	return aud, nil
+}
+
+// childExpiry returns the child's exp: now + ttl, never after the parent's.
+// An explicit ttl past the parent's expiry is refused rather than cut.
+func (is *Issuer) childExpiry(ttl time.Duration, parent *mandate.Claims, now time.Time) (time.Time, error) {
+	explicit := ttl != 0
+	if !explicit {
+		ttl = is.cfg.DefaultTTL
+	}
+	if ttl < MinTTL || ttl > MaxTTL || ttl%time.Millisecond != 0 {
+		return time.Time{}, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "ttl_ms must be a whole number of milliseconds from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
+	}
+	exp := mandate.NewNumericDate(now).Add(ttl)
+	if exp.After(parent.Expiry.Time) {
+		if explicit {
+			return time.Time{}, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_request", "ttl_ms %d would outlive the parent mandate, which expires in %d ms", ttl.Milliseconds(), parent.Expiry.Sub(now).Milliseconds())
+		}
+		exp = parent.Expiry.Time
+	}
+	if exp.Sub(now) < MinTTL {
+		return time.Time{}, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the parent mandate expires in less than %d ms: nothing left to delegate", MinTTL.Milliseconds())
+	}
+	return exp, nil
+}
+
+// approvalRule returns why the delegation of scopes needs approval (the
+// scopes that chain agents' Approval lists name), and who may approve: the
+// approvers of every agent whose rule applies. "" if none applies.
+func approvalRule(agents []*mandate.Agent, scopes mandate.ScopeSet) (string, []string) {
+	var reasons, approvers []string
+	for _, a := range agents {
+		if len(a.Approval) == 0 {
+			continue
+		}
+		hit := a.Approval.Overlapping(scopes)
+		if len(hit) == 0 {
+			continue
+		}
+		reasons = append(reasons, "agent "+a.Name+" requires approval to delegate "+a.Approval.String()+" (asked: "+hit.String()+")")
+		list := a.Approvers
+		if len(list) == 0 {
+			list = []string{a.Owner}
+		}
+		for _, p := range list {
+			if !contains(approvers, p) {
+				approvers = append(approvers, p)
+			}
+		}
+	}
+	return strings.Join(reasons, "; "), approvers
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// requestHash binds an approval to exactly one request: the parent, the
+// actor, the scopes, the audience, the requested lifetime and key binding.
+func requestHash(parent, actor, scope string, aud []string, ttl time.Duration, jkt string) string {
+	h := sha256.New()
+	for _, s := range []string{parent, actor, scope, strings.Join(aud, " "), strconv.FormatInt(ttl.Milliseconds(), 10), jkt} {
+		h.Write([]byte(s))
+		h.Write([]byte{0})
+	}
+	return hex.EncodeToString(h.Sum(nil))
+}
+
+// refused records a refused delegation in the audit log. Refusals of an
+// unauthenticated request (no valid parent) are rate-limited, so that
+// garbage cannot fill the log; the limiter counts what it drops.
+func (is *Issuer) refused(ctx context.Context, parent *mandate.Claims, now time.Time, err error) {
+	if is.cfg.Events == nil {
+		return
+	}
+	ev := &mandate.Event{
+		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventDecision,
+		Action: "delegate", Outcome: mandate.OutcomeDeny, Reason: mandate.ErrorMessage(err),
+	}
+	if e, ok := err.(*mandate.Error); ok && e.OAuth != "" {
+		ev.Details = map[string]any{"error": e.OAuth}
+	}
+	if parent == nil {
+		if !is.refusals.allow(now) {
+			return
+		}
+	} else {
+		ev.Task, ev.Mandate, ev.Agent, ev.Chain, ev.Subject = parent.Task, parent.ID, parent.ClientID, parent.Actor.Chain(), parent.Subject
+	}
+	if err := is.cfg.Events.Append(ctx, ev); err != nil {
+		is.cfg.Logger.Error("refused delegation not audited", "err", err)
+	}
+}

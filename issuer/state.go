@@ -1,0 +1,157 @@
+package issuer
+
+import (
+	"crypto/sha256"
+	"sort"
+	"sync"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+// issuedCache remembers the mandates this issuer signed, by the hash of
+// the token, until they expire: a parent presented for delegation that the
+// issuer signed itself needs no second signature check or store lookup
+// (DESIGN.md, "Performance budget"). It is bounded: past its capacity the
+// oldest entries go, which costs only a signature check later.
+type issuedCache struct {
+	mu    sync.Mutex
+	cap   int
+	m     map[[32]byte]*mandate.Claims
+	order [][32]byte // insertion order, a ring of cap entries
+	next  int
+}
+
+func newIssuedCache(capacity int) *issuedCache {
+	return &issuedCache{cap: capacity, m: make(map[[32]byte]*mandate.Claims, capacity), order: make([][32]byte, capacity)}
+}
+
+func (c *issuedCache) add(token string, claims *mandate.Claims) {
+	if c.cap == 0 {
+		return
+	}
+	k := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if old := c.order[c.next]; old != ([32]byte{}) {
+		delete(c.m, old)
+	}
+	c.order[c.next] = k
+	c.next = (c.next + 1) % c.cap
+	c.m[k] = claims
+}
+
+// get returns the claims of a token this issuer signed; the caller still
+// checks expiry and revocation.
+func (c *issuedCache) get(token string) (*mandate.Claims, bool) {
+	if c.cap == 0 {
+		return nil, false
+	}
+	k := sha256.Sum256([]byte(token))
+	c.mu.Lock()
+	claims, ok := c.m[k]
+	c.mu.Unlock()
+	return claims, ok
+}
+
+// EphemeralAgent is a live ephemeral agent: one that holds an unexpired
+// mandate. Its story, before and after, is in the audit log.
+type EphemeralAgent struct {
+	ID        string    `json:"id"`
+	JKT       string    `json:"key_thumbprint"`
+	Task      string    `json:"task"`
+	ExpiresAt time.Time `json:"expires_at"` // of its last mandate
+}
+
+// ephemeralAgents is the live set of ephemeral agents, bounded: entries
+// go when their mandates expire, and when it holds its capacity of live
+// agents, new ones are refused (fail closed) rather than old ones dropped.
+type ephemeralAgents struct {
+	mu    sync.Mutex
+	cap   int
+	m     map[string]*EphemeralAgent
+	sweep time.Time // when expired entries were last removed
+}
+
+func newEphemeralAgents(capacity int) *ephemeralAgents {
+	return &ephemeralAgents{cap: capacity, m: make(map[string]*EphemeralAgent)}
+}
+
+func (e *ephemeralAgents) add(id, jkt, task string, exp, now time.Time) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if a, ok := e.m[id]; ok {
+		if exp.After(a.ExpiresAt) {
+			a.ExpiresAt, a.Task = exp, task
+		}
+		return nil
+	}
+	if len(e.m) >= e.cap || now.Sub(e.sweep) > time.Second {
+		e.prune(now)
+	}
+	if len(e.m) >= e.cap {
+		return &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
+			Message: "too many live ephemeral agents: try again when some have expired"}
+	}
+	e.m[id] = &EphemeralAgent{ID: id, JKT: jkt, Task: task, ExpiresAt: exp}
+	return nil
+}
+
+func (e *ephemeralAgents) prune(now time.Time) {
+	for id, a := range e.m {
+		if !now.Before(a.ExpiresAt) {
+			delete(e.m, id)
+		}
+	}
+	e.sweep = now
+}
+
+// Ephemeral returns the live ephemeral agents, by ID.
+func (is *Issuer) Ephemeral() []EphemeralAgent {
+	e := is.ephemeral
+	now := is.cfg.Now()
+	e.mu.Lock()
+	e.prune(now)
+	out := make([]EphemeralAgent, 0, len(e.m))
+	for _, a := range e.m {
+		out = append(out, *a)
+	}
+	e.mu.Unlock()
+	sort.Slice(out, func(i, j int) bool { return out[i].ID < out[j].ID })
+	return out
+}
+
+// LiveEphemeral returns how many ephemeral agents hold unexpired mandates,
+// as last pruned (at most a second ago while delegations arrive).
+func (is *Issuer) LiveEphemeral() int {
+	is.ephemeral.mu.Lock()
+	defer is.ephemeral.mu.Unlock()
+	return len(is.ephemeral.m)
+}
+
+// limiter is a token bucket: rate events per second, bursts of burst.
+type limiter struct {
+	mu      sync.Mutex
+	rate    float64
+	burst   float64
+	tokens  float64
+	last    time.Time
+	dropped uint64
+}
+
+func (l *limiter) allow(now time.Time) bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	if !l.last.IsZero() {
+		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
+	} else {
+		l.tokens = l.burst
+	}
+	l.last = now
+	if l.tokens < 1 {
+		l.dropped++
+		return false
+	}
+	l.tokens--
+	return true
+}
