@@ -28,6 +28,8 @@ func TestArchitecture(t *testing.T) {
 		"auditcheck":      {"", "auditlog/layout"},
 		"storetest":       {"", "jose"},
 		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout"},
+		// The Go client for agents speaks OAuth only.
+		"client": {"", "jose", "dpop"},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

@@ -264,7 +264,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		is.revokeChild(ctx, c, now)
 		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the parent mandate %s was revoked during the exchange", parent.ID)
 	}
-	is.issued.add(tok, c)
+	is.issued.add(tok, c, now)
 	typ := "Bearer"
 	if jkt != "" {
 		typ = "DPoP"

@@ -12,33 +12,69 @@ import (
 // issuedCache remembers the mandates this issuer signed, by the hash of
 // the token, until they expire: a parent presented for delegation that the
 // issuer signed itself needs no second signature check or store lookup
-// (DESIGN.md, "Performance budget"). It is bounded: past its capacity the
-// oldest entries go, which costs only a signature check later.
+// (DESIGN.md, "Performance budget"). It is bounded: expired entries go
+// first, and past its capacity the entry nearest its expiry goes, which
+// costs only a signature check later.
 type issuedCache struct {
-	mu    sync.Mutex
-	cap   int
-	m     map[[32]byte]*mandate.Claims
-	order [][32]byte // insertion order, a ring of cap entries
-	next  int
+	mu   sync.Mutex
+	cap  int
+	m    map[[32]byte]*mandate.Claims
+	heap []issuedEntry // a min-heap on exp
+}
+
+type issuedEntry struct {
+	exp int64 // Unix nanoseconds
+	key [32]byte
 }
 
 func newIssuedCache(capacity int) *issuedCache {
-	return &issuedCache{cap: capacity, m: make(map[[32]byte]*mandate.Claims, capacity), order: make([][32]byte, capacity)}
+	return &issuedCache{cap: capacity, m: make(map[[32]byte]*mandate.Claims)}
 }
 
-func (c *issuedCache) add(token string, claims *mandate.Claims) {
+func (c *issuedCache) add(token string, claims *mandate.Claims, now time.Time) {
 	if c.cap == 0 {
 		return
 	}
 	k := sha256.Sum256([]byte(token))
 	c.mu.Lock()
 	defer c.mu.Unlock()
-	if old := c.order[c.next]; old != ([32]byte{}) {
-		delete(c.m, old)
+	for len(c.heap) > 0 && (c.heap[0].exp <= now.UnixNano() || len(c.heap) >= c.cap) {
+		c.pop()
 	}
-	c.order[c.next] = k
-	c.next = (c.next + 1) % c.cap
 	c.m[k] = claims
+	c.heap = append(c.heap, issuedEntry{claims.Expiry.UnixNano(), k})
+	for i := len(c.heap) - 1; i > 0; {
+		p := (i - 1) / 2
+		if c.heap[p].exp <= c.heap[i].exp {
+			break
+		}
+		c.heap[p], c.heap[i] = c.heap[i], c.heap[p]
+		i = p
+	}
+}
+
+func (c *issuedCache) pop() {
+	delete(c.m, c.heap[0].key)
+	n := len(c.heap) - 1
+	c.heap[0] = c.heap[n]
+	c.heap = c.heap[:n]
+	for i := 0; ; {
+		l, r, m := 2*i+1, 2*i+2, i
+		if l < n && c.heap[l].exp < c.heap[m].exp {
+			m = l
+		}
+		if r < n && c.heap[r].exp < c.heap[m].exp {
+			m = r
+		}
+		if m == i {
+			break
+		}
+		c.heap[i], c.heap[m] = c.heap[m], c.heap[i]
+		i = m
+	}
+	if cap(c.heap) > 1024 && n < cap(c.heap)/4 { // give memory back after a burst
+		c.heap = append([]issuedEntry(nil), c.heap...)
+	}
 }
 
 // get returns the claims of a token this issuer signed; the caller still

@@ -1,0 +1,213 @@
+package client_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"errors"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"golang.org/x/mod/sumdb/tlog"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/client"
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/sqlite"
+	"github.com/mandatehq/mandate/verify"
+)
+
+// server is a real Mandate server (SQLite, issuer, HTTP API) on loopback.
+type server struct {
+	*httptest.Server
+	store  *sqlite.Store
+	issuer *issuer.Issuer
+}
+
+func startServer(tb testing.TB) *server {
+	tb.Helper()
+	dir := tb.TempDir()
+	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(dir, "m.db")})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s := &server{Server: httptest.NewUnstartedServer(nil), store: store}
+	s.Start()
+	tb.Cleanup(func() { s.Close(); store.Close() })
+	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
+	s.issuer, err = issuer.New(issuer.Config{Issuer: s.URL, Keys: keys, Agents: store, Log: store, Assertions: store,
+		Issuances: store, Revocations: store, Events: store, Approvals: store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	logKey, err := auditlog.OpenLogKey(filepath.Join(dir, "log.key"), "mandate.test/audit")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	pub := &auditlog.Publisher{Key: logKey, Head: store.LogHead, Save: store.SaveCheckpoint,
+		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, store.HashReader(context.Background())) }}
+	api, err := httpapi.New(httpapi.Config{Issuer: s.issuer, Keys: keys, Agents: store, Issuances: store, Revocations: store,
+		Events: store, Approvals: store, Approvers: store, Audit: store, Publisher: pub,
+		AdminToken: "admin-secret-for-tests-0123456789", TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	s.Config.Handler = api
+	return s
+}
+
+// register registers an agent and returns a Client for it.
+func (s *server) register(tb testing.TB, name, ceiling string, dpop bool, mod func(*mandate.Agent)) *client.Client {
+	tb.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	pub := key.Public().(ed25519.PublicKey)
+	c, err := mandate.ParseScopeSet(ceiling)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	a := &mandate.Agent{ID: mandate.AgentID("example.org", name), Name: name, Owner: "alice@example.org", Ceiling: c,
+		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: time.Now(), UpdatedAt: time.Now()}
+	if mod != nil {
+		mod(a)
+	}
+	if err := s.store.CreateAgent(context.Background(), a, nil); err != nil {
+		tb.Fatal(err)
+	}
+	cl, err := client.New(client.Config{Issuer: s.URL, AgentID: a.ID, Key: key, DPoP: dpop})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return cl
+}
+
+func TestRootAndDelegate(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	orch := s.register(t, "orchestrator", "mcp:crm:* mcp:email:send", true, nil)
+	root, err := orch.Root(ctx, client.Request{Scope: "mcp:crm:* mcp:email:send", TTL: time.Minute, Purpose: "weekly report"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Type != "DPoP" || root.Claims.Confirm == nil {
+		t.Fatalf("root not bound: %s %+v", root.Type, root.Claims.Confirm)
+	}
+	sub := client.NewEphemeral()
+	child, err := orch.Delegate(ctx, root, sub, client.Request{Scope: "mcp:crm:list_customers", TTL: 30 * time.Millisecond}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c := child.Claims
+	if !strings.HasPrefix(c.ClientID, root.Claims.ClientID+"/sub/") || c.Parent != root.Claims.ID || c.Task != root.Claims.Task || c.TTL() != 30*time.Millisecond {
+		t.Errorf("child %+v", c)
+	}
+	// The child is bound to the sub-agent's key, which signs its proofs; a
+	// resource server verifies both with the public verifier.
+	v, err := verify.New(verify.Config{Issuer: s.URL, Keys: verify.NewJWKS(s.URL+"/.well-known/jwks.json", verify.JWKSOptions{}), Audience: "mcp:crm"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := httptest.NewRequest(http.MethodPost, "https://crm.example/mcp", nil)
+	if err := child.Authorize(r); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.VerifyRequest(ctx, r, "https://crm.example/mcp"); err != nil {
+		t.Fatalf("the child does not verify at a resource server: %v", err)
+	}
+	// A wider scope is refused with the OAuth error.
+	_, err = orch.Delegate(ctx, child, client.NewEphemeral(), client.Request{Scope: "mcp:crm:*"}, client.DelegateOptions{})
+	var e *client.Error
+	if !errorsAs(err, &e) || e.Code != "invalid_scope" {
+		t.Fatalf("escalation: %v", err)
+	}
+}
+
+func TestDelegateWaitsForApproval(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	orch := s.register(t, "orchestrator", "mcp:crm:*", false, func(a *mandate.Agent) {
+		a.Approval, _ = mandate.ParseScopeSet("mcp:crm:delete_*")
+	})
+	root, err := orch.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub := client.NewEphemeral()
+	req := client.Request{Scope: "mcp:crm:delete_customer", TTL: time.Second}
+	_, err = orch.Delegate(ctx, root, sub, req, client.DelegateOptions{})
+	if !client.IsPending(err) {
+		t.Fatalf("gated delegation without waiting: %v", err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		list, _ := s.store.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
+		for _, ap := range list {
+			s.issuer.Decide(ctx, ap.ID, "alice@example.org", true, "go ahead")
+		}
+	}()
+	var e *client.Error
+	errorsAs(err, &e)
+	child, err := orch.Delegate(ctx, root, sub, req, client.DelegateOptions{Wait: 10 * time.Second, ApprovalID: e.ApprovalID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if child.Claims.Scope != "mcp:crm:delete_customer" {
+		t.Errorf("scope %q", child.Claims.Scope)
+	}
+}
+
+func TestSourceRefreshes(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	orch := s.register(t, "orchestrator", "mcp:crm:*", true, nil)
+	root := orch.RootSource(client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	sub := orch.DelegateSource(root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:get_customer", TTL: 40 * time.Millisecond}, client.DelegateOptions{})
+	first, err := sub.Mandate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	again, _ := sub.Mandate(ctx)
+	if again != first {
+		t.Error("a fresh mandate was replaced")
+	}
+	time.Sleep(35 * time.Millisecond) // less than a quarter of 40 ms left
+	next, err := sub.Mandate(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if next.Claims.ID == first.Claims.ID || next.Claims.Task != first.Claims.Task {
+		t.Errorf("refresh: %s → %s (task %s → %s)", first.Claims.ID, next.Claims.ID, first.Claims.Task, next.Claims.Task)
+	}
+	// The transport sends the mandate and its proof.
+	seen := make(chan string, 1)
+	rs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen <- r.Header.Get("Authorization")[:5] + " " + r.Header.Get("DPoP")[:3]
+	}))
+	defer rs.Close()
+	resp, err := (&http.Client{Transport: sub.Transport(nil)}).Get(rs.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if got := <-seen; got != "DPoP  eyJ" {
+		t.Errorf("headers %q", got)
+	}
+}
+
+func errorsAs(err error, target **client.Error) bool { return errors.As(err, target) }
+
+func mustTempDir() string {
+	d, err := os.MkdirTemp("", "mandate-example-")
+	if err != nil {
+		panic(err)
+	}
+	return d
+}
