@@ -1,10 +1,22 @@
 // Package verify checks mandates for resource servers: any Go service that
 // receives a mandate can import it to verify the signature against the
 // issuer's published keys (JWKS), the millisecond lifetime, the issuer and
-// audience, the DPoP key binding (RFC 9449), and optionally revocation.
+// audience, the shape of the delegation chain, the DPoP key binding
+// (RFC 9449), and optionally revocation.
 //
 // It verifies offline: after the first fetch of the JWKS, no request to the
 // issuer is needed unless a mandate names a key it has not seen.
+//
+// # Delegation chains
+//
+// A delegated mandate carries its actor chain (act, RFC 8693 §4.1) and its
+// parent's jti (par). Offline, the verifier checks the chain's shape: the
+// current actor is the holder, no agent appears twice, a root mandate has
+// one actor and a delegated one at least two, the depth is at most
+// Config.MaxDepth, every actor is a SPIFFE ID, and an ephemeral agent is a
+// direct child of the agent that delegated to it. Whether the ancestors are
+// still valid (not revoked, not expired, their agents not disabled) only
+// the issuer knows: [Verifier.VerifyOnline] asks it by introspection.
 //
 // # Errors
 //
@@ -24,7 +36,10 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
+	"net/url"
+	"slices"
 	"strings"
 	"time"
 
@@ -59,10 +74,18 @@ var (
 	ErrDPoP = errors.New("DPoP check failed")
 	// ErrChain: the delegation chain (act, par) is inconsistent.
 	ErrChain = errors.New("inconsistent delegation chain")
+	// ErrInactive: the issuer's introspection says the mandate is not
+	// active: it or an ancestor is revoked, expired or unknown, or an agent
+	// of its chain is disabled.
+	ErrInactive = errors.New("mandate not active at the issuer")
+	// ErrIntrospection: the issuer could not be asked, or its answer was
+	// unusable; the mandate is refused all the same (fail closed).
+	ErrIntrospection = errors.New("introspection failed")
 )
 
 // Error is a failed verification. Check names the check ("signature",
-// "exp", "aud", "dpop", ...), Err is one of the sentinels.
+// "exp", "aud", "act", "depth", "dpop", "online", ...), Err is one of the
+// sentinels.
 type Error struct {
 	Check  string
 	Err    error
@@ -102,6 +125,12 @@ func (s StaticKeys) Key(_ context.Context, kid string) (ed25519.PublicKey, error
 // Defaults for Config.
 const (
 	DefaultDPoPMaxAge = 60 * time.Second
+	// DefaultMaxDepth bounds the actor chain. It is a sanity bound, the
+	// largest depth the issuer can be configured to allow; the issuer
+	// enforces each chain's real limit when it delegates.
+	DefaultMaxDepth = mandate.MaxAgentDepth
+	// maxIntrospectionBytes bounds an introspection response.
+	maxIntrospectionBytes = 64 << 10
 )
 
 // Config configures a Verifier. Issuer, Keys and Audience are required; the
@@ -130,6 +159,12 @@ type Config struct {
 	DPoPMaxAge time.Duration
 	// DPoPReplay remembers proof IDs; a new replay.Cache if nil.
 	DPoPReplay *replay.Cache
+	// MaxDepth bounds the number of actors in a mandate's chain (a root
+	// mandate has one); DefaultMaxDepth if zero.
+	MaxDepth int
+	// Introspection, if set, is the issuer's introspection endpoint, which
+	// VerifyOnline asks. Verify and VerifyDPoP never use it.
+	Introspection *Introspection
 	// Revoked, if set, is asked for every mandate that passed the other
 	// checks; a non-nil error refuses the mandate. Return an error wrapping
 	// ErrRevoked for a revoked mandate; anything else is treated as a failed
@@ -137,6 +172,21 @@ type Config struct {
 	Revoked func(ctx context.Context, c *mandate.Claims) error
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+}
+
+// Introspection is the issuer's RFC 7662 introspection endpoint, asked by
+// VerifyOnline.
+type Introspection struct {
+	// URL is the endpoint, e.g. https://mandate.example/oauth2/introspect.
+	URL string
+	// Client sends the request; http.DefaultClient if nil. Redirects are
+	// never followed, so that the mandate is sent nowhere else. The request
+	// is bounded by the context given to VerifyOnline and by Client.Timeout.
+	Client *http.Client
+	// Authorize, if set, adds the credential to each request. Mandate's
+	// issuer takes its admin token: req.Header.Set("Authorization",
+	// "Bearer "+token). An error refuses the mandate.
+	Authorize func(*http.Request) error
 }
 
 // Verifier verifies mandates. It is safe for concurrent use.
@@ -155,6 +205,26 @@ func New(cfg Config) (*Verifier, error) {
 		return nil, errors.New("verify: Config.Audience is required (or set AnyAudience for an inspection tool)")
 	case cfg.RequireDPoP && cfg.IgnoreBinding:
 		return nil, errors.New("verify: RequireDPoP and IgnoreBinding contradict each other")
+	case cfg.MaxDepth < 0:
+		return nil, errors.New("verify: Config.MaxDepth must not be negative (0 means DefaultMaxDepth)")
+	}
+	if cfg.MaxDepth == 0 {
+		cfg.MaxDepth = DefaultMaxDepth
+	}
+	if in := cfg.Introspection; in != nil {
+		u, err := url.Parse(in.URL)
+		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+			return nil, fmt.Errorf("verify: Introspection.URL %q is not an absolute http(s) URL", in.URL)
+		}
+		client := http.DefaultClient
+		if in.Client != nil {
+			client = in.Client
+		}
+		// A copy, so that neither the caller's Introspection nor its
+		// client is changed.
+		c := *client
+		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+		cfg.Introspection = &Introspection{URL: in.URL, Client: &c, Authorize: in.Authorize}
 	}
 	if cfg.DPoPMaxAge == 0 {
 		cfg.DPoPMaxAge = DefaultDPoPMaxAge
@@ -183,6 +253,77 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 		return nil, fail("dpop", ErrDPoP, "a DPoP-bound mandate is required here")
 	}
 	return v.revoked(ctx, c)
+}
+
+// VerifyOnline does what Verify does, then asks the issuer whether the
+// mandate is still active (RFC 7662 introspection at
+// Config.Introspection): the issuer answers active only if the mandate and
+// every ancestor are issued there, unrevoked and unexpired, and every agent
+// of the chain is enabled. A revocation anywhere up the chain thus takes
+// effect at once, which offline checks cannot see.
+//
+// It costs a round trip to the issuer on every call; nothing is cached.
+// Any failure — no Config.Introspection, the issuer unreachable, a status
+// other than 200, an answer that does not decode, is over 64 KiB, or names
+// another jti — refuses the mandate with an *Error of Check "online"
+// wrapping ErrIntrospection; an inactive mandate gives ErrInactive.
+func (v *Verifier) VerifyOnline(ctx context.Context, token string) (*mandate.Claims, error) {
+	c, err := v.Verify(ctx, token)
+	if err != nil {
+		return nil, err
+	}
+	if err := v.introspect(ctx, token, c.ID); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
+func (v *Verifier) introspect(ctx context.Context, token, jti string) error {
+	in := v.cfg.Introspection
+	if in == nil {
+		return fail("online", ErrIntrospection, "no introspection endpoint: set Config.Introspection")
+	}
+	body := url.Values{"token": {token}}.Encode()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.URL, strings.NewReader(body))
+	if err != nil {
+		return fail("online", ErrIntrospection, "%v", err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	req.Header.Set("Accept", "application/json")
+	if in.Authorize != nil {
+		if err := in.Authorize(req); err != nil {
+			return fail("online", ErrIntrospection, "cannot authorize the introspection request: %v", err)
+		}
+	}
+	resp, err := in.Client.Do(req)
+	if err != nil {
+		return fail("online", ErrIntrospection, "%v", err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return fail("online", ErrIntrospection, "the issuer answered HTTP %d", resp.StatusCode)
+	}
+	b, err := io.ReadAll(io.LimitReader(resp.Body, maxIntrospectionBytes+1))
+	if err != nil {
+		return fail("online", ErrIntrospection, "reading the answer: %v", err)
+	}
+	if len(b) > maxIntrospectionBytes {
+		return fail("online", ErrIntrospection, "the answer is larger than %d bytes", maxIntrospectionBytes)
+	}
+	var r struct {
+		Active bool   `json:"active"`
+		JTI    string `json:"jti"`
+	}
+	if err := json.Unmarshal(b, &r); err != nil {
+		return fail("online", ErrIntrospection, "the answer does not decode: %v", err)
+	}
+	if !r.Active {
+		return fail("online", ErrInactive, "mandate %s: it, an ancestor, or an agent of its chain is no longer valid", jti)
+	}
+	if r.JTI != jti {
+		return fail("online", ErrIntrospection, "the answer is about mandate %q, not %q", r.JTI, jti)
+	}
+	return nil
 }
 
 // VerifyDPoP checks a mandate presented with a DPoP proof for a request
@@ -308,17 +449,23 @@ func (v *Verifier) verifyToken(ctx context.Context, token string, now time.Time)
 	if !v.cfg.AnyAudience && !c.Audience.Contains(v.cfg.Audience) {
 		return nil, fail("aud", ErrAudience, "aud %v does not name %q", []string(c.Audience), v.cfg.Audience)
 	}
-	if err := checkChain(&c); err != nil {
+	if err := checkChain(&c, v.cfg.MaxDepth); err != nil {
 		return nil, err
 	}
 	return &c, nil
 }
 
-// checkChain checks that the actor chain names the holder and matches the
-// parent link: a root mandate has one actor and no par; a delegated one has
-// more than one actor and a par.
-func checkChain(c *mandate.Claims) error {
-	chain := c.Actor.Chain()
+// checkChain checks the shape of the actor chain (act) against the holder
+// (client_id) and the parent link (par). It needs nothing but the claims:
+// whether the ancestors are still valid is VerifyOnline's question.
+func checkChain(c *mandate.Claims, maxDepth int) error {
+	var chain []string // current actor first
+	for a := c.Actor; a != nil; a = a.Actor {
+		if len(chain) == maxDepth {
+			return fail("depth", ErrChain, "the actor chain is deeper than %d", maxDepth)
+		}
+		chain = append(chain, a.Subject)
+	}
 	switch {
 	case len(chain) == 0:
 		return fail("act", ErrChain, "act is required")
@@ -329,5 +476,62 @@ func checkChain(c *mandate.Claims) error {
 	case len(chain) > 1 && c.Parent == "":
 		return fail("par", ErrChain, "a delegated mandate must name its parent (par)")
 	}
+	var seen map[string]bool // for chains longer than usual; short ones are compared pairwise
+	if len(chain) > DefaultMaxDepth {
+		seen = make(map[string]bool, len(chain))
+	}
+	for i, id := range chain {
+		if !isSPIFFEID(id) {
+			return fail("spiffe", ErrChain, "actor %d, %q, is not a SPIFFE ID (spiffe://<trust domain>/<path>)", i, id)
+		}
+		var repeated bool
+		if seen != nil {
+			repeated, seen[id] = seen[id], true
+		} else {
+			repeated = slices.Contains(chain[:i], id)
+		}
+		if repeated {
+			return fail("cycle", ErrChain, "agent %q appears more than once in the actor chain", id)
+		}
+		if !mandate.IsEphemeral(id) {
+			continue
+		}
+		// The issuer names an ephemeral agent after the agent that
+		// delegated to it: <delegator>/sub/<short id>.
+		if i+1 == len(chain) {
+			return fail("ephemeral", ErrChain, "ephemeral agent %q is the root of the chain: ephemeral agents only receive delegated mandates", id)
+		}
+		short, ok := strings.CutPrefix(id, chain[i+1]+mandate.EphemeralSeparator)
+		if !ok || short == "" || strings.Contains(short, "/") {
+			return fail("ephemeral", ErrChain, "ephemeral agent %q is not a direct child of %q, which delegated to it", id, chain[i+1])
+		}
+	}
 	return nil
+}
+
+// isSPIFFEID reports whether id is a SPIFFE ID with a path (SPIFFE-ID
+// §2): spiffe://, a trust domain of [a-z0-9._-], and segments of
+// [a-zA-Z0-9._-], none empty, "." or "..".
+func isSPIFFEID(id string) bool {
+	rest, ok := strings.CutPrefix(id, "spiffe://")
+	if !ok {
+		return false
+	}
+	td, path, ok := strings.Cut(rest, "/")
+	if !ok || td == "" || mandate.ValidateTrustDomain(td) != nil {
+		return false
+	}
+	for seg := range strings.SplitSeq(path, "/") {
+		if seg == "" || seg == "." || seg == ".." {
+			return false
+		}
+		for i := 0; i < len(seg); i++ {
+			switch b := seg[i]; {
+			case 'a' <= b && b <= 'z', 'A' <= b && b <= 'Z', '0' <= b && b <= '9', b == '.', b == '_', b == '-':
+			default:
+				return false
+			}
+		}
+	}
+	return true
 }

@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -49,7 +50,11 @@ func (e *env) claims(ttl time.Duration) *mandate.Claims {
 
 func (e *env) sign(c *mandate.Claims) string {
 	b, _ := json.Marshal(c)
-	return jose.Sign(e.key, jose.Header{Typ: "at+jwt", Kid: e.kid}, b)
+	return e.signBytes(b)
+}
+
+func (e *env) signBytes(payload []byte) string {
+	return jose.Sign(e.key, jose.Header{Typ: "at+jwt", Kid: e.kid}, payload)
 }
 
 func (e *env) verifier(t *testing.T, mod func(*verify.Config)) *verify.Verifier {
@@ -339,5 +344,263 @@ func TestJWKSSlowIssuerAndStaleness(t *testing.T) {
 	now.Add(int64(verify.DefaultMaxStale))
 	if _, err := src.Key(ctx, "k1"); !errors.Is(err, verify.ErrUnknownKey) {
 		t.Errorf("beyond MaxStale with the issuer down: %v, want refusal", err)
+	}
+}
+
+const (
+	agentA = "spiffe://example.org/agent/a"
+	orch   = "spiffe://example.org/agent/orch"
+	eph    = "spiffe://example.org/agent/orch/sub/7f3a"
+)
+
+// chained returns good claims whose actor chain is ids, current actor
+// first: the holder is ids[0], and a chain of more than one actor names a
+// parent.
+func (e *env) chained(ids ...string) *mandate.Claims {
+	c := e.claims(time.Minute)
+	c.Actor = nil
+	for i := len(ids) - 1; i >= 0; i-- {
+		c.Actor = &mandate.Actor{Subject: ids[i], Actor: c.Actor}
+	}
+	c.ClientID = ids[0]
+	if len(ids) > 1 {
+		c.Parent = "m_0"
+	}
+	return c
+}
+
+// deep returns a chain of n distinct registered agents.
+func deep(n int) []string {
+	ids := make([]string, n)
+	for i := range ids {
+		ids[i] = fmt.Sprintf("spiffe://example.org/agent/a%d", i)
+	}
+	return ids
+}
+
+// The shape of the actor chain is checked offline, on every mandate.
+func TestChainShape(t *testing.T) {
+	e := newEnv(t)
+	tests := []struct {
+		name   string
+		claims func() *mandate.Claims
+		mod    func(*verify.Config)
+		check  string // "" if the mandate verifies
+	}{
+		{"root", func() *mandate.Claims { return e.chained(agentA) }, nil, ""},
+		{"delegated once", func() *mandate.Claims { return e.chained(orch, agentA) }, nil, ""},
+		{"ephemeral three deep", func() *mandate.Claims { return e.chained(eph, orch, agentA) }, nil, ""},
+		{"ephemeral of an ephemeral", func() *mandate.Claims { return e.chained(eph+"/sub/01", eph, orch) }, nil, ""},
+		{"ephemeral delegates to a registered agent", func() *mandate.Claims {
+			return e.chained("spiffe://example.org/agent/b", eph, orch)
+		}, nil, ""},
+		{"at the default depth", func() *mandate.Claims { return e.chained(deep(verify.DefaultMaxDepth)...) }, nil, ""},
+
+		{"no act", func() *mandate.Claims { c := e.chained(agentA); c.Actor = nil; return c }, nil, "act"},
+		{"act is not the holder", func() *mandate.Claims { c := e.chained(orch, agentA); c.ClientID = agentA; return c }, nil, "act"},
+		{"root with a parent", func() *mandate.Claims { c := e.chained(agentA); c.Parent = "m_0"; return c }, nil, "par"},
+		{"delegated without a parent", func() *mandate.Claims { c := e.chained(orch, agentA); c.Parent = ""; return c }, nil, "par"},
+		{"agent repeated", func() *mandate.Claims { return e.chained(agentA, orch, agentA) }, nil, "cycle"},
+		{"agent delegates to itself", func() *mandate.Claims { return e.chained(orch, orch) }, nil, "cycle"},
+		{"over the default depth", func() *mandate.Claims { return e.chained(deep(verify.DefaultMaxDepth + 1)...) }, nil, "depth"},
+		{"over a configured depth", func() *mandate.Claims { return e.chained(eph, orch, agentA) },
+			func(c *verify.Config) { c.MaxDepth = 2 }, "depth"},
+		{"user as actor", func() *mandate.Claims { return e.chained(orch, "user:alice@example.org") }, nil, "spiffe"},
+		{"URL as actor", func() *mandate.Claims { return e.chained("https://example.org/agent/a") }, nil, "spiffe"},
+		{"empty actor", func() *mandate.Claims { return e.chained(orch, "") }, nil, "spiffe"},
+		{"no path", func() *mandate.Claims { return e.chained("spiffe://example.org") }, nil, "spiffe"},
+		{"upper-case trust domain", func() *mandate.Claims { return e.chained("spiffe://Example.org/agent/a") }, nil, "spiffe"},
+		{"empty segment", func() *mandate.Claims { return e.chained("spiffe://example.org/agent//a") }, nil, "spiffe"},
+		{"dot-dot segment", func() *mandate.Claims { return e.chained(orch+"/sub/../../b", orch) }, nil, "spiffe"},
+		{"ephemeral root", func() *mandate.Claims { return e.chained(eph) }, nil, "ephemeral"},
+		{"ephemeral at the root of a chain", func() *mandate.Claims { return e.chained(orch, eph) }, nil, "ephemeral"},
+		{"ephemeral of another agent", func() *mandate.Claims { return e.chained(eph, agentA) }, nil, "ephemeral"},
+		{"ephemeral grandchild", func() *mandate.Claims { return e.chained(eph+"/sub/01", orch, agentA) }, nil, "ephemeral"},
+		{"ephemeral in another trust domain", func() *mandate.Claims {
+			return e.chained("spiffe://other.org/agent/orch/sub/7f3a", orch)
+		}, nil, "ephemeral"},
+		{"ephemeral under a prefix of its parent", func() *mandate.Claims {
+			return e.chained(orch+"/sub/7f3a", orch+"x")
+		}, nil, "ephemeral"},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			_, err := e.verifier(t, tt.mod).Verify(context.Background(), e.sign(tt.claims()))
+			if tt.check == "" {
+				if err != nil {
+					t.Fatalf("got %v, want no error", err)
+				}
+				return
+			}
+			var ve *verify.Error
+			if !errors.As(err, &ve) || !errors.Is(err, verify.ErrChain) || ve.Check != tt.check {
+				t.Fatalf("got %v (%#v), want check %q / %v", err, ve, tt.check, verify.ErrChain)
+			}
+		})
+	}
+}
+
+func TestConfigValidation(t *testing.T) {
+	client := &http.Client{}
+	for _, tt := range []struct {
+		name string
+		mod  func(*verify.Config)
+		ok   bool
+	}{
+		{"negative MaxDepth", func(c *verify.Config) { c.MaxDepth = -1 }, false},
+		{"introspection without URL", func(c *verify.Config) { c.Introspection = &verify.Introspection{} }, false},
+		{"relative introspection URL", func(c *verify.Config) { c.Introspection = &verify.Introspection{URL: "/oauth2/introspect"} }, false},
+		{"introspection URL of another scheme", func(c *verify.Config) { c.Introspection = &verify.Introspection{URL: "ftp://mandate.test/x"} }, false},
+		{"introspection", func(c *verify.Config) {
+			c.Introspection = &verify.Introspection{URL: iss + "/oauth2/introspect", Client: client}
+		}, true},
+	} {
+		t.Run(tt.name, func(t *testing.T) {
+			cfg := verify.Config{Issuer: iss, Keys: verify.StaticKeys{}, Audience: "mcp:crm"}
+			tt.mod(&cfg)
+			if _, err := verify.New(cfg); (err == nil) != tt.ok {
+				t.Fatalf("got %v, want ok=%v", err, tt.ok)
+			}
+		})
+	}
+	if client.CheckRedirect != nil {
+		t.Error("New changed the caller's http.Client")
+	}
+}
+
+// VerifyOnline asks the issuer's introspection endpoint after the offline
+// checks, and refuses the mandate on anything but an active answer about
+// the same mandate.
+func TestVerifyOnline(t *testing.T) {
+	e := newEnv(t)
+	c := e.chained(eph, orch, agentA)
+	tok := e.sign(c)
+	const admin = "admin-secret"
+	var elsewhere atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		elsewhere.Add(1)
+		w.Write([]byte(`{"active":true,"jti":"m_1"}`))
+	}))
+	defer other.Close()
+
+	tests := []struct {
+		name      string
+		answer    func(w http.ResponseWriter)
+		authorize func(*http.Request) error
+		ctx       func() context.Context
+		want      error // nil if the mandate verifies
+	}{
+		{"active", func(w http.ResponseWriter) { w.Write([]byte(`{"active":true,"jti":"m_1","client_id":"` + eph + `"}`)) }, nil, nil, nil},
+		{"inactive", func(w http.ResponseWriter) { w.Write([]byte(`{"active":false}`)) }, nil, nil, verify.ErrInactive},
+		{"no active member", func(w http.ResponseWriter) { w.Write([]byte(`{"jti":"m_1"}`)) }, nil, nil, verify.ErrInactive},
+		{"HTTP 500", func(w http.ResponseWriter) { http.Error(w, "boom", http.StatusInternalServerError) }, nil, nil, verify.ErrIntrospection},
+		{"HTTP 401", func(w http.ResponseWriter) { http.Error(w, "who?", http.StatusUnauthorized) }, nil, nil, verify.ErrIntrospection},
+		{"bad JSON", func(w http.ResponseWriter) { w.Write([]byte(`{"active":true,`)) }, nil, nil, verify.ErrIntrospection},
+		{"active as a string", func(w http.ResponseWriter) { w.Write([]byte(`{"active":"true","jti":"m_1"}`)) }, nil, nil, verify.ErrIntrospection},
+		{"wrong jti", func(w http.ResponseWriter) { w.Write([]byte(`{"active":true,"jti":"m_2"}`)) }, nil, nil, verify.ErrIntrospection},
+		{"no jti", func(w http.ResponseWriter) { w.Write([]byte(`{"active":true}`)) }, nil, nil, verify.ErrIntrospection},
+		{"oversized body", func(w http.ResponseWriter) {
+			w.Write([]byte(`{"active":true,"jti":"m_1","pad":"` + strings.Repeat("x", 64<<10) + `"}`))
+		}, nil, nil, verify.ErrIntrospection},
+		{"redirect", func(w http.ResponseWriter) {
+			w.Header().Set("Location", other.URL)
+			w.WriteHeader(http.StatusTemporaryRedirect)
+		}, nil, nil, verify.ErrIntrospection},
+		{"credential unavailable", nil, func(*http.Request) error { return errors.New("no admin token") }, nil, verify.ErrIntrospection},
+		{"context done", nil, nil, func() context.Context {
+			ctx, cancel := context.WithCancel(context.Background())
+			cancel()
+			return ctx
+		}, verify.ErrIntrospection},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+				if r.Method != http.MethodPost || r.URL.Path != "/oauth2/introspect" ||
+					r.Header.Get("Content-Type") != "application/x-www-form-urlencoded" ||
+					r.Header.Get("Authorization") != "Bearer "+admin {
+					http.Error(w, "bad request", http.StatusBadRequest)
+					return
+				}
+				if err := r.ParseForm(); err != nil || len(r.PostForm) != 1 || r.PostForm.Get("token") != tok {
+					http.Error(w, "bad form", http.StatusBadRequest)
+					return
+				}
+				tt.answer(w)
+			}))
+			defer srv.Close()
+			authorize := tt.authorize
+			if authorize == nil {
+				authorize = func(r *http.Request) error { r.Header.Set("Authorization", "Bearer "+admin); return nil }
+			}
+			v := e.verifier(t, func(c *verify.Config) {
+				c.Introspection = &verify.Introspection{URL: srv.URL + "/oauth2/introspect", Client: srv.Client(), Authorize: authorize}
+			})
+			ctx := context.Background()
+			if tt.ctx != nil {
+				ctx = tt.ctx()
+			}
+			got, err := v.VerifyOnline(ctx, tok)
+			if tt.want == nil {
+				if err != nil || got.ID != c.ID {
+					t.Fatalf("got %v, %v; want the claims of %s", got, err, c.ID)
+				}
+				return
+			}
+			var ve *verify.Error
+			if !errors.As(err, &ve) || !errors.Is(err, tt.want) || ve.Check != "online" || got != nil {
+				t.Fatalf("got %v (%#v), want check \"online\" / %v", err, ve, tt.want)
+			}
+		})
+	}
+	if n := elsewhere.Load(); n != 0 {
+		t.Errorf("the mandate was sent %d times to where the issuer redirected", n)
+	}
+}
+
+// VerifyOnline does the offline checks first, and does not ask the issuer
+// about a mandate they refuse; without an endpoint it refuses every mandate.
+func TestVerifyOnlineOfflineFirst(t *testing.T) {
+	e := newEnv(t)
+	var asked atomic.Int32
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		asked.Add(1)
+		w.Write([]byte(`{"active":true,"jti":"m_1"}`))
+	}))
+	defer srv.Close()
+	v := e.verifier(t, func(c *verify.Config) { c.Introspection = &verify.Introspection{URL: srv.URL} })
+	bad := e.chained(agentA, orch, agentA)
+	if _, err := v.VerifyOnline(context.Background(), e.sign(bad)); !errors.Is(err, verify.ErrChain) {
+		t.Errorf("repeated agent: %v, want %v", err, verify.ErrChain)
+	}
+	e.now = t0.Add(time.Hour)
+	if _, err := v.VerifyOnline(context.Background(), e.sign(e.claims(time.Minute))); !errors.Is(err, verify.ErrExpired) {
+		t.Errorf("expired: %v, want %v", err, verify.ErrExpired)
+	}
+	if n := asked.Load(); n != 0 {
+		t.Errorf("the issuer was asked %d times about mandates refused offline", n)
+	}
+
+	e.now = t0
+	_, err := e.verifier(t, nil).VerifyOnline(context.Background(), e.sign(e.claims(time.Minute)))
+	var ve *verify.Error
+	if !errors.As(err, &ve) || ve.Check != "online" || !errors.Is(err, verify.ErrIntrospection) {
+		t.Errorf("no Config.Introspection: %v, want check \"online\"", err)
+	}
+}
+
+// Chains longer than the default depth, where a configuration allows
+// them, are checked for repeated agents as well.
+func TestLongChain(t *testing.T) {
+	e := newEnv(t)
+	v := e.verifier(t, func(c *verify.Config) { c.MaxDepth = 100 })
+	ids := deep(100)
+	if _, err := v.Verify(context.Background(), e.sign(e.chained(ids...))); err != nil {
+		t.Fatalf("100 distinct agents: %v", err)
+	}
+	ids[99] = ids[50]
+	var ve *verify.Error
+	if _, err := v.Verify(context.Background(), e.sign(e.chained(ids...))); !errors.As(err, &ve) || ve.Check != "cycle" {
+		t.Fatalf("agent repeated in a long chain: %v, want check \"cycle\"", err)
 	}
 }
