@@ -14,6 +14,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/verify"
 )
 
 // TestDelegationProperty grows random delegation trees with random, often
@@ -117,6 +118,16 @@ func checkChild(t *testing.T, f *fixture, p *mandate.Claims, child *issuer.Token
 	var got mandate.Claims
 	if err := json.Unmarshal(jws.Payload, &got); err != nil || got.ID != c.ID || got.Scope != c.Scope || !got.Expiry.Equal(c.Expiry.Time) {
 		t.Fatalf("token payload %s differs from the claims", jws.Payload)
+	}
+	// And the public verifier accepts it, chain and all, at the issuer's
+	// clock (the property test's clock runs ahead of the real one).
+	v, err := verify.New(verify.Config{Issuer: iss, Keys: verify.StaticKeys{f.keys.Active().ID: f.keys.Active().Public()},
+		AnyAudience: true, IgnoreBinding: true, Now: func() time.Time { return c.IssuedAt.Time }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.Verify(context.Background(), child.AccessToken); err != nil {
+		t.Fatalf("the chain does not verify: %v", err)
 	}
 }
 
