@@ -4,24 +4,31 @@ import (
 	"context"
 	"database/sql"
 	"errors"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
 )
 
-const agentColumns = "id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at"
+const agentColumns = "id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at, max_depth, approval, approvers"
 
 func scanAgent(row interface{ Scan(...any) error }) (*mandate.Agent, error) {
 	var a mandate.Agent
-	var ceiling, status string
+	var ceiling, status, approval, approvers string
 	var created, updated int64
-	if err := row.Scan(&a.ID, &a.Name, &a.Owner, &ceiling, &a.PublicKey, &a.KeyID, &status, &created, &updated); err != nil {
+	if err := row.Scan(&a.ID, &a.Name, &a.Owner, &ceiling, &a.PublicKey, &a.KeyID, &status, &created, &updated,
+		&a.MaxDepth, &approval, &approvers); err != nil {
 		return nil, err
 	}
 	c, err := mandate.ParseScopeSet(ceiling)
 	if err != nil {
 		return nil, mandate.Errorf(mandate.EINTERNAL, "agent %s: stored ceiling does not parse: %w", a.ID, err)
 	}
+	if a.Approval, err = mandate.ParseScopeSet(approval); err != nil {
+		return nil, mandate.Errorf(mandate.EINTERNAL, "agent %s: stored approval scopes do not parse: %w", a.ID, err)
+	}
+	a.Approvers = splitList(approvers)
 	a.Ceiling, a.Status = c, mandate.AgentStatus(status)
 	a.CreatedAt, a.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
 	return &a, nil
@@ -32,10 +39,14 @@ func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent, ev *mandate.E
 	if err := a.Validate(); err != nil {
 		return err
 	}
+	// The cache keeps a copy of its own: the caller may go on using a.
 	stored := *a
+	stored.Ceiling, stored.Approval = slices.Clone(a.Ceiling), slices.Clone(a.Approval)
+	stored.Approvers, stored.PublicKey = slices.Clone(a.Approvers), slices.Clone(a.PublicKey)
 	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
-		_, err := tx.ExecContext(ctx, "INSERT INTO agents("+agentColumns+") VALUES(?,?,?,?,?,?,?,?,?)",
-			a.ID, a.Name, a.Owner, a.Ceiling.String(), a.PublicKey, a.KeyID, string(a.Status), ms(a.CreatedAt), ms(a.UpdatedAt))
+		_, err := tx.ExecContext(ctx, "INSERT INTO agents("+agentColumns+") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+			a.ID, a.Name, a.Owner, a.Ceiling.String(), a.PublicKey, a.KeyID, string(a.Status), ms(a.CreatedAt), ms(a.UpdatedAt),
+			a.MaxDepth, a.Approval.String(), strings.Join(a.Approvers, " "))
 		if isUnique(err) {
 			return mandate.Errorf(mandate.ECONFLICT, "agent %q is registered already", a.Name)
 		}
@@ -48,6 +59,14 @@ func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent, ev *mandate.E
 		s.agents[stored.ID] = &stored
 		s.mu.Unlock()
 	}, ev)
+}
+
+// splitList splits a space-separated column; an empty one is an empty list.
+func splitList(s string) []string {
+	if s == "" {
+		return nil
+	}
+	return strings.Split(s, " ")
 }
 
 // Agent implements mandate.AgentGetter. It answers from memory after the
@@ -134,8 +153,8 @@ func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation, ev *mandate.E
 }
 
 // IsRevoked implements mandate.RevocationChecker from memory. Revocations of
-// expired mandates are forgotten by PruneRevocations: an expired mandate is
-// refused anyway.
+// expired mandates are forgotten by PruneRevocations (from memory) and
+// PruneMandates (from the table): an expired mandate is refused anyway.
 func (s *Store) IsRevoked(ctx context.Context, id string) (bool, error) {
 	s.mu.RLock()
 	_, ok := s.revoked[id]
@@ -144,7 +163,8 @@ func (s *Store) IsRevoked(ctx context.Context, id string) (bool, error) {
 }
 
 // PruneRevocations drops from memory the revocations of mandates that have
-// expired, bounding memory by the number of live mandates. The rows stay.
+// expired, bounding memory by the number of live mandates. The rows stay
+// until PruneMandates.
 func (s *Store) PruneRevocations(now time.Time) int {
 	s.mu.Lock()
 	defer s.mu.Unlock()

@@ -673,18 +673,32 @@ func (s *Store) insertIssuances(ctx context.Context, recs []*mandate.Issuance) e
 
 // RecordIssuance implements mandate.IssuanceLog: it returns once the record
 // is committed with an fsync, sharing the transaction with concurrent calls.
+//
+// An issuance with an ApprovalID moves that approval from approved to used
+// in the same transaction, or fails with ECONFLICT and stores nothing.
 func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance, ev *mandate.Event) error {
 	entries, err := encodeEvents([]*mandate.Event{ev})
 	if err != nil {
 		return err
 	}
-	w := &write{rec: rec, entries: entries, fn: func(ctx context.Context, tx *writeTx) error {
+	w := &write{entries: entries, fn: func(ctx context.Context, tx *writeTx) error {
+		if rec.ApprovalID != "" {
+			if err := useApproval(ctx, tx, rec.ApprovalID); err != nil {
+				return err
+			}
+		}
 		err := s.insertIssuances(ctx, []*mandate.Issuance{rec})
 		if mandate.ErrorCode(err) == mandate.ECONFLICT {
 			return mandate.Errorf(mandate.ECONFLICT, "mandate %s exists", rec.MandateID)
 		}
 		return err
 	}}
+	// In a batch, plain records are inserted many per statement by runTx
+	// rather than by fn; one that uses an approval must run fn, which
+	// also consumes the approval.
+	if rec.ApprovalID == "" {
+		w.rec = rec
+	}
 	return s.queue(ctx, w)
 }
 
@@ -752,4 +766,93 @@ func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn fun
 		}
 	}
 	return rows.Err()
+}
+
+// pruneChunk bounds the rows one pruning transaction deletes, so that the
+// writers sharing the committer wait for a short transaction at a time.
+const pruneChunk = 1000
+
+// PruneMandates deletes what no live mandate needs any more, and returns
+// how many rows it deleted:
+//
+//   - issuance records (table mandates) whose mandate and client assertion
+//     both expired before before: an expired mandate is refused anyway and
+//     an expired assertion cannot be replayed, so the row serves neither
+//     verification nor the replay set (UsedAssertions). The story of the
+//     mandate stays in the audit log, which is never pruned;
+//   - revocations of mandates that expired before before (the in-memory
+//     set forgets them in PruneRevocations);
+//   - assertions recorded by RecordAssertion that expired before before.
+//
+// Without it the mandates table grows with every mint, for ever; with it,
+// the live state is bounded by the mandates that are live. A delegated
+// mandate never outlives its parent, so the ancestors of a live mandate are
+// never pruned. Issuance answers ENOTFOUND for a pruned mandate: pruning
+// with a margin (before an hour ago, say) keeps the messages about a
+// recently expired mandate precise.
+//
+// before must not be after the store's clock (EINVALID): forgetting the
+// revocation of a mandate that is still live would make it good again
+// after a restart.
+//
+// Issuance records are found by a range scan of the primary key: mandate
+// IDs are ULIDs minted at issuance, and a mandate cannot expire before it
+// was issued, so every prunable row sorts before the first ID of before.
+// The deletes run through the committer, pruneChunk rows per transaction,
+// with no audit event.
+func (s *Store) PruneMandates(ctx context.Context, before time.Time) (int64, error) {
+	if now := s.cfg.Now(); before.After(now) {
+		return 0, mandate.Errorf(mandate.EINVALID, "cannot prune mandates expired before %s: that is after now (%s)",
+			before.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
+	bound, b := mandate.FirstID(mandate.MandateIDPrefix, before), ms(before)
+	stmts := []struct {
+		q    string
+		args []any
+	}{
+		{`DELETE FROM mandates WHERE id IN (SELECT id FROM mandates
+			WHERE id < ? AND expires_at < ? AND assertion_exp < ? LIMIT ?)`, []any{bound, b, b, pruneChunk}},
+		{`DELETE FROM revocations WHERE mandate_id IN (SELECT mandate_id FROM revocations
+			WHERE expires_at < ? LIMIT ?)`, []any{b, pruneChunk}},
+		// An assertion is used before it expires: used_at < before bounds
+		// the scan by the index on used_at.
+		{`DELETE FROM used_assertions WHERE rowid IN (SELECT rowid FROM used_assertions
+			WHERE used_at < ? AND expires_at < ? LIMIT ?)`, []any{b, b, pruneChunk}},
+	}
+	var total int64
+	for _, st := range stmts {
+		for {
+			if err := ctx.Err(); err != nil {
+				return total, mandate.Errorf(mandate.EUNAVAILABLE, "pruning stopped: %w", err)
+			}
+			var n int64
+			err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+				res, err := tx.ExecContext(ctx, st.q, st.args...)
+				if err != nil {
+					return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+				}
+				n, err = res.RowsAffected()
+				return err
+			}, nil)
+			if err != nil {
+				return total, err
+			}
+			total += n
+			if n < pruneChunk {
+				break
+			}
+		}
+	}
+	return total, nil
+}
+
+// LiveMandates counts the issuance records of mandates that expire after
+// now. It scans the table: it is for tests and occasional reports, not for
+// a hot path.
+func (s *Store) LiveMandates(ctx context.Context, now time.Time) (int64, error) {
+	var n int64
+	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM mandates WHERE expires_at > ?", ms(now)).Scan(&n); err != nil {
+		return 0, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return n, nil
 }

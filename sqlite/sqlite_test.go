@@ -2,6 +2,7 @@ package sqlite_test
 
 import (
 	"context"
+	"database/sql"
 	"errors"
 	"fmt"
 	"os"
@@ -206,5 +207,169 @@ func TestFailedFsyncReleasesNothing(t *testing.T) {
 	}
 	if size2, root2 := s.LogHead(); size2 != size || root2 != root {
 		t.Errorf("the log head moved to %d after a failed fsync (was %d)", size2, size)
+	}
+}
+
+// PruneMandates deletes the issuance records that neither verification nor
+// the replay set needs, so that the live state stays bounded by the live
+// mandates while the audit log keeps every event.
+func TestPruneMandates(t *testing.T) {
+	t0 := time.Date(2026, 11, 29, 12, 0, 0, 0, time.UTC)
+	var clock atomic.Int64 // Unix ns
+	clock.Store(t0.UnixNano())
+	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db"), Now: now})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	record := func(issued time.Time, ttl, assertionTTL time.Duration) *mandate.Issuance {
+		t.Helper()
+		id := mandate.NewID(mandate.MandateIDPrefix, issued)
+		rec := &mandate.Issuance{MandateID: id, TaskID: id, AgentID: "spiffe://example.org/agent/a", Subject: "user:alice@example.org",
+			Scope: "mcp:crm:list", IssuedAt: issued, ExpiresAt: issued.Add(ttl), AssertionID: "j" + id, AssertionExpiry: issued.Add(assertionTTL)}
+		ev := &mandate.Event{V: 1, Time: issued.UnixNano(), Type: mandate.EventMandateIssued, Task: id, Mandate: id}
+		if err := s.RecordIssuance(ctx, rec, ev); err != nil {
+			t.Error(err)
+		}
+		return rec
+	}
+	rows := func() int64 { // every row: all expire after year 1
+		t.Helper()
+		n, err := s.LiveMandates(ctx, time.Time{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+
+	// What a pruning at t0 keeps and drops.
+	gone := record(t0.Add(-time.Hour), time.Minute, time.Minute)
+	replayable := record(t0.Add(-time.Hour), time.Minute, 2*time.Hour) // its assertion is still unexpired
+	live := record(t0.Add(-time.Hour), 2*time.Hour, time.Minute)
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: gone.MandateID, ExpiresAt: gone.ExpiresAt, RevokedAt: t0.Add(-time.Hour)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: live.MandateID, ExpiresAt: live.ExpiresAt, RevokedAt: t0.Add(-time.Hour)}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := s.RecordAssertion(ctx, "spiffe://example.org/agent/a", "old", t0.Add(-time.Minute)); err != nil {
+		t.Fatal(err)
+	}
+	size, _ := s.LogHead()
+	n, err := s.PruneMandates(ctx, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// The assertion recorded above was used at t0 (the store's clock): kept.
+	if n != 2 {
+		t.Errorf("pruned %d rows, want 2 (a mandate, a revocation)", n)
+	}
+	if _, err := s.Issuance(ctx, gone.MandateID); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Errorf("expired mandate: %v, want ENOTFOUND", err)
+	}
+	for _, rec := range []*mandate.Issuance{replayable, live} {
+		if _, err := s.Issuance(ctx, rec.MandateID); err != nil {
+			t.Errorf("mandate %s was pruned: %v", rec.MandateID, err)
+		}
+	}
+	if ok, _ := s.IsRevoked(ctx, live.MandateID); !ok {
+		t.Error("a live revocation was pruned")
+	}
+	if size2, _ := s.LogHead(); size2 != size {
+		t.Errorf("log size %d after pruning, was %d", size2, size)
+	}
+	if evs, err := s.Events(ctx, mandate.EventFilter{Mandate: gone.MandateID}); err != nil || len(evs) != 1 {
+		t.Errorf("events of the pruned mandate: %d (%v), want 1", len(evs), err)
+	}
+	// Not in the future: that would forget live revocations.
+	if _, err := s.PruneMandates(ctx, t0.Add(time.Second)); mandate.ErrorCode(err) != mandate.EINVALID {
+		t.Errorf("pruning with a time after now: %v, want EINVALID", err)
+	}
+	clock.Store(t0.Add(3 * time.Hour).UnixNano())
+	if n, err := s.PruneMandates(ctx, t0.Add(3*time.Hour)); err != nil || n != 4 {
+		t.Errorf("pruned %d rows (%v) at t0+3h, want 4 (two mandates, a revocation, an assertion)", n, err)
+	}
+	if got := rows(); got != 0 {
+		t.Fatalf("%d rows left, want 0", got)
+	}
+
+	// Minting for half a simulated day, with a pruning every hour: the
+	// table holds the last hour, not the half day. An hour's mandates are
+	// more than one pruning transaction deletes.
+	const hours, perHour = 6, 1200
+	var total int64
+	for h := range hours {
+		hour := t0.Add(time.Duration(h+3) * time.Hour)
+		clock.Store(hour.UnixNano())
+		var wg sync.WaitGroup
+		for i := range perHour {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				record(hour.Add(time.Duration(i)*time.Millisecond), 5*time.Minute, time.Minute)
+			}()
+		}
+		wg.Wait()
+		n, err := s.PruneMandates(ctx, hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		total += n
+		if got := rows(); got > perHour {
+			t.Fatalf("hour %d: %d rows, want at most %d", h, got, perHour)
+		}
+		if live, err := s.LiveMandates(ctx, hour); err != nil || live != perHour {
+			t.Fatalf("hour %d: %d live mandates (%v), want %d", h, live, err, perHour)
+		}
+	}
+	if total != (hours-1)*perHour {
+		t.Errorf("pruned %d rows in all, want %d", total, (hours-1)*perHour)
+	}
+	if size, _ := s.LogHead(); size != 3+hours*perHour {
+		t.Errorf("log size %d, want %d: pruning keeps every event", size, 3+hours*perHour)
+	}
+}
+
+// A database of schema version 2 (before approvals) migrates, and its
+// agents read back with the defaults of the new fields.
+func TestMigrateFromVersion2(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"migrations/0001_init.sql", "migrations/0002_auditlog.sql"} {
+		body, err := os.ReadFile(f)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(string(body)); err != nil {
+			t.Fatalf("%s: %v", f, err)
+		}
+	}
+	a := storetest.NewAgent("old")
+	if _, err := db.Exec(`PRAGMA user_version = 2;
+		INSERT INTO agents(id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at)
+		VALUES(?,?,?,?,?,?,?,?,?)`,
+		a.ID, a.Name, a.Owner, a.Ceiling.String(), a.PublicKey, a.KeyID, string(a.Status), a.CreatedAt.UnixMilli(), a.UpdatedAt.UnixMilli()); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	got, err := s.Agent(context.Background(), a.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Ceiling.String() != a.Ceiling.String() || got.MaxDepth != 0 || got.Approval != nil || got.Approvers != nil {
+		t.Errorf("migrated agent: %+v", got)
+	}
+	if _, err := s.Approvals(context.Background(), mandate.ApprovalFilter{}); err != nil {
+		t.Errorf("approvals after migration: %v", err)
 	}
 }

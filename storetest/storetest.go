@@ -37,6 +37,8 @@ type Store interface {
 	mandate.RevocationStore
 	mandate.UsedAssertions
 	mandate.AssertionRecorder
+	mandate.ApprovalStore
+	mandate.ApproverStore
 }
 
 // Run runs the suite. open returns a new empty store; reopen, if not nil,
@@ -49,9 +51,16 @@ func Run(t *testing.T, open func(t *testing.T) Store, reopen func(t *testing.T, 
 	t.Run("Revocations", func(t *testing.T) { testRevocations(t, open(t)) })
 	t.Run("AuditLog", func(t *testing.T) { testAuditLog(t, open(t)) })
 	t.Run("AuditLogConcurrent", func(t *testing.T) { testAuditLogConcurrent(t, open(t)) })
+	t.Run("AgentFields", func(t *testing.T) { testAgentFields(t, open(t)) })
+	t.Run("Approvals", func(t *testing.T) { testApprovals(t, open(t)) })
+	t.Run("ApprovalsConcurrentDecide", func(t *testing.T) { testApprovalsConcurrentDecide(t, open(t)) })
+	t.Run("Approvers", func(t *testing.T) { testApprovers(t, open(t)) })
+	t.Run("ApprovalIssuance", func(t *testing.T) { testApprovalIssuance(t, open(t)) })
+	t.Run("ApprovalIssuanceRace", func(t *testing.T) { testApprovalIssuanceRace(t, open(t)) })
 	if reopen != nil {
 		t.Run("Restart", func(t *testing.T) { testRestart(t, open(t), reopen) })
 		t.Run("AuditLogRestart", func(t *testing.T) { testAuditLogRestart(t, open(t), reopen) })
+		t.Run("ApprovalsRestart", func(t *testing.T) { testApprovalsRestart(t, open(t), reopen) })
 	}
 }
 

@@ -1,0 +1,280 @@
+package sqlite
+
+import (
+	"context"
+	"database/sql"
+	"errors"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+)
+
+var (
+	_ mandate.ApprovalStore = (*Store)(nil)
+	_ mandate.ApproverStore = (*Store)(nil)
+)
+
+// maxApprovals is the default and the maximum of ApprovalFilter.Limit.
+const maxApprovals = 1000
+
+const approvalColumns = `id, status, task, parent_mandate, agent, actor, subject, scope, audience, ttl_ms,
+	reason, approvers, request_hash, created_at, expires_at, decided_at, decided_by, note`
+
+// timeOrZero reads a decided_at: 0 (undecided) is the zero time, not 1970.
+func timeOrZero(v int64) time.Time {
+	if v == 0 {
+		return time.Time{}
+	}
+	return time.UnixMilli(v).UTC()
+}
+
+func scanApproval(row interface{ Scan(...any) error }) (*mandate.Approval, error) {
+	var a mandate.Approval
+	var status, aud, approvers string
+	var created, expires, decided int64
+	if err := row.Scan(&a.ID, &status, &a.Task, &a.ParentMandate, &a.Agent, &a.Actor, &a.Subject, &a.Scope, &aud, &a.TTLMillis,
+		&a.Reason, &approvers, &a.RequestHash, &created, &expires, &decided, &a.DecidedBy, &a.Note); err != nil {
+		return nil, err
+	}
+	a.Status = mandate.ApprovalStatus(status)
+	a.Audience, a.Approvers = splitList(aud), splitList(approvers)
+	a.CreatedAt, a.ExpiresAt, a.DecidedAt = time.UnixMilli(created).UTC(), time.UnixMilli(expires).UTC(), timeOrZero(decided)
+	return &a, nil
+}
+
+// validateApproval checks what CreateApproval stores. Lists are stored
+// space-separated, so their items must be non-empty and free of spaces to
+// come back as they went in.
+func validateApproval(a *mandate.Approval) error {
+	switch {
+	case !strings.HasPrefix(a.ID, mandate.ApprovalIDPrefix) || len(a.ID) == len(mandate.ApprovalIDPrefix):
+		return mandate.Errorf(mandate.EINVALID, "approval id %q does not start with %q: mint it with mandate.NewID", a.ID, mandate.ApprovalIDPrefix)
+	case a.Status != "" && a.Status != mandate.ApprovalPending:
+		return mandate.Errorf(mandate.EINVALID, "approval %s is %s: a new approval is pending", a.ID, a.Status)
+	case a.RequestHash == "":
+		return mandate.Errorf(mandate.EINVALID, "approval %s has no request hash: an approval must be bound to its request", a.ID)
+	case len(a.Approvers) == 0:
+		return mandate.Errorf(mandate.EINVALID, "approval %s names no approvers: nobody could decide it", a.ID)
+	case a.ExpiresAt.IsZero():
+		return mandate.Errorf(mandate.EINVALID, "approval %s has no expiry", a.ID)
+	}
+	for _, ap := range a.Approvers {
+		if err := mandate.ValidateOwner(ap); err != nil {
+			return mandate.Errorf(mandate.EINVALID, "approval %s: invalid approver %q: give a person's email address", a.ID, ap)
+		}
+	}
+	for _, aud := range a.Audience {
+		if aud == "" || strings.Contains(aud, " ") {
+			return mandate.Errorf(mandate.EINVALID, "approval %s: invalid audience %q: it may not be empty or hold a space", a.ID, aud)
+		}
+	}
+	return nil
+}
+
+// CreateApproval implements mandate.ApprovalStore. An empty Status means
+// pending; any other status is refused (EINVALID), as is an approval with
+// no ID of the form ap_<ULID>, no request hash, no approvers or no expiry.
+// ECONFLICT if an approval with that ID exists.
+func (s *Store) CreateApproval(ctx context.Context, a *mandate.Approval, ev *mandate.Event) error {
+	if err := validateApproval(a); err != nil {
+		return err
+	}
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO approvals("+approvalColumns+") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?,?)",
+			a.ID, string(mandate.ApprovalPending), a.Task, a.ParentMandate, a.Agent, a.Actor, a.Subject, a.Scope,
+			strings.Join(a.Audience, " "), a.TTLMillis, a.Reason, strings.Join(a.Approvers, " "), a.RequestHash,
+			ms(a.CreatedAt), ms(a.ExpiresAt), int64(0), "", "")
+		if isUnique(err) {
+			return mandate.Errorf(mandate.ECONFLICT, "approval %s exists", a.ID)
+		}
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, nil, ev)
+}
+
+// Approval implements mandate.ApprovalStore.
+func (s *Store) Approval(ctx context.Context, id string) (*mandate.Approval, error) {
+	a, err := scanApproval(s.db.QueryRowContext(ctx, "SELECT "+approvalColumns+" FROM approvals WHERE id = ?", id))
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approval %q", id)
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return a, nil
+}
+
+// Approvals implements mandate.ApprovalStore: newest first (IDs sort by
+// creation time), at most f.Limit, and at most maxApprovals.
+func (s *Store) Approvals(ctx context.Context, f mandate.ApprovalFilter) ([]*mandate.Approval, error) {
+	limit := f.Limit
+	if limit <= 0 || limit > maxApprovals {
+		limit = maxApprovals
+	}
+	q := "SELECT " + approvalColumns + " FROM approvals WHERE 1=1"
+	var args []any
+	if f.Status != "" {
+		q += " AND status = ?"
+		args = append(args, string(f.Status))
+	}
+	if f.Task != "" {
+		q += " AND task = ?"
+		args = append(args, f.Task)
+	}
+	q += " ORDER BY id DESC LIMIT ?"
+	args = append(args, limit)
+	rows, err := s.db.QueryContext(ctx, q, args...)
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	defer rows.Close()
+	var out []*mandate.Approval
+	for rows.Next() {
+		a, err := scanApproval(rows)
+		if err != nil {
+			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		out = append(out, a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return out, nil
+}
+
+// DecideApproval implements mandate.ApprovalStore. The decision is one
+// conditional UPDATE (WHERE status = 'pending'), so of two deciders racing,
+// exactly one wins and the other gets ECONFLICT. EINVALID if to is neither
+// approved nor denied, or by is empty; a zero at means now.
+func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.ApprovalStatus, by, note string, at time.Time, ev *mandate.Event) (*mandate.Approval, error) {
+	if to != mandate.ApprovalApproved && to != mandate.ApprovalDenied {
+		return nil, mandate.Errorf(mandate.EINVALID, "an approval can be decided as %s or %s, not %q", mandate.ApprovalApproved, mandate.ApprovalDenied, to)
+	}
+	if by == "" {
+		return nil, mandate.Errorf(mandate.EINVALID, "a decision of approval %s must name who decided", id)
+	}
+	if at.IsZero() {
+		at = s.cfg.Now()
+	}
+	var updated *mandate.Approval
+	err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+		res, err := tx.ExecContext(ctx, `UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, note = ?
+			WHERE id = ? AND status = 'pending'`, string(to), ms(at), by, note, id)
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		} else if n == 0 {
+			var status string
+			err := tx.QueryRowContext(ctx, "SELECT status FROM approvals WHERE id = ?", id).Scan(&status)
+			if errors.Is(err, sql.ErrNoRows) {
+				return mandate.Errorf(mandate.ENOTFOUND, "no approval %q", id)
+			}
+			if err != nil {
+				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			}
+			return mandate.Errorf(mandate.ECONFLICT, "approval %s is %s, not pending", id, status)
+		}
+		updated, err = scanApproval(tx.QueryRowContext(ctx, "SELECT "+approvalColumns+" FROM approvals WHERE id = ?", id))
+		if err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, nil, ev)
+	if err != nil {
+		return nil, err
+	}
+	return updated, nil
+}
+
+// useApproval moves an approved approval to used, in the transaction that
+// records the issuance it allowed: exactly one issuance can use it.
+func useApproval(ctx context.Context, tx *writeTx, id string) error {
+	res, err := tx.ExecContext(ctx, "UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'", id)
+	if err != nil {
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	n, err := res.RowsAffected()
+	if err != nil {
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	if n == 0 {
+		return mandate.Errorf(mandate.ECONFLICT, "approval %s is not approved or was used already", id)
+	}
+	return nil
+}
+
+// CreateApprover implements mandate.ApproverStore: EINVALID unless the
+// email is valid and the token hash is a SHA-256 (32 bytes); ECONFLICT if
+// an approver with that email, or with that credential, exists.
+func (s *Store) CreateApprover(ctx context.Context, a *mandate.Approver, ev *mandate.Event) error {
+	if err := mandate.ValidateOwner(a.Email); err != nil {
+		return mandate.Errorf(mandate.EINVALID, "invalid approver %q: give a person's email address", a.Email)
+	}
+	if len(a.TokenHash) != 32 {
+		return mandate.Errorf(mandate.EINVALID, "approver %s: the token hash is %d bytes, want a SHA-256 (32 bytes)", a.Email, len(a.TokenHash))
+	}
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+		_, err := tx.ExecContext(ctx, "INSERT INTO approvers(email, token_hash, created_at) VALUES(?,?,?)",
+			a.Email, a.TokenHash, ms(a.CreatedAt))
+		switch {
+		case isUnique(err) && strings.Contains(err.Error(), "token_hash"):
+			return mandate.Errorf(mandate.ECONFLICT, "approver %s: another approver has that credential; hint: issue a new one", a.Email)
+		case isUnique(err):
+			return mandate.Errorf(mandate.ECONFLICT, "approver %s exists", a.Email)
+		case err != nil:
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		return nil
+	}, nil, ev)
+}
+
+// ApproverByTokenHash implements mandate.ApproverStore. It looks the hash
+// up by the unique index, which is not a constant-time comparison, and
+// need not be: the credential is a random token of high entropy, so what
+// the timing of a lookup may tell about a hash an attacker chose brings
+// them no closer to a token that hashes to a stored one.
+func (s *Store) ApproverByTokenHash(ctx context.Context, h []byte) (*mandate.Approver, error) {
+	if len(h) != 32 {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approver has that credential")
+	}
+	var a mandate.Approver
+	var created int64
+	err := s.db.QueryRowContext(ctx, "SELECT email, token_hash, created_at FROM approvers WHERE token_hash = ?", h).
+		Scan(&a.Email, &a.TokenHash, &created)
+	if errors.Is(err, sql.ErrNoRows) {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approver has that credential")
+	}
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	a.CreatedAt = time.UnixMilli(created).UTC()
+	return &a, nil
+}
+
+// Approvers implements mandate.ApproverStore.
+func (s *Store) Approvers(ctx context.Context) ([]*mandate.Approver, error) {
+	rows, err := s.db.QueryContext(ctx, "SELECT email, token_hash, created_at FROM approvers ORDER BY email")
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	defer rows.Close()
+	var out []*mandate.Approver
+	for rows.Next() {
+		var a mandate.Approver
+		var created int64
+		if err := rows.Scan(&a.Email, &a.TokenHash, &created); err != nil {
+			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		a.CreatedAt = time.UnixMilli(created).UTC()
+		out = append(out, &a)
+	}
+	if err := rows.Err(); err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	return out, nil
+}
