@@ -140,6 +140,12 @@ func BenchmarkFloor(b *testing.B) {
 //
 // floor_ratio is (verify + sign) / delegation, both measured in this run.
 func BenchmarkDelegate(b *testing.B) {
+	for _, store := range []string{"sqlite", "none"} {
+		b.Run("store="+store, func(b *testing.B) { benchmarkDelegate(b, store) })
+	}
+}
+
+func benchmarkDelegate(b *testing.B, store string) {
 	ctx := context.Background()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	pub := key.Public().(ed25519.PublicKey)
@@ -151,8 +157,12 @@ func BenchmarkDelegate(b *testing.B) {
 	ceiling, _ := mandate.ParseScopeSet("mcp:crm:* mcp:email:send")
 	st.CreateAgent(ctx, &mandate.Agent{ID: agentID, Name: "researcher", Owner: "alice@example.org", Ceiling: ceiling,
 		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: time.Now(), UpdatedAt: time.Now()}, nil)
+	var log mandate.IssuanceLog = st
+	if store == "none" {
+		log = nopLog{}
+	}
 	is, err := issuer.New(issuer.Config{Issuer: iss, Keys: issuer.NewMemoryKeyring(time.Hour, time.Now()),
-		Agents: st, Log: st, Issuances: st, Revocations: st, Events: st, Approvals: st, Replay: replay.New(4 << 20)})
+		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Replay: replay.New(4 << 20)})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -168,13 +168,13 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		return nil, err
 	}
 
-	// Approval: decided before the single-use checks below, so that a
-	// poll with a fresh actor token is not refused as a replay of the
-	// first; the approval itself is single-use.
+	// Approval: a poll (with approval_id) may repeat its actor token until
+	// the approval is decided; the approval itself is single-use.
 	var jkt string
 	if parent.Confirm != nil {
 		jkt = act.JKT
 	}
+	actorUsed := false
 	hash := requestHash(parent.ID, actorKey(act), scopes.String(), aud, req.TTL, jkt)
 	// The rules of the delegating side apply: the parent's chain, not the
 	// registered actor receiving the mandate.
@@ -187,6 +187,14 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		if rule == "" {
 			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "approval_id given, but this delegation needs no approval")
 		}
+		if req.ApprovalID == "" {
+			// A new approval request uses up its actor token, so that one
+			// token cannot file many requests; polls need fresh ones.
+			actorUsed = true
+			if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+				return nil, err
+			}
+		}
 		ap, err := is.approval(ctx, req, approvalFields{parent: parent, act: act, scopes: scopes, aud: aud, hash: hash, rule: rule, approvers: approvers}, now)
 		if err != nil {
 			return nil, err
@@ -194,8 +202,10 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		req.ApprovalID = ap.ID
 	}
 
-	if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
-		return nil, err
+	if !actorUsed {
+		if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+			return nil, err
+		}
 	}
 	if proof != nil {
 		if err := is.useOnce("d\x00"+proof.JKT+"\x00"+proof.ID, proof.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
@@ -323,6 +333,9 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 		}
 		if c.Issuer != is.cfg.Issuer || c.ID == "" || c.Task == "" || c.Actor == nil || c.Actor.Subject != c.ClientID {
 			return fail("not a mandate of this issuer")
+		}
+		if !now.Before(c.Expiry.Time) { // before the lookup: expired records are pruned
+			return fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
 		}
 		rec, err := is.cfg.Issuances.Issuance(ctx, c.ID)
 		if mandate.ErrorCode(err) == mandate.ENOTFOUND {

@@ -413,6 +413,19 @@ func TestApprovalFlow(t *testing.T) {
 	if n := f.events(mandate.EventApprovalGranted); n != 1 {
 		t.Errorf("%d approval.granted events", n)
 	}
+	// A first request that waits gets its mandate once approved, with the
+	// actor token it came with.
+	sub2 := newKey(t)
+	go func() {
+		time.Sleep(20 * time.Millisecond)
+		list, _ := f.store.Approvals(context.Background(), mandate.ApprovalFilter{Status: mandate.ApprovalPending})
+		for _, a := range list {
+			f.is.Decide(context.Background(), a.ID, "bob@example.org", true, "")
+		}
+	}()
+	if _, err := f.delegate(writer, wk, sub2, "", func(r *issuer.DelegateRequest) { gated(r); r.Wait = 10 * time.Second }); err != nil {
+		t.Fatalf("a waiting first request, approved: %v", err)
+	}
 	// Used once.
 	if _, err := f.delegate(writer, wk, sub, "", withID); oauthOf(err) != "invalid_grant" || !strings.Contains(err.Error(), "used already") {
 		t.Fatalf("approval reused: %v", err)
