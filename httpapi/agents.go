@@ -14,6 +14,15 @@ type AgentRequest struct {
 	Owner     string   `json:"owner"`
 	Ceiling   []string `json:"ceiling"`
 	PublicKey jose.JWK `json:"public_key"`
+	// MaxDepth bounds the delegation chains the agent is part of (0: the
+	// server's default).
+	MaxDepth int `json:"max_depth,omitempty"`
+	// Approval lists the scopes whose delegation, by this agent or any
+	// agent below it, needs a person's approval.
+	Approval []string `json:"approval,omitempty"`
+	// Approvers may decide those approvals (email addresses); the owner
+	// alone if empty.
+	Approvers []string `json:"approvers,omitempty"`
 }
 
 // AgentResponse is an agent as the API shows it.
@@ -25,6 +34,9 @@ type AgentResponse struct {
 	PublicKey     jose.JWK  `json:"public_key"`
 	KeyThumbprint string    `json:"key_thumbprint"`
 	Status        string    `json:"status"`
+	MaxDepth      int       `json:"max_depth,omitempty"`
+	Approval      []string  `json:"approval,omitempty"`
+	Approvers     []string  `json:"approvers,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 }
@@ -33,7 +45,8 @@ func agentResponse(a *mandate.Agent) AgentResponse {
 	return AgentResponse{
 		ID: a.ID, Name: a.Name, Owner: a.Owner, Ceiling: a.Ceiling.Strings(),
 		PublicKey: jose.NewPublicJWK(a.PublicKey), KeyThumbprint: a.KeyID,
-		Status: string(a.Status), CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		Status: string(a.Status), MaxDepth: a.MaxDepth, Approval: a.Approval.Strings(), Approvers: a.Approvers,
+		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
 	}
 }
 
@@ -52,14 +65,23 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "public_key: %v: send an Ed25519 public JWK (kty OKP, crv Ed25519, x)", err))
 		return
 	}
-	ceiling := make(mandate.ScopeSet, 0, len(req.Ceiling))
-	for _, c := range req.Ceiling {
-		sc, err := mandate.ParseScope(c)
-		if err != nil {
-			writeError(w, r, s.log, err)
+	ceiling, err := parseScopes(req.Ceiling)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	approval, err := parseScopes(req.Approval)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	// An approval rule that overlaps nothing the agent may hold would never
+	// apply: say so rather than let the owner believe it guards something.
+	for _, sc := range approval {
+		if len(ceiling.Overlapping(mandate.ScopeSet{sc})) == 0 {
+			writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "approval scope %s overlaps nothing in the ceiling %s, so it would never apply", sc, ceiling))
 			return
 		}
-		ceiling = append(ceiling, sc)
 	}
 	if err := mandate.ValidateAgentName(req.Name); err != nil {
 		writeError(w, r, s.log, err)
@@ -69,16 +91,40 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 	a := &mandate.Agent{
 		ID: mandate.AgentID(s.cfg.TrustDomain, req.Name), Name: req.Name, Owner: req.Owner, Ceiling: ceiling,
 		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: now, UpdatedAt: now,
+		MaxDepth: req.MaxDepth, Approval: approval, Approvers: req.Approvers,
+	}
+	details := map[string]any{"owner": a.Owner, "ceiling": a.Ceiling.Strings(), "key_thumbprint": a.KeyID}
+	if a.MaxDepth != 0 {
+		details["max_depth"] = a.MaxDepth
+	}
+	if len(a.Approval) > 0 {
+		details["approval"] = a.Approval.Strings()
+	}
+	if len(a.Approvers) > 0 {
+		details["approvers"] = a.Approvers
 	}
 	ev := &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventAgentRegistered,
 		Agent: a.ID, Subject: a.Subject(), Action: "register", Outcome: mandate.OutcomeOK, By: "admin",
-		Details: map[string]any{"owner": a.Owner, "ceiling": a.Ceiling.Strings(), "key_thumbprint": a.KeyID}}
+		Details: details}
 	if err := s.cfg.Agents.CreateAgent(r.Context(), a, ev); err != nil {
 		writeError(w, r, s.log, err)
 		return
 	}
 	s.log.Info("agent registered", "agent", a.ID, "owner", a.Owner)
 	writeJSON(w, http.StatusCreated, agentResponse(a))
+}
+
+// parseScopes parses a list of scopes, each on its own.
+func parseScopes(list []string) (mandate.ScopeSet, error) {
+	out := make(mandate.ScopeSet, 0, len(list))
+	for _, c := range list {
+		sc, err := mandate.ParseScope(c)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sc)
+	}
+	return out, nil
 }
 
 func (s *Server) listAgents(w http.ResponseWriter, r *http.Request) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
 )
 
@@ -23,7 +24,10 @@ import (
 type Client struct {
 	BaseURL    string // e.g. http://127.0.0.1:7676
 	AdminToken string
-	HTTP       *http.Client // a client with a 30 s timeout if nil
+	// ApproverToken is a person's approver credential (mapr_…): it is sent
+	// instead of AdminToken when set. Deciding approvals needs it.
+	ApproverToken string
+	HTTP          *http.Client // a client with a 30 s timeout if nil
 }
 
 func (c *Client) http() *http.Client {
@@ -51,7 +55,9 @@ func (c *Client) do(ctx context.Context, method, path string, body, out any) err
 	if body != nil {
 		req.Header.Set("Content-Type", "application/json")
 	}
-	if c.AdminToken != "" {
+	if c.ApproverToken != "" {
+		req.Header.Set("Authorization", "Bearer "+c.ApproverToken)
+	} else if c.AdminToken != "" {
 		req.Header.Set("Authorization", "Bearer "+c.AdminToken)
 	}
 	resp, err := c.http().Do(req)
@@ -176,15 +182,32 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 	if tr.DPoP {
 		req.Header.Set("DPoP", dpop.NewProof(tr.Key, http.MethodPost, md.TokenEndpoint, "", now))
 	}
-	resp, err := c.http().Do(req)
+	return c.postToken(ctx, c.http(), req, md.TokenEndpoint)
+}
+
+// postToken sends a token request and reads the answer: a TokenResponse,
+// a *PendingError for authorization_pending, or a *mandate.Error carrying
+// the OAuth error code.
+func (c *Client) postToken(ctx context.Context, hc *http.Client, req *http.Request, endpoint string) (*TokenResponse, error) {
+	resp, err := hc.Do(req)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "cannot reach the token endpoint %s: %v", md.TokenEndpoint, err)
+		if ctx.Err() != nil {
+			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "token request to %s stopped: %v", endpoint, ctx.Err())
+		}
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "cannot reach the token endpoint %s: %v", endpoint, err)
 	}
 	defer resp.Body.Close()
 	b, _ := io.ReadAll(io.LimitReader(resp.Body, 1<<20))
 	if resp.StatusCode != http.StatusOK {
 		var ob OAuthError
 		if json.Unmarshal(b, &ob) == nil && ob.Error != "" {
+			if ob.Error == "authorization_pending" && ob.ApprovalID != "" {
+				pe := &PendingError{ApprovalID: ob.ApprovalID, Interval: time.Duration(ob.Interval) * time.Second, Description: ob.Description}
+				if ob.ExpiresIn != nil {
+					pe.ExpiresIn = time.Duration(*ob.ExpiresIn) * time.Second
+				}
+				return nil, pe
+			}
 			return nil, &mandate.Error{Code: codeForStatus(resp.StatusCode), OAuth: ob.Error, Message: ob.Error + ": " + ob.Description}
 		}
 		return nil, mandate.Errorf(codeForStatus(resp.StatusCode), "token endpoint: HTTP %d", resp.StatusCode)
@@ -194,6 +217,24 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 		return nil, fmt.Errorf("token endpoint: the answer does not decode: %w", err)
 	}
 	return &tok, nil
+}
+
+// PendingError is the token endpoint's authorization_pending answer to a
+// delegation that waits for a person's approval: repeat the request with
+// ApprovalID (and a fresh actor token and DPoP proof), no more often than
+// every Interval, until the approval is decided or ExpiresIn has passed.
+type PendingError struct {
+	ApprovalID  string
+	Interval    time.Duration
+	ExpiresIn   time.Duration // until the approval times out, which is a denial
+	Description string
+}
+
+func (e *PendingError) Error() string { return "authorization_pending: " + e.Description }
+
+// Unwrap lets errors.As find the *mandate.Error with the OAuth code.
+func (e *PendingError) Unwrap() error {
+	return &mandate.Error{Code: mandate.EFORBIDDEN, OAuth: "authorization_pending", Message: e.Error()}
 }
 
 // ClientAssertion returns a private_key_jwt client assertion (RFC 7523 §3)
@@ -255,4 +296,172 @@ func (t AuthTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		base = http.DefaultTransport
 	}
 	return base.RoundTrip(r)
+}
+
+// DelegateRequest asks for a child mandate by token exchange (RFC 8693):
+// the holder of SubjectToken delegates part of it to the agent whose key
+// is ActorKey.
+type DelegateRequest struct {
+	SubjectToken string // the parent mandate
+	// ParentKey is the parent holder's key. If set, the request carries a
+	// DPoP proof signed by it, which a DPoP-bound parent needs; the child
+	// is then bound to ActorKey.
+	ParentKey ed25519.PrivateKey
+	// ActorKey is the sub-agent's key, which signs the actor token.
+	ActorKey ed25519.PrivateKey
+	// ActorID is a registered sub-agent's SPIFFE ID; empty for a new
+	// ephemeral agent, known by ActorKey alone.
+	ActorID   string
+	Scope     string // empty: the parent's scopes
+	Resources []string
+	TTL       time.Duration // 0: the server's default, cut to the parent's expiry
+	// ApprovalID names the approval a previous attempt was told to wait
+	// for; Wait is how long the server may hold the request waiting for
+	// its decision (at most a minute).
+	ApprovalID string
+	Wait       time.Duration
+}
+
+// Delegate gets a child mandate: it signs an actor token with ActorKey,
+// adds a DPoP proof by ParentKey if given, and posts a token exchange to
+// the token endpoint. A delegation that waits for a person's approval
+// gives a *PendingError: call Delegate again with its ApprovalID.
+func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenResponse, error) {
+	if dr.ActorKey == nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "delegate: the actor's key is required")
+	}
+	md, err := c.Metadata(ctx)
+	if err != nil {
+		return nil, err
+	}
+	now := time.Now()
+	form := url.Values{
+		"grant_type":         {issuer.GrantTypeTokenExchange},
+		"subject_token":      {dr.SubjectToken},
+		"subject_token_type": {issuer.TokenTypeJWT},
+		"actor_token":        {ActorToken(dr.ActorKey, dr.ActorID, md.TokenEndpoint, now)},
+		"actor_token_type":   {issuer.TokenTypeJWT},
+	}
+	if dr.Scope != "" {
+		form.Set("scope", dr.Scope)
+	}
+	for _, r := range dr.Resources {
+		form.Add("resource", r)
+	}
+	if dr.TTL > 0 {
+		form.Set("ttl_ms", strconv.FormatInt(dr.TTL.Milliseconds(), 10))
+	}
+	if dr.ApprovalID != "" {
+		form.Set("approval_id", dr.ApprovalID)
+	}
+	if dr.Wait > 0 {
+		form.Set("wait_ms", strconv.FormatInt(dr.Wait.Milliseconds(), 10))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, md.TokenEndpoint, strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	if dr.ParentKey != nil {
+		req.Header.Set("DPoP", dpop.NewProof(dr.ParentKey, http.MethodPost, md.TokenEndpoint, "", now))
+	}
+	hc := c.HTTP
+	if hc == nil {
+		// The server may hold the request for Wait.
+		hc = &http.Client{Timeout: 30*time.Second + dr.Wait}
+	}
+	return c.postToken(ctx, hc, req, md.TokenEndpoint)
+}
+
+// ActorToken returns an actor token (RFC 8693 §2.1): a JWT signed by the
+// sub-agent's key, aud = the token endpoint, a fresh jti, valid for one
+// minute. For a registered agent, iss = sub = agentID; for an ephemeral
+// one (agentID empty), no iss and the public key in the jwk header.
+func ActorToken(key ed25519.PrivateKey, agentID, tokenEndpoint string, now time.Time) string {
+	claims := map[string]any{
+		"aud": tokenEndpoint, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		"jti": mandate.NewID("a_", now),
+	}
+	h := jose.Header{Typ: "JWT"}
+	if agentID != "" {
+		claims["iss"], claims["sub"] = agentID, agentID
+	} else {
+		jwk := jose.NewPublicJWK(key.Public().(ed25519.PublicKey))
+		h.JWK = &jwk
+	}
+	b, _ := json.Marshal(claims)
+	return jose.Sign(key, h, b)
+}
+
+// CreateApprover registers a person who may decide approvals. The answer
+// holds their credential, once: the server keeps only its hash.
+func (c *Client) CreateApprover(ctx context.Context, email string) (*ApproverResponse, error) {
+	var a ApproverResponse
+	return &a, c.do(ctx, http.MethodPost, "/v1/approvers", ApproverRequest{Email: email}, &a)
+}
+
+// Approvers lists the approvers.
+func (c *Client) Approvers(ctx context.Context) ([]ApproverResponse, error) {
+	var out struct {
+		Approvers []ApproverResponse `json:"approvers"`
+	}
+	return out.Approvers, c.do(ctx, http.MethodGet, "/v1/approvers", nil, &out)
+}
+
+// Approvals lists approvals, newest first; status and task filter if not
+// empty. An approver sees only those they may decide.
+func (c *Client) Approvals(ctx context.Context, status, task string) ([]*mandate.Approval, error) {
+	q := url.Values{}
+	if status != "" {
+		q.Set("status", status)
+	}
+	if task != "" {
+		q.Set("task", task)
+	}
+	path := "/v1/approvals"
+	if len(q) > 0 {
+		path += "?" + q.Encode()
+	}
+	var out ApprovalsResponse
+	return out.Approvals, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// Approval shows one approval.
+func (c *Client) Approval(ctx context.Context, id string) (*mandate.Approval, error) {
+	var a mandate.Approval
+	return &a, c.do(ctx, http.MethodGet, "/v1/approvals/"+url.PathEscape(id), nil, &a)
+}
+
+// Decide approves or denies an approval, with an optional note. It needs
+// ApproverToken: the admin credential cannot decide.
+func (c *Client) Decide(ctx context.Context, id string, approve bool, note string) (*mandate.Approval, error) {
+	verb := "deny"
+	if approve {
+		verb = "approve"
+	}
+	var a mandate.Approval
+	return &a, c.do(ctx, http.MethodPost, "/v1/approvals/"+url.PathEscape(id)+"/"+verb, DecisionRequest{Note: note}, &a)
+}
+
+// Tasks lists the most recent tasks, newest first (limit 0: the server's
+// default).
+func (c *Client) Tasks(ctx context.Context, limit int) ([]TaskSummary, error) {
+	path := "/v1/tasks"
+	if limit > 0 {
+		path += "?limit=" + strconv.Itoa(limit)
+	}
+	var out TasksResponse
+	return out.Tasks, c.do(ctx, http.MethodGet, path, nil, &out)
+}
+
+// Task returns a task's delegation tree.
+func (c *Client) Task(ctx context.Context, id string) (*TaskResponse, error) {
+	var t TaskResponse
+	return &t, c.do(ctx, http.MethodGet, "/v1/tasks/"+url.PathEscape(id), nil, &t)
+}
+
+// Ephemeral lists the live ephemeral agents.
+func (c *Client) Ephemeral(ctx context.Context) ([]issuer.EphemeralAgent, error) {
+	var out EphemeralResponse
+	return out.Agents, c.do(ctx, http.MethodGet, "/v1/agents/ephemeral", nil, &out)
 }

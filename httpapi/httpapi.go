@@ -6,7 +6,9 @@
 // It maps *mandate.Error codes onto HTTP statuses and OAuth error codes in
 // one place (writeError, writeOAuthError); internal details are logged, never
 // returned. Every body is bounded (MaxBodyBytes) and every write path needs
-// authentication.
+// authentication: the admin credential, an approver's credential (approvals
+// are decided by people, never by the admin), or, at the OAuth endpoints,
+// the agent's own proof of its key.
 package httpapi
 
 import (
@@ -20,6 +22,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -39,6 +42,10 @@ type Config struct {
 	Issuances   mandate.IssuanceGetter
 	Revocations mandate.RevocationStore
 	Events      mandate.EventLog
+	// Approvals and Approvers serve the approvals API: the requests that
+	// wait for a person, and the people who may decide them.
+	Approvals mandate.ApprovalStore
+	Approvers mandate.ApproverStore
 	// Audit and Publisher serve the audit log.
 	Audit     AuditStore
 	Publisher *auditlog.Publisher
@@ -62,13 +69,17 @@ type Server struct {
 	// inspector verifies tokens issued here for introspection and
 	// revocation: any audience, binding not checked.
 	inspector *verify.Verifier
+	// stopWaits ends, when closed, the token requests that wait for an
+	// approval's decision (StopWaiting).
+	stopWaits     chan struct{}
+	stopWaitsOnce sync.Once
 }
 
 // New returns a Server for cfg.
 func New(cfg Config) (*Server, error) {
 	if cfg.Issuer == nil || cfg.Keys == nil || cfg.Agents == nil || cfg.Issuances == nil || cfg.Revocations == nil || cfg.Events == nil ||
-		cfg.Audit == nil || cfg.Publisher == nil {
-		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances, Revocations, Events, Audit and Publisher are required")
+		cfg.Approvals == nil || cfg.Approvers == nil || cfg.Audit == nil || cfg.Publisher == nil {
+		return nil, errors.New("httpapi: Issuer, Keys, Agents, Issuances, Revocations, Events, Approvals, Approvers, Audit and Publisher are required")
 	}
 	if len(cfg.AdminToken) < 16 {
 		return nil, errors.New("httpapi: an admin token of at least 16 bytes is required")
@@ -82,7 +93,8 @@ func New(cfg Config) (*Server, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	s := &Server{cfg: cfg, adminHash: sha256.Sum256([]byte(cfg.AdminToken)), mux: http.NewServeMux(), log: cfg.Logger}
+	s := &Server{cfg: cfg, adminHash: sha256.Sum256([]byte(cfg.AdminToken)), mux: http.NewServeMux(), log: cfg.Logger,
+		stopWaits: make(chan struct{})}
 	var err error
 	s.inspector, err = verify.New(verify.Config{
 		Issuer:        cfg.Issuer.Issuer(),
@@ -98,17 +110,47 @@ func New(cfg Config) (*Server, error) {
 	return s, nil
 }
 
+// Auth says who may call a route.
+type Auth int
+
+const (
+	// AuthNone: a public document, or an endpoint that authenticates its
+	// callers itself (the token and revocation endpoints take the agent's
+	// client assertion or actor token).
+	AuthNone Auth = iota
+	// AuthAdmin: the admin credential only.
+	AuthAdmin
+	// AuthApprover: an approver's credential only. The admin is refused:
+	// a person decides approvals, and the audit log names them.
+	AuthApprover
+	// AuthAdminOrApprover: either; an approver sees only what they may
+	// decide.
+	AuthAdminOrApprover
+)
+
+func (a Auth) String() string {
+	switch a {
+	case AuthNone:
+		return "none"
+	case AuthAdmin:
+		return "admin"
+	case AuthApprover:
+		return "approver"
+	case AuthAdminOrApprover:
+		return "admin-or-approver"
+	}
+	return "unknown"
+}
+
 // Route is one endpoint of the API.
 type Route struct {
 	Method, Path string
-	// Admin routes need the admin credential; the others authenticate
-	// their callers themselves (the token and revocation endpoints) or are
-	// public documents.
-	Admin bool
+	// Auth is who may call it; every /v1/ route needs a credential.
+	Auth Auth
 }
 
 // routeTable is every route: ServeMux registration and the test that
-// every admin route refuses anonymous callers both read it.
+// every route enforces its Auth both read it.
 func (s *Server) routeTable() []struct {
 	Route
 	h http.HandlerFunc
@@ -117,30 +159,45 @@ func (s *Server) routeTable() []struct {
 		Route
 		h http.HandlerFunc
 	}
+	const (
+		none     = AuthNone
+		admin    = AuthAdmin
+		approver = AuthApprover
+		either   = AuthAdminOrApprover
+	)
 	return []r{
-		{Route{"GET", "/healthz", false}, s.healthz},
-		{Route{"GET", "/.well-known/jwks.json", false}, s.jwks},
-		{Route{"GET", "/.well-known/oauth-authorization-server", false}, s.metadata},
-		{Route{"POST", "/oauth2/token", false}, s.token},
-		{Route{"POST", "/oauth2/revoke", false}, s.revoke},
-		{Route{"POST", "/oauth2/introspect", true}, s.introspect},
-		{Route{"POST", "/v1/agents", true}, s.createAgent},
-		{Route{"GET", "/v1/agents", true}, s.listAgents},
-		{Route{"GET", "/v1/agents/{name}", true}, s.getAgent},
-		{Route{"POST", "/v1/agents/{name}/disable", true}, s.setAgentStatus(mandate.AgentDisabled)},
-		{Route{"POST", "/v1/agents/{name}/enable", true}, s.setAgentStatus(mandate.AgentActive)},
-		{Route{"GET", "/v1/keys", true}, s.listKeys},
-		{Route{"POST", "/v1/keys/rotate", true}, s.rotateKeys},
-		{Route{"GET", "/v1/mandates/{id}", true}, s.getMandate},
-		{Route{"GET", "/v1/events", true}, s.events},
-		{Route{"GET", "/v1/tasks/{id}/events", true}, s.events},
-		{Route{"POST", "/v1/audit/checkpoint", true}, s.publishCheckpoint},
+		{Route{"GET", "/healthz", none}, s.healthz},
+		{Route{"GET", "/.well-known/jwks.json", none}, s.jwks},
+		{Route{"GET", "/.well-known/oauth-authorization-server", none}, s.metadata},
+		{Route{"POST", "/oauth2/token", none}, s.token},
+		{Route{"POST", "/oauth2/revoke", none}, s.revoke},
+		{Route{"POST", "/oauth2/introspect", admin}, s.introspect},
+		{Route{"POST", "/v1/agents", admin}, s.createAgent},
+		{Route{"GET", "/v1/agents", admin}, s.listAgents},
+		{Route{"GET", "/v1/agents/ephemeral", admin}, s.listEphemeral},
+		{Route{"GET", "/v1/agents/{name}", admin}, s.getAgent},
+		{Route{"POST", "/v1/agents/{name}/disable", admin}, s.setAgentStatus(mandate.AgentDisabled)},
+		{Route{"POST", "/v1/agents/{name}/enable", admin}, s.setAgentStatus(mandate.AgentActive)},
+		{Route{"GET", "/v1/keys", admin}, s.listKeys},
+		{Route{"POST", "/v1/keys/rotate", admin}, s.rotateKeys},
+		{Route{"GET", "/v1/mandates/{id}", admin}, s.getMandate},
+		{Route{"GET", "/v1/events", admin}, s.events},
+		{Route{"GET", "/v1/tasks", admin}, s.listTasks},
+		{Route{"GET", "/v1/tasks/{id}", admin}, s.getTask},
+		{Route{"GET", "/v1/tasks/{id}/events", admin}, s.events},
+		{Route{"POST", "/v1/approvers", admin}, s.createApprover},
+		{Route{"GET", "/v1/approvers", admin}, s.listApprovers},
+		{Route{"GET", "/v1/approvals", either}, s.listApprovals},
+		{Route{"GET", "/v1/approvals/{id}", either}, s.getApproval},
+		{Route{"POST", "/v1/approvals/{id}/approve", approver}, s.decide(true)},
+		{Route{"POST", "/v1/approvals/{id}/deny", approver}, s.decide(false)},
+		{Route{"POST", "/v1/audit/checkpoint", admin}, s.publishCheckpoint},
 		// The audit log's read layout (C2SP tlog-tiles) and proofs. Entry
 		// bundles check the credential themselves (see auditTile).
-		{Route{"GET", "/audit/checkpoint", false}, s.auditCheckpoint},
-		{Route{"GET", "/audit/vkey", false}, s.auditVKey},
-		{Route{"GET", "/audit/tile/{path...}", false}, s.auditTile},
-		{Route{"GET", "/audit/proof", false}, s.auditProof},
+		{Route{"GET", "/audit/checkpoint", none}, s.auditCheckpoint},
+		{Route{"GET", "/audit/vkey", none}, s.auditVKey},
+		{Route{"GET", "/audit/tile/{path...}", none}, s.auditTile},
+		{Route{"GET", "/audit/proof", none}, s.auditProof},
 	}
 }
 
@@ -156,16 +213,32 @@ func (s *Server) Routes() []Route {
 func (s *Server) routes() {
 	for _, r := range s.routeTable() {
 		h := r.h
-		if r.Admin {
+		switch r.Auth {
+		case AuthAdmin:
 			h = s.admin(h)
-		} else if strings.HasPrefix(r.Path, "/v1/") {
-			panic("httpapi: every /v1/ route needs the admin credential: " + r.Path)
+		case AuthApprover:
+			h = s.approver(h)
+		case AuthAdminOrApprover:
+			h = s.adminOrApprover(h)
+		case AuthNone:
+			if strings.HasPrefix(r.Path, "/v1/") {
+				panic("httpapi: every /v1/ route needs a credential: " + r.Path)
+			}
+		default:
+			panic("httpapi: unknown auth kind for " + r.Path)
 		}
 		s.mux.HandleFunc(r.Method+" "+r.Path, h)
 	}
 	s.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, mandate.Errorf(mandate.ENOTFOUND, "no route %s %s", r.Method, r.URL.Path))
 	})
+}
+
+// StopWaiting ends the token requests that wait for an approval's decision
+// (wait_ms), and makes later ones answer at once: call it when the server
+// shuts down, so that graceful shutdown need not wait up to a minute.
+func (s *Server) StopWaiting() {
+	s.stopWaitsOnce.Do(func() { close(s.stopWaits) })
 }
 
 // ServeHTTP logs each request (never its credentials or body) and serves it.
@@ -199,12 +272,21 @@ func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 }
 
 func (s *Server) isAdmin(r *http.Request) bool {
-	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
-	if !ok || !strings.EqualFold(scheme, "Bearer") {
+	tok, ok := bearer(r)
+	if !ok {
 		return false
 	}
 	h := sha256.Sum256([]byte(tok))
 	return subtle.ConstantTimeCompare(h[:], s.adminHash[:]) == 1
+}
+
+// bearer returns the request's Bearer credential.
+func bearer(r *http.Request) (string, bool) {
+	scheme, tok, ok := strings.Cut(r.Header.Get("Authorization"), " ")
+	if !ok || !strings.EqualFold(scheme, "Bearer") || tok == "" {
+		return "", false
+	}
+	return tok, true
 }
 
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
@@ -276,8 +358,18 @@ func oauthCode(err error) string {
 	}
 }
 
-// writeOAuthError writes an RFC 6749 §5.2 error response.
-func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
+// writeOAuthError writes an RFC 6749 §5.2 error response. Every error code
+// is HTTP 400 but these: invalid_client 401 (RFC 6749 §5.2),
+// temporarily_unavailable 503, server_error 500, and a body over the
+// limit 413. 400 covers invalid_request, invalid_grant,
+// unauthorized_client, unsupported_grant_type and invalid_scope (RFC 6749
+// §5.2), invalid_target (RFC 8707 §2), invalid_dpop_proof (RFC 9449 §5),
+// and the answers of a delegation that waits for a person:
+// authorization_pending, access_denied and expired_token, as the device
+// flow (RFC 8628 §3.5) and CIBA (§11) use them. authorization_pending
+// carries the approval to poll for (OAuthError.ApprovalID, Interval,
+// ExpiresIn).
+func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error, now time.Time) {
 	oc := oauthCode(err)
 	status := http.StatusBadRequest
 	switch oc {
@@ -288,9 +380,14 @@ func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 	case "server_error":
 		status = http.StatusInternalServerError
 	}
-	if code := mandate.ErrorCode(err); code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE {
+	var pending *issuer.PendingError
+	isPending := errors.As(err, &pending) && pending.Approval != nil
+	switch code := mandate.ErrorCode(err); {
+	case code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE:
 		log.ErrorContext(r.Context(), "oauth request failed", "path", r.URL.Path, "err", err)
-	} else {
+	case isPending:
+		log.InfoContext(r.Context(), "oauth request waits for approval", "path", r.URL.Path, "approval", pending.Approval.ID)
+	default:
 		// Refusals are logged with what the client was told, which never
 		// holds a secret: enough to diagnose a misconfigured agent.
 		log.InfoContext(r.Context(), "oauth request refused", "path", r.URL.Path, "error", oc, "description", mandate.ErrorMessage(err))
@@ -303,13 +400,33 @@ func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 	if oc == "server_error" {
 		msg = "internal error"
 	}
-	writeJSON(w, status, OAuthError{Error: oc, Description: msg})
+	body := OAuthError{Error: oc, Description: msg}
+	if isPending {
+		ap := pending.Approval
+		left := max(ap.ExpiresAt.Sub(now), 0)
+		// Whole seconds, rounded up: a pending approval never says 0.
+		secs := int64((left + time.Second - 1) / time.Second)
+		body.Error = "authorization_pending"
+		body.ApprovalID, body.Interval, body.ExpiresIn = ap.ID, int64(issuer.PollInterval/time.Second), &secs
+	}
+	writeJSON(w, status, body)
 }
 
-// OAuthError is an RFC 6749 §5.2 error body.
+// oauthError writes an OAuth error response (writeOAuthError).
+func (s *Server) oauthError(w http.ResponseWriter, r *http.Request, err error) {
+	writeOAuthError(w, r, s.log, err, s.cfg.Now())
+}
+
+// OAuthError is an RFC 6749 §5.2 error body. A delegation waiting for a
+// person's approval (authorization_pending) also names the approval to
+// poll for, the polling interval in seconds (RFC 8628 §3.5), and the
+// seconds left before the approval times out, which is a denial.
 type OAuthError struct {
 	Error       string `json:"error"`
 	Description string `json:"error_description,omitempty"`
+	ApprovalID  string `json:"approval_id,omitempty"`
+	Interval    int64  `json:"interval,omitempty"`
+	ExpiresIn   *int64 `json:"expires_in,omitempty"`
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {

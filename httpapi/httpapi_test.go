@@ -34,7 +34,9 @@ type testServer struct {
 	client    *httpapi.Client
 }
 
-func newServer(t testing.TB) *testServer {
+// newServer starts a server on a fresh store; opts adjust the issuer's
+// configuration.
+func newServer(t testing.TB, opts ...func(*issuer.Config)) *testServer {
 	t.Helper()
 	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
 	if err != nil {
@@ -47,7 +49,12 @@ func newServer(t testing.TB) *testServer {
 	ts.Start()
 	t.Cleanup(ts.Close)
 	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
-	is, err := issuer.New(issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store, Assertions: store, Logger: slog.New(slog.DiscardHandler)})
+	icfg := issuer.Config{Issuer: ts.URL, Keys: keys, Agents: store, Log: store, Assertions: store,
+		Issuances: store, Revocations: store, Events: store, Approvals: store, Logger: slog.New(slog.DiscardHandler)}
+	for _, o := range opts {
+		o(&icfg)
+	}
+	is, err := issuer.New(icfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +65,7 @@ func newServer(t testing.TB) *testServer {
 	ts.publisher = &auditlog.Publisher{Key: logKey, Head: store.LogHead, Save: store.SaveCheckpoint,
 		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, store.HashReader(context.Background())) }}
 	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store, Events: store,
-		Audit: store, Publisher: ts.publisher,
+		Approvals: store, Approvers: store, Audit: store, Publisher: ts.publisher,
 		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)
@@ -153,34 +160,71 @@ func TestTokenEndpointBadInput(t *testing.T) {
 	}
 }
 
-func TestAdminAPIRequiresCredential(t *testing.T) {
+// TestRoutesEnforceAuth walks the route table: every /v1/ route needs a
+// credential, and each route lets in exactly the callers its Auth names.
+func TestRoutesEnforceAuth(t *testing.T) {
 	ts := newServer(t)
-	var routes []httpapi.Route
+	approver, err := ts.client.CreateApprover(context.Background(), "carol@example.org")
+	if err != nil {
+		t.Fatal(err)
+	}
+	send := func(r httpapi.Route, auth string) *http.Response {
+		t.Helper()
+		path := strings.NewReplacer("{name}", "a", "{id}", "m_1", "{path...}", "0/000").Replace(r.Path)
+		req, _ := http.NewRequest(r.Method, ts.URL+path, strings.NewReader("{}"))
+		req.Header.Set("Content-Type", "application/json")
+		if auth != "" {
+			req.Header.Set("Authorization", auth)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp
+	}
+	denied := []string{"", "Bearer wrong", "Basic " + adminToken, "Bearer " + adminToken + "x",
+		"Bearer " + approver.Token + "x", "Bearer " + httpapi.ApproverTokenPrefix + "unknown", "Basic " + approver.Token}
+	counts := map[httpapi.Auth]int{}
 	for _, r := range ts.api.Routes() {
-		if r.Admin {
-			r.Path = strings.NewReplacer("{name}", "a", "{id}", "m_1").Replace(r.Path)
-			routes = append(routes, r)
+		counts[r.Auth]++
+		if strings.HasPrefix(r.Path, "/v1/") && r.Auth == httpapi.AuthNone {
+			t.Errorf("%s %s needs no credential", r.Method, r.Path)
 		}
-	}
-	if len(routes) < 9 {
-		t.Fatalf("only %d admin routes", len(routes))
-	}
-	for _, auth := range []string{"", "Bearer wrong", "Basic " + adminToken, "Bearer " + adminToken + "x"} {
-		for _, r := range routes {
-			req, _ := http.NewRequest(r.Method, ts.URL+r.Path, strings.NewReader("{}"))
-			req.Header.Set("Content-Type", "application/json")
-			if auth != "" {
-				req.Header.Set("Authorization", auth)
-			}
-			resp, err := http.DefaultClient.Do(req)
-			if err != nil {
-				t.Fatal(err)
-			}
-			resp.Body.Close()
-			if resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
-				t.Errorf("%s %s with %q: HTTP %d", r.Method, r.Path, auth, resp.StatusCode)
+		if r.Auth == httpapi.AuthNone {
+			continue
+		}
+		for _, auth := range denied {
+			if resp := send(r, auth); resp.StatusCode != 401 || resp.Header.Get("WWW-Authenticate") == "" {
+				t.Errorf("%s %s (%v) with %q: HTTP %d", r.Method, r.Path, r.Auth, auth, resp.StatusCode)
 			}
 		}
+		admin, person := send(r, "Bearer "+adminToken), send(r, "Bearer "+approver.Token)
+		switch r.Auth {
+		case httpapi.AuthAdmin:
+			if admin.StatusCode == 401 || admin.StatusCode == 403 {
+				t.Errorf("%s %s (admin) refuses the admin: HTTP %d", r.Method, r.Path, admin.StatusCode)
+			}
+			if person.StatusCode != 401 {
+				t.Errorf("%s %s (admin) with an approver credential: HTTP %d", r.Method, r.Path, person.StatusCode)
+			}
+		case httpapi.AuthApprover:
+			if admin.StatusCode != 403 {
+				t.Errorf("%s %s (approver) with the admin credential: HTTP %d, want 403", r.Method, r.Path, admin.StatusCode)
+			}
+			if person.StatusCode == 401 || person.StatusCode == 403 {
+				t.Errorf("%s %s (approver) refuses an approver: HTTP %d", r.Method, r.Path, person.StatusCode)
+			}
+		case httpapi.AuthAdminOrApprover:
+			if admin.StatusCode == 401 || admin.StatusCode == 403 || person.StatusCode == 401 || person.StatusCode == 403 {
+				t.Errorf("%s %s (admin or approver): admin HTTP %d, approver HTTP %d", r.Method, r.Path, admin.StatusCode, person.StatusCode)
+			}
+		default:
+			t.Errorf("%s %s: unknown auth %v", r.Method, r.Path, r.Auth)
+		}
+	}
+	if counts[httpapi.AuthAdmin] < 15 || counts[httpapi.AuthApprover] < 2 || counts[httpapi.AuthAdminOrApprover] < 2 {
+		t.Fatalf("routes by auth: %v", counts)
 	}
 	if n, _ := ts.store.Agents(context.Background()); len(n) != 0 {
 		t.Errorf("an unauthenticated request wrote %d agents", len(n))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"net/url"
 	"strconv"
 	"strings"
 	"time"
@@ -40,7 +41,7 @@ func (s *Server) metadata(w http.ResponseWriter, r *http.Request) {
 		JWKSURI:                       iss + "/.well-known/jwks.json",
 		IntrospectionEndpoint:         iss + "/oauth2/introspect",
 		RevocationEndpoint:            iss + "/oauth2/revoke",
-		GrantTypesSupported:           []string{"client_credentials"},
+		GrantTypesSupported:           []string{"client_credentials", issuer.GrantTypeTokenExchange},
 		ResponseTypesSupported:        []string{},
 		TokenEndpointAuthMethods:      []string{"private_key_jwt"},
 		TokenEndpointAuthSigningAlgs:  []string{"EdDSA", "Ed25519"},
@@ -62,64 +63,133 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 
 // TokenResponse is the RFC 6749 §5.1 success body. ExpiresIn is whole
 // seconds rounded down (it is 0 for a sub-second mandate, so that clients
-// refresh at once); ExpiresInMS is the exact lifetime.
+// refresh at once); ExpiresInMS is the exact lifetime. IssuedTokenType is
+// set for a token exchange (RFC 8693 §2.2.1).
 type TokenResponse struct {
-	AccessToken string `json:"access_token"`
-	TokenType   string `json:"token_type"`
-	ExpiresIn   int64  `json:"expires_in"`
-	ExpiresInMS int64  `json:"expires_in_ms"`
-	Scope       string `json:"scope"`
+	AccessToken     string `json:"access_token"`
+	IssuedTokenType string `json:"issued_token_type,omitempty"`
+	TokenType       string `json:"token_type"`
+	ExpiresIn       int64  `json:"expires_in"`
+	ExpiresInMS     int64  `json:"expires_in_ms"`
+	Scope           string `json:"scope"`
 }
 
 func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	form, err := readForm(w, r, "resource")
 	if err != nil {
-		writeOAuthError(w, r, s.log, err)
+		s.oauthError(w, r, err)
 		return
 	}
 	if dp := r.Header.Values("DPoP"); len(dp) > 1 {
-		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "more than one DPoP header"))
+		s.oauthError(w, r, mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "more than one DPoP header"))
 		return
 	}
+	ttl, err := parseTTL(form.Get("ttl_ms"))
+	if err != nil {
+		s.oauthError(w, r, err)
+		return
+	}
+	var tok *issuer.Token
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
+		tok, err = s.cfg.Issuer.MintRoot(r.Context(), issuer.RootRequest{
+			ClientID:            form.Get("client_id"),
+			ClientAssertionType: form.Get("client_assertion_type"),
+			ClientAssertion:     form.Get("client_assertion"),
+			Scope:               form.Get("scope"),
+			Resources:           form["resource"],
+			TTL:                 ttl,
+			TaskPurpose:         form.Get("task_purpose"),
+			DPoP:                r.Header.Get("DPoP"),
+		})
+	case issuer.GrantTypeTokenExchange:
+		tok, err = s.tokenExchange(r, form, ttl)
 	case "":
-		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "grant_type is required"))
-		return
+		err = mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "grant_type is required")
 	default:
-		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EINVALID, "unsupported_grant_type", "grant_type %q is not supported: use client_credentials", gt))
-		return
+		err = mandate.OAuthErrorf(mandate.EINVALID, "unsupported_grant_type", "grant_type %q is not supported: use client_credentials or %s", gt, issuer.GrantTypeTokenExchange)
 	}
-	var ttl time.Duration
-	if v := form.Get("ttl_ms"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < issuer.MinTTL.Milliseconds() || n > issuer.MaxTTL.Milliseconds() {
-			writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request",
-				"ttl_ms must be a whole number of milliseconds from %d to %d", issuer.MinTTL.Milliseconds(), issuer.MaxTTL.Milliseconds()))
-			return
-		}
-		ttl = time.Duration(n) * time.Millisecond
-	}
-	tok, err := s.cfg.Issuer.MintRoot(r.Context(), issuer.RootRequest{
-		ClientID:            form.Get("client_id"),
-		ClientAssertionType: form.Get("client_assertion_type"),
-		ClientAssertion:     form.Get("client_assertion"),
-		Scope:               form.Get("scope"),
-		Resources:           form["resource"],
-		TTL:                 ttl,
-		TaskPurpose:         form.Get("task_purpose"),
-		DPoP:                r.Header.Get("DPoP"),
-	})
 	if err != nil {
-		writeOAuthError(w, r, s.log, err)
+		s.oauthError(w, r, err)
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
 	life := tok.Claims.TTL()
-	writeJSON(w, http.StatusOK, TokenResponse{
+	resp := TokenResponse{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType,
 		ExpiresIn: int64(life / time.Second), ExpiresInMS: life.Milliseconds(), Scope: tok.Claims.Scope,
+	}
+	if tok.Claims.Parent != "" {
+		resp.IssuedTokenType = issuer.TokenTypeAccessToken
+	}
+	writeJSON(w, http.StatusOK, resp)
+}
+
+// parseTTL reads ttl_ms: empty is 0 (the issuer's default).
+func parseTTL(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < issuer.MinTTL.Milliseconds() || n > issuer.MaxTTL.Milliseconds() {
+		return 0, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request",
+			"ttl_ms must be a whole number of milliseconds from %d to %d", issuer.MinTTL.Milliseconds(), issuer.MaxTTL.Milliseconds())
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+// tokenExchange is a delegation (RFC 8693 §2.1): subject_token is the
+// parent mandate, actor_token the sub-agent's proof of its key; scope,
+// resource and ttl_ms narrow the child as for root mandates. approval_id
+// names the approval the request waited for, and wait_ms (at most
+// issuer.MaxWait) how long to wait here for a pending one's decision.
+func (s *Server) tokenExchange(r *http.Request, form url.Values, ttl time.Duration) (*issuer.Token, error) {
+	var wait time.Duration
+	if v := form.Get("wait_ms"); v != "" {
+		n, err := strconv.ParseInt(v, 10, 64)
+		if err != nil || n < 0 || n > issuer.MaxWait.Milliseconds() {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request",
+				"wait_ms must be a whole number of milliseconds from 0 to %d: poll again to wait longer", issuer.MaxWait.Milliseconds())
+		}
+		wait = time.Duration(n) * time.Millisecond
+	}
+	for _, p := range []string{"subject_token", "subject_token_type", "actor_token", "actor_token_type"} {
+		if form.Get(p) == "" {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "%s is required (RFC 8693 §2.1): see docs/delegation.md", p)
+		}
+	}
+	ctx := r.Context()
+	if wait > 0 {
+		// A shutting-down server stops waiting (StopWaiting); the client
+		// polls again.
+		select {
+		case <-s.stopWaits:
+			wait = 0
+		default:
+			var cancel context.CancelFunc
+			ctx, cancel = context.WithCancel(ctx)
+			defer cancel()
+			go func() {
+				select {
+				case <-s.stopWaits:
+					cancel()
+				case <-ctx.Done():
+				}
+			}()
+		}
+	}
+	return s.cfg.Issuer.Delegate(ctx, issuer.DelegateRequest{
+		SubjectToken:     form.Get("subject_token"),
+		SubjectTokenType: form.Get("subject_token_type"),
+		ActorToken:       form.Get("actor_token"),
+		ActorTokenType:   form.Get("actor_token_type"),
+		Scope:            form.Get("scope"),
+		Resources:        form["resource"],
+		TTL:              ttl,
+		DPoP:             r.Header.Get("DPoP"),
+		ApprovalID:       form.Get("approval_id"),
+		Wait:             wait,
 	})
 }
 
@@ -164,29 +234,30 @@ type IntrospectionResponse struct {
 func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	form, err := readForm(w, r)
 	if err != nil {
-		writeOAuthError(w, r, s.log, err)
+		s.oauthError(w, r, err)
 		return
 	}
 	token := form.Get("token")
 	if token == "" {
-		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "token is required"))
+		s.oauthError(w, r, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "token is required"))
 		return
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	c, rec, err := s.check(r.Context(), token)
 	if err != nil || rec == nil {
 		if code := mandate.ErrorCode(err); code == mandate.EUNAVAILABLE {
-			writeOAuthError(w, r, s.log, err)
+			s.oauthError(w, r, err)
 			return
 		}
 		writeJSON(w, http.StatusOK, IntrospectionResponse{Active: false})
 		return
 	}
-	if revoked, err := s.cfg.Revocations.IsRevoked(r.Context(), c.ID); err != nil || revoked {
-		writeJSON(w, http.StatusOK, IntrospectionResponse{Active: false})
-		return
-	}
-	if a, err := s.cfg.Agents.Agent(r.Context(), c.ClientID); err != nil || a.Status != mandate.AgentActive {
+	if err := s.live(r.Context(), c, rec); err != nil {
+		if code := mandate.ErrorCode(err); code == mandate.EUNAVAILABLE || code == mandate.EINTERNAL {
+			s.oauthError(w, r, err)
+			return
+		}
+		s.log.DebugContext(r.Context(), "introspection: inactive", "mandate", c.ID, "why", mandate.ErrorMessage(err))
 		writeJSON(w, http.StatusOK, IntrospectionResponse{Active: false})
 		return
 	}
@@ -201,26 +272,81 @@ func (s *Server) introspect(w http.ResponseWriter, r *http.Request) {
 	})
 }
 
+// maxChain bounds the ancestors live follows: deeper than any chain the
+// issuer allows.
+const maxChain = mandate.MaxAgentDepth + 1
+
+// live reports (nil) whether a verified mandate is still good as a whole
+// chain: it and every ancestor, followed through the issuance records'
+// ParentID, recorded here, unexpired and unrevoked; and every agent of
+// its chain — the registered ancestor of each act entry — registered and
+// active. A verifier's online check (verify.VerifyOnline) relies on this.
+// The error says why not: ENOTFOUND or EFORBIDDEN for an inactive
+// mandate, EUNAVAILABLE if the store cannot say.
+func (s *Server) live(ctx context.Context, c *mandate.Claims, rec *mandate.Issuance) error {
+	now := s.cfg.Now()
+	seen := map[string]bool{}
+	for i := 0; ; i++ {
+		if i > maxChain || seen[rec.MandateID] {
+			return mandate.Errorf(mandate.EFORBIDDEN, "mandate %s: the chain of parents is too long or loops", c.ID)
+		}
+		seen[rec.MandateID] = true
+		if !now.Before(rec.ExpiresAt) {
+			return mandate.Errorf(mandate.EFORBIDDEN, "mandate %s has expired", rec.MandateID)
+		}
+		revoked, err := s.cfg.Revocations.IsRevoked(ctx, rec.MandateID)
+		if err != nil {
+			return err
+		}
+		if revoked {
+			return mandate.Errorf(mandate.EFORBIDDEN, "mandate %s is revoked", rec.MandateID)
+		}
+		if rec.ParentID == "" {
+			break
+		}
+		parent := rec.ParentID
+		if rec, err = s.cfg.Issuances.Issuance(ctx, parent); err != nil {
+			return err // ENOTFOUND: an unknown ancestor is not vouched for
+		}
+	}
+	checked := map[string]bool{}
+	for _, id := range c.Actor.Chain() {
+		reg := mandate.RegisteredAncestor(id)
+		if checked[reg] {
+			continue
+		}
+		checked[reg] = true
+		a, err := s.cfg.Agents.Agent(ctx, reg)
+		if err != nil {
+			return err
+		}
+		if a.Status != mandate.AgentActive {
+			return mandate.Errorf(mandate.EFORBIDDEN, "agent %s of the chain is %s", a.ID, a.Status)
+		}
+	}
+	return nil
+}
+
 // revoke implements RFC 7009. The caller is the admin (Bearer) or the
 // holder, authenticated with its client assertion as at the token endpoint.
 func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	form, err := readForm(w, r)
 	if err != nil {
-		writeOAuthError(w, r, s.log, err)
+		s.oauthError(w, r, err)
 		return
 	}
 	by := "admin"
 	if !s.isAdmin(r) {
 		agent, err := s.cfg.Issuer.Authenticate(r.Context(), form.Get("client_id"), form.Get("client_assertion_type"), form.Get("client_assertion"))
 		if err != nil {
-			writeOAuthError(w, r, s.log, err)
+			s.oauthError(w, r, err)
 			return
 		}
 		by = agent.ID
 	}
 	token := form.Get("token")
 	if token == "" {
-		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "token is required"))
+		s.oauthError(w, r, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "token is required"))
 		return
 	}
 	c, rec, err := s.check(r.Context(), token)
@@ -232,11 +358,11 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		w.WriteHeader(http.StatusOK)
 		return
 	case err != nil:
-		writeOAuthError(w, r, s.log, err)
+		s.oauthError(w, r, err)
 		return
 	}
 	if by != "admin" && by != c.ClientID {
-		writeOAuthError(w, r, s.log, mandate.OAuthErrorf(mandate.EFORBIDDEN, "unauthorized_client", "the token was not issued to this client"))
+		s.oauthError(w, r, mandate.OAuthErrorf(mandate.EFORBIDDEN, "unauthorized_client", "the token was not issued to this client"))
 		return
 	}
 	now := s.cfg.Now()
@@ -246,7 +372,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
 		Action: "revoke", Outcome: mandate.OutcomeOK, Reason: "revoked at the revocation endpoint (RFC 7009)", By: by,
 	}); err != nil {
-		writeOAuthError(w, r, s.log, err)
+		s.oauthError(w, r, err)
 		return
 	}
 	s.log.Info("mandate revoked", "mandate", c.ID, "by", by)
