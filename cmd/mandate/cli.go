@@ -182,6 +182,10 @@ func (c *cli) agentAdd(args []string) error {
 	var ceiling stringList
 	fs.Var(&ceiling, "ceiling", "a scope the agent may ever hold (repeatable; or space/comma-separated)")
 	pubFile := fs.String("pubkey", "", "the agent's Ed25519 public JWK file")
+	maxDepth := fs.Int("max-depth", 0, fmt.Sprintf("longest delegation chain the agent may be part of (1 to %d; default: the server's)", mandate.MaxAgentDepth))
+	var approval, approvers stringList
+	fs.Var(&approval, "approval", "a scope whose delegation, by this agent or below it, needs a person's approval (repeatable)")
+	fs.Var(&approvers, "approver", "a person (email) who may decide those approvals (repeatable; default: the owner)")
 	genFile := fs.String("generate-key", "", "generate the agent's key and write its private JWK here (0600)")
 	pos, err := c.parse(fs, args, -1)
 	if err != nil {
@@ -204,6 +208,20 @@ func (c *cli) agentAdd(args []string) error {
 		return usageError{"agent add: --ceiling SCOPE is required (e.g. --ceiling 'mcp:github:*')"}
 	case (*pubFile == "") == (*genFile == ""):
 		return usageError{"agent add: give exactly one of --pubkey FILE or --generate-key OUT"}
+	case *maxDepth < 0 || *maxDepth > mandate.MaxAgentDepth:
+		return usageError{fmt.Sprintf("agent add: --max-depth must be 1 to %d", mandate.MaxAgentDepth)}
+	case len(approvers) > 0 && len(approval) == 0:
+		return usageError{"agent add: --approver names who decides approvals, but no --approval SCOPE asks for any"}
+	}
+	for _, s := range approval {
+		if _, err := mandate.ParseScope(s); err != nil {
+			return err
+		}
+	}
+	for _, ap := range approvers {
+		if err := mandate.ValidateOwner(ap); err != nil {
+			return fmt.Errorf("invalid approver %q\nhint: give a person's email address", ap)
+		}
 	}
 	if err := mandate.ValidateAgentName(pos[0]); err != nil {
 		return err
@@ -238,7 +256,8 @@ func (c *cli) agentAdd(args []string) error {
 		_, generated, _ = ed25519.GenerateKey(rand.Reader)
 		pub = generated.Public().(ed25519.PublicKey)
 	}
-	a, err := cl.CreateAgent(c.ctx, httpapi.AgentRequest{Name: pos[0], Owner: *owner, Ceiling: ceiling, PublicKey: jose.NewPublicJWK(pub)})
+	a, err := cl.CreateAgent(c.ctx, httpapi.AgentRequest{Name: pos[0], Owner: *owner, Ceiling: ceiling, PublicKey: jose.NewPublicJWK(pub),
+		MaxDepth: *maxDepth, Approval: approval, Approvers: approvers})
 	if err != nil {
 		if keyOut != nil {
 			keyOut.Close()
@@ -280,8 +299,19 @@ func writeFileExcl(path string, b []byte) error {
 
 func printAgent(w io.Writer, a *httpapi.AgentResponse) {
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  id:\t%s\n  owner:\t%s\n  ceiling:\t%s\n  key:\t%s\n  status:\t%s\n  created:\t%s\n",
-		a.ID, a.Owner, strings.Join(a.Ceiling, " "), a.KeyThumbprint, a.Status, a.CreatedAt.Format(time.RFC3339))
+	fmt.Fprintf(tw, "  id:\t%s\n  owner:\t%s\n  ceiling:\t%s\n  key:\t%s\n  status:\t%s\n",
+		a.ID, a.Owner, strings.Join(a.Ceiling, " "), a.KeyThumbprint, a.Status)
+	if a.MaxDepth > 0 {
+		fmt.Fprintf(tw, "  max depth:\t%d\n", a.MaxDepth)
+	}
+	if len(a.Approval) > 0 {
+		who := a.Approvers
+		if len(who) == 0 {
+			who = []string{a.Owner + " (the owner)"}
+		}
+		fmt.Fprintf(tw, "  approval for:\t%s\n  approvers:\t%s\n", strings.Join(a.Approval, " "), strings.Join(who, ", "))
+	}
+	fmt.Fprintf(tw, "  created:\t%s\n", a.CreatedAt.Format(time.RFC3339))
 	tw.Flush()
 }
 

@@ -25,12 +25,23 @@ usage: mandate <command> [arguments]
 
 server:
   serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo]
+        [--max-depth N] [--approval-timeout 5m]
 
 agents and keys (talk to a running server; --server URL, --data DIR):
   keygen OUT                                   make an Ed25519 key (private JWK, 0600)
   agent add NAME --owner EMAIL --ceiling SCOPE... (--pubkey FILE | --generate-key OUT)
+            [--max-depth N] [--approval SCOPE]... [--approver EMAIL]...
   agent list | agent show NAME | agent disable NAME | agent enable NAME
   keys list | keys rotate
+
+delegation and approvals:
+  delegate --subject-token FILE|- --key KEYFILE [--agent NAME] [--parent-key FILE]
+           [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]
+  approver add EMAIL [--out FILE] | approver list
+  approvals list [--status S] [--task T] | approvals show ID
+  approvals approve|deny ID [--note TEXT]     as a person: --approver-token-file FILE
+                                              or MANDATE_APPROVER_TOKEN
+  task list [--limit N] | task show ID        a task's delegation tree
 
 audit log:
   audit tail [-f] [-n N] [--type T] [--task ID] [--agent NAME]
@@ -44,7 +55,8 @@ mandates:
   verify [--audience AUD] TOKEN|FILE|-
 
 Every command that prints takes --json for machine-readable output.
-Environment: MANDATE_SERVER (default http://127.0.0.1:7676), MANDATE_ADMIN_TOKEN.
+Environment: MANDATE_SERVER (default http://127.0.0.1:7676), MANDATE_ADMIN_TOKEN,
+MANDATE_APPROVER_TOKEN.
 `
 
 func main() {
@@ -135,6 +147,14 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return usageError{fmt.Sprintf("unknown keys subcommand %q: use list or rotate", rest[0])}
 	case "token":
 		return c.token(rest)
+	case "delegate":
+		return c.delegate(rest)
+	case "approver", "approvers":
+		return c.approverCmd(rest)
+	case "approvals", "approval":
+		return c.approvals(rest)
+	case "task", "tasks":
+		return c.task(rest)
 	case "verify":
 		return c.verify(rest)
 	case "audit":

@@ -50,6 +50,12 @@ type Main struct {
 	// PublicAudit serves the audit log's entries without the admin
 	// credential.
 	PublicAudit bool
+	// MaxDepth is the longest delegation chain when no agent of the chain
+	// sets a smaller one.
+	MaxDepth int
+	// ApprovalTimeout is how long a person has to decide an approval;
+	// undecided, it is denied.
+	ApprovalTimeout time.Duration
 
 	Stdout io.Writer
 	Stderr io.Writer
@@ -74,6 +80,7 @@ type Main struct {
 // NewMain returns a Main with the defaults.
 func NewMain() *Main {
 	return &Main{Addr: DefaultAddr, DataDir: DefaultDataDir, TrustDomain: DefaultTrustDomain,
+		MaxDepth: issuer.DefaultMaxDepth, ApprovalTimeout: issuer.DefaultApprovalTimeout,
 		Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now}
 }
 
@@ -88,9 +95,11 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&m.Demo, "demo", m.Demo, "register demo agents and print what to try")
 	fs.DurationVar(&m.CheckpointInterval, "checkpoint-interval", auditlog.DefaultCheckpointInterval, "how often to sign an audit checkpoint while entries arrive")
 	fs.BoolVar(&m.PublicAudit, "public-audit", m.PublicAudit, "serve the audit log's entries (who did what) without the admin credential")
+	fs.IntVar(&m.MaxDepth, "max-depth", m.MaxDepth, fmt.Sprintf("longest delegation chain, counting the root agent (1 to %d); an agent's own limit may be smaller", mandate.MaxAgentDepth))
+	fs.DurationVar(&m.ApprovalTimeout, "approval-timeout", m.ApprovalTimeout, "how long a person has to decide an approval; undecided, it is denied")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo]")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D]")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -98,6 +107,12 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if err := m.LogLevel.UnmarshalText([]byte(*level)); err != nil {
 		return usageError{fmt.Sprintf("--log-level %q: use debug, info, warn or error", *level)}
+	}
+	if m.MaxDepth < 1 || m.MaxDepth > mandate.MaxAgentDepth {
+		return usageError{fmt.Sprintf("--max-depth %d: use 1 to %d", m.MaxDepth, mandate.MaxAgentDepth)}
+	}
+	if m.ApprovalTimeout < time.Second {
+		return usageError{fmt.Sprintf("--approval-timeout %v: give a person at least a second (e.g. 5m)", m.ApprovalTimeout)}
 	}
 	return nil
 }
@@ -156,6 +171,8 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
+		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store,
+		ApprovalTimeout: m.ApprovalTimeout, MaxDepth: m.MaxDepth,
 		Replay: replay.New(0), Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
@@ -170,7 +187,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	api, err := httpapi.New(httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
-		Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
+		Approvals: m.Store, Approvers: m.Store, Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
@@ -181,11 +198,15 @@ func (m *Main) Open(ctx context.Context) error {
 		Handler:           api,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		WriteTimeout:      30 * time.Second,
-		IdleTimeout:       2 * time.Minute,
-		MaxHeaderBytes:    64 << 10,
-		ErrorLog:          slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
+		// A token request may wait up to issuer.MaxWait for an approval.
+		WriteTimeout:   issuer.MaxWait + 30*time.Second,
+		IdleTimeout:    2 * time.Minute,
+		MaxHeaderBytes: 64 << 10,
+		ErrorLog:       slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
 	}
+	// Requests waiting for an approval stop waiting when shutdown begins,
+	// so that it need not wait for them.
+	m.srv.RegisterOnShutdown(api.StopWaiting)
 	if m.Demo {
 		if err := m.setUpDemo(ctx); err != nil {
 			m.closeStore()
@@ -207,10 +228,54 @@ func (m *Main) Open(ctx context.Context) error {
 			},
 			func(ctx context.Context) error { return m.Store.RunPruner(ctx, time.Minute) },
 			m.Publisher.Run,
+			m.expireApprovals,
+			m.pruneMandates,
 		)
 	}()
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain)
 	return nil
+}
+
+// expireApprovals denies, every second, the approvals whose time ran out:
+// a timeout is a denial, and its audit event should not wait for a poll.
+func (m *Main) expireApprovals(ctx context.Context) error {
+	t := time.NewTicker(time.Second)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := m.Issuer.ExpireApprovals(ctx); err != nil && ctx.Err() == nil {
+			m.Logger.Error("expiring approvals failed", "err", err)
+		} else if n > 0 {
+			m.Logger.Info("approvals timed out undecided, so denied", "count", n)
+		}
+	}
+}
+
+// pruneMargin is how long past their expiry issuance records are kept.
+const pruneMargin = 10 * time.Minute
+
+// pruneMandates deletes, every minute, the issuance records of mandates
+// that expired more than pruneMargin ago (their story stays in the audit
+// log), so that live state is bounded by the live mandates.
+func (m *Main) pruneMandates(ctx context.Context) error {
+	t := time.NewTicker(time.Minute)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-t.C:
+		}
+		if n, err := m.Store.PruneMandates(ctx, m.Now().Add(-pruneMargin)); err != nil && ctx.Err() == nil {
+			m.Logger.Error("pruning expired mandates failed", "err", err)
+		} else if n > 0 {
+			m.Logger.Debug("expired mandates pruned", "rows", n)
+		}
+	}
 }
 
 // Wait blocks until ctx ends or a long-running part fails.

@@ -1,0 +1,514 @@
+package main
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"text/tabwriter"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/jose"
+)
+
+// The commands of delegation: approvers and approvals, the task tree, and
+// `mandate delegate`.
+
+func (c *cli) approverCmd(args []string) error {
+	if len(args) == 0 {
+		return usageError{"approver needs a subcommand: add, list"}
+	}
+	switch args[0] {
+	case "add":
+		return c.approverAdd(args[1:])
+	case "list":
+		return c.approverList(args[1:])
+	}
+	return usageError{fmt.Sprintf("unknown approver subcommand %q: use add or list", args[0])}
+}
+
+func (c *cli) approverAdd(args []string) error {
+	fs := c.flags("approver add", "EMAIL [--out FILE]")
+	out := fs.String("out", "", "write the approver's credential to FILE (0600) instead of printing it")
+	cl, pos, err := c.adminCommand(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	if err := mandate.ValidateOwner(pos[0]); err != nil {
+		return fmt.Errorf("invalid approver email %q\nhint: give the person's email address, as agents name it in --approver", pos[0])
+	}
+	// Claim the file first: the credential exists only in the server's
+	// answer, so a path that cannot be written must fail before it is made.
+	var f *os.File
+	if *out != "" {
+		f, err = os.OpenFile(*out, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o600)
+		if errors.Is(err, os.ErrExist) {
+			return fmt.Errorf("%s exists: refusing to overwrite a credential\nhint: choose another path", *out)
+		} else if err != nil {
+			return fmt.Errorf("cannot write the credential file: %w\nhint: nothing was created; choose a writable path", err)
+		}
+		defer f.Close()
+	}
+	a, err := cl.CreateApprover(c.ctx, pos[0])
+	if err != nil {
+		if f != nil {
+			f.Close()
+			os.Remove(*out)
+		}
+		return err
+	}
+	if f != nil {
+		if _, err := f.WriteString(a.Token + "\n"); err != nil {
+			return fmt.Errorf("approver %s is added, but the credential could not be written: %w\nhint: it cannot be shown again; add the person under another email", a.Email, err)
+		}
+		if err := f.Sync(); err != nil {
+			return fmt.Errorf("approver %s is added, but the credential could not be written: %w", a.Email, err)
+		}
+		a.Token = ""
+	}
+	if c.json {
+		return c.printJSON(a)
+	}
+	if f != nil {
+		fmt.Fprintf(c.stdout, "approver %s added; credential written to %s (mode 0600)\n", a.Email, *out)
+		fmt.Fprintln(c.stdout, "give it to them: it cannot be shown again, and only they can decide their approvals with it")
+		return nil
+	}
+	fmt.Fprintln(c.stdout, a.Token)
+	fmt.Fprintf(c.stderr, "approver %s added; above is their credential, shown this once\n", a.Email)
+	fmt.Fprintf(c.stderr, "hint: they use it as MANDATE_APPROVER_TOKEN, or with --approver-token-file FILE\n")
+	return nil
+}
+
+func (c *cli) approverList(args []string) error {
+	cl, _, err := c.adminCommand(c.flags("approver list", ""), args, 0)
+	if err != nil {
+		return err
+	}
+	list, err := cl.Approvers(c.ctx)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if list == nil {
+			list = []httpapi.ApproverResponse{}
+		}
+		return c.printJSON(list)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(c.stdout, "no approvers\nhint: mandate approver add EMAIL --out EMAIL.token")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "EMAIL\tADDED")
+	for _, a := range list {
+		fmt.Fprintf(tw, "%s\t%s\n", a.Email, a.CreatedAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+// approverToken returns the approver credential given by
+// --approver-token-file or MANDATE_APPROVER_TOKEN; "" if neither.
+func approverToken(file string) (string, error) {
+	if file != "" {
+		b, err := os.ReadFile(file)
+		if err != nil {
+			return "", fmt.Errorf("cannot read the approver credential: %w\nhint: --approver-token-file names the file `mandate approver add EMAIL --out FILE` wrote", err)
+		}
+		return strings.TrimSpace(string(b)), nil
+	}
+	return strings.TrimSpace(os.Getenv("MANDATE_APPROVER_TOKEN")), nil
+}
+
+func (c *cli) approvals(args []string) error {
+	if len(args) == 0 {
+		return usageError{"approvals needs a subcommand: list, show, approve, deny"}
+	}
+	switch args[0] {
+	case "list":
+		return c.approvalsList(args[1:])
+	case "show":
+		return c.approvalsShow(args[1:])
+	case "approve":
+		return c.approvalsDecide(args[1:], true)
+	case "deny":
+		return c.approvalsDecide(args[1:], false)
+	}
+	return usageError{fmt.Sprintf("unknown approvals subcommand %q: use list, show, approve or deny", args[0])}
+}
+
+// approvalsClient is a client with the approver credential if one is
+// given, else the admin's: both may read approvals.
+func (c *cli) approvalsClient(tokenFile string) (*httpapi.Client, error) {
+	tok, err := approverToken(tokenFile)
+	if err != nil {
+		return nil, err
+	}
+	if tok != "" {
+		return &httpapi.Client{BaseURL: c.server, ApproverToken: tok}, nil
+	}
+	return c.admin()
+}
+
+func (c *cli) approvalsList(args []string) error {
+	fs := c.flags("approvals list", "[--status S] [--task T] [--approver-token-file FILE]")
+	status := fs.String("status", "", "only approvals with this status: pending, approved, denied or used")
+	task := fs.String("task", "", "only approvals of this task")
+	tokFile := fs.String("approver-token-file", "", "read as this approver (env MANDATE_APPROVER_TOKEN); default: the admin credential")
+	if _, err := c.parse(fs, args, 0); err != nil {
+		return err
+	}
+	cl, err := c.approvalsClient(*tokFile)
+	if err != nil {
+		return err
+	}
+	list, err := cl.Approvals(c.ctx, *status, *task)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if list == nil {
+			list = []*mandate.Approval{}
+		}
+		return c.printJSON(list)
+	}
+	if len(list) == 0 {
+		fmt.Fprintln(c.stdout, "no approvals")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "ID\tSTATUS\tAGENT\tTO\tSCOPE\tAPPROVERS\tEXPIRES")
+	for _, a := range list {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Status, shortAgent(a.Agent), shortActor(a.Actor), a.Scope,
+			strings.Join(a.Approvers, ","), a.ExpiresAt.Format(time.RFC3339))
+	}
+	return tw.Flush()
+}
+
+func (c *cli) approvalsShow(args []string) error {
+	fs := c.flags("approvals show", "ID [--approver-token-file FILE]")
+	tokFile := fs.String("approver-token-file", "", "read as this approver (env MANDATE_APPROVER_TOKEN); default: the admin credential")
+	pos, err := c.parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	cl, err := c.approvalsClient(*tokFile)
+	if err != nil {
+		return err
+	}
+	a, err := cl.Approval(c.ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(a)
+	}
+	printApproval(c.stdout, a)
+	return nil
+}
+
+func printApproval(w io.Writer, a *mandate.Approval) {
+	fmt.Fprintf(w, "approval %s: %s\n", a.ID, a.Status)
+	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
+	fmt.Fprintf(tw, "  task:\t%s\n  on behalf of:\t%s\n  from:\t%s\n  to:\t%s\n  scope:\t%s\n  audience:\t%s\n  why:\t%s\n  approvers:\t%s\n  expires:\t%s\n",
+		a.Task, a.Subject, a.Agent, a.Actor, a.Scope, strings.Join(a.Audience, " "), a.Reason, strings.Join(a.Approvers, ", "),
+		a.ExpiresAt.Format(time.RFC3339))
+	if !a.DecidedAt.IsZero() {
+		fmt.Fprintf(tw, "  decided:\t%s by %s\n", a.DecidedAt.Format(time.RFC3339), a.DecidedBy)
+	}
+	if a.Note != "" {
+		fmt.Fprintf(tw, "  note:\t%s\n", a.Note)
+	}
+	tw.Flush()
+}
+
+func (c *cli) approvalsDecide(args []string, approve bool) error {
+	verb := "deny"
+	if approve {
+		verb = "approve"
+	}
+	fs := c.flags("approvals "+verb, "ID [--note TEXT] [--approver-token-file FILE]")
+	note := fs.String("note", "", "why, recorded in the audit log")
+	tokFile := fs.String("approver-token-file", "", "your approver credential (env MANDATE_APPROVER_TOKEN)")
+	pos, err := c.parse(fs, args, 1)
+	if err != nil {
+		return err
+	}
+	tok, err := approverToken(*tokFile)
+	if err != nil {
+		return err
+	}
+	if tok == "" {
+		return fmt.Errorf("approvals %s: a person decides, with their approver credential: give --approver-token-file FILE or set MANDATE_APPROVER_TOKEN\nhint: the admin makes one with `mandate approver add EMAIL --out FILE`; the admin credential cannot decide", verb)
+	}
+	cl := &httpapi.Client{BaseURL: c.server, ApproverToken: tok}
+	a, err := cl.Decide(c.ctx, pos[0], approve, *note)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(a)
+	}
+	fmt.Fprintf(c.stdout, "approval %s is %s by %s\n", a.ID, a.Status, a.DecidedBy)
+	if approve {
+		fmt.Fprintln(c.stdout, "the agent that asked can now repeat its request with approval_id; the approval allows that one delegation, once")
+	}
+	return nil
+}
+
+func (c *cli) task(args []string) error {
+	if len(args) == 0 {
+		return usageError{"task needs a subcommand: list, show"}
+	}
+	switch args[0] {
+	case "list":
+		return c.taskList(args[1:])
+	case "show":
+		return c.taskShow(args[1:])
+	}
+	return usageError{fmt.Sprintf("unknown task subcommand %q: use list or show", args[0])}
+}
+
+func (c *cli) taskList(args []string) error {
+	fs := c.flags("task list", "[--limit N]")
+	limit := fs.Int("limit", httpapi.DefaultTaskLimit, "how many of the most recent tasks")
+	cl, _, err := c.adminCommand(fs, args, 0)
+	if err != nil {
+		return err
+	}
+	if *limit < 1 || *limit > mandate.MaxEventsPerQuery {
+		return usageError{fmt.Sprintf("task list: --limit must be 1 to %d", mandate.MaxEventsPerQuery)}
+	}
+	tasks, err := cl.Tasks(c.ctx, *limit)
+	if err != nil {
+		return err
+	}
+	if c.json {
+		if tasks == nil {
+			tasks = []httpapi.TaskSummary{}
+		}
+		return c.printJSON(tasks)
+	}
+	if len(tasks) == 0 {
+		fmt.Fprintln(c.stdout, "no tasks yet\nhint: a task starts with a root mandate: mandate token --agent NAME --key FILE --scope SCOPE")
+		return nil
+	}
+	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(tw, "TASK\tCREATED\tAGENT\tSUBJECT\tPURPOSE")
+	for _, t := range tasks {
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\n", t.Task, t.CreatedAt.Format("2006-01-02T15:04:05.000Z07:00"), shortAgent(t.Agent), t.Subject, t.Purpose)
+	}
+	return tw.Flush()
+}
+
+func (c *cli) taskShow(args []string) error {
+	cl, pos, err := c.adminCommand(c.flags("task show", "ID"), args, 1)
+	if err != nil {
+		return err
+	}
+	t, err := cl.Task(c.ctx, pos[0])
+	if err != nil {
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return fmt.Errorf("%s\nhint: `mandate task list` shows the recent tasks", mandate.ErrorMessage(err))
+		}
+		return err
+	}
+	if c.json {
+		return c.printJSON(t)
+	}
+	fmt.Fprintf(c.stdout, "task %s  for %s", t.Task, t.Subject)
+	if t.Purpose != "" {
+		fmt.Fprintf(c.stdout, "  %q", t.Purpose)
+	}
+	fmt.Fprintf(c.stdout, "  %s\n", t.CreatedAt.Format("2006-01-02T15:04:05.000Z07:00"))
+	drawTree(c.stdout, t)
+	return nil
+}
+
+// drawTree draws a task's mandates as `tree` draws directories: each node
+// is `m_… agent  scopes  ttl  status`.
+func drawTree(w io.Writer, t *httpapi.TaskResponse) {
+	byID := make(map[string]*httpapi.TaskNode, len(t.Nodes))
+	for i := range t.Nodes {
+		byID[t.Nodes[i].Mandate] = &t.Nodes[i]
+	}
+	children := map[string][]string{}
+	hasParent := map[string]bool{}
+	for _, e := range t.Edges {
+		if byID[e.From] != nil && byID[e.To] != nil {
+			children[e.From] = append(children[e.From], e.To)
+			hasParent[e.To] = true
+		}
+	}
+	line := func(n *httpapi.TaskNode) string {
+		s := fmt.Sprintf("%s  %s  %s  %s  %s", n.Mandate, shortAgent(n.Agent), n.Scope, formatTTL(n.ExpiresAt.Sub(n.IssuedAt)), n.Status)
+		if n.Approval != "" {
+			s += "  approved:" + n.Approval
+		}
+		return s
+	}
+	var walk func(id, indent string, last, root bool)
+	walk = func(id, indent string, last, root bool) {
+		n := byID[id]
+		branch, next := "├── ", "│   "
+		if last {
+			branch, next = "└── ", "    "
+		}
+		if root {
+			branch, next = "", ""
+		}
+		fmt.Fprintf(w, "%s%s%s\n", indent, branch, line(n))
+		kids := children[id]
+		for i, k := range kids {
+			walk(k, indent+next, i == len(kids)-1, false)
+		}
+	}
+	for _, n := range t.Nodes {
+		if !hasParent[n.Mandate] {
+			walk(n.Mandate, "", true, true)
+		}
+	}
+}
+
+// shortAgent names an agent for a person: the registered agent's name,
+// an ephemeral one as …/sub/<id>.
+func shortAgent(id string) string {
+	if i := strings.LastIndex(id, mandate.EphemeralSeparator); i >= 0 {
+		return "…" + id[i:]
+	}
+	return shortID(id)
+}
+
+// shortActor names the receiving agent of an approval: a registered agent
+// by name, a new ephemeral one by the start of its key's thumbprint.
+func shortActor(actor string) string {
+	if jkt, ok := strings.CutPrefix(actor, "jkt:"); ok {
+		return "ephemeral(key " + jkt[:min(8, len(jkt))] + "…)"
+	}
+	return shortAgent(actor)
+}
+
+// formatTTL prints a lifetime the way people write it: 30ms, 1.5s, 5m, 1h.
+func formatTTL(d time.Duration) string {
+	switch {
+	case d > 0 && d%time.Hour == 0:
+		return fmt.Sprintf("%dh", d/time.Hour)
+	case d > 0 && d%time.Minute == 0:
+		return fmt.Sprintf("%dm", d/time.Minute)
+	}
+	return d.Round(time.Millisecond).String()
+}
+
+func (c *cli) delegate(args []string) error {
+	fs := c.flags("delegate", "--subject-token FILE|- --key KEYFILE [--agent ID] [--parent-key FILE] [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]")
+	subject := fs.String("subject-token", "", "the parent mandate: a file holding it, or - for standard input")
+	keyFile := fs.String("key", "", "the sub-agent's private JWK: it signs the actor token (make one with `mandate keygen`)")
+	agent := fs.String("agent", "", "the registered sub-agent's name or SPIFFE ID; without it, a new ephemeral agent known by --key")
+	parentKey := fs.String("parent-key", "", "the parent holder's private JWK: signs the DPoP proof a DPoP-bound parent needs")
+	useDPoP := fs.Bool("dpop", false, "send a DPoP proof by --parent-key (the child is then bound to --key); implied by --parent-key")
+	var scopes, resources stringList
+	fs.Var(&scopes, "scope", "scopes to delegate (repeatable; default: all of the parent's)")
+	fs.Var(&resources, "resource", "resource indicator, becomes aud, within the parent's (RFC 8707; repeatable)")
+	ttl := fs.Duration("ttl", 0, "lifetime, in whole milliseconds (default: the server's, cut to the parent's expiry)")
+	wait := fs.Duration("wait", 0, "if a person must approve, wait this long for the decision")
+	approvalID := fs.String("approval-id", "", "the approval an earlier attempt was told to wait for")
+	if _, err := c.parse(fs, args, 0); err != nil {
+		return err
+	}
+	switch {
+	case *subject == "" || *keyFile == "":
+		return usageError{"delegate: --subject-token and --key are required"}
+	case *ttl < 0 || *ttl%time.Millisecond != 0:
+		return usageError{"delegate: --ttl must be a whole number of milliseconds, e.g. 30ms or 5m"}
+	case *wait < 0:
+		return usageError{"delegate: --wait must not be negative"}
+	case *useDPoP && *parentKey == "":
+		return usageError{"delegate: --dpop needs --parent-key FILE, the parent holder's key, to sign the proof"}
+	}
+	parent, err := readToken(*subject, c.stdin)
+	if err != nil {
+		return err
+	}
+	actorKey, _, err := readKeyFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	if actorKey == nil {
+		return fmt.Errorf("%s holds a public key only\nhint: --key needs the sub-agent's private JWK", *keyFile)
+	}
+	req := httpapi.DelegateRequest{SubjectToken: parent, ActorKey: actorKey, Scope: strings.Join(scopes, " "),
+		Resources: resources, TTL: *ttl, ApprovalID: *approvalID}
+	if *parentKey != "" {
+		if req.ParentKey, _, err = readKeyFile(*parentKey); err != nil {
+			return err
+		}
+		if req.ParentKey == nil {
+			return fmt.Errorf("%s holds a public key only\nhint: --parent-key needs the parent holder's private JWK", *parentKey)
+		}
+	} else if boundParent(parent) {
+		return fmt.Errorf("the parent mandate is DPoP-bound: its holder must prove its key\nhint: add --parent-key FILE, the private JWK of the agent holding the parent mandate")
+	}
+	cl := &httpapi.Client{BaseURL: c.server}
+	if *agent != "" {
+		req.ActorID = *agent
+		if !strings.HasPrefix(req.ActorID, "spiffe://") {
+			md, err := cl.Metadata(c.ctx)
+			if err != nil {
+				return err
+			}
+			req.ActorID = mandate.AgentID(md.TrustDomain, req.ActorID)
+		}
+	}
+	deadline := time.Now().Add(*wait)
+	announced := false
+	for {
+		req.Wait = min(time.Until(deadline), issuer.MaxWait)
+		if req.Wait < time.Millisecond {
+			req.Wait = 0
+		}
+		tok, err := cl.Delegate(c.ctx, req)
+		var pe *httpapi.PendingError
+		if !errors.As(err, &pe) {
+			if err != nil {
+				return err
+			}
+			if c.json {
+				return c.printJSON(tok)
+			}
+			fmt.Fprintln(c.stdout, tok.AccessToken)
+			return nil
+		}
+		req.ApprovalID = pe.ApprovalID
+		if !announced {
+			fmt.Fprintf(c.stderr, "waiting for a person to decide approval %s (it times out in %v)\n", pe.ApprovalID, pe.ExpiresIn)
+			announced = true
+		}
+		if time.Until(deadline) <= 0 {
+			return fmt.Errorf("%s\nhint: an approver runs `mandate approvals approve %s`; then run this command again with --approval-id %s (or give --wait 1m to wait here)",
+				pe.Description, pe.ApprovalID, pe.ApprovalID)
+		}
+		select {
+		case <-c.ctx.Done():
+			return fmt.Errorf("stopped waiting for approval %s\nhint: run this command again with --approval-id %s", pe.ApprovalID, pe.ApprovalID)
+		case <-time.After(max(pe.Interval, time.Second)):
+		}
+	}
+}
+
+// boundParent reports whether a mandate, read without verifying it, says
+// it is DPoP-bound: only to give a precise hint before asking the server.
+func boundParent(token string) bool {
+	jws, err := jose.Parse(token)
+	if err != nil {
+		return false
+	}
+	var c struct {
+		Cnf *json.RawMessage `json:"cnf"`
+	}
+	return json.Unmarshal(jws.Payload, &c) == nil && c.Cnf != nil
+}
