@@ -66,6 +66,9 @@ Try, in another terminal:
   go run ./cmd/mandate agent list --data %[3]s
   go run ./cmd/mandate token --agent researcher --key %[2]s/researcher.jwk --scope mcp:crm:list_customers --ttl-ms 30000 --dpop > mandate.jwt
   go run ./cmd/mandate verify - < mandate.jwt
+  go run ./cmd/mandate keygen sub.jwk
+  go run ./cmd/mandate delegate --subject-token mandate.jwt --parent-key %[2]s/researcher.jwk --key sub.jwk --ttl 10s
+  go run ./cmd/mandate task list --data %[3]s
   go run ./cmd/mandate audit tail --data %[3]s
   go run ./cmd/mandate audit verify --url %[1]s --data %[3]s
   curl -s %[1]s/.well-known/jwks.json
