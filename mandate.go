@@ -103,8 +103,15 @@ func ValidateAgentName(name string) error {
 	if !agentNameRE.MatchString(name) {
 		return Errorf(EINVALID, "invalid agent name %q: use 1-64 lower-case letters, digits, '.', '_' or '-', starting and ending with a letter or digit", name)
 	}
+	if reservedAgentNames[name] {
+		return Errorf(EINVALID, "agent name %q is reserved: choose another", name)
+	}
 	return nil
 }
+
+// reservedAgentNames are names the API uses as paths beside agents'
+// (GET /v1/agents/ephemeral).
+var reservedAgentNames = map[string]bool{"ephemeral": true}
 
 // trustDomainRE follows the SPIFFE ID specification, section 2.1: lower-case
 // letters, digits, dots, dashes and underscores.

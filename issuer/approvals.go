@@ -136,7 +136,9 @@ func (is *Issuer) wait(ctx context.Context, ap *mandate.Approval, d time.Duratio
 	case <-ch:
 	case <-t.C:
 	case <-ctx.Done():
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "gave up waiting for approval %s: %w", ap.ID, ctx.Err())
+		// The caller gave up, or the server is stopping: the approval is
+		// as it was, pending, and the client may poll again.
+		return ap, nil
 	}
 	return is.cfg.Approvals.Approval(ctx, ap.ID)
 }

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -78,12 +79,12 @@ func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, er
 		return nil, mandate.Errorf(mandate.EINTERNAL, "issuer: Config.Issuances and Config.Revocations are required for delegation")
 	}
 	now := is.cfg.Now()
-	parent, err := is.parent(ctx, req.SubjectToken, req.SubjectTokenType, now)
+	parent, ancestors, err := is.parent(ctx, req.SubjectToken, req.SubjectTokenType, now)
 	if err != nil {
 		is.refused(ctx, nil, now, err)
 		return nil, err
 	}
-	tok, err := is.delegate(ctx, req, parent, now)
+	tok, err := is.delegate(ctx, req, parent, ancestors, now)
 	if err != nil {
 		if _, pending := err.(*PendingError); !pending {
 			is.refused(ctx, parent, now, err)
@@ -93,7 +94,7 @@ func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, er
 	return tok, nil
 }
 
-func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *mandate.Claims, now time.Time) (*Token, error) {
+func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *mandate.Claims, ancestors []string, now time.Time) (*Token, error) {
 	var proof *dpop.Proof
 	if parent.Confirm != nil {
 		if req.DPoP == "" {
@@ -268,13 +269,14 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new actor token", Err: err}
 	}
-	// The parent may have been revoked while the child was being issued:
-	// then the child is revoked too, before anyone sees it.
-	if revoked, err := is.cfg.Revocations.IsRevoked(ctx, parent.ID); err != nil || revoked {
+	// The parent or an ancestor may have been revoked while the child was
+	// being issued: then the child is revoked too, before anyone sees it.
+	lineage := append(append(make([]string, 0, len(ancestors)+1), ancestors...), parent.ID)
+	if id, err := is.revokedAmong(ctx, lineage); err != nil || id != "" {
 		is.revokeChild(ctx, c, now)
-		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the parent mandate %s was revoked during the exchange", parent.ID)
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "mandate %s, an ancestor of this delegation, was revoked during the exchange", id)
 	}
-	is.issued.add(tok, c, now)
+	is.issued.add(tok, c, lineage, now)
 	typ := "Bearer"
 	if jkt != "" {
 		typ = "DPoP"
@@ -296,22 +298,24 @@ func (is *Issuer) revokeChild(ctx context.Context, c *mandate.Claims, now time.T
 }
 
 // parent authenticates the subject token: a mandate this issuer signed and
-// recorded, unexpired, not revoked.
-func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) (*mandate.Claims, error) {
-	fail := func(format string, args ...any) (*mandate.Claims, error) {
-		return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "subject_token: "+format, args...)
+// recorded, unexpired, neither it nor any ancestor revoked. It returns the
+// claims and the ancestors' IDs, from the root down.
+func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) (*mandate.Claims, []string, error) {
+	fail := func(format string, args ...any) (*mandate.Claims, []string, error) {
+		return nil, nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "subject_token: "+format, args...)
+	}
+	if token == "" {
+		return nil, nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token is required: the parent mandate")
 	}
 	switch typ {
 	case TokenTypeJWT, TokenTypeAccessToken:
 	case "":
-		if token == "" {
-			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token is required: the parent mandate")
-		}
-		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type is required: %s", TokenTypeJWT)
+		return nil, nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type is required: %s", TokenTypeJWT)
 	default:
-		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type %q is not supported: use %s", typ, TokenTypeJWT)
+		return nil, nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type %q is not supported: use %s", typ, TokenTypeJWT)
 	}
-	c, ok := is.issued.get(token)
+	e, ok := is.issued.get(token)
+	c, ancestors := e.claims, e.ancestors
 	if !ok {
 		jws, err := jose.Parse(token)
 		if err != nil {
@@ -341,23 +345,64 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
 			return fail("mandate %s was never issued here", c.ID)
 		} else if err != nil {
-			return nil, err
+			return nil, nil, err
 		}
-		if !rec.ExpiresAt.Equal(c.Expiry.Time) || rec.AgentID != c.ClientID {
+		if !rec.ExpiresAt.Equal(c.Expiry.Time) || rec.AgentID != c.ClientID || rec.ParentID != c.Parent {
 			return fail("mandate %s does not match its issuance record", c.ID)
+		}
+		if ancestors, err = is.ancestors(ctx, rec); err != nil {
+			return nil, nil, err
 		}
 	}
 	if !now.Before(c.Expiry.Time) {
 		return fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
 	}
-	revoked, err := is.cfg.Revocations.IsRevoked(ctx, c.ID)
+	id, err := is.revokedAmong(ctx, append(ancestors[:len(ancestors):len(ancestors)], c.ID))
 	if err != nil {
-		return nil, err
+		return nil, nil, err
 	}
-	if revoked {
+	if id == c.ID {
 		return fail("the parent mandate %s is revoked", c.ID)
+	} else if id != "" {
+		return fail("mandate %s, an ancestor of the parent, is revoked", id)
 	}
-	return c, nil
+	return c, ancestors, nil
+}
+
+// ancestors walks the issuance records up from rec to the root and returns
+// the IDs from the root down. A live mandate's ancestors are live too (a
+// child never outlives its parent), so their records are there.
+func (is *Issuer) ancestors(ctx context.Context, rec *mandate.Issuance) ([]string, error) {
+	var up []string
+	for id := rec.ParentID; id != ""; {
+		if len(up) >= mandate.MaxAgentDepth {
+			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "subject_token: the chain of issuance records is too deep")
+		}
+		r, err := is.cfg.Issuances.Issuance(ctx, id)
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "subject_token: its ancestor %s is not on record", id)
+		} else if err != nil {
+			return nil, err
+		}
+		up = append(up, id)
+		id = r.ParentID
+	}
+	slices.Reverse(up)
+	return up, nil
+}
+
+// revokedAmong returns the first of ids that is revoked, or "".
+func (is *Issuer) revokedAmong(ctx context.Context, ids []string) (string, error) {
+	for _, id := range ids {
+		revoked, err := is.cfg.Revocations.IsRevoked(ctx, id)
+		if err != nil {
+			return "", err
+		}
+		if revoked {
+			return id, nil
+		}
+	}
+	return "", nil
 }
 
 // actorClaims are the claims of an actor token.
@@ -531,14 +576,15 @@ func (is *Issuer) childExpiry(ttl time.Duration, parent *mandate.Claims, now tim
 	if ttl < MinTTL || ttl > MaxTTL || ttl%time.Millisecond != 0 {
 		return time.Time{}, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "ttl_ms must be a whole number of milliseconds from %d to %d", MinTTL.Milliseconds(), MaxTTL.Milliseconds())
 	}
-	exp := mandate.NewNumericDate(now).Add(ttl)
+	iat := mandate.NewNumericDate(now).Time
+	exp := iat.Add(ttl)
 	if exp.After(parent.Expiry.Time) {
 		if explicit {
-			return time.Time{}, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_request", "ttl_ms %d would outlive the parent mandate, which expires in %d ms", ttl.Milliseconds(), parent.Expiry.Sub(now).Milliseconds())
+			return time.Time{}, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_request", "ttl_ms %d would outlive the parent mandate, which expires in %d ms", ttl.Milliseconds(), parent.Expiry.Sub(iat).Milliseconds())
 		}
 		exp = parent.Expiry.Time
 	}
-	if exp.Sub(now) < MinTTL {
+	if exp.Sub(iat) < MinTTL {
 		return time.Time{}, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the parent mandate expires in less than %d ms: nothing left to delegate", MinTTL.Milliseconds())
 	}
 	return exp, nil

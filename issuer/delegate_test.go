@@ -317,6 +317,50 @@ func TestDelegateAgentDepthLimit(t *testing.T) {
 	}
 }
 
+// TestDelegateRevokedAncestor: once a mandate is revoked, nothing below it
+// can delegate, whether the issuer remembers the chain or reads it back
+// from the issuance records after a restart.
+func TestDelegateRevokedAncestor(t *testing.T) {
+	for _, restart := range []bool{false, true} {
+		f := newFixture(t)
+		root := f.root("mcp:crm:*", time.Minute, false)
+		k1, k2 := newKey(t), newKey(t)
+		child, err := f.delegate(root, f.key, k1, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		grandchild, err := f.delegate(child, k1, k2, "", nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := f.store.Revoke(context.Background(), &mandate.Revocation{MandateID: root.Claims.ID, ExpiresAt: root.Claims.Expiry.Time, RevokedAt: f.clk.Now(), RevokedBy: "admin"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if restart {
+			f.store.Close()
+			f.open()
+		}
+		for _, p := range []*issuer.Token{child, grandchild} {
+			if _, err := f.delegate(p, k2, newKey(t), "", nil); oauthOf(err) != "invalid_grant" || !strings.Contains(err.Error(), root.Claims.ID+", an ancestor") {
+				t.Errorf("restart=%v: delegating below a revoked root: %v", restart, err)
+			}
+		}
+	}
+}
+
+// TestDelegateShortest: the shortest lifetime, 10 ms, is granted.
+func TestDelegateShortest(t *testing.T) {
+	f := newFixture(t)
+	f.clk.Advance(123456 * time.Nanosecond) // a clock between two milliseconds
+	child, err := f.delegate(f.root("mcp:crm:*", time.Minute, false), f.key, newKey(t), "", func(r *issuer.DelegateRequest) { r.TTL = issuer.MinTTL })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := child.Claims.TTL(); got != issuer.MinTTL {
+		t.Errorf("ttl %v", got)
+	}
+}
+
 func TestDelegateEphemeralKeyLoop(t *testing.T) {
 	f := newFixture(t)
 	k := newKey(t)

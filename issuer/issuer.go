@@ -273,7 +273,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
 	}
-	is.issued.add(tok, c, now)
+	is.issued.add(tok, c, nil, now)
 	typ := "Bearer"
 	if jkt != "" {
 		typ = "DPoP"

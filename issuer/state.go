@@ -18,8 +18,16 @@ import (
 type issuedCache struct {
 	mu   sync.Mutex
 	cap  int
-	m    map[[32]byte]*mandate.Claims
+	m    map[[32]byte]issued
 	heap []issuedEntry // a min-heap on exp
+}
+
+// issued is a mandate signed here: its claims, and the IDs of its
+// ancestors from the root down (empty for a root mandate), so that a
+// revoked ancestor is found without reading the issuance records.
+type issued struct {
+	claims    *mandate.Claims
+	ancestors []string
 }
 
 type issuedEntry struct {
@@ -28,10 +36,10 @@ type issuedEntry struct {
 }
 
 func newIssuedCache(capacity int) *issuedCache {
-	return &issuedCache{cap: capacity, m: make(map[[32]byte]*mandate.Claims)}
+	return &issuedCache{cap: capacity, m: make(map[[32]byte]issued)}
 }
 
-func (c *issuedCache) add(token string, claims *mandate.Claims, now time.Time) {
+func (c *issuedCache) add(token string, claims *mandate.Claims, ancestors []string, now time.Time) {
 	if c.cap == 0 {
 		return
 	}
@@ -41,7 +49,7 @@ func (c *issuedCache) add(token string, claims *mandate.Claims, now time.Time) {
 	for len(c.heap) > 0 && (c.heap[0].exp <= now.UnixNano() || len(c.heap) >= c.cap) {
 		c.pop()
 	}
-	c.m[k] = claims
+	c.m[k] = issued{claims, ancestors}
 	c.heap = append(c.heap, issuedEntry{claims.Expiry.UnixNano(), k})
 	for i := len(c.heap) - 1; i > 0; {
 		p := (i - 1) / 2
@@ -79,15 +87,15 @@ func (c *issuedCache) pop() {
 
 // get returns the claims of a token this issuer signed; the caller still
 // checks expiry and revocation.
-func (c *issuedCache) get(token string) (*mandate.Claims, bool) {
+func (c *issuedCache) get(token string) (issued, bool) {
 	if c.cap == 0 {
-		return nil, false
+		return issued{}, false
 	}
 	k := sha256.Sum256([]byte(token))
 	c.mu.Lock()
-	claims, ok := c.m[k]
+	e, ok := c.m[k]
 	c.mu.Unlock()
-	return claims, ok
+	return e, ok
 }
 
 // EphemeralAgent is a live ephemeral agent: one that holds an unexpired
