@@ -211,3 +211,43 @@ func mustTempDir() string {
 	}
 	return d
 }
+
+// TestOnlineCheckSeesRevokedAncestor: a resource server that asks the
+// issuer (VerifyRequestOnline) refuses a child whose root was revoked,
+// though the child's own signature and lifetime are fine.
+func TestOnlineCheckSeesRevokedAncestor(t *testing.T) {
+	s := startServer(t)
+	ctx := context.Background()
+	orch := s.register(t, "orchestrator", "mcp:crm:*", true, nil)
+	root, err := orch.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := orch.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:get_customer"}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := verify.New(verify.Config{Issuer: s.URL, Keys: verify.NewJWKS(s.URL+"/.well-known/jwks.json", verify.JWKSOptions{}), Audience: "mcp:crm",
+		Introspection: &verify.Introspection{URL: s.URL + "/oauth2/introspect", Authorize: func(r *http.Request) error {
+			r.Header.Set("Authorization", "Bearer admin-secret-for-tests-0123456789")
+			return nil
+		}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func() error {
+		r := httptest.NewRequest(http.MethodPost, "https://crm.example/mcp", nil)
+		child.Authorize(r)
+		_, err := v.VerifyRequestOnline(ctx, r, "https://crm.example/mcp")
+		return err
+	}
+	if err := check(); err != nil {
+		t.Fatalf("before revocation: %v", err)
+	}
+	if err := s.store.Revoke(ctx, &mandate.Revocation{MandateID: root.Claims.ID, ExpiresAt: root.Claims.Expiry.Time, RevokedAt: time.Now(), RevokedBy: "admin"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if err := check(); !errors.Is(err, verify.ErrInactive) {
+		t.Fatalf("after the root was revoked: %v, want ErrInactive", err)
+	}
+}

@@ -386,6 +386,21 @@ func (v *Verifier) VerifyRequest(ctx context.Context, r *http.Request, url strin
 	}
 }
 
+// VerifyRequestOnline is VerifyRequest, then the online check of
+// VerifyOnline: the issuer confirms that the mandate and every ancestor
+// are still valid. It costs a round trip to the issuer on every call.
+func (v *Verifier) VerifyRequestOnline(ctx context.Context, r *http.Request, url string) (*mandate.Claims, error) {
+	c, err := v.VerifyRequest(ctx, r, url)
+	if err != nil {
+		return nil, err
+	}
+	_, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
+	if err := v.introspect(ctx, token, c.ID); err != nil {
+		return nil, err
+	}
+	return c, nil
+}
+
 func (v *Verifier) revoked(ctx context.Context, c *mandate.Claims) (*mandate.Claims, error) {
 	if v.cfg.Revoked == nil {
 		return c, nil
