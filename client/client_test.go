@@ -109,21 +109,26 @@ func TestRootAndDelegate(t *testing.T) {
 	if !strings.HasPrefix(c.ClientID, root.Claims.ClientID+"/sub/") || c.Parent != root.Claims.ID || c.Task != root.Claims.Task || c.TTL() != 30*time.Millisecond {
 		t.Errorf("child %+v", c)
 	}
-	// The child is bound to the sub-agent's key, which signs its proofs; a
-	// resource server verifies both with the public verifier.
+	// A child is bound to its sub-agent's key, which signs its proofs; a
+	// resource server verifies both with the public verifier. (One that
+	// lives long enough to be checked on a busy machine.)
+	long, err := orch.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:list_customers"}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
 	v, err := verify.New(verify.Config{Issuer: s.URL, Keys: verify.NewJWKS(s.URL+"/.well-known/jwks.json", verify.JWKSOptions{}), Audience: "mcp:crm"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	r := httptest.NewRequest(http.MethodPost, "https://crm.example/mcp", nil)
-	if err := child.Authorize(r); err != nil {
+	if err := long.Authorize(r); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := v.VerifyRequest(ctx, r, "https://crm.example/mcp"); err != nil {
 		t.Fatalf("the child does not verify at a resource server: %v", err)
 	}
 	// A wider scope is refused with the OAuth error.
-	_, err = orch.Delegate(ctx, child, client.NewEphemeral(), client.Request{Scope: "mcp:crm:*"}, client.DelegateOptions{})
+	_, err = orch.Delegate(ctx, long, client.NewEphemeral(), client.Request{Scope: "mcp:crm:*"}, client.DelegateOptions{})
 	var e *client.Error
 	if !errorsAs(err, &e) || e.Code != "invalid_scope" {
 		t.Fatalf("escalation: %v", err)

@@ -71,6 +71,9 @@ type eventIndex struct {
 // catches it up with the log's size entries.
 func (s *Store) openIndex(ctx context.Context, path string, size int64) error {
 	ix, err := openIndexDB(ctx, path, size)
+	if err != nil && ctx.Err() != nil {
+		return err // interrupted, not unusable
+	}
 	if err != nil {
 		// The index holds nothing the log does not: start it over.
 		s.log.Warn("store: event index unusable, rebuilding it from the log", "err", err)

@@ -57,6 +57,10 @@ type Main struct {
 	// undecided, it is denied.
 	ApprovalTimeout time.Duration
 
+	// ReadyFile, if set, is written with the server's URL once it serves:
+	// scripts and supervisors wait for it (useful with --addr :0).
+	ReadyFile string
+
 	Stdout io.Writer
 	Stderr io.Writer
 	Now    func() time.Time
@@ -97,6 +101,7 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&m.PublicAudit, "public-audit", m.PublicAudit, "serve the audit log's entries (who did what) without the admin credential")
 	fs.IntVar(&m.MaxDepth, "max-depth", m.MaxDepth, fmt.Sprintf("longest delegation chain, counting the root agent (1 to %d); an agent's own limit may be smaller", mandate.MaxAgentDepth))
 	fs.DurationVar(&m.ApprovalTimeout, "approval-timeout", m.ApprovalTimeout, "how long a person has to decide an approval; undecided, it is denied")
+	fs.StringVar(&m.ReadyFile, "ready-file", m.ReadyFile, "write the server's URL to this file once it serves")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
 		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D]")
@@ -233,6 +238,11 @@ func (m *Main) Open(ctx context.Context) error {
 		)
 	}()
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain)
+	if m.ReadyFile != "" {
+		if err := atomicfile.Write(m.ReadyFile, []byte(m.URL+"\n"), 0o644); err != nil {
+			m.Logger.Error("ready file not written", "path", m.ReadyFile, "err", err)
+		}
+	}
 	return nil
 }
 
