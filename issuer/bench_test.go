@@ -7,6 +7,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"path/filepath"
+	"slices"
+	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -184,21 +186,33 @@ func benchmarkDelegate(b *testing.B, store string) {
 	}
 	floor := floorNs(b)
 	var next atomic.Int64
+	var mu sync.Mutex
+	var lat []time.Duration
 	b.SetParallelism(64)
 	b.ReportAllocs()
 	b.ResetTimer()
 	b.RunParallel(func(pb *testing.PB) {
+		var mine []time.Duration
 		for pb.Next() {
 			i := next.Add(1) - 1
+			start := time.Now()
 			_, err := is.Delegate(ctx, issuer.DelegateRequest{SubjectToken: root.AccessToken, SubjectTokenType: issuer.TokenTypeJWT,
 				ActorToken: actors[i], ActorTokenType: issuer.TokenTypeJWT, Scope: "mcp:crm:get_customer", TTL: 30 * time.Millisecond})
 			if err != nil {
 				b.Error(err)
 				return
 			}
+			mine = append(mine, time.Since(start))
 		}
+		mu.Lock()
+		lat = append(lat, mine...)
+		mu.Unlock()
 	})
 	b.StopTimer()
+	slices.Sort(lat)
+	pct := func(p float64) float64 { return float64(lat[int(p*float64(len(lat)-1))].Microseconds()) / 1000 }
+	b.ReportMetric(pct(0.50), "p50-ms")
+	b.ReportMetric(pct(0.99), "p99-ms")
 	perOp := float64(b.Elapsed().Nanoseconds()) / float64(b.N)
 	b.ReportMetric(1e9/perOp, "delegations/s")
 	b.ReportMetric(floor, "floor-ns")
