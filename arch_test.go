@@ -30,6 +30,8 @@ func TestArchitecture(t *testing.T) {
 		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout"},
 		// The Go client for agents speaks OAuth only.
 		"client": {"", "jose", "dpop"},
+		// Cedar policy decisions; the issuer and the gateway call it.
+		"policy": {""},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

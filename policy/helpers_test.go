@@ -1,0 +1,16 @@
+package policy
+
+import (
+	"io"
+	"log/slog"
+	"os"
+)
+
+func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+
+func defaultOrFile(name string) ([]byte, error) {
+	if b, err := defaultFS.ReadFile(name); err == nil {
+		return b, nil
+	}
+	return os.ReadFile(name)
+}
