@@ -1,12 +1,11 @@
 package policy
 
 import (
-	"io"
 	"log/slog"
 	"os"
 )
 
-func discard() *slog.Logger { return slog.New(slog.NewTextHandler(io.Discard, nil)) }
+func discard() *slog.Logger { return slog.New(slog.DiscardHandler) }
 
 func defaultOrFile(name string) ([]byte, error) {
 	if b, err := defaultFS.ReadFile(name); err == nil {

@@ -35,6 +35,7 @@ package policy
 import (
 	"slices"
 	"time"
+	"unicode/utf8"
 )
 
 // Actions, as Cedar names them: Action::"CallTool".
@@ -159,4 +160,90 @@ func (d Decision) Outcome() string {
 	default:
 		return OutcomeAllow
 	}
+}
+
+// Bounds on what AuditDetails copies into an event, which must stay under
+// mandate.MaxEventSize (64 KiB): at most 256 policy IDs of 128 bytes, and
+// 32 lines of 200 bytes of each other list.
+const (
+	maxAuditIDs   = 256
+	maxAuditID    = 128
+	maxAuditLines = 32
+	maxAuditLine  = 200
+)
+
+// AuditDetails returns the decision as the details of its audit event
+// (mandate.Event.Details, type "decision"): outcome, policy_set, policies
+// and reasons, and max_ttl_ms and errors when set. Long lists are cut (256
+// policy IDs, 32 reasons or errors), and policies_total then says how many
+// policies there were.
+func (d Decision) AuditDetails() map[string]any {
+	m := map[string]any{
+		"outcome":    d.Outcome(),
+		"policy_set": d.SetHash,
+		"policies":   clip(d.Policies, maxAuditIDs, maxAuditID),
+		"reasons":    clip(d.Reasons, maxAuditLines, maxAuditLine),
+	}
+	if len(d.Policies) > maxAuditIDs {
+		m["policies_total"] = int64(len(d.Policies))
+	}
+	if d.MaxTTL > 0 {
+		m["max_ttl_ms"] = d.MaxTTL.Milliseconds()
+	}
+	if len(d.Errors) > 0 {
+		m["errors"] = clip(d.Errors, maxAuditLines, maxAuditLine)
+	}
+	return m
+}
+
+// AuditDetails returns the load as the details of its audit event
+// (mandate.Event.Details, type "policy.loaded"): outcome ("ok" or
+// "refused"), policy_set (the hash of the files read), previous, files,
+// policies, defaults_written, and for a refusal the problems (the first
+// 32).
+func (r LoadResult) AuditDetails() map[string]any {
+	m := map[string]any{
+		"outcome":    "ok",
+		"policy_set": r.Hash,
+		"files":      clip(r.Files, maxAuditIDs, maxAuditID),
+		"policies":   int64(r.Policies),
+	}
+	if r.Previous != "" {
+		m["previous"] = r.Previous
+	}
+	if len(r.Wrote) > 0 {
+		m["defaults_written"] = clip(r.Wrote, maxAuditLines, maxAuditLine)
+	}
+	if r.Err != nil {
+		m["outcome"] = "refused"
+		problems := make([]string, len(r.Diagnostics))
+		for i, d := range r.Diagnostics {
+			problems[i] = d.String()
+		}
+		if len(problems) == 0 {
+			problems = []string{r.Err.Error()}
+		}
+		m["problems"] = clip(problems, maxAuditLines, maxAuditLine)
+	}
+	return m
+}
+
+// clip bounds a list for an audit event: at most n entries of at most width
+// bytes, cut on a rune boundary.
+func clip(ss []string, n, width int) []string {
+	if len(ss) > n {
+		ss = ss[:n]
+	}
+	out := make([]string, len(ss))
+	for i, s := range ss {
+		if len(s) > width {
+			cut := width
+			for cut > 0 && !utf8.RuneStart(s[cut]) {
+				cut--
+			}
+			s = s[:cut] + "…"
+		}
+		out[i] = s
+	}
+	return out
 }

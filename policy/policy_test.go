@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"slices"
@@ -523,5 +524,47 @@ func write(t testing.TB, dir, name, data string) {
 	t.Helper()
 	if err := os.WriteFile(filepath.Join(dir, name), []byte(data), 0o600); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// TestAuditDetails: the details of a decision or a load always make an
+// event that the audit log accepts, however many policies decided.
+func TestAuditDetails(t *testing.T) {
+	var many strings.Builder
+	for i := range 2000 {
+		fmt.Fprintf(&many, "@id(\"%s-%d\") @reason(\"%s\") forbid (principal, action == Action::\"CallTool\", resource);\n", strings.Repeat("é", 60), i, strings.Repeat("ü", 255))
+	}
+	set := mustSet(t, many.String())
+	d := set.Decide(Request{Action: ActionCallTool})
+	if len(d.Policies) != 2000 {
+		t.Fatalf("%d policies", len(d.Policies))
+	}
+	ev := &mandate.Event{V: mandate.EventVersion, Time: 1, Type: mandate.EventDecision, Details: d.AuditDetails()}
+	if _, err := mandate.MarshalEvent(ev); err != nil {
+		t.Fatal(err)
+	}
+	if got := ev.Details["policies_total"]; got != int64(2000) {
+		t.Fatalf("policies_total %v", got)
+	}
+	set = mustSet(t, `@id("a") @max_ttl_ms("1500") permit (principal, action == Action::"Delegate", resource);`)
+	d = set.Decide(Request{Action: ActionDelegate})
+	got := d.AuditDetails()
+	if got["outcome"] != "allow" || got["max_ttl_ms"] != int64(1500) || got["policy_set"] != set.Hash() || !slices.Equal(got["policies"].([]string), []string{"a"}) {
+		t.Fatalf("%v", got)
+	}
+
+	dir := t.TempDir()
+	write(t, dir, "bad.cedar", strings.Repeat("permit (principal, action == Action::\"Nope\", resource);\n", 500))
+	_, err := Open(Config{Dir: dir, Logger: discard(), OnLoad: func(r LoadResult) {
+		ev := &mandate.Event{V: mandate.EventVersion, Time: 1, Type: mandate.EventPolicyLoaded, Outcome: mandate.OutcomeDeny, Details: r.AuditDetails()}
+		if _, err := mandate.MarshalEvent(ev); err != nil {
+			t.Fatal(err)
+		}
+		if ev.Details["outcome"] != "refused" || len(ev.Details["problems"].([]string)) != 32 {
+			t.Fatalf("%v", ev.Details)
+		}
+	}})
+	if err == nil {
+		t.Fatal("loaded")
 	}
 }
