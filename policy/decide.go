@@ -36,8 +36,7 @@ func (s *Set) decide(r *Request) (d Decision, diag cedar.Diagnostic) {
 		return d, cedar.Diagnostic{}
 	}
 	es := buildEntities(r, s.cache)
-	hasServer := r.Action != ActionMintRoot && r.Action != ActionDelegate
-	cands := x.candidates(es.resource, r.Server, hasServer)
+	cands := x.candidates(r, es.resource)
 	req, err := es.request(r, s.cache, cands.usesArgs())
 	if err != nil {
 		d.Reasons = []string{err.Error() + ": denied"}

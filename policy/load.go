@@ -97,6 +97,7 @@ type entry struct {
 	reason   string
 	actions  []string // the actions its scope can match; nil: any
 	usesArgs bool     // reads context.args
+	label    string   // a label the resource must carry to match (index.go)
 }
 
 func (e *entry) diag(msg string) Diagnostic {
