@@ -16,4 +16,6 @@ func defaultOrFile(name string) ([]byte, error) {
 }
 
 // timeAt is hour h of the week starting Monday 2026-03-02, UTC.
-func timeAt(h int) time.Time { return time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC).Add(time.Duration(h) * time.Hour) }
+func timeAt(h int) time.Time {
+	return time.Date(2026, 3, 2, 0, 0, 0, 0, time.UTC).Add(time.Duration(h) * time.Hour)
+}

@@ -110,7 +110,7 @@ forbid (principal, action == Action::"CallTool", resource) when { context.args h
 					History:    map[string]int64{"sinks": int64(rng.IntN(30))},
 					Scopes:     []string{pick("mcp:srv0:*", "mcp:srv3:*")},
 					Args:       map[string]any{"to": pick("a@acme.example", "e@evil.example"), "n": float64(rng.IntN(5)), "amount": float64(rng.IntN(2000)), "currency": "EUR", "payee": "DE89370400440532013000", "branch": pick("main", "x")},
-					Time:       timeAt(rng.IntN(7*24)),
+					Time:       timeAt(rng.IntN(7 * 24)),
 				}
 				if rng.IntN(3) == 0 {
 					r.Tool = fmt.Sprint("tool", rng.IntN(1000))
