@@ -44,9 +44,11 @@ type Config struct {
 	Dir string
 	// Logger receives loads and refusals (default slog.Default()).
 	Logger *slog.Logger
-	// OnLoad, if set, is called after every load attempt, the first
-	// included, with its outcome, so that the caller can audit it. It is
-	// called with no lock held, one call at a time.
+	// OnLoad, if set, is called after every load attempt that found the
+	// files changed, the first included, with its outcome, so that the
+	// caller can audit it. Calls come one at a time, in the order of the
+	// loads, with the engine's reload lock held: OnLoad may call Decide
+	// and Set, and MUST NOT call Reload.
 	OnLoad func(LoadResult)
 	// Location is the time zone of context.time's hour, minute and weekday
 	// (default UTC).
@@ -125,7 +127,7 @@ func (e *Engine) Set() *Set { return e.cur.Load() }
 
 // Decide evaluates r against the policy set in force (see [Set.Decide]). A
 // zero r.Time is the engine's now; hour, minute and weekday are in
-// Config.Location.
+// Config.Location. It does not block; ctx is for tracing and not used yet.
 func (e *Engine) Decide(_ context.Context, r Request) Decision {
 	s := e.cur.Load()
 	r.Time = e.time(r.Time)
@@ -250,8 +252,8 @@ func (e *Engine) poll() {
 	_ = e.load(nil) // logged and reported through OnLoad
 }
 
-// fingerprint summarises the policy files' names, sizes and modification
-// times; "" if the directory cannot be read.
+// fingerprint summarises the policy files' names, sizes, modification
+// times and modes, or the error reading the directory.
 func fingerprint(dir string) string {
 	des, err := os.ReadDir(dir)
 	if err != nil {

@@ -177,11 +177,8 @@ func NewSet(files map[string][]byte) (*Set, error) {
 // returns every problem found; none means the set would load.
 func Check(dir string) []Diagnostic {
 	files, diags := readDir(dir)
-	if len(diags) > 0 {
-		return diags
-	}
-	_, diags = build(dir, files)
-	return diags
+	_, more := build(dir, files)
+	return append(diags, more...)
 }
 
 func invalid(dir, hash string, diags []Diagnostic) error {
@@ -304,10 +301,12 @@ func build(dir string, files []file) (s *Set, diags []Diagnostic) {
 	if len(s.entries) > MaxPolicies {
 		diags = append(diags, Diagnostic{File: dir, Message: fmt.Sprintf("%d policies, more than %d", len(s.entries), MaxPolicies)})
 	}
-	if len(diags) > 0 {
+	if len(s.entries) > MaxPolicies {
 		return s, diags
 	}
-	if diags = validatePolicies(s.entries); len(diags) > 0 {
+	// Validate what parsed even if something else did not, so that Check
+	// reports every problem at once.
+	if diags = append(diags, validatePolicies(s.entries)...); len(diags) > 0 {
 		return s, diags
 	}
 	s.byAction = buildIndex(s.entries)
@@ -387,7 +386,13 @@ func (e *entry) annotations() []Diagnostic {
 			}
 		case strings.HasPrefix(k, "x_"):
 		default:
-			diags = append(diags, e.diag(fmt.Sprintf("unknown annotation @%s; hint: Mandate reads @id, @reason, @approval and @max_ttl_ms; name your own annotations x_…, e.g. @x_%s", k, k)))
+			hint := fmt.Sprintf("Mandate reads @id, @reason, @approval and @max_ttl_ms; name your own annotations x_…, e.g. @x_%s", k)
+			for _, known := range []string{AnnotationID, AnnotationReason, AnnotationApproval, AnnotationMaxTTL} {
+				if editDistance(k, known) <= 2 {
+					hint = "did you mean @" + known + "?"
+				}
+			}
+			diags = append(diags, e.diag(fmt.Sprintf("unknown annotation @%s; hint: %s", k, hint)))
 		}
 	}
 	return diags
@@ -415,4 +420,25 @@ func scopeActions(s xast.IsActionScopeNode) []string {
 		}
 	}
 	return out
+}
+
+// editDistance is the Levenshtein distance between a and b, in bytes.
+func editDistance(a, b string) int {
+	prev := make([]int, len(b)+1)
+	cur := make([]int, len(b)+1)
+	for j := range prev {
+		prev[j] = j
+	}
+	for i := 1; i <= len(a); i++ {
+		cur[0] = i
+		for j := 1; j <= len(b); j++ {
+			cost := 1
+			if a[i-1] == b[j-1] {
+				cost = 0
+			}
+			cur[j] = min(prev[j]+1, cur[j-1]+1, prev[j-1]+cost)
+		}
+		prev, cur = cur, prev
+	}
+	return prev[len(b)]
 }

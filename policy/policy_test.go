@@ -141,7 +141,7 @@ func TestCheck(t *testing.T) {
 		{"unguarded argument", "permit (principal, action == Action::\"CallTool\", resource)\nwhen { context.args.to like \"*@acme.example\" };", "p.cedar:1:1:", "optional attribute `args.to`"},
 		{"argument as two types", "permit (principal, action == Action::\"CallTool\", resource)\nwhen { context.args has n && context.args.n like \"x\" };\n\npermit (principal, action == Action::\"CallTool\", resource)\nwhen { context.args has n && context.args.n > 3 };", "p.cedar:4:1: policy p.cedar#2:", "context.args.n is used as a Long here but as a String in policy p.cedar#1"},
 		{"argument as entity", "permit (principal, action == Action::\"CallTool\", resource)\nwhen { context.args has a && principal in context.args.a };", "p.cedar:1:1:", "used as an entity"},
-		{"misspelt annotation", "@aproval(\"required\")\npermit (principal, action == Action::\"CallTool\", resource);", "p.cedar:1:1:", "unknown annotation @aproval"},
+		{"misspelt annotation", "@aproval(\"required\")\npermit (principal, action == Action::\"CallTool\", resource);", "p.cedar:1:1:", "unknown annotation @aproval; hint: did you mean @approval?"},
 		{"approval value", "@approval(\"yes\")\npermit (principal, action == Action::\"CallTool\", resource);", "p.cedar:1:1:", `@approval("yes") is not understood`},
 		{"approval on forbid", "@approval(\"required\")\nforbid (principal, action == Action::\"CallTool\", resource);", "p.cedar:1:1:", "permit policies only"},
 		{"max ttl", "@max_ttl_ms(\"soon\")\npermit (principal, action == Action::\"Delegate\", resource);", "p.cedar:1:1:", "positive number of milliseconds"},
