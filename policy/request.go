@@ -298,7 +298,7 @@ func (c *argsConverter) count() error {
 }
 
 func (c *argsConverter) record(m map[string]any, depth int) (types.Record, error) {
-	rm := make(types.RecordMap, len(m))
+	rm := make(types.RecordMap, min(len(m), MaxArgsElements))
 	for k, x := range m {
 		if err := c.text(k); err != nil {
 			return types.Record{}, err
@@ -373,7 +373,7 @@ func (c *argsConverter) value(x any, depth int) (types.Value, error) {
 		}
 		return types.String(x), nil
 	case []any:
-		vs := make([]types.Value, 0, len(x))
+		vs := make([]types.Value, 0, min(len(x), MaxArgsElements))
 		for _, y := range x {
 			v, err := c.value(y, depth+1)
 			if err != nil {
@@ -385,13 +385,13 @@ func (c *argsConverter) value(x any, depth int) (types.Value, error) {
 		}
 		return types.NewSet(vs...), nil
 	case []string:
-		vs := make([]types.Value, len(x))
-		for i, y := range x {
+		vs := make([]types.Value, 0, min(len(x), MaxArgsElements))
+		for _, y := range x {
 			v, err := c.value(y, depth+1)
 			if err != nil {
 				return nil, err
 			}
-			vs[i] = v
+			vs = append(vs, v)
 		}
 		return types.NewSet(vs...), nil
 	case map[string]any:
