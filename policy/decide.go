@@ -10,8 +10,9 @@ import (
 
 // Decide evaluates r against the set. It never fails: a request it cannot
 // evaluate (an unknown action, tool arguments beyond the limits) and a
-// policy that fails to evaluate both give a deny that says why. A zero
-// r.Time is taken as now, in UTC.
+// policy that fails to evaluate both give a deny that says why. The hour,
+// minute and weekday of context.time are taken in r.Time's location; a
+// zero r.Time is now, in UTC. Safe for concurrent use.
 func (s *Set) Decide(r Request) Decision {
 	if r.Time.IsZero() {
 		r.Time = time.Now().UTC()

@@ -90,8 +90,8 @@ type LoadResult struct {
 }
 
 // Engine is the policy decision point: the policy set in force, swapped
-// atomically on reload. It is safe for concurrent use; Decide never sees a
-// partly loaded set.
+// atomically on reload. Obtain one with [Open]. It is safe for concurrent
+// use; Decide never sees a partly loaded set.
 type Engine struct {
 	cfg Config
 	cur atomic.Pointer[Set]
