@@ -18,7 +18,7 @@ func TestArchitecture(t *testing.T) {
 		"replay":              {},
 		"dpop":                {"jose"},
 		"verify":              {"", "jose", "dpop", "replay"},
-		"issuer":              {"", "jose", "dpop", "replay", "internal/atomicfile"},
+		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile"},
 		"internal/atomicfile": {},
 		"internal/jsonstr":    {},
 		"sqlite":              {"", "auditlog"},

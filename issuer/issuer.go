@@ -21,6 +21,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 )
 
@@ -63,6 +64,12 @@ type Config struct {
 	Revocations mandate.RevocationStore
 	// Events records refused delegations and approval decisions.
 	Events mandate.EventLog
+	// Policy decides every root mint and delegation (default deny; a
+	// permit annotated @approval("required") waits for a person). Nil
+	// means no policy decision: only the ceilings, the attenuation rules
+	// and the agents' approval lists apply (for tests and embedding;
+	// `mandate serve` always sets one).
+	Policy Decider
 	// Approvals keeps approval requests; without it, a delegation that
 	// needs approval is refused.
 	Approvals mandate.ApprovalStore
@@ -85,6 +92,11 @@ type Config struct {
 	ClockSkew time.Duration
 	Now       func() time.Time
 	Logger    *slog.Logger
+}
+
+// Decider is the policy decision point: *policy.Engine.
+type Decider interface {
+	Decide(ctx context.Context, r policy.Request) policy.Decision
 }
 
 // DefaultMaxEphemeral is the default bound on live ephemeral agents.
