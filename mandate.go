@@ -50,7 +50,12 @@ type Agent struct {
 	Approval ScopeSet `json:"approval,omitempty"`
 	// Approvers are the people (email addresses) who may decide those
 	// approvals; the owner alone if empty.
-	Approvers []string  `json:"approvers,omitempty"`
+	Approvers []string `json:"approvers,omitempty"`
+	// Labels are what policies know the agent by (principal.labels in
+	// Cedar, docs/policy.md): "team:payments", "batch", "internal". They
+	// grant nothing by themselves; only policies give them a meaning. See
+	// ValidateAgentLabels for their grammar.
+	Labels    []string  `json:"labels,omitempty"`
 	CreatedAt time.Time `json:"created_at"`
 	UpdatedAt time.Time `json:"updated_at"`
 }
@@ -60,6 +65,36 @@ const MaxAgentDepth = 32
 
 // MaxApprovers bounds Agent.Approvers.
 const MaxApprovers = 16
+
+// Bounds on Agent.Labels.
+const (
+	MaxAgentLabels   = 32 // labels on one agent
+	MaxAgentLabelLen = 64 // bytes in one label
+)
+
+// agentLabelRE is the grammar of agent labels: lower-case letters, digits
+// and ':', '.', '_', '-', so that a label reads the same in a policy, a
+// command line and the space-separated column that stores it.
+var agentLabelRE = regexp.MustCompile(`^[a-z0-9:._-]{1,64}$`)
+
+// ValidateAgentLabels reports whether labels can label an agent: at most
+// MaxAgentLabels, each 1-64 characters of [a-z0-9:._-], none twice.
+func ValidateAgentLabels(labels []string) error {
+	if len(labels) > MaxAgentLabels {
+		return Errorf(EINVALID, "%d labels: an agent may have at most %d", len(labels), MaxAgentLabels)
+	}
+	for i, l := range labels {
+		if !agentLabelRE.MatchString(l) {
+			return Errorf(EINVALID, "invalid label %q: use 1-%d lower-case letters, digits, ':', '.', '_' or '-'", l, MaxAgentLabelLen)
+		}
+		for _, prev := range labels[:i] {
+			if prev == l {
+				return Errorf(EINVALID, "label %q is given twice", l)
+			}
+		}
+	}
+	return nil
+}
 
 // MayApprove reports whether the person with this email may decide the
 // approvals this agent asks for.
@@ -165,6 +200,9 @@ func (a *Agent) Validate() error {
 		if err := ValidateOwner(ap); err != nil {
 			return Errorf(EINVALID, "agent %q: invalid approver %q: give a person's email address", a.Name, ap)
 		}
+	}
+	if err := ValidateAgentLabels(a.Labels); err != nil {
+		return Errorf(EINVALID, "agent %q: %w", a.Name, err)
 	}
 	if len(a.PublicKey) != 32 {
 		return Errorf(EINVALID, "agent %q needs an Ed25519 public key (32 bytes), got %d bytes", a.Name, len(a.PublicKey))
