@@ -11,14 +11,14 @@ import (
 	"github.com/mandatehq/mandate"
 )
 
-const agentColumns = "id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at, max_depth, approval, approvers"
+const agentColumns = "id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at, max_depth, approval, approvers, labels"
 
 func scanAgent(row interface{ Scan(...any) error }) (*mandate.Agent, error) {
 	var a mandate.Agent
-	var ceiling, status, approval, approvers string
+	var ceiling, status, approval, approvers, labels string
 	var created, updated int64
 	if err := row.Scan(&a.ID, &a.Name, &a.Owner, &ceiling, &a.PublicKey, &a.KeyID, &status, &created, &updated,
-		&a.MaxDepth, &approval, &approvers); err != nil {
+		&a.MaxDepth, &approval, &approvers, &labels); err != nil {
 		return nil, err
 	}
 	c, err := mandate.ParseScopeSet(ceiling)
@@ -28,7 +28,7 @@ func scanAgent(row interface{ Scan(...any) error }) (*mandate.Agent, error) {
 	if a.Approval, err = mandate.ParseScopeSet(approval); err != nil {
 		return nil, mandate.Errorf(mandate.EINTERNAL, "agent %s: stored approval scopes do not parse: %w", a.ID, err)
 	}
-	a.Approvers = splitList(approvers)
+	a.Approvers, a.Labels = splitList(approvers), splitList(labels)
 	a.Ceiling, a.Status = c, mandate.AgentStatus(status)
 	a.CreatedAt, a.UpdatedAt = time.UnixMilli(created).UTC(), time.UnixMilli(updated).UTC()
 	return &a, nil
@@ -43,10 +43,11 @@ func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent, ev *mandate.E
 	stored := *a
 	stored.Ceiling, stored.Approval = slices.Clone(a.Ceiling), slices.Clone(a.Approval)
 	stored.Approvers, stored.PublicKey = slices.Clone(a.Approvers), slices.Clone(a.PublicKey)
+	stored.Labels = slices.Clone(a.Labels)
 	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
-		_, err := tx.ExecContext(ctx, "INSERT INTO agents("+agentColumns+") VALUES(?,?,?,?,?,?,?,?,?,?,?,?)",
+		_, err := tx.ExecContext(ctx, "INSERT INTO agents("+agentColumns+") VALUES(?,?,?,?,?,?,?,?,?,?,?,?,?)",
 			a.ID, a.Name, a.Owner, a.Ceiling.String(), a.PublicKey, a.KeyID, string(a.Status), ms(a.CreatedAt), ms(a.UpdatedAt),
-			a.MaxDepth, a.Approval.String(), strings.Join(a.Approvers, " "))
+			a.MaxDepth, a.Approval.String(), strings.Join(a.Approvers, " "), strings.Join(a.Labels, " "))
 		if isUnique(err) {
 			return mandate.Errorf(mandate.ECONFLICT, "agent %q is registered already", a.Name)
 		}

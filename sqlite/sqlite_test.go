@@ -332,8 +332,8 @@ func TestPruneMandates(t *testing.T) {
 	}
 }
 
-// A database of schema version 2 (before approvals) migrates, and its
-// agents read back with the defaults of the new fields.
+// A database of schema version 2 (before approvals and agent labels)
+// migrates, and its agents read back with the defaults of the new fields.
 func TestMigrateFromVersion2(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "m.db")
 	db, err := sql.Open("sqlite", "file:"+path)
@@ -366,7 +366,7 @@ func TestMigrateFromVersion2(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got.Ceiling.String() != a.Ceiling.String() || got.MaxDepth != 0 || got.Approval != nil || got.Approvers != nil {
+	if got.Ceiling.String() != a.Ceiling.String() || got.MaxDepth != 0 || got.Approval != nil || got.Approvers != nil || got.Labels != nil {
 		t.Errorf("migrated agent: %+v", got)
 	}
 	if _, err := s.Approvals(context.Background(), mandate.ApprovalFilter{}); err != nil {

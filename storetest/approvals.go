@@ -13,12 +13,13 @@ import (
 )
 
 // agentWithFields returns an agent that uses the fields of delegation
-// control: a depth limit, scopes needing approval, approvers.
+// control (a depth limit, scopes needing approval, approvers) and labels.
 func agentWithFields(name string) *mandate.Agent {
 	a := NewAgent(name)
 	a.MaxDepth = 3
 	a.Approval, _ = mandate.ParseScopeSet("mcp:crm:delete_* http:crm:GET:/contacts/private/**")
 	a.Approvers = []string{"bob@example.org", "carol@example.org"}
+	a.Labels = []string{"team:payments", "batch", "tier.1"}
 	return a
 }
 
@@ -28,6 +29,10 @@ func checkAgentFields(t *testing.T, got, want *mandate.Agent) {
 		got.Ceiling.String() != want.Ceiling.String() || got.Owner != want.Owner {
 		t.Errorf("agent %s: max depth %d, approval %q, approvers %q; want %d, %q, %q",
 			got.Name, got.MaxDepth, got.Approval, got.Approvers, want.MaxDepth, want.Approval, want.Approvers)
+	}
+	// Labels keep their order: they are stored as given.
+	if !slices.Equal(got.Labels, want.Labels) {
+		t.Errorf("agent %s: labels %q, want %q", got.Name, got.Labels, want.Labels)
 	}
 }
 
@@ -44,8 +49,9 @@ func testAgentFields(t *testing.T, s Store) {
 		t.Fatal(err)
 	}
 	want := *a
-	want.Approvers = slices.Clone(a.Approvers)
-	a.Approvers[0] = "mallory@example.org" // the caller's slice is not the store's
+	want.Approvers, want.Labels = slices.Clone(a.Approvers), slices.Clone(a.Labels)
+	a.Approvers[0] = "mallory@example.org" // the caller's slices are not the store's
+	a.Labels[0] = "team:mallory"
 	got, err := s.Agent(ctx, a.ID)
 	if err != nil {
 		t.Fatal(err)
@@ -59,8 +65,8 @@ func testAgentFields(t *testing.T, s Store) {
 		t.Fatalf("Agents: %d, want 2", len(list))
 	}
 	checkAgentFields(t, list[0], &want)
-	if p := list[1]; p.MaxDepth != 0 || len(p.Approval) != 0 || len(p.Approvers) != 0 {
-		t.Errorf("plain agent: max depth %d, approval %q, approvers %q; want none", p.MaxDepth, p.Approval, p.Approvers)
+	if p := list[1]; p.MaxDepth != 0 || len(p.Approval) != 0 || len(p.Approvers) != 0 || len(p.Labels) != 0 {
+		t.Errorf("plain agent: max depth %d, approval %q, approvers %q, labels %q; want none", p.MaxDepth, p.Approval, p.Approvers, p.Labels)
 	}
 	// A disabled agent keeps them.
 	up, err := s.SetAgentStatus(ctx, want.ID, mandate.AgentDisabled, nil)
@@ -75,6 +81,13 @@ func testAgentFields(t *testing.T, s Store) {
 	bad = NewAgent("badapprover")
 	bad.Approvers = []string{"bob example.org"}
 	wantCode(t, s.CreateAgent(ctx, bad, nil), mandate.EINVALID)
+	// A label with a space would not survive a space-separated column:
+	// the store refuses it, as it refuses duplicates.
+	for _, labels := range [][]string{{"two words"}, {"batch", "batch"}, {""}} {
+		bad = NewAgent("badlabel")
+		bad.Labels = labels
+		wantCode(t, s.CreateAgent(ctx, bad, nil), mandate.EINVALID)
+	}
 }
 
 // newApproval returns a valid pending approval created at t0 + i ms.
