@@ -23,6 +23,9 @@ type AgentRequest struct {
 	// Approvers may decide those approvals (email addresses); the owner
 	// alone if empty.
 	Approvers []string `json:"approvers,omitempty"`
+	// Labels are what policies know the agent by (principal.labels): at
+	// most 32, each 1-64 characters of [a-z0-9:._-], none twice.
+	Labels []string `json:"labels,omitempty"`
 }
 
 // AgentResponse is an agent as the API shows it.
@@ -37,6 +40,7 @@ type AgentResponse struct {
 	MaxDepth      int       `json:"max_depth,omitempty"`
 	Approval      []string  `json:"approval,omitempty"`
 	Approvers     []string  `json:"approvers,omitempty"`
+	Labels        []string  `json:"labels,omitempty"`
 	CreatedAt     time.Time `json:"created_at"`
 	UpdatedAt     time.Time `json:"updated_at"`
 }
@@ -46,7 +50,7 @@ func agentResponse(a *mandate.Agent) AgentResponse {
 		ID: a.ID, Name: a.Name, Owner: a.Owner, Ceiling: a.Ceiling.Strings(),
 		PublicKey: jose.NewPublicJWK(a.PublicKey), KeyThumbprint: a.KeyID,
 		Status: string(a.Status), MaxDepth: a.MaxDepth, Approval: a.Approval.Strings(), Approvers: a.Approvers,
-		CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
+		Labels: a.Labels, CreatedAt: a.CreatedAt, UpdatedAt: a.UpdatedAt,
 	}
 }
 
@@ -87,11 +91,15 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, err)
 		return
 	}
+	if err := mandate.ValidateAgentLabels(req.Labels); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
 	a := &mandate.Agent{
 		ID: mandate.AgentID(s.cfg.TrustDomain, req.Name), Name: req.Name, Owner: req.Owner, Ceiling: ceiling,
 		PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive, CreatedAt: now, UpdatedAt: now,
-		MaxDepth: req.MaxDepth, Approval: approval, Approvers: req.Approvers,
+		MaxDepth: req.MaxDepth, Approval: approval, Approvers: req.Approvers, Labels: req.Labels,
 	}
 	details := map[string]any{"owner": a.Owner, "ceiling": a.Ceiling.Strings(), "key_thumbprint": a.KeyID}
 	if a.MaxDepth != 0 {
@@ -102,6 +110,9 @@ func (s *Server) createAgent(w http.ResponseWriter, r *http.Request) {
 	}
 	if len(a.Approvers) > 0 {
 		details["approvers"] = a.Approvers
+	}
+	if len(a.Labels) > 0 {
+		details["labels"] = a.Labels
 	}
 	ev := &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventAgentRegistered,
 		Agent: a.ID, Subject: a.Subject(), Action: "register", Outcome: mandate.OutcomeOK, By: "admin",

@@ -11,6 +11,7 @@ import (
 	"net/http/httptest"
 	"net/url"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -231,6 +232,46 @@ func TestRoutesEnforceAuth(t *testing.T) {
 	}
 }
 
+// Labels given at registration come back from create, show and list, and
+// are in the agent.registered event.
+func TestAgentLabels(t *testing.T) {
+	ts := newServer(t)
+	ctx := context.Background()
+	labels := []string{"team:payments", "batch"}
+	ts.addAgentWith(t, "labelled", "mcp:crm:*", func(r *httpapi.AgentRequest) { r.Labels = labels })
+	ts.addAgent(t, "plain", "mcp:crm:*")
+	a, err := ts.client.Agent(ctx, "labelled")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !slices.Equal(a.Labels, labels) {
+		t.Errorf("show: labels %q, want %q", a.Labels, labels)
+	}
+	list, err := ts.client.Agents(ctx)
+	if err != nil || len(list) != 2 {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	if !slices.Equal(list[0].Labels, labels) || list[1].Labels != nil {
+		t.Errorf("list: labels %q and %q, want %q and none", list[0].Labels, list[1].Labels, labels)
+	}
+	code, b := get(t, ts.URL+"/v1/events?agent=labelled&type=agent.registered", true)
+	var evs httpapi.EventsResponse
+	if code != 200 || json.Unmarshal(b, &evs) != nil || len(evs.Events) != 1 {
+		t.Fatalf("events: %d %s", code, b)
+	}
+	if got, _ := json.Marshal(evs.Events[0].Details["labels"]); string(got) != `["team:payments","batch"]` {
+		t.Errorf("event labels %s", got)
+	}
+	code, b = get(t, ts.URL+"/v1/events?agent=plain&type=agent.registered", true)
+	var plain httpapi.EventsResponse
+	if code != 200 || json.Unmarshal(b, &plain) != nil || len(plain.Events) != 1 {
+		t.Fatalf("events: %d %s", code, b)
+	}
+	if _, ok := plain.Events[0].Details["labels"]; ok {
+		t.Errorf("an agent without labels has labels in its event: %v", plain.Events[0].Details)
+	}
+}
+
 func TestCreateAgentBadInput(t *testing.T) {
 	ts := newServer(t)
 	_, priv, _ := ed25519.GenerateKey(rand.Reader)
@@ -251,6 +292,8 @@ func TestCreateAgentBadInput(t *testing.T) {
 		{"empty ceiling", `{"name":"a","owner":"a@b.c","ceiling":[],"public_key":` + string(pub) + `}`, 400, "ceiling"},
 		{"bad scope", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a"],"public_key":` + string(pub) + `}`, 400, "mcp:a"},
 		{"not json", `name=a`, 400, "decode"},
+		{"bad label", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":` + string(pub) + `,"labels":["Team A"]}`, 400, `invalid label "Team A"`},
+		{"duplicate label", `{"name":"a","owner":"a@b.c","ceiling":["mcp:a:b"],"public_key":` + string(pub) + `,"labels":["batch","batch"]}`, 400, "twice"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
