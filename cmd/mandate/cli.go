@@ -177,7 +177,7 @@ func (c *cli) keygen(args []string) error {
 }
 
 func (c *cli) agentAdd(args []string) error {
-	fs := c.flags("agent add", "NAME --owner EMAIL --ceiling SCOPE... (--pubkey FILE | --generate-key OUT)")
+	fs := c.flags("agent add", "NAME --owner EMAIL --ceiling SCOPE... (--pubkey FILE | --generate-key OUT) [--label L]...")
 	owner := fs.String("owner", "", "the accountable human's email")
 	var ceiling stringList
 	fs.Var(&ceiling, "ceiling", "a scope the agent may ever hold (repeatable; or space/comma-separated)")
@@ -186,6 +186,8 @@ func (c *cli) agentAdd(args []string) error {
 	var approval, approvers stringList
 	fs.Var(&approval, "approval", "a scope whose delegation, by this agent or below it, needs a person's approval (repeatable)")
 	fs.Var(&approvers, "approver", "a person (email) who may decide those approvals (repeatable; default: the owner)")
+	var labels stringList
+	fs.Var(&labels, "label", "a label policies know the agent by, e.g. team:payments (repeatable; or space/comma-separated)")
 	genFile := fs.String("generate-key", "", "generate the agent's key and write its private JWK here (0600)")
 	pos, err := c.parse(fs, args, -1)
 	if err != nil {
@@ -226,6 +228,9 @@ func (c *cli) agentAdd(args []string) error {
 	if err := mandate.ValidateAgentName(pos[0]); err != nil {
 		return err
 	}
+	if err := mandate.ValidateAgentLabels(labels); err != nil {
+		return usageError{fmt.Sprintf("agent add: %v\nhint: policies test labels with principal.labels.contains(\"…\"); write them like --label team:payments", err)}
+	}
 	for _, s := range ceiling {
 		if _, err := mandate.ParseScope(s); err != nil {
 			return err
@@ -257,7 +262,7 @@ func (c *cli) agentAdd(args []string) error {
 		pub = generated.Public().(ed25519.PublicKey)
 	}
 	a, err := cl.CreateAgent(c.ctx, httpapi.AgentRequest{Name: pos[0], Owner: *owner, Ceiling: ceiling, PublicKey: jose.NewPublicJWK(pub),
-		MaxDepth: *maxDepth, Approval: approval, Approvers: approvers})
+		MaxDepth: *maxDepth, Approval: approval, Approvers: approvers, Labels: labels})
 	if err != nil {
 		if keyOut != nil {
 			keyOut.Close()
@@ -310,6 +315,9 @@ func printAgent(w io.Writer, a *httpapi.AgentResponse) {
 			who = []string{a.Owner + " (the owner)"}
 		}
 		fmt.Fprintf(tw, "  approval for:\t%s\n  approvers:\t%s\n", strings.Join(a.Approval, " "), strings.Join(who, ", "))
+	}
+	if len(a.Labels) > 0 {
+		fmt.Fprintf(tw, "  labels:\t%s\n", strings.Join(a.Labels, " "))
 	}
 	fmt.Fprintf(tw, "  created:\t%s\n", a.CreatedAt.Format(time.RFC3339))
 	tw.Flush()

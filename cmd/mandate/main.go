@@ -30,7 +30,7 @@ server:
 agents and keys (talk to a running server; --server URL, --data DIR):
   keygen OUT                                   make an Ed25519 key (private JWK, 0600)
   agent add NAME --owner EMAIL --ceiling SCOPE... (--pubkey FILE | --generate-key OUT)
-            [--max-depth N] [--approval SCOPE]... [--approver EMAIL]...
+            [--max-depth N] [--approval SCOPE]... [--approver EMAIL]... [--label L]...
   agent list | agent show NAME | agent disable NAME | agent enable NAME
   keys list | keys rotate
 
