@@ -52,6 +52,10 @@ func formatEvent(e mandate.LoggedEvent) string {
 	if s, ok := e.Details["scope"].(string); ok {
 		fmt.Fprintf(&b, " scope=%q", s)
 	}
+	// Policy loads and decisions name the policy set, by a short hash.
+	if s, ok := e.Details["policy_set"].(string); ok && len(s) >= 12 {
+		fmt.Fprintf(&b, " policy_set=%s", s[:12])
+	}
 	return b.String()
 }
 

@@ -2,6 +2,9 @@ package main
 
 import (
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -10,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/jose"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -27,10 +32,12 @@ func TestMain(m *testing.M) {
 // TestScripts runs the CLI end to end: testdata/script/*.txtar against a
 // server started in-process on 127.0.0.1:0 with a temporary data directory.
 func TestScripts(t *testing.T) {
+	probeDir := t.TempDir()
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
-			// server [--demo] [DATA]: start a server; sets MANDATE_SERVER and DATA.
+			// server [--demo] [--policies DIR] [DATA]: start a server; sets
+			// MANDATE_SERVER and DATA.
 			"server": func(ts *testscript.TestScript, neg bool, args []string) {
 				m := NewMain()
 				m.Addr = "127.0.0.1:0"
@@ -41,10 +48,15 @@ func TestScripts(t *testing.T) {
 				ts.Check(err)
 				w := &lockedWriter{w: logf}
 				m.Stdout, m.Stderr = w, w
-				for _, a := range args {
-					switch a {
+				for i := 0; i < len(args); i++ {
+					switch a := args[i]; a {
 					case "--demo":
 						m.Demo = true
+					case "--policies":
+						if i++; i == len(args) {
+							ts.Fatalf("usage: server [--demo] [--policies DIR] [DATA]")
+						}
+						m.PolicyDir = ts.MkAbs(args[i])
 					default:
 						m.DataDir = ts.MkAbs(a)
 					}
@@ -68,6 +80,23 @@ func TestScripts(t *testing.T) {
 				}
 				ts.Fatalf("%s did not appear within 20s", args[0])
 			},
+			// waitstdout REGEXP CMD [ARGS...]: run CMD until it succeeds
+			// with stdout matching REGEXP, for up to 20 s; stdout is then
+			// the last run's. For what the server does in the background.
+			"waitstdout": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) < 2 {
+					ts.Fatalf("usage: waitstdout REGEXP CMD [ARGS...]")
+				}
+				re := regexp.MustCompile(args[0])
+				for deadline := time.Now().Add(20 * time.Second); ; time.Sleep(100 * time.Millisecond) {
+					if err := ts.Exec(args[1], args[2:]...); err == nil && re.MatchString(ts.ReadFile("stdout")) {
+						return
+					}
+					if time.Now().After(deadline) {
+						ts.Fatalf("no match for %q in the stdout of %s within 20s", args[0], args[1])
+					}
+				}
+			},
 			// grepenv VAR REGEXP FILE: set VAR to REGEXP's first submatch in FILE.
 			"grepenv": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 3 {
@@ -89,12 +118,68 @@ func TestScripts(t *testing.T) {
 				time.Sleep(d)
 			},
 		},
+		Condition: func(cond string) (bool, error) {
+			switch cond {
+			case "issuer-decides":
+				return issuerDecides(probeDir)
+			}
+			return false, fmt.Errorf("unknown condition %q", cond)
+		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("MANDATE_ADMIN_TOKEN", "")
+			// The example policy sets, so that scripts test them as they are.
+			env.Setenv("EXAMPLES", examples)
 			return nil
 		},
 	})
 }
+
+// issuerDecides reports whether the issuer asks policy before it mints:
+// whether a server whose policy set denies everything refuses a root
+// mandate. Policy enforcement in the issuer arrives separately from the
+// server's policy wiring; scripts check what depends on it under the
+// condition [issuer-decides] until it has (then the condition goes).
+func issuerDecides(dir string) (bool, error) {
+	issuerDecidesOnce.Do(func() {
+		issuerDecidesResult, issuerDecidesErr = probeIssuerDecides(dir)
+	})
+	return issuerDecidesResult, issuerDecidesErr
+}
+
+var (
+	issuerDecidesOnce   sync.Once
+	issuerDecidesResult bool
+	issuerDecidesErr    error
+)
+
+func probeIssuerDecides(dir string) (bool, error) {
+	ctx := context.Background()
+	pol := filepath.Join(dir, "policies")
+	if err := os.MkdirAll(pol, 0o700); err != nil {
+		return false, err
+	}
+	if err := os.WriteFile(filepath.Join(pol, "deny-all.cedar"), []byte("// no policy: everything is denied\n"), 0o600); err != nil {
+		return false, err
+	}
+	m := NewMain()
+	m.Addr, m.DataDir, m.PolicyDir = "127.0.0.1:0", dir, pol
+	m.Stdout, m.Stderr = io.Discard, io.Discard
+	if err := m.Open(ctx); err != nil {
+		return false, err
+	}
+	defer m.Close()
+	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	if _, err := admin.CreateAgent(ctx, httpapi.AgentRequest{Name: "probe", Owner: "alice@example.org",
+		Ceiling: []string{"mcp:crm:*"}, PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
+		return false, err
+	}
+	_, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/probe", Key: key, Scope: "mcp:crm:list"})
+	return err != nil, nil
+}
+
+// examples is the repository's examples/policies directory.
+var examples, _ = filepath.Abs(filepath.Join("..", "..", "examples", "policies"))
 
 // lockedWriter serialises writes from the server's goroutines.
 type lockedWriter struct {

@@ -22,6 +22,7 @@ import (
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
 	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
 	"golang.org/x/mod/sumdb/tlog"
@@ -33,6 +34,9 @@ const (
 	DefaultDataDir     = "./mandate-data"
 	DefaultTrustDomain = "example.org"
 	shutdownTimeout    = 10 * time.Second
+	// policyWatchInterval is how often the policy directory is looked at
+	// for changes.
+	policyWatchInterval = time.Second
 )
 
 // Main is the server program: `mandate serve`. Tests start it in-process on
@@ -57,6 +61,10 @@ type Main struct {
 	// undecided, it is denied.
 	ApprovalTimeout time.Duration
 
+	// PolicyDir holds the policy set (default <DataDir>/policies); the
+	// default set is written into it if it holds no policy file.
+	PolicyDir string
+
 	// ReadyFile, if set, is written with the server's URL once it serves:
 	// scripts and supervisors wait for it (useful with --addr :0).
 	ReadyFile string
@@ -72,6 +80,7 @@ type Main struct {
 	Store      *sqlite.Store
 	Keys       *issuer.Keyring
 	Issuer     *issuer.Issuer
+	Policy     *policy.Engine
 	LogKey     *auditlog.LogKey
 	Publisher  *auditlog.Publisher
 
@@ -101,10 +110,11 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&m.PublicAudit, "public-audit", m.PublicAudit, "serve the audit log's entries (who did what) without the admin credential")
 	fs.IntVar(&m.MaxDepth, "max-depth", m.MaxDepth, fmt.Sprintf("longest delegation chain, counting the root agent (1 to %d); an agent's own limit may be smaller", mandate.MaxAgentDepth))
 	fs.DurationVar(&m.ApprovalTimeout, "approval-timeout", m.ApprovalTimeout, "how long a person has to decide an approval; undecided, it is denied")
+	fs.StringVar(&m.PolicyDir, "policies", m.PolicyDir, "the policy directory (*.cedar files); default <data>/policies, where the default set is written on first start")
 	fs.StringVar(&m.ReadyFile, "ready-file", m.ReadyFile, "write the server's URL to this file once it serves")
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D]")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D]")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -174,9 +184,13 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return fmt.Errorf("audit log: first checkpoint: %w", err)
 	}
+	if m.Policy, err = m.openPolicy(); err != nil {
+		m.closeStore()
+		return err
+	}
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
-		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store,
+		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
 		ApprovalTimeout: m.ApprovalTimeout, MaxDepth: m.MaxDepth,
 		Replay: replay.New(0), Now: m.Now, Logger: m.Logger,
 	})
@@ -233,17 +247,72 @@ func (m *Main) Open(ctx context.Context) error {
 			},
 			func(ctx context.Context) error { return m.Store.RunPruner(ctx, time.Minute) },
 			m.Publisher.Run,
+			func(ctx context.Context) error { return m.Policy.Watch(ctx, policyWatchInterval) },
 			m.expireApprovals,
 			m.pruneMandates,
 		)
 	}()
-	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain)
+	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain,
+		"policies", m.PolicyDir, "policy_set", m.Policy.Set().Hash())
 	if m.ReadyFile != "" {
 		if err := atomicfile.Write(m.ReadyFile, []byte(m.URL+"\n"), 0o644); err != nil {
 			m.Logger.Error("ready file not written", "path", m.ReadyFile, "err", err)
 		}
 	}
 	return nil
+}
+
+// openPolicy opens the policy engine on m.PolicyDir, writing the default
+// set into it if it holds no policy file. Every load and every refusal,
+// the first included, is logged by the engine and audited here. A set that
+// does not load stops the start: the server never runs without a valid one.
+func (m *Main) openPolicy() (*policy.Engine, error) {
+	if m.PolicyDir == "" {
+		m.PolicyDir = filepath.Join(m.DataDir, "policies")
+	}
+	e, err := policy.Open(policy.Config{Dir: m.PolicyDir, Logger: m.Logger, Now: m.Now, OnLoad: m.auditPolicyLoad})
+	var ie *policy.InvalidSetError
+	if errors.As(err, &ie) {
+		var b strings.Builder
+		fmt.Fprintf(&b, "the policy set in %s is invalid, so the server does not start:", m.PolicyDir)
+		for _, d := range ie.Diagnostics {
+			fmt.Fprintf(&b, "\n  %s", d)
+		}
+		fmt.Fprintf(&b, "\nhint: fix the files (`mandate policy check %s` lists the problems), or start with --policies DIR naming a valid set", m.PolicyDir)
+		return nil, errors.New(b.String())
+	}
+	if err != nil {
+		return nil, fmt.Errorf("policy: %w", err)
+	}
+	return e, nil
+}
+
+// maxPolicyReason bounds the reason of a policy.loaded event: the details
+// list the problems in full.
+const maxPolicyReason = 1024
+
+// auditPolicyLoad appends the policy.loaded event of a load or a refusal.
+// The engine has already put the set in force, or kept the old one: an
+// event that cannot be written is logged, and changes neither.
+func (m *Main) auditPolicyLoad(res policy.LoadResult) {
+	if len(res.Wrote) > 0 {
+		m.Logger.Info("default policy set written", "dir", res.Dir, "files", strings.Join(res.Wrote, " "))
+	}
+	ev := &mandate.Event{V: mandate.EventVersion, Time: res.Time.UnixNano(), Type: mandate.EventPolicyLoaded,
+		Action: "load", Outcome: mandate.OutcomeOK, By: "system", Details: res.AuditDetails()}
+	if res.Err != nil {
+		ev.Outcome = mandate.OutcomeDeny
+		ev.Reason = res.Err.Error()
+		if len(ev.Reason) > maxPolicyReason {
+			ev.Reason = strings.ToValidUTF8(ev.Reason[:maxPolicyReason], "") + "…"
+		}
+	}
+	// The store may be busy or closing; the load does not wait long for it.
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := m.Store.Append(ctx, ev); err != nil {
+		m.Logger.Error("policy.loaded event not written to the audit log", "policy_set", res.Hash, "outcome", ev.Outcome, "err", err)
+	}
 }
 
 // expireApprovals denies, every second, the approvals whose time ran out:

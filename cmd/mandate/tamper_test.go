@@ -23,7 +23,7 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 	}{
 		{"modified entry", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`, "entry 1"},
 		{"deleted entry", `DELETE FROM log_entries WHERE idx = 2`, "tile/entries/000"},
-		{"deleted last entries", `DELETE FROM log_entries WHERE idx >= 3`, "fewer than the 5 its last signed checkpoint covers"},
+		{"deleted last entries", `DELETE FROM log_entries WHERE idx >= 3`, "fewer than the 6 its last signed checkpoint covers"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -36,7 +36,8 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 					t.Fatal(err)
 				}
 			}
-			if _, err := admin.PublishCheckpoint(ctx); err != nil { // cover all 5 entries
+			// policy.loaded at start, agent.registered, 4 × mandate.issued
+			if _, err := admin.PublishCheckpoint(ctx); err != nil { // cover all 6 entries
 				t.Fatal(err)
 			}
 			state := filepath.Join(t.TempDir(), "state.json")
@@ -48,7 +49,7 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 				}
 				return r
 			}
-			if r := verify(m); !r.OK() || r.Size != 5 {
+			if r := verify(m); !r.OK() || r.Size != 6 {
 				t.Fatalf("honest log:\n%s", r)
 			}
 			if err := m.Close(); err != nil {
