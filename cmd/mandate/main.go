@@ -24,8 +24,8 @@ const usage = `mandate: the security control plane for AI agents
 usage: mandate <command> [arguments]
 
 server:
-  serve [--addr HOST:PORT] [--data DIR] [--trust-domain TD] [--issuer URL] [--demo]
-        [--max-depth N] [--approval-timeout 5m]
+  serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL]
+        [--demo] [--max-depth N] [--approval-timeout 5m]
 
 agents and keys (talk to a running server; --server URL, --data DIR):
   keygen OUT                                   make an Ed25519 key (private JWK, 0600)
@@ -49,6 +49,12 @@ audit log:
   audit export DIR                            copy the log (C2SP tlog-tiles) into DIR
   audit verify (--url URL | DIR) [--log-key FILE] [--state FILE]
   audit checkpoint                            sign a checkpoint now
+
+policy (on files; the server reloads its --policies DIR by itself):
+  policy check DIR                            parse and validate a policy directory
+  policy test FILE [--policies DIR]           run a file of test cases; exit 1 if any fails
+  policy explain [--policies DIR] --request FILE|-
+                                              decide one request and say why, policy by policy
 
 mandates:
   token --agent NAME --key FILE --scope SCOPES [--resource URI] [--ttl-ms N] [--purpose TEXT] [--dpop]
@@ -157,6 +163,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.task(rest)
 	case "verify":
 		return c.verify(rest)
+	case "policy", "policies":
+		return c.policy(rest)
 	case "audit":
 		return c.audit(rest)
 	case "help", "-h", "--help":
