@@ -43,8 +43,14 @@ func (e *PendingError) Unwrap() error {
 
 // approvalFields are what an approval request records.
 type approvalFields struct {
-	parent    *mandate.Claims
-	act       *actor
+	task      string // the task; for a root mint, the ID the new task will get
+	parent    string // the parent mandate; "" for a root mint
+	agent     string // the agent asking: the parent's holder, or the minting agent
+	actorKey  string // who would receive the mandate (actorKey)
+	actorID   string
+	subject   string
+	chain     []string
+	until     time.Time // no approval outlives this (the parent's expiry)
 	scopes    mandate.ScopeSet
 	aud       mandate.Audience
 	hash      string
@@ -55,41 +61,41 @@ type approvalFields struct {
 // approval returns the approved approval this request may use, or the
 // error that says why it may not (yet): a new request is recorded as
 // pending; a known one must be bound to this very request.
-func (is *Issuer) approval(ctx context.Context, req DelegateRequest, f approvalFields, now time.Time) (*mandate.Approval, error) {
+func (is *Issuer) approval(ctx context.Context, approvalID string, ttl, wait time.Duration, f approvalFields, now time.Time) (*mandate.Approval, error) {
 	if is.cfg.Approvals == nil {
 		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "access_denied", "%s, and this server takes no approvals", f.rule)
 	}
 	var ap *mandate.Approval
-	if req.ApprovalID == "" {
+	if approvalID == "" {
 		exp := now.Add(is.cfg.ApprovalTimeout)
-		if exp.After(f.parent.Expiry.Time) {
-			exp = f.parent.Expiry.Time
+		if !f.until.IsZero() && exp.After(f.until) {
+			exp = f.until
 		}
 		ap = &mandate.Approval{
 			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending,
-			Task: f.parent.Task, ParentMandate: f.parent.ID, Agent: f.parent.ClientID, Actor: actorKey(f.act),
-			Subject: f.parent.Subject, Scope: f.scopes.String(), Audience: f.aud, TTLMillis: req.TTL.Milliseconds(),
+			Task: f.task, ParentMandate: f.parent, Agent: f.agent, Actor: f.actorKey,
+			Subject: f.subject, Scope: f.scopes.String(), Audience: f.aud, TTLMillis: ttl.Milliseconds(),
 			Reason: f.rule, Approvers: f.approvers, RequestHash: f.hash, CreatedAt: now, ExpiresAt: exp,
 		}
-		ev := approvalEvent(mandate.EventApprovalRequested, ap, f.parent, now)
-		ev.Details["actor_id"] = f.act.ID
+		ev := approvalEvent(mandate.EventApprovalRequested, ap, f.chain, now)
+		ev.Details["actor_id"] = f.actorID
 		if err := is.cfg.Approvals.CreateApproval(ctx, ap, ev); err != nil {
 			return nil, err
 		}
 	} else {
 		var err error
-		if ap, err = is.cfg.Approvals.Approval(ctx, req.ApprovalID); mandate.ErrorCode(err) == mandate.ENOTFOUND {
-			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_grant", "approval %s does not exist", req.ApprovalID)
+		if ap, err = is.cfg.Approvals.Approval(ctx, approvalID); mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_grant", "approval %s does not exist", approvalID)
 		} else if err != nil {
 			return nil, err
 		}
 		if ap.RequestHash != f.hash {
-			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "approval %s was given for another request: an approval is bound to the parent, actor, scope, audience and ttl it was asked for", ap.ID)
+			return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "approval %s was given for another request: an approval is bound to the agent, parent, scope, audience and lifetime it was asked for", ap.ID)
 		}
 	}
-	if ap.Status == mandate.ApprovalPending && req.Wait > 0 {
+	if ap.Status == mandate.ApprovalPending && wait > 0 {
 		var err error
-		if ap, err = is.wait(ctx, ap, min(req.Wait, MaxWait)); err != nil {
+		if ap, err = is.wait(ctx, ap, min(wait, MaxWait)); err != nil {
 			return nil, err
 		}
 	}
@@ -231,7 +237,7 @@ func (is *Issuer) Decide(ctx context.Context, id, approver string, approve bool,
 }
 
 // approvalEvent is the audit event of a step of ap.
-func approvalEvent(typ string, ap *mandate.Approval, parent *mandate.Claims, now time.Time) *mandate.Event {
+func approvalEvent(typ string, ap *mandate.Approval, chain []string, now time.Time) *mandate.Event {
 	ev := &mandate.Event{
 		V: mandate.EventVersion, Time: now.UnixNano(), Type: typ,
 		Task: ap.Task, Mandate: ap.ParentMandate, Agent: ap.Agent, Subject: ap.Subject,
@@ -239,8 +245,9 @@ func approvalEvent(typ string, ap *mandate.Approval, parent *mandate.Claims, now
 		Details: map[string]any{"approval": ap.ID, "actor": ap.Actor, "scope": ap.Scope,
 			"approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli()},
 	}
-	if parent != nil {
-		ev.Chain = parent.Actor.Chain()
+	ev.Chain = chain
+	if ap.ParentMandate == "" {
+		ev.Action = "mint"
 	}
 	return ev
 }

@@ -196,7 +196,10 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 				return nil, err
 			}
 		}
-		ap, err := is.approval(ctx, req, approvalFields{parent: parent, act: act, scopes: scopes, aud: aud, hash: hash, rule: rule, approvers: approvers}, now)
+		ap, err := is.approval(ctx, req.ApprovalID, req.TTL, req.Wait, approvalFields{
+			task: parent.Task, parent: parent.ID, agent: parent.ClientID, actorKey: actorKey(act), actorID: act.ID,
+			subject: parent.Subject, chain: parent.Actor.Chain(), until: parent.Expiry.Time,
+			scopes: scopes, aud: aud, hash: hash, rule: rule, approvers: approvers}, now)
 		if err != nil {
 			return nil, err
 		}
