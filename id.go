@@ -42,7 +42,7 @@ func encodeID(prefix string, b [16]byte) string {
 
 // Prefixes of the IDs Mandate mints.
 const (
-	TaskIDPrefix    = "t_"
+	TaskIDPrefix     = "t_"
 	MandateIDPrefix  = "m_"
 	ApprovalIDPrefix = "ap_"
 )

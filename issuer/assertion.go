@@ -4,13 +4,15 @@ import (
 	"context"
 	"crypto/ed25519"
 	"encoding/json"
+	"fmt"
 	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/jose"
 )
 
-// assertionClaims are the claims of a client assertion (RFC 7523 §3).
+// assertionClaims are the claims of a client assertion (RFC 7523 §3), and
+// of an actor token.
 type assertionClaims struct {
 	Issuer    string               `json:"iss"`
 	Subject   string               `json:"sub"`
@@ -28,6 +30,30 @@ type assertion struct {
 }
 
 const maxJTILength = 256
+
+// claimsProblem checks the audience, times and jti of a JWT an agent
+// signed for the token endpoint (a client assertion or an actor token,
+// named by what) and says what is wrong with them, or "".
+func (is *Issuer) claimsProblem(c *assertionClaims, now time.Time, what string) string {
+	skew := is.cfg.ClockSkew
+	switch {
+	case !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer):
+		return fmt.Sprintf("aud must name the token endpoint %s", is.cfg.TokenEndpoint)
+	case c.Expiry == nil:
+		return "exp is required"
+	case !now.Before(c.Expiry.Add(skew)):
+		return "expired at " + c.Expiry.UTC().Format(time.RFC3339Nano)
+	case c.Expiry.Sub(now) > is.cfg.MaxAssertionLifetime+skew:
+		return fmt.Sprintf("exp is more than %v ahead: make short-lived %ss", is.cfg.MaxAssertionLifetime, what)
+	case c.NotBefore != nil && now.Before(c.NotBefore.Add(-skew)):
+		return "not valid before " + c.NotBefore.UTC().Format(time.RFC3339Nano)
+	case c.IssuedAt != nil && c.IssuedAt.After(now.Add(skew)):
+		return "iat is in the future: check the agent's clock"
+	case c.ID == "" || len(c.ID) > maxJTILength:
+		return fmt.Sprintf("jti is required (at most %d bytes) and must be unique per %s", maxJTILength, what)
+	}
+	return ""
+}
 
 // authenticate verifies a private_key_jwt client assertion (RFC 7523 §3)
 // and returns the active agent it names. Every failure is invalid_client.
@@ -64,23 +90,8 @@ func (is *Issuer) authenticate(ctx context.Context, clientID, typ, raw string, n
 	if err := jws.Verify(ed25519.PublicKey(agent.PublicKey)); err != nil {
 		return fail("signature does not verify with the key registered for %s", agent.ID)
 	}
-	if !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer) {
-		return fail("aud must name the token endpoint %s", is.cfg.TokenEndpoint)
-	}
-	skew := is.cfg.ClockSkew
-	switch {
-	case c.Expiry == nil:
-		return fail("exp is required")
-	case !now.Before(c.Expiry.Add(skew)):
-		return fail("expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
-	case c.Expiry.Sub(now) > is.cfg.MaxAssertionLifetime+skew:
-		return fail("exp is more than %v ahead: make short-lived assertions", is.cfg.MaxAssertionLifetime)
-	case c.NotBefore != nil && now.Before(c.NotBefore.Add(-skew)):
-		return fail("not valid before %s", c.NotBefore.UTC().Format(time.RFC3339Nano))
-	case c.IssuedAt != nil && c.IssuedAt.After(now.Add(skew)):
-		return fail("iat is in the future: check the agent's clock")
-	case c.ID == "" || len(c.ID) > maxJTILength:
-		return fail("jti is required (at most %d bytes) and must be unique per assertion", maxJTILength)
+	if p := is.claimsProblem(&c, now, "assertion"); p != "" {
+		return fail("%s", p)
 	}
 	if agent.Status != mandate.AgentActive {
 		return fail("agent %s is %s", agent.Name, agent.Status)

@@ -408,17 +408,6 @@ func (is *Issuer) revokedAmong(ctx context.Context, ids []string) (string, error
 	return "", nil
 }
 
-// actorClaims are the claims of an actor token.
-type actorClaims struct {
-	Issuer    string               `json:"iss"`
-	Subject   string               `json:"sub"`
-	Audience  mandate.Audience     `json:"aud"`
-	Expiry    *mandate.NumericDate `json:"exp"`
-	NotBefore *mandate.NumericDate `json:"nbf"`
-	IssuedAt  *mandate.NumericDate `json:"iat"`
-	ID        string               `json:"jti"`
-}
-
 // actor verifies the actor token: the sub-agent's proof of its own key.
 func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Claims, now time.Time) (*actor, error) {
 	fail := func(format string, args ...any) (*actor, error) {
@@ -437,7 +426,7 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	if jws.Header.Typ == "at+jwt" || jws.Header.Typ == dpop.Type {
 		return fail("typ %q: a mandate or a DPoP proof is not an actor token", jws.Header.Typ)
 	}
-	var c actorClaims
+	var c assertionClaims
 	if err := json.Unmarshal(jws.Payload, &c); err != nil {
 		return fail("claims are not a JSON object with the expected types: %v", err)
 	}
@@ -467,23 +456,8 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	if err := jws.Verify(pub); err != nil {
 		return fail("signature does not verify with the key of %s", a.ID)
 	}
-	if !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer) {
-		return fail("aud must name the token endpoint %s", is.cfg.TokenEndpoint)
-	}
-	skew := is.cfg.ClockSkew
-	switch {
-	case c.Expiry == nil:
-		return fail("exp is required")
-	case !now.Before(c.Expiry.Add(skew)):
-		return fail("expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
-	case c.Expiry.Sub(now) > is.cfg.MaxAssertionLifetime+skew:
-		return fail("exp is more than %v ahead: make short-lived actor tokens", is.cfg.MaxAssertionLifetime)
-	case c.NotBefore != nil && now.Before(c.NotBefore.Add(-skew)):
-		return fail("not valid before %s", c.NotBefore.UTC().Format(time.RFC3339Nano))
-	case c.IssuedAt != nil && c.IssuedAt.After(now.Add(skew)):
-		return fail("iat is in the future: check the agent's clock")
-	case c.ID == "" || len(c.ID) > maxJTILength:
-		return fail("jti is required (at most %d bytes) and must be unique per token", maxJTILength)
+	if p := is.claimsProblem(&c, now, "actor token"); p != "" {
+		return fail("%s", p)
 	}
 	a.Assertion = assertion{ID: c.ID, Expiry: *c.Expiry}
 	return a, nil
