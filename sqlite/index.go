@@ -3,6 +3,7 @@ package sqlite
 import (
 	"context"
 	"database/sql"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -62,6 +63,11 @@ type eventIndex struct {
 	stop   chan struct{}
 	done   chan struct{}
 
+	// wconn is the connection flush writes on, with its insert
+	// statements by row count; flush only (run, or openIndex before run).
+	wconn *sql.Conn
+	stmts map[int]*sql.Stmt
+
 	mu      sync.Mutex
 	pending []evMeta // committed, not yet in db, in log order
 	next    int64    // every entry below next is in db
@@ -90,19 +96,19 @@ func (s *Store) openIndex(ctx context.Context, path string, size int64) error {
 	for start := ix.next; start < size; start += 4096 {
 		entries, err := s.ReadEntries(ctx, start, min(4096, size-start))
 		if err != nil {
-			ix.db.Close()
+			ix.closeDB()
 			return fmt.Errorf("sqlite: event index catch-up: %w", err)
 		}
 		for i, data := range entries {
 			ev, err := mandate.ParseEvent(data)
 			if err != nil {
-				ix.db.Close()
+				ix.closeDB()
 				return fmt.Errorf("sqlite: audit log entry %d does not parse: %w", start+int64(i), err)
 			}
 			ix.pending = append(ix.pending, metaOf(start+int64(i), ev))
 		}
 		if err := ix.flush(ctx); err != nil {
-			ix.db.Close()
+			ix.closeDB()
 			return fmt.Errorf("sqlite: event index catch-up: %w", err)
 		}
 	}
@@ -202,25 +208,7 @@ func (ix *eventIndex) flush(ctx context.Context) error {
 	if len(batch) == 0 {
 		return nil
 	}
-	tx, err := ix.db.BeginTx(ctx, nil)
-	if err != nil {
-		return err
-	}
-	const cols, perStmt = 6, 2000
-	for start := 0; start < len(batch); start += perStmt {
-		part := batch[start:min(start+perStmt, len(batch))]
-		args := make([]any, 0, cols*len(part))
-		for _, m := range part {
-			args = append(args, m.idx, m.time, m.typ, m.task, m.mandateID, m.agent)
-		}
-		q := "INSERT OR IGNORE INTO ev(idx, time, type, task, mandate, agent) VALUES " +
-			strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", len(part)), ",")
-		if _, err := tx.ExecContext(ctx, q, args...); err != nil {
-			tx.Rollback()
-			return err
-		}
-	}
-	if err := tx.Commit(); err != nil {
+	if err := ix.write(ctx, batch); err != nil {
 		return err
 	}
 	ix.mu.Lock()
@@ -230,10 +218,79 @@ func (ix *eventIndex) flush(ctx context.Context) error {
 	return nil
 }
 
+// insertShapes are the row counts of the index's insert statements: a
+// flush of n rows uses the largest that fit, so that a handful of
+// statements, each prepared once, carry any number of rows (parsing a
+// statement of thousands of rows at every flush cost more than the
+// inserts).
+var insertShapes = [...]int{512, 64, 8, 1}
+
+// write inserts batch in one transaction on the index's writer connection.
+func (ix *eventIndex) write(ctx context.Context, batch []evMeta) error {
+	if ix.wconn == nil {
+		c, err := ix.db.Conn(ctx)
+		if err != nil {
+			return err
+		}
+		ix.wconn, ix.stmts = c, map[int]*sql.Stmt{}
+	}
+	if _, err := ix.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	const cols = 6
+	args := make([]any, 0, cols*insertShapes[0])
+	for len(batch) > 0 {
+		n := insertShapes[len(insertShapes)-1]
+		for _, k := range insertShapes {
+			if k <= len(batch) {
+				n = k
+				break
+			}
+		}
+		stmt := ix.stmts[n]
+		if stmt == nil {
+			var err error
+			q := "INSERT OR IGNORE INTO ev(idx, time, type, task, mandate, agent) VALUES " +
+				strings.TrimSuffix(strings.Repeat("(?,?,?,?,?,?),", n), ",")
+			if stmt, err = ix.wconn.PrepareContext(ctx, q); err != nil {
+				ix.wconn.ExecContext(ctx, "ROLLBACK")
+				return err
+			}
+			ix.stmts[n] = stmt
+		}
+		args = args[:0]
+		for _, m := range batch[:n] {
+			args = append(args, m.idx, m.time, m.typ, m.task, m.mandateID, m.agent)
+		}
+		if _, err := stmt.ExecContext(ctx, args...); err != nil {
+			ix.wconn.ExecContext(ctx, "ROLLBACK")
+			return err
+		}
+		batch = batch[n:]
+	}
+	if _, err := ix.wconn.ExecContext(ctx, "COMMIT"); err != nil {
+		ix.wconn.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	return nil
+}
+
 func (ix *eventIndex) close() error {
 	close(ix.stop)
 	<-ix.done
-	return ix.db.Close()
+	return ix.closeDB()
+}
+
+// closeDB closes the index database and what flush prepared on it.
+func (ix *eventIndex) closeDB() error {
+	var err error
+	for _, st := range ix.stmts {
+		err = errors.Join(err, st.Close())
+	}
+	if ix.wconn != nil {
+		err = errors.Join(err, ix.wconn.Close())
+	}
+	return errors.Join(err, ix.db.Close())
 }
 
 // query returns the positions of the events that match f, in log order,

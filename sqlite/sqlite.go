@@ -31,7 +31,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
 	"golang.org/x/mod/sumdb/tlog"
-	_ "modernc.org/sqlite"
+	"modernc.org/sqlite"
 )
 
 //go:embed migrations/*.sql
@@ -75,14 +75,18 @@ type Store struct {
 	toSync   chan committed // from the committer to the syncer
 	syncDone chan struct{}
 	wal      *os.File // the WAL, for fsync; syncer only
-	// walRetryAt is the WAL size at which to try a RESTART again after
-	// readers kept one from completing; committer only.
-	walRetryAt int64
-	syncHook   func() error // tests: fails an fsync
-	failMu     sync.Mutex
-	failErr    error // set when an fsync failed: no write is trusted after it
+	// walPages counts the pages written to the WAL since it last started
+	// over, and walRetryAt is the count at which to try again after
+	// readers kept a checkpoint from completing; committer only.
+	walPages, walRetryAt int64
+	walCopied            walProgress   // what the background checkpoints copied
+	checkpointNow        chan struct{} // asks the background checkpointer to run now
+	syncHook             func() error  // tests: fails an fsync
+	failMu               sync.Mutex
+	failErr              error // set when an fsync failed: no write is trusted after it
 
 	commits, committed atomic.Uint64 // transactions and writes committed
+	walCheckpoints     atomic.Uint64 // checkpoints run by the committer to bound the WAL
 
 	stmts map[string]*sql.Stmt // multi-row inserts by table and row count, prepared on wconn; committer only
 
@@ -147,7 +151,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	// released, so a released write survives power loss, while the next
 	// transaction is already being written.
 	// journal_size_limit truncates the WAL to WALLimit when it starts over.
-	dsn := "file:" + cfg.Path + "?_pragma=page_size(8192)&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
+	dsn := "file:" + cfg.Path + "?_pragma=page_size(" + strconv.Itoa(pageSize) + ")&_pragma=journal_mode(WAL)&_pragma=synchronous(NORMAL)" +
 		"&_pragma=busy_timeout(5000)&_pragma=foreign_keys(1)&_pragma=cache_size(-65536)&_pragma=wal_autocheckpoint(0)" +
 		"&_pragma=journal_size_limit(" + strconv.FormatInt(cfg.WALLimit, 10) + ")&_txlock=immediate"
 	db, err := sql.Open("sqlite", dsn)
@@ -166,6 +170,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		toSync:          make(chan committed, 1024),
 		syncDone:        make(chan struct{}),
 		checkpointsDone: make(chan struct{}),
+		checkpointNow:   make(chan struct{}, 1),
 		stmts:           map[string]*sql.Stmt{},
 		revoked:         map[string]time.Time{},
 	}
@@ -291,7 +296,7 @@ func (s *Store) load(ctx context.Context) error {
 // database file. Checkpoints run here, on a connection of their own, rather
 // than in the committer (SQLite's automatic checkpoint runs in whichever
 // commit crosses the threshold, stalling every writer of that batch).
-const checkpointInterval = 250 * time.Millisecond
+const checkpointInterval = 50 * time.Millisecond
 
 func (s *Store) checkpointLoop() {
 	defer close(s.checkpointsDone)
@@ -303,13 +308,57 @@ func (s *Store) checkpointLoop() {
 			s.db.Exec("PRAGMA wal_checkpoint(TRUNCATE)")
 			return
 		case <-t.C:
-			// PASSIVE: copy what no reader still needs, never wait for
-			// writers or readers.
-			if _, err := s.db.Exec("PRAGMA wal_checkpoint(PASSIVE)"); err != nil {
-				s.log.Warn("store: WAL checkpoint", "err", err)
-			}
+		case <-s.checkpointNow:
 		}
+		// PASSIVE: copy what no reader still needs, never wait for
+		// writers or readers.
+		gen := s.walCopied.generation()
+		var busy, frames, copied int
+		if err := s.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
+			s.log.Warn("store: WAL checkpoint", "err", err)
+			continue
+		}
+		s.walCopied.set(gen, int64(copied))
 	}
+}
+
+// walProgress is how far the background checkpoints copied the WAL, in
+// frames, in the WAL's current generation (it starts over at a restart).
+type walProgress struct {
+	mu     sync.Mutex
+	gen    int64 // WAL restarts counted by the committer
+	at     int64 // the generation frames counts in
+	frames int64
+}
+
+func (p *walProgress) generation() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.gen
+}
+
+// set records that a checkpoint begun in generation gen copied frames.
+func (p *walProgress) set(gen, frames int64) {
+	p.mu.Lock()
+	p.at, p.frames = gen, frames
+	p.mu.Unlock()
+}
+
+// copied returns the frames copied in the current generation.
+func (p *walProgress) copied() int64 {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.at != p.gen {
+		return 0
+	}
+	return p.frames
+}
+
+// restarted starts a new generation: the WAL starts over.
+func (p *walProgress) restarted() {
+	p.mu.Lock()
+	p.gen++
+	p.mu.Unlock()
 }
 
 // write is one unit of work for the group committer.
@@ -509,6 +558,9 @@ func (s *Store) release(c committed) {
 	}
 }
 
+// pageSize is the database's page size, so the size of a WAL frame's page.
+const pageSize = 8192
+
 // DefaultWALLimit is the WAL size past which the committer restarts the WAL.
 const DefaultWALLimit = 64 << 20
 
@@ -521,9 +573,34 @@ const DefaultWALLimit = 64 << 20
 // the rest (most frames are copied already, so it is short) without
 // waiting for anyone, and the next transaction starts the WAL over. The
 // file stays the same, so syncWAL's handle stays valid.
+//
+// The WAL's content is counted in the pages the writer connection wrote
+// since the WAL last started over, not by the file's size: SQLite reuses
+// the file in place (journal_size_limit keeps it at WALLimit), so its
+// size stays at the limit once reached, and a size test would run this
+// checkpoint, with its fsync of the database, after every transaction.
 func (s *Store) limitWAL(ctx context.Context) {
-	fi, err := os.Stat(s.cfg.Path + "-wal")
-	if err != nil || fi.Size() < s.cfg.WALLimit || fi.Size() < s.walRetryAt {
+	if err := s.wconn.Raw(func(dc any) error {
+		n, _, err := dc.(sqlite.DBStatus).Status(sqlite.DBStatusCacheWrite, true)
+		s.walPages += int64(n)
+		return err
+	}); err != nil {
+		s.log.Warn("store: WAL page count", "err", err)
+		return
+	}
+	if s.walPages*pageSize < s.cfg.WALLimit || s.walPages < s.walRetryAt {
+		return
+	}
+	// The committer's own checkpoint stalls every writer while it copies
+	// and fsyncs: let the background checkpointer copy nearly all of the
+	// WAL first, beside the writers, unless the WAL reached twice the
+	// limit.
+	if behind := s.walPages - s.walCopied.copied(); behind*pageSize > s.cfg.WALLimit/walStallShare &&
+		s.walPages*pageSize < 2*s.cfg.WALLimit {
+		select {
+		case s.checkpointNow <- struct{}{}:
+		default:
+		}
 		return
 	}
 	var busy, frames, copied int
@@ -531,11 +608,23 @@ func (s *Store) limitWAL(ctx context.Context) {
 		s.log.Warn("store: WAL checkpoint", "err", err)
 		return
 	}
-	s.walRetryAt = 0
-	if copied < frames { // a reader holds an old snapshot: try again after more growth
-		s.walRetryAt = fi.Size() + s.cfg.WALLimit/4
+	if busy != 0 || frames < 0 { // the background checkpoint runs: at the next commit
+		return
 	}
+	s.walPages, s.walRetryAt = int64(frames), 0
+	s.walCheckpoints.Add(1)
+	if copied == frames { // the next transaction starts the WAL over
+		s.walPages = 0
+		s.walCopied.restarted()
+		return
+	}
+	// A reader holds an old snapshot: try again after more growth.
+	s.walRetryAt = s.walPages + s.cfg.WALLimit/pageSize/4
 }
+
+// walStallShare: the committer checkpoints the WAL itself once no more
+// than 1/walStallShare of WALLimit is left to copy.
+const walStallShare = 32
 
 // syncWAL fsyncs the WAL file, opening it on first use.
 func (s *Store) syncWAL() error {
@@ -630,11 +719,15 @@ type writeTx struct {
 type Stats struct {
 	Commits uint64 // transactions committed (made durable by shared fsyncs)
 	Writes  uint64 // writes committed in them
+	// WALCheckpoints counts the checkpoints the committer ran between
+	// transactions to keep the WAL under Config.WALLimit: about one per
+	// WALLimit of writes.
+	WALCheckpoints uint64
 }
 
 // Stats returns the group committer's counters.
 func (s *Store) Stats() Stats {
-	return Stats{Commits: s.commits.Load(), Writes: s.committed.Load()}
+	return Stats{Commits: s.commits.Load(), Writes: s.committed.Load(), WALCheckpoints: s.walCheckpoints.Load()}
 }
 
 // isUnique reports whether err is a UNIQUE or PRIMARY KEY constraint failure.

@@ -133,6 +133,14 @@ func TestWALStaysBounded(t *testing.T) {
 	if got := maxWAL.Load(); got > 4*limit {
 		t.Errorf("WAL reached %d bytes with a %d-byte limit", got, limit)
 	}
+	// Each of the committer's checkpoints fsyncs the database while every
+	// writer waits: about one per limit's worth of WAL frames (a
+	// transaction here writes ~3 pages of 8 KiB, so ~40 transactions per
+	// MiB), not one per transaction once the file has reached the limit's
+	// size.
+	if st := s.Stats(); st.WALCheckpoints == 0 || st.WALCheckpoints > st.Commits/10 {
+		t.Errorf("the committer checkpointed %d times in %d transactions with a %d-byte limit", st.WALCheckpoints, st.Commits, limit)
+	}
 }
 
 // A damaged or foreign event index is rebuilt from the log at start, and
