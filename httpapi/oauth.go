@@ -89,10 +89,19 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 		s.oauthError(w, r, err)
 		return
 	}
+	wait, err := parseWait(form.Get("wait_ms"))
+	if err != nil {
+		s.oauthError(w, r, err)
+		return
+	}
+	ctx, stop := s.waitContext(r.Context(), &wait)
+	defer stop()
 	var tok *issuer.Token
 	switch gt := form.Get("grant_type"); gt {
 	case "client_credentials":
-		tok, err = s.cfg.Issuer.MintRoot(r.Context(), issuer.RootRequest{
+		// approval_id and wait_ms as for token exchange, when a policy
+		// asks a person to approve a new task.
+		tok, err = s.cfg.Issuer.MintRoot(ctx, issuer.RootRequest{
 			ClientID:            form.Get("client_id"),
 			ClientAssertionType: form.Get("client_assertion_type"),
 			ClientAssertion:     form.Get("client_assertion"),
@@ -101,9 +110,11 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 			TTL:                 ttl,
 			TaskPurpose:         form.Get("task_purpose"),
 			DPoP:                r.Header.Get("DPoP"),
+			ApprovalID:          form.Get("approval_id"),
+			Wait:                wait,
 		})
 	case issuer.GrantTypeTokenExchange:
-		tok, err = s.tokenExchange(r, form, ttl)
+		tok, err = s.tokenExchange(ctx, r, form, ttl, wait)
 	case "":
 		err = mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "grant_type is required")
 	default:
@@ -139,44 +150,53 @@ func parseTTL(v string) (time.Duration, error) {
 	return time.Duration(n) * time.Millisecond, nil
 }
 
+// parseWait reads wait_ms: how long the request may wait here for a
+// pending approval's decision (at most issuer.MaxWait); empty is 0.
+func parseWait(v string) (time.Duration, error) {
+	if v == "" {
+		return 0, nil
+	}
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > issuer.MaxWait.Milliseconds() {
+		return 0, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request",
+			"wait_ms must be a whole number of milliseconds from 0 to %d: poll again to wait longer", issuer.MaxWait.Milliseconds())
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+// waitContext returns the context of a request that may wait *wait for an
+// approval: a shutting-down server stops waiting (StopWaiting), and the
+// client polls again. Once the server stops waiting, *wait is set to 0.
+func (s *Server) waitContext(ctx context.Context, wait *time.Duration) (context.Context, context.CancelFunc) {
+	if *wait == 0 {
+		return ctx, func() {}
+	}
+	select {
+	case <-s.stopWaits:
+		*wait = 0
+		return ctx, func() {}
+	default:
+	}
+	ctx, cancel := context.WithCancel(ctx)
+	go func() {
+		select {
+		case <-s.stopWaits:
+			cancel()
+		case <-ctx.Done():
+		}
+	}()
+	return ctx, cancel
+}
+
 // tokenExchange is a delegation (RFC 8693 §2.1): subject_token is the
 // parent mandate, actor_token the sub-agent's proof of its key; scope,
 // resource and ttl_ms narrow the child as for root mandates. approval_id
 // names the approval the request waited for, and wait_ms (at most
 // issuer.MaxWait) how long to wait here for a pending one's decision.
-func (s *Server) tokenExchange(r *http.Request, form url.Values, ttl time.Duration) (*issuer.Token, error) {
-	var wait time.Duration
-	if v := form.Get("wait_ms"); v != "" {
-		n, err := strconv.ParseInt(v, 10, 64)
-		if err != nil || n < 0 || n > issuer.MaxWait.Milliseconds() {
-			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request",
-				"wait_ms must be a whole number of milliseconds from 0 to %d: poll again to wait longer", issuer.MaxWait.Milliseconds())
-		}
-		wait = time.Duration(n) * time.Millisecond
-	}
+func (s *Server) tokenExchange(ctx context.Context, r *http.Request, form url.Values, ttl, wait time.Duration) (*issuer.Token, error) {
 	for _, p := range []string{"subject_token", "subject_token_type", "actor_token", "actor_token_type"} {
 		if form.Get(p) == "" {
 			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "%s is required (RFC 8693 §2.1): see docs/delegation.md", p)
-		}
-	}
-	ctx := r.Context()
-	if wait > 0 {
-		// A shutting-down server stops waiting (StopWaiting); the client
-		// polls again.
-		select {
-		case <-s.stopWaits:
-			wait = 0
-		default:
-			var cancel context.CancelFunc
-			ctx, cancel = context.WithCancel(ctx)
-			defer cancel()
-			go func() {
-				select {
-				case <-s.stopWaits:
-					cancel()
-				case <-ctx.Done():
-				}
-			}()
 		}
 	}
 	return s.cfg.Issuer.Delegate(ctx, issuer.DelegateRequest{

@@ -31,8 +31,12 @@ type PendingError struct {
 }
 
 func (e *PendingError) Error() string {
-	return fmt.Sprintf("approval %s is pending: %s; ask %s, then repeat the request with approval_id=%s (and a fresh actor token)",
-		e.Approval.ID, e.Approval.Reason, strings.Join(e.Approval.Approvers, ", "), e.Approval.ID)
+	fresh := "a fresh actor token"
+	if e.Approval.ParentMandate == "" {
+		fresh = "a fresh client assertion"
+	}
+	return fmt.Sprintf("approval %s is pending: %s; ask %s, then repeat the request with approval_id=%s (and %s)",
+		e.Approval.ID, e.Approval.Reason, strings.Join(e.Approval.Approvers, ", "), e.Approval.ID, fresh)
 }
 
 // Unwrap lets mandate.ErrorCode and the OAuth mapping see it as
@@ -56,6 +60,7 @@ type approvalFields struct {
 	hash      string
 	rule      string
 	approvers []string
+	purpose   string // a root mint's task purpose, for the person deciding
 }
 
 // approval returns the approved approval this request may use, or the
@@ -79,6 +84,9 @@ func (is *Issuer) approval(ctx context.Context, approvalID string, ttl, wait tim
 		}
 		ev := approvalEvent(mandate.EventApprovalRequested, ap, f.chain, now)
 		ev.Details["actor_id"] = f.actorID
+		if f.purpose != "" {
+			ev.Details["purpose"] = f.purpose
+		}
 		if err := is.cfg.Approvals.CreateApproval(ctx, ap, ev); err != nil {
 			return nil, err
 		}

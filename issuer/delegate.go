@@ -14,6 +14,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/policy"
 )
 
 // Token exchange (RFC 8693) values.
@@ -79,22 +80,23 @@ func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, er
 		return nil, mandate.Errorf(mandate.EINTERNAL, "issuer: Config.Issuances and Config.Revocations are required for delegation")
 	}
 	now := is.cfg.Now()
-	parent, ancestors, err := is.parent(ctx, req.SubjectToken, req.SubjectTokenType, now)
+	parent, err := is.parent(ctx, req.SubjectToken, req.SubjectTokenType, now)
 	if err != nil {
 		is.refused(ctx, nil, now, err)
 		return nil, err
 	}
-	tok, err := is.delegate(ctx, req, parent, ancestors, now)
+	tok, err := is.delegate(ctx, req, parent, now)
 	if err != nil {
 		if _, pending := err.(*PendingError); !pending {
-			is.refused(ctx, parent, now, err)
+			is.refused(ctx, parent.claims, now, err)
 		}
 		return nil, err
 	}
 	return tok, nil
 }
 
-func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *mandate.Claims, ancestors []string, now time.Time) (*Token, error) {
+func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, now time.Time) (*Token, error) {
+	parent, ancestors := pe.claims, pe.ancestors
 	var proof *dpop.Proof
 	if parent.Confirm != nil {
 		if req.DPoP == "" {
@@ -168,6 +170,21 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 	if err != nil {
 		return nil, err
 	}
+	// Policy decides with the chain of the mandate being asked for; the
+	// principal is the agent that would receive it (for an ephemeral one,
+	// the labels and owner of its registered ancestor, agents[0]).
+	iat := mandate.NewNumericDate(now)
+	d, asked := is.decision(ctx, policy.Request{
+		Action: policy.ActionDelegate, Subject: parent.Subject, Agent: agentInfo(act.ID, agents[0]),
+		Chain: chain, Task: parent.Task, Purpose: pe.purpose,
+		DPoP: proof != nil, Scopes: scopes.Strings(), TTL: exp.Sub(iat.Time), Time: now,
+	})
+	if !d.Allow {
+		return nil, &DeniedError{Action: policy.ActionDelegate, Decision: d}
+	}
+	if capped := iat.Add(capTTL(exp.Sub(iat.Time), d)); capped.Before(exp) {
+		exp = capped
+	}
 
 	// Approval: a poll (with approval_id) may repeat its actor token until
 	// the approval is decided; the approval itself is single-use.
@@ -184,6 +201,15 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		delegators = agents[1:]
 	}
 	rule, approvers := approvalRule(delegators, scopes)
+	if d.NeedsApproval {
+		prule, papprovers := policyApproval(d, delegators)
+		rule = joinRules(rule, prule)
+		for _, p := range papprovers {
+			if !contains(approvers, p) {
+				approvers = append(approvers, p)
+			}
+		}
+	}
 	if rule != "" || req.ApprovalID != "" {
 		if rule == "" {
 			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "approval_id given, but this delegation needs no approval")
@@ -222,7 +248,6 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		}
 	}
 
-	iat := mandate.NewNumericDate(now)
 	c := &mandate.Claims{
 		Issuer:    is.cfg.Issuer,
 		Subject:   parent.Subject,
@@ -258,6 +283,9 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 	if req.ApprovalID != "" {
 		details["approval"] = req.ApprovalID
 	}
+	if asked {
+		policyDetails(details, d)
+	}
 	ev := &mandate.Event{
 		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateDelegated,
 		Task: c.Task, Mandate: c.ID, Parent: parent.ID, Agent: act.ID, Chain: c.Actor.Chain(), Subject: c.Subject,
@@ -279,7 +307,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, parent *man
 		is.revokeChild(ctx, c, now)
 		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "mandate %s, an ancestor of this delegation, was revoked during the exchange", id)
 	}
-	is.issued.add(tok, c, lineage, now)
+	is.issued.add(tok, c, lineage, pe.purpose, now)
 	typ := "Bearer"
 	if jkt != "" {
 		typ = "DPoP"
@@ -302,24 +330,25 @@ func (is *Issuer) revokeChild(ctx context.Context, c *mandate.Claims, now time.T
 
 // parent authenticates the subject token: a mandate this issuer signed and
 // recorded, unexpired, neither it nor any ancestor revoked. It returns the
-// claims and the ancestors' IDs, from the root down.
-func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) (*mandate.Claims, []string, error) {
-	fail := func(format string, args ...any) (*mandate.Claims, []string, error) {
-		return nil, nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "subject_token: "+format, args...)
+// claims, the ancestors' IDs from the root down, and the task's purpose.
+func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) (issued, error) {
+	fail := func(format string, args ...any) (issued, error) {
+		return issued{}, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_grant", "subject_token: "+format, args...)
 	}
 	if token == "" {
-		return nil, nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token is required: the parent mandate")
+		return issued{}, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token is required: the parent mandate")
 	}
 	switch typ {
 	case TokenTypeJWT, TokenTypeAccessToken:
 	case "":
-		return nil, nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type is required: %s", TokenTypeJWT)
+		return issued{}, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type is required: %s", TokenTypeJWT)
 	default:
-		return nil, nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type %q is not supported: use %s", typ, TokenTypeJWT)
+		return issued{}, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "subject_token_type %q is not supported: use %s", typ, TokenTypeJWT)
 	}
 	e, ok := is.issued.get(token)
 	c, ancestors := e.claims, e.ancestors
 	if !ok {
+		var err error
 		jws, err := jose.Parse(token)
 		if err != nil {
 			return fail("%v", err)
@@ -348,28 +377,29 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
 			return fail("mandate %s was never issued here", c.ID)
 		} else if err != nil {
-			return nil, nil, err
+			return issued{}, err
 		}
 		if !rec.ExpiresAt.Equal(c.Expiry.Time) || rec.AgentID != c.ClientID || rec.ParentID != c.Parent {
 			return fail("mandate %s does not match its issuance record", c.ID)
 		}
 		if ancestors, err = is.ancestors(ctx, rec); err != nil {
-			return nil, nil, err
+			return issued{}, err
 		}
+		e.purpose = rec.TaskPurpose
 	}
 	if !now.Before(c.Expiry.Time) {
 		return fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
 	}
 	id, err := is.revokedAmong(ctx, append(ancestors[:len(ancestors):len(ancestors)], c.ID))
 	if err != nil {
-		return nil, nil, err
+		return issued{}, err
 	}
 	if id == c.ID {
 		return fail("the parent mandate %s is revoked", c.ID)
 	} else if id != "" {
 		return fail("mandate %s, an ancestor of the parent, is revoked", id)
 	}
-	return c, ancestors, nil
+	return issued{claims: c, ancestors: ancestors, purpose: e.purpose}, nil
 }
 
 // ancestors walks the issuance records up from rec to the root and returns
@@ -606,8 +636,13 @@ func contains(list []string, s string) bool {
 // requestHash binds an approval to exactly one request: the parent, the
 // actor, the scopes, the audience, the requested lifetime and key binding.
 func requestHash(parent, actor, scope string, aud []string, ttl time.Duration, jkt string) string {
+	return hashFields(parent, actor, scope, strings.Join(aud, " "), strconv.FormatInt(ttl.Milliseconds(), 10), jkt)
+}
+
+// hashFields hashes fields, each ended by a NUL (no field holds one).
+func hashFields(fields ...string) string {
 	h := sha256.New()
-	for _, s := range []string{parent, actor, scope, strings.Join(aud, " "), strconv.FormatInt(ttl.Milliseconds(), 10), jkt} {
+	for _, s := range fields {
 		h.Write([]byte(s))
 		h.Write([]byte{0})
 	}
@@ -621,13 +656,7 @@ func (is *Issuer) refused(ctx context.Context, parent *mandate.Claims, now time.
 	if is.cfg.Events == nil {
 		return
 	}
-	ev := &mandate.Event{
-		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventDecision,
-		Action: "delegate", Outcome: mandate.OutcomeDeny, Reason: mandate.ErrorMessage(err),
-	}
-	if e, ok := err.(*mandate.Error); ok && e.OAuth != "" {
-		ev.Details = map[string]any{"error": e.OAuth}
-	}
+	ev := refusalEvent("delegate", err, now)
 	if parent == nil {
 		if !is.refusals.allow(now) {
 			return

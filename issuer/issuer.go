@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"log/slog"
+	"strconv"
 	"strings"
 	"time"
 	"unicode"
@@ -180,6 +181,11 @@ type RootRequest struct {
 	TTL                 time.Duration // 0 means Config.DefaultTTL
 	TaskPurpose         string
 	DPoP                string // the DPoP header, if any
+	// ApprovalID names the approval this request waited for (a policy
+	// asked for one); Wait is how long to wait for a pending approval's
+	// decision (at most MaxWait).
+	ApprovalID string
+	Wait       time.Duration
 }
 
 // Token is an issued mandate.
@@ -190,14 +196,35 @@ type Token struct {
 }
 
 // MintRoot authenticates the agent, checks the request against the agent's
-// ceiling, and returns a root mandate of a new task. The issuance is durable
-// before MintRoot returns.
+// ceiling, asks policy (Action MintRoot), and returns a root mandate of a
+// new task. The issuance is durable before MintRoot returns.
+//
+// A policy deny is a *DeniedError (access_denied); a permit annotated
+// @approval("required") makes the request wait for a person (a
+// *PendingError until then, as for delegation); @max_ttl_ms cuts the
+// lifetime. A refusal after the agent was authenticated is a decision
+// event in the audit log.
 func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error) {
 	now := is.cfg.Now()
 	agent, assertion, err := is.authenticate(ctx, req.ClientID, req.ClientAssertionType, req.ClientAssertion, now)
 	if err != nil {
 		return nil, err
 	}
+	tok, err := is.mintRoot(ctx, req, agent, assertion, now)
+	if err != nil {
+		if _, pending := err.(*PendingError); !pending && is.cfg.Events != nil {
+			ev := refusalEvent("mint", err, now)
+			ev.Agent, ev.Chain, ev.Subject = agent.ID, []string{agent.ID}, agent.Subject()
+			if aerr := is.cfg.Events.Append(ctx, ev); aerr != nil {
+				is.cfg.Logger.Error("refused mint not audited", "agent", agent.ID, "err", aerr)
+			}
+		}
+		return nil, err
+	}
+	return tok, nil
+}
+
+func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.Agent, assertion *assertion, now time.Time) (*Token, error) {
 	scopes, err := mandate.ParseScopeSet(req.Scope)
 	if err != nil {
 		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_scope", "%s", mandate.ErrorMessage(err))
@@ -228,19 +255,64 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 			return nil, err
 		}
 	}
+	task := mandate.NewID(mandate.TaskIDPrefix, now)
+	d, asked := is.decision(ctx, policy.Request{
+		Action: policy.ActionMintRoot, Subject: agent.Subject(), Agent: agentInfo(agent.ID, agent),
+		Chain: []string{agent.ID}, Task: task, Purpose: req.TaskPurpose,
+		DPoP: proof != nil, Scopes: scopes.Strings(), TTL: ttl, Time: now,
+	})
+	if !d.Allow {
+		return nil, &DeniedError{Action: policy.ActionMintRoot, Decision: d}
+	}
+	ttl = capTTL(ttl, d)
+	var jkt string
+	if proof != nil {
+		jkt = proof.JKT
+	}
+
 	// The replay checks come last so that a request refused for another
 	// reason does not burn the assertion; the assertion's first, so that
 	// replaying a used assertion with fresh proofs adds nothing to the
 	// replay set. RestoreReplay refills the set after a restart.
-	if err := is.useOnce("a\x00"+agent.ID+"\x00"+assertion.ID, assertion.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
-		return nil, err
+	useAssertion := func() error {
+		return is.useOnce("a\x00"+agent.ID+"\x00"+assertion.ID, assertion.Expiry.Time, now, "invalid_client", "client assertion")
 	}
-	var jkt string
+	assertionUsed := false
+	if d.NeedsApproval || req.ApprovalID != "" {
+		if !d.NeedsApproval {
+			return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "approval_id given, but this request needs no approval")
+		}
+		if req.ApprovalID == "" {
+			// A new approval request uses up its assertion, so that one
+			// assertion cannot file many requests; polls need fresh ones.
+			assertionUsed = true
+			if err := useAssertion(); err != nil {
+				return nil, err
+			}
+		}
+		rule, approvers := policyApproval(d, []*mandate.Agent{agent})
+		ap, err := is.approval(ctx, req.ApprovalID, req.TTL, req.Wait, approvalFields{
+			task: task, agent: agent.ID, actorKey: agent.ID, actorID: agent.ID,
+			subject: agent.Subject(), chain: []string{agent.ID}, scopes: scopes, aud: aud,
+			hash: hashFields("mint", agent.ID, scopes.String(), strings.Join(aud, " "),
+				strconv.FormatInt(req.TTL.Milliseconds(), 10), jkt, req.TaskPurpose),
+			rule: rule, approvers: approvers, purpose: req.TaskPurpose}, now)
+		if err != nil {
+			return nil, err
+		}
+		// The task was named when the approval was asked for; the
+		// approval's events and the mandate share it.
+		req.ApprovalID, task = ap.ID, ap.Task
+	}
+	if !assertionUsed {
+		if err := useAssertion(); err != nil {
+			return nil, err
+		}
+	}
 	if proof != nil {
 		if err := is.useOnce("d\x00"+proof.JKT+"\x00"+proof.ID, proof.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
 			return nil, err
 		}
-		jkt = proof.JKT
 	}
 
 	iat := mandate.NewNumericDate(now)
@@ -260,7 +332,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		Expiry:    mandate.NumericDate{Time: iat.Add(ttl)},
 		ID:        mandate.NewID(mandate.MandateIDPrefix, now),
 		Scope:     scopes.String(),
-		Task:      mandate.NewID(mandate.TaskIDPrefix, now),
+		Task:      task,
 	}
 	if jkt != "" {
 		c.Confirm = &mandate.Confirmation{JKT: jkt}
@@ -273,19 +345,30 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		MandateID: c.ID, TaskID: c.Task, AgentID: agent.ID, Subject: c.Subject, Scope: c.Scope,
 		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
 		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID, AssertionExpiry: assertion.Expiry.Time,
+		ApprovalID: req.ApprovalID,
+	}
+	details := issuedDetails(c, key, req.TaskPurpose)
+	if asked {
+		policyDetails(details, d)
+	}
+	if req.ApprovalID != "" {
+		details["approval"] = req.ApprovalID
 	}
 	ev := &mandate.Event{
 		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateIssued,
 		Task: c.Task, Mandate: c.ID, Agent: agent.ID, Chain: c.Actor.Chain(), Subject: c.Subject,
 		Action: "mint", Resource: strings.Join(aud, " "), Outcome: mandate.OutcomeOK,
-		Details: issuedDetails(c, key, req.TaskPurpose),
+		Details: details,
 	}
 	if err := is.cfg.Log.RecordIssuance(ctx, rec, ev); err != nil {
+		if mandate.ErrorCode(err) == mandate.ECONFLICT && req.ApprovalID != "" {
+			return nil, mandate.OAuthErrorf(mandate.ECONFLICT, "invalid_grant", "approval %s was used already: an approval allows one mandate", req.ApprovalID)
+		}
 		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", agent.ID, "err", err)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
 	}
-	is.issued.add(tok, c, nil, now)
+	is.issued.add(tok, c, nil, req.TaskPurpose, now)
 	typ := "Bearer"
 	if jkt != "" {
 		typ = "DPoP"

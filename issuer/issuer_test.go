@@ -68,6 +68,8 @@ type fixture struct {
 	is    *issuer.Issuer
 	key   ed25519.PrivateKey
 	dir   string
+	// policy, if set, decides for the issuer open makes.
+	policy issuer.Decider
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -102,8 +104,16 @@ func (f *fixture) open() {
 		}
 	}
 	f.log = &countingLog{next: f.store}
+	f.newIssuer()
+}
+
+// newIssuer makes the fixture's issuer on its store, keys and policy.
+func (f *fixture) newIssuer() {
+	f.t.Helper()
+	var err error
 	f.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Now: f.clk.Now,
-		Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute})
+		Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute,
+		Policy: f.policy})
 	if err != nil {
 		f.t.Fatal(err)
 	}

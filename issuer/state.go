@@ -28,6 +28,7 @@ type issuedCache struct {
 type issued struct {
 	claims    *mandate.Claims
 	ancestors []string
+	purpose   string // the task's purpose, for policy
 }
 
 type issuedEntry struct {
@@ -39,7 +40,7 @@ func newIssuedCache(capacity int) *issuedCache {
 	return &issuedCache{cap: capacity, m: make(map[[32]byte]issued)}
 }
 
-func (c *issuedCache) add(token string, claims *mandate.Claims, ancestors []string, now time.Time) {
+func (c *issuedCache) add(token string, claims *mandate.Claims, ancestors []string, purpose string, now time.Time) {
 	if c.cap == 0 {
 		return
 	}
@@ -49,7 +50,7 @@ func (c *issuedCache) add(token string, claims *mandate.Claims, ancestors []stri
 	for len(c.heap) > 0 && (c.heap[0].exp <= now.UnixNano() || len(c.heap) >= c.cap) {
 		c.pop()
 	}
-	c.m[k] = issued{claims, ancestors}
+	c.m[k] = issued{claims, ancestors, purpose}
 	c.heap = append(c.heap, issuedEntry{claims.Expiry.UnixNano(), k})
 	for i := len(c.heap) - 1; i > 0; {
 		p := (i - 1) / 2

@@ -2,9 +2,6 @@ package main
 
 import (
 	"context"
-	"crypto/ed25519"
-	"crypto/rand"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -13,8 +10,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/mandatehq/mandate/httpapi"
-	"github.com/mandatehq/mandate/jose"
 	"github.com/rogpeppe/go-internal/testscript"
 )
 
@@ -32,7 +27,6 @@ func TestMain(m *testing.M) {
 // TestScripts runs the CLI end to end: testdata/script/*.txtar against a
 // server started in-process on 127.0.0.1:0 with a temporary data directory.
 func TestScripts(t *testing.T) {
-	probeDir := t.TempDir()
 	testscript.Run(t, testscript.Params{
 		Dir: filepath.Join("testdata", "script"),
 		Cmds: map[string]func(ts *testscript.TestScript, neg bool, args []string){
@@ -118,13 +112,6 @@ func TestScripts(t *testing.T) {
 				time.Sleep(d)
 			},
 		},
-		Condition: func(cond string) (bool, error) {
-			switch cond {
-			case "issuer-decides":
-				return issuerDecides(probeDir)
-			}
-			return false, fmt.Errorf("unknown condition %q", cond)
-		},
 		Setup: func(env *testscript.Env) error {
 			env.Setenv("MANDATE_ADMIN_TOKEN", "")
 			// The example policy sets, so that scripts test them as they are.
@@ -132,50 +119,6 @@ func TestScripts(t *testing.T) {
 			return nil
 		},
 	})
-}
-
-// issuerDecides reports whether the issuer asks policy before it mints:
-// whether a server whose policy set denies everything refuses a root
-// mandate. Policy enforcement in the issuer arrives separately from the
-// server's policy wiring; scripts check what depends on it under the
-// condition [issuer-decides] until it has (then the condition goes).
-func issuerDecides(dir string) (bool, error) {
-	issuerDecidesOnce.Do(func() {
-		issuerDecidesResult, issuerDecidesErr = probeIssuerDecides(dir)
-	})
-	return issuerDecidesResult, issuerDecidesErr
-}
-
-var (
-	issuerDecidesOnce   sync.Once
-	issuerDecidesResult bool
-	issuerDecidesErr    error
-)
-
-func probeIssuerDecides(dir string) (bool, error) {
-	ctx := context.Background()
-	pol := filepath.Join(dir, "policies")
-	if err := os.MkdirAll(pol, 0o700); err != nil {
-		return false, err
-	}
-	if err := os.WriteFile(filepath.Join(pol, "deny-all.cedar"), []byte("// no policy: everything is denied\n"), 0o600); err != nil {
-		return false, err
-	}
-	m := NewMain()
-	m.Addr, m.DataDir, m.PolicyDir = "127.0.0.1:0", dir, pol
-	m.Stdout, m.Stderr = io.Discard, io.Discard
-	if err := m.Open(ctx); err != nil {
-		return false, err
-	}
-	defer m.Close()
-	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
-	_, key, _ := ed25519.GenerateKey(rand.Reader)
-	if _, err := admin.CreateAgent(ctx, httpapi.AgentRequest{Name: "probe", Owner: "alice@example.org",
-		Ceiling: []string{"mcp:crm:*"}, PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
-		return false, err
-	}
-	_, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/probe", Key: key, Scope: "mcp:crm:list"})
-	return err != nil, nil
 }
 
 // examples is the repository's examples/policies directory.
