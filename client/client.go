@@ -142,7 +142,7 @@ type Error struct {
 	Code        string // error, e.g. invalid_scope
 	Description string // error_description
 	// ApprovalID and Interval are set with authorization_pending: the
-	// delegation waits for a person's approval.
+	// request waits for a person's approval.
 	ApprovalID string
 	Interval   time.Duration
 }
@@ -155,41 +155,52 @@ func (e *Error) Error() string {
 	return s
 }
 
-// IsPending reports whether err says that a delegation waits for approval.
+// IsPending reports whether err says that a request waits for approval.
 func IsPending(err error) bool {
 	var e *Error
 	return errors.As(err, &e) && e.Code == "authorization_pending"
 }
 
 // Root obtains a root mandate of a new task (client_credentials with a
-// private_key_jwt client assertion, RFC 7523).
+// private_key_jwt client assertion, RFC 7523). If policy asks a person to
+// approve the task, it returns the authorization_pending *Error at once:
+// use RootWait to wait.
 func (c *Client) Root(ctx context.Context, req Request) (*Mandate, error) {
-	form := url.Values{
-		"grant_type":            {"client_credentials"},
-		"client_id":             {c.cfg.AgentID},
-		"client_assertion_type": {clientAssertionType},
-		"client_assertion":      {c.signJWT(c.cfg.Key, c.cfg.AgentID, false)},
-	}
-	req.add(form)
-	if req.Purpose != "" {
-		form.Set("task_purpose", req.Purpose)
-	}
-	var proofKey ed25519.PrivateKey
-	if c.cfg.DPoP {
-		proofKey = c.cfg.Key
-	}
-	return c.token(ctx, form, proofKey, c.cfg.Key)
+	return c.RootWait(ctx, req, ApprovalOptions{})
+}
+
+// RootWait is Root that, if the task needs a person's approval, waits up
+// to opts.Wait for the decision, polling with fresh client assertions.
+func (c *Client) RootWait(ctx context.Context, req Request, opts ApprovalOptions) (*Mandate, error) {
+	return c.untilApproved(ctx, opts, func(form url.Values) (*Mandate, error) {
+		form.Set("grant_type", "client_credentials")
+		form.Set("client_id", c.cfg.AgentID)
+		form.Set("client_assertion_type", clientAssertionType)
+		form.Set("client_assertion", c.signJWT(c.cfg.Key, c.cfg.AgentID, false))
+		req.add(form)
+		if req.Purpose != "" {
+			form.Set("task_purpose", req.Purpose)
+		}
+		var proofKey ed25519.PrivateKey
+		if c.cfg.DPoP {
+			proofKey = c.cfg.Key
+		}
+		return c.token(ctx, form, proofKey, c.cfg.Key)
+	})
+}
+
+// ApprovalOptions say how a request that needs a person's approval waits.
+type ApprovalOptions struct {
+	// Wait is how long to wait for a person's approval, if the request
+	// needs one; zero returns the authorization_pending *Error at once
+	// (poll again with ApprovalID).
+	Wait time.Duration
+	// ApprovalID resumes a request that was pending.
+	ApprovalID string
 }
 
 // DelegateOptions are the options of a delegation beyond its Request.
-type DelegateOptions struct {
-	// Wait is how long to wait for a person's approval, if the delegation
-	// needs one; zero returns the authorization_pending *Error at once
-	// (poll again with Resume).
-	Wait time.Duration
-	// ApprovalID resumes a delegation that was pending.
-	ApprovalID string
-}
+type DelegateOptions = ApprovalOptions
 
 // Delegate hands part of parent to actor (RFC 8693 token exchange) and
 // returns the child mandate: its scopes within the parent's, its audience
@@ -201,17 +212,29 @@ func (c *Client) Delegate(ctx context.Context, parent *Mandate, actor Actor, req
 	if len(actor.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("client: the actor needs an Ed25519 key")
 	}
+	return c.untilApproved(ctx, opts, func(form url.Values) (*Mandate, error) {
+		form.Set("grant_type", grantTypeTokenExchange)
+		form.Set("subject_token", parent.Token)
+		form.Set("subject_token_type", tokenTypeJWT)
+		form.Set("actor_token", c.signJWT(actor.Key, actor.ID, actor.ID == ""))
+		form.Set("actor_token_type", tokenTypeJWT)
+		req.add(form)
+		var proofKey ed25519.PrivateKey
+		if parent.Type == "DPoP" {
+			proofKey = parent.Key
+		}
+		return c.token(ctx, form, proofKey, actor.Key)
+	})
+}
+
+// untilApproved sends the token request that try fills in (with fresh
+// tokens each time), and while it is authorization_pending, polls until
+// opts.Wait has passed, keeping the server's interval (RFC 8628 §3.5).
+func (c *Client) untilApproved(ctx context.Context, opts ApprovalOptions, try func(url.Values) (*Mandate, error)) (*Mandate, error) {
 	deadline := c.cfg.Now().Add(opts.Wait)
 	approval := opts.ApprovalID
 	for {
-		form := url.Values{
-			"grant_type":         {grantTypeTokenExchange},
-			"subject_token":      {parent.Token},
-			"subject_token_type": {tokenTypeJWT},
-			"actor_token":        {c.signJWT(actor.Key, actor.ID, actor.ID == "")},
-			"actor_token_type":   {tokenTypeJWT},
-		}
-		req.add(form)
+		form := url.Values{}
 		if approval != "" {
 			form.Set("approval_id", approval)
 		}
@@ -219,17 +242,13 @@ func (c *Client) Delegate(ctx context.Context, parent *Mandate, actor Actor, req
 			// The server holds the request until the decision or wait_ms.
 			form.Set("wait_ms", strconv.FormatInt(min(left, time.Minute).Milliseconds(), 10))
 		}
-		var proofKey ed25519.PrivateKey
-		if parent.Type == "DPoP" {
-			proofKey = parent.Key
-		}
-		m, err := c.token(ctx, form, proofKey, actor.Key)
+		m, err := try(form)
 		var e *Error
 		if !errors.As(err, &e) || e.Code != "authorization_pending" || !c.cfg.Now().Before(deadline) {
 			return m, err
 		}
 		approval = e.ApprovalID
-		if e.Interval > 0 { // RFC 8628 §3.5: keep the interval between polls
+		if e.Interval > 0 {
 			select {
 			case <-time.After(e.Interval):
 			case <-ctx.Done():

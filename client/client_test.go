@@ -22,6 +22,7 @@ import (
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/sqlite"
 	"github.com/mandatehq/mandate/verify"
 )
@@ -33,7 +34,10 @@ type server struct {
 	issuer *issuer.Issuer
 }
 
-func startServer(tb testing.TB) *server {
+func startServer(tb testing.TB) *server { return startServerWith(tb, nil) }
+
+// startServerWith starts a server whose issuer decides with pol (none if nil).
+func startServerWith(tb testing.TB, pol issuer.Decider) *server {
 	tb.Helper()
 	dir := tb.TempDir()
 	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(dir, "m.db")})
@@ -45,7 +49,7 @@ func startServer(tb testing.TB) *server {
 	tb.Cleanup(func() { s.Close(); store.Close() })
 	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
 	s.issuer, err = issuer.New(issuer.Config{Issuer: s.URL, Keys: keys, Agents: store, Log: store, Assertions: store,
-		Issuances: store, Revocations: store, Events: store, Approvals: store, Logger: slog.New(slog.DiscardHandler)})
+		Issuances: store, Revocations: store, Events: store, Approvals: store, Policy: pol, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -166,6 +170,43 @@ func TestDelegateWaitsForApproval(t *testing.T) {
 	}
 	if child.Claims.Scope != "mcp:crm:delete_customer" {
 		t.Errorf("scope %q", child.Claims.Scope)
+	}
+}
+
+// A policy that asks a person to approve a task makes Root answer
+// authorization_pending, and RootWait wait for the decision.
+func TestRootWaitsForApproval(t *testing.T) {
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "p.cedar"), []byte(`
+@id("mint")
+@approval("required")
+permit (principal, action == Action::"MintRoot", resource);`), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	pol, err := policy.Open(policy.Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := startServerWith(t, pol)
+	ctx := context.Background()
+	orch := s.register(t, "orchestrator", "mcp:crm:*", true, nil)
+	req := client.Request{Scope: "mcp:crm:list_customers", TTL: time.Minute, Purpose: "weekly report"}
+	if _, err := orch.Root(ctx, req); !client.IsPending(err) {
+		t.Fatalf("a task that needs approval: %v", err)
+	}
+	go func() {
+		time.Sleep(50 * time.Millisecond)
+		list, _ := s.store.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
+		for _, ap := range list {
+			s.issuer.Decide(ctx, ap.ID, "alice@example.org", true, "")
+		}
+	}()
+	root, err := orch.RootWait(ctx, req, client.ApprovalOptions{Wait: 10 * time.Second})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if root.Type != "DPoP" || root.Claims.Scope != "mcp:crm:list_customers" {
+		t.Errorf("root %s %+v", root.Type, root.Claims)
 	}
 }
 

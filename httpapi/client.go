@@ -148,11 +148,19 @@ type TokenRequest struct {
 	TTL       time.Duration // 0: the server's default
 	Purpose   string
 	DPoP      bool // bind the mandate to Key with a DPoP proof
+	// ApprovalID names the approval a previous attempt was told to wait
+	// for (a policy asked a person to approve the task); Wait is how long
+	// the server may hold the request waiting for its decision (at most a
+	// minute).
+	ApprovalID string
+	Wait       time.Duration
 }
 
 // Token gets a root mandate: it signs a client assertion (RFC 7523) with
 // the agent's key, adds a DPoP proof if asked, and posts to the token
-// endpoint named in the server's metadata.
+// endpoint named in the server's metadata. A mint that waits for a
+// person's approval gives a *PendingError: call Token again with its
+// ApprovalID.
 func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, error) {
 	md, err := c.Metadata(ctx)
 	if err != nil {
@@ -174,6 +182,7 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 	if tr.Purpose != "" {
 		form.Set("task_purpose", tr.Purpose)
 	}
+	setApproval(form, tr.ApprovalID, tr.Wait)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, md.TokenEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
@@ -182,7 +191,26 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 	if tr.DPoP {
 		req.Header.Set("DPoP", dpop.NewProof(tr.Key, http.MethodPost, md.TokenEndpoint, "", now))
 	}
-	return c.postToken(ctx, c.http(), req, md.TokenEndpoint)
+	return c.postToken(ctx, c.waitingHTTP(tr.Wait), req, md.TokenEndpoint)
+}
+
+// setApproval adds approval_id and wait_ms to a token request.
+func setApproval(form url.Values, approvalID string, wait time.Duration) {
+	if approvalID != "" {
+		form.Set("approval_id", approvalID)
+	}
+	if wait > 0 {
+		form.Set("wait_ms", strconv.FormatInt(wait.Milliseconds(), 10))
+	}
+}
+
+// waitingHTTP is the HTTP client of a token request the server may hold
+// for wait.
+func (c *Client) waitingHTTP(wait time.Duration) *http.Client {
+	if c.HTTP != nil {
+		return c.HTTP
+	}
+	return &http.Client{Timeout: 30*time.Second + wait}
 }
 
 // postToken sends a token request and reads the answer: a TokenResponse,
@@ -351,12 +379,7 @@ func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenRespon
 	if dr.TTL > 0 {
 		form.Set("ttl_ms", strconv.FormatInt(dr.TTL.Milliseconds(), 10))
 	}
-	if dr.ApprovalID != "" {
-		form.Set("approval_id", dr.ApprovalID)
-	}
-	if dr.Wait > 0 {
-		form.Set("wait_ms", strconv.FormatInt(dr.Wait.Milliseconds(), 10))
-	}
+	setApproval(form, dr.ApprovalID, dr.Wait)
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, md.TokenEndpoint, strings.NewReader(form.Encode()))
 	if err != nil {
 		return nil, err
@@ -365,12 +388,7 @@ func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenRespon
 	if dr.ParentKey != nil {
 		req.Header.Set("DPoP", dpop.NewProof(dr.ParentKey, http.MethodPost, md.TokenEndpoint, "", now))
 	}
-	hc := c.HTTP
-	if hc == nil {
-		// The server may hold the request for Wait.
-		hc = &http.Client{Timeout: 30*time.Second + dr.Wait}
-	}
-	return c.postToken(ctx, hc, req, md.TokenEndpoint)
+	return c.postToken(ctx, c.waitingHTTP(dr.Wait), req, md.TokenEndpoint)
 }
 
 // ActorToken returns an actor token (RFC 8693 §2.1): a JWT signed by the

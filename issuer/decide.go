@@ -59,8 +59,12 @@ func agentInfo(id string, reg *mandate.Agent) policy.AgentInfo {
 // Approvers, or its owner).
 func policyApproval(d policy.Decision, agents []*mandate.Agent) (string, []string) {
 	rule := "policy " + strings.Join(d.Policies, ", ") + " requires approval"
-	if len(d.Reasons) > 0 {
-		rule += ": " + strings.Join(d.Reasons, "; ")
+	reasons := d.Reasons
+	if n := len(reasons); n > 0 && reasons[n-1] == policy.ReasonApproval {
+		reasons = reasons[:n-1]
+	}
+	if len(reasons) > 0 {
+		rule += ": " + strings.Join(reasons, "; ")
 	}
 	var approvers []string
 	for _, a := range agents {

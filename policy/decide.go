@@ -91,7 +91,11 @@ func (s *Set) decide(r *Request) (d Decision, diag cedar.Diagnostic) {
 		}
 	}
 	if d.NeedsApproval {
-		d.Reasons = append(d.Reasons, "a person must approve first")
+		d.Reasons = append(d.Reasons, ReasonApproval)
 	}
 	return d, diag
 }
+
+// ReasonApproval is the last of a decision's reasons when it needs
+// approval.
+const ReasonApproval = "a person must approve first"

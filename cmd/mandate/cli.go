@@ -185,7 +185,7 @@ func (c *cli) agentAdd(args []string) error {
 	maxDepth := fs.Int("max-depth", 0, fmt.Sprintf("longest delegation chain the agent may be part of (1 to %d; default: the server's)", mandate.MaxAgentDepth))
 	var approval, approvers stringList
 	fs.Var(&approval, "approval", "a scope whose delegation, by this agent or below it, needs a person's approval (repeatable)")
-	fs.Var(&approvers, "approver", "a person (email) who may decide those approvals (repeatable; default: the owner)")
+	fs.Var(&approvers, "approver", "a person (email) who may decide the approvals this agent's requests need, from --approval or from policy (repeatable; default: the owner)")
 	var labels stringList
 	fs.Var(&labels, "label", "a label policies know the agent by, e.g. team:payments (repeatable; or space/comma-separated)")
 	genFile := fs.String("generate-key", "", "generate the agent's key and write its private JWK here (0600)")
@@ -212,8 +212,6 @@ func (c *cli) agentAdd(args []string) error {
 		return usageError{"agent add: give exactly one of --pubkey FILE or --generate-key OUT"}
 	case *maxDepth < 0 || *maxDepth > mandate.MaxAgentDepth:
 		return usageError{fmt.Sprintf("agent add: --max-depth must be 1 to %d", mandate.MaxAgentDepth)}
-	case len(approvers) > 0 && len(approval) == 0:
-		return usageError{"agent add: --approver names who decides approvals, but no --approval SCOPE asks for any"}
 	}
 	for _, s := range approval {
 		if _, err := mandate.ParseScope(s); err != nil {
@@ -428,7 +426,7 @@ func (c *cli) keysRotate(args []string) error {
 }
 
 func (c *cli) token(args []string) error {
-	fs := c.flags("token", "--agent NAME --key FILE --scope SCOPES [--resource URI]... [--ttl-ms N] [--purpose TEXT] [--dpop]")
+	fs := c.flags("token", "--agent NAME --key FILE --scope SCOPES [--resource URI]... [--ttl-ms N] [--purpose TEXT] [--dpop] [--wait 10s] [--approval-id ID]")
 	agent := fs.String("agent", "", "the agent's name or SPIFFE ID")
 	keyFile := fs.String("key", "", "the agent's private JWK file")
 	var scopes, resources stringList
@@ -437,11 +435,16 @@ func (c *cli) token(args []string) error {
 	ttlMS := fs.Int64("ttl-ms", 0, "lifetime in milliseconds (10 to 3600000; default: the server's, 5 minutes)")
 	purpose := fs.String("purpose", "", "the task's purpose, recorded with it")
 	useDPoP := fs.Bool("dpop", false, "bind the mandate to the agent's key (RFC 9449 DPoP)")
+	wait := fs.Duration("wait", 0, "if policy asks a person to approve the task, wait this long for the decision")
+	approvalID := fs.String("approval-id", "", "the approval an earlier attempt was told to wait for")
 	if _, err := c.parse(fs, args, 0); err != nil {
 		return err
 	}
 	if *agent == "" || *keyFile == "" || len(scopes) == 0 {
 		return usageError{"token: --agent, --key and --scope are required"}
+	}
+	if *wait < 0 {
+		return usageError{"token: --wait must not be negative"}
 	}
 	priv, _, err := readKeyFile(*keyFile)
 	if err != nil {
@@ -459,9 +462,13 @@ func (c *cli) token(args []string) error {
 		}
 		id = mandate.AgentID(md.TrustDomain, id)
 	}
-	tok, err := cl.Token(c.ctx, httpapi.TokenRequest{
+	req := httpapi.TokenRequest{
 		AgentID: id, Key: priv, Scope: strings.Join(scopes, " "), Resources: resources,
 		TTL: time.Duration(*ttlMS) * time.Millisecond, Purpose: *purpose, DPoP: *useDPoP,
+	}
+	tok, err := c.untilApproved(*wait, *approvalID, func(approvalID string, wait time.Duration) (*httpapi.TokenResponse, error) {
+		req.ApprovalID, req.Wait = approvalID, wait
+		return cl.Token(c.ctx, req)
 	})
 	if err != nil {
 		return err

@@ -256,7 +256,7 @@ func (c *cli) approvalsDecide(args []string, approve bool) error {
 	}
 	fmt.Fprintf(c.stdout, "approval %s is %s by %s\n", a.ID, a.Status, a.DecidedBy)
 	if approve {
-		fmt.Fprintln(c.stdout, "the agent that asked can now repeat its request with approval_id; the approval allows that one delegation, once")
+		fmt.Fprintln(c.stdout, "the agent that asked can now repeat its request with approval_id; the approval allows that one request, once")
 	}
 	return nil
 }
@@ -464,37 +464,50 @@ func (c *cli) delegate(args []string) error {
 			req.ActorID = mandate.AgentID(md.TrustDomain, req.ActorID)
 		}
 	}
-	deadline := time.Now().Add(*wait)
+	tok, err := c.untilApproved(*wait, req.ApprovalID, func(approvalID string, wait time.Duration) (*httpapi.TokenResponse, error) {
+		req.ApprovalID, req.Wait = approvalID, wait
+		return cl.Delegate(c.ctx, req)
+	})
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(tok)
+	}
+	fmt.Fprintln(c.stdout, tok.AccessToken)
+	return nil
+}
+
+// untilApproved sends a token request, and while a person's approval is
+// pending, waits for it for up to wait: each attempt asks the server to
+// hold the request (at most issuer.MaxWait), and attempts follow one
+// another no faster than the server's polling interval. Past wait it
+// fails, saying who must approve and how to go on.
+func (c *cli) untilApproved(wait time.Duration, approvalID string, try func(approvalID string, wait time.Duration) (*httpapi.TokenResponse, error)) (*httpapi.TokenResponse, error) {
+	deadline := time.Now().Add(wait)
 	announced := false
 	for {
-		req.Wait = min(time.Until(deadline), issuer.MaxWait)
-		if req.Wait < time.Millisecond {
-			req.Wait = 0
+		hold := min(time.Until(deadline), issuer.MaxWait)
+		if hold < time.Millisecond {
+			hold = 0
 		}
-		tok, err := cl.Delegate(c.ctx, req)
+		tok, err := try(approvalID, hold)
 		var pe *httpapi.PendingError
 		if !errors.As(err, &pe) {
-			if err != nil {
-				return err
-			}
-			if c.json {
-				return c.printJSON(tok)
-			}
-			fmt.Fprintln(c.stdout, tok.AccessToken)
-			return nil
+			return tok, err
 		}
-		req.ApprovalID = pe.ApprovalID
+		approvalID = pe.ApprovalID
 		if !announced {
 			fmt.Fprintf(c.stderr, "waiting for a person to decide approval %s (it times out in %v)\n", pe.ApprovalID, pe.ExpiresIn)
 			announced = true
 		}
 		if time.Until(deadline) <= 0 {
-			return fmt.Errorf("%s\nhint: an approver runs `mandate approvals approve %s`; then run this command again with --approval-id %s (or give --wait 1m to wait here)",
+			return nil, fmt.Errorf("%s\nhint: an approver runs `mandate approvals approve %s`; then run this command again with --approval-id %s (or give --wait 1m to wait here)",
 				pe.Description, pe.ApprovalID, pe.ApprovalID)
 		}
 		select {
 		case <-c.ctx.Done():
-			return fmt.Errorf("stopped waiting for approval %s\nhint: run this command again with --approval-id %s", pe.ApprovalID, pe.ApprovalID)
+			return nil, fmt.Errorf("stopped waiting for approval %s\nhint: run this command again with --approval-id %s", pe.ApprovalID, pe.ApprovalID)
 		case <-time.After(max(pe.Interval, time.Second)):
 		}
 	}
