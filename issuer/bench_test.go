@@ -6,8 +6,10 @@ import (
 	"crypto/rand"
 	"encoding/json"
 	"fmt"
+	"log/slog"
 	"path/filepath"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -16,6 +18,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
 )
@@ -58,8 +61,10 @@ func (nopLog) RecordIssuance(context.Context, *mandate.Issuance, *mandate.Event)
 //	go test -run '^$' -bench MintRoot -cpu 1 ./issuer/
 //
 // floor_ratio is (verify + sign) / mint, both measured in this run.
+// store=sqlite+policy also asks the default policy set, as `mandate
+// serve` does.
 func BenchmarkMintRoot(b *testing.B) {
-	for _, store := range []string{"sqlite", "sqlite-noaudit", "none"} {
+	for _, store := range []string{"sqlite+policy", "sqlite", "sqlite-noaudit", "none"} {
 		b.Run("store="+store, func(b *testing.B) {
 			ctx := context.Background()
 			_, key, _ := ed25519.GenerateKey(rand.Reader)
@@ -80,7 +85,7 @@ func BenchmarkMintRoot(b *testing.B) {
 				log = noAudit{st}
 			}
 			is, err := issuer.New(issuer.Config{Issuer: iss, Keys: issuer.NewMemoryKeyring(time.Hour, time.Now()),
-				Agents: st, Log: log, Replay: replay.New(4 << 20)})
+				Agents: st, Log: log, Replay: replay.New(4 << 20), Policy: benchPolicy(b, store)})
 			if err != nil {
 				b.Fatal(err)
 			}
@@ -120,6 +125,19 @@ func BenchmarkMintRoot(b *testing.B) {
 	}
 }
 
+// benchPolicy is the default policy set for a store=…+policy benchmark,
+// else nil.
+func benchPolicy(b *testing.B, store string) issuer.Decider {
+	if !strings.HasSuffix(store, "+policy") {
+		return nil
+	}
+	e, err := policy.Open(policy.Config{Dir: filepath.Join(b.TempDir(), "policies"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		b.Fatal(err)
+	}
+	return e
+}
+
 // BenchmarkFloor is one Ed25519 verify plus one sign, for comparison.
 func BenchmarkFloor(b *testing.B) {
 	_, k, _ := ed25519.GenerateKey(rand.Reader)
@@ -140,9 +158,10 @@ func BenchmarkFloor(b *testing.B) {
 //
 //	go test -run '^$' -bench Delegate -cpu 1 ./issuer/
 //
-// floor_ratio is (verify + sign) / delegation, both measured in this run.
+// floor_ratio is (verify + sign) / delegation, both measured in this run;
+// store=sqlite+policy also asks the default policy set.
 func BenchmarkDelegate(b *testing.B) {
-	for _, store := range []string{"sqlite", "none"} {
+	for _, store := range []string{"sqlite+policy", "sqlite", "none"} {
 		b.Run("store="+store, func(b *testing.B) { benchmarkDelegate(b, store) })
 	}
 }
@@ -164,7 +183,8 @@ func benchmarkDelegate(b *testing.B, store string) {
 		log = nopLog{}
 	}
 	is, err := issuer.New(issuer.Config{Issuer: iss, Keys: issuer.NewMemoryKeyring(time.Hour, time.Now()),
-		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Replay: replay.New(4 << 20)})
+		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Replay: replay.New(4 << 20),
+		Policy: benchPolicy(b, store)})
 	if err != nil {
 		b.Fatal(err)
 	}
