@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"time"
 
@@ -109,6 +110,15 @@ func capTTL(ttl time.Duration, d policy.Decision) time.Duration {
 		return d.MaxTTL
 	}
 	return ttl
+}
+
+// oauthCodeOf returns the OAuth error code err carries, or "".
+func oauthCodeOf(err error) string {
+	var e *mandate.Error
+	if errors.As(err, &e) {
+		return e.OAuth
+	}
+	return ""
 }
 
 // refusalEvent is the decision event of a refused mint or delegation:

@@ -259,3 +259,32 @@ when { context.scopes.contains("mcp:crm:delete_customer") };
 		t.Errorf("delegated event details %v", ev.Details)
 	}
 }
+
+// A refused mint of an authenticated agent is a decision event; the
+// refusals of a replayed assertion, which anyone who saw it can send, are
+// rate-limited so that they cannot flood the log.
+func TestMintRefusalsAudited(t *testing.T) {
+	f := newFixture(t)
+	ctx := context.Background()
+	before := f.events(mandate.EventDecision)
+	if _, err := f.is.MintRoot(ctx, f.request(func(r *issuer.RootRequest) { r.Scope = "mcp:github:delete_repo" })); oauthOf(err) != "invalid_scope" {
+		t.Fatalf("outside the ceiling: %v", err)
+	}
+	ev := f.lastEvent(mandate.EventDecision)
+	if f.events(mandate.EventDecision) != before+1 || ev.Action != "mint" || ev.Agent != agentID || ev.Details["error"] != "invalid_scope" {
+		t.Fatalf("refusal event %+v", ev)
+	}
+	req := f.request(nil)
+	if _, err := f.is.MintRoot(ctx, req); err != nil {
+		t.Fatal(err)
+	}
+	before = f.events(mandate.EventDecision)
+	for range 300 {
+		if _, err := f.is.MintRoot(ctx, req); oauthOf(err) != "invalid_client" {
+			t.Fatalf("replay: %v", err)
+		}
+	}
+	if n := f.events(mandate.EventDecision) - before; n == 0 || n > 150 {
+		t.Errorf("%d decision events for 300 replays of one assertion", n)
+	}
+}

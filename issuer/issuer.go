@@ -212,7 +212,11 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 	}
 	tok, err := is.mintRoot(ctx, req, agent, assertion, now)
 	if err != nil {
-		if _, pending := err.(*PendingError); !pending && is.cfg.Events != nil {
+		_, pending := err.(*PendingError)
+		// A replayed assertion proves nothing about who sends it: its
+		// refusals are rate-limited, as those of unauthenticated requests.
+		replayed := oauthCodeOf(err) == "invalid_client" && !is.refusals.allow(now)
+		if !pending && !replayed && is.cfg.Events != nil {
 			ev := refusalEvent("mint", err, now)
 			ev.Agent, ev.Chain, ev.Subject = agent.ID, []string{agent.ID}, agent.Subject()
 			if aerr := is.cfg.Events.Append(ctx, ev); aerr != nil {
