@@ -69,15 +69,7 @@ func policyApproval(d policy.Decision, agents []*mandate.Agent) (string, []strin
 	}
 	var approvers []string
 	for _, a := range agents {
-		list := a.Approvers
-		if len(list) == 0 {
-			list = []string{a.Owner}
-		}
-		for _, p := range list {
-			if !contains(approvers, p) {
-				approvers = append(approvers, p)
-			}
-		}
+		approvers = addApprovers(approvers, approversOf(a)...)
 	}
 	return rule, approvers
 }

@@ -203,12 +203,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	rule, approvers := approvalRule(delegators, scopes)
 	if d.NeedsApproval {
 		prule, papprovers := policyApproval(d, delegators)
-		rule = joinRules(rule, prule)
-		for _, p := range papprovers {
-			if !contains(approvers, p) {
-				approvers = append(approvers, p)
-			}
-		}
+		rule, approvers = joinRules(rule, prule), addApprovers(approvers, papprovers...)
 	}
 	if rule != "" || req.ApprovalID != "" {
 		if rule == "" {
@@ -611,17 +606,28 @@ func approvalRule(agents []*mandate.Agent, scopes mandate.ScopeSet) (string, []s
 			continue
 		}
 		reasons = append(reasons, "agent "+a.Name+" requires approval to delegate "+a.Approval.String()+" (asked: "+hit.String()+")")
-		list := a.Approvers
-		if len(list) == 0 {
-			list = []string{a.Owner}
-		}
-		for _, p := range list {
-			if !contains(approvers, p) {
-				approvers = append(approvers, p)
-			}
-		}
+		approvers = addApprovers(approvers, approversOf(a)...)
 	}
 	return strings.Join(reasons, "; "), approvers
+}
+
+// approversOf returns the people who decide the approvals a's requests
+// need: its Approvers, or its owner.
+func approversOf(a *mandate.Agent) []string {
+	if len(a.Approvers) == 0 {
+		return []string{a.Owner}
+	}
+	return a.Approvers
+}
+
+// addApprovers appends to list the people it does not name yet.
+func addApprovers(list []string, people ...string) []string {
+	for _, p := range people {
+		if !contains(list, p) {
+			list = append(list, p)
+		}
+	}
+	return list
 }
 
 func contains(list []string, s string) bool {

@@ -473,11 +473,7 @@ func (c *cli) token(args []string) error {
 	if err != nil {
 		return err
 	}
-	if c.json {
-		return c.printJSON(tok)
-	}
-	fmt.Fprintln(c.stdout, tok.AccessToken)
-	return nil
+	return c.printToken(tok)
 }
 
 // readToken returns the token given as an argument: the token itself, a

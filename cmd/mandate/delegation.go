@@ -471,6 +471,12 @@ func (c *cli) delegate(args []string) error {
 	if err != nil {
 		return err
 	}
+	return c.printToken(tok)
+}
+
+// printToken prints a mandate: the token alone, or the whole answer as
+// JSON with --json.
+func (c *cli) printToken(tok *httpapi.TokenResponse) error {
 	if c.json {
 		return c.printJSON(tok)
 	}
