@@ -32,6 +32,8 @@ func TestArchitecture(t *testing.T) {
 		"client": {"", "jose", "dpop"},
 		// Cedar policy decisions; the issuer and the gateway call it.
 		"policy": {""},
+		// The MCP enforcement point: verifies, decides, audits, forwards.
+		"gateway": {"", "verify", "policy", "replay"},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

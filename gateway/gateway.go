@@ -1,0 +1,349 @@
+// Package gateway is Mandate's policy enforcement point for MCP servers:
+// an HTTP handler that MCP clients reach with the Streamable HTTP
+// transport at /mcp/{server}, and that forwards what their mandate and
+// policy allow to the server's upstream.
+//
+// For every request it verifies the mandate (Bearer or DPoP, audience
+// mcp:<server>, RFC 9449 and the MCP authorization spec, with RFC 9728
+// protected resource metadata and a WWW-Authenticate challenge on 401),
+// binds the MCP session to the mandate's task and agent, and decides
+// each JSON-RPC message: tools/call needs a scope covering
+// mcp:<server>:<tool> and a permit of policy with the call's arguments in
+// context, tools/list is answered with the tools the mandate may call,
+// resources and prompts are asked of policy, and an unknown method is
+// denied. A denial is a JSON-RPC error the client can show. Every call
+// and every denial is in the audit log, and an allowed call is recorded
+// before it is forwarded (write-ahead): no audit, no call.
+//
+// It is not an MCP server or client of its own: it passes messages
+// through, and reads only what it must decide on (the request, and the
+// responses to tools/list and tools/call).
+package gateway
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/replay"
+	"github.com/mandatehq/mandate/verify"
+)
+
+// Route is one MCP server behind the gateway.
+type Route struct {
+	// Name is the server's name, as scopes and audiences name it
+	// (mcp:<Name>:<tool>, aud mcp:<Name>): a scope name without '*'.
+	Name string
+	// URL is the upstream's Streamable HTTP endpoint.
+	URL string
+	// ToolLabels are the labels policy sees on each tool
+	// (resource.labels), by tool name: the gateway's own word about the
+	// tools, not the server's.
+	ToolLabels map[string][]string
+}
+
+// Decider is the policy decision point: *policy.Engine.
+type Decider interface {
+	Decide(ctx context.Context, r policy.Request) policy.Decision
+}
+
+// Config configures a Gateway. Zero values mean defaults.
+type Config struct {
+	Routes []Route
+	// Issuer is the iss of the mandates, and the authorization server
+	// named in the protected resource metadata.
+	Issuer string
+	// Keys finds the issuer's public keys.
+	Keys verify.KeySource
+	// PublicURL is the gateway's base URL as clients address it, e.g.
+	// https://mandate.example: DPoP proofs must name PublicURL/mcp/<server>.
+	PublicURL string
+	// Revoked, if set, is asked for every mandate; see verify.Config.
+	Revoked func(ctx context.Context, c *mandate.Claims) error
+	// Agents, if set, gives policy the labels and owners of the chain's
+	// registered agents.
+	Agents mandate.AgentGetter
+	// Policy decides every message that needs a decision. Required.
+	Policy Decider
+	// Events records calls and denials, write-ahead. Required.
+	Events mandate.EventLog
+	// Client reaches the upstreams; one with a 30 s response-header
+	// timeout and no overall timeout (streams are long) if nil.
+	Client *http.Client
+	// MaxBody bounds a client's POST body (DefaultMaxBody).
+	MaxBody int64
+	// MaxResponse bounds an upstream response the gateway reads whole, a
+	// tools/list or tools/call answer (DefaultMaxResponse).
+	MaxResponse int64
+	// MaxSessions bounds the sessions remembered (DefaultMaxSessions);
+	// past it the least recently used is forgotten, and its client must
+	// initialize again.
+	MaxSessions int
+	// SessionIdle forgets a session unused this long (DefaultSessionIdle).
+	SessionIdle time.Duration
+	Now         func() time.Time
+	Logger      *slog.Logger
+}
+
+// Defaults for Config.
+const (
+	DefaultMaxResponse = 8 << 20
+	DefaultMaxSessions = 100_000
+	DefaultSessionIdle = time.Hour
+)
+
+// Gateway is the MCP policy enforcement point. It is safe for concurrent use.
+type Gateway struct {
+	cfg      Config
+	routes   map[string]*route
+	sessions *sessions
+}
+
+type route struct {
+	Route
+	upstream *url.URL
+	verifier *verify.Verifier
+}
+
+// New returns a Gateway for cfg.
+func New(cfg Config) (*Gateway, error) {
+	switch {
+	case cfg.Issuer == "" || cfg.Keys == nil || cfg.PublicURL == "":
+		return nil, errors.New("gateway: Config.Issuer, Keys and PublicURL are required")
+	case cfg.Policy == nil || cfg.Events == nil:
+		return nil, errors.New("gateway: Config.Policy and Events are required: every call is decided and audited")
+	}
+	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
+	if cfg.MaxBody <= 0 {
+		cfg.MaxBody = DefaultMaxBody
+	}
+	if cfg.MaxResponse <= 0 {
+		cfg.MaxResponse = DefaultMaxResponse
+	}
+	if cfg.MaxSessions <= 0 {
+		cfg.MaxSessions = DefaultMaxSessions
+	}
+	if cfg.SessionIdle <= 0 {
+		cfg.SessionIdle = DefaultSessionIdle
+	}
+	if cfg.Now == nil {
+		cfg.Now = time.Now
+	}
+	if cfg.Logger == nil {
+		cfg.Logger = slog.Default()
+	}
+	if cfg.Client == nil {
+		t := http.DefaultTransport.(*http.Transport).Clone()
+		t.ResponseHeaderTimeout = 30 * time.Second
+		cfg.Client = &http.Client{Transport: t}
+	}
+	g := &Gateway{cfg: cfg, routes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle)}
+	// One replay set for every route: a proof is used once at the gateway.
+	proofs := replay.New(0)
+	for _, r := range cfg.Routes {
+		if sc, err := mandate.ParseScope("mcp:" + r.Name + ":x"); err != nil || !sc.IsConcrete() {
+			return nil, fmt.Errorf("gateway: server name %q: use letters, digits, '_', '.' and '-'", r.Name)
+		}
+		if g.routes[r.Name] != nil {
+			return nil, fmt.Errorf("gateway: server %q is configured twice", r.Name)
+		}
+		u, err := url.Parse(r.URL)
+		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
+			return nil, fmt.Errorf("gateway: server %q: upstream %q is not an absolute http(s) URL", r.Name, r.URL)
+		}
+		v, err := verify.New(verify.Config{Issuer: cfg.Issuer, Keys: cfg.Keys, Audience: "mcp:" + r.Name,
+			DPoPReplay: proofs, Revoked: cfg.Revoked, Now: cfg.Now})
+		if err != nil {
+			return nil, fmt.Errorf("gateway: %w", err)
+		}
+		g.routes[r.Name] = &route{Route: r, upstream: u, verifier: v}
+	}
+	return g, nil
+}
+
+// Path prefixes the gateway serves; mount the gateway on both.
+const (
+	PathPrefix     = "/mcp/"
+	MetadataPrefix = "/.well-known/oauth-protected-resource/mcp/"
+)
+
+// ServeHTTP serves /mcp/{server} and its protected resource metadata.
+func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if name, ok := strings.CutPrefix(r.URL.Path, MetadataPrefix); ok {
+		g.metadata(w, r, name)
+		return
+	}
+	name, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
+	rt := g.routes[name]
+	if !ok || rt == nil {
+		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
+		return
+	}
+	c, ok := g.authenticate(w, r, rt)
+	if !ok {
+		return
+	}
+	if !g.session(w, r, c) {
+		return
+	}
+	switch r.Method {
+	case http.MethodPost:
+		g.post(w, r, rt, c)
+	case http.MethodGet, http.MethodDelete:
+		// The stream of server messages, and the end of a session: passed
+		// through for the session's own task and agent only.
+		resp, err := g.forward(r, rt, nil)
+		if err != nil {
+			g.upstreamError(w, rt, err)
+			return
+		}
+		defer resp.Body.Close()
+		if r.Method == http.MethodDelete && resp.StatusCode < 300 {
+			g.sessions.forget(r.Header.Get(sessionHeader))
+		}
+		copyResponse(w, resp)
+	default:
+		w.Header().Set("Allow", "GET, POST, DELETE")
+		http.Error(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
+	}
+}
+
+// resourceURL is the resource identifier of a route (RFC 9728 §1.2).
+func (g *Gateway) resourceURL(name string) string { return g.cfg.PublicURL + PathPrefix + name }
+
+func (g *Gateway) metadataURL(name string) string { return g.cfg.PublicURL + MetadataPrefix + name }
+
+// metadata serves the RFC 9728 protected resource metadata of a route.
+func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, name string) {
+	if g.routes[name] == nil {
+		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
+		return
+	}
+	if r.Method != http.MethodGet {
+		w.Header().Set("Allow", "GET")
+		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		return
+	}
+	w.Header().Set("Content-Type", "application/json")
+	w.Header().Set("Cache-Control", "max-age=300")
+	json.NewEncoder(w).Encode(map[string]any{
+		"resource":                              g.resourceURL(name),
+		"authorization_servers":                 []string{g.cfg.Issuer},
+		"bearer_methods_supported":              []string{"header"},
+		"dpop_signing_alg_values_supported":     []string{"EdDSA"},
+		"resource_name":                         "MCP server " + name + " through Mandate",
+		"scopes_supported":                      []string{"mcp:" + name + ":*"},
+	})
+}
+
+// authenticate verifies the request's mandate for rt. On failure it
+// answers 401 with a challenge naming the resource metadata (RFC 9728 §5.1,
+// RFC 6750 §3, RFC 9449 §7.1).
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route) (*mandate.Claims, bool) {
+	c, err := rt.verifier.VerifyRequest(r.Context(), r, g.resourceURL(rt.Name))
+	if err == nil {
+		return c, true
+	}
+	desc := strings.NewReplacer(`"`, "'", "\\", "/").Replace(err.Error())
+	code := "invalid_token"
+	if r.Header.Get("Authorization") == "" {
+		code = "" // RFC 6750 §3.1: no error code when no credential was sent
+	}
+	challenge := func(scheme string) string {
+		s := scheme + ` resource_metadata="` + g.metadataURL(rt.Name) + `"`
+		if scheme == "DPoP" {
+			s += `, algs="EdDSA"`
+		}
+		if code != "" {
+			s += `, error="` + code + `", error_description="` + desc + `"`
+		}
+		return s
+	}
+	w.Header().Add("WWW-Authenticate", challenge("Bearer"))
+	w.Header().Add("WWW-Authenticate", challenge("DPoP"))
+	g.cfg.Logger.InfoContext(r.Context(), "gateway: mandate refused", "server", rt.Name, "err", err)
+	http.Error(w, "mandate refused: "+err.Error(), http.StatusUnauthorized)
+	return nil, false
+}
+
+const sessionHeader = "Mcp-Session-Id"
+
+// session checks that a request in an MCP session comes from the task
+// and agent the session was opened for: another mandate cannot ride it.
+func (g *Gateway) session(w http.ResponseWriter, r *http.Request, c *mandate.Claims) bool {
+	id := r.Header.Get(sessionHeader)
+	if id == "" {
+		return true
+	}
+	switch b, ok := g.sessions.get(id, g.cfg.Now()); {
+	case !ok:
+		// MCP Streamable HTTP: 404 tells the client to initialize again.
+		http.Error(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
+		return false
+	case b.task != c.Task || b.agent != c.ClientID:
+		g.cfg.Logger.WarnContext(r.Context(), "gateway: a mandate tried another session", "agent", c.ClientID, "task", c.Task)
+		http.Error(w, "this MCP session belongs to another task or agent: initialize your own", http.StatusForbidden)
+		return false
+	}
+	return true
+}
+
+// forward sends r (with body, if not nil) to rt's upstream. The mandate
+// is not forwarded: the upstream is not its audience.
+func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Response, error) {
+	var rd io.Reader
+	if body != nil {
+		rd = strings.NewReader(string(body))
+	}
+	req, err := http.NewRequestWithContext(r.Context(), r.Method, rt.upstream.String(), rd)
+	if err != nil {
+		return nil, err
+	}
+	for _, h := range []string{"Content-Type", "Accept", sessionHeader, "Mcp-Protocol-Version", "Last-Event-Id"} {
+		if v := r.Header.Values(h); len(v) > 0 {
+			req.Header[h] = v
+		}
+	}
+	return g.cfg.Client.Do(req)
+}
+
+func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {
+	g.cfg.Logger.Error("gateway: upstream unreachable", "server", rt.Name, "err", err)
+	http.Error(w, "the MCP server "+rt.Name+" cannot be reached", http.StatusBadGateway)
+}
+
+// copyResponse copies resp to w, flushing as it goes: an SSE stream
+// reaches the client event by event.
+func copyResponse(w http.ResponseWriter, resp *http.Response) {
+	for _, h := range []string{"Content-Type", sessionHeader, "Mcp-Protocol-Version", "Cache-Control"} {
+		if v := resp.Header.Values(h); len(v) > 0 {
+			w.Header()[h] = v
+		}
+	}
+	w.WriteHeader(resp.StatusCode)
+	fl, _ := w.(http.Flusher)
+	buf := make([]byte, 32<<10)
+	for {
+		n, err := resp.Body.Read(buf)
+		if n > 0 {
+			if _, werr := w.Write(buf[:n]); werr != nil {
+				return
+			}
+			if fl != nil {
+				fl.Flush()
+			}
+		}
+		if err != nil {
+			return
+		}
+	}
+}

@@ -1,0 +1,431 @@
+package gateway_test
+
+import (
+	"context"
+	"crypto/ed25519"
+	"crypto/rand"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/gateway"
+	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/jose"
+	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/sqlite"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+const iss = "https://mandate.test"
+
+// env is a real stack: an MCP server (the official Go SDK) as upstream, a
+// Mandate issuer on SQLite with the default policy set, and the gateway.
+type env struct {
+	t        *testing.T
+	store    *sqlite.Store
+	keys     *issuer.Keyring
+	is       *issuer.Issuer
+	gw       *httptest.Server
+	upstream *httptest.Server
+}
+
+// keySource adapts the issuer's keyring to the verifier.
+type keySource struct{ k *issuer.Keyring }
+
+func (s keySource) Key(_ context.Context, kid string) (ed25519.PublicKey, error) {
+	pub, ok := s.k.PublicKey(kid, time.Now())
+	if !ok {
+		return nil, fmt.Errorf("unknown key %q", kid)
+	}
+	return pub, nil
+}
+
+func newEnv(t *testing.T) *env {
+	t.Helper()
+	ctx := context.Background()
+	dir := t.TempDir()
+	store, err := sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(dir, "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { store.Close() })
+	e := &env{t: t, store: store, keys: issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())}
+	pol, err := policy.Open(policy.Config{Dir: filepath.Join(dir, "policies"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: e.keys, Agents: store, Log: store, Events: store,
+		Issuances: store, Revocations: store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	type query struct {
+		Name string `json:"name"`
+	}
+	mcp.AddTool(srv, &mcp.Tool{Name: "list_customers", Description: "lists customers"},
+		func(_ context.Context, _ *mcp.CallToolRequest, q query) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada, grace (" + q.Name + ")"}}}, nil, nil
+		})
+	mcp.AddTool(srv, &mcp.Tool{Name: "delete_customer", Description: "deletes a customer"},
+		func(_ context.Context, _ *mcp.CallToolRequest, q query) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "deleted " + q.Name}}}, nil, nil
+		})
+	mcp.AddTool(srv, &mcp.Tool{Name: "fail", Description: "always fails"},
+		func(_ context.Context, _ *mcp.CallToolRequest, _ query) (*mcp.CallToolResult, any, error) {
+			return nil, nil, fmt.Errorf("the CRM is down")
+		})
+	e.upstream = httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(e.upstream.Close)
+
+	e.gw = httptest.NewUnstartedServer(nil)
+	e.gw.Start()
+	t.Cleanup(e.gw.Close)
+	g, err := gateway.New(gateway.Config{
+		Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL,
+			ToolLabels: map[string][]string{"delete_customer": {"destructive"}, "list_customers": {"read_only"}}}},
+		Issuer: iss, Keys: keySource{e.keys}, PublicURL: e.gw.URL, Agents: store, Policy: pol, Events: store,
+		Revoked: func(ctx context.Context, c *mandate.Claims) error {
+			if ok, err := store.IsRevoked(ctx, c.ID); err != nil || ok {
+				return fmt.Errorf("revoked: %w", errRevoked)
+			}
+			return nil
+		},
+		Logger: slog.New(slog.DiscardHandler),
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler = g
+	return e
+}
+
+var errRevoked = fmt.Errorf("mandate revoked")
+
+// agent registers an agent and returns its key.
+func (e *env) agent(name, ceiling string) ed25519.PrivateKey {
+	e.t.Helper()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	pub := key.Public().(ed25519.PublicKey)
+	c, _ := mandate.ParseScopeSet(ceiling)
+	if err := e.store.CreateAgent(context.Background(), &mandate.Agent{ID: mandate.AgentID("example.org", name), Name: name,
+		Owner: "alice@example.org", Ceiling: c, PublicKey: pub, KeyID: jose.Thumbprint(pub), Status: mandate.AgentActive,
+		CreatedAt: time.Now(), UpdatedAt: time.Now()}, nil); err != nil {
+		e.t.Fatal(err)
+	}
+	return key
+}
+
+// mint gets a root mandate for the agent, DPoP-bound if bound.
+func (e *env) mint(name string, key ed25519.PrivateKey, scope string, ttl time.Duration, bound bool) *issuer.Token {
+	e.t.Helper()
+	id := mandate.AgentID("example.org", name)
+	now := time.Now()
+	c, _ := json.Marshal(map[string]any{"iss": id, "sub": id, "aud": iss + "/oauth2/token", "exp": now.Add(time.Minute).Unix(),
+		"jti": mandate.NewID("j", now)})
+	req := issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: jose.Sign(key, jose.Header{Typ: "JWT"}, c),
+		Scope: scope, TTL: ttl}
+	if bound {
+		req.DPoP = dpop.NewProof(key, "POST", iss+"/oauth2/token", "", now)
+	}
+	tok, err := e.is.MintRoot(context.Background(), req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}
+
+// mandateTransport presents a mandate on every request: Bearer, or DPoP
+// with a fresh proof by key.
+type mandateTransport struct {
+	token string
+	key   ed25519.PrivateKey // nil: bearer
+}
+
+func (m mandateTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if m.key == nil {
+		r.Header.Set("Authorization", "Bearer "+m.token)
+	} else {
+		r.Header.Set("Authorization", "DPoP "+m.token)
+		u := *r.URL
+		u.RawQuery = ""
+		r.Header.Set("DPoP", dpop.NewProof(m.key, r.Method, u.String(), m.token, time.Now()))
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// connect opens an MCP session through the gateway with the official client.
+func (e *env) connect(tok *issuer.Token, key ed25519.PrivateKey) (*mcp.ClientSession, error) {
+	cl := mcp.NewClient(&mcp.Implementation{Name: "test-agent", Version: "1"}, nil)
+	tr := &mcp.StreamableClientTransport{Endpoint: e.gw.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: mandateTransport{token: tok.AccessToken, key: key}}}
+	return cl.Connect(context.Background(), tr, nil)
+}
+
+func (e *env) events(typ string) []mandate.LoggedEvent {
+	e.t.Helper()
+	evs, err := e.store.Events(context.Background(), mandate.EventFilter{Type: typ, Limit: mandate.MaxEventsPerQuery})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return evs
+}
+
+// An off-the-shelf MCP client works through the gateway: it sees only
+// the tools its mandate allows, calls them, and gets denials as JSON-RPC
+// errors; every call and every denial is in the audit log.
+func TestOfficialClientThroughGateway(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	key := e.agent("reporter", "mcp:crm:*")
+	for _, bound := range []bool{false, true} {
+		t.Run(fmt.Sprintf("dpop=%v", bound), func(t *testing.T) {
+			tok := e.mint("reporter", key, "mcp:crm:list_customers mcp:crm:fail", time.Minute, bound)
+			pk := key
+			if !bound {
+				pk = nil
+			}
+			cs, err := e.connect(tok, pk)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer cs.Close()
+			list, err := cs.ListTools(ctx, nil)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, tl := range list.Tools {
+				names = append(names, tl.Name)
+			}
+			if strings.Join(names, " ") != "fail list_customers" && strings.Join(names, " ") != "list_customers fail" {
+				t.Errorf("tools/list shows %v, want only the tools in scope", names)
+			}
+			res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "a*"}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if txt := res.Content[0].(*mcp.TextContent).Text; txt != "ada, grace (a*)" {
+				t.Errorf("result %q", txt)
+			}
+			// A tool hidden from the list, called anyway.
+			_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "delete_customer", Arguments: map[string]any{"name": "ada"}})
+			if err == nil || !strings.Contains(err.Error(), "does not allow mcp:crm:delete_customer") {
+				t.Errorf("out-of-scope call: %v", err)
+			}
+			// A failing tool is a result, summarised as an error.
+			if res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "fail", Arguments: map[string]any{}}); err != nil || !res.IsError {
+				t.Errorf("failing tool: %v %+v", err, res)
+			}
+		})
+	}
+	calls, results := e.events(mandate.EventToolCall), e.events(mandate.EventToolResult)
+	if len(calls) != 4 || len(results) != 4 {
+		t.Fatalf("%d tool.call and %d tool.result events, want 4 and 4", len(calls), len(results))
+	}
+	c := calls[0].Event
+	if c.Resource != "mcp:crm:list_customers" || c.Agent != mandate.AgentID("example.org", "reporter") || c.Task == "" ||
+		c.Details["policy_set"] == "" || fmt.Sprint(c.Details["policies"]) != "[call-tools]" {
+		t.Errorf("tool.call event %+v", c)
+	}
+	if calls[0].Index > results[0].Index {
+		t.Error("the call was logged after its result")
+	}
+	fails := 0
+	for _, r := range results {
+		if r.Event.Outcome == mandate.OutcomeError {
+			fails++
+		}
+	}
+	if fails != 2 {
+		t.Errorf("%d failed results logged, want 2", fails)
+	}
+	denials := e.events(mandate.EventDecision)
+	if len(denials) != 2 || denials[0].Event.Resource != "mcp:crm:delete_customer" || denials[0].Event.Outcome != mandate.OutcomeDeny {
+		for _, d := range denials {
+			t.Logf("decision %+v", *d.Event)
+		}
+		t.Errorf("%d decision events", len(denials))
+	}
+}
+
+// Policy decides with the call in context: a destructive tool within the
+// mandate's scope still needs a person, which the gateway cannot wait for
+// yet, so it is denied with the policy named.
+func TestPolicyDeniesDestructiveCall(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("cleaner", "mcp:crm:*")
+	cs, err := e.connect(e.mint("cleaner", key, "mcp:crm:*", time.Minute, false), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	_, err = cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "delete_customer", Arguments: map[string]any{"name": "ada"}})
+	if err == nil || !strings.Contains(err.Error(), "destructive-needs-approval") {
+		t.Fatalf("destructive call: %v", err)
+	}
+	if n := len(e.events(mandate.EventToolCall)); n != 0 {
+		t.Errorf("%d tool.call events for a denied call", n)
+	}
+}
+
+// post sends one raw POST through the gateway.
+func (e *env) post(token, session, body string) (*http.Response, string) {
+	e.t.Helper()
+	req, _ := http.NewRequest("POST", e.gw.URL+"/mcp/crm", strings.NewReader(body))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	if token != "" {
+		req.Header.Set("Authorization", "Bearer "+token)
+	}
+	if session != "" {
+		req.Header.Set("Mcp-Session-Id", session)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	return resp, string(b)
+}
+
+const initialize = `{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"raw","version":"1"}}}`
+
+// Attacks on the gateway, each refused.
+func TestGatewayRefuses(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("reporter", "mcp:crm:*")
+	other := e.agent("intruder", "mcp:crm:*")
+	tok := e.mint("reporter", key, "mcp:crm:list_customers", time.Minute, false)
+
+	t.Run("no mandate", func(t *testing.T) {
+		resp, _ := e.post("", "", initialize)
+		ch := resp.Header.Values("WWW-Authenticate")
+		if resp.StatusCode != 401 || len(ch) != 2 || !strings.Contains(ch[0], `resource_metadata="`+e.gw.URL+`/.well-known/oauth-protected-resource/mcp/crm"`) ||
+			strings.Contains(ch[0], "error=") {
+			t.Fatalf("%d %v", resp.StatusCode, ch)
+		}
+		md, err := http.Get(e.gw.URL + "/.well-known/oauth-protected-resource/mcp/crm")
+		if err != nil {
+			t.Fatal(err)
+		}
+		var m struct {
+			Resource string   `json:"resource"`
+			AS       []string `json:"authorization_servers"`
+		}
+		json.NewDecoder(md.Body).Decode(&m)
+		md.Body.Close()
+		if m.Resource != e.gw.URL+"/mcp/crm" || len(m.AS) != 1 || m.AS[0] != iss {
+			t.Errorf("metadata %+v", m)
+		}
+	})
+	t.Run("expired mandate", func(t *testing.T) {
+		short := e.mint("reporter", key, "mcp:crm:list_customers", 10*time.Millisecond, false)
+		time.Sleep(15 * time.Millisecond)
+		resp, _ := e.post(short.AccessToken, "", initialize)
+		if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.Contains(ch, `error="invalid_token"`) || !strings.Contains(ch, "expired") {
+			t.Fatalf("%d %q", resp.StatusCode, ch)
+		}
+	})
+	t.Run("stolen DPoP-bound mandate without its key", func(t *testing.T) {
+		bound := e.mint("reporter", key, "mcp:crm:list_customers", time.Minute, true)
+		if resp, _ := e.post(bound.AccessToken, "", initialize); resp.StatusCode != 401 {
+			t.Fatalf("a bound mandate as a bearer token: %d", resp.StatusCode)
+		}
+	})
+	t.Run("revoked mandate", func(t *testing.T) {
+		r := e.mint("reporter", key, "mcp:crm:list_customers", time.Minute, false)
+		if err := e.store.Revoke(context.Background(), &mandate.Revocation{MandateID: r.Claims.ID, ExpiresAt: r.Claims.Expiry.Time,
+			RevokedAt: time.Now(), RevokedBy: "admin"}, nil); err != nil {
+			t.Fatal(err)
+		}
+		if resp, _ := e.post(r.AccessToken, "", initialize); resp.StatusCode != 401 {
+			t.Fatalf("revoked: %d", resp.StatusCode)
+		}
+	})
+	t.Run("another audience", func(t *testing.T) {
+		mail := e.agent("mailer", "mcp:mail:*")
+		m := e.mint("mailer", mail, "mcp:mail:send", time.Minute, false)
+		if resp, _ := e.post(m.AccessToken, "", initialize); resp.StatusCode != 401 {
+			t.Fatalf("a mandate for mcp:mail: %d", resp.StatusCode)
+		}
+	})
+	t.Run("session hijack", func(t *testing.T) {
+		resp, _ := e.post(tok.AccessToken, "", initialize)
+		sid := resp.Header.Get("Mcp-Session-Id")
+		if resp.StatusCode != 200 || sid == "" {
+			t.Fatalf("initialize: %d session %q", resp.StatusCode, sid)
+		}
+		theirs := e.mint("intruder", other, "mcp:crm:list_customers", time.Minute, false)
+		call := `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_customers","arguments":{}}}`
+		if resp, _ := e.post(theirs.AccessToken, sid, call); resp.StatusCode != 403 {
+			t.Fatalf("another agent's mandate in the session: %d", resp.StatusCode)
+		}
+		// The same task's own next mandate may go on.
+		if resp, _ := e.post(tok.AccessToken, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`); resp.StatusCode >= 300 {
+			t.Fatalf("the session's own mandate: %d", resp.StatusCode)
+		}
+		if resp, _ := e.post(tok.AccessToken, "made-up", call); resp.StatusCode != 404 {
+			t.Fatalf("an unknown session: %d", resp.StatusCode)
+		}
+	})
+	t.Run("batch mixing allowed and denied", func(t *testing.T) {
+		before := len(e.events(mandate.EventToolCall))
+		resp, body := e.post(tok.AccessToken, "", `[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_customers"}},`+
+			`{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_customer"}}]`)
+		var out []struct {
+			ID    int `json:"id"`
+			Error struct {
+				Code    int    `json:"code"`
+				Message string `json:"message"`
+			} `json:"error"`
+		}
+		if err := json.Unmarshal([]byte(body), &out); err != nil || resp.StatusCode != 200 || len(out) != 2 {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+		if out[0].Error.Code != gateway.CodeDenied || !strings.Contains(out[0].Error.Message, "another request of this batch") ||
+			out[1].Error.Code != gateway.CodeDenied || !strings.Contains(out[1].Error.Message, "delete_customer") {
+			t.Errorf("batch answer %s", body)
+		}
+		if n := len(e.events(mandate.EventToolCall)); n != before {
+			t.Error("a call of a refused batch was logged as made")
+		}
+	})
+	t.Run("malformed, oversized, deep", func(t *testing.T) {
+		for name, c := range map[string]struct {
+			body   string
+			status int
+			code   int
+		}{
+			"not json":       {`{"jsonrpc":`, 400, gateway.CodeParseError},
+			"not 2.0":        {`{"jsonrpc":"1.0","id":1,"method":"ping"}`, 400, gateway.CodeInvalidRequest},
+			"empty batch":    {`[]`, 400, gateway.CodeInvalidRequest},
+			"deep":           {`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"list_customers","arguments":{"a":` + strings.Repeat("[", 100) + strings.Repeat("]", 100) + `}}}`, 400, gateway.CodeInvalidRequest},
+			"oversized":      {`{"jsonrpc":"2.0","id":1,"method":"ping","params":{"x":"` + strings.Repeat("x", 2<<20) + `"}}`, 413, gateway.CodeInvalidRequest},
+			"unknown method": {`{"jsonrpc":"2.0","id":1,"method":"sampling/createMessage","params":{}}`, 200, gateway.CodeMethodNotFound},
+		} {
+			resp, body := e.post(tok.AccessToken, "", c.body)
+			var out struct {
+				Error struct {
+					Code int `json:"code"`
+				} `json:"error"`
+			}
+			json.Unmarshal([]byte(body), &out)
+			if resp.StatusCode != c.status || out.Error.Code != c.code {
+				t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+			}
+		}
+	})
+}

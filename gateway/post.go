@@ -1,0 +1,328 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"io"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+)
+
+// verdict is the gateway's decision on one request message.
+type verdict struct {
+	deny  *rpcError
+	event *mandate.Event // the decision (deny) or tool.call (allow) event
+	list  bool           // a tools/list whose answer is filtered
+	call  bool           // a tools/call whose answer is summarised
+}
+
+// post handles a client's POST: one JSON-RPC message or a batch.
+func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) {
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	var tooLarge *http.MaxBytesError
+	if errors.As(err, &tooLarge) {
+		writeRPC(w, http.StatusRequestEntityTooLarge, errorResponse(nil, rpcError{Code: CodeInvalidRequest,
+			Message: "the body is over the gateway's limit of " + itoa(g.cfg.MaxBody) + " bytes"}))
+		return
+	} else if err != nil {
+		return // the client went away
+	}
+	msgs, batch, err := parseBody(body)
+	if err != nil {
+		code := CodeInvalidRequest
+		if !json.Valid(body) {
+			code = CodeParseError
+		}
+		writeRPC(w, http.StatusBadRequest, errorResponse(nil, rpcError{Code: code, Message: err.Error()}))
+		return
+	}
+	ctx := r.Context()
+	verdicts := make([]verdict, len(msgs))
+	denied := false
+	for i, m := range msgs {
+		if m.isRequest() {
+			verdicts[i] = g.decide(ctx, rt, c, m)
+			denied = denied || verdicts[i].deny != nil
+		}
+	}
+	var events []*mandate.Event
+	for _, v := range verdicts {
+		if v.event != nil && (v.deny != nil || !denied) {
+			events = append(events, v.event)
+		}
+	}
+	if denied {
+		// Nothing of a message with a denied request is forwarded: a
+		// batch goes through whole or not at all.
+		if err := g.cfg.Events.Append(ctx, events...); err != nil {
+			g.cfg.Logger.Error("gateway: denial not audited", "server", rt.Name, "err", err)
+		}
+		g.refuse(w, msgs, verdicts, batch)
+		return
+	}
+	// Write-ahead: the calls are on record before they reach the server.
+	if err := g.cfg.Events.Append(ctx, events...); err != nil {
+		g.cfg.Logger.Error("gateway: call not audited, so not forwarded", "server", rt.Name, "err", err)
+		unavailable := rpcError{Code: CodeUnavailable, Message: "the gateway could not record the call in its audit log, so it was not forwarded: try again later"}
+		for i, m := range msgs {
+			if m.isRequest() {
+				verdicts[i].deny = &unavailable
+			}
+		}
+		g.refuse(w, msgs, verdicts, batch)
+		return
+	}
+	resp, err := g.forward(r, rt, body)
+	if err != nil {
+		g.upstreamError(w, rt, err)
+		return
+	}
+	defer resp.Body.Close()
+	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && isInitialize(msgs) {
+		g.sessions.bind(sid, c.Task, c.ClientID, g.cfg.Now())
+	}
+	watch := map[string]*verdict{}
+	for i, m := range msgs {
+		if verdicts[i].list || verdicts[i].call {
+			watch[string(m.ID)] = &verdicts[i]
+		}
+	}
+	if len(watch) == 0 {
+		copyResponse(w, resp)
+		return
+	}
+	start := g.cfg.Now()
+	results := g.answer(w, resp, func(m *message) []byte {
+		v := watch[string(m.ID)]
+		switch {
+		case v == nil || len(m.Method) > 0:
+			return nil
+		case v.list:
+			return filterTools(m, c, rt.Name)
+		case v.call:
+			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
+		}
+		return nil
+	})
+	if results != nil {
+		g.cfg.Logger.Warn("gateway: answer not read whole", "server", rt.Name, "err", results)
+	}
+	var done []*mandate.Event
+	for _, v := range watch {
+		if v.call && v.event.Type == mandate.EventToolResult {
+			done = append(done, v.event)
+		}
+	}
+	if err := g.cfg.Events.Append(context.WithoutCancel(ctx), done...); err != nil {
+		g.cfg.Logger.Error("gateway: tool results not audited", "server", rt.Name, "err", err)
+	}
+}
+
+func isInitialize(msgs []*message) bool {
+	for _, m := range msgs {
+		if m.Method == "initialize" || m.Method == "server/discover" {
+			return true
+		}
+	}
+	return false
+}
+
+// refuse answers a POST none of whose messages is forwarded: each request
+// gets its own error, those not denied themselves the reason why.
+func (g *Gateway) refuse(w http.ResponseWriter, msgs []*message, verdicts []verdict, batch bool) {
+	var out [][]byte
+	for i, m := range msgs {
+		if !m.isRequest() {
+			continue
+		}
+		e := verdicts[i].deny
+		if e == nil {
+			e = &rpcError{Code: CodeDenied, Message: "not forwarded: another request of this batch was denied, and a batch goes through whole or not at all"}
+		}
+		out = append(out, errorResponse(m.ID, *e))
+	}
+	switch {
+	case len(out) == 0:
+		w.WriteHeader(http.StatusAccepted)
+	case !batch:
+		writeRPC(w, http.StatusOK, out[0])
+	default:
+		writeRPC(w, http.StatusOK, append(append([]byte("["), bytes.Join(out, []byte(","))...), ']'))
+	}
+}
+
+func writeRPC(w http.ResponseWriter, status int, body []byte) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	w.Write(body)
+}
+
+// decide decides one request message.
+func (g *Gateway) decide(ctx context.Context, rt *route, c *mandate.Claims, m *message) verdict {
+	var p struct {
+		Name      string          `json:"name"`
+		URI       string          `json:"uri"`
+		Arguments json.RawMessage `json:"arguments"`
+		Ref       struct {
+			Name string `json:"name"`
+			URI  string `json:"uri"`
+		} `json:"ref"`
+	}
+	if len(m.Params) > 0 && json.Unmarshal(m.Params, &p) != nil {
+		return g.denied(c, m, rt, "mcp:"+rt.Name, rpcError{Code: CodeInvalidRequest, Message: "params must be an object"}, nil)
+	}
+	req := g.request(ctx, rt, c)
+	resource := "mcp:" + rt.Name
+	switch m.Method {
+	case "initialize", "server/discover", "ping", "logging/setLevel":
+		return verdict{}
+	case "tools/list":
+		req.Action = policy.ActionListTools
+	case "tools/call":
+		resource += ":" + p.Name
+		scopes, err := c.Scopes()
+		if err != nil || !scopes.Allows(resource) {
+			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
+				Message: "the mandate does not allow " + resource + ": its scope is " + c.Scope}, nil)
+		}
+		req.Action, req.Tool, req.ToolLabels = policy.ActionCallTool, p.Name, rt.ToolLabels[p.Name]
+		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
+			dec := json.NewDecoder(bytes.NewReader(p.Arguments))
+			dec.UseNumber()
+			if err := dec.Decode(&req.Args); err != nil {
+				return g.denied(c, m, rt, resource, rpcError{Code: CodeInvalidRequest, Message: "arguments must be an object"}, nil)
+			}
+		}
+	case "resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe":
+		req.Action, req.Resource = policy.ActionReadResource, p.URI
+	case "prompts/list", "prompts/get":
+		req.Action, req.Resource = policy.ActionGetPrompt, p.Name
+	case "completion/complete":
+		req.Action, req.Resource = policy.ActionGetPrompt, p.Ref.Name+p.Ref.URI
+	default:
+		return g.denied(c, m, rt, resource, rpcError{Code: CodeMethodNotFound,
+			Message: "method " + m.Method + " is not allowed through the gateway"}, nil)
+	}
+	d := g.cfg.Policy.Decide(ctx, req)
+	switch {
+	case !d.Allow:
+		why := strings.Join(d.Reasons, "; ")
+		if len(d.Policies) > 0 {
+			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
+		}
+		return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why,
+			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
+	case d.NeedsApproval:
+		// Holding a call for a person comes with the gateway's approvals;
+		// until then the obligation cannot be met, so the call is denied.
+		return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
+			Message: "denied: policy " + strings.Join(d.Policies, ", ") + " requires a person's approval, which this gateway cannot wait for yet",
+			Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
+	}
+	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call"}
+	if v.call {
+		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": string(m.ID)}
+		v.event = g.event(mandate.EventToolCall, c, m.Method, resource, mandate.OutcomeOK, "", details)
+	}
+	return v
+}
+
+// denied is the verdict of a refused request, with its decision event.
+func (g *Gateway) denied(c *mandate.Claims, m *message, rt *route, resource string, e rpcError, d *policy.Decision) verdict {
+	details := map[string]any{"rpc_error": e.Code}
+	if d != nil {
+		details = d.AuditDetails()
+		details["rpc_error"] = e.Code
+	}
+	return verdict{deny: &e, event: g.event(mandate.EventDecision, c, m.Method, resource, mandate.OutcomeDeny, e.Message, details)}
+}
+
+func (g *Gateway) event(typ string, c *mandate.Claims, action, resource, outcome, reason string, details map[string]any) *mandate.Event {
+	return &mandate.Event{
+		V: mandate.EventVersion, Time: g.cfg.Now().UnixNano(), Type: typ,
+		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
+		Action: action, Resource: resource, Outcome: outcome, Reason: clipReason(reason), Details: details,
+	}
+}
+
+// clipReason keeps an event's reason short: it may quote client input.
+func clipReason(s string) string {
+	if len(s) <= 512 {
+		return s
+	}
+	return strings.ToValidUTF8(s[:512], "") + "…"
+}
+
+// request is the policy request of a call by the holder of c.
+func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) policy.Request {
+	reg := mandate.RegisteredAncestor(c.ClientID)
+	req := policy.Request{
+		Subject: c.Subject, Chain: c.Actor.Chain(), Task: c.Task, Server: rt.Name,
+		DPoP: c.Confirm != nil, Time: g.cfg.Now(),
+		Agent: policy.AgentInfo{ID: c.ClientID, Registered: reg, Ephemeral: reg != c.ClientID},
+	}
+	if g.cfg.Agents != nil {
+		if a, err := g.cfg.Agents.Agent(ctx, reg); err == nil {
+			req.Agent.Name, req.Agent.Owner, req.Agent.Labels = a.Name, a.Owner, a.Labels
+		}
+	}
+	return req
+}
+
+// resultEvent turns the tool.call event of a call into its tool.result:
+// whether it failed, how large the answer was, how long it took.
+func resultEvent(call *mandate.Event, m *message, took time.Duration) *mandate.Event {
+	ev := *call
+	ev.Type, ev.Reason = mandate.EventToolResult, ""
+	ev.Details = map[string]any{"rpc_id": call.Details["rpc_id"], "result_bytes": len(m.Result), "ms": took.Milliseconds()}
+	var r struct {
+		IsError bool `json:"isError"`
+	}
+	switch {
+	case len(m.Error) > 0:
+		ev.Outcome = mandate.OutcomeError
+		ev.Details["rpc_error_bytes"] = len(m.Error)
+	case json.Unmarshal(m.Result, &r) == nil && r.IsError:
+		ev.Outcome = mandate.OutcomeError
+	}
+	return &ev
+}
+
+// filterTools rewrites a tools/list answer to list only the tools c's
+// scopes allow: a hidden tool stays denied if called anyway. It returns
+// nil if m is not a tools/list result.
+func filterTools(m *message, c *mandate.Claims, server string) []byte {
+	var res map[string]json.RawMessage
+	if len(m.Result) == 0 || json.Unmarshal(m.Result, &res) != nil {
+		return nil
+	}
+	var tools []json.RawMessage
+	if json.Unmarshal(res["tools"], &tools) != nil {
+		return nil
+	}
+	scopes, _ := c.Scopes()
+	kept := []json.RawMessage{}
+	for _, t := range tools {
+		var tool struct {
+			Name string `json:"name"`
+		}
+		if json.Unmarshal(t, &tool) == nil && scopes.Allows("mcp:"+server+":"+tool.Name) {
+			kept = append(kept, t)
+		}
+	}
+	res["tools"], _ = json.Marshal(kept)
+	m.Result, _ = json.Marshal(res)
+	out, _ := json.Marshal(m)
+	return out
+}
+
+func itoa(n int64) string {
+	b, _ := json.Marshal(n)
+	return string(b)
+}
