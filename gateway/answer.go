@@ -42,6 +42,7 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, hook func(*
 		w.Write(rewrite(body, hook))
 		return nil
 	case mt == "text/event-stream":
+		streaming(w, resp)
 		w.WriteHeader(resp.StatusCode)
 		return g.events(w, resp.Body, hook)
 	default:

@@ -27,6 +27,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"mime"
 	"net/http"
 	"net/url"
 	"strings"
@@ -236,12 +237,12 @@ func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, name string) 
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "max-age=300")
 	json.NewEncoder(w).Encode(map[string]any{
-		"resource":                              g.resourceURL(name),
-		"authorization_servers":                 []string{g.cfg.Issuer},
-		"bearer_methods_supported":              []string{"header"},
-		"dpop_signing_alg_values_supported":     []string{"EdDSA"},
-		"resource_name":                         "MCP server " + name + " through Mandate",
-		"scopes_supported":                      []string{"mcp:" + name + ":*"},
+		"resource":                          g.resourceURL(name),
+		"authorization_servers":             []string{g.cfg.Issuer},
+		"bearer_methods_supported":          []string{"header"},
+		"dpop_signing_alg_values_supported": []string{"EdDSA"},
+		"resource_name":                     "MCP server " + name + " through Mandate",
+		"scopes_supported":                  []string{"mcp:" + name + ":*"},
 	})
 }
 
@@ -329,6 +330,7 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 			w.Header()[h] = v
 		}
 	}
+	streaming(w, resp)
 	w.WriteHeader(resp.StatusCode)
 	fl, _ := w.(http.Flusher)
 	buf := make([]byte, 32<<10)
@@ -345,5 +347,13 @@ func copyResponse(w http.ResponseWriter, resp *http.Response) {
 		if err != nil {
 			return
 		}
+	}
+}
+
+// streaming lifts the server's write timeout for an SSE stream, which
+// lasts as long as the upstream keeps it open.
+func streaming(w http.ResponseWriter, resp *http.Response) {
+	if mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type")); mt == "text/event-stream" {
+		http.NewResponseController(w).SetWriteDeadline(time.Time{})
 	}
 }

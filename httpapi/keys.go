@@ -9,6 +9,13 @@ import (
 	"github.com/mandatehq/mandate/verify"
 )
 
+// KeySource returns the issuer's keyring as a verify.KeySource, for
+// verifiers in the same process (the gateway): the keys published and
+// still live at now().
+func KeySource(keys *issuer.Keyring, now func() time.Time) verify.KeySource {
+	return keyringSource{keys: keys, now: now}
+}
+
 // keyringSource adapts the issuer's keyring to verify.KeySource.
 type keyringSource struct {
 	keys *issuer.Keyring

@@ -19,12 +19,14 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
+	"github.com/mandatehq/mandate/verify"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -64,6 +66,9 @@ type Main struct {
 	// PolicyDir holds the policy set (default <DataDir>/policies); the
 	// default set is written into it if it holds no policy file.
 	PolicyDir string
+
+	// MCPUpstreams are the MCP servers the gateway serves at /mcp/{name}.
+	MCPUpstreams []gateway.Route
 
 	// ReadyFile, if set, is written with the server's URL once it serves:
 	// scripts and supervisors wait for it (useful with --addr :0).
@@ -112,9 +117,17 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&m.ApprovalTimeout, "approval-timeout", m.ApprovalTimeout, "how long a person has to decide an approval; undecided, it is denied")
 	fs.StringVar(&m.PolicyDir, "policies", m.PolicyDir, "the policy directory (*.cedar files); default <data>/policies, where the default set is written on first start")
 	fs.StringVar(&m.ReadyFile, "ready-file", m.ReadyFile, "write the server's URL to this file once it serves")
+	fs.Func("mcp-upstream", "an MCP server behind the gateway, NAME=URL of its Streamable HTTP endpoint: agents reach it at /mcp/NAME (repeatable)", func(v string) error {
+		name, u, ok := strings.Cut(v, "=")
+		if !ok || name == "" || u == "" {
+			return fmt.Errorf("want NAME=URL, e.g. crm=http://127.0.0.1:9000/mcp")
+		}
+		m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: u})
+		return nil
+	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D]")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--mcp-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -213,8 +226,24 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return err
 	}
+	var handler http.Handler = api
+	if len(m.MCPUpstreams) > 0 {
+		gw, err := gateway.New(gateway.Config{
+			Routes: m.MCPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Now: m.Now, Logger: m.Logger,
+		})
+		if err != nil {
+			m.closeStore()
+			return err
+		}
+		mux := http.NewServeMux()
+		mux.Handle(gateway.PathPrefix, gw)
+		mux.Handle(gateway.MetadataPrefix, gw)
+		mux.Handle("/", api)
+		handler = mux
+	}
 	m.srv = &http.Server{
-		Handler:           api,
+		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A token request may wait up to issuer.MaxWait for an approval.
@@ -252,6 +281,9 @@ func (m *Main) Open(ctx context.Context) error {
 			m.pruneMandates,
 		)
 	}()
+	for _, r := range m.MCPUpstreams {
+		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "upstream", r.URL)
+	}
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain,
 		"policies", m.PolicyDir, "policy_set", m.Policy.Set().Hash())
 	if m.ReadyFile != "" {
@@ -446,4 +478,29 @@ func loadOrCreateAdminToken(path string) (string, error) {
 		return "", fmt.Errorf("write admin credential: %w", err)
 	}
 	return tok, nil
+}
+
+// revokedChain refuses, at the gateway, a mandate that is revoked or has a
+// revoked ancestor (followed through the issuance records), as the
+// issuer's introspection does.
+func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
+	id := c.ID
+	for range mandate.MaxAgentDepth + 1 {
+		revoked, err := m.Store.IsRevoked(ctx, id)
+		if err != nil {
+			return err
+		}
+		if revoked {
+			return fmt.Errorf("mandate %s: %w", id, verify.ErrRevoked)
+		}
+		rec, err := m.Store.Issuance(ctx, id)
+		if err != nil {
+			return err // not on record: not vouched for
+		}
+		if rec.ParentID == "" {
+			return nil
+		}
+		id = rec.ParentID
+	}
+	return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
 }

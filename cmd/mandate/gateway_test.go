@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"net/http"
+	"net/http/httptest"
+	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/client"
+	"github.com/mandatehq/mandate/gateway"
+	"github.com/mandatehq/mandate/httpapi"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// mandate serve --mcp-upstream puts an MCP server behind the gateway: an
+// agent with a mandate from this server reaches it with the official MCP
+// client, a revoked mandate does not, and the calls are in the audit log.
+func TestServeGateway(t *testing.T) {
+	ctx := context.Background()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "list"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	defer up.Close()
+
+	m := NewMain()
+	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
+	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
+	if err := m.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
+	key := addAgent(t, admin, "a")
+	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key, DPoP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A sub-agent's mandate, whose parent is then revoked: refused.
+	child, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	connect := func(md *client.Mandate) (*mcp.ClientSession, error) {
+		tr := &mcp.StreamableClientTransport{Endpoint: m.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
+			HTTPClient: &http.Client{Transport: authorizing{md}}}
+		return mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, tr, nil)
+	}
+	cs, err := connect(root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list", Arguments: map[string]any{}})
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != "ada" {
+		t.Fatalf("call: %v %+v", err, res)
+	}
+	cs.Close()
+	if cs, err := connect(child); err != nil {
+		t.Fatalf("the sub-agent before the revocation: %v", err)
+	} else {
+		cs.Close()
+	}
+	if err := m.Store.Revoke(ctx, &mandate.Revocation{MandateID: root.Claims.ID, ExpiresAt: root.Claims.Expiry.Time,
+		RevokedAt: time.Now(), RevokedBy: "admin"}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := connect(child); err == nil {
+		t.Fatal("a child of a revoked mandate reached the MCP server")
+	}
+	evs, err := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventToolCall, Limit: 10})
+	if err != nil || len(evs) != 1 || evs[0].Event.Resource != "mcp:crm:list" {
+		t.Fatalf("tool.call events: %v %+v", err, evs)
+	}
+}
+
+// authorizing presents a mandate (with its DPoP proofs) on every request.
+type authorizing struct{ m *client.Mandate }
+
+func (a authorizing) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if err := a.m.Authorize(r); err != nil {
+		return nil, err
+	}
+	return http.DefaultTransport.RoundTrip(r)
+}
