@@ -31,6 +31,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -104,9 +105,11 @@ const (
 
 // Gateway is the MCP policy enforcement point. It is safe for concurrent use.
 type Gateway struct {
-	cfg      Config
-	routes   map[string]*route
-	sessions *sessions
+	cfg           Config
+	routes        map[string]*route
+	sessions      *sessions
+	resultWriters chan struct{} // one token per tool.result being written
+	writing       sync.WaitGroup
 }
 
 type route struct {
@@ -145,9 +148,13 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.ResponseHeaderTimeout = 30 * time.Second
+		// Keep a connection per call in flight: the default of 2 idle
+		// connections per host would open a new one for most calls.
+		t.MaxIdleConnsPerHost = 256
 		cfg.Client = &http.Client{Transport: t}
 	}
-	g := &Gateway{cfg: cfg, routes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle)}
+	g := &Gateway{cfg: cfg, routes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
+		resultWriters: make(chan struct{}, maxResultWriters)}
 	// One replay set for every route: a proof is used once at the gateway.
 	proofs := replay.New(0)
 	for _, r := range cfg.Routes {

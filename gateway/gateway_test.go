@@ -30,7 +30,8 @@ const iss = "https://mandate.test"
 // env is a real stack: an MCP server (the official Go SDK) as upstream, a
 // Mandate issuer on SQLite with the default policy set, and the gateway.
 type env struct {
-	t        *testing.T
+	t        testing.TB
+	g        *gateway.Gateway
 	store    *sqlite.Store
 	keys     *issuer.Keyring
 	is       *issuer.Issuer
@@ -49,7 +50,10 @@ func (s keySource) Key(_ context.Context, kid string) (ed25519.PublicKey, error)
 	return pub, nil
 }
 
-func newEnv(t *testing.T) *env {
+func newEnv(t testing.TB) *env { return newEnvWith(t, nil) }
+
+// newEnvWith is newEnv with the upstream's handler options.
+func newEnvWith(t testing.TB, opts *mcp.StreamableHTTPOptions) *env {
 	t.Helper()
 	ctx := context.Background()
 	dir := t.TempDir()
@@ -85,7 +89,7 @@ func newEnv(t *testing.T) *env {
 		func(_ context.Context, _ *mcp.CallToolRequest, _ query) (*mcp.CallToolResult, any, error) {
 			return nil, nil, fmt.Errorf("the CRM is down")
 		})
-	e.upstream = httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	e.upstream = httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, opts))
 	t.Cleanup(e.upstream.Close)
 
 	e.gw = httptest.NewUnstartedServer(nil)
@@ -107,6 +111,7 @@ func newEnv(t *testing.T) *env {
 		t.Fatal(err)
 	}
 	e.gw.Config.Handler = g
+	e.g = g
 	return e
 }
 
@@ -175,6 +180,7 @@ func (e *env) connect(tok *issuer.Token, key ed25519.PrivateKey) (*mcp.ClientSes
 
 func (e *env) events(typ string) []mandate.LoggedEvent {
 	e.t.Helper()
+	e.g.Drain()
 	evs, err := e.store.Events(context.Background(), mandate.EventFilter{Type: typ, Limit: mandate.MaxEventsPerQuery})
 	if err != nil {
 		e.t.Fatal(err)

@@ -119,10 +119,41 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			done = append(done, v.event)
 		}
 	}
-	if err := g.cfg.Events.Append(context.WithoutCancel(ctx), done...); err != nil {
-		g.cfg.Logger.Error("gateway: tool results not audited", "server", rt.Name, "err", err)
+	g.recordResults(ctx, rt, done)
+}
+
+// maxResultWriters bounds the results being recorded in the background.
+const maxResultWriters = 1024
+
+// recordResults appends the tool.result events of answered calls. The
+// answer is already the client's, so the client need not wait for its
+// summary to reach the disk: it is written in the background, unless too
+// many are already, in which case the handler waits (bounded memory).
+func (g *Gateway) recordResults(ctx context.Context, rt *route, evs []*mandate.Event) {
+	if len(evs) == 0 {
+		return
+	}
+	write := func() {
+		if err := g.cfg.Events.Append(context.WithoutCancel(ctx), evs...); err != nil {
+			g.cfg.Logger.Error("gateway: tool results not audited", "server", rt.Name, "err", err)
+		}
+	}
+	select {
+	case g.resultWriters <- struct{}{}:
+		g.writing.Add(1)
+		go func() {
+			defer func() { <-g.resultWriters; g.writing.Done() }()
+			write()
+		}()
+	default:
+		write()
 	}
 }
+
+// Drain waits until the tool.result events being written in the
+// background are written: call it after the HTTP server has shut down,
+// before the event log closes.
+func (g *Gateway) Drain() { g.writing.Wait() }
 
 func isInitialize(msgs []*message) bool {
 	for _, m := range msgs {

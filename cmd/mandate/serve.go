@@ -86,6 +86,7 @@ type Main struct {
 	Keys       *issuer.Keyring
 	Issuer     *issuer.Issuer
 	Policy     *policy.Engine
+	Gateway    *gateway.Gateway // if MCPUpstreams
 	LogKey     *auditlog.LogKey
 	Publisher  *auditlog.Publisher
 
@@ -228,7 +229,7 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	var handler http.Handler = api
 	if len(m.MCPUpstreams) > 0 {
-		gw, err := gateway.New(gateway.Config{
+		m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
 			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Now: m.Now, Logger: m.Logger,
 		})
@@ -237,8 +238,8 @@ func (m *Main) Open(ctx context.Context) error {
 			return err
 		}
 		mux := http.NewServeMux()
-		mux.Handle(gateway.PathPrefix, gw)
-		mux.Handle(gateway.MetadataPrefix, gw)
+		mux.Handle(gateway.PathPrefix, m.Gateway)
+		mux.Handle(gateway.MetadataPrefix, m.Gateway)
 		mux.Handle("/", api)
 		handler = mux
 	}
@@ -412,6 +413,9 @@ func (m *Main) Close() error {
 	m.cancel()
 	if rerr := <-m.done; rerr != nil && err == nil {
 		err = rerr
+	}
+	if m.Gateway != nil {
+		m.Gateway.Drain() // the last tool results reach the log before it closes
 	}
 	if cerr := m.Store.Close(); err == nil {
 		err = cerr
