@@ -176,4 +176,3 @@ func paced(b *testing.B, u string, auth func(*http.Request), n int, interval tim
 func pct(lat []time.Duration, p float64) time.Duration { return lat[int(p*float64(len(lat)-1))] }
 
 func ms(d time.Duration) float64 { return float64(d.Microseconds()) / 1000 }
-
