@@ -133,3 +133,23 @@ func TileHashReader(read func(L int, N int64) ([]byte, error)) tlog.HashReader {
 		return out, nil
 	})
 }
+
+// TileRoot returns the hash a full tile stands for: the root of the
+// subtree of its 256 hashes, TileHeight levels above them (the hash the
+// tile level above holds for it).
+func TileRoot(data []byte) (tlog.Hash, error) {
+	if len(data) != tileWidth*tlog.HashSize {
+		return tlog.Hash{}, fmt.Errorf("auditlog: a tile of %d bytes is not full", len(data))
+	}
+	level := make([]tlog.Hash, tileWidth)
+	for i := range level {
+		copy(level[i][:], data[i*tlog.HashSize:])
+	}
+	for len(level) > 1 {
+		for i := 0; i < len(level)/2; i++ {
+			level[i] = tlog.NodeHash(level[2*i], level[2*i+1])
+		}
+		level = level[:len(level)/2]
+	}
+	return level[0], nil
+}

@@ -57,8 +57,18 @@ func (s *Store) LogHead() (int64, tlog.Hash) {
 
 func tileID(L int, n int64) int64 { return int64(L)<<40 | n }
 
-// readTile returns the stored data of hash tile (L, n).
+// readTile returns the data of hash tile (L, n): the durable right edge's
+// if it is a right-most tile (partial tiles are not written, see
+// appendEntries), the stored data otherwise.
 func (s *Store) readTile(ctx context.Context, L int, n int64) ([]byte, error) {
+	if data, ok := s.edge.get(L, n); ok {
+		return data, nil
+	}
+	return s.storedTile(ctx, L, n)
+}
+
+// storedTile returns the stored data of hash tile (L, n).
+func (s *Store) storedTile(ctx context.Context, L int, n int64) ([]byte, error) {
 	var data []byte
 	err := s.db.QueryRowContext(ctx, "SELECT data FROM log_tiles WHERE id = ?", tileID(L, n)).Scan(&data)
 	if errors.Is(err, sql.ErrNoRows) {
@@ -83,7 +93,10 @@ func (s *Store) ReadTile(ctx context.Context, L int, n int64, width int) ([]byte
 	return data[:width*tlog.HashSize], nil
 }
 
-// restoreLog rebuilds the committer's frontier and right-most tiles.
+// restoreLog rebuilds the committer's frontier and right-most tiles. Full
+// tiles are stored; the right-most tile of each level is recomputed from
+// the entries (level 0) or from the full tiles of the level below, since
+// it is not written as it grows.
 func (s *Store) restoreLog(ctx context.Context) error {
 	var n sql.NullInt64
 	if err := s.db.QueryRowContext(ctx, "SELECT max(idx) FROM log_entries").Scan(&n); err != nil {
@@ -93,7 +106,16 @@ func (s *Store) restoreLog(ctx context.Context) error {
 	if n.Valid {
 		size = n.Int64 + 1
 	}
-	read := func(L int, n int64) ([]byte, error) { return s.readTile(ctx, L, n) }
+	edge, err := s.rightEdge(ctx, size)
+	if err != nil {
+		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
+	}
+	read := func(L int, n int64) ([]byte, error) {
+		if L < len(edge) && edge[L].N == n {
+			return edge[L].Data, nil
+		}
+		return s.storedTile(ctx, L, n)
+	}
 	tiles, err := auditlog.RestoreTiles(size, read)
 	if err != nil {
 		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
@@ -103,8 +125,96 @@ func (s *Store) restoreLog(ctx context.Context) error {
 		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
 	}
 	s.tree, s.tiles = f, tiles
+	s.edge.set(edge)
 	s.logHead.size, s.logHead.root = f.Size(), f.Root()
 	return nil
+}
+
+// rightEdge computes the right-most tile of each tile level of a log of
+// size entries, bottom up: level 0 from the entries' leaf hashes, level L
+// from the roots of the full tiles of level L-1. A full tile is stored, so
+// it is read; a partial one is computed.
+func (s *Store) rightEdge(ctx context.Context, size int64) ([]auditlog.Tile, error) {
+	var edge []auditlog.Tile
+	for L := 0; ; L++ {
+		count := size >> (auditlog.TileHeight * uint(L)) // hashes at tile level L
+		if count == 0 {
+			return edge, nil
+		}
+		n, w := (count-1)/tileWidth, (count-1)%tileWidth+1
+		if w == tileWidth {
+			data, err := s.storedTile(ctx, L, n)
+			if err != nil {
+				return nil, err
+			}
+			edge = append(edge, auditlog.Tile{L: L, N: n, Data: data})
+			continue
+		}
+		data := make([]byte, 0, tileWidth*tlog.HashSize)
+		if L == 0 {
+			entries, err := s.ReadEntries(ctx, n*tileWidth, w)
+			if err != nil {
+				return nil, err
+			}
+			for _, e := range entries {
+				h := tlog.RecordHash(e)
+				data = append(data, h[:]...)
+			}
+		} else {
+			for j := range w {
+				below, err := s.storedTile(ctx, L-1, n*tileWidth+j)
+				if err != nil {
+					return nil, err
+				}
+				h, err := auditlog.TileRoot(below)
+				if err != nil {
+					return nil, fmt.Errorf("tile %d/%d: %w", L-1, n*tileWidth+j, err)
+				}
+				data = append(data, h[:]...)
+			}
+		}
+		edge = append(edge, auditlog.Tile{L: L, N: n, Data: data})
+	}
+}
+
+const tileWidth = 1 << auditlog.TileHeight
+
+// durableEdge is the right-most tile of each level as of the durable log:
+// what readers see of the tiles that are not stored yet. The syncer
+// updates it when it releases a transaction.
+type durableEdge struct {
+	mu    sync.RWMutex
+	tiles []auditlog.Tile
+}
+
+func (e *durableEdge) get(L int, n int64) ([]byte, bool) {
+	e.mu.RLock()
+	defer e.mu.RUnlock()
+	if L < len(e.tiles) && e.tiles[L].N == n && e.tiles[L].Data != nil {
+		return e.tiles[L].Data, true
+	}
+	return nil, false
+}
+
+func (e *durableEdge) set(tiles []auditlog.Tile) {
+	e.mu.Lock()
+	e.tiles = tiles
+	e.mu.Unlock()
+}
+
+// advance records the tiles a durable transaction changed.
+func (e *durableEdge) advance(changed []auditlog.Tile) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	for _, t := range changed {
+		for len(e.tiles) <= t.L {
+			e.tiles = append(e.tiles, auditlog.Tile{L: len(e.tiles), N: -1})
+		}
+		if cur := e.tiles[t.L]; cur.N > t.N || (cur.N == t.N && len(cur.Data) >= len(t.Data)) {
+			continue // an older state
+		}
+		e.tiles[t.L] = t
+	}
 }
 
 // appendEntries adds entries to the log inside the committer's
@@ -128,16 +238,22 @@ func (s *Store) appendEntries(ctx context.Context, entries []logEntry) error {
 	if err := s.insertRows(ctx, "log_entries(idx, data)", entryCols, eargs); err != nil {
 		return err
 	}
-	// A batch may fill a tile and start the next: both are written.
+	// Only full tiles are written: a partial tile would be written again
+	// by every transaction until it fills (two or three pages of WAL each
+	// time), and restoreLog recomputes it from the entries. Readers get
+	// the durable partial tiles from memory (durableEdge).
 	changed, err := s.tiles.Add(hashes)
 	if err != nil {
 		return mandate.Errorf(mandate.EINTERNAL, "audit log: %w", err)
 	}
 	for _, t := range changed {
-		if _, err := s.upsertTile.ExecContext(ctx, tileID(t.L, t.N), t.Data); err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		if len(t.Data) == tileWidth*tlog.HashSize {
+			if _, err := s.upsertTile.ExecContext(ctx, tileID(t.L, t.N), t.Data); err != nil {
+				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			}
 		}
 	}
+	s.changedTiles = append(s.changedTiles, changed...)
 	return nil
 }
 

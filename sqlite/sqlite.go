@@ -90,13 +90,17 @@ type Store struct {
 
 	stmts map[string]*sql.Stmt // multi-row inserts by table and row count, prepared on wconn; committer only
 
-	tree       auditlog.Frontier // the audit log's right edge; committer only
-	tiles      auditlog.Tiles    // its right-most hash tiles; committer only
-	hashBuf    []auditlog.StoredHash
-	upsertTile *sql.Stmt // prepared on wconn
-	logHead    logState  // the committed log
-	metaBuf    []evMeta  // query fields of the entries in the transaction; committer only
-	index      *eventIndex
+	tree  auditlog.Frontier // the audit log's right edge; committer only
+	tiles auditlog.Tiles    // its right-most hash tiles; committer only
+	// changedTiles are the tiles the transaction being written changed;
+	// committer only. edge is the durable right-most tiles, for readers.
+	changedTiles []auditlog.Tile
+	edge         durableEdge
+	hashBuf      []auditlog.StoredHash
+	upsertTile   *sql.Stmt // prepared on wconn
+	logHead      logState  // the committed log
+	metaBuf      []evMeta  // query fields of the entries in the transaction; committer only
+	index        *eventIndex
 
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
@@ -487,6 +491,7 @@ type committed struct {
 	metas  []evMeta
 	size   int64 // the log's size and root after it, if it appended
 	root   tlog.Hash
+	tiles  []auditlog.Tile // the hash tiles it changed, in their new state
 }
 
 // syncLoop makes committed transactions durable. Transactions commit with
@@ -544,6 +549,8 @@ func (s *Store) release(c committed) {
 	s.commits.Add(1)
 	s.committed.Add(uint64(len(c.writes)))
 	if c.size > 0 {
+		// The tiles first: a reader that sees the new head finds them.
+		s.edge.advance(c.tiles)
 		s.logHead.mu.Lock()
 		if c.size > s.logHead.size {
 			s.logHead.size, s.logHead.root = c.size, c.root
@@ -669,7 +676,7 @@ func (s *Store) runTx(ctx context.Context, batch []*write) (committed, error) {
 	// The frontier runs ahead inside the transaction; it goes back to the
 	// snapshot if the transaction does not commit.
 	snapshot, tiles := s.tree.Clone(), s.tiles.Clone()
-	s.metaBuf = s.metaBuf[:0]
+	s.metaBuf, s.changedTiles = s.metaBuf[:0], s.changedTiles[:0]
 	rollback := func(err error) error {
 		s.tree, s.tiles = snapshot, tiles
 		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
@@ -704,6 +711,9 @@ func (s *Store) runTx(ctx context.Context, batch []*write) (committed, error) {
 	if len(entries) > 0 {
 		c.metas = slices.Clone(s.metaBuf)
 		c.size, c.root = s.tree.Size(), s.tree.Root()
+		// Tile data is only appended to, so the slices stay valid as they
+		// are; a copy of the headers suffices.
+		c.tiles = slices.Clone(s.changedTiles)
 	}
 	return c, nil
 }

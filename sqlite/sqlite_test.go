@@ -1,6 +1,7 @@
 package sqlite_test
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
@@ -16,6 +17,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/sqlite"
 	"github.com/mandatehq/mandate/storetest"
+	"golang.org/x/mod/sumdb/tlog"
 )
 
 func TestConformance(t *testing.T) {
@@ -380,4 +382,86 @@ func TestMigrateFromVersion2(t *testing.T) {
 	if _, err := s.Approvals(context.Background(), mandate.ApprovalFilter{}); err != nil {
 		t.Errorf("approvals after migration: %v", err)
 	}
+}
+
+// The right-most hash tiles are not stored as they grow: after a restart
+// they are recomputed from the entries and the full tiles below, and match
+// an independent computation (tlog's) at every level, before and after.
+func TestLogRestartRecomputesTiles(t *testing.T) {
+	ctx := context.Background()
+	path := filepath.Join(t.TempDir(), "m.db")
+	s, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	const size = 256*256 + 300 // right-most tiles at levels 0, 1 and 2
+	var records [][]byte
+	for start := 0; start < size; start += 1000 {
+		var evs []*mandate.Event
+		for i := start; i < min(start+1000, size); i++ {
+			evs = append(evs, &mandate.Event{V: 1, Time: int64(i), Type: mandate.EventDecision, Task: fmt.Sprintf("t_%d", i)})
+		}
+		if err := s.Append(ctx, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for start := int64(0); start < size; start += 4096 {
+		data, err := s.ReadEntries(ctx, start, min(4096, size-start))
+		if err != nil {
+			t.Fatal(err)
+		}
+		records = append(records, data...)
+	}
+	// The reference: every stored hash, computed by tlog from the records.
+	var ref []tlog.Hash
+	for i, r := range records {
+		h, err := tlog.StoredHashes(int64(i), r, tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+			out := make([]tlog.Hash, len(idx))
+			for j, x := range idx {
+				out[j] = ref[x]
+			}
+			return out, nil
+		}))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ref = append(ref, h...)
+	}
+	refReader := tlog.HashReaderFunc(func(idx []int64) ([]tlog.Hash, error) {
+		out := make([]tlog.Hash, len(idx))
+		for j, x := range idx {
+			out[j] = ref[x]
+		}
+		return out, nil
+	})
+	wantRoot, err := tlog.TreeHash(size, refReader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	check := func(s *sqlite.Store, when string) {
+		t.Helper()
+		if n, root := s.LogHead(); n != size || root != wantRoot {
+			t.Fatalf("%s: head %d %x, want %d %x", when, n, root, size, wantRoot)
+		}
+		for _, tile := range tlog.NewTiles(8, 0, size) {
+			if tile.L < 0 {
+				continue
+			}
+			want, err := tlog.ReadTileData(tile, refReader)
+			if err != nil {
+				t.Fatal(err)
+			}
+			got, err := s.ReadTile(ctx, tile.L, tile.N, tile.W)
+			if err != nil || !bytes.Equal(got, want) {
+				t.Fatalf("%s: tile %d/%d width %d differs (%v)", when, tile.L, tile.N, tile.W, err)
+			}
+		}
+	}
+	check(s, "before the restart")
+	s.Close()
+	if s, err = sqlite.Open(ctx, sqlite.Config{Path: path}); err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	check(s, "after the restart")
 }

@@ -3,27 +3,36 @@ package main
 import (
 	"context"
 	"database/sql"
+	"fmt"
 	"net/http"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditcheck"
 	"github.com/mandatehq/mandate/httpapi"
 )
 
 // An insider with write access to the database edits the log behind the
-// server's back; the server, restarted, serves what the database holds,
-// and `audit verify` against it names the tampering.
+// server's back. The server, restarted, recomputes the newest hash tiles
+// from the entries and refuses to start on a log that no longer matches
+// its last checkpoint, saying why; where it does start (tampering older
+// than its newest tiles, which it reads as stored), `audit verify` against
+// it names the tampering.
 func TestInsiderTamperingInTheDatabase(t *testing.T) {
 	for _, tc := range []struct {
 		name, sql string
 		want      string
+		more      int // events appended before the checkpoint, to fill tiles
 	}{
-		{"modified entry", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`, "entry 1"},
-		{"deleted entry", `DELETE FROM log_entries WHERE idx = 2`, "tile/entries/000"},
-		{"deleted last entries", `DELETE FROM log_entries WHERE idx >= 3`, "fewer than the 6 its last signed checkpoint covers"},
+		{"modified entry of a full tile", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`,
+			"entry 1", 300},
+		{"modified entry", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`,
+			"the store's first 6 entries no longer hash to the last signed checkpoint's root: the history was changed", 0},
+		{"deleted entry", `DELETE FROM log_entries WHERE idx = 2`, "audit log entry 2 is missing", 0},
+		{"deleted last entries", `DELETE FROM log_entries WHERE idx >= 3`, "fewer than the 6 its last signed checkpoint covers", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -35,6 +44,13 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 				if _, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/a", Key: key, Scope: "mcp:crm:x"}); err != nil {
 					t.Fatal(err)
 				}
+			}
+			var evs []*mandate.Event
+			for i := range tc.more {
+				evs = append(evs, &mandate.Event{V: 1, Time: time.Now().UnixNano(), Type: mandate.EventDecision, Task: fmt.Sprintf("t_%d", i)})
+			}
+			if err := m.Store.Append(ctx, evs...); err != nil {
+				t.Fatal(err)
 			}
 			// policy.loaded at start, agent.registered, 4 × mandate.issued
 			if _, err := admin.PublishCheckpoint(ctx); err != nil { // cover all 6 entries
@@ -49,7 +65,7 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 				}
 				return r
 			}
-			if r := verify(m); !r.OK() || r.Size != 6 {
+			if r := verify(m); !r.OK() || r.Size != uint64(6+tc.more) {
 				t.Fatalf("honest log:\n%s", r)
 			}
 			if err := m.Close(); err != nil {
@@ -71,8 +87,8 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 			m2.Addr, m2.DataDir = "127.0.0.1:0", dir
 			m2.Stdout, m2.Stderr = testWriter{t}, testWriter{t}
 			if err := m2.Open(ctx); err != nil {
-				// The server itself refuses a log shorter than its last
-				// checkpoint.
+				// The server itself refuses a log that is shorter than, or
+				// differs from, its last checkpoint.
 				if !strings.Contains(err.Error(), tc.want) {
 					t.Fatalf("restart: %v", err)
 				}
