@@ -34,6 +34,12 @@ const (
 	EventAlert             = "alert"
 	EventPolicyLoaded      = "policy.loaded"
 	EventApproverAdded     = "approver.added"
+	// The gateway's tool integrity: a definition pinned at first sight, a
+	// pinned definition that changed (or one flagged by the scan), and an
+	// operator's approval of the definition shown.
+	EventToolPinned   = "tool.pinned"
+	EventToolChanged  = "tool.changed"
+	EventToolApproved = "tool.approved"
 )
 
 // Event is one record of the audit log. Its canonical encoding (see

@@ -78,6 +78,13 @@ type Config struct {
 	Policy Decider
 	// Events records calls and denials, write-ahead. Required.
 	Events mandate.EventLog
+	// Tools keeps the tool definitions pinned at first sight. Required: a
+	// tool whose definition changed, or was never seen, is not called.
+	Tools mandate.ToolPinStore
+	// ScanMode says what a suspicious tool definition does: ScanBlock
+	// (the default) blocks the tool until an operator approves it;
+	// ScanFlag only records the findings.
+	ScanMode string
 	// Client reaches the upstreams; one with a 30 s response-header
 	// timeout and no overall timeout (streams are long) if nil.
 	Client *http.Client
@@ -110,6 +117,7 @@ type Gateway struct {
 	sessions      *sessions
 	resultWriters chan struct{} // one token per tool.result being written
 	writing       sync.WaitGroup
+	pins          pins
 }
 
 type route struct {
@@ -123,8 +131,15 @@ func New(cfg Config) (*Gateway, error) {
 	switch {
 	case cfg.Issuer == "" || cfg.Keys == nil || cfg.PublicURL == "":
 		return nil, errors.New("gateway: Config.Issuer, Keys and PublicURL are required")
-	case cfg.Policy == nil || cfg.Events == nil:
-		return nil, errors.New("gateway: Config.Policy and Events are required: every call is decided and audited")
+	case cfg.Policy == nil || cfg.Events == nil || cfg.Tools == nil:
+		return nil, errors.New("gateway: Config.Policy, Events and Tools are required: every call is decided and audited, every tool pinned")
+	}
+	switch cfg.ScanMode {
+	case "":
+		cfg.ScanMode = ScanBlock
+	case ScanBlock, ScanFlag:
+	default:
+		return nil, fmt.Errorf("gateway: ScanMode %q: use %q or %q", cfg.ScanMode, ScanBlock, ScanFlag)
 	}
 	cfg.PublicURL = strings.TrimSuffix(cfg.PublicURL, "/")
 	if cfg.MaxBody <= 0 {
@@ -154,7 +169,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Client = &http.Client{Transport: t}
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
-		resultWriters: make(chan struct{}, maxResultWriters)}
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}}
 	// One replay set for every route: a proof is used once at the gateway.
 	proofs := replay.New(0)
 	for _, r := range cfg.Routes {

@@ -47,7 +47,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	denied := false
 	for i, m := range msgs {
 		if m.isRequest() {
-			verdicts[i] = g.decide(ctx, rt, c, m)
+			verdicts[i] = g.decide(r, rt, c, m)
 			denied = denied || verdicts[i].deny != nil
 		}
 	}
@@ -104,7 +104,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		case v == nil || len(m.Method) > 0:
 			return nil
 		case v.list:
-			return filterTools(m, c, rt.Name)
+			return g.filterTools(ctx, m, c, rt)
 		case v.call:
 			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
 		}
@@ -195,7 +195,8 @@ func writeRPC(w http.ResponseWriter, status int, body []byte) {
 }
 
 // decide decides one request message.
-func (g *Gateway) decide(ctx context.Context, rt *route, c *mandate.Claims, m *message) verdict {
+func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *message) verdict {
+	ctx := r.Context()
 	var p struct {
 		Name      string          `json:"name"`
 		URI       string          `json:"uri"`
@@ -221,6 +222,16 @@ func (g *Gateway) decide(ctx context.Context, rt *route, c *mandate.Claims, m *m
 		if err != nil || !scopes.Allows(resource) {
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
 				Message: "the mandate does not allow " + resource + ": its scope is " + c.Scope}, nil)
+		}
+		if ok, why := g.toolUsable(ctx, rt, p.Name); !ok && g.discover(r, rt, c) {
+			// A tool called before any client listed it: the gateway lists
+			// the server's tools itself, pins what it sees, and asks again.
+			ok, why = g.toolUsable(ctx, rt, p.Name)
+			if !ok {
+				return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
+			}
+		} else if !ok {
+			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
 		}
 		req.Action, req.Tool, req.ToolLabels = policy.ActionCallTool, p.Name, rt.ToolLabels[p.Name]
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
@@ -326,9 +337,10 @@ func resultEvent(call *mandate.Event, m *message, took time.Duration) *mandate.E
 }
 
 // filterTools rewrites a tools/list answer to list only the tools c's
-// scopes allow: a hidden tool stays denied if called anyway. It returns
-// nil if m is not a tools/list result.
-func filterTools(m *message, c *mandate.Claims, server string) []byte {
+// scopes allow and whose definitions are the pinned ones (pinning new
+// ones on the way): a hidden tool stays denied if called anyway. It
+// returns nil if m is not a tools/list result.
+func (g *Gateway) filterTools(ctx context.Context, m *message, c *mandate.Claims, rt *route) []byte {
 	var res map[string]json.RawMessage
 	if len(m.Result) == 0 || json.Unmarshal(m.Result, &res) != nil {
 		return nil
@@ -337,13 +349,14 @@ func filterTools(m *message, c *mandate.Claims, server string) []byte {
 	if json.Unmarshal(res["tools"], &tools) != nil {
 		return nil
 	}
+	usable := g.observe(ctx, rt, c, tools)
 	scopes, _ := c.Scopes()
 	kept := []json.RawMessage{}
 	for _, t := range tools {
 		var tool struct {
 			Name string `json:"name"`
 		}
-		if json.Unmarshal(t, &tool) == nil && scopes.Allows("mcp:"+server+":"+tool.Name) {
+		if json.Unmarshal(t, &tool) == nil && usable[tool.Name] && scopes.Allows("mcp:"+rt.Name+":"+tool.Name) {
 			kept = append(kept, t)
 		}
 	}

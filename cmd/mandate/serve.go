@@ -231,7 +231,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams) > 0 {
 		m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Now: m.Now, Logger: m.Logger,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Now: m.Now, Logger: m.Logger,
 		})
 		if err != nil {
 			m.closeStore()
