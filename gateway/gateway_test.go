@@ -549,4 +549,6 @@ func TestToolIntegrity(t *testing.T) {
 
 type allowAll struct{}
 
-func (allowAll) Decide(context.Context, policy.Request) policy.Decision { return policy.Decision{Allow: true} }
+func (allowAll) Decide(context.Context, policy.Request) policy.Decision {
+	return policy.Decision{Allow: true}
+}
