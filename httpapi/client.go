@@ -483,3 +483,24 @@ func (c *Client) Ephemeral(ctx context.Context) ([]issuer.EphemeralAgent, error)
 	var out EphemeralResponse
 	return out.Agents, c.do(ctx, http.MethodGet, "/v1/agents/ephemeral", nil, &out)
 }
+
+// Tools lists the gateway's pinned tool definitions, of one server or all
+// (server "").
+func (c *Client) Tools(ctx context.Context, server string) ([]*mandate.ToolPin, error) {
+	var out ToolsResponse
+	return out.Tools, c.do(ctx, http.MethodGet, "/v1/tools?server="+url.QueryEscape(server), nil, &out)
+}
+
+// Tool returns one pinned tool definition.
+func (c *Client) Tool(ctx context.Context, server, name string) (*mandate.ToolPin, error) {
+	var out mandate.ToolPin
+	return &out, c.do(ctx, http.MethodGet, "/v1/tools/"+url.PathEscape(server)+"/"+url.PathEscape(name), nil, &out)
+}
+
+// ApproveTool approves the definition with hash of a changed or flagged
+// tool.
+func (c *Client) ApproveTool(ctx context.Context, server, name, hash string) (*mandate.ToolPin, error) {
+	var out mandate.ToolPin
+	return &out, c.do(ctx, http.MethodPost, "/v1/tools/"+url.PathEscape(server)+"/"+url.PathEscape(name)+"/approve",
+		ApproveToolRequest{Hash: hash}, &out)
+}

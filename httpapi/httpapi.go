@@ -52,6 +52,10 @@ type Config struct {
 	// PublicAudit serves the audit log's entry bundles without the admin
 	// credential (the checkpoint, key and hash tiles are always public).
 	PublicAudit bool
+	// Tools and ToolApprover serve the gateway's pinned tool definitions
+	// (/v1/tools); without them those routes answer 404.
+	Tools        mandate.ToolPinStore
+	ToolApprover ToolApprover
 	// AdminToken is the admin credential; requests to /v1/ and to
 	// introspection must present it as a Bearer token.
 	AdminToken  string
@@ -192,6 +196,9 @@ func (s *Server) routeTable() []struct {
 		{Route{"POST", "/v1/approvals/{id}/approve", approver}, s.decide(true)},
 		{Route{"POST", "/v1/approvals/{id}/deny", approver}, s.decide(false)},
 		{Route{"POST", "/v1/audit/checkpoint", admin}, s.publishCheckpoint},
+		{Route{"GET", "/v1/tools", admin}, s.listTools},
+		{Route{"GET", "/v1/tools/{server}/{name}", admin}, s.getTool},
+		{Route{"POST", "/v1/tools/{server}/{name}/approve", admin}, s.approveTool},
 		// The audit log's read layout (C2SP tlog-tiles) and proofs. Entry
 		// bundles check the credential themselves (see auditTile).
 		{Route{"GET", "/audit/checkpoint", none}, s.auditCheckpoint},

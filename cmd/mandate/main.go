@@ -25,7 +25,7 @@ usage: mandate <command> [arguments]
 
 server:
   serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL]
-        [--demo] [--max-depth N] [--approval-timeout 5m]
+        [--demo] [--max-depth N] [--approval-timeout 5m] [--mcp-upstream NAME=URL]...
 
 agents and keys (talk to a running server; --server URL, --data DIR):
   keygen OUT                                   make an Ed25519 key (private JWK, 0600)
@@ -50,6 +50,11 @@ audit log:
   audit verify (--url URL | DIR) [--log-key FILE] [--state FILE]
   audit checkpoint                            sign a checkpoint now
 
+MCP gateway (serve --mcp-upstream NAME=URL puts a server at /mcp/NAME):
+  tools list [--mcp-server NAME]              the tool definitions the gateway pinned
+  tools diff SERVER TOOL                      a blocked tool: what changed, what was flagged
+  tools approve SERVER TOOL --hash HASH       accept that definition and unblock the tool
+
 policy (on files; the server reloads its --policies DIR by itself):
   policy check DIR                            parse and validate a policy directory
   policy test FILE [--policies DIR]           run a file of test cases; exit 1 if any fails
@@ -58,6 +63,7 @@ policy (on files; the server reloads its --policies DIR by itself):
 
 mandates:
   token --agent NAME --key FILE --scope SCOPES [--resource URI] [--ttl-ms N] [--purpose TEXT] [--dpop]
+        [--wait 10s] [--approval-id ID]
   verify [--audience AUD] TOKEN|FILE|-
 
 Every command that prints takes --json for machine-readable output.
@@ -167,6 +173,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.policy(rest)
 	case "audit":
 		return c.audit(rest)
+	case "tools", "tool":
+		return c.tools(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil

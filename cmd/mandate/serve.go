@@ -218,9 +218,23 @@ func (m *Main) Open(ctx context.Context) error {
 	} else if n > 0 {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
 	}
+	if len(m.MCPUpstreams) > 0 {
+		if m.Gateway, err = gateway.New(gateway.Config{
+			Routes: m.MCPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Now: m.Now, Logger: m.Logger,
+		}); err != nil {
+			m.closeStore()
+			return err
+		}
+	}
+	var tools httpapi.ToolApprover
+	if m.Gateway != nil {
+		tools = m.Gateway
+	}
 	api, err := httpapi.New(httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
 		Approvals: m.Store, Approvers: m.Store, Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
+		Tools: m.Store, ToolApprover: tools,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
@@ -228,15 +242,7 @@ func (m *Main) Open(ctx context.Context) error {
 		return err
 	}
 	var handler http.Handler = api
-	if len(m.MCPUpstreams) > 0 {
-		m.Gateway, err = gateway.New(gateway.Config{
-			Routes: m.MCPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Now: m.Now, Logger: m.Logger,
-		})
-		if err != nil {
-			m.closeStore()
-			return err
-		}
+	if m.Gateway != nil {
 		mux := http.NewServeMux()
 		mux.Handle(gateway.PathPrefix, m.Gateway)
 		mux.Handle(gateway.MetadataPrefix, m.Gateway)
