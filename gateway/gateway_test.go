@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -550,5 +551,52 @@ func TestToolIntegrity(t *testing.T) {
 type allowAll struct{}
 
 func (allowAll) Decide(context.Context, policy.Request) policy.Decision {
+	return policy.Decision{Allow: true}
+}
+
+// Secrets in a call's arguments and in its result are counted in its
+// events, and policy sees the call as carrying secrets.
+func TestSecretsInspected(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	key := e.agent("reporter", "mcp:crm:*")
+	rec := &recordingPolicy{}
+	g2, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: rec, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g2, g2
+	cs, err := e.connect(e.mint("reporter", key, "mcp:crm:*", time.Minute, false), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "AKIAIOSFODNN7EXAMPLE"}}); err != nil {
+		t.Fatal(err)
+	}
+	if got := strings.Join(rec.last.Labels, " "); got != "secret_in_args secret:aws_access_key_id" {
+		t.Errorf("policy saw labels %q", got)
+	}
+	call, res := e.events(mandate.EventToolCall), e.events(mandate.EventToolResult)
+	if len(call) != 1 || fmt.Sprint(call[0].Event.Details["arg_secrets"]) != "map[aws_access_key_id:1]" {
+		t.Errorf("tool.call details %v", call[0].Event.Details)
+	}
+	if len(res) != 1 || fmt.Sprint(res[0].Event.Details["result_secrets"]) != "map[aws_access_key_id:1]" {
+		t.Errorf("tool.result details %v", res[0].Event.Details)
+	}
+}
+
+type recordingPolicy struct {
+	mu   sync.Mutex
+	last policy.Request
+}
+
+func (p *recordingPolicy) Decide(_ context.Context, r policy.Request) policy.Decision {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if r.Action == policy.ActionCallTool {
+		p.last = r
+	}
 	return policy.Decision{Allow: true}
 }

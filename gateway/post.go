@@ -78,6 +78,10 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		g.refuse(w, msgs, verdicts, batch)
 		return
 	}
+	// Drain waits for this request from here: the client may have read
+	// the answer before the handler records its summary.
+	g.writing.Add(1)
+	defer g.writing.Done()
 	resp, err := g.forward(r, rt, body)
 	if err != nil {
 		g.upstreamError(w, rt, err)
@@ -150,9 +154,9 @@ func (g *Gateway) recordResults(ctx context.Context, rt *route, evs []*mandate.E
 	}
 }
 
-// Drain waits until the tool.result events being written in the
-// background are written: call it after the HTTP server has shut down,
-// before the event log closes.
+// Drain waits until the tool.result events of the calls forwarded so far
+// are written (some are written in the background): call it after the
+// HTTP server has shut down, before the event log closes.
 func (g *Gateway) Drain() { g.writing.Wait() }
 
 func isInitialize(msgs []*message) bool {
@@ -211,6 +215,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	}
 	req := g.request(ctx, rt, c)
 	resource := "mcp:" + rt.Name
+	var secrets map[string]any // found in a call's arguments
 	switch m.Method {
 	case "initialize", "server/discover", "ping", "logging/setLevel":
 		return verdict{}
@@ -234,6 +239,8 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
 		}
 		req.Action, req.Tool, req.ToolLabels = policy.ActionCallTool, p.Name, rt.ToolLabels[p.Name]
+		secrets = findSecrets(p.Arguments)
+		req.Labels = append(req.Labels, secretLabels(secrets)...)
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
 			dec := json.NewDecoder(bytes.NewReader(p.Arguments))
 			dec.UseNumber()
@@ -258,8 +265,12 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		if len(d.Policies) > 0 {
 			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
 		}
-		return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why,
+		v := g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why,
 			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
+		if secrets != nil {
+			v.event.Details["arg_secrets"] = secrets
+		}
+		return v
 	case d.NeedsApproval:
 		// Holding a call for a person comes with the gateway's approvals;
 		// until then the obligation cannot be met, so the call is denied.
@@ -270,6 +281,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call"}
 	if v.call {
 		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": string(m.ID)}
+		if secrets != nil {
+			details["arg_secrets"] = secrets
+		}
 		v.event = g.event(mandate.EventToolCall, c, m.Method, resource, mandate.OutcomeOK, "", details)
 	}
 	return v
@@ -332,6 +346,9 @@ func resultEvent(call *mandate.Event, m *message, took time.Duration) *mandate.E
 		ev.Details["rpc_error_bytes"] = len(m.Error)
 	case json.Unmarshal(m.Result, &r) == nil && r.IsError:
 		ev.Outcome = mandate.OutcomeError
+	}
+	if found := findSecrets(m.Result); found != nil {
+		ev.Details["result_secrets"] = found
 	}
 	return &ev
 }
