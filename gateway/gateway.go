@@ -61,6 +61,8 @@ type Decider interface {
 // Config configures a Gateway. Zero values mean defaults.
 type Config struct {
 	Routes []Route
+	// HTTPRoutes are plain HTTP APIs, enforced the same way.
+	HTTPRoutes []HTTPRoute
 	// Issuer is the iss of the mandates, and the authorization server
 	// named in the protected resource metadata.
 	Issuer string
@@ -113,7 +115,8 @@ const (
 // Gateway is the MCP policy enforcement point. It is safe for concurrent use.
 type Gateway struct {
 	cfg           Config
-	routes        map[string]*route
+	routes        map[string]*route // MCP servers
+	httpRoutes    map[string]*route // HTTP APIs
 	sessions      *sessions
 	resultWriters chan struct{} // one token per tool.result being written
 	writing       sync.WaitGroup
@@ -122,8 +125,16 @@ type Gateway struct {
 
 type route struct {
 	Route
+	kind     string // "mcp" or "http", as in scopes and audiences
 	upstream *url.URL
 	verifier *verify.Verifier
+}
+
+// HTTPRoute is one plain HTTP API behind the gateway, reached at
+// /http/{Name}/… with scopes http:<Name>:<METHOD>:<path>.
+type HTTPRoute struct {
+	Name string
+	URL  string // the upstream's base URL; /http/{Name}/p reaches URL/p
 }
 
 // New returns a Gateway for cfg.
@@ -168,41 +179,68 @@ func New(cfg Config) (*Gateway, error) {
 		t.MaxIdleConnsPerHost = 256
 		cfg.Client = &http.Client{Transport: t}
 	}
-	g := &Gateway{cfg: cfg, routes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
+	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}}
 	// One replay set for every route: a proof is used once at the gateway.
 	proofs := replay.New(0)
-	for _, r := range cfg.Routes {
-		if sc, err := mandate.ParseScope("mcp:" + r.Name + ":x"); err != nil || !sc.IsConcrete() {
-			return nil, fmt.Errorf("gateway: server name %q: use letters, digits, '_', '.' and '-'", r.Name)
+	add := func(into map[string]*route, kind string, r Route) error {
+		probe := kind + ":" + r.Name + ":x"
+		if kind == "http" {
+			probe = kind + ":" + r.Name + ":GET:/"
 		}
-		if g.routes[r.Name] != nil {
-			return nil, fmt.Errorf("gateway: server %q is configured twice", r.Name)
+		if sc, err := mandate.ParseScope(probe); err != nil || !sc.IsConcrete() {
+			return fmt.Errorf("gateway: %s name %q: use letters, digits, '_', '.' and '-'", kind, r.Name)
+		}
+		if into[r.Name] != nil {
+			return fmt.Errorf("gateway: %s upstream %q is configured twice", kind, r.Name)
 		}
 		u, err := url.Parse(r.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
-			return nil, fmt.Errorf("gateway: server %q: upstream %q is not an absolute http(s) URL", r.Name, r.URL)
+			return fmt.Errorf("gateway: %s upstream %q: %q is not an absolute http(s) URL", kind, r.Name, r.URL)
 		}
-		v, err := verify.New(verify.Config{Issuer: cfg.Issuer, Keys: cfg.Keys, Audience: "mcp:" + r.Name,
+		v, err := verify.New(verify.Config{Issuer: cfg.Issuer, Keys: cfg.Keys, Audience: kind + ":" + r.Name,
 			DPoPReplay: proofs, Revoked: cfg.Revoked, Now: cfg.Now})
 		if err != nil {
-			return nil, fmt.Errorf("gateway: %w", err)
+			return fmt.Errorf("gateway: %w", err)
 		}
-		g.routes[r.Name] = &route{Route: r, upstream: u, verifier: v}
+		into[r.Name] = &route{Route: r, kind: kind, upstream: u, verifier: v}
+		return nil
+	}
+	for _, r := range cfg.Routes {
+		if err := add(g.routes, "mcp", r); err != nil {
+			return nil, err
+		}
+	}
+	for _, r := range cfg.HTTPRoutes {
+		if err := add(g.httpRoutes, "http", Route{Name: r.Name, URL: r.URL}); err != nil {
+			return nil, err
+		}
 	}
 	return g, nil
 }
 
-// Path prefixes the gateway serves; mount the gateway on both.
+// Path prefixes the gateway serves; mount the gateway on all four.
 const (
-	PathPrefix     = "/mcp/"
-	MetadataPrefix = "/.well-known/oauth-protected-resource/mcp/"
+	PathPrefix         = "/mcp/"
+	MetadataPrefix     = "/.well-known/oauth-protected-resource/mcp/"
+	HTTPPathPrefix     = "/http/"
+	HTTPMetadataPrefix = "/.well-known/oauth-protected-resource/http/"
 )
 
-// ServeHTTP serves /mcp/{server} and its protected resource metadata.
+// ServeHTTP serves /mcp/{server}, /http/{upstream}/… and their protected
+// resource metadata.
 func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if name, ok := strings.CutPrefix(r.URL.Path, MetadataPrefix); ok {
-		g.metadata(w, r, name)
+		g.metadata(w, r, g.routes[name])
+		return
+	}
+	if name, ok := strings.CutPrefix(r.URL.Path, HTTPMetadataPrefix); ok {
+		g.metadata(w, r, g.httpRoutes[name])
+		return
+	}
+	if rest, ok := strings.CutPrefix(r.URL.Path, HTTPPathPrefix); ok {
+		name, _, _ := strings.Cut(rest, "/")
+		g.serveHTTPRoute(w, r, g.httpRoutes[name])
 		return
 	}
 	name, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
@@ -211,7 +249,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
 		return
 	}
-	c, ok := g.authenticate(w, r, rt)
+	c, ok := g.authenticate(w, r, rt, g.resourceURL(rt))
 	if !ok {
 		return
 	}
@@ -241,16 +279,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 }
 
 // resourceURL is the resource identifier of a route (RFC 9728 §1.2).
-func (g *Gateway) resourceURL(name string) string { return g.cfg.PublicURL + PathPrefix + name }
+func (g *Gateway) resourceURL(rt *route) string {
+	return g.cfg.PublicURL + "/" + rt.kind + "/" + rt.Name
+}
 
-func (g *Gateway) metadataURL(name string) string { return g.cfg.PublicURL + MetadataPrefix + name }
+// metadataURL is where a route's metadata is (RFC 9728 §3.1: the
+// well-known path inserted before the resource's path).
+func (g *Gateway) metadataURL(rt *route) string {
+	return g.cfg.PublicURL + "/.well-known/oauth-protected-resource/" + rt.kind + "/" + rt.Name
+}
 
 // metadata serves the RFC 9728 protected resource metadata of a route.
-func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, name string) {
-	if g.routes[name] == nil {
-		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
+func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, rt *route) {
+	if rt == nil {
+		http.Error(w, "no upstream of that name behind this gateway", http.StatusNotFound)
 		return
 	}
+	name := rt.Name
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
 		http.Error(w, "use GET", http.StatusMethodNotAllowed)
@@ -259,20 +304,20 @@ func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, name string) 
 	w.Header().Set("Content-Type", "application/json")
 	w.Header().Set("Cache-Control", "max-age=300")
 	json.NewEncoder(w).Encode(map[string]any{
-		"resource":                          g.resourceURL(name),
+		"resource":                          g.resourceURL(rt),
 		"authorization_servers":             []string{g.cfg.Issuer},
 		"bearer_methods_supported":          []string{"header"},
 		"dpop_signing_alg_values_supported": []string{"EdDSA"},
-		"resource_name":                     "MCP server " + name + " through Mandate",
-		"scopes_supported":                  []string{"mcp:" + name + ":*"},
+		"resource_name":                     strings.ToUpper(rt.kind) + " upstream " + name + " through Mandate",
+		"scopes_supported":                  []string{rt.kind + ":" + name + ":" + map[string]string{"mcp": "*", "http": "*:/**"}[rt.kind]},
 	})
 }
 
 // authenticate verifies the request's mandate for rt. On failure it
 // answers 401 with a challenge naming the resource metadata (RFC 9728 §5.1,
 // RFC 6750 §3, RFC 9449 §7.1).
-func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route) (*mandate.Claims, bool) {
-	c, err := rt.verifier.VerifyRequest(r.Context(), r, g.resourceURL(rt.Name))
+func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route, htu string) (*mandate.Claims, bool) {
+	c, err := rt.verifier.VerifyRequest(r.Context(), r, htu)
 	if err == nil {
 		return c, true
 	}
@@ -282,7 +327,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 		code = "" // RFC 6750 §3.1: no error code when no credential was sent
 	}
 	challenge := func(scheme string) string {
-		s := scheme + ` resource_metadata="` + g.metadataURL(rt.Name) + `"`
+		s := scheme + ` resource_metadata="` + g.metadataURL(rt) + `"`
 		if scheme == "DPoP" {
 			s += `, algs="EdDSA"`
 		}

@@ -10,6 +10,7 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -599,4 +600,88 @@ func (p *recordingPolicy) Decide(_ context.Context, r policy.Request) policy.Dec
 		p.last = r
 	}
 	return policy.Decision{Allow: true}
+}
+
+// Plain HTTP APIs get the same enforcement: a scope on the method and
+// path as sent, a policy permit of HttpRequest, the call on record before
+// it is forwarded, the mandate not forwarded.
+func TestHTTPRoute(t *testing.T) {
+	e := newEnv(t)
+	var seen struct {
+		sync.Mutex
+		auth, path, query, body string
+	}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		seen.Lock()
+		seen.auth, seen.path, seen.query, seen.body = r.Header.Get("Authorization"), r.URL.EscapedPath(), r.URL.RawQuery, string(b)
+		seen.Unlock()
+		io.WriteString(w, `{"id":42}`)
+	}))
+	defer api.Close()
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, "http.cedar"), []byte(`
+@id("crm-api")
+permit (principal, action == Action::"HttpRequest", resource in Server::"crm");
+@id("no-deletes")
+forbid (principal, action == Action::"HttpRequest", resource) when { resource.name like "DELETE *" };`), 0o600)
+	pol, err := policy.Open(policy.Config{Dir: dir, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Config{HTTPRoutes: []gateway.HTTPRoute{{Name: "crm", URL: api.URL + "/v2"}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: pol, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	key := e.agent("api-user", "http:crm:*:/**")
+	tok := e.mint("api-user", key, "http:crm:GET:/contacts/* http:crm:POST:/notes http:crm:DELETE:/contacts/*", time.Minute, true)
+	do := func(method, path, body string) (int, string) {
+		t.Helper()
+		u := e.gw.URL + "/http/crm" + path
+		req, _ := http.NewRequest(method, u, strings.NewReader(body))
+		req.Header.Set("Authorization", "DPoP "+tok.AccessToken)
+		htu, _, _ := strings.Cut(u, "?")
+		req.Header.Set("DPoP", dpop.NewProof(key, method, htu, tok.AccessToken, time.Now()))
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		b, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode, string(b)
+	}
+	if code, body := do("GET", "/contacts/42?fields=name", ""); code != 200 || body != `{"id":42}` {
+		t.Fatalf("allowed GET: %d %s", code, body)
+	}
+	seen.Lock()
+	if seen.auth != "" || seen.path != "/v2/contacts/42" || seen.query != "fields=name" {
+		t.Errorf("upstream saw auth %q path %q query %q", seen.auth, seen.path, seen.query)
+	}
+	seen.Unlock()
+	if code, body := do("GET", "/admin/users", ""); code != 403 || !strings.Contains(body, "does not allow http:crm:GET:/admin/users") {
+		t.Errorf("out of scope: %d %s", code, body)
+	}
+	if code, body := do("DELETE", "/contacts/42", ""); code != 403 || !strings.Contains(body, "no-deletes") {
+		t.Errorf("forbidden by policy: %d %s", code, body)
+	}
+	// An escaped slash is part of a segment, not a separator: the scope
+	// /contacts/* does not reach /contacts/a%2Fb/… as two segments.
+	if code, _ := do("GET", "/contacts/a/b", ""); code != 403 {
+		t.Errorf("two segments under /contacts/*: %d", code)
+	}
+	if code, _ := do("POST", "/notes", `{"text":"token eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.`+strings.Repeat("s", 43)+`"}`); code != 200 {
+		t.Errorf("POST: %d", code)
+	}
+	calls, results := e.events(mandate.EventToolCall), e.events(mandate.EventToolResult)
+	if len(calls) != 2 || calls[0].Event.Resource != "http:crm:GET:/contacts/42" || fmt.Sprint(calls[1].Event.Details["arg_secrets"]) != "map[jwt:1]" {
+		t.Errorf("tool.call events %+v / %+v", calls[0].Event, calls[len(calls)-1].Event)
+	}
+	if len(results) != 2 || fmt.Sprint(results[0].Event.Details["status"]) != "200" {
+		t.Errorf("tool.result events %+v", results)
+	}
+	if n := len(e.events(mandate.EventDecision)); n != 3 {
+		t.Errorf("%d decision events, want 3", n)
+	}
 }

@@ -26,6 +26,7 @@ usage: mandate <command> [arguments]
 server:
   serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL]
         [--demo] [--max-depth N] [--approval-timeout 5m] [--mcp-upstream NAME=URL]...
+        [--http-upstream NAME=URL]...
 
 agents and keys (talk to a running server; --server URL, --data DIR):
   keygen OUT                                   make an Ed25519 key (private JWK, 0600)
@@ -50,7 +51,7 @@ audit log:
   audit verify (--url URL | DIR) [--log-key FILE] [--state FILE]
   audit checkpoint                            sign a checkpoint now
 
-MCP gateway (serve --mcp-upstream NAME=URL puts a server at /mcp/NAME):
+MCP gateway (serve --mcp-upstream NAME=URL puts a server at /mcp/NAME, --http-upstream an API at /http/NAME/):
   tools list [--mcp-server NAME]              the tool definitions the gateway pinned
   tools diff SERVER TOOL                      a blocked tool: what changed, what was flagged
   tools approve SERVER TOOL --hash HASH       accept that definition and unblock the tool

@@ -67,8 +67,10 @@ type Main struct {
 	// default set is written into it if it holds no policy file.
 	PolicyDir string
 
-	// MCPUpstreams are the MCP servers the gateway serves at /mcp/{name}.
-	MCPUpstreams []gateway.Route
+	// MCPUpstreams are the MCP servers the gateway serves at /mcp/{name},
+	// HTTPUpstreams the plain HTTP APIs at /http/{name}/….
+	MCPUpstreams  []gateway.Route
+	HTTPUpstreams []gateway.HTTPRoute
 
 	// ReadyFile, if set, is written with the server's URL once it serves:
 	// scripts and supervisors wait for it (useful with --addr :0).
@@ -126,9 +128,17 @@ func (m *Main) ParseFlags(args []string) error {
 		m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: u})
 		return nil
 	})
+	fs.Func("http-upstream", "a plain HTTP API behind the gateway, NAME=BASE-URL: agents reach BASE-URL/p at /http/NAME/p, with scopes http:NAME:METHOD:/p (repeatable)", func(v string) error {
+		name, u, ok := strings.Cut(v, "=")
+		if !ok || name == "" || u == "" {
+			return fmt.Errorf("want NAME=URL, e.g. crm=http://127.0.0.1:9000/api")
+		}
+		m.HTTPUpstreams = append(m.HTTPUpstreams, gateway.HTTPRoute{Name: name, URL: u})
+		return nil
+	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--mcp-upstream NAME=URL]...")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--mcp-upstream NAME=URL]... [--http-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -218,9 +228,9 @@ func (m *Main) Open(ctx context.Context) error {
 	} else if n > 0 {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
 	}
-	if len(m.MCPUpstreams) > 0 {
+	if len(m.MCPUpstreams)+len(m.HTTPUpstreams) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
-			Routes: m.MCPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
+			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
 			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
@@ -244,8 +254,9 @@ func (m *Main) Open(ctx context.Context) error {
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
-		mux.Handle(gateway.PathPrefix, m.Gateway)
-		mux.Handle(gateway.MetadataPrefix, m.Gateway)
+		for _, p := range []string{gateway.PathPrefix, gateway.MetadataPrefix, gateway.HTTPPathPrefix, gateway.HTTPMetadataPrefix} {
+			mux.Handle(p, m.Gateway)
+		}
 		mux.Handle("/", api)
 		handler = mux
 	}
@@ -290,6 +301,9 @@ func (m *Main) Open(ctx context.Context) error {
 	}()
 	for _, r := range m.MCPUpstreams {
 		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "upstream", r.URL)
+	}
+	for _, r := range m.HTTPUpstreams {
+		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL)
 	}
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain,
 		"policies", m.PolicyDir, "policy_set", m.Policy.Set().Hash())

@@ -1,0 +1,164 @@
+package gateway
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"net/http/httputil"
+	"strings"
+	"sync"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+)
+
+// serveHTTPRoute enforces a mandate on one request to a plain HTTP API:
+// the scope http:<name>:<METHOD>:<path> (the path as sent, escapes
+// included, without the query), a policy permit of HttpRequest on
+// "METHOD /path", and a tool.call event on disk before it is forwarded.
+func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *route) {
+	if rt == nil {
+		http.Error(w, "no HTTP upstream of that name behind this gateway", http.StatusNotFound)
+		return
+	}
+	escaped := r.URL.EscapedPath()
+	// The proof names the URL as the client sent it, without the query
+	// (RFC 9449 §4.2, htu).
+	c, ok := g.authenticate(w, r, rt, g.cfg.PublicURL+escaped)
+	if !ok {
+		return
+	}
+	path := strings.TrimPrefix(escaped, HTTPPathPrefix+rt.Name)
+	if path == "" {
+		path = "/"
+	}
+	resource := "http:" + rt.Name + ":" + r.Method + ":" + path
+	ctx := r.Context()
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	if err != nil {
+		var tooLarge *http.MaxBytesError
+		if errors.As(err, &tooLarge) {
+			http.Error(w, "the body is over the gateway's limit of "+itoa(g.cfg.MaxBody)+" bytes", http.StatusRequestEntityTooLarge)
+		}
+		return
+	}
+	scopes, err := c.Scopes()
+	if err != nil || !scopes.Allows(resource) {
+		g.refuseHTTP(ctx, w, c, r.Method, resource, "the mandate does not allow "+resource+": its scope is "+c.Scope, nil)
+		return
+	}
+	req := g.request(ctx, rt, c)
+	req.Action, req.Resource = policy.ActionHTTPRequest, r.Method+" "+path
+	secrets := findSecrets(body)
+	req.Labels = append(req.Labels, secretLabels(secrets)...)
+	d := g.cfg.Policy.Decide(ctx, req)
+	switch {
+	case !d.Allow:
+		why := strings.Join(d.Reasons, "; ")
+		if len(d.Policies) > 0 {
+			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
+		}
+		g.refuseHTTP(ctx, w, c, r.Method, resource, "denied: "+why, &d)
+		return
+	case d.NeedsApproval:
+		g.refuseHTTP(ctx, w, c, r.Method, resource, "denied: policy "+strings.Join(d.Policies, ", ")+" requires a person's approval, which this gateway cannot wait for yet", &d)
+		return
+	}
+	details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(body)}
+	if secrets != nil {
+		details["arg_secrets"] = secrets
+	}
+	call := g.event(mandate.EventToolCall, c, "http", resource, mandate.OutcomeOK, "", details)
+	if err := g.cfg.Events.Append(ctx, call); err != nil {
+		g.cfg.Logger.Error("gateway: request not audited, so not forwarded", "upstream", rt.Name, "err", err)
+		http.Error(w, "the gateway could not record the request in its audit log, so it was not forwarded: try again later", http.StatusServiceUnavailable)
+		return
+	}
+	g.writing.Add(1)
+	defer g.writing.Done()
+	start := g.cfg.Now()
+	var status int
+	counter := &countingReader{}
+	proxy := &httputil.ReverseProxy{
+		Rewrite: func(pr *httputil.ProxyRequest) {
+			pr.SetURL(rt.upstream)
+			pr.Out.URL.Path, pr.Out.URL.RawPath = joinPath(rt.upstream.Path, path), ""
+			if rt.upstream.RawPath != "" || strings.Contains(path, "%") {
+				pr.Out.URL.RawPath = joinPath(rt.upstream.EscapedPath(), path)
+			}
+			pr.Out.URL.RawQuery = r.URL.RawQuery
+			// The mandate and its proof stay here: the upstream is not
+			// their audience.
+			pr.Out.Header.Del("Authorization")
+			pr.Out.Header.Del("DPoP")
+			pr.Out.Body, pr.Out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
+		},
+		Transport: g.cfg.Client.Transport,
+		ModifyResponse: func(resp *http.Response) error {
+			status = resp.StatusCode
+			counter.r = resp.Body
+			resp.Body = counter
+			return nil
+		},
+		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			status = http.StatusBadGateway
+			g.upstreamError(w, rt, err)
+		},
+		FlushInterval: -1, // streams reach the client as they come
+	}
+	proxy.ServeHTTP(w, r)
+	res := *call
+	res.Type, res.Details = mandate.EventToolResult, map[string]any{"status": status, "result_bytes": counter.n(),
+		"ms": g.cfg.Now().Sub(start).Milliseconds()}
+	if status >= 400 || status == 0 {
+		res.Outcome = mandate.OutcomeError
+	}
+	g.recordResults(ctx, rt, []*mandate.Event{&res})
+}
+
+// refuseHTTP answers 403 with the reason and records the decision event.
+func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, method, resource, why string, d *policy.Decision) {
+	details := map[string]any{"http_status": http.StatusForbidden}
+	if d != nil {
+		details = d.AuditDetails()
+		details["http_status"] = http.StatusForbidden
+	}
+	if err := g.cfg.Events.Append(ctx, g.event(mandate.EventDecision, c, method, resource, mandate.OutcomeDeny, why, details)); err != nil {
+		g.cfg.Logger.Error("gateway: denial not audited", "resource", resource, "err", err)
+	}
+	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+	// RFC 6750 §3.1: a request that needs a scope the mandate lacks.
+	w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", error_description="`+strings.NewReplacer(`"`, "'", "\\", "/").Replace(why)+`"`)
+	w.WriteHeader(http.StatusForbidden)
+	io.WriteString(w, why+"\n")
+}
+
+// joinPath joins an upstream's base path and a request path.
+func joinPath(base, path string) string {
+	return strings.TrimSuffix(base, "/") + path
+}
+
+// countingReader counts the bytes of a response as they pass.
+type countingReader struct {
+	r     io.ReadCloser
+	mu    sync.Mutex
+	total int64
+}
+
+func (c *countingReader) Read(p []byte) (int, error) {
+	n, err := c.r.Read(p)
+	c.mu.Lock()
+	c.total += int64(n)
+	c.mu.Unlock()
+	return n, err
+}
+
+func (c *countingReader) Close() error { return c.r.Close() }
+
+func (c *countingReader) n() int64 {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.total
+}
