@@ -87,9 +87,13 @@ type Config struct {
 	// (the default) blocks the tool until an operator approves it;
 	// ScanFlag only records the findings.
 	ScanMode string
-	// Client reaches the upstreams; one with a 30 s response-header
-	// timeout and no overall timeout (streams are long) if nil.
+	// Client reaches the upstreams; if nil, one whose upstream must start
+	// answering within UpstreamTimeout, with no overall timeout (streams
+	// are long).
 	Client *http.Client
+	// UpstreamTimeout bounds the wait for an upstream's answer to begin
+	// (DefaultUpstreamTimeout); an upstream that hangs is a 502.
+	UpstreamTimeout time.Duration
 	// MaxBody bounds a client's POST body (DefaultMaxBody).
 	MaxBody int64
 	// MaxResponse bounds an upstream response the gateway reads whole, a
@@ -107,9 +111,10 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultMaxResponse = 8 << 20
-	DefaultMaxSessions = 100_000
-	DefaultSessionIdle = time.Hour
+	DefaultMaxResponse     = 8 << 20
+	DefaultMaxSessions     = 100_000
+	DefaultSessionIdle     = time.Hour
+	DefaultUpstreamTimeout = 30 * time.Second
 )
 
 // Gateway is the MCP policy enforcement point. It is safe for concurrent use.
@@ -171,9 +176,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.UpstreamTimeout <= 0 {
+		cfg.UpstreamTimeout = DefaultUpstreamTimeout
+	}
 	if cfg.Client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.ResponseHeaderTimeout = 30 * time.Second
+		t.ResponseHeaderTimeout = cfg.UpstreamTimeout
 		// Keep a connection per call in flight: the default of 2 idle
 		// connections per host would open a new one for most calls.
 		t.MaxIdleConnsPerHost = 256

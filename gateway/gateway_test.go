@@ -685,3 +685,47 @@ forbid (principal, action == Action::"HttpRequest", resource) when { resource.na
 		t.Errorf("%d decision events, want 3", n)
 	}
 }
+
+// An upstream that hangs is a 502 once UpstreamTimeout passes; one that
+// floods an answer the gateway must read is cut at MaxResponse.
+func TestUpstreamHangsOrFloods(t *testing.T) {
+	e := newEnv(t)
+	block := make(chan struct{})
+	defer close(block)
+	bad := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		b, _ := io.ReadAll(r.Body)
+		switch {
+		case strings.Contains(string(b), "hang"):
+			select {
+			case <-block:
+			case <-r.Context().Done():
+			}
+		case strings.Contains(string(b), "tools/list"):
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{"tools":[{"name":"`+strings.Repeat("x", 3<<20)+`"}]}}`)
+		default:
+			w.Header().Set("Content-Type", "application/json")
+			io.WriteString(w, `{"jsonrpc":"2.0","id":1,"result":{}}`)
+		}
+	}))
+	defer bad.Close()
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: bad.URL}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store,
+		UpstreamTimeout: 100 * time.Millisecond, MaxResponse: 1 << 20, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	key := e.agent("reporter", "mcp:crm:*")
+	tok := e.mint("reporter", key, "mcp:crm:*", time.Minute, false)
+	start := time.Now()
+	if resp, _ := e.post(tok.AccessToken, "", `{"jsonrpc":"2.0","id":1,"method":"ping","params":{"hang":true}}`); resp.StatusCode != 502 {
+		t.Errorf("a hanging upstream: %d", resp.StatusCode)
+	}
+	if d := time.Since(start); d > 10*time.Second {
+		t.Errorf("the gateway waited %v for a hanging upstream", d)
+	}
+	if resp, body := e.post(tok.AccessToken, "", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`); resp.StatusCode != 502 || len(body) > 1<<10 {
+		t.Errorf("a flooding upstream: %d, %d bytes", resp.StatusCode, len(body))
+	}
+}
