@@ -63,6 +63,9 @@ type Config struct {
 	Routes []Route
 	// HTTPRoutes are plain HTTP APIs, enforced the same way.
 	HTTPRoutes []HTTPRoute
+	// StdioRoutes are MCP servers the gateway runs as child processes,
+	// served at /mcp/{name} like the others. Close stops them.
+	StdioRoutes []StdioRoute
 	// Issuer is the iss of the mandates, and the authorization server
 	// named in the protected resource metadata.
 	Issuer string
@@ -126,6 +129,7 @@ type Gateway struct {
 	resultWriters chan struct{} // one token per tool.result being written
 	writing       sync.WaitGroup
 	pins          pins
+	bridges       []*stdioBridge
 }
 
 type route struct {
@@ -133,6 +137,7 @@ type route struct {
 	kind     string // "mcp" or "http", as in scopes and audiences
 	upstream *url.URL
 	verifier *verify.Verifier
+	auth     string // the Authorization the upstream takes (a stdio bridge's secret)
 }
 
 // HTTPRoute is one plain HTTP API behind the gateway, reached at
@@ -224,6 +229,23 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 	}
+	for _, r := range cfg.StdioRoutes {
+		if g.routes[r.Name] != nil {
+			g.Close()
+			return nil, fmt.Errorf("gateway: mcp upstream %q is configured twice", r.Name)
+		}
+		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger)
+		if err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.bridges = append(g.bridges, b)
+		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url}); err != nil {
+			g.Close()
+			return nil, err
+		}
+		g.routes[r.Name].auth = "Bearer " + b.secret
+	}
 	return g, nil
 }
 
@@ -283,6 +305,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
+	}
+}
+
+// Close stops the stdio servers the gateway runs. Call it after the HTTP
+// server has shut down.
+func (g *Gateway) Close() {
+	for _, b := range g.bridges {
+		b.close()
 	}
 }
 
@@ -388,6 +418,9 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 		if v := r.Header.Values(h); len(v) > 0 {
 			req.Header[h] = v
 		}
+	}
+	if rt.auth != "" {
+		req.Header.Set("Authorization", rt.auth)
 	}
 	return g.cfg.Client.Do(req)
 }

@@ -159,3 +159,19 @@ func TestToolsCommands(t *testing.T) {
 		t.Fatalf("after approval: %v %+v", err, list)
 	}
 }
+
+func TestSplitCommand(t *testing.T) {
+	for in, want := range map[string]string{
+		`npx -y @modelcontextprotocol/server-everything`: "npx|-y|@modelcontextprotocol/server-everything",
+		`  python3  "my server.py" --name 'a b'  `:       "python3|my server.py|--name|a b",
+		`cmd ""`: "cmd|",
+	} {
+		got, err := splitCommand(in)
+		if err != nil || strings.Join(got, "|") != want {
+			t.Errorf("%q: %q %v, want %q", in, got, err, want)
+		}
+	}
+	if _, err := splitCommand(`cmd "open`); err == nil {
+		t.Error("an unclosed quote was accepted")
+	}
+}

@@ -71,6 +71,9 @@ type Main struct {
 	// HTTPUpstreams the plain HTTP APIs at /http/{name}/….
 	MCPUpstreams  []gateway.Route
 	HTTPUpstreams []gateway.HTTPRoute
+	// MCPStdio are MCP servers the gateway runs itself, a process per
+	// session, at /mcp/{name}.
+	MCPStdio []gateway.StdioRoute
 
 	// ReadyFile, if set, is written with the server's URL once it serves:
 	// scripts and supervisors wait for it (useful with --addr :0).
@@ -128,6 +131,15 @@ func (m *Main) ParseFlags(args []string) error {
 		m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: u})
 		return nil
 	})
+	fs.Func("mcp-stdio", "an MCP server the gateway runs, NAME='COMMAND ARGS…' (a process per session; stdio transport): agents reach it at /mcp/NAME (repeatable)", func(v string) error {
+		name, command, ok := strings.Cut(v, "=")
+		args, err := splitCommand(command)
+		if !ok || name == "" || err != nil || len(args) == 0 {
+			return fmt.Errorf("want NAME='COMMAND ARGS…', e.g. files='npx -y @modelcontextprotocol/server-filesystem /srv/docs'")
+		}
+		m.MCPStdio = append(m.MCPStdio, gateway.StdioRoute{Name: name, Command: args})
+		return nil
+	})
 	fs.Func("http-upstream", "a plain HTTP API behind the gateway, NAME=BASE-URL: agents reach BASE-URL/p at /http/NAME/p, with scopes http:NAME:METHOD:/p (repeatable)", func(v string) error {
 		name, u, ok := strings.Cut(v, "=")
 		if !ok || name == "" || u == "" {
@@ -138,7 +150,7 @@ func (m *Main) ParseFlags(args []string) error {
 	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--mcp-upstream NAME=URL]... [--http-upstream NAME=URL]...")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -228,9 +240,9 @@ func (m *Main) Open(ctx context.Context) error {
 	} else if n > 0 {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
 	}
-	if len(m.MCPUpstreams)+len(m.HTTPUpstreams) > 0 {
+	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
-			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
+			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
 			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
@@ -301,6 +313,9 @@ func (m *Main) Open(ctx context.Context) error {
 	}()
 	for _, r := range m.MCPUpstreams {
 		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "upstream", r.URL)
+	}
+	for _, r := range m.MCPStdio {
+		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "command", strings.Join(r.Command, " "))
 	}
 	for _, r := range m.HTTPUpstreams {
 		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL)
@@ -436,6 +451,7 @@ func (m *Main) Close() error {
 	}
 	if m.Gateway != nil {
 		m.Gateway.Drain() // the last tool results reach the log before it closes
+		m.Gateway.Close() // and the stdio servers stop
 	}
 	if cerr := m.Store.Close(); err == nil {
 		err = cerr
@@ -527,4 +543,39 @@ func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
 		id = rec.ParentID
 	}
 	return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+}
+
+// splitCommand splits a command line into words: spaces separate them,
+// and single or double quotes keep spaces in one (no other shell syntax).
+func splitCommand(s string) ([]string, error) {
+	var words []string
+	var cur strings.Builder
+	inWord := false
+	var quote rune
+	for _, r := range s {
+		switch {
+		case quote != 0 && r == quote:
+			quote = 0
+		case quote != 0:
+			cur.WriteRune(r)
+		case r == '\'' || r == '"':
+			quote, inWord = r, true
+		case r == ' ' || r == '\t':
+			if inWord {
+				words = append(words, cur.String())
+				cur.Reset()
+				inWord = false
+			}
+		default:
+			cur.WriteRune(r)
+			inWord = true
+		}
+	}
+	if quote != 0 {
+		return nil, fmt.Errorf("unclosed %c quote", quote)
+	}
+	if inWord {
+		words = append(words, cur.String())
+	}
+	return words, nil
 }
