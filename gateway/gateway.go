@@ -86,6 +86,14 @@ type Config struct {
 	// Tools keeps the tool definitions pinned at first sight. Required: a
 	// tool whose definition changed, or was never seen, is not called.
 	Tools mandate.ToolPinStore
+	// Approvals keeps the approvals that tool calls wait for, when policy
+	// asks a person (@approval("required")); it must also be an
+	// ApprovalUser. Without it such calls are denied.
+	Approvals mandate.ApprovalStore
+	// ApprovalHold is how long a call is held waiting for the decision
+	// (DefaultApprovalHold); past it the client is told to call again.
+	// ApprovalTimeout is how long a person has (DefaultApprovalTimeout).
+	ApprovalHold, ApprovalTimeout time.Duration
 	// ScanMode says what a suspicious tool definition does: ScanBlock
 	// (the default) blocks the tool until an operator approves it;
 	// ScanFlag only records the findings.
@@ -130,6 +138,7 @@ type Gateway struct {
 	writing       sync.WaitGroup
 	pins          pins
 	bridges       []*stdioBridge
+	approvalUser  ApprovalUser
 }
 
 type route struct {
@@ -181,6 +190,12 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
+	if cfg.ApprovalHold <= 0 {
+		cfg.ApprovalHold = DefaultApprovalHold
+	}
+	if cfg.ApprovalTimeout <= 0 {
+		cfg.ApprovalTimeout = DefaultApprovalTimeout
+	}
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}
@@ -194,6 +209,9 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}}
+	if u, ok := cfg.Approvals.(ApprovalUser); ok {
+		g.approvalUser = u
+	}
 	// One replay set for every route: a proof is used once at the gateway.
 	proofs := replay.New(0)
 	add := func(into map[string]*route, kind string, r Route) error {

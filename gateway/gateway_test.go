@@ -729,3 +729,82 @@ func TestUpstreamHangsOrFloods(t *testing.T) {
 		t.Errorf("a flooding upstream: %d, %d bytes", resp.StatusCode, len(body))
 	}
 }
+
+// A call that policy allows only after a person's approval is held until
+// the person decides: approved, it goes through once; asked again, it
+// waits again; not decided in time, the client is told to call again;
+// denied, it is refused with who denied it.
+func TestCallWaitsForApproval(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pol, err := policy.Open(policy.Config{Dir: filepath.Join(t.TempDir(), "p"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL,
+		ToolLabels: map[string][]string{"delete_customer": {"destructive"}}}},
+		Issuer: iss, Keys: keySource{e.keys}, PublicURL: e.gw.URL, Agents: e.store, Policy: pol, Events: e.store, Tools: e.store,
+		Approvals: e.store, ApprovalHold: 3 * time.Second, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	key := e.agent("cleaner", "mcp:crm:*")
+	cs, err := e.connect(e.mint("cleaner", key, "mcp:crm:*", time.Minute, false), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	decideNext := func(to mandate.ApprovalStatus) {
+		go func() {
+			for range 100 {
+				time.Sleep(30 * time.Millisecond)
+				list, _ := e.store.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
+				for _, ap := range list {
+					ev := &mandate.Event{V: 1, Time: time.Now().UnixNano(), Type: mandate.EventApprovalGranted, Task: ap.Task, By: "user:cleaner-owner@example.org"}
+					e.store.DecideApproval(ctx, ap.ID, to, "user:cleaner-owner@example.org", "", time.Now(), ev)
+					return
+				}
+			}
+		}()
+	}
+	del := func() (*mcp.CallToolResult, error) {
+		return cs.CallTool(ctx, &mcp.CallToolParams{Name: "delete_customer", Arguments: map[string]any{"name": "ada"}})
+	}
+	decideNext(mandate.ApprovalApproved)
+	res, err := del()
+	if err != nil || res.Content[0].(*mcp.TextContent).Text != "deleted ada" {
+		t.Fatalf("approved call: %v %+v", err, res)
+	}
+	calls := e.events(mandate.EventToolCall)
+	if len(calls) != 1 || calls[0].Event.Details["approval"] == nil {
+		t.Fatalf("tool.call events %+v", calls)
+	}
+	list, _ := e.store.Approvals(ctx, mandate.ApprovalFilter{})
+	if len(list) != 1 || list[0].Status != mandate.ApprovalUsed || fmt.Sprint(list[0].Approvers) != "[alice@example.org]" {
+		t.Fatalf("approvals %+v", list[0])
+	}
+	// The same call again needs another approval; denied, it is refused.
+	decideNext(mandate.ApprovalDenied)
+	if _, err := del(); err == nil || !strings.Contains(err.Error(), "was denied by user:cleaner-owner@example.org") {
+		t.Fatalf("denied call: %v", err)
+	}
+	// Undecided within the hold: the client is told to call again.
+	g2, _ := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL,
+		ToolLabels: map[string][]string{"delete_customer": {"destructive"}}}},
+		Issuer: iss, Keys: keySource{e.keys}, PublicURL: e.gw.URL, Agents: e.store, Policy: pol, Events: e.store, Tools: e.store,
+		Approvals: e.store, ApprovalHold: 100 * time.Millisecond, Logger: slog.New(slog.DiscardHandler)})
+	e.gw.Config.Handler, e.g = g2, g2
+	cs2, err := e.connect(e.mint("cleaner", key, "mcp:crm:*", time.Minute, false), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs2.Close()
+	_, err = cs2.CallTool(ctx, &mcp.CallToolParams{Name: "delete_customer", Arguments: map[string]any{"name": "grace"}})
+	if err == nil || !strings.Contains(err.Error(), "is pending") || !strings.Contains(err.Error(), "call again with the same arguments") {
+		t.Fatalf("undecided call: %v", err)
+	}
+	if n := len(e.events(mandate.EventToolCall)); n != 1 {
+		t.Errorf("%d tool.call events, want the one approved call", n)
+	}
+}

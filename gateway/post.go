@@ -16,10 +16,11 @@ import (
 
 // verdict is the gateway's decision on one request message.
 type verdict struct {
-	deny  *rpcError
-	event *mandate.Event // the decision (deny) or tool.call (allow) event
-	list  bool           // a tools/list whose answer is filtered
-	call  bool           // a tools/call whose answer is summarised
+	deny     *rpcError
+	event    *mandate.Event // the decision (deny) or tool.call (allow) event
+	list     bool           // a tools/list whose answer is filtered
+	call     bool           // a tools/call whose answer is summarised
+	approval string         // the approval the call uses, with its event
 }
 
 // post handles a client's POST: one JSON-RPC message or a batch.
@@ -47,13 +48,18 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	denied := false
 	for i, m := range msgs {
 		if m.isRequest() {
-			verdicts[i] = g.decide(r, rt, c, m)
+			verdicts[i] = g.decide(r, rt, c, m, batch)
 			denied = denied || verdicts[i].deny != nil
 		}
 	}
 	var events []*mandate.Event
-	for _, v := range verdicts {
-		if v.event != nil && (v.deny != nil || !denied) {
+	var approved *verdict
+	for i, v := range verdicts {
+		switch {
+		case v.event == nil || (v.deny == nil && denied):
+		case v.approval != "" && !denied:
+			approved = &verdicts[i] // its event goes with the use of the approval
+		default:
 			events = append(events, v.event)
 		}
 	}
@@ -66,8 +72,18 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		g.refuse(w, msgs, verdicts, batch)
 		return
 	}
-	// Write-ahead: the calls are on record before they reach the server.
-	if err := g.cfg.Events.Append(ctx, events...); err != nil {
+	// Write-ahead: the calls are on record before they reach the server;
+	// an approved call's record and the use of its approval are one
+	// transaction, so that the approval allows that one call.
+	err = g.cfg.Events.Append(ctx, events...)
+	if err == nil && approved != nil {
+		if err = g.approvalUser.UseApproval(ctx, approved.approval, approved.event); mandate.ErrorCode(err) == mandate.ECONFLICT {
+			approved.deny = &rpcError{Code: CodeDenied, Message: "approval " + approved.approval + " was used already: it allows one call"}
+			g.refuse(w, msgs, verdicts, batch)
+			return
+		}
+	}
+	if err != nil {
 		g.cfg.Logger.Error("gateway: call not audited, so not forwarded", "server", rt.Name, "err", err)
 		unavailable := rpcError{Code: CodeUnavailable, Message: "the gateway could not record the call in its audit log, so it was not forwarded: try again later"}
 		for i, m := range msgs {
@@ -199,7 +215,7 @@ func writeRPC(w http.ResponseWriter, status int, body []byte) {
 }
 
 // decide decides one request message.
-func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *message) verdict {
+func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *message, batch bool) verdict {
 	ctx := r.Context()
 	var p struct {
 		Name      string          `json:"name"`
@@ -271,16 +287,30 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			v.event.Details["arg_secrets"] = secrets
 		}
 		return v
-	case d.NeedsApproval:
-		// Holding a call for a person comes with the gateway's approvals;
-		// until then the obligation cannot be met, so the call is denied.
-		return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
-			Message: "denied: policy " + strings.Join(d.Policies, ", ") + " requires a person's approval, which this gateway cannot wait for yet",
-			Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
 	}
 	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call"}
+	if d.NeedsApproval {
+		// The call waits for a person: held here until decided, or for
+		// ApprovalHold, after which the client is told to call again.
+		if m.Method != "tools/call" || batch {
+			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
+				Message: "denied: policy " + strings.Join(d.Policies, ", ") + " requires a person's approval, which the gateway can wait for only for a tools/call sent alone",
+				Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
+		}
+		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, args: p.Arguments, decision: d})
+		if e != nil {
+			if e.Code == CodeApprovalPending {
+				return verdict{deny: e} // asked and recorded already: no decision event yet
+			}
+			return g.denied(c, m, rt, resource, *e, &d)
+		}
+		v.approval = ap.ID
+	}
 	if v.call {
 		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": string(m.ID)}
+		if v.approval != "" {
+			details["approval"] = v.approval
+		}
 		if secrets != nil {
 			details["arg_secrets"] = secrets
 		}

@@ -254,8 +254,13 @@ func approvalEvent(typ string, ap *mandate.Approval, chain []string, now time.Ti
 			"approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli()},
 	}
 	ev.Chain = chain
-	if ap.ParentMandate == "" {
+	switch {
+	case ap.ParentMandate == "":
 		ev.Action = "mint"
+	case ap.Actor == ap.Agent:
+		// Nobody delegates to itself: an approval whose agent is its own
+		// actor is a gateway's held tool call (its scope names the tool).
+		ev.Action = "tools/call"
 	}
 	return ev
 }

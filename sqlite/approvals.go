@@ -278,3 +278,13 @@ func (s *Store) Approvers(ctx context.Context) ([]*mandate.Approver, error) {
 	}
 	return out, nil
 }
+
+// UseApproval moves an approved approval to used and appends ev in the same
+// transaction: the one use it allows, for a caller other than the issuer
+// (the gateway's held tool calls). ECONFLICT if it is not approved, or was
+// used already.
+func (s *Store) UseApproval(ctx context.Context, id string, ev *mandate.Event) error {
+	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
+		return useApproval(ctx, tx, id)
+	}, nil, ev)
+}

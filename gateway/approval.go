@@ -1,0 +1,179 @@
+package gateway
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"strings"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/policy"
+)
+
+// ApprovalUser consumes an approved approval with the event of the call
+// it allows, in one transaction (*sqlite.Store).
+type ApprovalUser interface {
+	UseApproval(ctx context.Context, id string, ev *mandate.Event) error
+}
+
+// Defaults of approvals at the gateway.
+const (
+	DefaultApprovalHold    = 25 * time.Second // how long a call is held for a decision
+	DefaultApprovalTimeout = 5 * time.Minute  // undecided by then, an approval is denied
+	approvalPoll           = 200 * time.Millisecond
+)
+
+// CodeApprovalPending: the call waits for a person's approval; call again
+// with the same arguments once it is given (JSON-RPC error data names the
+// approval).
+const CodeApprovalPending = -32003
+
+// heldCall is what a call needing approval asks a person.
+type heldCall struct {
+	resource string
+	args     json.RawMessage
+	decision policy.Decision
+}
+
+// approve holds a call that policy allows only after a person's approval:
+// it finds the approval asked for this very call (same task, agent, tool
+// and arguments) or asks for one, then waits up to ApprovalHold for the
+// decision. It returns the approved approval, or the error to answer.
+func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h heldCall) (*mandate.Approval, *rpcError) {
+	if g.cfg.Approvals == nil || g.approvalUser == nil {
+		return nil, &rpcError{Code: CodeDenied, Message: "denied: policy " + strings.Join(h.decision.Policies, ", ") +
+			" requires a person's approval, and this gateway takes no approvals"}
+	}
+	hash := hashCall(c, h)
+	ap, err := g.findApproval(ctx, c.Task, hash)
+	if err != nil {
+		return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway cannot read its approvals now: try again later"}
+	}
+	now := g.cfg.Now()
+	if ap == nil {
+		ap = &mandate.Approval{
+			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending,
+			Task: c.Task, ParentMandate: c.ID, Agent: c.ClientID, Actor: c.ClientID, Subject: c.Subject,
+			Scope: h.resource, Audience: []string{"mcp:" + rt.Name}, Reason: approvalReason(h.decision),
+			Approvers: g.approvers(ctx, c), RequestHash: hash, CreatedAt: now, ExpiresAt: now.Add(g.cfg.ApprovalTimeout),
+		}
+		ev := g.event(mandate.EventApprovalRequested, c, "tools/call", h.resource, "", ap.Reason,
+			map[string]any{"approval": ap.ID, "approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli(), "args_bytes": len(h.args)})
+		if err := g.cfg.Approvals.CreateApproval(ctx, ap, ev); err != nil {
+			g.cfg.Logger.Error("gateway: approval not recorded", "err", err)
+			return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway could not record the approval request: try again later"}
+		}
+	}
+	deadline := time.NewTimer(g.cfg.ApprovalHold)
+	defer deadline.Stop()
+	tick := time.NewTicker(approvalPoll)
+	defer tick.Stop()
+	for ap.Status == mandate.ApprovalPending && g.cfg.Now().Before(ap.ExpiresAt) {
+		select {
+		case <-ctx.Done():
+			return nil, &rpcError{Code: CodeApprovalPending, Message: "stopped waiting for approval " + ap.ID}
+		case <-deadline.C:
+			return nil, &rpcError{Code: CodeApprovalPending,
+				Message: "approval " + ap.ID + " is pending: " + ap.Reason + "; ask " + strings.Join(ap.Approvers, ", ") +
+					", then call again with the same arguments",
+				Data: map[string]any{"approval_id": ap.ID, "approvers": ap.Approvers, "expires_at": ap.ExpiresAt.UTC()}}
+		case <-tick.C:
+			cur, err := g.cfg.Approvals.Approval(ctx, ap.ID)
+			if err == nil {
+				ap = cur
+			}
+		}
+	}
+	switch ap.Status {
+	case mandate.ApprovalApproved:
+		return ap, nil
+	case mandate.ApprovalPending:
+		return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " timed out undecided, which is a denial"}
+	case mandate.ApprovalUsed:
+		return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " was used already: it allows one call"}
+	}
+	return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " was denied by " + ap.DecidedBy + noteOf(ap.Note)}
+}
+
+func noteOf(n string) string {
+	if n == "" {
+		return ""
+	}
+	return ": " + n
+}
+
+// findApproval returns the newest approval of the task for this call that
+// is still of use (pending or approved), or nil.
+func (g *Gateway) findApproval(ctx context.Context, task, hash string) (*mandate.Approval, error) {
+	list, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Task: task})
+	if err != nil {
+		return nil, err
+	}
+	for _, a := range list {
+		if a.RequestHash == hash && (a.Status == mandate.ApprovalPending || a.Status == mandate.ApprovalApproved) {
+			return a, nil
+		}
+	}
+	return nil, nil
+}
+
+// hashCall binds an approval to one call: the task, the agent, the tool
+// and the arguments (in canonical JSON).
+func hashCall(c *mandate.Claims, h heldCall) string {
+	var args any
+	json.Unmarshal(h.args, &args)
+	canon, _ := json.Marshal(args)
+	sum := sha256.New()
+	for _, s := range []string{"tools/call", c.Task, c.ClientID, h.resource, string(canon)} {
+		sum.Write([]byte(s))
+		sum.Write([]byte{0})
+	}
+	return hex.EncodeToString(sum.Sum(nil))
+}
+
+func approvalReason(d policy.Decision) string {
+	reasons := d.Reasons
+	if n := len(reasons); n > 0 && reasons[n-1] == policy.ReasonApproval {
+		reasons = reasons[:n-1]
+	}
+	r := "policy " + strings.Join(d.Policies, ", ") + " requires approval"
+	if len(reasons) > 0 {
+		r += ": " + strings.Join(reasons, "; ")
+	}
+	return clipReason(r)
+}
+
+// approvers are the people who decide approvals for the calling chain's
+// registered agents (each agent's approvers, or its owner), or the
+// accountable human if the gateway knows no agents.
+func (g *Gateway) approvers(ctx context.Context, c *mandate.Claims) []string {
+	var out []string
+	add := func(p string) {
+		for _, x := range out {
+			if x == p {
+				return
+			}
+		}
+		out = append(out, p)
+	}
+	if g.cfg.Agents != nil {
+		for _, id := range c.Actor.Chain() {
+			a, err := g.cfg.Agents.Agent(ctx, mandate.RegisteredAncestor(id))
+			if err != nil {
+				continue
+			}
+			if len(a.Approvers) == 0 {
+				add(a.Owner)
+			}
+			for _, p := range a.Approvers {
+				add(p)
+			}
+		}
+	}
+	if len(out) == 0 {
+		add(strings.TrimPrefix(c.Subject, "user:"))
+	}
+	return out
+}
