@@ -258,7 +258,7 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 		g.bridges = append(g.bridges, b)
-		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url}); err != nil {
+		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url, ToolLabels: r.ToolLabels}); err != nil {
 			g.Close()
 			return nil, err
 		}

@@ -28,6 +28,8 @@ type StdioRoute struct {
 	Command []string // the program and its arguments
 	Env     []string // added to the gateway's environment
 	Dir     string
+	// ToolLabels are the labels policy sees on each tool, as for Route.
+	ToolLabels map[string][]string
 }
 
 // Bounds of a stdio route.

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"net/http"
+	"os"
+	"path/filepath"
 	"net/http/httptest"
 	"strings"
 	"testing"
@@ -173,5 +175,30 @@ func TestSplitCommand(t *testing.T) {
 	}
 	if _, err := splitCommand(`cmd "open`); err == nil {
 		t.Error("an unclosed quote was accepted")
+	}
+}
+
+// The example configuration loads, and mistakes are refused with where.
+func TestConfigFile(t *testing.T) {
+	m := NewMain()
+	if err := m.loadConfig(filepath.Join("..", "..", "examples", "mandate.yaml")); err != nil {
+		t.Fatal(err)
+	}
+	if len(m.MCPUpstreams) != 1 || m.MCPUpstreams[0].ToolLabels["delete_customer"][0] != "destructive" ||
+		len(m.MCPStdio) != 1 || m.MCPStdio[0].Command[0] != "npx" || m.MCPStdio[0].ToolLabels["write_file"][0] != "destructive" ||
+		len(m.HTTPUpstreams) != 1 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.ScanMode != "block" {
+		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
+	}
+	for body, want := range map[string]string{
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tool: {}\n": "line 5: field tool not found",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      command: [x]\n": "exactly one of url",
+		"gateway:\n  mcp:\n    - url: http://x\n":                              "has no name",
+		"gateway:\n  http:\n    - name: b\n":                                    "needs a name and a url",
+	} {
+		path := filepath.Join(t.TempDir(), "m.yaml")
+		os.WriteFile(path, []byte(body), 0o600)
+		if err := NewMain().loadConfig(path); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", body, err, want)
+		}
 	}
 }

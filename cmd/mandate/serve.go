@@ -74,6 +74,9 @@ type Main struct {
 	// MCPStdio are MCP servers the gateway runs itself, a process per
 	// session, at /mcp/{name}.
 	MCPStdio []gateway.StdioRoute
+	// ScanMode is what a suspicious tool definition does (gateway.ScanBlock
+	// or gateway.ScanFlag).
+	ScanMode string
 
 	// ReadyFile, if set, is written with the server's URL once it serves:
 	// scripts and supervisors wait for it (useful with --addr :0).
@@ -131,6 +134,9 @@ func (m *Main) ParseFlags(args []string) error {
 		m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: u})
 		return nil
 	})
+	fs.Func("config", "a configuration file (YAML) of gateway routes and tool labels; flags add to it (docs/gateway.md)", func(v string) error {
+		return m.loadConfig(v)
+	})
 	fs.Func("mcp-stdio", "an MCP server the gateway runs, NAME='COMMAND ARGS…' (a process per session; stdio transport): agents reach it at /mcp/NAME (repeatable)", func(v string) error {
 		name, command, ok := strings.Cut(v, "=")
 		args, err := splitCommand(command)
@@ -150,7 +156,7 @@ func (m *Main) ParseFlags(args []string) error {
 	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -243,7 +249,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, Now: m.Now, Logger: m.Logger,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
 			return err

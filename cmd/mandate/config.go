@@ -1,0 +1,87 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+
+	"github.com/mandatehq/mandate/gateway"
+	"go.yaml.in/yaml/v3"
+)
+
+// fileConfig is `mandate serve --config FILE` (docs/gateway.md,
+// "Configuration file"): the gateway's routes and what the gateway says
+// of their tools. Flags add to it.
+type fileConfig struct {
+	Gateway struct {
+		// Scan is what a suspicious tool definition does: block or flag.
+		Scan string      `yaml:"scan"`
+		MCP  []mcpConfig `yaml:"mcp"`
+		HTTP []struct {
+			Name string `yaml:"name"`
+			URL  string `yaml:"url"`
+		} `yaml:"http"`
+	} `yaml:"gateway"`
+}
+
+type mcpConfig struct {
+	Name string `yaml:"name"`
+	// URL is a Streamable HTTP upstream; Command a stdio server to run.
+	URL     string   `yaml:"url"`
+	Command []string `yaml:"command"`
+	Env     []string `yaml:"env"`
+	Dir     string   `yaml:"dir"`
+	// Tools are the labels policy sees on each tool (resource.labels).
+	Tools map[string][]string `yaml:"tools"`
+}
+
+// maxConfigSize bounds a configuration file.
+const maxConfigSize = 1 << 20
+
+// loadConfig reads a configuration file into m's gateway routes,
+// refusing unknown keys and contradictions with the file and line.
+func (m *Main) loadConfig(path string) error {
+	f, err := os.Open(path)
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxConfigSize+1))
+	if err != nil {
+		return fmt.Errorf("--config: %w", err)
+	}
+	if len(b) > maxConfigSize {
+		return fmt.Errorf("--config %s: over %d bytes", path, maxConfigSize)
+	}
+	var c fileConfig
+	dec := yaml.NewDecoder(bytes.NewReader(b))
+	dec.KnownFields(true)
+	if err := dec.Decode(&c); err != nil && !errors.Is(err, io.EOF) {
+		return fmt.Errorf("--config %s: %w\nhint: see docs/gateway.md, \"Configuration file\"", path, err)
+	}
+	m.ScanMode = c.Gateway.Scan
+	for i, r := range c.Gateway.MCP {
+		where := fmt.Sprintf("--config %s: gateway.mcp[%d] (%s)", path, i, r.Name)
+		switch {
+		case r.Name == "":
+			return fmt.Errorf("--config %s: gateway.mcp[%d] has no name", path, i)
+		case (r.URL == "") == (len(r.Command) == 0):
+			return fmt.Errorf("%s: give exactly one of url (a Streamable HTTP server) or command (a stdio server)", where)
+		case r.URL != "" && (len(r.Env) > 0 || r.Dir != ""):
+			return fmt.Errorf("%s: env and dir are for a command", where)
+		case r.URL != "":
+			m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: r.Name, URL: r.URL, ToolLabels: r.Tools})
+		default:
+			m.MCPStdio = append(m.MCPStdio, gateway.StdioRoute{Name: r.Name, Command: r.Command, Env: r.Env, Dir: r.Dir, ToolLabels: r.Tools})
+		}
+	}
+	for i, r := range c.Gateway.HTTP {
+		if r.Name == "" || r.URL == "" {
+			return fmt.Errorf("--config %s: gateway.http[%d] needs a name and a url", path, i)
+		}
+		m.HTTPUpstreams = append(m.HTTPUpstreams, gateway.HTTPRoute{Name: r.Name, URL: r.URL})
+	}
+	return nil
+}
