@@ -3,9 +3,9 @@ package main
 import (
 	"context"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
@@ -190,10 +190,10 @@ func TestConfigFile(t *testing.T) {
 		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
 	}
 	for body, want := range map[string]string{
-		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tool: {}\n": "line 5: field tool not found",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tool: {}\n":     "line 5: field tool not found",
 		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      command: [x]\n": "exactly one of url",
-		"gateway:\n  mcp:\n    - url: http://x\n":                              "has no name",
-		"gateway:\n  http:\n    - name: b\n":                                    "needs a name and a url",
+		"gateway:\n  mcp:\n    - url: http://x\n":                                    "has no name",
+		"gateway:\n  http:\n    - name: b\n":                                         "needs a name and a url",
 	} {
 		path := filepath.Join(t.TempDir(), "m.yaml")
 		os.WriteFile(path, []byte(body), 0o600)
