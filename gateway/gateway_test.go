@@ -808,3 +808,29 @@ func TestCallWaitsForApproval(t *testing.T) {
 		t.Errorf("%d tool.call events, want the one approved call", n)
 	}
 }
+
+// A mandate is good until its exp, to the millisecond: 1 ms before it the
+// gateway takes it, 1 ms after it refuses it (the gateway's clock is set).
+func TestMandateRefusedOneMillisecondPastExpiry(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("reporter", "mcp:crm:*")
+	tok := e.mint("reporter", key, "mcp:crm:list_customers", 30*time.Millisecond, false)
+	exp := tok.Claims.Expiry.Time
+	var now time.Time
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store,
+		Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	now = exp.Add(-time.Millisecond)
+	if resp, _ := e.post(tok.AccessToken, "", initialize); resp.StatusCode != 200 {
+		t.Fatalf("1 ms before exp: %d", resp.StatusCode)
+	}
+	now = exp.Add(time.Millisecond)
+	resp, _ := e.post(tok.AccessToken, "", initialize)
+	if ch := resp.Header.Get("WWW-Authenticate"); resp.StatusCode != 401 || !strings.Contains(ch, "expired") {
+		t.Fatalf("1 ms past exp: %d %q", resp.StatusCode, ch)
+	}
+}
