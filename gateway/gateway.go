@@ -230,7 +230,7 @@ func New(cfg Config) (*Gateway, error) {
 			return fmt.Errorf("gateway: %s upstream %q: %q is not an absolute http(s) URL", kind, r.Name, r.URL)
 		}
 		v, err := verify.New(verify.Config{Issuer: cfg.Issuer, Keys: cfg.Keys, Audience: kind + ":" + r.Name,
-			DPoPReplay: proofs, Revoked: cfg.Revoked, Now: cfg.Now})
+			DPoPReplay: proofs, Revoked: cfg.Revoked, Now: cfg.Now, CacheSize: verifiedCacheSize})
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}
@@ -266,6 +266,11 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	return g, nil
 }
+
+// verifiedCacheSize bounds the mandates each route remembers as verified
+// (verify.Config.CacheSize): a session presents the same mandate for many
+// calls; its times, proof and revocation are still checked on each.
+const verifiedCacheSize = 10_000
 
 // Path prefixes the gateway serves; mount the gateway on all four.
 const (

@@ -3,6 +3,7 @@ package verify_test
 import (
 	"context"
 	"crypto/ed25519"
+	"strings"
 	"testing"
 	"time"
 
@@ -34,16 +35,22 @@ func bareVerifyNs(key ed25519.PrivateKey) float64 {
 //
 // x_ed25519 is the cost in bare Ed25519 verifies measured in the same run.
 func BenchmarkVerify(b *testing.B) {
-	for _, mode := range []string{"bearer", "dpop"} {
+	for _, mode := range []string{"bearer", "dpop", "bearer-cached", "dpop-cached"} {
 		b.Run(mode, func(b *testing.B) {
+			cached := strings.HasSuffix(mode, "-cached")
+			mode := strings.TrimSuffix(mode, "-cached")
 			e := newEnv(&testing.T{})
 			c := e.claims(time.Hour)
 			if mode == "dpop" {
 				c.Confirm = &mandate.Confirmation{JKT: jose.Thumbprint(e.holder.Public().(ed25519.PublicKey))}
 			}
 			tok := e.sign(c)
-			v, err := verify.New(verify.Config{Issuer: iss, Keys: verify.StaticKeys{e.kid: e.key.Public().(ed25519.PublicKey)},
-				Audience: "mcp:crm", Now: func() time.Time { return e.now }})
+			cfg := verify.Config{Issuer: iss, Keys: verify.StaticKeys{e.kid: e.key.Public().(ed25519.PublicKey)},
+				Audience: "mcp:crm", Now: func() time.Time { return e.now }}
+			if cached { // a session's calls present the same mandate
+				cfg.CacheSize = 1000
+			}
+			v, err := verify.New(cfg)
 			if err != nil {
 				b.Fatal(err)
 			}

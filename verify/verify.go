@@ -170,6 +170,13 @@ type Config struct {
 	// ErrRevoked for a revoked mandate; anything else is treated as a failed
 	// check too (fail closed).
 	Revoked func(ctx context.Context, c *mandate.Claims) error
+	// CacheSize, if not zero, remembers up to that many verified mandates
+	// (by the hash of the token) until they expire, so that a mandate
+	// presented again is not parsed and its signature not checked again;
+	// its times, binding, proof and revocation are checked every time.
+	// The claims returned for a remembered mandate are shared: callers
+	// must not change them.
+	CacheSize int
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 }
@@ -191,7 +198,8 @@ type Introspection struct {
 
 // Verifier verifies mandates. It is safe for concurrent use.
 type Verifier struct {
-	cfg Config
+	cfg   Config
+	cache *verified // nil unless Config.CacheSize
 }
 
 // New returns a Verifier for cfg.
@@ -235,7 +243,11 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
-	return &Verifier{cfg: cfg}, nil
+	v := &Verifier{cfg: cfg}
+	if cfg.CacheSize > 0 {
+		v.cache = newVerified(cfg.CacheSize)
+	}
+	return v, nil
 }
 
 // Verify checks a mandate presented as a bearer token. A DPoP-bound mandate
@@ -416,6 +428,24 @@ func (v *Verifier) revoked(ctx context.Context, c *mandate.Claims) (*mandate.Cla
 
 // verifyToken runs the checks common to every presentation.
 func (v *Verifier) verifyToken(ctx context.Context, token string, now time.Time) (*mandate.Claims, error) {
+	if v.cache != nil {
+		if c, ok := v.cache.get(token); ok {
+			// Everything but the times was checked when it was remembered.
+			if err := v.checkTimes(c, now); err != nil {
+				return nil, err
+			}
+			return c, nil
+		}
+	}
+	c, err := v.checkToken(ctx, token, now)
+	if err == nil && v.cache != nil {
+		v.cache.put(token, c, now)
+	}
+	return c, err
+}
+
+// checkToken parses and checks a token in full.
+func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) (*mandate.Claims, error) {
 	jws, err := jose.Parse(token)
 	if errors.Is(err, jose.ErrAlgorithm) {
 		return nil, fail("alg", ErrAlgorithm, "%v", err)
@@ -451,15 +481,8 @@ func (v *Verifier) verifyToken(ctx context.Context, token string, now time.Time)
 	if c.Expiry.IsZero() || c.ID == "" || c.Subject == "" || c.ClientID == "" || c.Task == "" {
 		return nil, fail("claims", ErrMalformed, "exp, jti, sub, client_id and task are required")
 	}
-	skew := v.cfg.Skew
-	if !now.Before(c.Expiry.Add(skew)) {
-		return nil, fail("exp", ErrExpired, "expired %v ago", now.Sub(c.Expiry.Time).Round(time.Microsecond))
-	}
-	if !c.NotBefore.IsZero() && now.Before(c.NotBefore.Add(-skew)) {
-		return nil, fail("nbf", ErrNotYetValid, "valid in %v", c.NotBefore.Sub(now).Round(time.Microsecond))
-	}
-	if !c.IssuedAt.IsZero() && c.IssuedAt.After(now.Add(skew)) {
-		return nil, fail("iat", ErrNotYetValid, "issued %v in the future", c.IssuedAt.Sub(now).Round(time.Microsecond))
+	if err := v.checkTimes(&c, now); err != nil {
+		return nil, err
 	}
 	if !v.cfg.AnyAudience && !c.Audience.Contains(v.cfg.Audience) {
 		return nil, fail("aud", ErrAudience, "aud %v does not name %q", []string(c.Audience), v.cfg.Audience)
@@ -468,6 +491,21 @@ func (v *Verifier) verifyToken(ctx context.Context, token string, now time.Time)
 		return nil, err
 	}
 	return &c, nil
+}
+
+// checkTimes checks exp, nbf and iat against now, to the millisecond.
+func (v *Verifier) checkTimes(c *mandate.Claims, now time.Time) error {
+	skew := v.cfg.Skew
+	if !now.Before(c.Expiry.Add(skew)) {
+		return fail("exp", ErrExpired, "expired %v ago", now.Sub(c.Expiry.Time).Round(time.Microsecond))
+	}
+	if !c.NotBefore.IsZero() && now.Before(c.NotBefore.Add(-skew)) {
+		return fail("nbf", ErrNotYetValid, "valid in %v", c.NotBefore.Sub(now).Round(time.Microsecond))
+	}
+	if !c.IssuedAt.IsZero() && c.IssuedAt.After(now.Add(skew)) {
+		return fail("iat", ErrNotYetValid, "issued %v in the future", c.IssuedAt.Sub(now).Round(time.Microsecond))
+	}
+	return nil
 }
 
 // checkChain checks the shape of the actor chain (act) against the holder

@@ -604,3 +604,68 @@ func TestLongChain(t *testing.T) {
 		t.Fatalf("agent repeated in a long chain: %v, want check \"cycle\"", err)
 	}
 }
+
+// With CacheSize, a mandate presented again skips the signature check, and
+// still expires to the millisecond, still needs its proof, and is still
+// asked about revocation; the cache stays within its size.
+func TestVerifiedCache(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	revoked := false
+	v := e.verifier(t, func(c *verify.Config) {
+		c.CacheSize = 2
+		c.Revoked = func(context.Context, *mandate.Claims) error {
+			if revoked {
+				return verify.ErrRevoked
+			}
+			return nil
+		}
+	})
+	tok := e.sign(e.claims(30 * time.Millisecond))
+	for range 3 {
+		if _, err := v.Verify(ctx, tok); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.now = t0.Add(30 * time.Millisecond)
+	if _, err := v.Verify(ctx, tok); !errors.Is(err, verify.ErrExpired) {
+		t.Errorf("a remembered mandate at its exp: %v", err)
+	}
+	e.now = t0
+	revoked = true
+	if _, err := v.Verify(ctx, tok); !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("a remembered mandate, revoked: %v", err)
+	}
+	revoked = false
+	// A bound mandate: remembered, but its proof is checked every time.
+	c := e.claims(time.Minute)
+	c.Confirm = &mandate.Confirmation{JKT: jose.Thumbprint(e.holder.Public().(ed25519.PublicKey))}
+	bound := e.sign(c)
+	const url = "https://gw.example/mcp/crm"
+	proof := dpop.NewProof(e.holder, "POST", url, bound, e.now)
+	if _, err := v.VerifyDPoP(ctx, bound, proof, "POST", url); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := v.VerifyDPoP(ctx, bound, proof, "POST", url); !errors.Is(err, verify.ErrDPoP) {
+		t.Errorf("a replayed proof of a remembered mandate: %v", err)
+	}
+	if _, err := v.Verify(ctx, bound); !errors.Is(err, verify.ErrDPoP) {
+		t.Errorf("a remembered bound mandate as a bearer token: %v", err)
+	}
+	// A tampered token is not the remembered one.
+	parts := strings.Split(tok, ".")
+	if _, err := v.Verify(ctx, parts[0]+"."+parts[1]+"."+strings.Repeat("A", len(parts[2]))); !errors.Is(err, verify.ErrSignature) {
+		t.Errorf("a token with another signature: %v", err)
+	}
+	// Beyond its size, new mandates are verified, not remembered.
+	for i := range 5 {
+		cl := e.claims(time.Minute)
+		cl.ID = fmt.Sprintf("m_%d", i+10)
+		if _, err := v.Verify(ctx, e.sign(cl)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if n := verify.CacheLen(v); n != 2 {
+		t.Errorf("the cache holds %d mandates, its size is 2", n)
+	}
+}
