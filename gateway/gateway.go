@@ -321,10 +321,23 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		defer resp.Body.Close()
-		if r.Method == http.MethodDelete && resp.StatusCode < 300 {
-			g.sessions.forget(r.Header.Get(sessionHeader))
+		if r.Method == http.MethodDelete {
+			if resp.StatusCode < 300 {
+				g.sessions.forget(r.Header.Get(sessionHeader))
+			}
+			copyResponse(w, resp)
+			return
 		}
-		copyResponse(w, resp)
+		// The server's own stream carries its requests and notifications;
+		// a response there (a resumed stream, or a server that answers out
+		// of band) would escape the filters of the POST it answers, so it
+		// is not relayed.
+		g.answer(w, resp, func(m *message) []byte {
+			if m.isResponse() {
+				return drop
+			}
+			return nil
+		})
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
@@ -409,8 +422,17 @@ const sessionHeader = "Mcp-Session-Id"
 // session checks that a request in an MCP session comes from the task
 // and agent the session was opened for: another mandate cannot ride it.
 func (g *Gateway) session(w http.ResponseWriter, r *http.Request, c *mandate.Claims) bool {
+	ids := r.Header.Values(sessionHeader)
+	if len(ids) > 1 {
+		http.Error(w, "more than one Mcp-Session-Id", http.StatusBadRequest)
+		return false
+	}
 	id := r.Header.Get(sessionHeader)
 	if id == "" {
+		if len(ids) == 1 {
+			http.Error(w, "an empty Mcp-Session-Id", http.StatusBadRequest)
+			return false
+		}
 		return true
 	}
 	switch b, ok := g.sessions.get(id, g.cfg.Now()); {
@@ -437,7 +459,9 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 	if err != nil {
 		return nil, err
 	}
-	for _, h := range []string{"Content-Type", "Accept", sessionHeader, "Mcp-Protocol-Version", "Last-Event-Id"} {
+	// Last-Event-Id is not forwarded: a resumed stream would replay
+	// answers the gateway filtered once, unfiltered.
+	for _, h := range []string{"Content-Type", "Accept", sessionHeader, "Mcp-Protocol-Version"} {
 		if v := r.Header.Values(h); len(v) > 0 {
 			req.Header[h] = v
 		}

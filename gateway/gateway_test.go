@@ -834,3 +834,43 @@ func TestMandateRefusedOneMillisecondPastExpiry(t *testing.T) {
 		t.Fatalf("1 ms past exp: %d %q", resp.StatusCode, ch)
 	}
 }
+
+// The gateway decides on what the server reads: keys spelt twice (or in
+// another case), ids spelt oddly, and ids used twice are refused or
+// normalised, so that no call or unfiltered list slips past.
+func TestSmuggling(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("reporter", "mcp:crm:*")
+	tok := e.mint("reporter", key, "mcp:crm:list_customers", time.Minute, false)
+	resp, _ := e.post(tok.AccessToken, "", initialize)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	e.post(tok.AccessToken, sid, `{"jsonrpc":"2.0","method":"notifications/initialized"}`)
+	for name, body := range map[string]string{
+		"method twice, in another case": `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_customer","arguments":{"name":"ada"}},"Method":"ping"}`,
+		"tool name twice":               `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"delete_customer","Name":"list_customers","arguments":{}}}`,
+		"argument twice":                `{"jsonrpc":"2.0","id":2,"method":"tools/call","params":{"name":"list_customers","arguments":{"name":"a","NAME":"b"}}}`,
+		"id twice in a batch":           `[{"jsonrpc":"2.0","id":7,"method":"tools/list"},{"jsonrpc":"2.0","id":7,"method":"ping"}]`,
+		"a call as a notification":      `{"jsonrpc":"2.0","method":"tools/call","params":{"name":"delete_customer","arguments":{"name":"ada"}}}`,
+	} {
+		if resp, body := e.post(tok.AccessToken, sid, body); resp.StatusCode != 400 {
+			t.Errorf("%s: %d %s", name, resp.StatusCode, body)
+		}
+	}
+	// An id spelt with an escape still gets the filtered list.
+	resp, body := e.post(tok.AccessToken, sid, `{"jsonrpc":"2.0","id":"\u0061","method":"tools/list"}`)
+	if resp.StatusCode != 200 || strings.Contains(body, "delete_customer") || !strings.Contains(body, "list_customers") || !strings.Contains(body, `"id":"a"`) {
+		t.Errorf("tools/list with an escaped id: %d %s", resp.StatusCode, body)
+	}
+	if n := len(e.events(mandate.EventToolCall)); n != 0 {
+		t.Errorf("%d tool.call events", n)
+	}
+	// More than one session id is refused, whatever the first one says.
+	req, _ := http.NewRequest("POST", e.gw.URL+"/mcp/crm", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"ping"}`))
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Add("Mcp-Session-Id", "")
+	req.Header.Add("Mcp-Session-Id", sid)
+	if resp, err := http.DefaultClient.Do(req); err != nil || resp.StatusCode != 400 {
+		t.Errorf("two session ids: %v %v", err, resp.StatusCode)
+	}
+}

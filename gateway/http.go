@@ -49,7 +49,11 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		g.refuseHTTP(ctx, w, c, r.Method, resource, "the mandate does not allow "+resource+": its scope is "+c.Scope, nil)
 		return
 	}
-	req := g.request(ctx, rt, c)
+	req, err := g.request(ctx, rt, c)
+	if err != nil {
+		g.refuseHTTP(ctx, w, c, r.Method, resource, err.Error(), nil)
+		return
+	}
 	req.Action, req.Resource = policy.ActionHTTPRequest, r.Method+" "+path
 	secrets := findSecrets(body)
 	req.Labels = append(req.Labels, secretLabels(secrets)...)

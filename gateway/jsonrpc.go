@@ -5,6 +5,9 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
+	"strconv"
+	"strings"
 )
 
 // JSON-RPC 2.0 error codes the gateway answers with (JSON-RPC 2.0 §5.1;
@@ -39,6 +42,7 @@ type message struct {
 }
 
 func (m *message) isRequest() bool      { return m.Method != "" && len(m.ID) > 0 }
+func (m *message) isResponse() bool     { return m.Method == "" && len(m.ID) > 0 }
 func (m *message) isNotification() bool { return m.Method != "" && len(m.ID) == 0 }
 
 // rpcError is a JSON-RPC error object.
@@ -72,6 +76,9 @@ func parseBody(body []byte) (msgs []*message, batch bool, err error) {
 	if d := depth(body); d > MaxDepth {
 		return nil, false, fmt.Errorf("the message nests %d deep, over the limit of %d", d, MaxDepth)
 	}
+	if err := checkKeys(body); err != nil {
+		return nil, false, err
+	}
 	if body[0] == '[' {
 		var raws []json.RawMessage
 		if err := json.Unmarshal(body, &raws); err != nil {
@@ -83,10 +90,17 @@ func parseBody(body []byte) (msgs []*message, batch bool, err error) {
 		if len(raws) > MaxBatch {
 			return nil, true, fmt.Errorf("a batch of %d messages, over the limit of %d", len(raws), MaxBatch)
 		}
+		seen := map[string]bool{}
 		for _, r := range raws {
 			m, err := parseMessage(r)
 			if err != nil {
 				return nil, true, err
+			}
+			if len(m.ID) > 0 {
+				if seen[string(m.ID)] {
+					return nil, true, fmt.Errorf("the id %s is used twice in the batch", m.ID)
+				}
+				seen[string(m.ID)] = true
 			}
 			msgs = append(msgs, m)
 		}
@@ -99,7 +113,103 @@ func parseBody(body []byte) (msgs []*message, batch bool, err error) {
 	return []*message{m}, false, nil
 }
 
+// encode is the message as the gateway forwards it: its own encoding of
+// what it decided on (canonical id, fields spelt exactly), not the bytes
+// the client sent.
+func encode(msgs []*message, batch bool) []byte {
+	parts := make([][]byte, len(msgs))
+	for i, m := range msgs {
+		parts[i] = marshal(m)
+	}
+	if !batch {
+		return parts[0]
+	}
+	return append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']')
+}
+
+// marshal encodes v as JSON without escaping <, > and &: the gateway
+// relays text, it does not embed it in HTML.
+func marshal(v any) []byte {
+	var b bytes.Buffer
+	enc := json.NewEncoder(&b)
+	enc.SetEscapeHTML(false)
+	enc.Encode(v)
+	return bytes.TrimSuffix(b.Bytes(), []byte("\n"))
+}
+
+// checkKeys refuses JSON in which an object has the same key twice, or
+// two keys that differ only in case. Decoders disagree on which of them
+// wins (encoding/json takes the last, matching case-insensitively; the
+// MCP SDKs match case exactly), and the gateway must decide on what the
+// server will read.
+func checkKeys(b []byte) error {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	var stack []map[string]bool // the keys of the enclosing objects
+	expectKey := []bool{}
+	for {
+		tok, err := dec.Token()
+		if err == io.EOF {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("not JSON: %v", err)
+		}
+		switch t := tok.(type) {
+		case json.Delim:
+			switch t {
+			case '{':
+				stack = append(stack, map[string]bool{})
+				expectKey = append(expectKey, true)
+				continue
+			case '[':
+				stack = append(stack, nil)
+				expectKey = append(expectKey, false)
+				continue
+			default: // '}' or ']'
+				stack, expectKey = stack[:len(stack)-1], expectKey[:len(expectKey)-1]
+			}
+		case string:
+			if n := len(stack); n > 0 && stack[n-1] != nil && expectKey[n-1] {
+				k := strings.ToLower(t)
+				if stack[n-1][k] {
+					return fmt.Errorf("the key %q appears twice in an object (keys must be unique, also ignoring case)", t)
+				}
+				stack[n-1][k] = true
+				expectKey[n-1] = false
+				continue
+			}
+		}
+		// A value: in an object, a key comes next.
+		if n := len(stack); n > 0 && stack[n-1] != nil {
+			expectKey[n-1] = true
+		}
+	}
+}
+
+// idKey is an id's value, the same however it was spelt ("a" and
+// "\u0061", 1 and 1.0): what requests and answers are matched by.
+func idKey(id json.RawMessage) string {
+	var v any
+	dec := json.NewDecoder(bytes.NewReader(id))
+	dec.UseNumber()
+	if dec.Decode(&v) != nil {
+		return string(id)
+	}
+	switch x := v.(type) {
+	case string:
+		return string(marshal(x))
+	case json.Number:
+		if f, err := x.Float64(); err == nil {
+			return strconv.FormatFloat(f, 'g', -1, 64)
+		}
+	}
+	return string(id)
+}
+
 func parseMessage(b []byte) (*message, error) {
+	if err := checkKeys(b); err != nil {
+		return nil, err
+	}
 	var m message
 	dec := json.NewDecoder(bytes.NewReader(b))
 	if err := dec.Decode(&m); err != nil {
@@ -117,6 +227,7 @@ func parseMessage(b []byte) (*message, error) {
 		default:
 			return nil, errors.New("the id must be a string or a number")
 		}
+		m.ID = json.RawMessage(idKey(m.ID))
 	}
 	hasResult := len(m.Result) > 0 || len(m.Error) > 0
 	switch {

@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -42,6 +43,15 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		}
 		writeRPC(w, http.StatusBadRequest, errorResponse(nil, rpcError{Code: code, Message: err.Error()}))
 		return
+	}
+	for _, m := range msgs {
+		if m.isNotification() && !strings.HasPrefix(m.Method, "notifications/") {
+			// A notification gets no answer and no decision: only MCP's
+			// own notifications pass.
+			writeRPC(w, http.StatusBadRequest, errorResponse(nil, rpcError{Code: CodeInvalidRequest,
+				Message: "method " + m.Method + " cannot be sent as a notification: give it an id"}))
+			return
+		}
 	}
 	ctx := r.Context()
 	verdicts := make([]verdict, len(msgs))
@@ -98,7 +108,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	// the answer before the handler records its summary.
 	g.writing.Add(1)
 	defer g.writing.Done()
-	resp, err := g.forward(r, rt, body)
+	// What the gateway decided on is what the server reads: its own
+	// encoding of the messages, not the client's bytes.
+	resp, err := g.forward(r, rt, encode(msgs, batch))
 	if err != nil {
 		g.upstreamError(w, rt, err)
 		return
@@ -107,21 +119,29 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && isInitialize(msgs) {
 		g.sessions.bind(sid, c.Task, c.ClientID, g.cfg.Now())
 	}
+	// Every message of the answer is read: a response to a request this
+	// POST did not carry (another one of the client's, say a tools/list
+	// in flight elsewhere) is not relayed, so that no answer escapes its
+	// filter.
+	asked := map[string]*verdict{}
 	watch := map[string]*verdict{}
 	for i, m := range msgs {
-		if verdicts[i].list || verdicts[i].call {
-			watch[string(m.ID)] = &verdicts[i]
+		if m.isRequest() {
+			asked[idKey(m.ID)] = &verdicts[i]
 		}
-	}
-	if len(watch) == 0 {
-		copyResponse(w, resp)
-		return
+		if verdicts[i].list || verdicts[i].call {
+			watch[idKey(m.ID)] = &verdicts[i]
+		}
 	}
 	start := g.cfg.Now()
 	results := g.answer(w, resp, func(m *message) []byte {
-		v := watch[string(m.ID)]
+		if m.isResponse() && asked[idKey(m.ID)] == nil {
+			g.cfg.Logger.Warn("gateway: the MCP server answered a request it was not sent here: dropped", "server", rt.Name, "id", string(m.ID))
+			return drop
+		}
+		v := watch[idKey(m.ID)]
 		switch {
-		case v == nil || len(m.Method) > 0:
+		case v == nil || !m.isResponse():
 			return nil
 		case v.list:
 			return g.filterTools(ctx, m, c, rt)
@@ -229,8 +249,11 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	if len(m.Params) > 0 && json.Unmarshal(m.Params, &p) != nil {
 		return g.denied(c, m, rt, "mcp:"+rt.Name, rpcError{Code: CodeInvalidRequest, Message: "params must be an object"}, nil)
 	}
-	req := g.request(ctx, rt, c)
 	resource := "mcp:" + rt.Name
+	req, err := g.request(ctx, rt, c)
+	if err != nil {
+		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: err.Error()}, nil)
+	}
 	var secrets map[string]any // found in a call's arguments
 	switch m.Method {
 	case "initialize", "server/discover", "ping", "logging/setLevel":
@@ -346,7 +369,7 @@ func clipReason(s string) string {
 }
 
 // request is the policy request of a call by the holder of c.
-func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) policy.Request {
+func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) (policy.Request, error) {
 	reg := mandate.RegisteredAncestor(c.ClientID)
 	req := policy.Request{
 		Subject: c.Subject, Chain: c.Actor.Chain(), Task: c.Task, Server: rt.Name,
@@ -354,11 +377,15 @@ func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) pol
 		Agent: policy.AgentInfo{ID: c.ClientID, Registered: reg, Ephemeral: reg != c.ClientID},
 	}
 	if g.cfg.Agents != nil {
-		if a, err := g.cfg.Agents.Agent(ctx, reg); err == nil {
-			req.Agent.Name, req.Agent.Owner, req.Agent.Labels = a.Name, a.Owner, a.Labels
+		a, err := g.cfg.Agents.Agent(ctx, reg)
+		if err != nil {
+			// Policy must not decide on an agent without its labels (a
+			// forbid on a label would not apply): refuse instead.
+			return req, fmt.Errorf("the gateway cannot look up agent %s: %s", reg, mandate.ErrorMessage(err))
 		}
+		req.Agent.Name, req.Agent.Owner, req.Agent.Labels = a.Name, a.Owner, a.Labels
 	}
-	return req
+	return req, nil
 }
 
 // resultEvent turns the tool.call event of a call into its tool.result:
