@@ -1,6 +1,7 @@
 package gateway
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
@@ -47,11 +48,14 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 			" requires a person's approval, and this gateway takes no approvals"}
 	}
 	hash := hashCall(c, h)
-	ap, err := g.findApproval(ctx, c.Task, hash)
+	now := g.cfg.Now()
+	ap, pending, err := g.findApproval(ctx, c.Task, hash, now)
 	if err != nil {
 		return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway cannot read its approvals now: try again later"}
 	}
-	now := g.cfg.Now()
+	if ap == nil && pending >= maxPendingPerTask {
+		return nil, &rpcError{Code: CodeDenied, Message: "the task has " + itoa(int64(pending)) + " calls waiting for approval already: wait for their decisions"}
+	}
 	if ap == nil {
 		ap = &mandate.Approval{
 			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending,
@@ -88,6 +92,9 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 	}
 	switch ap.Status {
 	case mandate.ApprovalApproved:
+		if !g.cfg.Now().Before(ap.ExpiresAt) {
+			return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " expired before it was used: call again to ask anew"}
+		}
 		return ap, nil
 	case mandate.ApprovalPending:
 		return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " timed out undecided, which is a denial"}
@@ -104,27 +111,40 @@ func noteOf(n string) string {
 	return ": " + n
 }
 
+// maxPendingPerTask bounds the calls of one task waiting for approval,
+// so that a caller cannot bury its approvers in requests.
+const maxPendingPerTask = 20
+
 // findApproval returns the newest approval of the task for this call that
-// is still of use (pending or approved), or nil.
-func (g *Gateway) findApproval(ctx context.Context, task, hash string) (*mandate.Approval, error) {
+// is still of use (pending or approved, before its expiry), or nil, and
+// how many of the task's approvals are pending.
+func (g *Gateway) findApproval(ctx context.Context, task, hash string, now time.Time) (*mandate.Approval, int, error) {
 	list, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Task: task})
 	if err != nil {
-		return nil, err
+		return nil, 0, err
 	}
+	var found *mandate.Approval
+	pending := 0
 	for _, a := range list {
-		if a.RequestHash == hash && (a.Status == mandate.ApprovalPending || a.Status == mandate.ApprovalApproved) {
-			return a, nil
+		live := now.Before(a.ExpiresAt)
+		if a.Status == mandate.ApprovalPending && live {
+			pending++
+		}
+		if found == nil && live && a.RequestHash == hash && (a.Status == mandate.ApprovalPending || a.Status == mandate.ApprovalApproved) {
+			found = a
 		}
 	}
-	return nil, nil
+	return found, pending, nil
 }
 
 // hashCall binds an approval to one call: the task, the agent, the tool
 // and the arguments (in canonical JSON).
 func hashCall(c *mandate.Claims, h heldCall) string {
 	var args any
-	json.Unmarshal(h.args, &args)
-	canon, _ := json.Marshal(args)
+	dec := json.NewDecoder(bytes.NewReader(h.args))
+	dec.UseNumber() // 9007199254740993 is not 9007199254740992
+	dec.Decode(&args)
+	canon := marshal(args)
 	sum := sha256.New()
 	for _, s := range []string{"tools/call", c.Task, c.ClientID, h.resource, string(canon)} {
 		sum.Write([]byte(s))

@@ -874,3 +874,81 @@ func TestSmuggling(t *testing.T) {
 		t.Errorf("two session ids: %v %v", err, resp.StatusCode)
 	}
 }
+
+// Path and header tricks on HTTP routes: an escaped slash stays one
+// segment and reaches the upstream as sent; dot segments, however
+// spelt, and upgrades are refused; method overrides and forwarded
+// identities do not reach the upstream.
+func TestHTTPRouteTricks(t *testing.T) {
+	e := newEnv(t)
+	var seen struct {
+		sync.Mutex
+		path string
+		hdr  http.Header
+	}
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		seen.Lock()
+		seen.path, seen.hdr = r.URL.EscapedPath(), r.Header.Clone()
+		seen.Unlock()
+		io.WriteString(w, "ok")
+	}))
+	defer api.Close()
+	g, err := gateway.New(gateway.Config{HTTPRoutes: []gateway.HTTPRoute{{Name: "crm", URL: api.URL + "/v2"}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	key := e.agent("api", "http:crm:*:/**")
+	tok := e.mint("api", key, "http:crm:GET:/contacts/**", time.Minute, false)
+	do := func(path string, hdr map[string]string) int {
+		t.Helper()
+		req, _ := http.NewRequest("GET", e.gw.URL+"/http/crm"+path, nil)
+		req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+		for k, v := range hdr {
+			req.Header.Set(k, v)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := do("/contacts/a%2Fb", map[string]string{"X-HTTP-Method-Override": "DELETE", "X-Forwarded-User": "admin", "Cookie": "s=1", "Accept": "text/plain"}); code != 200 {
+		t.Fatalf("escaped slash: %d", code)
+	}
+	seen.Lock()
+	if seen.path != "/v2/contacts/a%2Fb" || seen.hdr.Get("X-HTTP-Method-Override") != "" || seen.hdr.Get("X-Forwarded-User") != "" ||
+		seen.hdr.Get("Cookie") != "" || seen.hdr.Get("Authorization") != "" || seen.hdr.Get("Accept") != "text/plain" {
+		t.Errorf("upstream saw %q %v", seen.path, seen.hdr)
+	}
+	seen.Unlock()
+	for _, p := range []string{"/contacts/..;/admin", "/contacts/%2e%2e/admin", "/contacts/./x", "/contacts//x"} {
+		if code := do(p, nil); code != 400 {
+			t.Errorf("%s: %d", p, code)
+		}
+	}
+	if code := do("/contacts/1", map[string]string{"Upgrade": "websocket", "Connection": "Upgrade"}); code != 400 {
+		t.Errorf("upgrade: %d", code)
+	}
+}
+
+// One agent cannot hold more than its share of sessions.
+func TestSessionsPerAgent(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("greedy", "mcp:crm:*")
+	tok := e.mint("greedy", key, "mcp:crm:list_customers", time.Minute, false)
+	codes := map[int]int{}
+	for range 20 {
+		resp, _ := e.post(tok.AccessToken, "", initialize)
+		codes[resp.StatusCode]++
+	}
+	if codes[200] != 16 || codes[429] != 4 {
+		t.Errorf("initialize answers %v, want 16 × 200 and 4 × 429", codes)
+	}
+	other := e.agent("other", "mcp:crm:*")
+	if resp, _ := e.post(e.mint("other", other, "mcp:crm:list_customers", time.Minute, false).AccessToken, "", initialize); resp.StatusCode != 200 {
+		t.Errorf("another agent: %d", resp.StatusCode)
+	}
+}

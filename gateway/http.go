@@ -7,6 +7,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httputil"
+	"net/url"
 	"strings"
 	"sync"
 
@@ -33,6 +34,14 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	path := strings.TrimPrefix(escaped, HTTPPathPrefix+rt.Name)
 	if path == "" {
 		path = "/"
+	}
+	if why := unsafePath(path); why != "" {
+		http.Error(w, "path "+path+": "+why, http.StatusBadRequest)
+		return
+	}
+	if r.Header.Get("Upgrade") != "" {
+		http.Error(w, "the gateway does not pass protocol upgrades (WebSocket, h2c) to HTTP upstreams", http.StatusBadRequest)
+		return
 	}
 	resource := "http:" + rt.Name + ":" + r.Method + ":" + path
 	ctx := r.Context()
@@ -88,15 +97,17 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(rt.upstream)
-			pr.Out.URL.Path, pr.Out.URL.RawPath = joinPath(rt.upstream.Path, path), ""
-			if rt.upstream.RawPath != "" || strings.Contains(path, "%") {
-				pr.Out.URL.RawPath = joinPath(rt.upstream.EscapedPath(), path)
-			}
+			// The upstream gets the path the scope was matched on, escapes
+			// as they were: Path decoded, RawPath as sent.
+			raw := joinPath(rt.upstream.EscapedPath(), path)
+			decoded, _ := url.PathUnescape(raw)
+			pr.Out.URL.Path, pr.Out.URL.RawPath = decoded, raw
 			pr.Out.URL.RawQuery = r.URL.RawQuery
-			// The mandate and its proof stay here: the upstream is not
-			// their audience.
-			pr.Out.Header.Del("Authorization")
-			pr.Out.Header.Del("DPoP")
+			// Only plain content headers go on: not the mandate and its
+			// proof (the upstream is not their audience), nor cookies,
+			// method overrides or forwarded identities, which the
+			// upstream might trust.
+			pr.Out.Header = forwardable(r.Header)
 			pr.Out.Body, pr.Out.ContentLength = io.NopCloser(bytes.NewReader(body)), int64(len(body))
 		},
 		Transport: g.cfg.Client.Transport,
@@ -137,6 +148,44 @@ func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mand
 	w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", error_description="`+strings.NewReplacer(`"`, "'", "\\", "/").Replace(why)+`"`)
 	w.WriteHeader(http.StatusForbidden)
 	io.WriteString(w, why+"\n")
+}
+
+// forwardedHeaders are the request headers an HTTP upstream gets.
+var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "Content-Language",
+	"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range", "Range", "User-Agent"}
+
+func forwardable(h http.Header) http.Header {
+	out := http.Header{}
+	for _, k := range forwardedHeaders {
+		if v := h.Values(k); len(v) > 0 {
+			out[k] = v
+		}
+	}
+	return out
+}
+
+// unsafePath says why a request path is refused, or "": a path with an
+// empty segment, or a segment that is "." or ".." once decoded (with or
+// without ;parameters), which an upstream might resolve to a path the
+// scope did not cover.
+func unsafePath(escaped string) string {
+	for i, seg := range strings.Split(escaped, "/") {
+		if i == 0 {
+			continue
+		}
+		if seg == "" && i != len(strings.Split(escaped, "/"))-1 {
+			return "an empty segment (//)"
+		}
+		name, _, _ := strings.Cut(seg, ";")
+		dec, err := url.PathUnescape(name)
+		if err != nil {
+			return "a malformed escape"
+		}
+		if dec == "." || dec == ".." {
+			return "a . or .. segment"
+		}
+	}
+	return ""
 }
 
 // joinPath joins an upstream's base path and a request path.

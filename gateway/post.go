@@ -53,6 +53,11 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return
 		}
 	}
+	if r.Header.Get(sessionHeader) == "" && isInitialize(msgs) && g.sessions.full(c.ClientID, g.cfg.Now()) {
+		writeRPC(w, http.StatusTooManyRequests, errorResponse(nil, rpcError{Code: CodeDenied,
+			Message: "agent " + c.ClientID + " holds too many MCP sessions: end one (DELETE) or let one idle out"}))
+		return
+	}
 	ctx := r.Context()
 	verdicts := make([]verdict, len(msgs))
 	denied := false

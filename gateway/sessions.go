@@ -9,12 +9,18 @@ import (
 // sessions remembers which task and agent each MCP session belongs to,
 // bounded in number and forgetting idle ones.
 type sessions struct {
-	mu   sync.Mutex
-	max  int
-	idle time.Duration
-	m    map[string]*list.Element
-	lru  *list.List // of *binding, most recently used first
+	mu      sync.Mutex
+	max     int
+	idle    time.Duration
+	m       map[string]*list.Element
+	lru     *list.List     // of *binding, most recently used first
+	byAgent map[string]int // sessions per agent
 }
+
+// maxSessionsPerAgent bounds the sessions one agent holds, so that one
+// client cannot push everyone else's out of the bounded set (nor take
+// every stdio server process).
+const maxSessionsPerAgent = 16
 
 type binding struct {
 	id, task, agent string
@@ -22,7 +28,7 @@ type binding struct {
 }
 
 func newSessions(max int, idle time.Duration) *sessions {
-	return &sessions{max: max, idle: idle, m: map[string]*list.Element{}, lru: list.New()}
+	return &sessions{max: max, idle: idle, m: map[string]*list.Element{}, lru: list.New(), byAgent: map[string]int{}}
 }
 
 // bind records that session id belongs to task and agent. A session the
@@ -39,16 +45,29 @@ func (s *sessions) bind(id, task, agent string, now time.Time) {
 		s.remove(s.lru.Back())
 	}
 	s.m[id] = s.lru.PushFront(&binding{id: id, task: task, agent: agent, used: now})
+	s.byAgent[agent]++
+}
+
+// full reports whether agent holds as many sessions as it may.
+func (s *sessions) full(agent string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now)
+	return s.byAgent[agent] >= maxSessionsPerAgent
+}
+
+// expire forgets the idle sessions; the list is in order of use.
+func (s *sessions) expire(now time.Time) {
+	for e := s.lru.Back(); e != nil && now.Sub(e.Value.(*binding).used) > s.idle; e = s.lru.Back() {
+		s.remove(e)
+	}
 }
 
 // get returns the binding of session id, if it is known and not idle.
 func (s *sessions) get(id string, now time.Time) (binding, bool) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	// Forget the idle ones first: the list is in order of use.
-	for e := s.lru.Back(); e != nil && now.Sub(e.Value.(*binding).used) > s.idle; e = s.lru.Back() {
-		s.remove(e)
-	}
+	s.expire(now)
 	e, ok := s.m[id]
 	if !ok {
 		return binding{}, false
@@ -68,6 +87,10 @@ func (s *sessions) forget(id string) {
 }
 
 func (s *sessions) remove(e *list.Element) {
-	delete(s.m, e.Value.(*binding).id)
+	b := e.Value.(*binding)
+	delete(s.m, b.id)
+	if s.byAgent[b.agent]--; s.byAgent[b.agent] <= 0 {
+		delete(s.byAgent, b.agent)
+	}
 	s.lru.Remove(e)
 }

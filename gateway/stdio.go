@@ -190,14 +190,28 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 	s.mu.Lock()
 	s.used = time.Now()
 	var waits []chan []byte
+	var ids []string
 	for _, m := range msgs {
 		if m.isRequest() {
+			if s.waiting[string(m.ID)] != nil {
+				s.mu.Unlock()
+				http.Error(w, "a request with id "+string(m.ID)+" is in flight already", http.StatusBadRequest)
+				return
+			}
 			ch := make(chan []byte, 1)
 			s.waiting[string(m.ID)] = ch
 			waits = append(waits, ch)
+			ids = append(ids, string(m.ID))
 		}
 	}
 	s.mu.Unlock()
+	defer func() { // answered or not, nothing waits any more
+		s.mu.Lock()
+		for _, id := range ids {
+			delete(s.waiting, id)
+		}
+		s.mu.Unlock()
+	}()
 	for _, m := range msgs {
 		line, _ := json.Marshal(m)
 		if _, err := s.in.Write(append(line, '\n')); err != nil {
@@ -337,7 +351,7 @@ func (b *stdioBridge) read(s *stdioSession, out io.Reader) {
 			b.log.Warn("gateway: stdio server wrote something that is not JSON-RPC", "session", s.id[:6], "err", err)
 			continue
 		}
-		if !m.isRequest() && !m.isNotification() {
+		if m.isResponse() {
 			s.mu.Lock()
 			ch := s.waiting[string(m.ID)]
 			delete(s.waiting, string(m.ID))

@@ -11,6 +11,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"time"
 	"unicode"
 
 	"github.com/mandatehq/mandate"
@@ -28,10 +29,14 @@ const (
 // pins is the gateway's view of the pinned tool definitions, loaded from
 // the store a server at a time and written through.
 type pins struct {
-	store  mandate.ToolPinStore
-	mu     sync.Mutex
-	loaded map[string]map[string]*mandate.ToolPin // server → name → pin
+	store      mandate.ToolPinStore
+	mu         sync.Mutex
+	loaded     map[string]map[string]*mandate.ToolPin // server → name → pin
+	discovered map[string]time.Time                   // when the gateway last listed a server itself
 }
+
+// discoverEvery is how often the gateway lists a server's tools itself.
+const discoverEvery = 10 * time.Second
 
 func (p *pins) server(ctx context.Context, server string) (map[string]*mandate.ToolPin, error) {
 	if m, ok := p.loaded[server]; ok {
@@ -147,6 +152,19 @@ const maxDiscoverPages = 20
 // it sees, for a tool called before it was ever listed. It reports
 // whether it learnt anything.
 func (g *Gateway) discover(r *http.Request, rt *route, c *mandate.Claims) bool {
+	// At most once per server every discoverEvery: a caller naming tools
+	// that do not exist must not make the gateway list the server again
+	// and again.
+	g.pins.mu.Lock()
+	if last := g.pins.discovered[rt.Name]; !last.IsZero() && g.cfg.Now().Sub(last) < discoverEvery {
+		g.pins.mu.Unlock()
+		return false
+	}
+	if g.pins.discovered == nil {
+		g.pins.discovered = map[string]time.Time{}
+	}
+	g.pins.discovered[rt.Name] = g.cfg.Now()
+	g.pins.mu.Unlock()
 	var tools []json.RawMessage
 	cursor := ""
 	for page := 0; page < maxDiscoverPages; page++ {
