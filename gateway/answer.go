@@ -68,6 +68,33 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, hook func(*
 	}
 }
 
+// sseLines splits an SSE stream into lines the way the WHATWG parser
+// does: a line ends at CRLF, at a lone CR, or at LF. Splitting at LF
+// alone would let a field line hide a data line behind a CR.
+func sseLines(data []byte, atEOF bool) (int, []byte, error) {
+	for i, c := range data {
+		switch c {
+		case '\n':
+			return i + 1, data[:i], nil
+		case '\r':
+			if i+1 < len(data) {
+				if data[i+1] == '\n' {
+					return i + 2, data[:i], nil
+				}
+				return i + 1, data[:i], nil
+			}
+			if atEOF {
+				return i + 1, data[:i], nil
+			}
+			return 0, nil, nil // a CR at the end: wait for what follows
+		}
+	}
+	if atEOF && len(data) > 0 {
+		return len(data), data, nil
+	}
+	return 0, nil, nil
+}
+
 // drop is what a hook returns for a message not to be relayed.
 var drop = []byte{}
 
@@ -120,6 +147,7 @@ func (g *Gateway) events(w http.ResponseWriter, r io.Reader, hook func(*message)
 	fl, _ := w.(http.Flusher)
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), int(min(g.cfg.MaxResponse, 1<<30)))
+	sc.Split(sseLines)
 	var fields [][]byte // the event's lines other than data
 	var data [][]byte
 	size := int64(0)
@@ -168,7 +196,9 @@ func (g *Gateway) events(w http.ResponseWriter, r io.Reader, hook func(*message)
 		case bytes.HasPrefix(line, []byte("data:")):
 			d := bytes.TrimPrefix(line[len("data:"):], []byte(" "))
 			data = append(data, bytes.Clone(d))
-		default:
+		case bytes.HasPrefix(line, []byte("event:")), bytes.HasPrefix(line, []byte("id:")), bytes.HasPrefix(line, []byte("retry:")):
+			// Rebuilt from a line that holds no CR or LF; other fields and
+			// comments are not relayed.
 			fields = append(fields, bytes.Clone(line))
 		}
 	}

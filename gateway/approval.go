@@ -49,12 +49,13 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 	}
 	hash := hashCall(c, h)
 	now := g.cfg.Now()
-	ap, pending, err := g.findApproval(ctx, c.Task, hash, now)
+	ap, pending, err := g.findApproval(ctx, c, hash, now)
 	if err != nil {
 		return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway cannot read its approvals now: try again later"}
 	}
-	if ap == nil && pending >= maxPendingPerTask {
-		return nil, &rpcError{Code: CodeDenied, Message: "the task has " + itoa(int64(pending)) + " calls waiting for approval already: wait for their decisions"}
+	if ap == nil && pending >= maxPendingPerAgent {
+		return nil, &rpcError{Code: CodeDenied, Message: "agent " + mandate.RegisteredAncestor(c.ClientID) + " and its sub-agents have " +
+			itoa(int64(pending)) + " calls waiting for approval already: wait for their decisions"}
 	}
 	if ap == nil {
 		ap = &mandate.Approval{
@@ -111,30 +112,37 @@ func noteOf(n string) string {
 	return ": " + n
 }
 
-// maxPendingPerTask bounds the calls of one task waiting for approval,
-// so that a caller cannot bury its approvers in requests.
-const maxPendingPerTask = 20
+// maxPendingPerAgent bounds the calls of a registered agent (and its
+// sub-agents, in any task) waiting for approval, so that a caller cannot
+// bury its approvers in requests by starting new tasks.
+const maxPendingPerAgent = 20
 
-// findApproval returns the newest approval of the task for this call that
+// findApproval returns the newest approval of c's task for this call that
 // is still of use (pending or approved, before its expiry), or nil, and
-// how many of the task's approvals are pending.
-func (g *Gateway) findApproval(ctx context.Context, task, hash string, now time.Time) (*mandate.Approval, int, error) {
-	list, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Task: task})
+// how many calls of c's registered agent wait for approval.
+func (g *Gateway) findApproval(ctx context.Context, c *mandate.Claims, hash string, now time.Time) (*mandate.Approval, int, error) {
+	list, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Task: c.Task})
 	if err != nil {
 		return nil, 0, err
 	}
 	var found *mandate.Approval
-	pending := 0
 	for _, a := range list {
-		live := now.Before(a.ExpiresAt)
-		if a.Status == mandate.ApprovalPending && live {
-			pending++
-		}
-		if found == nil && live && a.RequestHash == hash && (a.Status == mandate.ApprovalPending || a.Status == mandate.ApprovalApproved) {
+		if now.Before(a.ExpiresAt) && a.RequestHash == hash && (a.Status == mandate.ApprovalPending || a.Status == mandate.ApprovalApproved) {
 			found = a
+			break
 		}
 	}
-	return found, pending, nil
+	pending, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
+	if err != nil {
+		return nil, 0, err
+	}
+	owner, n := mandate.RegisteredAncestor(c.ClientID), 0
+	for _, a := range pending {
+		if now.Before(a.ExpiresAt) && a.Actor == a.Agent && mandate.RegisteredAncestor(a.Agent) == owner {
+			n++
+		}
+	}
+	return found, n, nil
 }
 
 // hashCall binds an approval to one call: the task, the agent, the tool

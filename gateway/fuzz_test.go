@@ -77,3 +77,37 @@ func dataLines(s string) string {
 	}
 	return b.String()
 }
+
+// Keys that encoding/json would match with each other fold alike, so
+// that checkKeys refuses what decoders would read differently.
+func TestFoldKey(t *testing.T) {
+	for _, pair := range [][2]string{{"arguments", "argumentſ"}, {"Method", "method"}, {"K", "\u212a"}, {"name", "NAME"}} {
+		if foldKey(pair[0]) != foldKey(pair[1]) {
+			t.Errorf("%q and %q fold apart", pair[0], pair[1])
+		}
+		if err := checkKeys([]byte(`{"a":{"` + pair[0] + `":1,"` + pair[1] + `":2}}`)); err == nil {
+			t.Errorf("%q and %q in one object passed", pair[0], pair[1])
+		}
+	}
+	if err := checkKeys([]byte(`{"a":[{"x":1},{"x":2}],"b":{"x":1}}`)); err != nil {
+		t.Errorf("the same key in sibling objects: %v", err)
+	}
+	for id, want := range map[string]string{`1000000`: "1000000", `9007199254740993`: "9007199254740993", `"\u0061"`: `"a"`, `1.0`: "1", `-0`: "0"} {
+		if got := idKey([]byte(id)); got != want {
+			t.Errorf("idKey(%s) = %s, want %s", id, got, want)
+		}
+	}
+}
+
+// A data line behind a lone CR is split off as the SSE parsers of
+// clients split it, and so goes through the checks.
+func TestSSELoneCR(t *testing.T) {
+	g := &Gateway{cfg: Config{MaxResponse: 1 << 20}}
+	w := httptest.NewRecorder()
+	stream := "event: message\rdata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n"
+	seen := 0
+	g.events(w, strings.NewReader(stream), func(m *message) []byte { seen++; return drop })
+	if seen != 1 || strings.Contains(w.Body.String(), "tools") {
+		t.Errorf("hook saw %d messages; relayed %q", seen, w.Body.String())
+	}
+}

@@ -184,6 +184,9 @@ func unsafePath(escaped string) string {
 		if dec == "." || dec == ".." {
 			return "a . or .. segment"
 		}
+		if strings.ContainsRune(dec, '\\') {
+			return "a backslash, which some servers take for a /"
+		}
 	}
 	return ""
 }

@@ -8,6 +8,7 @@ import (
 	"io"
 	"strconv"
 	"strings"
+	"unicode"
 )
 
 // JSON-RPC 2.0 error codes the gateway answers with (JSON-RPC 2.0 §5.1;
@@ -170,7 +171,7 @@ func checkKeys(b []byte) error {
 			}
 		case string:
 			if n := len(stack); n > 0 && stack[n-1] != nil && expectKey[n-1] {
-				k := strings.ToLower(t)
+				k := foldKey(t)
 				if stack[n-1][k] {
 					return fmt.Errorf("the key %q appears twice in an object (keys must be unique, also ignoring case)", t)
 				}
@@ -186,6 +187,22 @@ func checkKeys(b []byte) error {
 	}
 }
 
+// foldKey maps a key to the same string as every key encoding/json would
+// match it with: each rune to the least rune of its Unicode case-folding
+// orbit (so "s", "S" and "ſ", U+017F, fold alike; strings.ToLower would
+// leave "ſ" alone).
+func foldKey(k string) string {
+	var b strings.Builder
+	for _, r := range k {
+		least := r
+		for f := unicode.SimpleFold(r); f != r; f = unicode.SimpleFold(f) {
+			least = min(least, f)
+		}
+		b.WriteRune(least)
+	}
+	return b.String()
+}
+
 // idKey is an id's value, the same however it was spelt ("a" and
 // "\u0061", 1 and 1.0): what requests and answers are matched by.
 func idKey(id json.RawMessage) string {
@@ -199,6 +216,12 @@ func idKey(id json.RawMessage) string {
 	case string:
 		return string(marshal(x))
 	case json.Number:
+		if !strings.ContainsAny(string(x), ".eE") {
+			if x == "-0" {
+				return "0"
+			}
+			return string(x) // an integer, exactly as JSON writes it
+		}
 		if f, err := x.Float64(); err == nil {
 			return strconv.FormatFloat(f, 'g', -1, 64)
 		}

@@ -53,10 +53,21 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return
 		}
 	}
-	if r.Header.Get(sessionHeader) == "" && isInitialize(msgs) && g.sessions.full(c.ClientID, g.cfg.Now()) {
-		writeRPC(w, http.StatusTooManyRequests, errorResponse(nil, rpcError{Code: CodeDenied,
-			Message: "agent " + c.ClientID + " holds too many MCP sessions: end one (DELETE) or let one idle out"}))
-		return
+	// A session is counted against the registered agent from before it
+	// is opened, so that concurrent initializes cannot pass the quota.
+	owner, reserved := mandate.RegisteredAncestor(c.ClientID), false
+	if r.Header.Get(sessionHeader) == "" && isInitialize(msgs) {
+		if !g.sessions.reserve(owner, g.cfg.Now()) {
+			writeRPC(w, http.StatusTooManyRequests, errorResponse(nil, rpcError{Code: CodeDenied,
+				Message: "agent " + owner + " and its sub-agents hold too many MCP sessions: end one (DELETE) or let one idle out"}))
+			return
+		}
+		reserved = true
+		defer func() {
+			if reserved {
+				g.sessions.release(owner)
+			}
+		}()
 	}
 	ctx := r.Context()
 	verdicts := make([]verdict, len(msgs))
@@ -121,8 +132,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		return
 	}
 	defer resp.Body.Close()
-	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && isInitialize(msgs) {
-		g.sessions.bind(sid, c.Task, c.ClientID, g.cfg.Now())
+	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && reserved {
+		g.sessions.bind(sid, c.Task, c.ClientID, owner, g.cfg.Now())
+		reserved = false
 	}
 	// Every message of the answer is read: a response to a request this
 	// POST did not carry (another one of the client's, say a tools/list
@@ -420,14 +432,23 @@ func resultEvent(call *mandate.Event, m *message, took time.Duration) *mandate.E
 // ones on the way): a hidden tool stays denied if called anyway. It
 // returns nil if m is not a tools/list result.
 func (g *Gateway) filterTools(ctx context.Context, m *message, c *mandate.Claims, rt *route) []byte {
+	if len(m.Error) > 0 {
+		return nil // an error, relayed as it is
+	}
+	// The answer is rebuilt from the keys MCP defines, spelt exactly:
+	// what it holds besides is not relayed, so that no client reads a
+	// list ("Tools", say) the gateway did not filter.
 	var res map[string]json.RawMessage
-	if len(m.Result) == 0 || json.Unmarshal(m.Result, &res) != nil {
-		return nil
-	}
+	json.Unmarshal(m.Result, &res)
 	var tools []json.RawMessage
-	if json.Unmarshal(res["tools"], &tools) != nil {
-		return nil
+	json.Unmarshal(res["tools"], &tools)
+	out := map[string]json.RawMessage{}
+	for _, k := range []string{"nextCursor", "_meta"} {
+		if v, ok := res[k]; ok {
+			out[k] = v
+		}
 	}
+	res = out
 	usable := g.observe(ctx, rt, c, tools)
 	scopes, _ := c.Scopes()
 	kept := []json.RawMessage{}
@@ -439,10 +460,9 @@ func (g *Gateway) filterTools(ctx context.Context, m *message, c *mandate.Claims
 			kept = append(kept, t)
 		}
 	}
-	res["tools"], _ = json.Marshal(kept)
-	m.Result, _ = json.Marshal(res)
-	out, _ := json.Marshal(m)
-	return out
+	res["tools"] = marshal(kept)
+	m.Result = marshal(res)
+	return marshal(m)
 }
 
 func itoa(n int64) string {

@@ -14,7 +14,7 @@ type sessions struct {
 	idle    time.Duration
 	m       map[string]*list.Element
 	lru     *list.List     // of *binding, most recently used first
-	byAgent map[string]int // sessions per agent
+	byAgent map[string]int // sessions and reservations per registered agent
 }
 
 // maxSessionsPerAgent bounds the sessions one agent holds, so that one
@@ -24,6 +24,7 @@ const maxSessionsPerAgent = 16
 
 type binding struct {
 	id, task, agent string
+	owner           string // the registered agent it counts against
 	used            time.Time
 }
 
@@ -31,29 +32,47 @@ func newSessions(max int, idle time.Duration) *sessions {
 	return &sessions{max: max, idle: idle, m: map[string]*list.Element{}, lru: list.New(), byAgent: map[string]int{}}
 }
 
-// bind records that session id belongs to task and agent. A session the
-// upstream named again keeps its first binding.
-func (s *sessions) bind(id, task, agent string, now time.Time) {
+// reserve counts a session about to be opened against owner (a
+// registered agent: its ephemeral sub-agents share its quota), or says it
+// may not open one. bind or release follows.
+func (s *sessions) reserve(owner string, now time.Time) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.expire(now)
+	if s.byAgent[owner] >= maxSessionsPerAgent {
+		return false
+	}
+	s.byAgent[owner]++
+	return true
+}
+
+// release gives back a reservation that opened no session.
+func (s *sessions) release(owner string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.byAgent[owner]--; s.byAgent[owner] <= 0 {
+		delete(s.byAgent, owner)
+	}
+}
+
+// bind records, for a reservation of owner, that session id belongs to
+// task and agent. A session the upstream named again keeps its first
+// binding (and the reservation is given back).
+func (s *sessions) bind(id, task, agent, owner string, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.m[id]; ok {
 		e.Value.(*binding).used = now
 		s.lru.MoveToFront(e)
+		if s.byAgent[owner]--; s.byAgent[owner] <= 0 {
+			delete(s.byAgent, owner)
+		}
 		return
 	}
 	for s.lru.Len() >= s.max {
 		s.remove(s.lru.Back())
 	}
-	s.m[id] = s.lru.PushFront(&binding{id: id, task: task, agent: agent, used: now})
-	s.byAgent[agent]++
-}
-
-// full reports whether agent holds as many sessions as it may.
-func (s *sessions) full(agent string, now time.Time) bool {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	s.expire(now)
-	return s.byAgent[agent] >= maxSessionsPerAgent
+	s.m[id] = s.lru.PushFront(&binding{id: id, task: task, agent: agent, owner: owner, used: now})
 }
 
 // expire forgets the idle sessions; the list is in order of use.
@@ -89,8 +108,8 @@ func (s *sessions) forget(id string) {
 func (s *sessions) remove(e *list.Element) {
 	b := e.Value.(*binding)
 	delete(s.m, b.id)
-	if s.byAgent[b.agent]--; s.byAgent[b.agent] <= 0 {
-		delete(s.byAgent, b.agent)
+	if s.byAgent[b.owner]--; s.byAgent[b.owner] <= 0 {
+		delete(s.byAgent, b.owner)
 	}
 	s.lru.Remove(e)
 }

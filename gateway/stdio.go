@@ -187,10 +187,17 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		http.Error(w, "unknown session", http.StatusNotFound)
 		return
 	}
-	s.mu.Lock()
-	s.used = time.Now()
 	var waits []chan []byte
 	var ids []string
+	defer func() { // answered or not, nothing waits any more
+		s.mu.Lock()
+		for _, id := range ids {
+			delete(s.waiting, id)
+		}
+		s.mu.Unlock()
+	}()
+	s.mu.Lock()
+	s.used = time.Now()
 	for _, m := range msgs {
 		if m.isRequest() {
 			if s.waiting[string(m.ID)] != nil {
@@ -205,13 +212,6 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 	s.mu.Unlock()
-	defer func() { // answered or not, nothing waits any more
-		s.mu.Lock()
-		for _, id := range ids {
-			delete(s.waiting, id)
-		}
-		s.mu.Unlock()
-	}()
 	for _, m := range msgs {
 		line, _ := json.Marshal(m)
 		if _, err := s.in.Write(append(line, '\n')); err != nil {
