@@ -17,6 +17,35 @@ import (
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
+// serveWithMCP starts `mandate serve` with srv (the official Go SDK's
+// server) behind the gateway as crm, and an agent a with its client.
+func serveWithMCP(t *testing.T, srv *mcp.Server, dpop bool) (*Main, *client.Client) {
+	t.Helper()
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	t.Cleanup(up.Close)
+	m := NewMain()
+	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
+	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
+	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key, DPoP: dpop})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return m, agent
+}
+
+// connectMCP opens an MCP session to crm through m's gateway with md.
+func connectMCP(m *Main, md *client.Mandate) (*mcp.ClientSession, error) {
+	tr := &mcp.StreamableClientTransport{Endpoint: m.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
+		HTTPClient: &http.Client{Transport: authorizing{md}}}
+	return mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(context.Background(), tr, nil)
+}
+
 // mandate serve --mcp-upstream puts an MCP server behind the gateway: an
 // agent with a mandate from this server reaches it with the official MCP
 // client, a revoked mandate does not, and the calls are in the audit log.
@@ -26,23 +55,7 @@ func TestServeGateway(t *testing.T) {
 	mcp.AddTool(srv, &mcp.Tool{Name: "list"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
 	})
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
-	defer up.Close()
-
-	m := NewMain()
-	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
-	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
-	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
-	if err := m.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
-	key := addAgent(t, admin, "a")
-	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key, DPoP: true})
-	if err != nil {
-		t.Fatal(err)
-	}
+	m, agent := serveWithMCP(t, srv, true)
 	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
@@ -52,11 +65,7 @@ func TestServeGateway(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	connect := func(md *client.Mandate) (*mcp.ClientSession, error) {
-		tr := &mcp.StreamableClientTransport{Endpoint: m.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
-			HTTPClient: &http.Client{Transport: authorizing{md}}}
-		return mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, tr, nil)
-	}
+	connect := func(md *client.Mandate) (*mcp.ClientSession, error) { return connectMCP(m, md) }
 	cs, err := connect(root)
 	if err != nil {
 		t.Fatal(err)
@@ -106,26 +115,12 @@ func TestToolsCommands(t *testing.T) {
 		})
 	}
 	tool("Lists customers.")
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
-	defer up.Close()
-	m := NewMain()
-	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
-	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
-	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
-	if err := m.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
-	key := addAgent(t, admin, "a")
-	agent, _ := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key})
+	m, agent := serveWithMCP(t, srv, false)
 	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)
 	}
-	tr := &mcp.StreamableClientTransport{Endpoint: m.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
-		HTTPClient: &http.Client{Transport: authorizing{root}}}
-	cs, err := mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(ctx, tr, nil)
+	cs, err := connectMCP(m, root)
 	if err != nil {
 		t.Fatal(err)
 	}
