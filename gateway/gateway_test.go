@@ -961,3 +961,34 @@ func TestSessionsPerAgent(t *testing.T) {
 		t.Errorf("another agent: %d", resp.StatusCode)
 	}
 }
+
+// Clients that call a tool before anyone listed the server's tools all
+// get through, however many arrive while the gateway lists them itself.
+func TestConcurrentFirstCalls(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	key := e.agent("eager", "mcp:crm:*")
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			cs, err := e.connect(e.mint("eager", key, "mcp:crm:list_customers", time.Minute, false), nil)
+			if err != nil {
+				errs <- err
+				return
+			}
+			defer cs.Close()
+			_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "x"}})
+			errs <- err
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		if err != nil {
+			t.Error(err)
+		}
+	}
+}

@@ -29,10 +29,11 @@ const (
 // pins is the gateway's view of the pinned tool definitions, loaded from
 // the store a server at a time and written through.
 type pins struct {
-	store      mandate.ToolPinStore
-	mu         sync.Mutex
-	loaded     map[string]map[string]*mandate.ToolPin // server → name → pin
-	discovered map[string]time.Time                   // when the gateway last listed a server itself
+	store       mandate.ToolPinStore
+	mu          sync.Mutex
+	loaded      map[string]map[string]*mandate.ToolPin // server → name → pin
+	discovered  map[string]time.Time                   // when the gateway last listed a server itself
+	discovering map[string]chan struct{}               // closed when the listing running now ends
 }
 
 // discoverEvery is how often the gateway lists a server's tools itself.
@@ -154,17 +155,34 @@ const maxDiscoverPages = 20
 func (g *Gateway) discover(r *http.Request, rt *route, c *mandate.Claims) bool {
 	// At most once per server every discoverEvery: a caller naming tools
 	// that do not exist must not make the gateway list the server again
-	// and again.
+	// and again. Calls that arrive while a listing runs wait for it.
 	g.pins.mu.Lock()
+	if running := g.pins.discovering[rt.Name]; running != nil {
+		g.pins.mu.Unlock()
+		select {
+		case <-running:
+			return true
+		case <-r.Context().Done():
+			return false
+		}
+	}
 	if last := g.pins.discovered[rt.Name]; !last.IsZero() && g.cfg.Now().Sub(last) < discoverEvery {
 		g.pins.mu.Unlock()
 		return false
 	}
 	if g.pins.discovered == nil {
-		g.pins.discovered = map[string]time.Time{}
+		g.pins.discovered, g.pins.discovering = map[string]time.Time{}, map[string]chan struct{}{}
 	}
-	g.pins.discovered[rt.Name] = g.cfg.Now()
+	done := make(chan struct{})
+	g.pins.discovering[rt.Name] = done
 	g.pins.mu.Unlock()
+	defer func() {
+		g.pins.mu.Lock()
+		g.pins.discovered[rt.Name] = g.cfg.Now()
+		delete(g.pins.discovering, rt.Name)
+		g.pins.mu.Unlock()
+		close(done)
+	}()
 	var tools []json.RawMessage
 	cursor := ""
 	for page := 0; page < maxDiscoverPages; page++ {
