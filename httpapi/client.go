@@ -504,3 +504,10 @@ func (c *Client) ApproveTool(ctx context.Context, server, name, hash string) (*m
 	return &out, c.do(ctx, http.MethodPost, "/v1/tools/"+url.PathEscape(server)+"/"+url.PathEscape(name)+"/approve",
 		ApproveToolRequest{Hash: hash}, &out)
 }
+
+// Revoke revokes a mandate, every live mandate of an agent, or a task
+// (RevocationRequest), with their descendants.
+func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (*RevocationResponse, error) {
+	var out RevocationResponse
+	return &out, c.do(ctx, http.MethodPost, "/v1/revocations", req, &out)
+}

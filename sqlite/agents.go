@@ -192,3 +192,42 @@ func (s *Store) RunPruner(ctx context.Context, interval time.Duration) error {
 		}
 	}
 }
+
+// LiveIssuances lists the issuance records of live mandates (expiring
+// after now) held by agentID, or, if agentID is "", the root of task
+// taskID: what a revocation by agent or by task revokes (descendants are
+// refused through their ancestors). It scans the live mandates of the
+// table, which pruning keeps small; it is for operators' revocations, not
+// for a hot path.
+func (s *Store) LiveIssuances(ctx context.Context, agentID, taskID string, now time.Time) ([]*mandate.Issuance, error) {
+	q, arg := "SELECT id FROM mandates WHERE agent_id = ? AND expires_at > ? ORDER BY id", agentID
+	if agentID == "" {
+		q, arg = "SELECT id FROM mandates WHERE task_id = ? AND parent_id = '' AND expires_at > ?", taskID
+	}
+	rows, err := s.db.QueryContext(ctx, q, arg, ms(now))
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	var ids []string
+	for rows.Next() {
+		var id string
+		if err := rows.Scan(&id); err != nil {
+			rows.Close()
+			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		ids = append(ids, id)
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	out := make([]*mandate.Issuance, 0, len(ids))
+	for _, id := range ids {
+		rec, err := s.Issuance(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, rec)
+	}
+	return out, nil
+}

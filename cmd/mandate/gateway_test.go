@@ -197,3 +197,61 @@ func TestConfigFile(t *testing.T) {
 		}
 	}
 }
+
+// mandate revoke --task stops a whole tree at the gateway: the root's
+// grandchild is refused on its next request; --agent revokes what an
+// agent holds.
+func TestRevokeCascades(t *testing.T) {
+	ctx := context.Background()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "list"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
+	})
+	m, agent := serveWithMCP(t, srv, true)
+	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grandchild, err := agent.Delegate(ctx, child, client.NewEphemeral(), client.Request{}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cs, err := connectMCP(m, grandchild); err != nil {
+		t.Fatalf("before: %v", err)
+	} else {
+		cs.Close()
+	}
+	run := func(args ...string) string {
+		t.Helper()
+		var out, errOut strings.Builder
+		if err := dispatch(ctx, append(args, "--server", m.URL, "--data", m.DataDir), strings.NewReader(""), &out, &errOut); err != nil {
+			t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+		}
+		return out.String()
+	}
+	if out := run("revoke", "--task", root.Claims.Task, "--reason", "the task went rogue"); !strings.Contains(out, root.Claims.ID) {
+		t.Fatalf("revoke --task: %s", out)
+	}
+	if _, err := connectMCP(m, grandchild); err == nil {
+		t.Fatal("a grandchild of a revoked task reached the MCP server")
+	}
+	evs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventMandateRevoked, Limit: 10})
+	if len(evs) != 1 || evs[0].Event.Reason != "the task went rogue" || evs[0].Event.Details["by_task"] != root.Claims.Task {
+		t.Errorf("mandate.revoked events %+v", evs)
+	}
+	// By agent: its live mandates (here a fresh root).
+	root2, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out := run("revoke", "--agent", "a"); !strings.Contains(out, root2.Claims.ID) {
+		t.Fatalf("revoke --agent: %s", out)
+	}
+	if _, err := connectMCP(m, root2); err == nil {
+		t.Fatal("a revoked agent's mandate reached the MCP server")
+	}
+}

@@ -43,6 +43,8 @@ delegation and approvals:
   approvals approve|deny ID [--note TEXT]     as a person: --approver-token-file FILE
                                               or MANDATE_APPROVER_TOKEN
   task list [--limit N] | task show ID        a task's delegation tree
+  revoke (--mandate ID | --agent NAME | --task ID) [--reason TEXT]
+                                              revoke, with every descendant
 
 audit log:
   audit tail [-f] [-n N] [--type T] [--task ID] [--agent NAME]
@@ -176,6 +178,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.audit(rest)
 	case "tools", "tool":
 		return c.tools(rest)
+	case "revoke":
+		return c.revoke(rest)
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
