@@ -139,6 +139,7 @@ type Gateway struct {
 	pins          pins
 	bridges       []*stdioBridge
 	approvalUser  ApprovalUser
+	tasks         *taskStates
 }
 
 type route struct {
@@ -208,7 +209,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Client = &http.Client{Transport: t}
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}}
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates()}
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u
 	}

@@ -992,3 +992,91 @@ func TestConcurrentFirstCalls(t *testing.T) {
 		}
 	}
 }
+
+// Sequence-aware policy through the gateway: once one sub-agent of a task
+// has read confidential data, its sibling cannot send anything out, and
+// the task's counters reach policy (the risk-gating example set).
+func TestTaskStateReachesPolicy(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	mcp.AddTool(e.srv, &mcp.Tool{Name: "send_email", Description: "Sends an e-mail."},
+		func(context.Context, *mcp.CallToolRequest, struct {
+			To string `json:"to"`
+		}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+		})
+	pol, err := policy.Open(policy.Config{Dir: filepath.Join("..", "examples", "policies", "risk-gating"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL,
+		ToolLabels: map[string][]string{"list_customers": {"read_only", "data:confidential"}, "send_email": {"external_send"}}}},
+		Issuer: iss, Keys: keySource{e.keys}, PublicURL: e.gw.URL, Agents: e.store, Policy: pol, Events: e.store, Tools: e.store,
+		Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	key := e.agent("orchestrator", "mcp:crm:*")
+	root := e.mint("orchestrator", key, "mcp:crm:*", time.Minute, false)
+	// Two sub-agents of one task: a reader and a sender.
+	readerKey, senderKey := newKey(t), newKey(t)
+	reader := e.delegate(root, readerKey)
+	sender := e.delegate(root, senderKey)
+	send := func(cs *mcp.ClientSession) error {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"to": "x@example.com"}})
+		return err
+	}
+	sc, err := e.connect(sender, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer sc.Close()
+	if err := send(sc); err != nil {
+		t.Fatalf("a send before anything confidential was read: %v", err)
+	}
+	rc, err := e.connect(reader, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rc.Close()
+	if _, err := rc.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(sc); err == nil || !strings.Contains(err.Error(), "no-send-after-confidential") {
+		t.Fatalf("the sibling's send after the read: %v", err)
+	}
+	// Another task is not tainted.
+	other := e.mint("orchestrator", key, "mcp:crm:*", time.Minute, false)
+	oc, err := e.connect(other, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer oc.Close()
+	if err := send(oc); err != nil {
+		t.Errorf("a send in another task: %v", err)
+	}
+}
+
+func newKey(t *testing.T) ed25519.PrivateKey {
+	_, k, err := ed25519.GenerateKey(rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+// delegate hands root to a new ephemeral sub-agent with key, by the
+// issuer in process.
+func (e *env) delegate(root *issuer.Token, key ed25519.PrivateKey) *issuer.Token {
+	e.t.Helper()
+	now := time.Now()
+	jwk := jose.NewPublicJWK(key.Public().(ed25519.PublicKey))
+	c, _ := json.Marshal(map[string]any{"aud": iss + "/oauth2/token", "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now)})
+	tok, err := e.is.Delegate(context.Background(), issuer.DelegateRequest{SubjectToken: root.AccessToken, SubjectTokenType: issuer.TokenTypeJWT,
+		ActorToken: jose.Sign(key, jose.Header{Typ: "JWT", JWK: &jwk}, c), ActorTokenType: issuer.TokenTypeJWT})
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	return tok
+}

@@ -89,6 +89,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		http.Error(w, "the gateway could not record the request in its audit log, so it was not forwarded: try again later", http.StatusServiceUnavailable)
 		return
 	}
+	g.tasks.record(c.Task, nil, []string{"calls"}, g.cfg.Now())
 	g.writing.Add(1)
 	defer g.writing.Done()
 	start := g.cfg.Now()
@@ -135,6 +136,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 
 // refuseHTTP answers 403 with the reason and records the decision event.
 func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, method, resource, why string, d *policy.Decision) {
+	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
 	details := map[string]any{"http_status": http.StatusForbidden}
 	if d != nil {
 		details = d.AuditDetails()

@@ -120,6 +120,13 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		g.refuse(w, msgs, verdicts, batch)
 		return
 	}
+	// The calls are on record: the task has made them.
+	for i, m := range msgs {
+		if verdicts[i].call {
+			labels := rt.ToolLabels[toolName(m)]
+			g.tasks.record(c.Task, dataLabels(labels), callCounters(labels), g.cfg.Now())
+		}
+	}
 	// Drain waits for this request from here: the client may have read
 	// the answer before the handler records its summary.
 	g.writing.Add(1)
@@ -164,6 +171,10 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return g.filterTools(ctx, m, c, rt)
 		case v.call:
 			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
+			if v.event.Details["result_secrets"] != nil {
+				// The task has now seen a secret: policy may keep it in.
+				g.tasks.record(c.Task, []string{"secret"}, nil, g.cfg.Now())
+			}
 		}
 		return nil
 	})
@@ -211,6 +222,15 @@ func (g *Gateway) recordResults(ctx context.Context, rt *route, evs []*mandate.E
 // are written (some are written in the background): call it after the
 // HTTP server has shut down, before the event log closes.
 func (g *Gateway) Drain() { g.writing.Wait() }
+
+// toolName is the tool a tools/call names.
+func toolName(m *message) string {
+	var p struct {
+		Name string `json:"name"`
+	}
+	json.Unmarshal(m.Params, &p)
+	return p.Name
+}
 
 func isInitialize(msgs []*message) bool {
 	for _, m := range msgs {
@@ -361,6 +381,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 
 // denied is the verdict of a refused request, with its decision event.
 func (g *Gateway) denied(c *mandate.Claims, m *message, rt *route, resource string, e rpcError, d *policy.Decision) verdict {
+	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
 	details := map[string]any{"rpc_error": e.Code}
 	if d != nil {
 		details = d.AuditDetails()
@@ -393,6 +414,8 @@ func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) (po
 		DPoP: c.Confirm != nil, Time: g.cfg.Now(),
 		Agent: policy.AgentInfo{ID: c.ClientID, Registered: reg, Ephemeral: reg != c.ClientID},
 	}
+	// What the task has done so far, across its agents.
+	req.Labels, req.History = g.tasks.get(c.Task, req.Time)
 	if g.cfg.Agents != nil {
 		a, err := g.cfg.Agents.Agent(ctx, reg)
 		if err != nil {
