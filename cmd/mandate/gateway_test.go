@@ -39,6 +39,25 @@ func serveWithMCP(t *testing.T, srv *mcp.Server, dpop bool) (*Main, *client.Clie
 	return m, agent
 }
 
+// listServer is an MCP server with one tool, list, that answers "ada".
+func listServer() *mcp.Server {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "list"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
+	})
+	return srv
+}
+
+// runCLI runs a mandate command against m and returns its output.
+func runCLI(t *testing.T, m *Main, args ...string) string {
+	t.Helper()
+	var out, errOut strings.Builder
+	if err := dispatch(context.Background(), append(args, "--server", m.URL, "--data", m.DataDir), strings.NewReader(""), &out, &errOut); err != nil {
+		t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
+	}
+	return out.String()
+}
+
 // connectMCP opens an MCP session to crm through m's gateway with md.
 func connectMCP(m *Main, md *client.Mandate) (*mcp.ClientSession, error) {
 	tr := &mcp.StreamableClientTransport{Endpoint: m.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
@@ -51,10 +70,7 @@ func connectMCP(m *Main, md *client.Mandate) (*mcp.ClientSession, error) {
 // client, a revoked mandate does not, and the calls are in the audit log.
 func TestServeGateway(t *testing.T) {
 	ctx := context.Background()
-	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
-	mcp.AddTool(srv, &mcp.Tool{Name: "list"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
-	})
+	srv := listServer()
 	m, agent := serveWithMCP(t, srv, true)
 	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
 	if err != nil {
@@ -132,14 +148,7 @@ func TestToolsCommands(t *testing.T) {
 	if list, err := cs.ListTools(ctx, nil); err != nil || len(list.Tools) != 0 {
 		t.Fatalf("after the change: %v %+v", err, list)
 	}
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errOut strings.Builder
-		if err := dispatch(ctx, append(args, "--server", m.URL, "--data", m.DataDir), strings.NewReader(""), &out, &errOut); err != nil {
-			t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { return runCLI(t, m, args...) }
 	if out := run("tools", "list"); !strings.Contains(out, "crm") || !strings.Contains(out, "changed") {
 		t.Fatalf("tools list:\n%s", out)
 	}
@@ -203,10 +212,7 @@ func TestConfigFile(t *testing.T) {
 // agent holds.
 func TestRevokeCascades(t *testing.T) {
 	ctx := context.Background()
-	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
-	mcp.AddTool(srv, &mcp.Tool{Name: "list"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
-		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
-	})
+	srv := listServer()
 	m, agent := serveWithMCP(t, srv, true)
 	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
 	if err != nil {
@@ -225,14 +231,7 @@ func TestRevokeCascades(t *testing.T) {
 	} else {
 		cs.Close()
 	}
-	run := func(args ...string) string {
-		t.Helper()
-		var out, errOut strings.Builder
-		if err := dispatch(ctx, append(args, "--server", m.URL, "--data", m.DataDir), strings.NewReader(""), &out, &errOut); err != nil {
-			t.Fatalf("mandate %s: %v\n%s", strings.Join(args, " "), err, errOut.String())
-		}
-		return out.String()
-	}
+	run := func(args ...string) string { return runCLI(t, m, args...) }
 	if out := run("revoke", "--task", root.Claims.Task, "--reason", "the task went rogue"); !strings.Contains(out, root.Claims.ID) {
 		t.Fatalf("revoke --task: %s", out)
 	}
