@@ -34,6 +34,8 @@ func TestArchitecture(t *testing.T) {
 		"policy": {""},
 		// The MCP enforcement point: verifies, decides, audits, forwards.
 		"gateway": {"", "verify", "policy", "replay"},
+		// Detectors over the committed events; risk for policy.
+		"monitor": {""},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

@@ -83,6 +83,9 @@ type Config struct {
 	Policy Decider
 	// Events records calls and denials, write-ahead. Required.
 	Events mandate.EventLog
+	// Risk, if set, is a task's risk score (0-100, from the monitor), which
+	// policy sees as context.risk.
+	Risk func(task string) int
 	// Tools keeps the tool definitions pinned at first sight. Required: a
 	// tool whose definition changed, or was never seen, is not called.
 	Tools mandate.ToolPinStore

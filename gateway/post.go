@@ -371,6 +371,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		if v.approval != "" {
 			details["approval"] = v.approval
 		}
+		if labels := rt.ToolLabels[p.Name]; len(labels) > 0 {
+			details["tool_labels"] = labels // for the monitor
+		}
 		if secrets != nil {
 			details["arg_secrets"] = secrets
 		}
@@ -416,6 +419,9 @@ func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) (po
 	}
 	// What the task has done so far, across its agents.
 	req.Labels, req.History = g.tasks.get(c.Task, req.Time)
+	if g.cfg.Risk != nil {
+		req.Risk = g.cfg.Risk(c.Task)
+	}
 	if g.cfg.Agents != nil {
 		a, err := g.cfg.Agents.Agent(ctx, reg)
 		if err != nil {

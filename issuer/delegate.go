@@ -174,9 +174,13 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	// principal is the agent that would receive it (for an ephemeral one,
 	// the labels and owner of its registered ancestor, agents[0]).
 	iat := mandate.NewNumericDate(now)
+	risk := 0
+	if is.cfg.Risk != nil {
+		risk = is.cfg.Risk(parent.Task)
+	}
 	d, asked := is.decision(ctx, policy.Request{
 		Action: policy.ActionDelegate, Subject: parent.Subject, Agent: agentInfo(act.ID, agents[0]),
-		Chain: chain, Task: parent.Task, Purpose: pe.purpose,
+		Chain: chain, Task: parent.Task, Purpose: pe.purpose, Risk: risk,
 		DPoP: proof != nil, Scopes: scopes.Strings(), TTL: exp.Sub(iat.Time), Time: now,
 	})
 	if !d.Allow {

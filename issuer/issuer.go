@@ -71,6 +71,9 @@ type Config struct {
 	// and the agents' approval lists apply (for tests and embedding;
 	// `mandate serve` always sets one).
 	Policy Decider
+	// Risk, if set, is a task's risk score (0-100, from the monitor), which
+	// policy sees as context.risk when the task delegates.
+	Risk func(task string) int
 	// Approvals keeps approval requests; without it, a delegation that
 	// needs approval is refused.
 	Approvals mandate.ApprovalStore

@@ -86,6 +86,7 @@ type Store struct {
 	failErr              error // set when an fsync failed: no write is trusted after it
 
 	commits, committed atomic.Uint64 // transactions and writes committed
+	subscriber         atomic.Pointer[func([]mandate.LoggedEvent)]
 	walCheckpoints     atomic.Uint64 // checkpoints run by the committer to bound the WAL
 
 	stmts map[string]*sql.Stmt // multi-row inserts by table and row count, prepared on wconn; committer only
@@ -557,6 +558,17 @@ func (s *Store) release(c committed) {
 		}
 		s.logHead.mu.Unlock()
 		s.index.add(c.metas)
+		if fn := s.subscriber.Load(); fn != nil {
+			evs := make([]mandate.LoggedEvent, 0, len(c.metas))
+			i := 0
+			for _, w := range c.writes {
+				for _, e := range w.entries {
+					evs = append(evs, mandate.LoggedEvent{Index: c.metas[i].idx, Event: e.ev})
+					i++
+				}
+			}
+			(*fn)(evs)
+		}
 	}
 	for _, w := range c.writes {
 		if w.post != nil {
@@ -564,6 +576,12 @@ func (s *Store) release(c committed) {
 		}
 	}
 }
+
+// Subscribe has fn called with the events of every transaction once it is
+// durable, in log order, from the goroutine that releases them: fn must
+// not block (hand them on, as monitor.Monitor.Observe does) and must not
+// change them. One subscriber; a later call replaces it.
+func (s *Store) Subscribe(fn func([]mandate.LoggedEvent)) { s.subscriber.Store(&fn) }
 
 // pageSize is the database's page size, so the size of a WAL frame's page.
 const pageSize = 8192

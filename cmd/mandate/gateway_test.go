@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -252,5 +253,68 @@ func TestRevokeCascades(t *testing.T) {
 	}
 	if _, err := connectMCP(m, root2); err == nil {
 		t.Fatal("a revoked agent's mandate reached the MCP server")
+	}
+}
+
+// The monitor sees the gateway's events as they are committed: a secret
+// sent to a sink and then probing raise the task's risk past 90, alerts
+// are in the audit log, and the default policy stops the task's next call.
+func TestMonitorStopsARiskyTask(t *testing.T) {
+	ctx := context.Background()
+	srv := listServer()
+	mcp.AddTool(srv, &mcp.Tool{Name: "send"}, func(context.Context, *mcp.CallToolRequest, struct {
+		Body string `json:"body"`
+	}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
+	defer up.Close()
+	m := NewMain()
+	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
+	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL, ToolLabels: map[string][]string{"send": {"external_send"}}}}
+	if err := m.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
+	agent, _ := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key})
+	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list mcp:crm:send", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := connectMCP(m, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	call := func(name string, args map[string]any) error {
+		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
+		return err
+	}
+	if err := call("send", map[string]any{"body": "key AKIAIOSFODNN7EXAMPLE"}); err != nil {
+		t.Fatal(err)
+	}
+	for range 5 {
+		if err := call("delete", map[string]any{}); err == nil {
+			t.Fatal("an out-of-scope call went through")
+		}
+	}
+	task := root.Claims.Task
+	for deadline := time.Now().Add(10 * time.Second); m.Monitor.Risk(task) < 90; time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the task's risk stayed at %d", m.Monitor.Risk(task))
+		}
+	}
+	if err := call("list", map[string]any{}); err == nil || !strings.Contains(err.Error(), "stop-at-high-risk") {
+		t.Fatalf("a call of a task at risk %d: %v", m.Monitor.Risk(task), err)
+	}
+	evs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventAlert, Task: task, Limit: 10})
+	var detectors []string
+	for _, e := range evs {
+		detectors = append(detectors, fmt.Sprint(e.Event.Details["detector"]))
+	}
+	if strings.Join(detectors, " ") != "secret-to-sink repeated-denials" {
+		t.Errorf("alerts %v", detectors)
 	}
 }

@@ -23,6 +23,7 @@ import (
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
 	"github.com/mandatehq/mandate/issuer"
+	"github.com/mandatehq/mandate/monitor"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/sqlite"
@@ -95,6 +96,7 @@ type Main struct {
 	Issuer     *issuer.Issuer
 	Policy     *policy.Engine
 	Gateway    *gateway.Gateway // if MCPUpstreams
+	Monitor    *monitor.Monitor
 	LogKey     *auditlog.LogKey
 	Publisher  *auditlog.Publisher
 
@@ -230,10 +232,14 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return err
 	}
+	// The monitor sees every event once it is durable, and its risk
+	// scores reach policy at the issuer and the gateway.
+	m.Monitor = monitor.New(monitor.Config{Alerts: m.Store, Now: m.Now, Logger: m.Logger})
+	m.Store.Subscribe(m.Monitor.Observe)
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
-		ApprovalTimeout: m.ApprovalTimeout, MaxDepth: m.MaxDepth,
+		ApprovalTimeout: m.ApprovalTimeout, MaxDepth: m.MaxDepth, Risk: m.Monitor.Risk,
 		Replay: replay.New(0), Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
@@ -249,7 +255,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Now: m.Now, Logger: m.Logger,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
 			return err
@@ -315,6 +321,7 @@ func (m *Main) Open(ctx context.Context) error {
 			func(ctx context.Context) error { return m.Policy.Watch(ctx, policyWatchInterval) },
 			m.expireApprovals,
 			m.pruneMandates,
+			m.Monitor.Run,
 		)
 	}()
 	for _, r := range m.MCPUpstreams {
