@@ -197,6 +197,7 @@ func (s *Server) routeTable() []struct {
 		{Route{"POST", "/v1/approvals/{id}/deny", approver}, s.decide(false)},
 		{Route{"POST", "/v1/audit/checkpoint", admin}, s.publishCheckpoint},
 		{Route{"POST", "/v1/revocations", admin}, s.createRevocation},
+		{Route{"GET", "/v1/alerts", admin}, s.alerts},
 		{Route{"GET", "/v1/tools", admin}, s.listTools},
 		{Route{"GET", "/v1/tools/{server}/{name}", admin}, s.getTool},
 		{Route{"POST", "/v1/tools/{server}/{name}/approve", admin}, s.approveTool},

@@ -104,3 +104,17 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 	s.log.Info("mandates revoked", "count", len(out.Revoked), "mandate", req.Mandate, "agent", req.Agent, "task", req.Task)
 	writeJSON(w, http.StatusOK, out)
 }
+
+// alerts answers GET /v1/alerts: the monitor's alert events, with the
+// filters of GET /v1/events (task, agent, since, until, after, limit, last).
+func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
+	q := r.URL.Query()
+	if t := q.Get("type"); t != "" && t != mandate.EventAlert {
+		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "/v1/alerts lists alerts only: use /v1/events for events of type %q", t))
+		return
+	}
+	q.Set("type", mandate.EventAlert)
+	r2 := r.Clone(r.Context())
+	r2.URL.RawQuery = q.Encode()
+	s.events(w, r2)
+}

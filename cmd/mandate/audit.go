@@ -52,6 +52,10 @@ func formatEvent(e mandate.LoggedEvent) string {
 	if s, ok := e.Details["scope"].(string); ok {
 		fmt.Fprintf(&b, " scope=%q", s)
 	}
+	// An alert names its detector and the task's risk.
+	if s, ok := e.Details["detector"].(string); ok {
+		fmt.Fprintf(&b, " detector=%s risk=%v", s, e.Details["risk"])
+	}
 	// Policy loads and decisions name the policy set, by a short hash.
 	if s, ok := e.Details["policy_set"].(string); ok && len(s) >= 12 {
 		fmt.Fprintf(&b, " policy_set=%s", s[:12])

@@ -317,4 +317,10 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	if strings.Join(detectors, " ") != "secret-to-sink repeated-denials" {
 		t.Errorf("alerts %v", detectors)
 	}
+	if out := runCLI(t, m, "alerts", "--task", task); !strings.Contains(out, "secret-to-sink") || !strings.Contains(out, "repeated-denials") {
+		t.Errorf("mandate alerts:\n%s", out)
+	}
+	if list, err := (&httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}).Events(ctx, nil); err != nil || len(list) == 0 {
+		t.Fatalf("events: %v", err)
+	}
 }

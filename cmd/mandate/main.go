@@ -45,6 +45,7 @@ delegation and approvals:
   task list [--limit N] | task show ID        a task's delegation tree
   revoke (--mandate ID | --agent NAME | --task ID) [--reason TEXT]
                                               revoke, with every descendant
+  alerts [-f] [-n N] [--task ID] [--agent NAME]  the monitor's alerts
 
 audit log:
   audit tail [-f] [-n N] [--type T] [--task ID] [--agent NAME]
@@ -180,6 +181,14 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.tools(rest)
 	case "revoke":
 		return c.revoke(rest)
+	case "alerts", "alert":
+		// The monitor's alerts: audit tail of the alert events.
+		for _, a := range rest {
+			if a == "--type" || strings.HasPrefix(a, "--type=") {
+				return usageError{"alerts: lists alerts only; use `mandate audit tail --type T` for other events"}
+			}
+		}
+		return c.auditTail(append(rest, "--type", mandate.EventAlert))
 	case "help", "-h", "--help":
 		fmt.Fprint(stdout, usage)
 		return nil
