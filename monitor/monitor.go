@@ -77,7 +77,6 @@ type task struct {
 	spawns   []time.Time // within a second
 	evidence []int64
 	revoked  bool
-	seen     time.Time
 }
 
 // New returns a Monitor for cfg.
@@ -218,25 +217,27 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 	}
 }
 
-// task returns the state of a task, creating it (and forgetting the
-// least recently seen beyond maxTasks).
+// task returns the state of a task, creating it (and forgetting another
+// beyond maxTasks).
 func (m *Monitor) task(id string, now time.Time) *task {
 	t := m.tasks[id]
 	if t == nil {
 		if len(m.tasks) >= maxTasks {
-			var oldest string
-			var at time.Time
+			// Forget one task, quickly: first one whose risk has decayed
+			// to nothing, else any (map order is random). A scan for the
+			// least recently seen would cost every new task 100,000 steps.
+			n := 0
 			for k, v := range m.tasks {
-				if oldest == "" || v.seen.Before(at) {
-					oldest, at = k, v.seen
+				if m.decayed(v, now) < 1 || n == 16 {
+					delete(m.tasks, k)
+					break
 				}
+				n++
 			}
-			delete(m.tasks, oldest)
 		}
 		t = &task{}
 		m.tasks[id] = t
 	}
-	t.seen = now
 	return t
 }
 

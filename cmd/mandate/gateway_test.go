@@ -21,13 +21,19 @@ import (
 // serveWithMCP starts `mandate serve` with srv (the official Go SDK's
 // server) behind the gateway as crm, and an agent a with its client.
 func serveWithMCP(t *testing.T, srv *mcp.Server, dpop bool) (*Main, *client.Client) {
+	return serveWithMCPLabels(t, srv, dpop, nil)
+}
+
+// serveWithMCPLabels is serveWithMCP with the labels policy sees on the
+// server's tools.
+func serveWithMCPLabels(t *testing.T, srv *mcp.Server, dpop bool, labels map[string][]string) (*Main, *client.Client) {
 	t.Helper()
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	t.Cleanup(up.Close)
 	m := NewMain()
 	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
 	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
-	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL, ToolLabels: labels}}
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -267,18 +273,7 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
 	})
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
-	defer up.Close()
-	m := NewMain()
-	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
-	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
-	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL, ToolLabels: map[string][]string{"send": {"external_send"}}}}
-	if err := m.Open(ctx); err != nil {
-		t.Fatal(err)
-	}
-	defer m.Close()
-	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
-	agent, _ := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key})
+	m, agent := serveWithMCPLabels(t, srv, false, map[string][]string{"send": {"external_send"}})
 	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list mcp:crm:send", TTL: time.Minute})
 	if err != nil {
 		t.Fatal(err)

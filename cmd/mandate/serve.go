@@ -15,6 +15,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -99,6 +100,8 @@ type Main struct {
 	Monitor    *monitor.Monitor
 	LogKey     *auditlog.LogKey
 	Publisher  *auditlog.Publisher
+
+	parents parentLinks // for the gateway's revocation check
 
 	ln     net.Listener
 	srv    *http.Server
@@ -546,16 +549,46 @@ func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
 		if revoked {
 			return fmt.Errorf("mandate %s: %w", id, verify.ErrRevoked)
 		}
-		rec, err := m.Store.Issuance(ctx, id)
+		parent, err := m.parents.of(ctx, m.Store, id)
 		if err != nil {
 			return err // not on record: not vouched for
 		}
-		if rec.ParentID == "" {
+		if parent == "" {
 			return nil
 		}
-		id = rec.ParentID
+		id = parent
 	}
 	return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+}
+
+// parentLinks remembers which mandate each mandate was delegated from: a
+// link never changes, so the gateway's revocation check reads each from
+// the store once, not on every call. Bounded: when full it starts over.
+type parentLinks struct {
+	mu sync.Mutex
+	m  map[string]string
+}
+
+const maxParentLinks = 100_000
+
+func (p *parentLinks) of(ctx context.Context, st mandate.IssuanceGetter, id string) (string, error) {
+	p.mu.Lock()
+	parent, ok := p.m[id]
+	p.mu.Unlock()
+	if ok {
+		return parent, nil
+	}
+	rec, err := st.Issuance(ctx, id)
+	if err != nil {
+		return "", err
+	}
+	p.mu.Lock()
+	if p.m == nil || len(p.m) >= maxParentLinks {
+		p.m = make(map[string]string)
+	}
+	p.m[id] = rec.ParentID
+	p.mu.Unlock()
+	return rec.ParentID, nil
 }
 
 // splitCommand splits a command line into words: spaces separate them,
