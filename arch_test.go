@@ -18,7 +18,8 @@ func TestArchitecture(t *testing.T) {
 		"replay":              {},
 		"dpop":                {"jose"},
 		"verify":              {"", "jose", "dpop", "replay"},
-		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile"},
+		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
+		"internal/bucket":     {},
 		"internal/atomicfile": {},
 		"internal/jsonstr":    {},
 		"sqlite":              {"", "auditlog"},
@@ -33,7 +34,7 @@ func TestArchitecture(t *testing.T) {
 		// Cedar policy decisions; the issuer and the gateway call it.
 		"policy": {""},
 		// The MCP enforcement point: verifies, decides, audits, forwards.
-		"gateway": {"", "verify", "policy", "replay"},
+		"gateway": {"", "verify", "policy", "replay", "internal/bucket"},
 		// Detectors over the committed events; risk for policy.
 		"monitor": {""},
 	}

@@ -35,6 +35,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/bucket"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/verify"
@@ -83,9 +84,13 @@ type Config struct {
 	Policy Decider
 	// Events records calls and denials, write-ahead. Required.
 	Events mandate.EventLog
-	// Risk, if set, is a task's risk score (0-100, from the monitor), which
-	// policy sees as context.risk.
-	Risk func(task string) int
+	// Risk, if set, is the risk score (0-100, from the monitor) of a task
+	// and of the agent calling in it, which policy sees as context.risk.
+	Risk func(task, agent string) int
+	// Hold, if set, says why the monitor asks that every remaining tool
+	// call of a task wait for a person's approval ("" if it does not):
+	// such a call is held as if policy had asked, whatever policy says.
+	Hold func(task string) string
 	// Tools keeps the tool definitions pinned at first sight. Required: a
 	// tool whose definition changed, or was never seen, is not called.
 	Tools mandate.ToolPinStore
@@ -143,6 +148,7 @@ type Gateway struct {
 	bridges       []*stdioBridge
 	approvalUser  ApprovalUser
 	tasks         *taskStates
+	refusals      *bucket.Bucket // of audit events for refused genuine mandates
 }
 
 type route struct {
@@ -212,7 +218,8 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Client = &http.Client{Transport: t}
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates()}
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
+		refusals: bucket.New(refusalRate, refusalRate)}
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u
 	}
@@ -399,6 +406,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 	if err == nil {
 		return c, true
 	}
+	g.auditRefusal(r.Context(), rt, err)
 	desc := strings.NewReplacer(`"`, "'", "\\", "/").Replace(err.Error())
 	code := "invalid_token"
 	if r.Header.Get("Authorization") == "" {
@@ -419,6 +427,37 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 	g.cfg.Logger.InfoContext(r.Context(), "gateway: mandate refused", "server", rt.Name, "err", err)
 	http.Error(w, "mandate refused: "+err.Error(), http.StatusUnauthorized)
 	return nil, false
+}
+
+// refusalRate bounds the audit events of refused genuine mandates, per
+// second: whoever holds an expired or stolen mandate can send it as often
+// as they like.
+const refusalRate = 100
+
+// auditRefusal records the refusal of a genuine mandate (its signature
+// verified: one that is expired, revoked, or presented without its key),
+// naming its task and agent, for the monitor: a revoked mandate still in
+// use, an old one replayed, one presented by someone without its key are
+// signs of a stolen credential. Forgeries and garbage are not recorded:
+// they name nobody, and anyone can send them.
+func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
+	var ve *verify.Error
+	if !errors.As(err, &ve) || ve.Claims == nil {
+		return
+	}
+	now := g.cfg.Now()
+	if !g.refusals.Allow(now) {
+		return
+	}
+	c := ve.Claims
+	details := map[string]any{"refused": ve.Check}
+	if errors.Is(err, verify.ErrExpired) {
+		details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
+	}
+	ev := g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, err.Error(), details)
+	if err := g.cfg.Events.Append(context.WithoutCancel(ctx), ev); err != nil {
+		g.cfg.Logger.Error("gateway: refused mandate not audited", "server", rt.Name, "err", err)
+	}
 }
 
 const sessionHeader = "Mcp-Session-Id"

@@ -67,6 +67,9 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	secrets := findSecrets(body)
 	req.Labels = append(req.Labels, secretLabels(secrets)...)
 	d := g.cfg.Policy.Decide(ctx, req)
+	if d.Allow && !d.NeedsApproval {
+		g.hold(c, &d)
+	}
 	switch {
 	case !d.Allow:
 		why := strings.Join(d.Reasons, "; ")

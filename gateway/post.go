@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -335,6 +336,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			Message: "method " + m.Method + " is not allowed through the gateway"}, nil)
 	}
 	d := g.cfg.Policy.Decide(ctx, req)
+	if d.Allow && !d.NeedsApproval && m.Method == "tools/call" {
+		g.hold(c, &d)
+	}
 	switch {
 	case !d.Allow:
 		why := strings.Join(d.Reasons, "; ")
@@ -345,6 +349,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
 		if secrets != nil {
 			v.event.Details["arg_secrets"] = secrets
+		}
+		if labels := req.ToolLabels; len(labels) > 0 {
+			v.event.Details["tool_labels"] = labels // for the monitor: an attempt counts
 		}
 		return v
 	}
@@ -380,6 +387,19 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		v.event = g.event(mandate.EventToolCall, c, m.Method, resource, mandate.OutcomeOK, "", details)
 	}
 	return v
+}
+
+// hold makes an allowed decision wait for a person's approval if the
+// monitor asks it for the rest of c's task (Config.Hold).
+func (g *Gateway) hold(c *mandate.Claims, d *policy.Decision) {
+	if g.cfg.Hold == nil {
+		return
+	}
+	if why := g.cfg.Hold(c.Task); why != "" {
+		d.NeedsApproval = true
+		d.Policies = append(slices.Clip(d.Policies), "monitor")
+		d.Reasons = append(slices.Clip(d.Reasons), why)
+	}
 }
 
 // denied is the verdict of a refused request, with its decision event.
@@ -420,7 +440,7 @@ func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) (po
 	// What the task has done so far, across its agents.
 	req.Labels, req.History = g.tasks.get(c.Task, req.Time)
 	if g.cfg.Risk != nil {
-		req.Risk = g.cfg.Risk(c.Task)
+		req.Risk = g.cfg.Risk(c.Task, c.ClientID)
 	}
 	if g.cfg.Agents != nil {
 		a, err := g.cfg.Agents.Agent(ctx, reg)

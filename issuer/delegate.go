@@ -176,7 +176,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	iat := mandate.NewNumericDate(now)
 	risk := 0
 	if is.cfg.Risk != nil {
-		risk = is.cfg.Risk(parent.Task)
+		risk = is.cfg.Risk(parent.Task, parent.ClientID)
 	}
 	d, asked := is.decision(ctx, policy.Request{
 		Action: policy.ActionDelegate, Subject: parent.Subject, Agent: agentInfo(act.ID, agents[0]),
@@ -668,7 +668,7 @@ func (is *Issuer) refused(ctx context.Context, parent *mandate.Claims, now time.
 	}
 	ev := refusalEvent("delegate", err, now)
 	if parent == nil {
-		if !is.refusals.allow(now) {
+		if !is.refusals.Allow(now) {
 			return
 		}
 	} else {

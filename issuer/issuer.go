@@ -21,6 +21,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/internal/bucket"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
@@ -71,9 +72,10 @@ type Config struct {
 	// and the agents' approval lists apply (for tests and embedding;
 	// `mandate serve` always sets one).
 	Policy Decider
-	// Risk, if set, is a task's risk score (0-100, from the monitor), which
-	// policy sees as context.risk when the task delegates.
-	Risk func(task string) int
+	// Risk, if set, is the risk score (0-100, from the monitor) of a task
+	// and of the delegating agent, which policy sees as context.risk when
+	// the task delegates.
+	Risk func(task, agent string) int
 	// Approvals keeps approval requests; without it, a delegation that
 	// needs approval is refused.
 	Approvals mandate.ApprovalStore
@@ -115,7 +117,7 @@ type Issuer struct {
 	issued    *issuedCache
 	ephemeral *ephemeralAgents
 	waiters   waiters
-	refusals  *limiter // of audit events for unauthenticated refusals
+	refusals  *bucket.Bucket // of audit events for unauthenticated refusals
 }
 
 // New returns an Issuer for cfg.
@@ -163,7 +165,7 @@ func New(cfg Config) (*Issuer, error) {
 		cfg:       cfg,
 		issued:    newIssuedCache(issuedCacheSize),
 		ephemeral: newEphemeralAgents(cfg.MaxEphemeral),
-		refusals:  &limiter{rate: 100, burst: 100},
+		refusals:  bucket.New(100, 100),
 	}, nil
 }
 
@@ -218,7 +220,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		_, pending := err.(*PendingError)
 		// A replayed assertion proves nothing about who sends it: its
 		// refusals are rate-limited, as those of unauthenticated requests.
-		replayed := oauthCodeOf(err) == "invalid_client" && !is.refusals.allow(now)
+		replayed := oauthCodeOf(err) == "invalid_client" && !is.refusals.Allow(now)
 		if !pending && !replayed && is.cfg.Events != nil {
 			ev := refusalEvent("mint", err, now)
 			ev.Agent, ev.Chain, ev.Subject = agent.ID, []string{agent.ID}, agent.Subject()

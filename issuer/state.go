@@ -173,30 +173,3 @@ func (is *Issuer) LiveEphemeral() int {
 	defer is.ephemeral.mu.Unlock()
 	return len(is.ephemeral.m)
 }
-
-// limiter is a token bucket: rate events per second, bursts of burst.
-type limiter struct {
-	mu      sync.Mutex
-	rate    float64
-	burst   float64
-	tokens  float64
-	last    time.Time
-	dropped uint64
-}
-
-func (l *limiter) allow(now time.Time) bool {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if !l.last.IsZero() {
-		l.tokens = min(l.burst, l.tokens+now.Sub(l.last).Seconds()*l.rate)
-	} else {
-		l.tokens = l.burst
-	}
-	l.last = now
-	if l.tokens < 1 {
-		l.dropped++
-		return false
-	}
-	l.tokens--
-	return true
-}

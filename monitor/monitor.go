@@ -1,12 +1,15 @@
 // Package monitor watches the audit log's events as they are committed,
-// keeps per-task state, runs detectors of misuse of legitimate
-// permissions, raises each task's risk score (which decays), writes an
-// alert event naming the detector and its evidence, and, where
-// configured, revokes the task.
+// keeps per-task and per-agent state, runs detectors of misuse of
+// legitimate permissions, raises risk scores (which decay), and responds:
+// an alert event naming the detector and its evidence, and, as configured
+// per detector, approval for the rest of the task, revocation of the
+// offending mandate's subtree or of the whole task, or quarantine of the
+// agent.
 //
 // The gateway and the issuer read Risk into policy's context.risk: the
 // default policy set stops tool calls, HTTP requests and delegations of a
-// task whose risk is 90 or more.
+// task whose risk is 90 or more. The gateway asks Hold whether a task's
+// remaining calls wait for a person.
 //
 // It is not a policy decision point (policy decides, with the risk in
 // context) and it keeps nothing across a restart: risk starts at 0.
@@ -14,9 +17,11 @@ package monitor
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -24,19 +29,93 @@ import (
 	"github.com/mandatehq/mandate"
 )
 
+// Response is what the monitor does when a detector fires, beyond the
+// alert event it always writes.
+type Response string
+
+// The responses.
+const (
+	// Alert: the alert event only.
+	Alert Response = "alert"
+	// Approve: every remaining tool call of the task waits for a person's
+	// approval at the gateway, whatever policy says (Monitor.Hold).
+	Approve Response = "approve"
+	// Revoke: the offending mandate is revoked, and its descendants with
+	// it (for a delegation detector, the delegating mandate).
+	Revoke Response = "revoke"
+	// RevokeTask: the task's whole tree is revoked.
+	RevokeTask Response = "revoke-task"
+	// Quarantine: the offending agent (its registered ancestor, for an
+	// ephemeral sub-agent) is disabled, so it gets no new mandates, and
+	// its live mandates are revoked.
+	Quarantine Response = "quarantine"
+)
+
+// The detectors' names, as in alert events and Config.Responses.
+const (
+	RateSpike       = "rate-spike"
+	NewTool         = "new-tool"
+	Exfiltration    = "exfiltration"
+	SpawnStorm      = "spawn-storm"
+	FanOut          = "fan-out"
+	DeepDelegation  = "deep-delegation"
+	RepeatedDenials = "repeated-denials"
+	DeadMandateUse  = "dead-mandate-use"
+	DPoPMismatch    = "dpop-mismatch"
+	SecretToSink    = "secret-to-sink"
+	// HighRisk is not a detector of its own: it is the response when a
+	// task's risk reaches Config.RevokeAt.
+	HighRisk = "high-risk"
+)
+
+// Detector describes one detector: how much risk it adds and what it does
+// by default. docs/monitor.md says what each catches.
+type Detector struct {
+	Name      string
+	Risk      int
+	Responses []Response
+}
+
+// Detectors lists every detector with its defaults.
+var Detectors = []Detector{
+	{RateSpike, 20, []Response{Alert}},
+	{NewTool, 10, []Response{Alert}},
+	{Exfiltration, 60, []Response{RevokeTask}},
+	{SpawnStorm, 40, []Response{Revoke}},
+	{FanOut, 20, []Response{Alert}},
+	{DeepDelegation, 20, []Response{Alert}},
+	{RepeatedDenials, 40, []Response{Alert}},
+	{DeadMandateUse, 30, []Response{Alert}},
+	{DPoPMismatch, 50, []Response{Revoke}},
+	{SecretToSink, 60, []Response{Approve}},
+}
+
 // Defaults of Config.
 const (
-	DefaultWindow          = 30 * time.Second
-	DefaultDenials         = 5  // denials in Window that make probing
-	DefaultSpawns          = 50 // delegations in a second that make a storm
-	DefaultHalfLife        = 10 * time.Minute
-	DefaultRevokeAt        = 0 // no revocation by default
-	maxTasks               = 100_000
-	queueSize              = 4096 // batches of committed events
-	maxEvidence            = 16
-	detectionRiskProbing   = 40
-	detectionRiskStorm     = 40
-	detectionRiskSecretOut = 60
+	DefaultWindow       = 30 * time.Second
+	DefaultDenials      = 5  // denials in Window that make probing
+	DefaultSpawns       = 50 // delegations in a second that make a storm
+	DefaultFanOut       = 20 // children of one mandate
+	DefaultDepth        = 4  // agents in a delegation's chain
+	DefaultRateBucket   = 10 * time.Second
+	DefaultRateFactor   = 5
+	DefaultRateMin      = 60 // calls in a bucket below which nothing is a spike
+	DefaultRateWarmup   = 6  // buckets of history before a baseline counts
+	DefaultNewToolAfter = 20 // calls an agent makes before a new tool is news
+	DefaultExpiredGrace = 5 * time.Second
+	DefaultHalfLife     = 10 * time.Minute
+)
+
+// Bounds of the monitor's memory.
+const (
+	maxTasks        = 100_000
+	maxAgents       = 100_000
+	maxParents      = 1024 // mandates whose children a task counts
+	maxToolsKnown   = 256  // tools per agent; past it, no tool is news
+	maxFiredPerTask = 16   // mandates dead-mandate-use fired for, per task
+	queueSize       = 4096 // batches of committed events
+	maxEvidence     = 16
+	rateAlpha       = 0.2 // weight of the newest bucket in the baseline
 )
 
 // Config configures a Monitor. Zero values mean defaults.
@@ -47,59 +126,163 @@ type Config struct {
 	Denials int
 	// Spawns: delegations in one second of a task that make a storm.
 	Spawns int
-	// HalfLife: a task's risk halves in this time without detections.
+	// FanOut: children of one mandate that are too many.
+	FanOut int
+	// Depth: a delegation whose chain has this many agents is deep.
+	Depth int
+	// RateBucket, RateFactor, RateMin, RateWarmup: an agent's tool calls
+	// are counted per RateBucket; its baseline is a moving average of the
+	// buckets; a bucket with RateFactor times the baseline, and at least
+	// RateMin calls, is a spike once RateWarmup buckets are known.
+	RateBucket time.Duration
+	RateFactor float64
+	RateMin    int
+	RateWarmup int
+	// NewToolAfter: an agent's calls before a tool it never used is news.
+	NewToolAfter int
+	// ExpiredGrace: a mandate used this long after it expired is replayed,
+	// not late.
+	ExpiredGrace time.Duration
+	// HalfLife: risk halves in this time without detections.
 	HalfLife time.Duration
-	// RevokeAt, if not 0, revokes a task (Revoke) once its risk reaches it.
+	// Responses replaces a detector's default responses (Detectors); an
+	// empty list means Alert only.
+	Responses map[string][]Response
+	// RevokeAt, if not 0, revokes a task once its risk reaches it.
 	RevokeAt int
-	// Revoke revokes a task's tree; required with RevokeAt.
-	Revoke func(ctx context.Context, task, reason string) error
+	// Act carries out Approve's siblings: Revoke, RevokeTask, Quarantine.
+	// Without it, those responses are not carried out (and the alert says
+	// so).
+	Act func(ctx context.Context, a Action) error
 	// Alerts receives the alert events. Required.
 	Alerts mandate.EventLog
 	Now    func() time.Time
 	Logger *slog.Logger
 }
 
+// Action is a response to carry out, with what it answers.
+type Action struct {
+	Response Response
+	Detector string
+	Task     string
+	Mandate  string // the offending mandate (for Revoke)
+	Agent    string // the offending agent (for Quarantine): a registered agent's ID
+	Evidence []int64
+	Reason   string
+}
+
 // Monitor runs the detectors. Observe feeds it; Run works through what it
 // was fed. It is safe for concurrent use.
 type Monitor struct {
-	cfg     Config
-	queue   chan []mandate.LoggedEvent
-	dropped atomic.Int64
+	cfg       Config
+	risk      map[string]float64 // detector → risk added
+	responses map[string][]Response
+	queue     chan []mandate.LoggedEvent
+	dropped   atomic.Int64
+	processed atomic.Int64
 
-	mu    sync.Mutex
-	tasks map[string]*task
+	mu     sync.Mutex
+	tasks  map[string]*task
+	agents map[string]*agent
 }
 
 type task struct {
-	risk     float64
-	at       time.Time   // when risk was last computed
-	denials  []time.Time // within Window
-	spawns   []time.Time // within a second
-	evidence []int64
-	revoked  bool
+	score
+	denials   []int64 // times (ns) within Window
+	spawns    []int64 // within a second
+	children  map[string]int
+	read      int64  // log index of the first sensitive read, -1 none
+	reader    string // its agent
+	exfil     bool   // Exfiltration fired
+	secretOut bool   // SecretToSink fired
+	fired     []string
+	evidence  []int64
+	hold      string // why the rest of the task waits for approval
+	revoked   bool
+}
+
+type agent struct {
+	score
+	bucket   int64 // index of the current rate bucket
+	count    int   // calls in it
+	baseline float64
+	history  int // buckets seen
+	spiked   bool
+	calls    int
+	tools    map[string]struct{}
+}
+
+// score is a decaying risk.
+type score struct {
+	risk float64
+	at   int64 // when (ns) risk was last computed
+	seen int64 // last event (ns)
 }
 
 // New returns a Monitor for cfg.
 func New(cfg Config) *Monitor {
-	if cfg.Window <= 0 {
-		cfg.Window = DefaultWindow
+	def := func(v *int, d int) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if cfg.Denials <= 0 {
-		cfg.Denials = DefaultDenials
+	defd := func(v *time.Duration, d time.Duration) {
+		if *v <= 0 {
+			*v = d
+		}
 	}
-	if cfg.Spawns <= 0 {
-		cfg.Spawns = DefaultSpawns
+	defd(&cfg.Window, DefaultWindow)
+	def(&cfg.Denials, DefaultDenials)
+	def(&cfg.Spawns, DefaultSpawns)
+	def(&cfg.FanOut, DefaultFanOut)
+	def(&cfg.Depth, DefaultDepth)
+	defd(&cfg.RateBucket, DefaultRateBucket)
+	if cfg.RateFactor <= 0 {
+		cfg.RateFactor = DefaultRateFactor
 	}
-	if cfg.HalfLife <= 0 {
-		cfg.HalfLife = DefaultHalfLife
-	}
+	def(&cfg.RateMin, DefaultRateMin)
+	def(&cfg.RateWarmup, DefaultRateWarmup)
+	def(&cfg.NewToolAfter, DefaultNewToolAfter)
+	defd(&cfg.ExpiredGrace, DefaultExpiredGrace)
+	defd(&cfg.HalfLife, DefaultHalfLife)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	return &Monitor{cfg: cfg, queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}}
+	m := &Monitor{cfg: cfg, risk: map[string]float64{}, responses: map[string][]Response{},
+		queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}, agents: map[string]*agent{}}
+	for _, d := range Detectors {
+		m.risk[d.Name] = float64(d.Risk)
+		m.responses[d.Name] = d.Responses
+	}
+	for name, rs := range cfg.Responses {
+		m.responses[name] = rs
+	}
+	return m
+}
+
+// CheckResponses checks a configuration's responses: known detectors,
+// known responses.
+func CheckResponses(rs map[string][]Response) error {
+	for name, list := range rs {
+		if !slices.ContainsFunc(Detectors, func(d Detector) bool { return d.Name == name }) {
+			names := make([]string, len(Detectors))
+			for i, d := range Detectors {
+				names[i] = d.Name
+			}
+			return fmt.Errorf("monitor: no detector %q (the detectors: %s)", name, strings.Join(names, ", "))
+		}
+		for _, r := range list {
+			switch r {
+			case Alert, Approve, Revoke, RevokeTask, Quarantine:
+			default:
+				return fmt.Errorf("monitor: detector %s: no response %q (alert, approve, revoke, revoke-task, quarantine)", name, r)
+			}
+		}
+	}
+	return nil
 }
 
 // Observe hands committed events to the monitor without waiting: the
@@ -116,6 +299,9 @@ func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
 // Dropped is how many events the monitor could not keep up with.
 func (m *Monitor) Dropped() int64 { return m.dropped.Load() }
 
+// Processed is how many events the monitor has run its detectors over.
+func (m *Monitor) Processed() int64 { return m.processed.Load() }
+
 // Run processes what Observe queued until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
 	for {
@@ -130,123 +316,393 @@ func (m *Monitor) Run(ctx context.Context) error {
 	}
 }
 
-// Risk is a task's risk score, 0 to 100, as of now.
-func (m *Monitor) Risk(taskID string) int {
+// Risk is the risk score, 0 to 100, as of now, of a task or of an agent
+// acting in it, whichever is higher. An ephemeral sub-agent's is its
+// registered ancestor's.
+func (m *Monitor) Risk(taskID, agentID string) int {
+	now := m.cfg.Now().UnixNano()
 	m.mu.Lock()
 	defer m.mu.Unlock()
-	t := m.tasks[taskID]
-	if t == nil {
-		return 0
+	r := 0.0
+	if t := m.tasks[taskID]; t != nil {
+		r = m.decayed(&t.score, now)
 	}
-	return int(math.Round(m.decayed(t, m.cfg.Now())))
+	if a := m.agents[mandate.RegisteredAncestor(agentID)]; a != nil && agentID != "" {
+		r = max(r, m.decayed(&a.score, now))
+	}
+	return int(math.Round(r))
 }
 
-func (m *Monitor) decayed(t *task, now time.Time) float64 {
-	if t.risk == 0 {
+// Hold says why the rest of a task waits for a person's approval, or ""
+// if it does not (the Approve response).
+func (m *Monitor) Hold(taskID string) string {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.tasks[taskID]; t != nil {
+		return t.hold
+	}
+	return ""
+}
+
+func (m *Monitor) decayed(s *score, now int64) float64 {
+	if s.risk == 0 {
 		return 0
 	}
-	half := float64(now.Sub(t.at)) / float64(m.cfg.HalfLife)
-	return t.risk * math.Pow(0.5, max(half, 0))
+	half := float64(now-s.at) / float64(m.cfg.HalfLife)
+	return s.risk * math.Pow(0.5, max(half, 0))
+}
+
+func (m *Monitor) raise(s *score, by float64, now int64) float64 {
+	s.risk = min(m.decayed(s, now)+by, 100)
+	s.at = now
+	return s.risk
 }
 
 // detection is what a detector found.
 type detection struct {
 	detector string
-	risk     float64
 	reason   string
+	evidence []int64 // besides the event itself
+	mandate  string  // the offending mandate, if not the event's
 }
 
 // Process runs the detectors over one event (Run calls it; tests may).
+// Windows are measured in the events' own times.
 func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
-	if ev.Event == nil || ev.Task == "" || ev.Type == mandate.EventAlert {
+	if ev.Event == nil || ev.By == "monitor" {
 		return
 	}
-	now := m.cfg.Now()
-	m.mu.Lock()
-	t := m.task(ev.Task, now)
+	m.processed.Add(1)
+	now := ev.Time
+	if now == 0 {
+		now = m.cfg.Now().UnixNano()
+	}
 	var found []detection
-	switch {
-	case ev.Type == mandate.EventDecision && ev.Outcome == mandate.OutcomeDeny:
-		t.denials = append(within(t.denials, now, m.cfg.Window), now)
-		if len(t.denials) == m.cfg.Denials {
-			found = append(found, detection{"repeated-denials", detectionRiskProbing,
-				itoa(len(t.denials)) + " refused requests within " + m.cfg.Window.String() + ": probing for what is allowed"})
+	m.mu.Lock()
+	var t *task
+	var a *agent
+	if ev.Task != "" {
+		t = m.task(ev.Task, now)
+	}
+	if ev.Agent != "" {
+		a = m.agent(mandate.RegisteredAncestor(ev.Agent), now)
+	}
+	switch ev.Type {
+	case mandate.EventToolCall:
+		found = m.call(found, t, a, ev, now)
+	case mandate.EventDecision:
+		if ev.Outcome != mandate.OutcomeDeny {
+			break
 		}
-	case ev.Type == mandate.EventMandateDelegated:
-		t.spawns = append(within(t.spawns, now, time.Second), now)
-		if len(t.spawns) == m.cfg.Spawns {
-			found = append(found, detection{"spawn-storm", detectionRiskStorm,
-				itoa(len(t.spawns)) + " delegations within a second"})
+		if refused, _ := ev.Details["refused"].(string); refused != "" {
+			found = m.deadOrStolen(found, t, ev, refused)
+			break
 		}
-	case ev.Type == mandate.EventToolCall:
-		if ev.Details["arg_secrets"] != nil && slices.Contains(stringList(ev.Details["tool_labels"]), "external_send") {
-			found = append(found, detection{"secret-to-sink", detectionRiskSecretOut,
-				"a call to a tool that sends data out carries a secret in its arguments"})
+		if ev.Action == "tools/call" {
+			found = m.sinks(found, t, ev) // an attempt counts, refused or not
 		}
+		if t != nil {
+			t.denials = append(within(t.denials, now, m.cfg.Window), now)
+			if len(t.denials) == m.cfg.Denials {
+				found = append(found, detection{detector: RepeatedDenials,
+					reason: itoa(len(t.denials)) + " refused requests within " + m.cfg.Window.String() + ": probing for what is allowed"})
+			}
+		}
+	case mandate.EventMandateDelegated:
+		found = m.delegated(found, t, ev, now)
+	}
+	if len(found) == 0 {
+		m.mu.Unlock()
+		return
 	}
 	var alerts []*mandate.Event
-	revoke := ""
+	var acts []Action
 	for _, d := range found {
-		t.risk = min(m.decayed(t, now)+d.risk, 100)
-		t.at = now
-		t.evidence = append(t.evidence, ev.Index)
-		if len(t.evidence) > maxEvidence {
-			t.evidence = t.evidence[len(t.evidence)-maxEvidence:]
+		by := m.risk[d.detector]
+		tr, ar := 0.0, 0.0
+		if t != nil {
+			tr = m.raise(&t.score, by, now)
+			t.evidence = appendEvidence(t.evidence, append(d.evidence, ev.Index)...)
 		}
-		alerts = append(alerts, &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventAlert,
-			Task: ev.Task, Mandate: ev.Mandate, Agent: ev.Agent, Chain: ev.Chain, Subject: ev.Subject,
+		if a != nil {
+			ar = m.raise(&a.score, by, now)
+		}
+		evidence := appendEvidence(nil, append(d.evidence, ev.Index)...)
+		offending := ev.Mandate
+		if d.mandate != "" {
+			offending = d.mandate
+		}
+		responses := m.responses[d.detector]
+		done := []string{string(Alert)}
+		for _, r := range responses {
+			act := Action{Response: r, Detector: d.detector, Task: ev.Task, Mandate: offending,
+				Agent: mandate.RegisteredAncestor(ev.Agent), Evidence: evidence, Reason: "the monitor's " + d.detector + " detector: " + d.reason}
+			switch r {
+			case Alert:
+				continue // done already
+			case Approve:
+				if t == nil {
+					continue
+				}
+				if t.hold == "" {
+					t.hold = act.Reason
+				}
+			case RevokeTask:
+				if t == nil || t.revoked {
+					continue
+				}
+				t.revoked = true
+				acts = append(acts, act)
+			case Revoke:
+				if offending == "" {
+					continue
+				}
+				acts = append(acts, act)
+			case Quarantine:
+				if act.Agent == "" {
+					continue
+				}
+				acts = append(acts, act)
+			}
+			done = append(done, string(r))
+		}
+		if m.cfg.RevokeAt > 0 && t != nil && tr >= float64(m.cfg.RevokeAt) && !t.revoked {
+			t.revoked = true
+			acts = append(acts, Action{Response: RevokeTask, Detector: HighRisk, Task: ev.Task, Evidence: slices.Clone(t.evidence),
+				Reason: "the monitor's " + d.detector + " detector raised the task's risk to " + itoa(int(math.Round(tr)))})
+			done = append(done, string(RevokeTask))
+		}
+		details := map[string]any{"detector": d.detector, "risk": int64(math.Round(tr)), "evidence": evidenceOf(evidence),
+			"responses": done}
+		if a != nil {
+			details["agent_risk"] = int64(math.Round(ar))
+		}
+		if m.cfg.Act == nil && slices.ContainsFunc(done, func(r string) bool { return r != string(Approve) && r != string(Alert) }) {
+			details["not_carried_out"] = "this monitor has nothing to act with"
+		}
+		alerts = append(alerts, &mandate.Event{V: mandate.EventVersion, Time: m.cfg.Now().UnixNano(), Type: mandate.EventAlert,
+			Task: ev.Task, Mandate: offending, Agent: ev.Agent, Chain: ev.Chain, Subject: ev.Subject,
 			Action: "detect", Resource: ev.Resource, Outcome: mandate.OutcomeDeny, Reason: d.reason, By: "monitor",
-			Details: map[string]any{"detector": d.detector, "risk": int64(math.Round(t.risk)), "evidence": evidenceOf(t.evidence)}})
-		if m.cfg.RevokeAt > 0 && t.risk >= float64(m.cfg.RevokeAt) && !t.revoked {
-			t.revoked, revoke = true, d.detector
-		}
+			Details: details})
 	}
 	m.mu.Unlock()
-	if len(alerts) > 0 {
-		if err := m.cfg.Alerts.Append(ctx, alerts...); err != nil {
-			m.cfg.Logger.Error("monitor: alert not recorded", "task", ev.Task, "err", err)
-		}
-		for _, a := range alerts {
-			m.cfg.Logger.Warn("monitor: alert", "task", a.Task, "detector", a.Details["detector"], "risk", a.Details["risk"], "reason", a.Reason)
-		}
-	}
-	if revoke != "" && m.cfg.Revoke != nil {
-		if err := m.cfg.Revoke(ctx, ev.Task, "the monitor's "+revoke+" detector raised the task's risk to "+itoa(m.Risk(ev.Task))); err != nil {
-			m.cfg.Logger.Error("monitor: task not revoked", "task", ev.Task, "err", err)
+	// Contain first: the revocations are what stops the next call. Each
+	// revocation event names the detector and the evidence itself.
+	if m.cfg.Act != nil {
+		for _, act := range acts {
+			if err := m.cfg.Act(ctx, act); err != nil {
+				m.cfg.Logger.Error("monitor: response not carried out", "task", act.Task, "detector", act.Detector, "response", act.Response, "err", err)
+			}
 		}
 	}
+	if err := m.cfg.Alerts.Append(ctx, alerts...); err != nil {
+		m.cfg.Logger.Error("monitor: alert not recorded", "task", ev.Task, "err", err)
+	}
+	for _, al := range alerts {
+		m.cfg.Logger.Warn("monitor: alert", "task", al.Task, "agent", al.Agent, "detector", al.Details["detector"],
+			"risk", al.Details["risk"], "responses", al.Details["responses"], "reason", al.Reason)
+	}
+}
+
+// call runs the detectors of a forwarded tool call.
+func (m *Monitor) call(found []detection, t *task, a *agent, ev mandate.LoggedEvent, now int64) []detection {
+	found = m.sinks(found, t, ev)
+	if a == nil || ev.Action == "http" {
+		return found
+	}
+	// Rate against the agent's own baseline.
+	b := now / int64(m.cfg.RateBucket)
+	if a.history == 0 {
+		a.bucket, a.history = b, 1
+	}
+	if b > a.bucket {
+		a.baseline = (1-rateAlpha)*a.baseline + rateAlpha*float64(a.count)
+		if a.history == 1 {
+			a.baseline = float64(a.count) // the first full bucket is the baseline
+		}
+		empty := min(b-a.bucket-1, 64)
+		a.baseline *= math.Pow(1-rateAlpha, float64(empty))
+		a.history += int(min(b-a.bucket, 1<<20))
+		a.bucket, a.count, a.spiked = b, 0, false
+	}
+	a.count++
+	if !a.spiked && a.history > m.cfg.RateWarmup && a.count >= m.cfg.RateMin && float64(a.count) >= m.cfg.RateFactor*a.baseline {
+		a.spiked = true
+		found = append(found, detection{detector: RateSpike,
+			reason: fmt.Sprintf("%d tool calls within %v, against a baseline of %.1f", a.count, m.cfg.RateBucket, a.baseline)})
+	}
+	// A tool the agent never used.
+	a.calls++
+	if a.tools == nil {
+		a.tools = map[string]struct{}{}
+	}
+	if _, known := a.tools[ev.Resource]; !known && len(a.tools) < maxToolsKnown {
+		a.tools[ev.Resource] = struct{}{}
+		if a.calls > m.cfg.NewToolAfter {
+			found = append(found, detection{detector: NewTool,
+				reason: "a tool this agent never called in its " + itoa(a.calls-1) + " calls before: " + ev.Resource})
+		}
+	}
+	return found
+}
+
+// sinks runs the detectors of a call, forwarded or refused, by what its
+// tool's labels say it does: a read of sensitive data (a data: label)
+// followed, in the same task, by a send out (external_send), by the same
+// agent or another of the tree; and a secret sent out.
+func (m *Monitor) sinks(found []detection, t *task, ev mandate.LoggedEvent) []detection {
+	if t == nil {
+		return found
+	}
+	labels := stringList(ev.Details["tool_labels"])
+	if len(labels) == 0 {
+		return found
+	}
+	sends := slices.Contains(labels, "external_send")
+	if sends && t.read >= 0 && !t.exfil {
+		t.exfil = true
+		who := "the same agent"
+		if t.reader != ev.Agent {
+			who = "another agent of the task (" + t.reader + ")"
+		}
+		found = append(found, detection{detector: Exfiltration, evidence: []int64{t.read},
+			reason: "a send out (" + ev.Resource + ") after " + who + " read sensitive data"})
+	}
+	if sends && ev.Details["arg_secrets"] != nil && !t.secretOut {
+		t.secretOut = true
+		found = append(found, detection{detector: SecretToSink,
+			reason: "a call to a tool that sends data out carries a secret in its arguments"})
+	}
+	if t.read < 0 && slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "data:") }) {
+		t.read, t.reader = ev.Index, ev.Agent
+	}
+	return found
+}
+
+// deadOrStolen runs the detectors of a refused genuine mandate: revoked,
+// replayed long after it expired, or presented without its key.
+func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEvent, refused string) []detection {
+	var d detection
+	switch refused {
+	case "revocation":
+		d = detection{detector: DeadMandateUse, reason: "a revoked mandate is still in use"}
+	case "exp":
+		ms, _ := toInt(ev.Details["expired_ms"])
+		if time.Duration(ms)*time.Millisecond < m.cfg.ExpiredGrace {
+			return found // late, not replayed
+		}
+		d = detection{detector: DeadMandateUse, reason: "a mandate used " + (time.Duration(ms) * time.Millisecond).String() + " after it expired"}
+	case "dpop-key", "dpop-bearer", "dpop-replay":
+		d = detection{detector: DPoPMismatch, reason: map[string]string{
+			"dpop-key":    "a key-bound mandate presented with a proof by another key",
+			"dpop-bearer": "a key-bound mandate presented without a proof of its key",
+			"dpop-replay": "a key-bound mandate presented with a proof used before",
+		}[refused] + ": someone without the holder's key has it"}
+	default:
+		return found
+	}
+	if t != nil {
+		key := d.detector + " " + ev.Mandate
+		if slices.Contains(t.fired, key) {
+			return found // once per mandate: its holder may retry
+		}
+		if len(t.fired) == maxFiredPerTask {
+			t.fired = t.fired[1:]
+		}
+		t.fired = append(t.fired, key)
+	}
+	return append(found, d)
+}
+
+// delegated runs the detectors of a delegation.
+func (m *Monitor) delegated(found []detection, t *task, ev mandate.LoggedEvent, now int64) []detection {
+	if t == nil {
+		return found
+	}
+	t.spawns = append(within(t.spawns, now, time.Second), now)
+	if len(t.spawns) == m.cfg.Spawns {
+		found = append(found, detection{detector: SpawnStorm, mandate: ev.Parent,
+			reason: itoa(len(t.spawns)) + " delegations within a second"})
+	}
+	if ev.Parent != "" {
+		if t.children == nil {
+			t.children = map[string]int{}
+		}
+		if n, ok := t.children[ev.Parent]; ok || len(t.children) < maxParents {
+			t.children[ev.Parent] = n + 1
+			if n+1 == m.cfg.FanOut {
+				found = append(found, detection{detector: FanOut, mandate: ev.Parent,
+					reason: "mandate " + ev.Parent + " delegated to " + itoa(n+1) + " agents"})
+			}
+		}
+	}
+	if n := len(ev.Chain); n == m.cfg.Depth {
+		found = append(found, detection{detector: DeepDelegation, mandate: ev.Parent,
+			reason: "a delegation " + itoa(n) + " agents deep"})
+	}
+	return found
 }
 
 // task returns the state of a task, creating it (and forgetting another
 // beyond maxTasks).
-func (m *Monitor) task(id string, now time.Time) *task {
+func (m *Monitor) task(id string, now int64) *task {
 	t := m.tasks[id]
 	if t == nil {
 		if len(m.tasks) >= maxTasks {
-			// Forget one task, quickly: first one whose risk has decayed
-			// to nothing, else any (map order is random). A scan for the
-			// least recently seen would cost every new task 100,000 steps.
-			n := 0
-			for k, v := range m.tasks {
-				if m.decayed(v, now) < 1 || n == 16 {
-					delete(m.tasks, k)
-					break
-				}
-				n++
-			}
+			forget(m.tasks, func(v *task) bool { return m.decayed(&v.score, now) < 1 && v.hold == "" })
 		}
-		t = &task{}
+		t = &task{read: -1}
 		m.tasks[id] = t
 	}
+	t.seen = now
 	return t
 }
 
-func within(ts []time.Time, now time.Time, d time.Duration) []time.Time {
+func (m *Monitor) agent(id string, now int64) *agent {
+	a := m.agents[id]
+	if a == nil {
+		if len(m.agents) >= maxAgents {
+			forget(m.agents, func(v *agent) bool { return m.decayed(&v.score, now) < 1 })
+		}
+		a = &agent{}
+		m.agents[id] = a
+	}
+	a.seen = now
+	return a
+}
+
+// forget deletes one entry, quickly: the first of 16 (in the map's random
+// order) that idle says may go, else the 16th. A scan for the least
+// recently seen would cost every new entry 100,000 steps.
+func forget[V any](m map[string]V, idle func(V) bool) {
+	n := 0
+	for k, v := range m {
+		if idle(v) || n == 15 {
+			delete(m, k)
+			return
+		}
+		n++
+	}
+}
+
+func within(ts []int64, now int64, d time.Duration) []int64 {
 	i := 0
-	for i < len(ts) && now.Sub(ts[i]) > d {
+	for i < len(ts) && now-ts[i] > int64(d) {
 		i++
 	}
 	return ts[i:]
+}
+
+func appendEvidence(ev []int64, ids ...int64) []int64 {
+	for _, id := range ids {
+		if !slices.Contains(ev, id) {
+			ev = append(ev, id)
+		}
+	}
+	if len(ev) > maxEvidence {
+		ev = ev[len(ev)-maxEvidence:]
+	}
+	return ev
 }
 
 // stringList reads a details list: []string in process, []any once read
@@ -267,6 +723,23 @@ func stringList(v any) []string {
 	return nil
 }
 
+// toInt reads a details number: int64 in process, float64 or json.Number
+// once read back.
+func toInt(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int64:
+		return x, true
+	case int:
+		return int64(x), true
+	case float64:
+		return int64(x), true
+	case interface{ Int64() (int64, error) }:
+		n, err := x.Int64()
+		return n, err == nil
+	}
+	return 0, false
+}
+
 func evidenceOf(ids []int64) []any {
 	out := make([]any, len(ids))
 	for i, id := range ids {
@@ -275,6 +748,4 @@ func evidenceOf(ids []int64) []any {
 	return out
 }
 
-func itoa(n int) string {
-	return formatInt(int64(n))
-}
+func itoa(n int) string { return formatInt(int64(n)) }

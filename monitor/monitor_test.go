@@ -3,6 +3,7 @@ package monitor_test
 import (
 	"context"
 	"fmt"
+	"slices"
 	"sync"
 	"testing"
 	"time"
@@ -64,8 +65,8 @@ func TestRepeatedDenials(t *testing.T) {
 		t.Fatalf("4 denials fired %v", a.detectors())
 	}
 	m.Process(ctx, denial(4))
-	if d := a.detectors(); len(d) != 1 || d[0] != "repeated-denials" || m.Risk("t_1") != 40 {
-		t.Fatalf("5 denials in 5 s: %v, risk %d", d, m.Risk("t_1"))
+	if d := a.detectors(); len(d) != 1 || d[0] != "repeated-denials" || m.Risk("t_1", "") != 40 {
+		t.Fatalf("5 denials in 5 s: %v, risk %d", d, m.Risk("t_1", ""))
 	}
 	a.evs[0].Details["evidence"] = fmt.Sprint(a.evs[0].Details["evidence"])
 	if a.evs[0].Details["evidence"] != "[4]" || a.evs[0].Task != "t_1" || a.evs[0].By != "monitor" {
@@ -82,63 +83,314 @@ func TestRepeatedDenials(t *testing.T) {
 	}
 }
 
-// Risk halves every HalfLife without detections.
+// Risk halves every HalfLife without detections; the agent's risk is
+// raised with the task's, and an ephemeral sub-agent shares its
+// registered ancestor's.
 func TestRiskDecays(t *testing.T) {
 	ctx := context.Background()
 	m, _, c := setup(func(c *monitor.Config) { c.Denials = 1 })
 	m.Process(ctx, denial(1))
 	c.t = c.t.Add(monitor.DefaultHalfLife)
-	if r := m.Risk("t_1"); r != 20 {
+	if r := m.Risk("t_1", ""); r != 20 {
 		t.Errorf("risk after a half-life: %d, want 20", r)
 	}
-	if r := m.Risk("t_other"); r != 0 {
+	if r := m.Risk("t_other", ""); r != 0 {
 		t.Errorf("an unknown task's risk: %d", r)
+	}
+	if r := m.Risk("t_other", "spiffe://example.org/agent/a/sub/x1"); r != 20 {
+		t.Errorf("the agent's risk in another task: %d, want 20", r)
+	}
+	if r := m.Risk("t_other", "spiffe://example.org/agent/b"); r != 0 {
+		t.Errorf("another agent's risk: %d", r)
 	}
 }
 
-// Delegations beyond the rate within a second are a storm; one fewer is not.
+const agentA = "spiffe://example.org/agent/a"
+
+// ev makes a logged event of task t_1 by agent a at the clock's time.
+func ev(c *clock, i int64, typ string, mod func(*mandate.Event)) mandate.LoggedEvent {
+	e := &mandate.Event{Type: typ, Task: "t_1", Agent: agentA, Mandate: "m_1", Time: c.t.UnixNano(), Details: map[string]any{}}
+	if typ == mandate.EventToolCall {
+		e.Action, e.Resource = "tools/call", "mcp:crm:list_customers"
+	}
+	if mod != nil {
+		mod(e)
+	}
+	return mandate.LoggedEvent{Index: i, Event: e}
+}
+
+func delegation(c *clock, i int64, parent string, depth int) mandate.LoggedEvent {
+	return ev(c, i, mandate.EventMandateDelegated, func(e *mandate.Event) {
+		e.Mandate, e.Parent = fmt.Sprintf("m_c%d", i), parent
+		for range depth {
+			e.Chain = append(e.Chain, agentA)
+		}
+	})
+}
+
+// Delegations beyond the rate within a second are a storm; one fewer is
+// not. The storm revokes the delegating mandate.
 func TestSpawnStorm(t *testing.T) {
 	ctx := context.Background()
 	for _, n := range []int{49, 50} {
-		m, a, c := setup(nil)
+		var acts []monitor.Action
+		m, a, c := setup(func(c *monitor.Config) {
+			c.FanOut = 1000
+			c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+		})
 		for i := range n {
-			m.Process(ctx, mandate.LoggedEvent{Index: int64(i), Event: &mandate.Event{Type: mandate.EventMandateDelegated, Task: "t_1"}})
+			m.Process(ctx, delegation(c, int64(i), "m_parent", 2))
 			c.t = c.t.Add(10 * time.Millisecond)
 		}
 		if fired := len(a.detectors()) == 1; fired != (n == 50) {
 			t.Errorf("%d delegations in %v: %v", n, time.Duration(n)*10*time.Millisecond, a.detectors())
 		}
+		if n == 50 && (len(acts) != 1 || acts[0].Response != monitor.Revoke || acts[0].Mandate != "m_parent") {
+			t.Errorf("a storm's response: %+v, want the delegating mandate revoked", acts)
+		}
 	}
 }
 
-// A secret in the arguments of a call to a sink fires, and revokes the
-// task where configured; a secret to a tool that sends nothing out does
+// One mandate delegating to FanOut agents fires, at any pace; FanOut-1
+// does not, nor FanOut spread over several parents.
+func TestFanOut(t *testing.T) {
+	ctx := context.Background()
+	m, a, c := setup(func(c *monitor.Config) { c.FanOut = 5 })
+	for i := range 4 {
+		m.Process(ctx, delegation(c, int64(i), "m_p1", 2))
+		m.Process(ctx, delegation(c, int64(10+i), "m_p2", 2))
+		c.t = c.t.Add(time.Minute)
+	}
+	if len(a.detectors()) != 0 {
+		t.Fatalf("4 children each of two mandates: %v", a.detectors())
+	}
+	m.Process(ctx, delegation(c, 20, "m_p1", 2))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.FanOut || a.evs[0].Mandate != "m_p1" {
+		t.Fatalf("5 children of one mandate: %v", d)
+	}
+}
+
+// A delegation whose chain reaches Depth agents fires; one shallower does
 // not.
+func TestDeepDelegation(t *testing.T) {
+	ctx := context.Background()
+	m, a, c := setup(nil)
+	m.Process(ctx, delegation(c, 1, "m_1", monitor.DefaultDepth-1))
+	if len(a.detectors()) != 0 {
+		t.Fatalf("depth %d: %v", monitor.DefaultDepth-1, a.detectors())
+	}
+	m.Process(ctx, delegation(c, 2, "m_2", monitor.DefaultDepth))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.DeepDelegation {
+		t.Fatalf("depth %d: %v", monitor.DefaultDepth, d)
+	}
+}
+
+// calls makes n tool calls of tool by agent a over d, evenly.
+func calls(m *monitor.Monitor, c *clock, from int64, n int, d time.Duration, tool string) {
+	for i := range n {
+		m.Process(context.Background(), ev(c, from+int64(i), mandate.EventToolCall, func(e *mandate.Event) { e.Resource = tool }))
+		c.t = c.t.Add(d / time.Duration(n))
+	}
+}
+
+// An agent that makes 10 calls every 10 s for two minutes, then 100 in
+// ten seconds, spikes; one that goes to 40 (4 times its baseline) does
+// not, nor does a new agent's first burst.
+func TestRateSpike(t *testing.T) {
+	for _, tt := range []struct {
+		name         string
+		warm, burst  int
+		warmDuration time.Duration
+		fires        bool
+	}{
+		{"10x the baseline", 10, 100, 2 * time.Minute, true},
+		{"4x the baseline", 10, 40, 2 * time.Minute, false},
+		{"a new agent's burst", 10, 100, 20 * time.Second, false},
+	} {
+		m, a, c := setup(func(c *monitor.Config) { c.RateMin = 30 })
+		calls(m, c, 0, tt.warm*int(tt.warmDuration/(10*time.Second)), tt.warmDuration, "mcp:crm:list_customers")
+		calls(m, c, 10_000, tt.burst, 9*time.Second, "mcp:crm:list_customers")
+		if got := slices.Contains(a.detectors(), monitor.RateSpike); got != tt.fires {
+			t.Errorf("%s: fired %v", tt.name, a.detectors())
+		}
+	}
+}
+
+// A tool an agent never called, after it made NewToolAfter calls, fires;
+// during its first calls, every tool is new and none fires; a tool it used
+// before does not.
+func TestNewTool(t *testing.T) {
+	m, a, c := setup(nil)
+	for i := range monitor.DefaultNewToolAfter {
+		tool := []string{"mcp:crm:list_customers", "mcp:crm:get_customer", "mcp:mail:send"}[i%3]
+		calls(m, c, int64(i), 1, time.Second, tool)
+	}
+	calls(m, c, 100, 5, 5*time.Second, "mcp:mail:send")
+	if len(a.detectors()) != 0 {
+		t.Fatalf("known tools: %v", a.detectors())
+	}
+	calls(m, c, 200, 1, time.Second, "mcp:crm:delete_customer")
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.NewTool {
+		t.Fatalf("a new tool: %v", d)
+	}
+	calls(m, c, 300, 1, time.Second, "mcp:crm:delete_customer")
+	if len(a.detectors()) != 1 {
+		t.Errorf("the same tool again: %v", a.detectors())
+	}
+}
+
+func labelled(c *clock, i int64, agent, tool string, outcome string, labels ...string) mandate.LoggedEvent {
+	typ := mandate.EventToolCall
+	if outcome == mandate.OutcomeDeny {
+		typ = mandate.EventDecision
+	}
+	return ev(c, i, typ, func(e *mandate.Event) {
+		e.Action, e.Resource, e.Agent, e.Outcome = "tools/call", tool, agent, outcome
+		e.Details["tool_labels"] = labels
+	})
+}
+
+// A sensitive read then a send out in the same task fires, even when
+// another agent of the task sends, and even when policy refused the send;
+// the response revokes the task. A send with no read before, or a read in
+// another task, does not.
+func TestExfiltration(t *testing.T) {
+	ctx := context.Background()
+	var acts []monitor.Action
+	m, a, c := setup(func(c *monitor.Config) {
+		c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+	})
+	sibling := agentA + "/sub/x2"
+	m.Process(ctx, labelled(c, 1, sibling, "mcp:mail:send", mandate.OutcomeOK, "external_send"))
+	other := labelled(c, 2, agentA, "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data")
+	other.Task = "t_2"
+	m.Process(ctx, other)
+	m.Process(ctx, labelled(c, 3, sibling, "mcp:mail:send", mandate.OutcomeOK, "external_send"))
+	if len(a.detectors()) != 0 {
+		t.Fatalf("sends without a read in the task: %v", a.detectors())
+	}
+	m.Process(ctx, labelled(c, 4, agentA+"/sub/x1", "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data"))
+	m.Process(ctx, labelled(c, 5, sibling, "mcp:mail:send", mandate.OutcomeDeny, "external_send"))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.Exfiltration {
+		t.Fatalf("a sibling's refused send after a read: %v", d)
+	}
+	if fmt.Sprint(a.evs[0].Details["evidence"]) != "[4 5]" {
+		t.Errorf("evidence %v, want the read and the send", a.evs[0].Details["evidence"])
+	}
+	if len(acts) != 1 || acts[0].Response != monitor.RevokeTask || acts[0].Task != "t_1" {
+		t.Errorf("responses %+v, want the task revoked", acts)
+	}
+}
+
+// A secret in the arguments of a call to a sink fires and holds the rest
+// of the task for approval; a secret to a tool that sends nothing out does
+// not. With RevokeAt, the risk it raises revokes the task, once.
 func TestSecretToSink(t *testing.T) {
 	ctx := context.Background()
-	var revoked []string
-	m, a, _ := setup(func(c *monitor.Config) {
+	var acts []monitor.Action
+	m, a, c := setup(func(c *monitor.Config) {
 		c.RevokeAt = 50
-		c.Revoke = func(_ context.Context, task, reason string) error {
-			revoked = append(revoked, task+": "+reason)
-			return nil
+		c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+	})
+	call := func(i int64, labels ...string) mandate.LoggedEvent {
+		e := labelled(c, i, agentA, "mcp:mail:send", mandate.OutcomeOK, labels...)
+		e.Details["arg_secrets"] = map[string]any{"aws_access_key_id": 1}
+		return e
+	}
+	m.Process(ctx, call(1, "read_only"))
+	if len(a.detectors()) != 0 || m.Hold("t_1") != "" {
+		t.Fatalf("a secret to a tool that sends nothing out: %v", a.detectors())
+	}
+	m.Process(ctx, call(2, "external_send"))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.SecretToSink || m.Hold("t_1") == "" {
+		t.Fatalf("a secret to a sink: %v, hold %q", d, m.Hold("t_1"))
+	}
+	if len(acts) != 1 || acts[0].Response != monitor.RevokeTask || acts[0].Detector != monitor.HighRisk {
+		t.Fatalf("risk 60 past RevokeAt 50: %+v", acts)
+	}
+	m.Process(ctx, call(3, "external_send"))
+	if len(acts) != 1 || m.Hold("t_2") != "" {
+		t.Errorf("the task was revoked %d times", len(acts))
+	}
+}
+
+func refused(c *clock, i int64, check string, expiredMS int64) mandate.LoggedEvent {
+	return ev(c, i, mandate.EventDecision, func(e *mandate.Event) {
+		e.Action, e.Outcome = "authenticate", mandate.OutcomeDeny
+		e.Details["refused"] = check
+		if check == "exp" {
+			e.Details["expired_ms"] = expiredMS
 		}
 	})
-	call := func(i int64, labels []string) mandate.LoggedEvent {
-		return mandate.LoggedEvent{Index: i, Event: &mandate.Event{Type: mandate.EventToolCall, Task: "t_1", Resource: "mcp:mail:send",
-			Details: map[string]any{"arg_secrets": map[string]any{"aws_access_key_id": 1}, "tool_labels": labels}}}
+}
+
+// A revoked mandate in use fires, once per mandate; an expired one fires
+// only when used long after its expiry (a replay), not a few milliseconds
+// late.
+func TestDeadMandateUse(t *testing.T) {
+	ctx := context.Background()
+	m, a, c := setup(nil)
+	m.Process(ctx, refused(c, 1, "exp", 40))
+	m.Process(ctx, refused(c, 2, "exp", 4999))
+	m.Process(ctx, refused(c, 3, "aud", 0))
+	if len(a.detectors()) != 0 {
+		t.Fatalf("late mandates: %v", a.detectors())
 	}
-	m.Process(ctx, call(1, []string{"read_only"}))
-	if len(a.detectors()) != 0 || len(revoked) != 0 {
-		t.Fatalf("a secret to a tool that sends nothing out: %v %v", a.detectors(), revoked)
+	m.Process(ctx, refused(c, 4, "exp", 60_000))
+	m.Process(ctx, refused(c, 5, "revocation", 0))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.DeadMandateUse {
+		t.Fatalf("a replayed and a revoked mandate, both m_1: %v", d)
 	}
-	m.Process(ctx, call(2, []string{"external_send"}))
-	if d := a.detectors(); len(d) != 1 || d[0] != "secret-to-sink" || len(revoked) != 1 {
-		t.Fatalf("a secret to a sink: %v, revoked %v", d, revoked)
+	r := refused(c, 6, "revocation", 0)
+	r.Mandate = "m_2"
+	m.Process(ctx, r)
+	if len(a.detectors()) != 2 {
+		t.Errorf("another revoked mandate: %v", a.detectors())
 	}
-	m.Process(ctx, call(3, []string{"external_send"}))
-	if len(revoked) != 1 {
-		t.Errorf("the task was revoked %d times", len(revoked))
+}
+
+// A key-bound mandate presented by someone without the key fires and
+// revokes it; a denial of the call itself does not count as one.
+func TestDPoPMismatch(t *testing.T) {
+	ctx := context.Background()
+	var acts []monitor.Action
+	m, a, c := setup(func(c *monitor.Config) {
+		c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+	})
+	m.Process(ctx, refused(c, 1, "dpop", 0)) // a stale proof: not a stolen key
+	m.Process(ctx, denial(2))
+	if len(a.detectors()) != 0 {
+		t.Fatalf("%v", a.detectors())
+	}
+	m.Process(ctx, refused(c, 3, "dpop-key", 0))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.DPoPMismatch || len(acts) != 1 || acts[0].Mandate != "m_1" {
+		t.Fatalf("a proof by another key: %v, %+v", d, acts)
+	}
+}
+
+// Responses can be set per detector, and a bad name is refused clearly.
+func TestResponsesConfigured(t *testing.T) {
+	ctx := context.Background()
+	var acts []monitor.Action
+	m, a, _ := setup(func(c *monitor.Config) {
+		c.Denials = 1
+		c.Responses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Quarantine, monitor.Approve}}
+		c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+	})
+	e := denial(1)
+	e.Agent = agentA + "/sub/x1"
+	m.Process(ctx, e)
+	if len(acts) != 1 || acts[0].Response != monitor.Quarantine || acts[0].Agent != agentA || m.Hold("t_1") == "" {
+		t.Fatalf("quarantine and approve: %+v, hold %q", acts, m.Hold("t_1"))
+	}
+	if got := fmt.Sprint(a.evs[0].Details["responses"]); got != "[alert quarantine approve]" {
+		t.Errorf("the alert names responses %s", got)
+	}
+	if err := monitor.CheckResponses(map[string][]monitor.Response{"probing": {monitor.Alert}}); err == nil {
+		t.Error("an unknown detector passed")
+	}
+	if err := monitor.CheckResponses(map[string][]monitor.Response{monitor.NewTool: {"shout"}}); err == nil {
+		t.Error("an unknown response passed")
 	}
 }
 

@@ -85,11 +85,20 @@ var (
 
 // Error is a failed verification. Check names the check ("signature",
 // "exp", "aud", "act", "depth", "dpop", "online", ...), Err is one of the
-// sentinels.
+// sentinels. Three DPoP checks of a genuine mandate have their own names,
+// for they are what a thief without the key would fail: "dpop-key" (the
+// proof is by another key than cnf.jkt), "dpop-bearer" (a bound mandate
+// without a proof), "dpop-replay" (a proof used before).
 type Error struct {
 	Check  string
 	Err    error
 	Detail string
+	// Claims, if not nil, are the refused mandate's: its signature and
+	// issuer verified, so it is genuine, and it was refused for its
+	// time (exp, nbf), its binding (dpop) or its revocation. A caller may
+	// attribute the refusal to its task and agent (the monitor counts uses
+	// of revoked and stolen mandates); it must not accept the mandate.
+	Claims *mandate.Claims
 }
 
 func (e *Error) Error() string {
@@ -103,6 +112,13 @@ func (e *Error) Unwrap() error { return e.Err }
 
 func fail(check string, sentinel error, format string, args ...any) *Error {
 	return &Error{Check: check, Err: sentinel, Detail: fmt.Sprintf(format, args...)}
+}
+
+// failOf is fail for a genuine mandate c.
+func failOf(c *mandate.Claims, check string, sentinel error, format string, args ...any) *Error {
+	e := fail(check, sentinel, format, args...)
+	e.Claims = c
+	return e
 }
 
 // KeySource finds a public key by kid. [JWKS] fetches them from a URL;
@@ -259,7 +275,7 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 		return nil, err
 	}
 	if c.Confirm != nil && !v.cfg.IgnoreBinding {
-		return nil, fail("dpop", ErrDPoP, "the mandate is bound to a key (cnf.jkt): present it with the DPoP scheme and a proof")
+		return nil, failOf(c, "dpop-bearer", ErrDPoP, "the mandate is bound to a key (cnf.jkt): present it with the DPoP scheme and a proof")
 	}
 	if v.cfg.RequireDPoP {
 		return nil, fail("dpop", ErrDPoP, "a DPoP-bound mandate is required here")
@@ -352,7 +368,7 @@ func (v *Verifier) VerifyDPoP(ctx context.Context, token, proof, method, url str
 		return nil, fail("dpop", ErrDPoP, "a DPoP-bound mandate is required here")
 	}
 	if proof == "" {
-		return nil, fail("dpop", ErrDPoP, "no DPoP proof: send one in the DPoP header")
+		return nil, failOf(c, "dpop-bearer", ErrDPoP, "no DPoP proof: send one in the DPoP header")
 	}
 	p, err := dpop.Check(proof, dpop.Requirements{
 		Method: method, URL: url, AccessToken: token, Now: now, MaxAge: v.cfg.DPoPMaxAge, Skew: v.cfg.Skew,
@@ -361,11 +377,11 @@ func (v *Verifier) VerifyDPoP(ctx context.Context, token, proof, method, url str
 		return nil, fail("dpop", ErrDPoP, "%v", err)
 	}
 	if c.Confirm != nil && p.JKT != c.Confirm.JKT {
-		return nil, fail("dpop", ErrDPoP, "the proof is signed by another key than the one the mandate is bound to (cnf.jkt)")
+		return nil, failOf(c, "dpop-key", ErrDPoP, "the proof is signed by another key than the one the mandate is bound to (cnf.jkt)")
 	}
 	switch err := v.cfg.DPoPReplay.Use(p.JKT+"\x00"+p.ID, p.IssuedAt.Add(v.cfg.DPoPMaxAge+v.cfg.Skew), now); {
 	case errors.Is(err, replay.ErrReplayed):
-		return nil, fail("dpop", ErrDPoP, "the proof was used before (replay): make a new proof for each request")
+		return nil, failOf(c, "dpop-replay", ErrDPoP, "the proof was used before (replay): make a new proof for each request")
 	case err != nil:
 		return nil, fail("dpop", ErrDPoP, "cannot record the proof for replay detection: %v", err)
 	}
@@ -419,7 +435,7 @@ func (v *Verifier) revoked(ctx context.Context, c *mandate.Claims) (*mandate.Cla
 	}
 	if err := v.cfg.Revoked(ctx, c); err != nil {
 		if errors.Is(err, ErrRevoked) {
-			return nil, fail("revocation", ErrRevoked, "mandate %s", c.ID)
+			return nil, failOf(c, "revocation", ErrRevoked, "mandate %s", c.ID)
 		}
 		return nil, fail("revocation", ErrRevoked, "revocation status unknown, refusing: %v", err)
 	}
@@ -497,7 +513,7 @@ func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) 
 func (v *Verifier) checkTimes(c *mandate.Claims, now time.Time) error {
 	skew := v.cfg.Skew
 	if !now.Before(c.Expiry.Add(skew)) {
-		return fail("exp", ErrExpired, "expired %v ago", now.Sub(c.Expiry.Time).Round(time.Microsecond))
+		return failOf(c, "exp", ErrExpired, "expired %v ago", now.Sub(c.Expiry.Time).Round(time.Microsecond))
 	}
 	if !c.NotBefore.IsZero() && now.Before(c.NotBefore.Add(-skew)) {
 		return fail("nbf", ErrNotYetValid, "valid in %v", c.NotBefore.Sub(now).Round(time.Microsecond))

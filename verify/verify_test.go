@@ -156,7 +156,7 @@ func TestVerifyRefusals(t *testing.T) {
 			c := *good
 			c.Confirm = &mandate.Confirmation{JKT: jose.Thumbprint(e.holder.Public().(ed25519.PublicKey))}
 			return e.sign(&c)
-		}, "dpop", verify.ErrDPoP},
+		}, "dpop-bearer", verify.ErrDPoP},
 	}
 	v := e.verifier(t, nil)
 	for _, tt := range tests {
@@ -667,5 +667,36 @@ func TestVerifiedCache(t *testing.T) {
 	}
 	if n := verify.CacheLen(v); n != 2 {
 		t.Errorf("the cache holds %d mandates, its size is 2", n)
+	}
+}
+
+// A refusal of a genuine mandate names its claims, for the monitor to
+// attribute; a forged one's does not.
+func TestRefusalClaims(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	claimsOf := func(err error) *mandate.Claims {
+		var ve *verify.Error
+		if !errors.As(err, &ve) {
+			t.Fatalf("%v is not a *verify.Error", err)
+		}
+		return ve.Claims
+	}
+	tok := e.sign(e.claims(time.Minute))
+	v := e.verifier(t, func(c *verify.Config) {
+		c.Revoked = func(ctx context.Context, c *mandate.Claims) error { return verify.ErrRevoked }
+	})
+	if _, err := v.Verify(ctx, tok); claimsOf(err) == nil || claimsOf(err).Task != "t_1" {
+		t.Errorf("revoked: %v without its claims", err)
+	}
+	e.now = t0.Add(2 * time.Minute)
+	if _, err := e.verifier(t, nil).Verify(ctx, tok); !errors.Is(err, verify.ErrExpired) || claimsOf(err) == nil {
+		t.Errorf("expired: %v without its claims", err)
+	}
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	b, _ := json.Marshal(e.claims(time.Minute))
+	forged := jose.Sign(other, jose.Header{Kid: e.kid, Typ: "at+jwt"}, b)
+	if _, err := e.verifier(t, nil).Verify(ctx, forged); !errors.Is(err, verify.ErrSignature) || claimsOf(err) != nil {
+		t.Errorf("forged: %v with claims", err)
 	}
 }

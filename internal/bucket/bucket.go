@@ -1,0 +1,49 @@
+// Package bucket is a token bucket: what rate-limits the audit events
+// that someone other than an authenticated client can cause (refusals of
+// garbage, of replayed assertions, of stolen or expired mandates), so that
+// they cannot fill the log.
+package bucket
+
+import (
+	"sync"
+	"time"
+)
+
+// Bucket allows Rate events per second, in bursts of up to Burst. Its zero
+// value allows nothing; it is safe for concurrent use.
+type Bucket struct {
+	mu      sync.Mutex
+	rate    float64
+	burst   float64
+	tokens  float64
+	last    time.Time
+	dropped uint64
+}
+
+// New returns a full bucket of burst tokens, refilled at rate a second.
+func New(rate, burst float64) *Bucket { return &Bucket{rate: rate, burst: burst, tokens: burst} }
+
+// Allow takes a token, if there is one, at now.
+func (b *Bucket) Allow(now time.Time) bool {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if !b.last.IsZero() && now.After(b.last) {
+		b.tokens = min(b.burst, b.tokens+now.Sub(b.last).Seconds()*b.rate)
+	}
+	if now.After(b.last) {
+		b.last = now
+	}
+	if b.tokens < 1 {
+		b.dropped++
+		return false
+	}
+	b.tokens--
+	return true
+}
+
+// Dropped is how many events Allow refused.
+func (b *Bucket) Dropped() uint64 {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.dropped
+}
