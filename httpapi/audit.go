@@ -243,6 +243,14 @@ func (s *Server) events(w http.ResponseWriter, r *http.Request) {
 		f.Limit = n
 	}
 	f.Last = q.Get("last") == "true"
+	if wantsStream(r) {
+		s.streamEvents(w, r, f)
+		return
+	}
+	if strings.Contains(f.Type, ",") {
+		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "type: one event type (a stream, Accept: text/event-stream, takes several)"))
+		return
+	}
 	evs, err := s.cfg.Audit.Events(r.Context(), f)
 	if err != nil {
 		writeError(w, r, s.log, err)

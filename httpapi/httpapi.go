@@ -77,6 +77,7 @@ type Server struct {
 	// approval's decision (StopWaiting).
 	stopWaits     chan struct{}
 	stopWaitsOnce sync.Once
+	hub           hub // the live event streams
 }
 
 // New returns a Server for cfg.

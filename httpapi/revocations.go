@@ -54,21 +54,34 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "reason: one line of at most 512 bytes"))
 		return
 	}
-	ctx, now := r.Context(), s.cfg.Now()
+	out, err := s.Revoke(r.Context(), req, "admin", nil)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("mandates revoked", "count", len(out.Revoked), "mandate", req.Mandate, "agent", req.Agent, "task", req.Task)
+	writeJSON(w, http.StatusOK, out)
+}
+
+// Revoke revokes what req names (exactly one of its mandate, agent or
+// task; POST /v1/revocations checks that), recording a mandate.revoked
+// event for each, by by ("admin", "monitor"), with details added to the
+// events' (the monitor's detector and evidence). A task with no live root
+// mandate is ENOTFOUND; an agent with no live mandate revokes nothing.
+func (s *Server) Revoke(ctx context.Context, req RevocationRequest, by string, details map[string]any) (RevocationResponse, error) {
+	now := s.cfg.Now()
 	var recs []*mandate.Issuance
 	switch {
 	case req.Mandate != "":
 		rec, err := s.cfg.Issuances.Issuance(ctx, req.Mandate)
 		if err != nil {
-			writeError(w, r, s.log, err)
-			return
+			return RevocationResponse{}, err
 		}
 		recs = []*mandate.Issuance{rec}
 	default:
 		lister, ok := s.cfg.Issuances.(LiveIssuances)
 		if !ok {
-			writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "this store cannot list live mandates"))
-			return
+			return RevocationResponse{}, mandate.Errorf(mandate.EINTERNAL, "this store cannot list live mandates")
 		}
 		agent := req.Agent
 		if agent != "" && !strings.HasPrefix(agent, "spiffe://") {
@@ -76,12 +89,10 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 		}
 		var err error
 		if recs, err = lister.LiveIssuances(ctx, agent, req.Task, now); err != nil {
-			writeError(w, r, s.log, err)
-			return
+			return RevocationResponse{}, err
 		}
 		if req.Task != "" && len(recs) == 0 {
-			writeError(w, r, s.log, mandate.Errorf(mandate.ENOTFOUND, "task %s has no live root mandate", req.Task))
-			return
+			return RevocationResponse{}, mandate.Errorf(mandate.ENOTFOUND, "task %s has no live root mandate", req.Task)
 		}
 	}
 	reason := req.Reason
@@ -90,19 +101,38 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 	}
 	out := RevocationResponse{Revoked: []string{}}
 	for _, rec := range recs {
+		d := map[string]any{"by_mandate": req.Mandate, "by_agent": req.Agent, "by_task": req.Task, "cascade": true}
+		for k, v := range details {
+			d[k] = v
+		}
 		ev := &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateRevoked,
 			Task: rec.TaskID, Mandate: rec.MandateID, Parent: rec.ParentID, Agent: rec.AgentID, Subject: rec.Subject,
-			Action: "revoke", Outcome: mandate.OutcomeOK, Reason: reason, By: "admin",
-			Details: map[string]any{"by_mandate": req.Mandate, "by_agent": req.Agent, "by_task": req.Task, "cascade": true}}
+			Action: "revoke", Outcome: mandate.OutcomeOK, Reason: reason, By: by, Details: d}
 		if err := s.cfg.Revocations.Revoke(ctx, &mandate.Revocation{MandateID: rec.MandateID, ExpiresAt: rec.ExpiresAt,
-			RevokedAt: now, RevokedBy: "admin", Reason: reason}, ev); err != nil {
-			writeError(w, r, s.log, err)
-			return
+			RevokedAt: now, RevokedBy: by, Reason: reason}, ev); err != nil {
+			return out, err
 		}
 		out.Revoked = append(out.Revoked, rec.MandateID)
 	}
-	s.log.Info("mandates revoked", "count", len(out.Revoked), "mandate", req.Mandate, "agent", req.Agent, "task", req.Task)
-	writeJSON(w, http.StatusOK, out)
+	return out, nil
+}
+
+// Quarantine disables a registered agent (no new mandates), recording an
+// agent.disabled event by by with details, then revokes its live
+// mandates, and their descendants with them.
+func (s *Server) Quarantine(ctx context.Context, agentID, reason, by string, details map[string]any) (RevocationResponse, error) {
+	a, err := s.cfg.Agents.Agent(ctx, agentID)
+	if err != nil {
+		return RevocationResponse{}, err
+	}
+	if a.Status != mandate.AgentDisabled {
+		ev := &mandate.Event{V: mandate.EventVersion, Time: s.cfg.Now().UnixNano(), Type: mandate.EventAgentDisabled, Agent: a.ID,
+			Subject: a.Subject(), Action: string(mandate.AgentDisabled), Outcome: mandate.OutcomeOK, Reason: reason, By: by, Details: details}
+		if _, err := s.cfg.Agents.SetAgentStatus(ctx, a.ID, mandate.AgentDisabled, ev); err != nil {
+			return RevocationResponse{}, err
+		}
+	}
+	return s.Revoke(ctx, RevocationRequest{Agent: a.ID, Reason: reason}, by, details)
 }
 
 // alerts answers GET /v1/alerts: the monitor's alert events, with the
@@ -110,6 +140,7 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 func (s *Server) alerts(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	if t := q.Get("type"); t != "" && t != mandate.EventAlert {
+		// (a stream of alerts and other events is /v1/events?type=alert,...)
 		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "/v1/alerts lists alerts only: use /v1/events for events of type %q", t))
 		return
 	}

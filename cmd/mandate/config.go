@@ -8,12 +8,13 @@ import (
 	"os"
 
 	"github.com/mandatehq/mandate/gateway"
+	"github.com/mandatehq/mandate/monitor"
 	"go.yaml.in/yaml/v3"
 )
 
 // fileConfig is `mandate serve --config FILE` (docs/gateway.md,
 // "Configuration file"): the gateway's routes and what the gateway says
-// of their tools. Flags add to it.
+// of their tools, and the monitor's responses. Flags add to it.
 type fileConfig struct {
 	Gateway struct {
 		// Scan is what a suspicious tool definition does: block or flag.
@@ -24,6 +25,12 @@ type fileConfig struct {
 			URL  string `yaml:"url"`
 		} `yaml:"http"`
 	} `yaml:"gateway"`
+	Monitor struct {
+		// Responses replace detectors' default responses (docs/monitor.md).
+		Responses map[string][]monitor.Response `yaml:"responses"`
+		// RevokeAt revokes a task whose risk reaches it (0: never).
+		RevokeAt int `yaml:"revoke_at"`
+	} `yaml:"monitor"`
 }
 
 type mcpConfig struct {
@@ -62,6 +69,13 @@ func (m *Main) loadConfig(path string) error {
 		return fmt.Errorf("--config %s: %w\nhint: see docs/gateway.md, \"Configuration file\"", path, err)
 	}
 	m.ScanMode = c.Gateway.Scan
+	if err := monitor.CheckResponses(c.Monitor.Responses); err != nil {
+		return fmt.Errorf("--config %s: monitor.responses: %v\nhint: see docs/monitor.md, \"Responses\"", path, err)
+	}
+	if c.Monitor.RevokeAt < 0 || c.Monitor.RevokeAt > 100 {
+		return fmt.Errorf("--config %s: monitor.revoke_at: %d is not a risk from 0 (never) to 100", path, c.Monitor.RevokeAt)
+	}
+	m.MonitorResponses, m.RevokeAt = c.Monitor.Responses, c.Monitor.RevokeAt
 	for i, r := range c.Gateway.MCP {
 		where := fmt.Sprintf("--config %s: gateway.mcp[%d] (%s)", path, i, r.Name)
 		switch {

@@ -296,13 +296,13 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 		}
 	}
 	task := root.Claims.Task
-	for deadline := time.Now().Add(10 * time.Second); m.Monitor.Risk(task) < 90; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(10 * time.Second); m.Monitor.Risk(task, "") < 90; time.Sleep(20 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the task's risk stayed at %d", m.Monitor.Risk(task))
+			t.Fatalf("the task's risk stayed at %d", m.Monitor.Risk(task, ""))
 		}
 	}
 	if err := call("list", map[string]any{}); err == nil || !strings.Contains(err.Error(), "stop-at-high-risk") {
-		t.Fatalf("a call of a task at risk %d: %v", m.Monitor.Risk(task), err)
+		t.Fatalf("a call of a task at risk %d: %v", m.Monitor.Risk(task, ""), err)
 	}
 	evs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventAlert, Task: task, Limit: 10})
 	var detectors []string

@@ -79,6 +79,10 @@ type Main struct {
 	// ScanMode is what a suspicious tool definition does (gateway.ScanBlock
 	// or gateway.ScanFlag).
 	ScanMode string
+	// MonitorResponses replace detectors' default responses; RevokeAt
+	// revokes a task whose risk reaches it (0: never).
+	MonitorResponses map[string][]monitor.Response
+	RevokeAt         int
 
 	// ReadyFile, if set, is written with the server's URL once it serves:
 	// scripts and supervisors wait for it (useful with --addr :0).
@@ -237,8 +241,12 @@ func (m *Main) Open(ctx context.Context) error {
 	}
 	// The monitor sees every event once it is durable, and its risk
 	// scores reach policy at the issuer and the gateway.
-	m.Monitor = monitor.New(monitor.Config{Alerts: m.Store, Now: m.Now, Logger: m.Logger})
-	m.Store.Subscribe(m.Monitor.Observe)
+	// Its responses go through the API's revocation and quarantine, set
+	// below, before the monitor runs.
+	var api *httpapi.Server
+	m.Monitor = monitor.New(monitor.Config{Alerts: m.Store, Now: m.Now, Logger: m.Logger,
+		Responses: m.MonitorResponses, RevokeAt: m.RevokeAt,
+		Act: func(ctx context.Context, a monitor.Action) error { return respond(ctx, api, a) }})
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
@@ -258,7 +266,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Now: m.Now, Logger: m.Logger,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
 			return err
@@ -268,7 +276,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.Gateway != nil {
 		tools = m.Gateway
 	}
-	api, err := httpapi.New(httpapi.Config{
+	api, err = httpapi.New(httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
 		Approvals: m.Store, Approvers: m.Store, Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
 		Tools: m.Store, ToolApprover: tools,
@@ -278,6 +286,11 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return err
 	}
+	// Every committed event reaches the monitor and the live streams.
+	m.Store.Subscribe(func(evs []mandate.LoggedEvent) {
+		m.Monitor.Observe(evs)
+		api.Publish(evs)
+	})
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
@@ -534,6 +547,42 @@ func loadOrCreateAdminToken(path string) (string, error) {
 		return "", fmt.Errorf("write admin credential: %w", err)
 	}
 	return tok, nil
+}
+
+// respond carries out a monitor's response through the API, as an
+// operator would, with the detector and the evidence in the events.
+func respond(ctx context.Context, api *httpapi.Server, a monitor.Action) error {
+	details := map[string]any{"detector": a.Detector, "evidence": evidenceList(a.Evidence)}
+	var err error
+	switch a.Response {
+	case monitor.Revoke:
+		_, err = api.Revoke(ctx, httpapi.RevocationRequest{Mandate: a.Mandate, Reason: clip(a.Reason)}, "monitor", details)
+	case monitor.RevokeTask:
+		_, err = api.Revoke(ctx, httpapi.RevocationRequest{Task: a.Task, Reason: clip(a.Reason)}, "monitor", details)
+	case monitor.Quarantine:
+		_, err = api.Quarantine(ctx, a.Agent, clip(a.Reason), "monitor", details)
+	default:
+		return fmt.Errorf("no such response %q", a.Response)
+	}
+	return err
+}
+
+func evidenceList(ids []int64) []any {
+	out := make([]any, len(ids))
+	for i, id := range ids {
+		out[i] = id
+	}
+	return out
+}
+
+// clip keeps a reason on one line, within the 512 bytes an event's
+// reason holds.
+func clip(s string) string {
+	s = strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
+	if len(s) <= 500 {
+		return s
+	}
+	return strings.ToValidUTF8(s[:500], "") + "…"
 }
 
 // revokedChain refuses, at the gateway, a mandate that is revoked or has a
