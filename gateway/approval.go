@@ -6,11 +6,14 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"strings"
 	"time"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/policy"
+	"github.com/mandatehq/mandate/verify"
 )
 
 // ApprovalUser consumes an approved approval with the event of the call
@@ -36,6 +39,8 @@ type heldCall struct {
 	resource string
 	args     json.RawMessage
 	decision policy.Decision
+	labels   []string       // the tool's
+	secrets  map[string]any // found in args
 }
 
 // approve holds a call that policy allows only after a person's approval:
@@ -64,8 +69,14 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 			Scope: h.resource, Audience: []string{"mcp:" + rt.Name}, Reason: approvalReason(h.decision),
 			Approvers: g.approvers(ctx, c), RequestHash: hash, CreatedAt: now, ExpiresAt: now.Add(g.cfg.ApprovalTimeout),
 		}
-		ev := g.event(mandate.EventApprovalRequested, c, "tools/call", h.resource, "", ap.Reason,
-			map[string]any{"approval": ap.ID, "approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli(), "args_bytes": len(h.args)})
+		details := map[string]any{"approval": ap.ID, "approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli(), "args_bytes": len(h.args)}
+		if len(h.labels) > 0 {
+			details["tool_labels"] = h.labels // for the monitor: a held call is an attempt
+		}
+		if h.secrets != nil {
+			details["arg_secrets"] = h.secrets
+		}
+		ev := g.event(mandate.EventApprovalRequested, c, "tools/call", h.resource, "", ap.Reason, details)
 		if err := g.cfg.Approvals.CreateApproval(ctx, ap, ev); err != nil {
 			g.cfg.Logger.Error("gateway: approval not recorded", "err", err)
 			return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway could not record the approval request: try again later"}
@@ -85,11 +96,19 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 					", then call again with the same arguments",
 				Data: map[string]any{"approval_id": ap.ID, "approvers": ap.Approvers, "expires_at": ap.ExpiresAt.UTC()}}
 		case <-tick.C:
+			// The mandate may be revoked while its call waits (the monitor
+			// revokes a task that tries to send out what it read).
+			if err := g.revoked(ctx, c); err != nil {
+				return nil, &rpcError{Code: CodeDenied, Message: "refused while waiting for approval " + ap.ID + ": " + err.Error()}
+			}
 			cur, err := g.cfg.Approvals.Approval(ctx, ap.ID)
 			if err == nil {
 				ap = cur
 			}
 		}
+	}
+	if err := g.revoked(ctx, c); err != nil {
+		return nil, &rpcError{Code: CodeDenied, Message: "refused while waiting for approval " + ap.ID + ": " + err.Error()}
 	}
 	switch ap.Status {
 	case mandate.ApprovalApproved:
@@ -103,6 +122,20 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 		return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " was used already: it allows one call"}
 	}
 	return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " was denied by " + ap.DecidedBy + noteOf(ap.Note)}
+}
+
+// revoked asks Config.Revoked again about a mandate verified earlier.
+func (g *Gateway) revoked(ctx context.Context, c *mandate.Claims) error {
+	if g.cfg.Revoked == nil {
+		return nil
+	}
+	switch err := g.cfg.Revoked(ctx, c); {
+	case errors.Is(err, verify.ErrRevoked):
+		return fmt.Errorf("mandate %s was revoked", c.ID)
+	case err != nil:
+		return fmt.Errorf("the revocation status of mandate %s is unknown", c.ID)
+	}
+	return nil
 }
 
 func noteOf(n string) string {

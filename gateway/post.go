@@ -364,7 +364,8 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 				Message: "denied: policy " + strings.Join(d.Policies, ", ") + " requires a person's approval, which the gateway can wait for only for a tools/call sent alone",
 				Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
 		}
-		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, args: p.Arguments, decision: d})
+		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, args: p.Arguments, decision: d,
+			labels: req.ToolLabels, secrets: secrets})
 		if e != nil {
 			if e.Code == CodeApprovalPending {
 				return verdict{deny: e} // asked and recorded already: no decision event yet

@@ -408,6 +408,10 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 					reason: itoa(len(t.denials)) + " refused requests within " + m.cfg.Window.String() + ": probing for what is allowed"})
 			}
 		}
+	case mandate.EventApprovalRequested:
+		if ev.Action == "tools/call" {
+			found = m.sinks(found, t, ev) // a call held for approval is an attempt
+		}
 	case mandate.EventMandateDelegated:
 		found = m.delegated(found, t, ev, now)
 	}
