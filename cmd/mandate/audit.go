@@ -188,6 +188,12 @@ func printTree(w io.Writer, evs []mandate.LoggedEvent) {
 		fmt.Fprintln(w)
 		for _, e := range byMandate[m] {
 			fmt.Fprintf(w, "%s%s  · %d %s %s", indent, next, e.Index, time.Unix(0, e.Time).UTC().Format("15:04:05.000"), e.Type)
+			if e.Resource != "" {
+				fmt.Fprintf(w, " %s", e.Resource)
+			}
+			if d, ok := e.Details["detector"].(string); ok {
+				fmt.Fprintf(w, " [%s]", d)
+			}
 			if e.Outcome != "" && e.Outcome != mandate.OutcomeOK {
 				fmt.Fprintf(w, " (%s)", e.Outcome)
 			}

