@@ -93,7 +93,7 @@ var Detectors = []Detector{
 // Defaults of Config.
 const (
 	DefaultWindow       = 30 * time.Second
-	DefaultDenials      = 5  // denials in Window that make probing
+	DefaultDenials      = 5  // different refused requests in Window that make probing
 	DefaultSpawns       = 50 // delegations in a second that make a storm
 	DefaultFanOut       = 20 // children of one mandate
 	DefaultDepth        = 4  // agents in a delegation's chain
@@ -102,6 +102,7 @@ const (
 	DefaultRateMin      = 60 // calls in a bucket below which nothing is a spike
 	DefaultRateWarmup   = 6  // buckets of history before a baseline counts
 	DefaultNewToolAfter = 20 // calls an agent makes before a new tool is news
+	DefaultNewToolLearn = time.Hour
 	DefaultExpiredGrace = 5 * time.Second
 	DefaultHalfLife     = 10 * time.Minute
 )
@@ -122,7 +123,8 @@ const (
 type Config struct {
 	// Window is how far back the counting detectors look.
 	Window time.Duration
-	// Denials in Window that make a task's refused requests probing.
+	// Denials: refused requests for this many different targets (action
+	// and resource) within Window make a task's refusals probing.
 	Denials int
 	// Spawns: delegations in one second of a task that make a storm.
 	Spawns int
@@ -138,8 +140,10 @@ type Config struct {
 	RateFactor float64
 	RateMin    int
 	RateWarmup int
-	// NewToolAfter: an agent's calls before a tool it never used is news.
+	// NewToolAfter, NewToolLearn: a tool an agent never used is news once
+	// the agent has made NewToolAfter calls over at least NewToolLearn.
 	NewToolAfter int
+	NewToolLearn time.Duration
 	// ExpiredGrace: a mandate used this long after it expired is replayed,
 	// not late.
 	ExpiredGrace time.Duration
@@ -188,7 +192,7 @@ type Monitor struct {
 
 type task struct {
 	score
-	denials   []int64 // times (ns) within Window
+	denials   []denial // within Window
 	spawns    []int64 // within a second
 	children  map[string]int
 	read      int64  // log index of the first sensitive read, -1 none
@@ -201,6 +205,12 @@ type task struct {
 	revoked   bool
 }
 
+// denial is a refused request: when, and what it asked for.
+type denial struct {
+	at     int64
+	target string // action and resource
+}
+
 type agent struct {
 	score
 	bucket   int64 // index of the current rate bucket
@@ -209,6 +219,7 @@ type agent struct {
 	history  int // buckets seen
 	spiked   bool
 	calls    int
+	first    int64 // the agent's first call (ns)
 	tools    map[string]struct{}
 }
 
@@ -243,6 +254,7 @@ func New(cfg Config) *Monitor {
 	def(&cfg.RateMin, DefaultRateMin)
 	def(&cfg.RateWarmup, DefaultRateWarmup)
 	def(&cfg.NewToolAfter, DefaultNewToolAfter)
+	defd(&cfg.NewToolLearn, DefaultNewToolLearn)
 	defd(&cfg.ExpiredGrace, DefaultExpiredGrace)
 	defd(&cfg.HalfLife, DefaultHalfLife)
 	if cfg.Now == nil {
@@ -402,11 +414,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			found = m.sinks(found, t, ev) // an attempt counts, refused or not
 		}
 		if t != nil {
-			t.denials = append(within(t.denials, now, m.cfg.Window), now)
-			if len(t.denials) == m.cfg.Denials {
-				found = append(found, detection{detector: RepeatedDenials,
-					reason: itoa(len(t.denials)) + " refused requests within " + m.cfg.Window.String() + ": probing for what is allowed"})
-			}
+			found = m.probing(found, t, ev, now)
 		}
 	case mandate.EventApprovalRequested:
 		if ev.Action == "tools/call" {
@@ -538,11 +546,11 @@ func (m *Monitor) call(found []detection, t *task, a *agent, ev mandate.LoggedEv
 	// A tool the agent never used.
 	a.calls++
 	if a.tools == nil {
-		a.tools = map[string]struct{}{}
+		a.tools, a.first = map[string]struct{}{}, now
 	}
 	if _, known := a.tools[ev.Resource]; !known && len(a.tools) < maxToolsKnown {
 		a.tools[ev.Resource] = struct{}{}
-		if a.calls > m.cfg.NewToolAfter {
+		if a.calls > m.cfg.NewToolAfter && now-a.first >= int64(m.cfg.NewToolLearn) {
 			found = append(found, detection{detector: NewTool,
 				reason: "a tool this agent never called in its " + itoa(a.calls-1) + " calls before: " + ev.Resource})
 		}
@@ -550,10 +558,11 @@ func (m *Monitor) call(found []detection, t *task, a *agent, ev mandate.LoggedEv
 	return found
 }
 
-// sinks runs the detectors of a call, forwarded or refused, by what its
-// tool's labels say it does: a read of sensitive data (a data: label)
-// followed, in the same task, by a send out (external_send), by the same
-// agent or another of the tree; and a secret sent out.
+// sinks runs the detectors of a call, forwarded, held or refused, by what
+// its tool's labels say it does: a read of sensitive data (a forwarded
+// call of a tool with a data: label) followed, in the same task, by an
+// attempt to send out (external_send), by the same agent or another of
+// the tree; and a secret sent out.
 func (m *Monitor) sinks(found []detection, t *task, ev mandate.LoggedEvent) []detection {
 	if t == nil {
 		return found
@@ -577,7 +586,7 @@ func (m *Monitor) sinks(found []detection, t *task, ev mandate.LoggedEvent) []de
 		found = append(found, detection{detector: SecretToSink,
 			reason: "a call to a tool that sends data out carries a secret in its arguments"})
 	}
-	if t.read < 0 && slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "data:") }) {
+	if t.read < 0 && ev.Type == mandate.EventToolCall && slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "data:") }) {
 		t.read, t.reader = ev.Index, ev.Agent
 	}
 	return found
@@ -616,6 +625,34 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 		t.fired = append(t.fired, key)
 	}
 	return append(found, d)
+}
+
+// probing counts a task's refused requests for distinct targets within
+// Window: an agent trying one thing after another that it may not do is
+// probing; one retrying the same refused call is merely stuck.
+func (m *Monitor) probing(found []detection, t *task, ev mandate.LoggedEvent, now int64) []detection {
+	i := 0
+	for i < len(t.denials) && now-t.denials[i].at > int64(m.cfg.Window) {
+		i++
+	}
+	t.denials = t.denials[i:]
+	target := ev.Action + " " + ev.Resource
+	known := slices.ContainsFunc(t.denials, func(d denial) bool { return d.target == target })
+	if len(t.denials) == 64 {
+		t.denials = t.denials[1:]
+	}
+	t.denials = append(t.denials, denial{now, target})
+	distinct := 0
+	for j, d := range t.denials {
+		if !slices.ContainsFunc(t.denials[:j], func(e denial) bool { return e.target == d.target }) {
+			distinct++
+		}
+	}
+	if !known && distinct == m.cfg.Denials {
+		found = append(found, detection{detector: RepeatedDenials,
+			reason: itoa(distinct) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
+	}
+	return found
 }
 
 // delegated runs the detectors of a delegation.

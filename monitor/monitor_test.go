@@ -47,13 +47,14 @@ func setup(mod func(*monitor.Config)) (*monitor.Monitor, *alerts, *clock) {
 	return monitor.New(cfg), a, c
 }
 
+// denial is a refused call of tool i.
 func denial(i int64) mandate.LoggedEvent {
 	return mandate.LoggedEvent{Index: i, Event: &mandate.Event{Type: mandate.EventDecision, Outcome: mandate.OutcomeDeny,
-		Task: "t_1", Agent: "spiffe://example.org/agent/a", Action: "tools/call", Resource: "mcp:crm:delete_customer"}}
+		Task: "t_1", Agent: "spiffe://example.org/agent/a", Action: "tools/call", Resource: fmt.Sprintf("mcp:crm:tool%d", i)}}
 }
 
-// Repeated denials within the window are probing; the same number spread
-// wider is not.
+// Refusals of different requests within the window are probing; the same
+// number spread wider is not, nor the same refused call retried.
 func TestRepeatedDenials(t *testing.T) {
 	ctx := context.Background()
 	m, a, c := setup(nil)
@@ -80,6 +81,14 @@ func TestRepeatedDenials(t *testing.T) {
 	}
 	if len(a2.detectors()) != 0 {
 		t.Errorf("denials spread over 50 s fired %v", a2.detectors())
+	}
+	m3, a3, _ := setup(nil)
+	for range 10 {
+		m3.Process(ctx, denial(1))
+	}
+	m3.Process(ctx, denial(2))
+	if len(a3.detectors()) != 0 {
+		t.Errorf("one call retried: %v", a3.detectors())
 	}
 }
 
@@ -216,16 +225,19 @@ func TestRateSpike(t *testing.T) {
 	}
 }
 
-// A tool an agent never called, after it made NewToolAfter calls, fires;
-// during its first calls, every tool is new and none fires; a tool it used
-// before does not.
+// A tool an agent never called, after it made NewToolAfter calls over
+// NewToolLearn, fires; while it learns, every tool is new and none fires;
+// a tool it used before does not.
 func TestNewTool(t *testing.T) {
 	m, a, c := setup(nil)
-	for i := range monitor.DefaultNewToolAfter {
+	for i := range 2 * monitor.DefaultNewToolAfter {
 		tool := []string{"mcp:crm:list_customers", "mcp:crm:get_customer", "mcp:mail:send"}[i%3]
 		calls(m, c, int64(i), 1, time.Second, tool)
 	}
+	calls(m, c, 50, 1, time.Second, "mcp:crm:export") // new, but still learning
+	c.t = c.t.Add(monitor.DefaultNewToolLearn)
 	calls(m, c, 100, 5, 5*time.Second, "mcp:mail:send")
+	calls(m, c, 110, 1, time.Second, "mcp:crm:export")
 	if len(a.detectors()) != 0 {
 		t.Fatalf("known tools: %v", a.detectors())
 	}
