@@ -313,6 +313,9 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
 		return
 	}
+	if r.Method == http.MethodDelete && g.endStale(w, r, rt) {
+		return
+	}
 	c, ok := g.authenticate(w, r, rt, g.resourceURL(rt))
 	if !ok {
 		return
@@ -353,6 +356,35 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
 	}
+}
+
+// endStale ends a session whose client closes it with a mandate that has
+// expired or been revoked since (mandates live for minutes, sessions
+// longer): ending a session only takes away, so a genuine mandate of the
+// session's own task and agent suffices, where every other request needs
+// a valid one. Without it the session would count against its agent's
+// quota until it idled out, and a stdio server's process would live on.
+// It reports whether it answered.
+func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route) bool {
+	id := r.Header.Get(sessionHeader)
+	if id == "" {
+		return false
+	}
+	_, err := rt.verifier.VerifyRequest(r.Context(), r, g.resourceURL(rt))
+	var ve *verify.Error
+	if err == nil || !errors.As(err, &ve) || ve.Claims == nil || (ve.Check != "exp" && ve.Check != "revocation") {
+		return false
+	}
+	b, ok := g.sessions.get(id, g.cfg.Now())
+	if !ok || b.task != ve.Claims.Task || b.agent != ve.Claims.ClientID {
+		return false
+	}
+	g.sessions.forget(id)
+	if resp, err := g.forward(r, rt, nil); err == nil {
+		resp.Body.Close()
+	}
+	w.WriteHeader(http.StatusNoContent)
+	return true
 }
 
 // Close stops the stdio servers the gateway runs. Call it after the HTTP
@@ -454,10 +486,9 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	if errors.Is(err, verify.ErrExpired) {
 		details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
 	}
-	ev := g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, err.Error(), details)
-	if err := g.cfg.Events.Append(context.WithoutCancel(ctx), ev); err != nil {
-		g.cfg.Logger.Error("gateway: refused mandate not audited", "server", rt.Name, "err", err)
-	}
+	// Written in the background where it can be: the refusal need not
+	// wait for the log (it grants nothing).
+	g.recordResults(ctx, rt, []*mandate.Event{g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, err.Error(), details)})
 }
 
 const sessionHeader = "Mcp-Session-Id"

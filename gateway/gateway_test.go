@@ -1080,3 +1080,64 @@ func (e *env) delegate(root *issuer.Token, key ed25519.PrivateKey) *issuer.Token
 	}
 	return tok
 }
+
+// A client closing its sessions after its mandate expired (mandates live
+// for minutes, sessions longer) ends them and gives back its quota; the
+// expired mandate opens nothing and reaches no other session, and its
+// refusal is audited for the monitor with the task it names.
+func TestSessionEndsWithAnExpiredMandate(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("closer", "mcp:crm:*")
+	tok := e.mint("closer", key, "mcp:crm:list_customers", time.Minute, false)
+	now := time.Now()
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store,
+		Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	var ids []string
+	for range 16 {
+		resp, _ := e.post(tok.AccessToken, "", initialize)
+		if resp.StatusCode != 200 || resp.Header.Get("Mcp-Session-Id") == "" {
+			t.Fatalf("initialize: %d", resp.StatusCode)
+		}
+		ids = append(ids, resp.Header.Get("Mcp-Session-Id"))
+	}
+	del := func(token, id string) int {
+		req, _ := http.NewRequest("DELETE", e.gw.URL+"/mcp/crm", nil)
+		req.Header.Set("Authorization", "Bearer "+token)
+		req.Header.Set("Mcp-Session-Id", id)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	now = tok.Claims.Expiry.Add(time.Minute)
+	other := e.mint("closer", key, "mcp:crm:list_customers", 3*time.Minute, false) // another task
+	if code := del(other.AccessToken, ids[0]); code != 403 {
+		t.Errorf("another task's mandate ended a session: %d", code)
+	}
+	if resp, _ := e.post(other.AccessToken, "", initialize); resp.StatusCode != 429 {
+		t.Fatalf("over the quota: %d", resp.StatusCode)
+	}
+	if resp, _ := e.post(tok.AccessToken, ids[0], `{"jsonrpc":"2.0","id":2,"method":"ping"}`); resp.StatusCode != 401 {
+		t.Errorf("an expired mandate in its own session: %d", resp.StatusCode)
+	}
+	for _, id := range ids {
+		if code := del(tok.AccessToken, id); code != 204 {
+			t.Fatalf("closing with the expired mandate: %d", code)
+		}
+	}
+	if resp, _ := e.post(other.AccessToken, "", initialize); resp.StatusCode != 200 {
+		t.Errorf("the quota was not given back: %d", resp.StatusCode)
+	}
+	g.Drain()
+	evs, _ := e.store.Events(context.Background(), mandate.EventFilter{Type: mandate.EventDecision, Task: tok.Claims.Task, Limit: 10})
+	if len(evs) != 1 || evs[0].Details["refused"] != "exp" || evs[0].Action != "authenticate" {
+		t.Errorf("the refused expired mandate's events: %+v", evs)
+	}
+}

@@ -29,12 +29,22 @@ func serveWithMCP(t *testing.T, srv *mcp.Server, dpop bool) (*Main, *client.Clie
 // server's tools.
 func serveWithMCPLabels(t *testing.T, srv *mcp.Server, dpop bool, labels map[string][]string) (*Main, *client.Client) {
 	t.Helper()
+	return serveWith(t, srv, dpop, labels, nil)
+}
+
+// serveWith is serveWithMCPLabels with a change to the server's settings
+// before it opens.
+func serveWith(t testing.TB, srv *mcp.Server, dpop bool, labels map[string][]string, mod func(*Main)) (*Main, *client.Client) {
+	t.Helper()
 	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv }, nil))
 	t.Cleanup(up.Close)
 	m := NewMain()
 	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
 	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
 	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL, ToolLabels: labels}}
+	if mod != nil {
+		mod(m)
+	}
 	if err := m.Open(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -30,7 +30,7 @@ func startMain(t *testing.T, dir string) *Main {
 
 // addAgent registers an agent called name with ceiling mcp:crm:* and
 // returns its key.
-func addAgent(t *testing.T, admin *httpapi.Client, name string) ed25519.PrivateKey {
+func addAgent(t testing.TB, admin *httpapi.Client, name string) ed25519.PrivateKey {
 	t.Helper()
 	_, key, _ := ed25519.GenerateKey(rand.Reader)
 	if _, err := admin.CreateAgent(context.Background(), httpapi.AgentRequest{Name: name, Owner: "alice@example.org",
@@ -40,7 +40,7 @@ func addAgent(t *testing.T, admin *httpapi.Client, name string) ed25519.PrivateK
 	return key
 }
 
-type testWriter struct{ t *testing.T }
+type testWriter struct{ t testing.TB }
 
 func (w testWriter) Write(b []byte) (int, error) {
 	w.t.Log(strings.TrimSpace(string(b)))
