@@ -313,9 +313,6 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
 		return
 	}
-	if r.Method == http.MethodDelete && g.endStale(w, r, rt) {
-		return
-	}
 	c, ok := g.authenticate(w, r, rt, g.resourceURL(rt))
 	if !ok {
 		return
@@ -364,15 +361,11 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 // session's own task and agent suffices, where every other request needs
 // a valid one. Without it the session would count against its agent's
 // quota until it idled out, and a stdio server's process would live on.
-// It reports whether it answered.
-func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route) bool {
+// err is why the mandate was refused. It reports whether it answered.
+func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route, err error) bool {
 	id := r.Header.Get(sessionHeader)
-	if id == "" {
-		return false
-	}
-	_, err := rt.verifier.VerifyRequest(r.Context(), r, g.resourceURL(rt))
 	var ve *verify.Error
-	if err == nil || !errors.As(err, &ve) || ve.Claims == nil || (ve.Check != "exp" && ve.Check != "revocation") {
+	if id == "" || !errors.As(err, &ve) || ve.Claims == nil || (ve.Check != "exp" && ve.Check != "revocation") {
 		return false
 	}
 	b, ok := g.sessions.get(id, g.cfg.Now())
@@ -437,6 +430,9 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 	c, err := rt.verifier.VerifyRequest(r.Context(), r, htu)
 	if err == nil {
 		return c, true
+	}
+	if r.Method == http.MethodDelete && g.endStale(w, r, rt, err) {
+		return nil, false
 	}
 	g.auditRefusal(r.Context(), rt, err)
 	desc := strings.NewReplacer(`"`, "'", "\\", "/").Replace(err.Error())
