@@ -267,6 +267,10 @@ type statusWriter struct {
 
 func (w *statusWriter) WriteHeader(code int) { w.status = code; w.ResponseWriter.WriteHeader(code) }
 
+// Unwrap lets http.ResponseController reach the connection (the event
+// stream flushes and extends its write deadline).
+func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
+
 // admin wraps h so that it runs only for a request bearing the admin token.
 // The comparison is of SHA-256 digests in constant time.
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {

@@ -97,7 +97,9 @@ func wantsStream(r *http.Request) bool {
 // streamEvents serves the stream of events matching f (whose Type may be
 // a comma-separated list).
 func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, f mandate.EventFilter) {
+	catchUp := r.URL.Query().Has("after") || !f.Since.IsZero()
 	if v := r.Header.Get("Last-Event-ID"); v != "" {
+		catchUp = true
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil || n < 0 {
 			writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "Last-Event-ID must be a log index, as the stream's id lines give"))
@@ -154,7 +156,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, f mandate.
 	}
 	// Subscribed first, then caught up from the log: the events committed
 	// meanwhile come twice, and the second time are skipped (sent).
-	if f.After > 0 || !f.Since.IsZero() {
+	if catchUp {
 		q := f
 		q.Type, q.Limit = "", mandate.MaxEventsPerQuery
 		if len(types) == 1 {
