@@ -16,6 +16,7 @@ import (
 	"github.com/mandatehq/mandate/client"
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/monitor"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
@@ -211,11 +212,17 @@ func TestConfigFile(t *testing.T) {
 		len(m.HTTPUpstreams) != 1 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.ScanMode != "block" {
 		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
 	}
+	if m.RevokeAt != 95 || fmt.Sprint(m.MonitorResponses["dpop-mismatch"]) != "[quarantine]" {
+		t.Errorf("monitor: %v %d", m.MonitorResponses, m.RevokeAt)
+	}
 	for body, want := range map[string]string{
 		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tool: {}\n":     "line 5: field tool not found",
 		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      command: [x]\n": "exactly one of url",
 		"gateway:\n  mcp:\n    - url: http://x\n":                                    "has no name",
 		"gateway:\n  http:\n    - name: b\n":                                         "needs a name and a url",
+		"monitor:\n  responses:\n    probing: [alert]\n":                             "no detector \"probing\" (the detectors: rate-spike,",
+		"monitor:\n  responses:\n    new-tool: [shout]\n":                            "no response \"shout\"",
+		"monitor:\n  revoke_at: 150\n":                                               "not a risk from 0",
 	} {
 		path := filepath.Join(t.TempDir(), "m.yaml")
 		os.WriteFile(path, []byte(body), 0o600)
@@ -410,4 +417,51 @@ func TestExfiltrationIsStoppedAndContained(t *testing.T) {
 		}
 	}
 	t.Logf("mandate audit show --task %s\n%s", root.Claims.Task, story)
+}
+
+// A detector configured to quarantine: the probing agent is disabled (no
+// new mandate) and its live mandates revoked, each event naming the
+// detector and the evidence.
+func TestMonitorQuarantines(t *testing.T) {
+	ctx := context.Background()
+	m, agent := serveWith(t, listServer(), false, nil, func(m *Main) {
+		m.MonitorResponses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Quarantine}}
+	})
+	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := connectMCP(m, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: probe, Arguments: map[string]any{}}); err == nil {
+			t.Fatal("an out-of-scope call went through")
+		}
+	}
+	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if a, err := admin.Agent(ctx, "a"); err == nil && a.Status == string(mandate.AgentDisabled) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the agent was not quarantined")
+		}
+	}
+	if _, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute}); err == nil {
+		t.Error("a quarantined agent got a new mandate")
+	}
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list", Arguments: map[string]any{}}); err == nil {
+		t.Error("a quarantined agent's live mandate still works")
+	}
+	evs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventAgentDisabled, Limit: 10})
+	if len(evs) != 1 || evs[0].By != "monitor" || evs[0].Details["detector"] != monitor.RepeatedDenials || evs[0].Details["evidence"] == nil {
+		t.Errorf("agent.disabled events %+v", evs)
+	}
+	revs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventMandateRevoked, Limit: 10})
+	if len(revs) != 1 || revs[0].Mandate != root.Claims.ID || revs[0].Details["detector"] != monitor.RepeatedDenials {
+		t.Errorf("mandate.revoked events %+v", revs)
+	}
 }
