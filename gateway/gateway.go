@@ -149,6 +149,7 @@ type Gateway struct {
 	approvalUser  ApprovalUser
 	tasks         *taskStates
 	refusals      *bucket.Bucket // of audit events for refused genuine mandates
+	refused       onceSet        // which mandates' refusals were recorded lately
 }
 
 type route struct {
@@ -317,7 +318,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !g.session(w, r, c) {
+	if !g.session(w, r, rt, c) {
 		return
 	}
 	switch r.Method {
@@ -365,11 +366,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route, err error) bool {
 	id := r.Header.Get(sessionHeader)
 	var ve *verify.Error
-	if id == "" || !errors.As(err, &ve) || ve.Claims == nil || (ve.Check != "exp" && ve.Check != "revocation") {
+	if rt.kind != "mcp" || id == "" || !errors.As(err, &ve) || ve.Claims == nil || (ve.Check != "exp" && ve.Check != "revocation") ||
+		!ve.Claims.Audience.Contains(rt.kind+":"+rt.Name) {
 		return false
 	}
 	b, ok := g.sessions.get(id, g.cfg.Now())
-	if !ok || b.task != ve.Claims.Task || b.agent != ve.Claims.ClientID {
+	if !ok || b.route != rt.Name || b.task != ve.Claims.Task || b.agent != ve.Claims.ClientID {
 		return false
 	}
 	g.sessions.forget(id)
@@ -474,10 +476,12 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 		return
 	}
 	now := g.cfg.Now()
-	if !g.refusals.Allow(now) {
+	c := ve.Claims
+	// Once a minute per mandate and check: its holder may retry it in a
+	// loop, which must not take the others' share of the rate.
+	if !g.refused.first(c.ID+" "+ve.Check, now) || !g.refusals.Allow(now) {
 		return
 	}
-	c := ve.Claims
 	details := map[string]any{"refused": ve.Check}
 	if errors.Is(err, verify.ErrExpired) {
 		details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
@@ -487,11 +491,46 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	g.recordResults(ctx, rt, []*mandate.Event{g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, err.Error(), details)})
 }
 
+// onceSet remembers keys for a minute, at most 10,000 of them.
+type onceSet struct {
+	mu sync.Mutex
+	m  map[string]time.Time
+}
+
+const (
+	onceFor = time.Minute
+	onceMax = 10_000
+)
+
+// first says whether key was not seen within onceFor, and notes it.
+func (o *onceSet) first(key string, now time.Time) bool {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if at, ok := o.m[key]; ok && now.Sub(at) < onceFor {
+		return false
+	}
+	if len(o.m) >= onceMax {
+		for k, at := range o.m {
+			if now.Sub(at) >= onceFor {
+				delete(o.m, k)
+			}
+		}
+		if len(o.m) >= onceMax {
+			clear(o.m)
+		}
+	}
+	if o.m == nil {
+		o.m = map[string]time.Time{}
+	}
+	o.m[key] = now
+	return true
+}
+
 const sessionHeader = "Mcp-Session-Id"
 
 // session checks that a request in an MCP session comes from the task
 // and agent the session was opened for: another mandate cannot ride it.
-func (g *Gateway) session(w http.ResponseWriter, r *http.Request, c *mandate.Claims) bool {
+func (g *Gateway) session(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) bool {
 	ids := r.Header.Values(sessionHeader)
 	if len(ids) > 1 {
 		http.Error(w, "more than one Mcp-Session-Id", http.StatusBadRequest)
@@ -506,7 +545,8 @@ func (g *Gateway) session(w http.ResponseWriter, r *http.Request, c *mandate.Cla
 		return true
 	}
 	switch b, ok := g.sessions.get(id, g.cfg.Now()); {
-	case !ok:
+	case !ok || b.route != rt.Name:
+		// Another server's session is not this one's: unknown here.
 		// MCP Streamable HTTP: 404 tells the client to initialize again.
 		http.Error(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
 		return false

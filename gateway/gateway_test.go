@@ -1141,3 +1141,45 @@ func TestSessionEndsWithAnExpiredMandate(t *testing.T) {
 		t.Errorf("the refused expired mandate's events: %+v", evs)
 	}
 }
+
+// An expired mandate (aud mcp:crm) sent as DELETE to an HTTP route with
+// the Mcp-Session-Id of one of its own MCP sessions reaches nothing there:
+// a stale mandate ends its own MCP sessions only (found by a review).
+func TestStaleSessionEndsNothingElse(t *testing.T) {
+	e := newEnv(t)
+	var mu sync.Mutex
+	var got []string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		got = append(got, r.Method+" "+r.URL.Path)
+		mu.Unlock()
+	}))
+	defer api.Close()
+	key := e.agent("closer", "mcp:crm:*")
+	tok := e.mint("closer", key, "mcp:crm:list_customers", time.Minute, false)
+	now := time.Now()
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}},
+		HTTPRoutes: []gateway.HTTPRoute{{Name: "crm2", URL: api.URL + "/repos/acme/app"}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store,
+		Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	resp, _ := e.post(tok.AccessToken, "", initialize)
+	id := resp.Header.Get("Mcp-Session-Id")
+	now = tok.Claims.Expiry.Add(time.Minute)
+	req, _ := http.NewRequest("DELETE", e.gw.URL+"/http/crm2/anything", nil)
+	req.Header.Set("Authorization", "Bearer "+tok.AccessToken)
+	req.Header.Set("Mcp-Session-Id", id)
+	r2, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r2.Body.Close()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(got) > 0 {
+		t.Errorf("gateway answered %d; an expired mandate made it forward %v to an HTTP upstream", r2.StatusCode, got)
+	}
+}

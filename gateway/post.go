@@ -141,7 +141,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	}
 	defer resp.Body.Close()
 	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && reserved {
-		g.sessions.bind(sid, c.Task, c.ClientID, owner, g.cfg.Now())
+		g.sessions.bind(sid, c.Task, c.ClientID, owner, rt.Name, g.cfg.Now())
 		reserved = false
 	}
 	// Every message of the answer is read: a response to a request this

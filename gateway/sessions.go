@@ -24,6 +24,7 @@ const maxSessionsPerAgent = 16
 
 type binding struct {
 	id, task, agent string
+	route           string // the MCP server it was opened with
 	owner           string // the registered agent it counts against
 	used            time.Time
 }
@@ -58,7 +59,7 @@ func (s *sessions) release(owner string) {
 // bind records, for a reservation of owner, that session id belongs to
 // task and agent. A session the upstream named again keeps its first
 // binding (and the reservation is given back).
-func (s *sessions) bind(id, task, agent, owner string, now time.Time) {
+func (s *sessions) bind(id, task, agent, owner, route string, now time.Time) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if e, ok := s.m[id]; ok {
@@ -72,7 +73,7 @@ func (s *sessions) bind(id, task, agent, owner string, now time.Time) {
 	for s.lru.Len() >= s.max {
 		s.remove(s.lru.Back())
 	}
-	s.m[id] = s.lru.PushFront(&binding{id: id, task: task, agent: agent, owner: owner, used: now})
+	s.m[id] = s.lru.PushFront(&binding{id: id, task: task, agent: agent, owner: owner, route: route, used: now})
 }
 
 // expire forgets the idle sessions; the list is in order of use.

@@ -56,6 +56,7 @@ const (
 	RateSpike       = "rate-spike"
 	NewTool         = "new-tool"
 	Exfiltration    = "exfiltration"
+	CrossTaskSend   = "cross-task-send"
 	SpawnStorm      = "spawn-storm"
 	FanOut          = "fan-out"
 	DeepDelegation  = "deep-delegation"
@@ -74,20 +75,25 @@ type Detector struct {
 	Name      string
 	Risk      int
 	Responses []Response
+	// TaskOnly: it raises the task's risk, not the agent's. A stolen or
+	// dead mandate presented by someone else says nothing of its agent,
+	// which may be the victim: its other tasks go on.
+	TaskOnly bool
 }
 
 // Detectors lists every detector with its defaults.
 var Detectors = []Detector{
-	{RateSpike, 20, []Response{Alert}},
-	{NewTool, 10, []Response{Alert}},
-	{Exfiltration, 60, []Response{RevokeTask}},
-	{SpawnStorm, 40, []Response{Revoke}},
-	{FanOut, 20, []Response{Alert}},
-	{DeepDelegation, 20, []Response{Alert}},
-	{RepeatedDenials, 40, []Response{Alert}},
-	{DeadMandateUse, 30, []Response{Alert}},
-	{DPoPMismatch, 50, []Response{Revoke}},
-	{SecretToSink, 60, []Response{Approve}},
+	{RateSpike, 20, []Response{Alert}, false},
+	{NewTool, 10, []Response{Alert}, false},
+	{Exfiltration, 60, []Response{RevokeTask}, false},
+	{CrossTaskSend, 30, []Response{Approve}, false},
+	{SpawnStorm, 40, []Response{RevokeTask}, false},
+	{FanOut, 20, []Response{Alert}, false},
+	{DeepDelegation, 20, []Response{Alert}, false},
+	{RepeatedDenials, 40, []Response{Alert}, false},
+	{DeadMandateUse, 30, []Response{Alert}, true},
+	{DPoPMismatch, 50, []Response{Revoke}, true},
+	{SecretToSink, 60, []Response{Approve}, false},
 }
 
 // Defaults of Config.
@@ -104,19 +110,21 @@ const (
 	DefaultNewToolAfter = 20 // calls an agent makes before a new tool is news
 	DefaultNewToolLearn = time.Hour
 	DefaultExpiredGrace = 5 * time.Second
+	DefaultCrossTask    = 10 * time.Minute
 	DefaultHalfLife     = 10 * time.Minute
 )
 
 // Bounds of the monitor's memory.
 const (
-	maxTasks        = 100_000
-	maxAgents       = 100_000
-	maxParents      = 1024 // mandates whose children a task counts
-	maxToolsKnown   = 256  // tools per agent; past it, no tool is news
-	maxFiredPerTask = 16   // mandates dead-mandate-use fired for, per task
-	queueSize       = 4096 // batches of committed events
-	maxEvidence     = 16
-	rateAlpha       = 0.2 // weight of the newest bucket in the baseline
+	maxTasks         = 100_000
+	maxAgents        = 100_000
+	maxParents       = 1024 // mandates whose children a task counts
+	maxToolsKnown    = 256  // tools per agent; past it, no tool is news
+	maxFiredPerTask  = 16   // mandates dead-mandate-use fired for, per task
+	maxDenialTargets = 64   // refused targets a task remembers within Window
+	queueSize        = 4096 // batches of committed events
+	maxEvidence      = 16
+	rateAlpha        = 0.2 // weight of the newest bucket in the baseline
 )
 
 // Config configures a Monitor. Zero values mean defaults.
@@ -147,6 +155,9 @@ type Config struct {
 	// ExpiredGrace: a mandate used this long after it expired is replayed,
 	// not late.
 	ExpiredGrace time.Duration
+	// CrossTask: an agent that read sensitive data in one task, then tries
+	// to send out in another within this time, is suspect.
+	CrossTask time.Duration
 	// HalfLife: risk halves in this time without detections.
 	HalfLife time.Duration
 	// Responses replaces a detector's default responses (Detectors); an
@@ -173,6 +184,8 @@ type Action struct {
 	Agent    string // the offending agent (for Quarantine): a registered agent's ID
 	Evidence []int64
 	Reason   string
+
+	alert int // the alert it answers, in Process's list
 }
 
 // Monitor runs the detectors. Observe feeds it; Run works through what it
@@ -180,9 +193,11 @@ type Action struct {
 type Monitor struct {
 	cfg       Config
 	risk      map[string]float64 // detector → risk added
+	taskOnly  map[string]bool
 	responses map[string][]Response
 	queue     chan []mandate.LoggedEvent
 	dropped   atomic.Int64
+	droppedAt atomic.Int64 // the second (Unix) of the last warning about drops
 	processed atomic.Int64
 
 	mu     sync.Mutex
@@ -193,11 +208,12 @@ type Monitor struct {
 type task struct {
 	score
 	denials   []denial // within Window
-	spawns    []int64 // within a second
+	spawns    []int64  // within a second
 	children  map[string]int
 	read      int64  // log index of the first sensitive read, -1 none
 	reader    string // its agent
 	exfil     bool   // Exfiltration fired
+	crossTask bool   // CrossTaskSend fired
 	secretOut bool   // SecretToSink fired
 	fired     []string
 	evidence  []int64
@@ -221,6 +237,10 @@ type agent struct {
 	calls    int
 	first    int64 // the agent's first call (ns)
 	tools    map[string]struct{}
+	// The agent's last sensitive read, in any task.
+	readAt    int64
+	readIndex int64
+	readTask  string
 }
 
 // score is a decaying risk.
@@ -256,6 +276,7 @@ func New(cfg Config) *Monitor {
 	def(&cfg.NewToolAfter, DefaultNewToolAfter)
 	defd(&cfg.NewToolLearn, DefaultNewToolLearn)
 	defd(&cfg.ExpiredGrace, DefaultExpiredGrace)
+	defd(&cfg.CrossTask, DefaultCrossTask)
 	defd(&cfg.HalfLife, DefaultHalfLife)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
@@ -263,10 +284,11 @@ func New(cfg Config) *Monitor {
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
 	}
-	m := &Monitor{cfg: cfg, risk: map[string]float64{}, responses: map[string][]Response{},
+	m := &Monitor{cfg: cfg, risk: map[string]float64{}, taskOnly: map[string]bool{}, responses: map[string][]Response{},
 		queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}, agents: map[string]*agent{}}
 	for _, d := range Detectors {
 		m.risk[d.Name] = float64(d.Risk)
+		m.taskOnly[d.Name] = d.TaskOnly
 		m.responses[d.Name] = d.Responses
 	}
 	for name, rs := range cfg.Responses {
@@ -304,7 +326,10 @@ func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
 	select {
 	case m.queue <- evs:
 	default:
-		m.dropped.Add(int64(len(evs)))
+		n := m.dropped.Add(int64(len(evs)))
+		if sec := time.Now().Unix(); m.droppedAt.Swap(sec) != sec { // at most once a second
+			m.cfg.Logger.Warn("monitor: events dropped, it cannot keep up: detections may be missed", "dropped_total", n)
+		}
 	}
 }
 
@@ -411,14 +436,14 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			break
 		}
 		if ev.Action == "tools/call" {
-			found = m.sinks(found, t, ev) // an attempt counts, refused or not
+			found = m.sinks(found, t, a, ev, now) // an attempt counts, refused or not
 		}
 		if t != nil {
 			found = m.probing(found, t, ev, now)
 		}
 	case mandate.EventApprovalRequested:
 		if ev.Action == "tools/call" {
-			found = m.sinks(found, t, ev) // a call held for approval is an attempt
+			found = m.sinks(found, t, a, ev, now) // a call held for approval is an attempt
 		}
 	case mandate.EventMandateDelegated:
 		found = m.delegated(found, t, ev, now)
@@ -436,8 +461,10 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			tr = m.raise(&t.score, by, now)
 			t.evidence = appendEvidence(t.evidence, append(d.evidence, ev.Index)...)
 		}
-		if a != nil {
+		if a != nil && !m.taskOnly[d.detector] {
 			ar = m.raise(&a.score, by, now)
+		} else if a != nil {
+			ar = m.decayed(&a.score, now)
 		}
 		evidence := appendEvidence(nil, append(d.evidence, ev.Index)...)
 		offending := ev.Mandate
@@ -446,9 +473,14 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 		}
 		responses := m.responses[d.detector]
 		done := []string{string(Alert)}
+		culprit := ev.Agent
+		if ev.Type == mandate.EventMandateDelegated && strings.HasPrefix(ev.By, "spiffe://") {
+			culprit = ev.By // the delegating agent, not its delegate
+		}
 		for _, r := range responses {
 			act := Action{Response: r, Detector: d.detector, Task: ev.Task, Mandate: offending,
-				Agent: mandate.RegisteredAncestor(ev.Agent), Evidence: evidence, Reason: "the monitor's " + d.detector + " detector: " + d.reason}
+				Agent: mandate.RegisteredAncestor(culprit), Evidence: evidence, Reason: "the monitor's " + d.detector + " detector: " + d.reason,
+				alert: len(alerts)}
 			switch r {
 			case Alert:
 				continue // done already
@@ -480,7 +512,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 		}
 		if m.cfg.RevokeAt > 0 && t != nil && tr >= float64(m.cfg.RevokeAt) && !t.revoked {
 			t.revoked = true
-			acts = append(acts, Action{Response: RevokeTask, Detector: HighRisk, Task: ev.Task, Evidence: slices.Clone(t.evidence),
+			acts = append(acts, Action{Response: RevokeTask, Detector: HighRisk, Task: ev.Task, Evidence: slices.Clone(t.evidence), alert: len(alerts),
 				Reason: "the monitor's " + d.detector + " detector raised the task's risk to " + itoa(int(math.Round(tr)))})
 			done = append(done, string(RevokeTask))
 		}
@@ -504,6 +536,17 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 		for _, act := range acts {
 			if err := m.cfg.Act(ctx, act); err != nil {
 				m.cfg.Logger.Error("monitor: response not carried out", "task", act.Task, "detector", act.Detector, "response", act.Response, "err", err)
+				d := alerts[act.alert].Details
+				failed, _ := d["failed"].([]string)
+				d["failed"] = append(failed, string(act.Response)+": "+clip(err.Error()))
+				if act.Response == RevokeTask {
+					// The next detection (or RevokeAt) tries again.
+					m.mu.Lock()
+					if t := m.tasks[act.Task]; t != nil {
+						t.revoked = false
+					}
+					m.mu.Unlock()
+				}
 			}
 		}
 	}
@@ -518,7 +561,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 
 // call runs the detectors of a forwarded tool call.
 func (m *Monitor) call(found []detection, t *task, a *agent, ev mandate.LoggedEvent, now int64) []detection {
-	found = m.sinks(found, t, ev)
+	found = m.sinks(found, t, a, ev, now)
 	if a == nil || ev.Action == "http" {
 		return found
 	}
@@ -563,7 +606,7 @@ func (m *Monitor) call(found []detection, t *task, a *agent, ev mandate.LoggedEv
 // call of a tool with a data: label) followed, in the same task, by an
 // attempt to send out (external_send), by the same agent or another of
 // the tree; and a secret sent out.
-func (m *Monitor) sinks(found []detection, t *task, ev mandate.LoggedEvent) []detection {
+func (m *Monitor) sinks(found []detection, t *task, a *agent, ev mandate.LoggedEvent, now int64) []detection {
 	if t == nil {
 		return found
 	}
@@ -572,6 +615,14 @@ func (m *Monitor) sinks(found []detection, t *task, ev mandate.LoggedEvent) []de
 		return found
 	}
 	sends := slices.Contains(labels, "external_send")
+	// The same agent (or one of its sub-agents) read in another task: a
+	// new task does not wash the data clean.
+	if sends && a != nil && a.readTask != "" && a.readTask != ev.Task && now-a.readAt <= int64(m.cfg.CrossTask) && !t.crossTask && t.read < 0 {
+		t.crossTask = true
+		found = append(found, detection{detector: CrossTaskSend, evidence: []int64{a.readIndex},
+			reason: "a send out (" + ev.Resource + ") by an agent that read sensitive data in task " + a.readTask + " " +
+				time.Duration(now-a.readAt).Round(time.Second).String() + " before"})
+	}
 	if sends && t.read >= 0 && !t.exfil {
 		t.exfil = true
 		who := "the same agent"
@@ -586,8 +637,13 @@ func (m *Monitor) sinks(found []detection, t *task, ev mandate.LoggedEvent) []de
 		found = append(found, detection{detector: SecretToSink,
 			reason: "a call to a tool that sends data out carries a secret in its arguments"})
 	}
-	if t.read < 0 && ev.Type == mandate.EventToolCall && slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "data:") }) {
-		t.read, t.reader = ev.Index, ev.Agent
+	if ev.Type == mandate.EventToolCall && slices.ContainsFunc(labels, func(l string) bool { return strings.HasPrefix(l, "data:") }) {
+		if t.read < 0 {
+			t.read, t.reader = ev.Index, ev.Agent
+		}
+		if a != nil {
+			a.readAt, a.readIndex, a.readTask = now, ev.Index, ev.Task
+		}
 	}
 	return found
 }
@@ -605,11 +661,12 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 			return found // late, not replayed
 		}
 		d = detection{detector: DeadMandateUse, reason: "a mandate used " + (time.Duration(ms) * time.Millisecond).String() + " after it expired"}
-	case "dpop-key", "dpop-bearer", "dpop-replay":
+	case "dpop-key", "dpop-bearer":
+		// Not "dpop-replay": a client that retries with the same proof is
+		// buggy, and a captured proof is refused anyway.
 		d = detection{detector: DPoPMismatch, reason: map[string]string{
 			"dpop-key":    "a key-bound mandate presented with a proof by another key",
 			"dpop-bearer": "a key-bound mandate presented without a proof of its key",
-			"dpop-replay": "a key-bound mandate presented with a proof used before",
 		}[refused] + ": someone without the holder's key has it"}
 	default:
 		return found
@@ -631,26 +688,29 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 // Window: an agent trying one thing after another that it may not do is
 // probing; one retrying the same refused call is merely stuck.
 func (m *Monitor) probing(found []detection, t *task, ev mandate.LoggedEvent, now int64) []detection {
+	// One entry per target, with its last refusal: retrying one refused
+	// call can neither make probing nor push real probes out of the
+	// window.
 	i := 0
-	for i < len(t.denials) && now-t.denials[i].at > int64(m.cfg.Window) {
-		i++
+	for _, d := range t.denials {
+		if now-d.at <= int64(m.cfg.Window) {
+			t.denials[i] = d
+			i++
+		}
 	}
-	t.denials = t.denials[i:]
+	t.denials = t.denials[:i]
 	target := ev.Action + " " + ev.Resource
-	known := slices.ContainsFunc(t.denials, func(d denial) bool { return d.target == target })
-	if len(t.denials) == 64 {
+	if j := slices.IndexFunc(t.denials, func(d denial) bool { return d.target == target }); j >= 0 {
+		t.denials[j].at = now
+		return found
+	}
+	if len(t.denials) == maxDenialTargets {
 		t.denials = t.denials[1:]
 	}
 	t.denials = append(t.denials, denial{now, target})
-	distinct := 0
-	for j, d := range t.denials {
-		if !slices.ContainsFunc(t.denials[:j], func(e denial) bool { return e.target == d.target }) {
-			distinct++
-		}
-	}
-	if !known && distinct == m.cfg.Denials {
+	if len(t.denials) == m.cfg.Denials {
 		found = append(found, detection{detector: RepeatedDenials,
-			reason: itoa(distinct) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
+			reason: itoa(len(t.denials)) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
 	}
 	return found
 }
@@ -690,7 +750,9 @@ func (m *Monitor) task(id string, now int64) *task {
 	t := m.tasks[id]
 	if t == nil {
 		if len(m.tasks) >= maxTasks {
-			forget(m.tasks, func(v *task) bool { return m.decayed(&v.score, now) < 1 && v.hold == "" })
+			// Idle: no risk left, nothing read, no hold; a revoked task's
+			// mandates are refused by the store, whatever the monitor forgets.
+			forget(m.tasks, func(v *task) bool { return m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0 })
 		}
 		t = &task{read: -1}
 		m.tasks[id] = t
@@ -790,3 +852,10 @@ func evidenceOf(ids []int64) []any {
 }
 
 func itoa(n int) string { return formatInt(int64(n)) }
+
+func clip(s string) string {
+	if len(s) <= 200 {
+		return s
+	}
+	return strings.ToValidUTF8(s[:200], "") + "…"
+}

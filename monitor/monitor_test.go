@@ -90,6 +90,17 @@ func TestRepeatedDenials(t *testing.T) {
 	if len(a3.detectors()) != 0 {
 		t.Errorf("one call retried: %v", a3.detectors())
 	}
+	// Retries between the probes do not hide them.
+	m4, a4, _ := setup(nil)
+	for i := range 5 {
+		m4.Process(ctx, denial(int64(i)))
+		for range 100 {
+			m4.Process(ctx, denial(99))
+		}
+	}
+	if len(a4.detectors()) != 1 {
+		t.Errorf("5 probes among 500 retries: %v", a4.detectors())
+	}
 }
 
 // Risk halves every HalfLife without detections; the agent's risk is
@@ -138,7 +149,7 @@ func delegation(c *clock, i int64, parent string, depth int) mandate.LoggedEvent
 }
 
 // Delegations beyond the rate within a second are a storm; one fewer is
-// not. The storm revokes the delegating mandate.
+// not. The storm revokes the task.
 func TestSpawnStorm(t *testing.T) {
 	ctx := context.Background()
 	for _, n := range []int{49, 50} {
@@ -154,8 +165,8 @@ func TestSpawnStorm(t *testing.T) {
 		if fired := len(a.detectors()) == 1; fired != (n == 50) {
 			t.Errorf("%d delegations in %v: %v", n, time.Duration(n)*10*time.Millisecond, a.detectors())
 		}
-		if n == 50 && (len(acts) != 1 || acts[0].Response != monitor.Revoke || acts[0].Mandate != "m_parent") {
-			t.Errorf("a storm's response: %+v, want the delegating mandate revoked", acts)
+		if n == 50 && (len(acts) != 1 || acts[0].Response != monitor.RevokeTask || acts[0].Task != "t_1" || acts[0].Mandate != "m_parent") {
+			t.Errorf("a storm's response: %+v, want the task revoked", acts)
 		}
 	}
 }
@@ -274,7 +285,7 @@ func TestExfiltration(t *testing.T) {
 	})
 	sibling := agentA + "/sub/x2"
 	m.Process(ctx, labelled(c, 1, sibling, "mcp:mail:send", mandate.OutcomeOK, "external_send"))
-	other := labelled(c, 2, agentA, "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data")
+	other := labelled(c, 2, "spiffe://example.org/agent/b", "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data")
 	other.Task = "t_2"
 	m.Process(ctx, other)
 	m.Process(ctx, labelled(c, 3, sibling, "mcp:mail:send", mandate.OutcomeOK, "external_send"))
@@ -291,6 +302,37 @@ func TestExfiltration(t *testing.T) {
 	}
 	if len(acts) != 1 || acts[0].Response != monitor.RevokeTask || acts[0].Task != "t_1" {
 		t.Errorf("responses %+v, want the task revoked", acts)
+	}
+}
+
+// An agent that read sensitive data in one task and sends out in another
+// within CrossTask is held for approval: a new task does not wash the data
+// clean. Past CrossTask, or by another agent, it is not.
+func TestCrossTaskSend(t *testing.T) {
+	ctx := context.Background()
+	m, a, c := setup(nil)
+	read := labelled(c, 1, agentA+"/sub/r", "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data")
+	read.Task = "t_2"
+	m.Process(ctx, read)
+	other := labelled(c, 2, "spiffe://example.org/agent/b", "mcp:mail:send", mandate.OutcomeOK, "external_send")
+	other.Task = "t_3"
+	m.Process(ctx, other)
+	if len(a.detectors()) != 0 {
+		t.Fatalf("another agent's send: %v", a.detectors())
+	}
+	c.t = c.t.Add(monitor.DefaultCrossTask - time.Second)
+	m.Process(ctx, labelled(c, 3, agentA, "mcp:mail:send", mandate.OutcomeOK, "external_send"))
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.CrossTaskSend || m.Hold("t_1") == "" || m.Hold("t_2") != "" {
+		t.Fatalf("a send in t_1 after a read in t_2: %v, hold %q", d, m.Hold("t_1"))
+	}
+	if m.Risk("t_3", "spiffe://example.org/agent/b") != 0 {
+		t.Error("agent b's risk was raised")
+	}
+	late := labelled(c, 4, agentA, "mcp:mail:send", mandate.OutcomeOK, "external_send")
+	late.Task, late.Time = "t_4", c.t.Add(2*time.Second).UnixNano()
+	m.Process(ctx, late)
+	if len(a.detectors()) != 1 {
+		t.Errorf("a send %v after the read: %v", monitor.DefaultCrossTask+time.Second, a.detectors())
 	}
 }
 
@@ -359,6 +401,10 @@ func TestDeadMandateUse(t *testing.T) {
 	if len(a.detectors()) != 2 {
 		t.Errorf("another revoked mandate: %v", a.detectors())
 	}
+	// Someone else may hold the dead mandates: the agent's other tasks go on.
+	if r := m.Risk("t_other", agentA); r != 0 {
+		t.Errorf("the agent's risk in another task: %d", r)
+	}
 }
 
 // A key-bound mandate presented by someone without the key fires and
@@ -377,6 +423,37 @@ func TestDPoPMismatch(t *testing.T) {
 	m.Process(ctx, refused(c, 3, "dpop-key", 0))
 	if d := a.detectors(); len(d) != 1 || d[0] != monitor.DPoPMismatch || len(acts) != 1 || acts[0].Mandate != "m_1" {
 		t.Fatalf("a proof by another key: %v, %+v", d, acts)
+	}
+}
+
+// A response that fails is said so in the alert, and tried again on the
+// next detection.
+func TestFailedResponseIsRetried(t *testing.T) {
+	ctx := context.Background()
+	tries := 0
+	m, a, c := setup(func(cfg *monitor.Config) {
+		cfg.Responses = map[string][]monitor.Response{monitor.DeadMandateUse: {monitor.RevokeTask}}
+		cfg.Act = func(context.Context, monitor.Action) error {
+			if tries++; tries == 1 {
+				return fmt.Errorf("store unavailable")
+			}
+			return nil
+		}
+	})
+	m.Process(ctx, refused(c, 1, "revocation", 0))
+	if fmt.Sprint(a.evs[0].Details["failed"]) != "[revoke-task: store unavailable]" {
+		t.Fatalf("the alert of a failed response: %v", a.evs[0].Details)
+	}
+	r := refused(c, 2, "revocation", 0)
+	r.Mandate = "m_2"
+	m.Process(ctx, r)
+	if tries != 2 || a.evs[1].Details["failed"] != nil {
+		t.Errorf("retried %d times; second alert %v", tries, a.evs[1].Details)
+	}
+	r.Mandate, r.Index = "m_3", 3
+	m.Process(ctx, r)
+	if tries != 2 {
+		t.Errorf("a revoked task revoked again: %d tries", tries)
 	}
 }
 

@@ -88,13 +88,15 @@ var (
 // sentinels. Three DPoP checks of a genuine mandate have their own names,
 // for they are what a thief without the key would fail: "dpop-key" (the
 // proof is by another key than cnf.jkt), "dpop-bearer" (a bound mandate
-// without a proof), "dpop-replay" (a proof used before).
+// without a proof), "dpop-replay" (a bound mandate with a proof used
+// before).
 type Error struct {
 	Check  string
 	Err    error
 	Detail string
-	// Claims, if not nil, are the refused mandate's: its signature and
-	// issuer verified, so it is genuine, and it was refused for its
+	// Claims, if not nil, are the refused mandate's: its signature, issuer
+	// and audience verified, so it is genuine and meant for here, and it
+	// was refused for its
 	// time (exp, nbf), its binding (dpop) or its revocation. A caller may
 	// attribute the refusal to its task and agent (the monitor counts uses
 	// of revoked and stolen mandates); it must not accept the mandate.
@@ -368,6 +370,9 @@ func (v *Verifier) VerifyDPoP(ctx context.Context, token, proof, method, url str
 		return nil, fail("dpop", ErrDPoP, "a DPoP-bound mandate is required here")
 	}
 	if proof == "" {
+		if c.Confirm == nil {
+			return nil, fail("dpop", ErrDPoP, "no DPoP proof: send one in the DPoP header")
+		}
 		return nil, failOf(c, "dpop-bearer", ErrDPoP, "no DPoP proof: send one in the DPoP header")
 	}
 	p, err := dpop.Check(proof, dpop.Requirements{
@@ -380,6 +385,8 @@ func (v *Verifier) VerifyDPoP(ctx context.Context, token, proof, method, url str
 		return nil, failOf(c, "dpop-key", ErrDPoP, "the proof is signed by another key than the one the mandate is bound to (cnf.jkt)")
 	}
 	switch err := v.cfg.DPoPReplay.Use(p.JKT+"\x00"+p.ID, p.IssuedAt.Add(v.cfg.DPoPMaxAge+v.cfg.Skew), now); {
+	case errors.Is(err, replay.ErrReplayed) && c.Confirm == nil:
+		return nil, fail("dpop", ErrDPoP, "the proof was used before (replay): make a new proof for each request")
 	case errors.Is(err, replay.ErrReplayed):
 		return nil, failOf(c, "dpop-replay", ErrDPoP, "the proof was used before (replay): make a new proof for each request")
 	case err != nil:
@@ -497,11 +504,13 @@ func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) 
 	if c.Expiry.IsZero() || c.ID == "" || c.Subject == "" || c.ClientID == "" || c.Task == "" {
 		return nil, fail("claims", ErrMalformed, "exp, jti, sub, client_id and task are required")
 	}
-	if err := v.checkTimes(&c, now); err != nil {
-		return nil, err
-	}
+	// The audience before the times: a refusal for its time names the
+	// claims (Error.Claims), which is only for a mandate meant for here.
 	if !v.cfg.AnyAudience && !c.Audience.Contains(v.cfg.Audience) {
 		return nil, fail("aud", ErrAudience, "aud %v does not name %q", []string(c.Audience), v.cfg.Audience)
+	}
+	if err := v.checkTimes(&c, now); err != nil {
+		return nil, err
 	}
 	if err := checkChain(&c, v.cfg.MaxDepth); err != nil {
 		return nil, err

@@ -212,7 +212,7 @@ func TestConfigFile(t *testing.T) {
 		len(m.HTTPUpstreams) != 1 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.ScanMode != "block" {
 		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
 	}
-	if m.RevokeAt != 95 || fmt.Sprint(m.MonitorResponses["dpop-mismatch"]) != "[quarantine]" {
+	if m.RevokeAt != 95 || fmt.Sprint(m.MonitorResponses["exfiltration"]) != "[revoke-task quarantine]" {
 		t.Errorf("monitor: %v %d", m.MonitorResponses, m.RevokeAt)
 	}
 	for body, want := range map[string]string{
