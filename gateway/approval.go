@@ -131,9 +131,10 @@ func (g *Gateway) revoked(ctx context.Context, c *mandate.Claims) error {
 	}
 	switch err := g.cfg.Revoked(ctx, c); {
 	case errors.Is(err, verify.ErrRevoked):
-		return fmt.Errorf("mandate %s was revoked", c.ID)
+		return err // names the revoked mandate, c's or an ancestor's
 	case err != nil:
-		return fmt.Errorf("the revocation status of mandate %s is unknown", c.ID)
+		g.cfg.Logger.ErrorContext(ctx, "gateway: revocation status unknown", "mandate", c.ID, "err", err)
+		return fmt.Errorf("the revocation status of mandate %s is unknown: refused", c.ID)
 	}
 	return nil
 }

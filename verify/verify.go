@@ -96,8 +96,8 @@ type Error struct {
 	Detail string
 	// Claims, if not nil, are the refused mandate's: its signature, issuer
 	// and audience verified, so it is genuine and meant for here, and it
-	// was refused for its
-	// time (exp, nbf), its binding (dpop) or its revocation. A caller may
+	// was refused for its expiry (exp), its key binding (dpop-key,
+	// dpop-bearer, dpop-replay) or its revocation. A caller may
 	// attribute the refusal to its task and agent (the monitor counts uses
 	// of revoked and stolen mandates); it must not accept the mandate.
 	Claims *mandate.Claims
