@@ -396,7 +396,11 @@ func TestExfiltrationIsStoppedAndContained(t *testing.T) {
 			t.Errorf("the %s's mandate still works", name)
 		}
 	}
-	alerts, err := (&httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}).Events(ctx, url.Values{"type": {mandate.EventAlert}, "task": {root.Claims.Task}})
+	// The alert is written just after the revocation (containment first).
+	var alerts []mandate.LoggedEvent
+	for deadline := time.Now().Add(10 * time.Second); len(alerts) == 0 && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		alerts, err = (&httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}).Events(ctx, url.Values{"type": {mandate.EventAlert}, "task": {root.Claims.Task}})
+	}
 	if err != nil || len(alerts) == 0 || alerts[0].Details["detector"] != "exfiltration" {
 		t.Fatalf("alerts %v %v", alerts, err)
 	}

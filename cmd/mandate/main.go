@@ -131,6 +131,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 	switch cmd {
 	case "serve":
 		return serve(ctx, rest, stdout, stderr)
+	case "demo":
+		return c.demo(rest)
 	case "keygen":
 		return c.keygen(rest)
 	case "agent", "agents":
