@@ -58,11 +58,19 @@ func (m *Main) setUpDemo(ctx context.Context) error {
 			return fmt.Errorf("demo: register %s: %w", d.name, err)
 		}
 	}
+	play := ""
+	if m.DemoPace > 0 {
+		play = fmt.Sprintf("\nEvery %v it plays the demo's scenario (--demo-pace): an orchestrator's sub-agents call the demo CRM\n"+
+			"and email servers behind the gateway (/mcp/crm, /mcp/email); one of them reads a customer record and\n"+
+			"tries to email it out; policy refuses it and the monitor revokes the task. A line per round below.\n", m.DemoPace)
+	}
 	fmt.Fprintf(m.Stdout, `Mandate is running at %[1]s with demo agents: orchestrator, researcher, mailer.
 Their private keys are in %[2]s.
-
+%[4]s
 Try, in another terminal:
   export MANDATE_SERVER=%[1]s
+  curl -N -H "Authorization: Bearer $(cat %[3]s/admin.token)" -H 'Accept: text/event-stream' '%[1]s/v1/events?type=alert,mandate.revoked'
+  go run ./cmd/mandate alerts -f --data %[3]s
   go run ./cmd/mandate agent list --data %[3]s
   go run ./cmd/mandate token --agent researcher --key %[2]s/researcher.jwk --scope mcp:crm:list_customers --ttl-ms 30000 --dpop > mandate.jwt
   go run ./cmd/mandate verify - < mandate.jwt
@@ -74,7 +82,8 @@ Try, in another terminal:
   curl -s %[1]s/.well-known/jwks.json
   curl -s %[1]s/audit/checkpoint
   curl -s %[1]s/.well-known/oauth-authorization-server
+  go run ./cmd/mandate demo          # the scenario, narrated step by step, on a server of its own
 
-`, m.URL, dir, m.DataDir)
+`, m.URL, dir, m.DataDir, play)
 	return nil
 }

@@ -205,10 +205,29 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	if err := m.ParseFlags(args); err != nil {
 		return err
 	}
+	if m.Demo {
+		// The demo's MCP servers behind the gateway, and its scenario in a
+		// loop, for something to watch.
+		_, stop, err := m.prepareDemo()
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	if err := m.Open(ctx); err != nil {
 		return err
 	}
+	loop, stopLoop := context.WithCancel(ctx)
+	looped := make(chan struct{})
+	go func() {
+		defer close(looped)
+		if m.Demo && m.DemoPace > 0 {
+			m.demoLoop(loop, m.DemoPace)
+		}
+	}()
 	err := m.Wait(ctx)
+	stopLoop()
+	<-looped
 	if cerr := m.Close(); err == nil {
 		err = cerr
 	}

@@ -51,7 +51,10 @@ type Main struct {
 	TrustDomain string
 	IssuerURL   string // default: http://<addr>
 	Demo        bool
-	LogLevel    slog.Level
+	// DemoPace is how often `serve --demo` plays the demo's scenario
+	// (0: never).
+	DemoPace time.Duration
+	LogLevel slog.Level
 	// CheckpointInterval is how often the audit log's checkpoint is signed
 	// while entries arrive.
 	CheckpointInterval time.Duration
@@ -128,7 +131,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.StringVar(&m.DataDir, "data", m.DataDir, "data directory (database, keys, admin credential)")
 	fs.StringVar(&m.TrustDomain, "trust-domain", m.TrustDomain, "SPIFFE trust domain of agent IDs")
 	fs.StringVar(&m.IssuerURL, "issuer", m.IssuerURL, "issuer URL (iss of mandates); default http://<addr>")
-	fs.BoolVar(&m.Demo, "demo", m.Demo, "register demo agents and print what to try")
+	fs.BoolVar(&m.Demo, "demo", m.Demo, "register demo agents, put a demo CRM and email server behind the gateway, play the demo's scenario in a loop, and print what to try")
+	fs.DurationVar(&m.DemoPace, "demo-pace", 10*time.Second, "with --demo: how often to play the scenario (0: never)")
 	fs.DurationVar(&m.CheckpointInterval, "checkpoint-interval", auditlog.DefaultCheckpointInterval, "how often to sign an audit checkpoint while entries arrive")
 	fs.BoolVar(&m.PublicAudit, "public-audit", m.PublicAudit, "serve the audit log's entries (who did what) without the admin credential")
 	fs.IntVar(&m.MaxDepth, "max-depth", m.MaxDepth, fmt.Sprintf("longest delegation chain, counting the root agent (1 to %d); an agent's own limit may be smaller", mandate.MaxAgentDepth))
@@ -165,7 +169,7 @@ func (m *Main) ParseFlags(args []string) error {
 	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo] [--max-depth N] [--approval-timeout D] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo [--demo-pace D]] [--max-depth N] [--approval-timeout D] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {

@@ -170,6 +170,7 @@ type story struct {
 	admin *httpapi.Client
 	sum   StorySummary
 	n     int
+	agent string // the orchestrator to register, with a key of its own; "" for the demo's orchestrator
 }
 
 func (s *story) step(title string) {
@@ -262,35 +263,94 @@ func short(err error) string {
 	return s
 }
 
+// prepareDemo starts the demo's MCP servers and puts them behind m's
+// gateway (unless routes of their names are configured already), and
+// writes the default policy set and the demo's policy into m's policy
+// directory. stop stops the servers; mails counts what was sent.
+func (m *Main) prepareDemo() (mails func() int, stop func(), err error) {
+	urls, mails, stop, err := startStoryServers()
+	if err != nil {
+		return nil, nil, err
+	}
+	for _, name := range []string{"crm", "email"} {
+		taken := false
+		for _, r := range m.MCPUpstreams {
+			taken = taken || r.Name == name
+		}
+		for _, r := range m.MCPStdio {
+			taken = taken || r.Name == name
+		}
+		if !taken {
+			m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: urls[name], ToolLabels: storyLabels[name]})
+		}
+	}
+	if m.PolicyDir == "" {
+		m.PolicyDir = filepath.Join(m.DataDir, "policies")
+	}
+	if err := os.MkdirAll(m.PolicyDir, 0o700); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	for name, b := range policy.DefaultPolicies() {
+		if _, err := os.Stat(filepath.Join(m.PolicyDir, name)); errors.Is(err, os.ErrNotExist) {
+			if err := os.WriteFile(filepath.Join(m.PolicyDir, name), b, 0o600); err != nil {
+				stop()
+				return nil, nil, err
+			}
+		}
+	}
+	if err := os.WriteFile(filepath.Join(m.PolicyDir, "demo.cedar"), []byte(storyPolicy), 0o600); err != nil {
+		stop()
+		return nil, nil, err
+	}
+	return mails, stop, nil
+}
+
+// demoLoop plays the scenario every pace until ctx ends, for `serve
+// --demo`, a line per round. Each round's orchestrator is a new agent
+// (demo-1, demo-2, ...): the monitor rightly raises the risk of an agent
+// whose tasks keep trying to send data out, and policy would soon stop
+// one that did it every round.
+func (m *Main) demoLoop(ctx context.Context, pace time.Duration) {
+	for round := 1; ; round++ {
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(pace):
+		}
+		s := &story{ctx: ctx, out: io.Discard, m: m, admin: &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken},
+			agent: fmt.Sprintf("demo-%d", round)}
+		err := s.play()
+		if ctx.Err() != nil {
+			return
+		}
+		ok := 0
+		for _, o := range s.sum.Outcomes {
+			if o.OK {
+				ok++
+			}
+		}
+		if err != nil {
+			fmt.Fprintf(m.Stdout, "demo round %d: %v\n", round, err)
+			continue
+		}
+		fmt.Fprintf(m.Stdout, "demo round %d: task %s, %d of %d outcomes as expected, contained in %.1f ms\n",
+			round, s.sum.Task, ok, len(s.sum.Outcomes), s.sum.TimeToContainMS)
+	}
+}
+
 // runStory starts a server in data, plays the scenario, and returns its
 // summary; narration goes to out.
 func runStory(ctx context.Context, data string, pace time.Duration, out io.Writer) (*StorySummary, error) {
-	urls, mails, stopServers, err := startStoryServers()
+	m := NewMain()
+	m.Addr, m.DataDir = "127.0.0.1:0", data
+	var logs bytes.Buffer
+	m.Stdout, m.Stderr = &logs, &logs
+	mails, stopServers, err := m.prepareDemo()
 	if err != nil {
 		return nil, err
 	}
 	defer stopServers()
-	pdir := filepath.Join(data, "policies")
-	if err := os.MkdirAll(pdir, 0o700); err != nil {
-		return nil, err
-	}
-	for name, b := range policy.DefaultPolicies() {
-		if _, err := os.Stat(filepath.Join(pdir, name)); errors.Is(err, os.ErrNotExist) {
-			if err := os.WriteFile(filepath.Join(pdir, name), b, 0o600); err != nil {
-				return nil, err
-			}
-		}
-	}
-	if err := os.WriteFile(filepath.Join(pdir, "demo.cedar"), []byte(storyPolicy), 0o600); err != nil {
-		return nil, err
-	}
-	m := NewMain()
-	m.Addr, m.DataDir, m.PolicyDir = "127.0.0.1:0", data, pdir
-	var logs bytes.Buffer
-	m.Stdout, m.Stderr = &logs, &logs
-	for _, name := range []string{"crm", "email"} {
-		m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: urls[name], ToolLabels: storyLabels[name]})
-	}
 	if err := m.Open(ctx); err != nil {
 		return nil, fmt.Errorf("demo: start the server: %w\n%s", err, logs.String())
 	}
@@ -313,10 +373,22 @@ func (s *story) play() error {
 	ctx := s.ctx
 	// The cast: alice's orchestrator, registered with its public key; alice
 	// approves what needs a person.
-	// (Its key is kept in the data directory, for a second run with --data.)
-	keyPath := filepath.Join(s.m.DataDir, "demo-orchestrator.jwk")
+	// (Its key is kept in the data directory, for a second run with --data,
+	// where `serve --demo` keeps it too.)
+	name := "orchestrator"
+	if err := os.MkdirAll(filepath.Join(s.m.DataDir, "demo"), 0o700); err != nil {
+		return err
+	}
+	keyPath := filepath.Join(s.m.DataDir, "demo", "orchestrator.jwk")
 	key, _, err := readKeyFile(keyPath)
-	if err != nil {
+	if s.agent != "" {
+		name = s.agent
+		_, key, _ = ed25519.GenerateKey(rand.Reader)
+		if _, err := s.admin.CreateAgent(ctx, httpapi.AgentRequest{Name: name, Owner: "alice@example.org",
+			Ceiling: []string{"mcp:crm:*", "mcp:email:*"}, PublicKey: jose.NewPublicJWK(key.Public().(ed25519.PublicKey))}); err != nil {
+			return fmt.Errorf("demo: register %s: %w", name, err)
+		}
+	} else if err != nil {
 		_, key, _ = ed25519.GenerateKey(rand.Reader)
 		b, _ := json.MarshalIndent(jose.NewPrivateJWK(key), "", "  ")
 		os.Remove(keyPath)
@@ -329,7 +401,7 @@ func (s *story) play() error {
 		}
 	}
 	// alice's approver credential, likewise kept.
-	tokPath := filepath.Join(s.m.DataDir, "demo-alice.token")
+	tokPath := filepath.Join(s.m.DataDir, "demo", "alice.token")
 	tok, err := os.ReadFile(tokPath)
 	if err != nil {
 		alice, err := s.admin.CreateApprover(ctx, "alice@example.org")
@@ -342,12 +414,12 @@ func (s *story) play() error {
 		}
 	}
 	approver := &httpapi.Client{BaseURL: s.m.URL, ApproverToken: strings.TrimSpace(string(tok))}
-	orch, err := client.New(client.Config{Issuer: s.m.URL, AgentID: mandate.AgentID(s.m.TrustDomain, "orchestrator"), Key: key, DPoP: true})
+	orch, err := client.New(client.Config{Issuer: s.m.URL, AgentID: mandate.AgentID(s.m.TrustDomain, name), Key: key, DPoP: true})
 	if err != nil {
 		return err
 	}
 
-	s.step("alice's orchestrator agent gets a root mandate for a task")
+	s.step("alice's " + name + " agent gets a root mandate for a task")
 	root, err := orch.Root(ctx, client.Request{Scope: "mcp:crm:* mcp:email:send_email", TTL: 2 * time.Minute, Purpose: "clean up the customer list"})
 	if err != nil {
 		return fmt.Errorf("demo: root mandate: %w", err)

@@ -4,7 +4,9 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
+	"sync"
 	"testing"
+	"time"
 )
 
 // mandate demo plays the whole story and its JSON summary says, outcome by
@@ -32,4 +34,55 @@ func TestDemo(t *testing.T) {
 			t.Errorf("run %d: the story does not show the revocation:\n%s", run, story.String())
 		}
 	}
+}
+
+// serve --demo plays the scenario in a loop, a line per round, each round
+// with every outcome as expected.
+func TestServeDemoLoop(t *testing.T) {
+	m := NewMain()
+	m.Addr, m.DataDir, m.Demo, m.DemoPace = "127.0.0.1:0", t.TempDir(), true, 10*time.Millisecond
+	out := &roundLog{}
+	m.Stdout, m.Stderr = out, testWriter{t}
+	_, stop, err := m.prepareDemo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stop()
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan struct{})
+	go func() { defer close(done); m.demoLoop(ctx, m.DemoPace) }()
+	for deadline := time.Now().Add(60 * time.Second); !strings.Contains(out.String(), "demo round 2:"); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no second round:\n%s", out.String())
+		}
+	}
+	cancel()
+	<-done
+	for _, line := range strings.Split(out.String(), "\n") {
+		if strings.HasPrefix(line, "demo round") && !strings.Contains(line, "11 of 11 outcomes as expected") {
+			t.Errorf("%s", line)
+		}
+	}
+}
+
+// roundLog keeps what the loop prints, for reading while it writes.
+type roundLog struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (r *roundLog) Write(p []byte) (int, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.Write(p)
+}
+
+func (r *roundLog) String() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.b.String()
 }
