@@ -446,8 +446,10 @@ func TestMonitorQuarantines(t *testing.T) {
 		}
 	}
 	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
+	// Disabled first (no new mandate can slip in), then revoked.
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if a, err := admin.Agent(ctx, "a"); err == nil && a.Status == string(mandate.AgentDisabled) {
+		revs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventMandateRevoked, Limit: 10})
+		if a, err := admin.Agent(ctx, "a"); err == nil && a.Status == string(mandate.AgentDisabled) && len(revs) > 0 {
 			break
 		}
 		if time.Now().After(deadline) {
