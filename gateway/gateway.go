@@ -87,6 +87,9 @@ type Config struct {
 	// Risk, if set, is the risk score (0-100, from the monitor) of a task
 	// and of the agent calling in it, which policy sees as context.risk.
 	Risk func(task, agent string) int
+	// Counters, if set, adds to a task's context.history what the gateway
+	// does not see itself (the monitor's count of delegations, spawns).
+	Counters func(task string) map[string]int64
 	// Hold, if set, says why the monitor asks that every remaining tool
 	// call of a task wait for a person's approval ("" if it does not):
 	// such a call is held as if policy had asked, whatever policy says.

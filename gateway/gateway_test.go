@@ -588,9 +588,11 @@ func TestSecretsInspected(t *testing.T) {
 	}
 }
 
+// recordingPolicy allows everything and keeps what each call asked.
 type recordingPolicy struct {
 	mu   sync.Mutex
 	last policy.Request
+	seen []map[string]int64 // the history each call saw
 }
 
 func (p *recordingPolicy) Decide(_ context.Context, r policy.Request) policy.Decision {
@@ -598,6 +600,7 @@ func (p *recordingPolicy) Decide(_ context.Context, r policy.Request) policy.Dec
 	defer p.mu.Unlock()
 	if r.Action == policy.ActionCallTool {
 		p.last = r
+		p.seen = append(p.seen, r.History)
 	}
 	return policy.Decision{Allow: true}
 }
@@ -1181,5 +1184,44 @@ func TestStaleSessionEndsNothingElse(t *testing.T) {
 	defer mu.Unlock()
 	if len(got) > 0 {
 		t.Errorf("gateway answered %d; an expired mandate made it forward %v to an HTTP upstream", r2.StatusCode, got)
+	}
+}
+
+// Volumes and the monitor's spawns reach context.history: the bytes of
+// arguments sent and results received by the task's calls so far.
+func TestHistoryCounters(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	pol := &recordingPolicy{}
+	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
+		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: pol, Events: e.store, Tools: e.store,
+		Counters: func(string) map[string]int64 { return map[string]int64{"spawns": 3} }, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	key := e.agent("counter", "mcp:crm:*")
+	cs, err := e.connect(e.mint("counter", key, "mcp:crm:list_customers", time.Minute, false), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for range 2 {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "ada"}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	g.Drain()
+	pol.mu.Lock()
+	defer pol.mu.Unlock()
+	if len(pol.seen) != 2 {
+		t.Fatalf("%d calls decided", len(pol.seen))
+	}
+	first, second := pol.seen[0], pol.seen[1]
+	if first["calls"] != 0 || first["spawns"] != 3 {
+		t.Errorf("the first call saw %v", first)
+	}
+	if second["calls"] != 1 || second["args_bytes"] != int64(len(`{"name":"ada"}`)) || second["result_bytes"] <= 0 || second["spawns"] != 3 {
+		t.Errorf("the second call saw %v", second)
 	}
 }

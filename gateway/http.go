@@ -93,6 +93,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		return
 	}
 	g.tasks.record(c.Task, nil, []string{"calls"}, g.cfg.Now())
+	g.tasks.add(c.Task, "args_bytes", int64(len(body)), g.cfg.Now())
 	g.writing.Add(1)
 	defer g.writing.Done()
 	start := g.cfg.Now()

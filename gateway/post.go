@@ -126,6 +126,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		if verdicts[i].call {
 			labels := rt.ToolLabels[toolName(m)]
 			g.tasks.record(c.Task, dataLabels(labels), callCounters(labels), g.cfg.Now())
+			if n, ok := verdicts[i].event.Details["args_bytes"].(int); ok {
+				g.tasks.add(c.Task, "args_bytes", int64(n), g.cfg.Now())
+			}
 		}
 	}
 	// Drain waits for this request from here: the client may have read
@@ -172,6 +175,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return g.filterTools(ctx, m, c, rt)
 		case v.call:
 			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
+			g.tasks.add(c.Task, "result_bytes", int64(len(m.Result)), g.cfg.Now())
 			if v.event.Details["result_secrets"] != nil {
 				// The task has now seen a secret: policy may keep it in.
 				g.tasks.record(c.Task, []string{"secret"}, nil, g.cfg.Now())
@@ -440,6 +444,15 @@ func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) (po
 	}
 	// What the task has done so far, across its agents.
 	req.Labels, req.History = g.tasks.get(c.Task, req.Time)
+	if g.cfg.Counters != nil {
+		// What the gateway does not see: the monitor counts delegations.
+		for k, v := range g.cfg.Counters(c.Task) {
+			if req.History == nil {
+				req.History = map[string]int64{}
+			}
+			req.History[k] += v
+		}
+	}
 	if g.cfg.Risk != nil {
 		req.Risk = g.cfg.Risk(c.Task, c.ClientID)
 	}

@@ -85,6 +85,21 @@ func (t *taskStates) record(task string, labels []string, counters []string, now
 	}
 }
 
+// add adds n to a counter of task.
+func (t *taskStates) add(task, counter string, n int64, now time.Time) {
+	if n <= 0 {
+		return
+	}
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	if e, ok := t.m[task]; ok {
+		s := e.Value.(*taskState)
+		s.history[counter] += n
+		s.used = now
+		t.lru.MoveToFront(e)
+	}
+}
+
 // dataLabels are the data labels a call of a tool labelled toolLabels adds
 // to its task: each "data:X" label gives X.
 func dataLabels(toolLabels []string) []string {

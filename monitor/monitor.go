@@ -214,6 +214,7 @@ type task struct {
 	reader    string // its agent
 	exfil     bool   // Exfiltration fired
 	crossTask bool   // CrossTaskSend fired
+	delegated int64  // delegations in the task
 	secretOut bool   // SecretToSink fired
 	fired     []string
 	evidence  []int64
@@ -368,6 +369,17 @@ func (m *Monitor) Risk(taskID, agentID string) int {
 		r = max(r, m.decayed(&a.score, now))
 	}
 	return int(math.Round(r))
+}
+
+// Counters are what the monitor counts of a task for policy's
+// context.history: "spawns", its delegations.
+func (m *Monitor) Counters(taskID string) map[string]int64 {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.tasks[taskID]; t != nil && t.delegated > 0 {
+		return map[string]int64{"spawns": t.delegated}
+	}
+	return nil
 }
 
 // Hold says why the rest of a task waits for a person's approval, or ""
@@ -720,6 +732,7 @@ func (m *Monitor) delegated(found []detection, t *task, ev mandate.LoggedEvent, 
 	if t == nil {
 		return found
 	}
+	t.delegated++
 	t.spawns = append(within(t.spawns, now, time.Second), now)
 	if len(t.spawns) == m.cfg.Spawns {
 		found = append(found, detection{detector: SpawnStorm, mandate: ev.Parent,

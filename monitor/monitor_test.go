@@ -165,6 +165,9 @@ func TestSpawnStorm(t *testing.T) {
 		if fired := len(a.detectors()) == 1; fired != (n == 50) {
 			t.Errorf("%d delegations in %v: %v", n, time.Duration(n)*10*time.Millisecond, a.detectors())
 		}
+		if got := m.Counters("t_1")["spawns"]; got != int64(n) {
+			t.Errorf("spawns for policy: %d, want %d", got, n)
+		}
 		if n == 50 && (len(acts) != 1 || acts[0].Response != monitor.RevokeTask || acts[0].Task != "t_1" || acts[0].Mandate != "m_parent") {
 			t.Errorf("a storm's response: %+v, want the task revoked", acts)
 		}

@@ -54,7 +54,7 @@ var actions = [...]string{ActionMintRoot, ActionDelegate, ActionCallTool, Action
 // Actions lists every action of the schema.
 func Actions() []string { return slices.Clone(actions[:]) }
 
-var historyCounters = [...]string{"calls", "denials", "reads_sensitive", "sinks", "spawns", "writes"}
+var historyCounters = [...]string{"args_bytes", "calls", "denials", "reads_sensitive", "result_bytes", "sinks", "spawns", "writes"}
 
 // HistoryCounters lists the task counters that policies see as
 // context.history; a counter missing from [Request.History] is 0, and keys
