@@ -1,6 +1,7 @@
 package httpapi
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"crypto/ed25519"
@@ -510,4 +511,91 @@ func (c *Client) ApproveTool(ctx context.Context, server, name, hash string) (*m
 func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (*RevocationResponse, error) {
 	var out RevocationResponse
 	return &out, c.do(ctx, http.MethodPost, "/v1/revocations", req, &out)
+}
+
+// Follow follows the live event stream (GET /v1/events with Accept:
+// text/event-stream) from log position after on, with the filters of q,
+// calling fn for each event in log order until ctx ends (nil) or fn or the
+// server fails. When the server says the client fell behind ("overflow")
+// or the connection drops after events came, it reconnects with
+// Last-Event-ID, so nothing is missed or repeated.
+func (c *Client) Follow(ctx context.Context, q url.Values, after int64, fn func(mandate.LoggedEvent) error) error {
+	hc := &http.Client{Transport: c.http().Transport} // no overall timeout: a stream lasts
+	next := after
+	for {
+		connected, err := c.follow(ctx, hc, q, next, func(e mandate.LoggedEvent) error {
+			next = e.Index + 1
+			return fn(e)
+		})
+		switch {
+		case ctx.Err() != nil:
+			return nil
+		case err != nil && !connected:
+			return err
+		}
+		// Reconnect: the server ended the stream (overflow, shutdown) or
+		// the connection dropped.
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// follow reads one stream; connected says whether the server took it (a
+// reconnection is then worth trying when it ends).
+func (c *Client) follow(ctx context.Context, hc *http.Client, q url.Values, next int64, fn func(mandate.LoggedEvent) error) (bool, error) {
+	q2 := url.Values{}
+	for k, v := range q {
+		q2[k] = v
+	}
+	q2.Del("limit")
+	q2.Del("last")
+	q2.Set("after", strconv.FormatInt(next, 10))
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimSuffix(c.BaseURL, "/")+"/v1/events?"+q2.Encode(), nil)
+	if err != nil {
+		return false, err
+	}
+	req.Header.Set("Accept", "text/event-stream")
+	if c.AdminToken != "" {
+		req.Header.Set("Authorization", "Bearer "+c.AdminToken)
+	}
+	resp, err := hc.Do(req)
+	if err != nil {
+		return false, mandate.Errorf(mandate.EUNAVAILABLE, "cannot reach the server at %s: %v", c.BaseURL, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		b, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
+		var eb ErrorBody
+		if json.Unmarshal(b, &eb) == nil && eb.Error != "" {
+			return false, &mandate.Error{Code: eb.Error, Message: eb.Message}
+		}
+		return false, mandate.Errorf(codeForStatus(resp.StatusCode), "GET /v1/events (stream): HTTP %d", resp.StatusCode)
+	}
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 64<<10), 4<<20) // an event is at most a few hundred KiB
+	var event, data string
+	for sc.Scan() {
+		line := sc.Text()
+		switch {
+		case line == "":
+			if event != "" && event != "overflow" && data != "" {
+				var e mandate.LoggedEvent
+				if err := json.Unmarshal([]byte(data), &e); err != nil || e.Event == nil {
+					return false, mandate.Errorf(mandate.EINTERNAL, "the event stream sent an event that does not decode: %v", err)
+				}
+				if err := fn(e); err != nil {
+					return false, err
+				}
+			}
+			event, data = "", ""
+		case strings.HasPrefix(line, "event: "):
+			event = line[len("event: "):]
+		case strings.HasPrefix(line, "data: "):
+			data = line[len("data: "):]
+		}
+	}
+	return true, sc.Err()
 }

@@ -91,32 +91,28 @@ func (c *cli) auditTail(args []string) error {
 			q.Set(k, v)
 		}
 	}
-	next := int64(0)
-	for {
-		evs, err := cl.Events(c.ctx, q)
-		if err != nil {
-			return err
+	print := func(e mandate.LoggedEvent) error {
+		if c.json {
+			c.printJSONLine(e)
+		} else {
+			fmt.Fprintln(c.stdout, formatEvent(e))
 		}
-		for _, e := range evs {
-			if c.json {
-				c.printJSONLine(e)
-			} else {
-				fmt.Fprintln(c.stdout, formatEvent(e))
-			}
-			next = e.Index + 1
-		}
-		if !*follow {
-			return nil
-		}
-		q.Del("last")
-		q.Set("limit", strconv.Itoa(mandate.MaxEventsPerQuery))
-		q.Set("after", strconv.FormatInt(next, 10))
-		select {
-		case <-c.ctx.Done():
-			return nil
-		case <-time.After(500 * time.Millisecond):
-		}
+		return nil
 	}
+	evs, err := cl.Events(c.ctx, q)
+	if err != nil {
+		return err
+	}
+	next := int64(0)
+	for _, e := range evs {
+		print(e)
+		next = e.Index + 1
+	}
+	if !*follow {
+		return nil
+	}
+	// Then the live stream (server-sent events), from the next position on.
+	return cl.Follow(c.ctx, q, next, print)
 }
 
 func (c *cli) auditShow(args []string) error {

@@ -3,6 +3,7 @@ package main
 import (
 	"context"
 	"fmt"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/url"
@@ -469,5 +470,45 @@ func TestMonitorQuarantines(t *testing.T) {
 	revs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventMandateRevoked, Limit: 10})
 	if len(revs) != 1 || revs[0].Mandate != root.Claims.ID || revs[0].Details["detector"] != monitor.RepeatedDenials {
 		t.Errorf("mandate.revoked events %+v", revs)
+	}
+}
+
+// mandate alerts -f prints the last alerts, then follows the live stream:
+// an alert committed after it started is printed (whether the stream was
+// open yet or not: it starts where the list ended), and it stops cleanly.
+func TestAlertsFollow(t *testing.T) {
+	m, _ := serveWith(t, listServer(), false, nil, nil)
+	alert := func(reason string) {
+		t.Helper()
+		if err := m.Store.Append(context.Background(), &mandate.Event{V: mandate.EventVersion, Time: time.Now().UnixNano(),
+			Type: mandate.EventAlert, Task: "t_follow", Action: "detect", Outcome: mandate.OutcomeDeny, Reason: reason, By: "monitor",
+			Details: map[string]any{"detector": "new-tool", "risk": int64(10)}}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wait := func(out *roundLog, s string) {
+		t.Helper()
+		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), s); time.Sleep(10 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%q never showed:\n%s", s, out.String())
+			}
+		}
+	}
+	alert("before it started")
+	ctx, cancel := context.WithCancel(context.Background())
+	out := &roundLog{}
+	done := make(chan error, 1)
+	go func() {
+		done <- dispatch(ctx, []string{"alerts", "-f", "--server", m.URL, "--data", m.DataDir}, strings.NewReader(""), out, io.Discard)
+	}()
+	wait(out, "before it started")
+	alert("after it started")
+	wait(out, "after it started")
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("alerts -f ended with %v", err)
+	}
+	if strings.Count(out.String(), "before it started") != 1 {
+		t.Errorf("an alert printed twice:\n%s", out.String())
 	}
 }
