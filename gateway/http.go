@@ -130,6 +130,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	proxy.ServeHTTP(w, r)
 	res := *call
+	g.tasks.add(c.Task, "result_bytes", int64(counter.n()), g.cfg.Now())
 	res.Type, res.Details = mandate.EventToolResult, map[string]any{"status": status, "result_bytes": counter.n(),
 		"ms": g.cfg.Now().Sub(start).Milliseconds()}
 	if status >= 400 || status == 0 {

@@ -91,7 +91,7 @@ var Detectors = []Detector{
 	{FanOut, 20, []Response{Alert}, false},
 	{DeepDelegation, 20, []Response{Alert}, false},
 	{RepeatedDenials, 40, []Response{Alert}, false},
-	{DeadMandateUse, 30, []Response{Alert}, true},
+	{DeadMandateUse, 20, []Response{Alert}, true},
 	{DPoPMismatch, 50, []Response{Revoke}, true},
 	{SecretToSink, 60, []Response{Approve}, false},
 }
@@ -310,6 +310,9 @@ func CheckResponses(rs map[string][]Response) error {
 			return fmt.Errorf("monitor: no detector %q (the detectors: %s)", name, strings.Join(names, ", "))
 		}
 		for _, r := range list {
+			if r == Quarantine && slices.ContainsFunc(Detectors, func(d Detector) bool { return d.Name == name && d.TaskOnly }) {
+				return fmt.Errorf("monitor: detector %s: quarantine would disable the mandate's agent, which may be the victim (someone else presents its stolen or dead mandate): use revoke or revoke-task", name)
+			}
 			switch r {
 			case Alert, Approve, Revoke, RevokeTask, Quarantine:
 			default:
@@ -765,7 +768,8 @@ func (m *Monitor) task(id string, now int64) *task {
 		if len(m.tasks) >= maxTasks {
 			// Idle: no risk left, nothing read, no hold; a revoked task's
 			// mandates are refused by the store, whatever the monitor forgets.
-			forget(m.tasks, func(v *task) bool { return m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0 })
+			forget(m.tasks, func(v *task) bool { return m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0 },
+				func(v *task) bool { return v.hold == "" })
 		}
 		t = &task{read: -1}
 		m.tasks[id] = t
@@ -778,7 +782,7 @@ func (m *Monitor) agent(id string, now int64) *agent {
 	a := m.agents[id]
 	if a == nil {
 		if len(m.agents) >= maxAgents {
-			forget(m.agents, func(v *agent) bool { return m.decayed(&v.score, now) < 1 })
+			forget(m.agents, func(v *agent) bool { return m.decayed(&v.score, now) < 1 }, func(*agent) bool { return true })
 		}
 		a = &agent{}
 		m.agents[id] = a
@@ -787,18 +791,32 @@ func (m *Monitor) agent(id string, now int64) *agent {
 	return a
 }
 
-// forget deletes one entry, quickly: the first of 16 (in the map's random
-// order) that idle says may go, else the 16th. A scan for the least
-// recently seen would cost every new entry 100,000 steps.
-func forget[V any](m map[string]V, idle func(V) bool) {
+// forget deletes one entry, quickly, looking at 16 (in the map's random
+// order): the first that idle says may go; else the first that expendable
+// allows; else the last looked at. A scan for the least recently seen
+// would cost every new entry 100,000 steps. (A held task goes last: a
+// flood of new tasks cannot easily wash a hold away.)
+func forget[V any](m map[string]V, idle, expendable func(V) bool) {
 	n := 0
+	var fallback, last string
+	have := false
 	for k, v := range m {
-		if idle(v) || n == 15 {
+		if idle(v) {
 			delete(m, k)
 			return
 		}
-		n++
+		if !have && expendable(v) {
+			fallback, have = k, true
+		}
+		last = k
+		if n++; n == 16 {
+			break
+		}
 	}
+	if !have {
+		fallback = last
+	}
+	delete(m, fallback)
 }
 
 func within(ts []int64, now int64, d time.Duration) []int64 {

@@ -484,6 +484,10 @@ func TestResponsesConfigured(t *testing.T) {
 	if err := monitor.CheckResponses(map[string][]monitor.Response{monitor.NewTool: {"shout"}}); err == nil {
 		t.Error("an unknown response passed")
 	}
+	// Whoever presents a stolen mandate may not be its agent.
+	if err := monitor.CheckResponses(map[string][]monitor.Response{monitor.DPoPMismatch: {monitor.Quarantine}}); err == nil {
+		t.Error("quarantine for a stolen-mandate detector passed")
+	}
 }
 
 // Observe never blocks the store: past the queue, events are counted as

@@ -15,6 +15,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -273,16 +274,20 @@ func (m *Main) prepareDemo() (mails func() int, stop func(), err error) {
 		return nil, nil, err
 	}
 	for _, name := range []string{"crm", "email"} {
-		taken := false
 		for _, r := range m.MCPUpstreams {
-			taken = taken || r.Name == name
+			if r.Name == name {
+				stop()
+				return nil, nil, fmt.Errorf("--demo brings MCP servers of its own named crm and email, and its scenario deletes records and sends mail: "+
+					"route %s (%s) is configured already\nhint: start the demo on a data directory and configuration of its own", name, r.URL)
+			}
 		}
 		for _, r := range m.MCPStdio {
-			taken = taken || r.Name == name
+			if r.Name == name {
+				stop()
+				return nil, nil, fmt.Errorf("--demo brings MCP servers of its own named crm and email: route %s is configured already as a command\nhint: start the demo without it", name)
+			}
 		}
-		if !taken {
-			m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: urls[name], ToolLabels: storyLabels[name]})
-		}
+		m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: name, URL: urls[name], ToolLabels: storyLabels[name]})
 	}
 	if m.PolicyDir == "" {
 		m.PolicyDir = filepath.Join(m.DataDir, "policies")
@@ -291,8 +296,11 @@ func (m *Main) prepareDemo() (mails func() int, stop func(), err error) {
 		stop()
 		return nil, nil, err
 	}
-	for name, b := range policy.DefaultPolicies() {
-		if _, err := os.Stat(filepath.Join(m.PolicyDir, name)); errors.Is(err, os.ErrNotExist) {
+	// The default set only into a directory with no policy of its own
+	// (as the server does): the demo must not widen an operator's set.
+	// Its own rule only narrows, so it is always added.
+	if have, _ := filepath.Glob(filepath.Join(m.PolicyDir, "*.cedar")); len(have) == 0 {
+		for name, b := range policy.DefaultPolicies() {
 			if err := os.WriteFile(filepath.Join(m.PolicyDir, name), b, 0o600); err != nil {
 				stop()
 				return nil, nil, err
@@ -308,9 +316,10 @@ func (m *Main) prepareDemo() (mails func() int, stop func(), err error) {
 
 // demoLoop plays the scenario every pace until ctx ends, for `serve
 // --demo`, a line per round. Each round's orchestrator is a new agent
-// (demo-1, demo-2, ...): the monitor rightly raises the risk of an agent
-// whose tasks keep trying to send data out, and policy would soon stop
-// one that did it every round.
+// (demo-<id>): the monitor rightly raises the risk of an agent whose tasks
+// keep trying to send data out, and policy would soon stop one that did it
+// every round. (So a demo server gains an agent per round: it is for
+// exploring, not for running for weeks.)
 func (m *Main) demoLoop(ctx context.Context, pace time.Duration) {
 	for round := 1; ; round++ {
 		select {
@@ -319,7 +328,7 @@ func (m *Main) demoLoop(ctx context.Context, pace time.Duration) {
 		case <-time.After(pace):
 		}
 		s := &story{ctx: ctx, out: io.Discard, m: m, admin: &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken},
-			agent: fmt.Sprintf("demo-%d", round)}
+			agent: "demo-" + strings.ToLower(mandate.NewID("", time.Now()))}
 		err := s.play()
 		if ctx.Err() != nil {
 			return
@@ -420,14 +429,16 @@ func (s *story) play() error {
 	}
 
 	s.step("alice's " + name + " agent gets a root mandate for a task")
-	root, err := orch.Root(ctx, client.Request{Scope: "mcp:crm:* mcp:email:send_email", TTL: 2 * time.Minute, Purpose: "clean up the customer list"})
+	// Lifetimes leave room for the pauses between steps.
+	life := 30*time.Second + 10*s.pace
+	root, err := orch.Root(ctx, client.Request{Scope: "mcp:crm:* mcp:email:send_email", TTL: 2*time.Minute + 10*s.pace, Purpose: "clean up the customer list"})
 	if err != nil {
 		return fmt.Errorf("demo: root mandate: %w", err)
 	}
 	s.sum.Task = root.Claims.Task
 	s.say("mandate %s, task %s, for %s, %s, bound to the agent's key (DPoP)", root.Claims.ID, root.Claims.Task, root.Claims.Subject, root.Claims.Scope)
 
-	s.step("it spawns four ephemeral sub-agents, each narrower, living 30 ms to 30 s")
+	s.step("it spawns four ephemeral sub-agents, each narrower, living 30 ms to " + life.String())
 	spawn := func(name, scope string, ttl time.Duration) (*client.Mandate, error) {
 		md, err := orch.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: scope, TTL: ttl}, client.DelegateOptions{})
 		if err != nil {
@@ -436,15 +447,15 @@ func (s *story) play() error {
 		s.say("%-10s %s  %-40s %v", name, shortID(md.Claims.ClientID), md.Claims.Scope, ttl)
 		return md, nil
 	}
-	researcher, err := spawn("researcher", "mcp:crm:list_customers mcp:crm:get_customer", 30*time.Second)
+	researcher, err := spawn("researcher", "mcp:crm:list_customers mcp:crm:get_customer", life)
 	if err != nil {
 		return err
 	}
-	cleaner, err := spawn("cleaner", "mcp:crm:delete_customer", 30*time.Second)
+	cleaner, err := spawn("cleaner", "mcp:crm:delete_customer", life)
 	if err != nil {
 		return err
 	}
-	assistant, err := spawn("assistant", "mcp:crm:get_customer mcp:email:send_email", 30*time.Second)
+	assistant, err := spawn("assistant", "mcp:crm:get_customer mcp:email:send_email", life)
 	if err != nil {
 		return err
 	}
@@ -474,7 +485,7 @@ func (s *story) play() error {
 		done <- err
 	}()
 	approved := false
-	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !approved; time.Sleep(20 * time.Millisecond) {
+	for deadline := time.Now().Add(20 * time.Second); time.Now().Before(deadline) && !approved && ctx.Err() == nil; time.Sleep(20 * time.Millisecond) {
 		list, err := approver.Approvals(ctx, string(mandate.ApprovalPending), root.Claims.Task)
 		if err != nil || len(list) == 0 {
 			continue
@@ -503,8 +514,8 @@ func (s *story) play() error {
 	ecs.Close()
 	s.expect("exfiltration", "policy refuses the send inline (the task read customer data)", err != nil && strings.Contains(err.Error(), "customer data"), short(err))
 	contained := false
-	for time.Since(start) < 10*time.Second {
-		if s.refused("crm", researcher) {
+	for time.Since(start) < 10*time.Second && ctx.Err() == nil {
+		if refused, why := s.why("crm", researcher); refused && strings.Contains(why, "revoked") {
 			contained = true
 			break
 		}
@@ -519,7 +530,7 @@ func (s *story) play() error {
 	s.expect("after", "so are the orchestrator's and every sibling's", !all, "")
 	// The alert is written just after the revocation (containment first).
 	detector := ""
-	for deadline := time.Now().Add(5 * time.Second); detector == "" && time.Now().Before(deadline); time.Sleep(5 * time.Millisecond) {
+	for deadline := time.Now().Add(5 * time.Second); detector == "" && time.Now().Before(deadline) && ctx.Err() == nil; time.Sleep(5 * time.Millisecond) {
 		alerts, _ := s.admin.Events(ctx, url.Values{"type": {mandate.EventAlert}, "task": {root.Claims.Task}})
 		if len(alerts) > 0 {
 			detector, _ = alerts[0].Details["detector"].(string)
@@ -528,12 +539,22 @@ func (s *story) play() error {
 	s.expect("alert", "an alert names the detector and the evidence", detector == "exfiltration", detector)
 
 	s.step("the audit log is verified, and the task's tree drawn")
+	// A checkpoint of everything so far (one is signed every second
+	// anyway), then the verifier, which checks what checkpoints cover; it
+	// remembers what it saw in the data directory, not the user's.
+	cp, err := s.admin.PublishCheckpoint(ctx)
+	if err != nil {
+		return fmt.Errorf("demo: sign a checkpoint: %w", err)
+	}
+	if lines := strings.SplitN(string(cp), "\n", 3); len(lines) >= 2 {
+		s.sum.AuditEntries, _ = strconv.ParseInt(lines[1], 10, 64)
+	}
 	var buf bytes.Buffer
-	err = dispatch(ctx, []string{"audit", "verify", "--url", s.m.URL, "--data", s.m.DataDir}, strings.NewReader(""), &buf, &buf)
-	s.sum.AuditVerified = err == nil
-	s.expect("audit", "mandate audit verify passes", err == nil, lastLine(buf.String()))
-	size, _ := s.m.Store.LogHead()
-	s.sum.AuditEntries = size
+	err = dispatch(ctx, []string{"audit", "verify", "--url", s.m.URL, "--data", s.m.DataDir, "--state", filepath.Join(s.m.DataDir, "demo", "audit-state.json")},
+		strings.NewReader(""), &buf, &buf)
+	s.sum.AuditVerified = err == nil && s.sum.AuditEntries > 0
+	s.expect("audit", "mandate audit verify passes", s.sum.AuditVerified,
+		fmt.Sprintf("%d entries under a signed checkpoint; %s", s.sum.AuditEntries, lastLine(buf.String())))
 	buf.Reset()
 	if err := dispatch(ctx, []string{"audit", "show", "--task", root.Claims.Task, "--server", s.m.URL, "--data", s.m.DataDir},
 		strings.NewReader(""), &buf, &buf); err != nil {

@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/mandatehq/mandate/gateway"
 )
 
 // mandate demo plays the whole story and its JSON summary says, outcome by
@@ -85,4 +87,15 @@ func (r *roundLog) String() string {
 	r.mu.Lock()
 	defer r.mu.Unlock()
 	return r.b.String()
+}
+
+// serve --demo does not play its scenario (which deletes records and sends
+// mail) against an operator's own servers of the same names.
+func TestDemoRefusesRealRoutes(t *testing.T) {
+	m := NewMain()
+	m.DataDir = t.TempDir()
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: "http://crm.internal.example/mcp"}}
+	if _, _, err := m.prepareDemo(); err == nil || !strings.Contains(err.Error(), "configured already") {
+		t.Fatalf("prepareDemo with a real crm route: %v", err)
+	}
 }
