@@ -482,7 +482,11 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	c := ve.Claims
 	// Once a minute per mandate and check: its holder may retry it in a
 	// loop, which must not take the others' share of the rate.
-	if !g.refused.first(c.ID+" "+ve.Check, now) || !g.refusals.Allow(now) {
+	key := c.ID + " " + ve.Check
+	if errors.Is(err, verify.ErrExpired) && now.Sub(c.Expiry.Time) >= 5*time.Second {
+		key += "-late" // a replay well after expiry is not hidden by a late use
+	}
+	if !g.refused.first(key, now) || !g.refusals.Allow(now) {
 		return
 	}
 	details := map[string]any{"refused": ve.Check}

@@ -574,6 +574,9 @@ func (c *Client) follow(ctx context.Context, hc *http.Client, q url.Values, next
 		}
 		return false, mandate.Errorf(codeForStatus(resp.StatusCode), "GET /v1/events (stream): HTTP %d", resp.StatusCode)
 	}
+	if mt, _, _ := strings.Cut(resp.Header.Get("Content-Type"), ";"); strings.TrimSpace(mt) != "text/event-stream" {
+		return false, mandate.Errorf(mandate.EUNAVAILABLE, "%s does not serve the event stream (Content-Type %q): is it a Mandate server of this version?", c.BaseURL, mt)
+	}
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 64<<10), 4<<20) // an event is at most a few hundred KiB
 	var event, data string

@@ -549,19 +549,28 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 	// revocation event names the detector and the evidence itself.
 	if m.cfg.Act != nil {
 		for _, act := range acts {
-			if err := m.cfg.Act(ctx, act); err != nil {
+			err := m.cfg.Act(ctx, act)
+			if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+				err = nil // nothing live left to revoke
+			}
+			if err != nil {
 				m.cfg.Logger.Error("monitor: response not carried out", "task", act.Task, "detector", act.Detector, "response", act.Response, "err", err)
 				d := alerts[act.alert].Details
 				failed, _ := d["failed"].([]string)
 				d["failed"] = append(failed, string(act.Response)+": "+clip(err.Error()))
-				if act.Response == RevokeTask {
-					// The next detection (or RevokeAt) tries again.
-					m.mu.Lock()
-					if t := m.tasks[act.Task]; t != nil {
+				// Fail closed: what could not be stopped waits for a person
+				// on every further call; the next detection (or RevokeAt)
+				// tries a task revocation again.
+				m.mu.Lock()
+				if t := m.tasks[act.Task]; t != nil {
+					if act.Response == RevokeTask {
 						t.revoked = false
 					}
-					m.mu.Unlock()
+					if t.hold == "" {
+						t.hold = "the monitor's " + act.Detector + " detector asked to " + string(act.Response) + ", which failed: a person must look"
+					}
 				}
+				m.mu.Unlock()
 			}
 		}
 	}

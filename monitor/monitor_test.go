@@ -447,6 +447,9 @@ func TestFailedResponseIsRetried(t *testing.T) {
 	if fmt.Sprint(a.evs[0].Details["failed"]) != "[revoke-task: store unavailable]" {
 		t.Fatalf("the alert of a failed response: %v", a.evs[0].Details)
 	}
+	if m.Hold("t_1") == "" {
+		t.Error("a task that could not be revoked is not held: it fails open")
+	}
 	r := refused(c, 2, "revocation", 0)
 	r.Mandate = "m_2"
 	m.Process(ctx, r)

@@ -25,8 +25,9 @@ usage: mandate <command> [arguments]
 
 server:
   serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL]
-        [--demo] [--max-depth N] [--approval-timeout 5m] [--mcp-upstream NAME=URL]...
+        [--demo [--demo-pace 10s]] [--max-depth N] [--approval-timeout 5m] [--mcp-upstream NAME=URL]...
         [--config mandate.yaml] [--mcp-stdio NAME='COMMAND ARGS']... [--http-upstream NAME=URL]...
+  demo [--data DIR] [--pace 400ms] [--json]    the story, narrated, on a server of its own
 
 agents and keys (talk to a running server; --server URL, --data DIR):
   keygen OUT                                   make an Ed25519 key (private JWK, 0600)
@@ -77,6 +78,12 @@ MANDATE_APPROVER_TOKEN.
 
 func main() {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	go func() {
+		// After the first signal, the default again: a second one ends the
+		// process at once, whatever is still shutting down.
+		<-ctx.Done()
+		stop()
+	}()
 	code := Run(ctx, os.Args[1:], os.Stdin, os.Stdout, os.Stderr)
 	stop()
 	os.Exit(code)

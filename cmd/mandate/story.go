@@ -176,7 +176,10 @@ type story struct {
 
 func (s *story) step(title string) {
 	s.n++
-	time.Sleep(s.pace)
+	select {
+	case <-s.ctx.Done():
+	case <-time.After(s.pace):
+	}
 	fmt.Fprintf(s.out, "\n%d. %s\n", s.n, title)
 }
 
