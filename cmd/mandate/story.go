@@ -262,15 +262,17 @@ func short(err error) string {
 		s = s[i:]
 	}
 	if len(s) > 160 {
-		s = s[:160] + "…"
+		s = strings.ToValidUTF8(s[:160], "") + "…"
 	}
 	return s
 }
 
 // prepareDemo starts the demo's MCP servers and puts them behind m's
-// gateway (unless routes of their names are configured already), and
-// writes the default policy set and the demo's policy into m's policy
-// directory. stop stops the servers; mails counts what was sent.
+// gateway as crm and email (refusing if routes of those names are
+// configured: the scenario deletes records and sends mail), and writes
+// the demo's policy, and the default set if the directory has none, into
+// m's policy directory. stop stops the servers; mails counts what was
+// sent.
 func (m *Main) prepareDemo() (mails func() int, stop func(), err error) {
 	urls, mails, stop, err := startStoryServers()
 	if err != nil {
