@@ -159,9 +159,14 @@ func (is *Issuer) wait(ctx context.Context, ap *mandate.Approval, d time.Duratio
 
 // expire denies a pending approval whose time ran out, as "system".
 func (is *Issuer) expire(ctx context.Context, ap *mandate.Approval, now time.Time) *mandate.Approval {
+	return is.withdraw(ctx, ap, now, "timed out undecided")
+}
+
+// withdraw denies a pending approval on the system's behalf, for reason.
+func (is *Issuer) withdraw(ctx context.Context, ap *mandate.Approval, now time.Time, reason string) *mandate.Approval {
 	ev := approvalEvent(mandate.EventApprovalDenied, ap, nil, now)
-	ev.Outcome, ev.Reason, ev.By = mandate.OutcomeDeny, "timed out undecided", "system"
-	got, err := is.cfg.Approvals.DecideApproval(ctx, ap.ID, mandate.ApprovalDenied, "system", "timed out undecided", now, ev)
+	ev.Outcome, ev.Reason, ev.By = mandate.OutcomeDeny, reason, "system"
+	got, err := is.cfg.Approvals.DecideApproval(ctx, ap.ID, mandate.ApprovalDenied, "system", reason, now, ev)
 	if err != nil {
 		// Decided meanwhile, or the store failed: read what it is now.
 		if cur, err := is.cfg.Approvals.Approval(ctx, ap.ID); err == nil {
@@ -191,6 +196,27 @@ func (is *Issuer) ExpireApprovals(ctx context.Context) (int, error) {
 			if is.expire(ctx, ap, now).Status == mandate.ApprovalDenied {
 				n++
 			}
+		}
+	}
+	return n, nil
+}
+
+// WithdrawApprovals denies the pending approvals of a task, on the
+// system's behalf, for reason (its tree was revoked: nothing they would
+// allow can happen, and approvers need not see them), and returns how many.
+func (is *Issuer) WithdrawApprovals(ctx context.Context, task, reason string) (int, error) {
+	if is.cfg.Approvals == nil || task == "" {
+		return 0, nil
+	}
+	list, err := is.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending, Task: task})
+	if err != nil {
+		return 0, err
+	}
+	now := is.cfg.Now()
+	n := 0
+	for _, ap := range list {
+		if is.withdraw(ctx, ap, now, reason).Status == mandate.ApprovalDenied {
+			n++
 		}
 	}
 	return n, nil

@@ -414,6 +414,12 @@ func TestExfiltrationIsStoppedAndContained(t *testing.T) {
 	if ev := fmt.Sprint(alerts[0].Details["evidence"], alerts[0].Details["responses"]); !strings.Contains(ev, "revoke-task") {
 		t.Errorf("the alert's evidence and responses: %s", ev)
 	}
+	// The held send's approval was withdrawn with the task: approvers do
+	// not see a request nothing can come of.
+	aps, err := m.Store.Approvals(ctx, mandate.ApprovalFilter{Task: root.Claims.Task})
+	if err != nil || len(aps) != 1 || aps[0].Status != mandate.ApprovalDenied || !strings.Contains(aps[0].Note, "the task was revoked") {
+		t.Errorf("the held send's approval: %+v %v", aps, err)
+	}
 	story := runCLI(t, m, "audit", "show", "--task", root.Claims.Task)
 	for _, want := range []string{"mandate.issued", "mandate.delegated", "tool.call mcp:crm:list_customers", "approval.requested mcp:crm:send_email",
 		"mandate.revoked", "exfiltration", "alert"} {
