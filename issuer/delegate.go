@@ -82,7 +82,14 @@ func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, er
 	now := is.cfg.Now()
 	parent, err := is.parent(ctx, req.SubjectToken, req.SubjectTokenType, now)
 	if err != nil {
-		is.refused(ctx, nil, now, err)
+		if parent.claims != nil {
+			// A genuine parent, expired or revoked: the refusal names its
+			// task, for the monitor (dead-mandate-use), rate-limited as
+			// anyone holding it can send it again and again.
+			is.refusedGenuine(ctx, parent, now, err)
+		} else {
+			is.refused(ctx, nil, now, err)
+		}
 		return nil, err
 	}
 	tok, err := is.delegate(ctx, req, parent, now)
@@ -370,7 +377,8 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 			return fail("not a mandate of this issuer")
 		}
 		if !now.Before(c.Expiry.Time) { // before the lookup: expired records are pruned
-			return fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+			_, err := fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+			return issued{claims: c, refused: "exp"}, err
 		}
 		rec, err := is.cfg.Issuances.Issuance(ctx, c.ID)
 		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
@@ -387,16 +395,19 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 		e.purpose = rec.TaskPurpose
 	}
 	if !now.Before(c.Expiry.Time) {
-		return fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+		_, err := fail("the parent mandate expired at %s", c.Expiry.UTC().Format(time.RFC3339Nano))
+		return issued{claims: c, refused: "exp"}, err
 	}
 	id, err := is.revokedAmong(ctx, append(ancestors[:len(ancestors):len(ancestors)], c.ID))
 	if err != nil {
 		return issued{}, err
 	}
 	if id == c.ID {
-		return fail("the parent mandate %s is revoked", c.ID)
+		_, err := fail("the parent mandate %s is revoked", c.ID)
+		return issued{claims: c, refused: "revocation"}, err
 	} else if id != "" {
-		return fail("mandate %s, an ancestor of the parent, is revoked", id)
+		_, err := fail("mandate %s, an ancestor of the parent, is revoked", id)
+		return issued{claims: c, refused: "revocation"}, err
 	}
 	return issued{claims: c, ancestors: ancestors, purpose: e.purpose}, nil
 }
@@ -657,6 +668,30 @@ func hashFields(fields ...string) string {
 		h.Write([]byte{0})
 	}
 	return hex.EncodeToString(h.Sum(nil))
+}
+
+// refusedGenuine records the refusal of a delegation whose parent is
+// genuine (this issuer's signature, on record) but expired or revoked,
+// naming its task and mandate, with details refused (and expired_ms) as
+// the gateway records such refusals. Rate-limited with the
+// unauthenticated ones.
+func (is *Issuer) refusedGenuine(ctx context.Context, pe issued, now time.Time, err error) {
+	if is.cfg.Events == nil || !is.refusals.Allow(now) {
+		return
+	}
+	c := pe.claims
+	ev := refusalEvent("delegate", err, now)
+	ev.Task, ev.Mandate, ev.Parent, ev.Agent, ev.Chain, ev.Subject = c.Task, c.ID, c.Parent, c.ClientID, c.Actor.Chain(), c.Subject
+	if ev.Details == nil {
+		ev.Details = map[string]any{}
+	}
+	ev.Details["refused"] = pe.refused
+	if pe.refused == "exp" {
+		ev.Details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
+	}
+	if err := is.cfg.Events.Append(ctx, ev); err != nil {
+		is.cfg.Logger.Error("refused delegation not audited", "err", err)
+	}
 }
 
 // refused records a refused delegation in the audit log. Refusals of an

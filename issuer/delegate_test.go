@@ -345,6 +345,22 @@ func TestDelegateRevokedAncestor(t *testing.T) {
 				t.Errorf("restart=%v: delegating below a revoked root: %v", restart, err)
 			}
 		}
+		// The refusals name the task, for the monitor's dead-mandate-use.
+		evs, _ := f.store.Events(context.Background(), mandate.EventFilter{Type: mandate.EventDecision, Task: root.Claims.Task, Limit: 10})
+		if len(evs) != 2 || evs[0].Details["refused"] != "revocation" || evs[0].Mandate != child.Claims.ID {
+			t.Errorf("restart=%v: the refusals' events: %+v", restart, evs)
+		}
+	}
+	// An expired parent: its task too, with how long ago it expired.
+	f := newFixture(t)
+	root := f.root("mcp:crm:*", time.Minute, false)
+	f.clk.Advance(2 * time.Minute)
+	if _, err := f.delegate(root, f.key, newKey(t), "", nil); oauthOf(err) != "invalid_grant" {
+		t.Fatalf("an expired parent: %v", err)
+	}
+	evs, _ := f.store.Events(context.Background(), mandate.EventFilter{Type: mandate.EventDecision, Task: root.Claims.Task, Limit: 10})
+	if len(evs) != 1 || evs[0].Details["refused"] != "exp" || evs[0].Details["expired_ms"] == nil {
+		t.Errorf("the expired parent's refusal: %+v", evs)
 	}
 }
 

@@ -29,6 +29,7 @@ type issued struct {
 	claims    *mandate.Claims
 	ancestors []string
 	purpose   string // the task's purpose, for policy
+	refused   string // with an error: the genuine parent's failed check ("exp", "revocation")
 }
 
 type issuedEntry struct {
@@ -50,7 +51,7 @@ func (c *issuedCache) add(token string, claims *mandate.Claims, ancestors []stri
 	for len(c.heap) > 0 && (c.heap[0].exp <= now.UnixNano() || len(c.heap) >= c.cap) {
 		c.pop()
 	}
-	c.m[k] = issued{claims, ancestors, purpose}
+	c.m[k] = issued{claims: claims, ancestors: ancestors, purpose: purpose}
 	c.heap = append(c.heap, issuedEntry{claims.Expiry.UnixNano(), k})
 	for i := len(c.heap) - 1; i > 0; {
 		p := (i - 1) / 2
