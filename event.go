@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"regexp"
+	"strings"
 	"unicode/utf8"
 )
 
@@ -175,4 +176,21 @@ func validDetailUTF8(v any, depth int) error {
 		}
 	}
 	return nil
+}
+
+// MaxReason bounds an event's reason as Mandate writes it: reasons may
+// quote what a client sent.
+const MaxReason = 512
+
+// ClipReason makes s fit an event's reason: one line (CR and LF become
+// spaces, so that a printed log cannot be forged line by line), at most
+// MaxReason bytes, cut on a rune boundary, "…" marking a cut.
+func ClipReason(s string) string {
+	if strings.ContainsAny(s, "\r\n") {
+		s = strings.NewReplacer("\r", " ", "\n", " ").Replace(s)
+	}
+	if len(s) <= MaxReason {
+		return s
+	}
+	return strings.ToValidUTF8(s[:MaxReason], "") + "…"
 }

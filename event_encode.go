@@ -93,6 +93,15 @@ func appendValue(b []byte, v any, depth int) ([]byte, error) {
 			return nil, fmt.Errorf("event: invalid number %q in details", string(v))
 		}
 		return append(b, v...), nil
+	case []int64:
+		b = append(b, '[')
+		for i, n := range v {
+			if i > 0 {
+				b = append(b, ',')
+			}
+			b = strconv.AppendInt(b, n, 10)
+		}
+		return append(b, ']'), nil
 	case []string:
 		b = append(b, '[')
 		for i, s := range v {

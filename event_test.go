@@ -4,7 +4,9 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"strings"
 	"testing"
+	"unicode/utf8"
 )
 
 func TestEventCanonical(t *testing.T) {
@@ -121,5 +123,33 @@ func TestEventRefusesInvalidUTF8(t *testing.T) {
 		if b, err := MarshalEvent(e); err == nil {
 			t.Errorf("encoded %q", b)
 		}
+	}
+}
+
+// A list of log positions (the monitor's evidence) encodes as the same list
+// of numbers would, and parses back to it.
+func TestEventDetailsInt64List(t *testing.T) {
+	a, err := MarshalEvent(&Event{V: 1, Time: 1, Type: "x", Details: map[string]any{"evidence": []int64{4, -5}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	b, _ := MarshalEvent(&Event{V: 1, Time: 1, Type: "x", Details: map[string]any{"evidence": []any{int64(4), int64(-5)}}})
+	if string(a) != string(b) || !strings.Contains(string(a), `"evidence":[4,-5]`) {
+		t.Errorf("%s, want %s", a, b)
+	}
+}
+
+// ClipReason keeps one line of at most MaxReason bytes, valid UTF-8.
+func TestClipReason(t *testing.T) {
+	if got := ClipReason("a\nb\rc"); got != "a b c" {
+		t.Errorf("%q", got)
+	}
+	long := strings.Repeat("é", MaxReason) // 2 bytes each
+	got := ClipReason(long)
+	if !utf8.ValidString(got) || len(got) > MaxReason+len("…") || !strings.HasSuffix(got, "…") {
+		t.Errorf("clipped to %d bytes, valid %v", len(got), utf8.ValidString(got))
+	}
+	if ClipReason("short") != "short" {
+		t.Error("a short reason changed")
 	}
 }

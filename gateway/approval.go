@@ -204,7 +204,7 @@ func approvalReason(d policy.Decision) string {
 	if len(reasons) > 0 {
 		r += ": " + strings.Join(reasons, "; ")
 	}
-	return clipReason(r)
+	return mandate.ClipReason(r)
 }
 
 // approvers are the people who decide approvals for the calling chain's

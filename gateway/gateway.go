@@ -152,7 +152,7 @@ type Gateway struct {
 	approvalUser  ApprovalUser
 	tasks         *taskStates
 	refusals      *bucket.Bucket // of audit events for refused genuine mandates
-	refused       onceSet        // which mandates' refusals were recorded lately
+	refused       *replay.Cache  // which mandates' refusals were recorded in the last minute
 }
 
 type route struct {
@@ -223,7 +223,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
-		refusals: bucket.New(refusalRate, refusalRate)}
+		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u
 	}
@@ -464,8 +464,13 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 
 // refusalRate bounds the audit events of refused genuine mandates, per
 // second: whoever holds an expired or stolen mandate can send it as often
-// as they like.
-const refusalRate = 100
+// as they like. Each mandate's refusal for a check is recorded once in
+// refusedFor, of at most refusedMax mandates at once.
+const (
+	refusalRate = 100
+	refusedFor  = time.Minute
+	refusedMax  = 10_000
+)
 
 // auditRefusal records the refusal of a genuine mandate (its signature
 // verified: one that is expired, revoked, or presented without its key),
@@ -486,7 +491,9 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	if errors.Is(err, verify.ErrExpired) && now.Sub(c.Expiry.Time) >= 5*time.Second {
 		key += "-late" // a replay well after expiry is not hidden by a late use
 	}
-	if !g.refused.first(key, now) || !g.refusals.Allow(now) {
+	// (Past refusedMax in a minute the set refuses, ErrFull: a flood, which
+	// the rate would cut anyway.)
+	if g.refused.Use(key, now.Add(refusedFor), now) != nil || !g.refusals.Allow(now) {
 		return
 	}
 	details := map[string]any{"refused": ve.Check}
@@ -496,41 +503,6 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	// Written in the background where it can be: the refusal need not
 	// wait for the log (it grants nothing).
 	g.recordResults(ctx, rt, []*mandate.Event{g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, err.Error(), details)})
-}
-
-// onceSet remembers keys for a minute, at most 10,000 of them.
-type onceSet struct {
-	mu sync.Mutex
-	m  map[string]time.Time
-}
-
-const (
-	onceFor = time.Minute
-	onceMax = 10_000
-)
-
-// first says whether key was not seen within onceFor, and notes it.
-func (o *onceSet) first(key string, now time.Time) bool {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if at, ok := o.m[key]; ok && now.Sub(at) < onceFor {
-		return false
-	}
-	if len(o.m) >= onceMax {
-		for k, at := range o.m {
-			if now.Sub(at) >= onceFor {
-				delete(o.m, k)
-			}
-		}
-		if len(o.m) >= onceMax {
-			clear(o.m)
-		}
-	}
-	if o.m == nil {
-		o.m = map[string]time.Time{}
-	}
-	o.m[key] = now
-	return true
 }
 
 const sessionHeader = "Mcp-Session-Id"

@@ -422,16 +422,8 @@ func (g *Gateway) event(typ string, c *mandate.Claims, action, resource, outcome
 	return &mandate.Event{
 		V: mandate.EventVersion, Time: g.cfg.Now().UnixNano(), Type: typ,
 		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
-		Action: action, Resource: resource, Outcome: outcome, Reason: clipReason(reason), Details: details,
+		Action: action, Resource: resource, Outcome: outcome, Reason: mandate.ClipReason(reason), Details: details,
 	}
-}
-
-// clipReason keeps an event's reason short: it may quote client input.
-func clipReason(s string) string {
-	if len(s) <= 512 {
-		return s
-	}
-	return strings.ToValidUTF8(s[:512], "") + "…"
 }
 
 // request is the policy request of a call by the holder of c.

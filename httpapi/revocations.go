@@ -122,21 +122,13 @@ func (s *Server) Revoke(ctx context.Context, req RevocationRequest, by string, d
 	}
 	if req.Task != "" {
 		// What waits for a person in a revoked task can no longer happen.
-		if n, err := s.cfg.Issuer.WithdrawApprovals(ctx, req.Task, clipReason("the task was revoked: "+reason)); err != nil {
+		if n, err := s.cfg.Issuer.WithdrawApprovals(ctx, req.Task, mandate.ClipReason("the task was revoked: "+reason)); err != nil {
 			s.log.Error("pending approvals of a revoked task not withdrawn", "task", req.Task, "err", err)
 		} else if n > 0 {
 			s.log.Info("pending approvals of a revoked task withdrawn", "task", req.Task, "count", n)
 		}
 	}
 	return out, nil
-}
-
-// clipReason keeps a reason within the 512 bytes an event's reason holds.
-func clipReason(s string) string {
-	if len(s) <= 500 {
-		return s
-	}
-	return strings.ToValidUTF8(s[:500], "") + "…"
 }
 
 // Quarantine disables a registered agent (no new mandates), recording an

@@ -198,7 +198,6 @@ type Monitor struct {
 	queue     chan []mandate.LoggedEvent
 	dropped   atomic.Int64
 	droppedAt atomic.Int64 // the second (Unix) of the last warning about drops
-	processed atomic.Int64
 
 	mu     sync.Mutex
 	tasks  map[string]*task
@@ -248,37 +247,24 @@ type agent struct {
 type score struct {
 	risk float64
 	at   int64 // when (ns) risk was last computed
-	seen int64 // last event (ns)
 }
 
 // New returns a Monitor for cfg.
 func New(cfg Config) *Monitor {
-	def := func(v *int, d int) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defd := func(v *time.Duration, d time.Duration) {
-		if *v <= 0 {
-			*v = d
-		}
-	}
-	defd(&cfg.Window, DefaultWindow)
-	def(&cfg.Denials, DefaultDenials)
-	def(&cfg.Spawns, DefaultSpawns)
-	def(&cfg.FanOut, DefaultFanOut)
-	def(&cfg.Depth, DefaultDepth)
-	defd(&cfg.RateBucket, DefaultRateBucket)
-	if cfg.RateFactor <= 0 {
-		cfg.RateFactor = DefaultRateFactor
-	}
-	def(&cfg.RateMin, DefaultRateMin)
-	def(&cfg.RateWarmup, DefaultRateWarmup)
-	def(&cfg.NewToolAfter, DefaultNewToolAfter)
-	defd(&cfg.NewToolLearn, DefaultNewToolLearn)
-	defd(&cfg.ExpiredGrace, DefaultExpiredGrace)
-	defd(&cfg.CrossTask, DefaultCrossTask)
-	defd(&cfg.HalfLife, DefaultHalfLife)
+	orDefault(&cfg.Window, DefaultWindow)
+	orDefault(&cfg.Denials, DefaultDenials)
+	orDefault(&cfg.Spawns, DefaultSpawns)
+	orDefault(&cfg.FanOut, DefaultFanOut)
+	orDefault(&cfg.Depth, DefaultDepth)
+	orDefault(&cfg.RateBucket, DefaultRateBucket)
+	orDefault(&cfg.RateFactor, DefaultRateFactor)
+	orDefault(&cfg.RateMin, DefaultRateMin)
+	orDefault(&cfg.RateWarmup, DefaultRateWarmup)
+	orDefault(&cfg.NewToolAfter, DefaultNewToolAfter)
+	orDefault(&cfg.NewToolLearn, DefaultNewToolLearn)
+	orDefault(&cfg.ExpiredGrace, DefaultExpiredGrace)
+	orDefault(&cfg.CrossTask, DefaultCrossTask)
+	orDefault(&cfg.HalfLife, DefaultHalfLife)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}
@@ -296,6 +282,13 @@ func New(cfg Config) *Monitor {
 		m.responses[name] = rs
 	}
 	return m
+}
+
+// orDefault sets *v to d unless it is positive.
+func orDefault[T int | float64 | time.Duration](v *T, d T) {
+	if *v <= 0 {
+		*v = d
+	}
 }
 
 // CheckResponses checks a configuration's responses: known detectors,
@@ -339,9 +332,6 @@ func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
 
 // Dropped is how many events the monitor could not keep up with.
 func (m *Monitor) Dropped() int64 { return m.dropped.Load() }
-
-// Processed is how many events the monitor has run its detectors over.
-func (m *Monitor) Processed() int64 { return m.processed.Load() }
 
 // Run processes what Observe queued until ctx ends.
 func (m *Monitor) Run(ctx context.Context) error {
@@ -424,7 +414,6 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 	if ev.Event == nil || ev.By == "monitor" {
 		return
 	}
-	m.processed.Add(1)
 	now := ev.Time
 	if now == 0 {
 		now = m.cfg.Now().UnixNano()
@@ -531,7 +520,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 				Reason: "the monitor's " + d.detector + " detector raised the task's risk to " + itoa(int(math.Round(tr)))})
 			done = append(done, string(RevokeTask))
 		}
-		details := map[string]any{"detector": d.detector, "risk": int64(math.Round(tr)), "evidence": evidenceOf(evidence),
+		details := map[string]any{"detector": d.detector, "risk": int64(math.Round(tr)), "evidence": evidence,
 			"responses": done}
 		if a != nil {
 			details["agent_risk"] = int64(math.Round(ar))
@@ -557,7 +546,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 				m.cfg.Logger.Error("monitor: response not carried out", "task", act.Task, "detector", act.Detector, "response", act.Response, "err", err)
 				d := alerts[act.alert].Details
 				failed, _ := d["failed"].([]string)
-				d["failed"] = append(failed, string(act.Response)+": "+clip(err.Error()))
+				d["failed"] = append(failed, string(act.Response)+": "+mandate.ClipReason(err.Error()))
 				// Fail closed: what could not be stopped waits for a person
 				// on every further call; the next detection (or RevokeAt)
 				// tries a task revocation again.
@@ -783,7 +772,6 @@ func (m *Monitor) task(id string, now int64) *task {
 		t = &task{read: -1}
 		m.tasks[id] = t
 	}
-	t.seen = now
 	return t
 }
 
@@ -796,7 +784,6 @@ func (m *Monitor) agent(id string, now int64) *agent {
 		a = &agent{}
 		m.agents[id] = a
 	}
-	a.seen = now
 	return a
 }
 
@@ -883,19 +870,4 @@ func toInt(v any) (int64, bool) {
 	return 0, false
 }
 
-func evidenceOf(ids []int64) []any {
-	out := make([]any, len(ids))
-	for i, id := range ids {
-		out[i] = id
-	}
-	return out
-}
-
 func itoa(n int) string { return formatInt(int64(n)) }
-
-func clip(s string) string {
-	if len(s) <= 200 {
-		return s
-	}
-	return strings.ToValidUTF8(s[:200], "") + "…"
-}

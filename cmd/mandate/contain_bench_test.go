@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
@@ -50,16 +49,9 @@ func BenchmarkTimeToContain(b *testing.B) {
 	}
 	m, agent := serveWith(b, srv, false, map[string][]string{"list_customers": {"data:customer-data"}, "send_email": {"external_send"}},
 		func(m *Main) { m.PolicyDir = dir; m.Stdout, m.Stderr = discardWriter{}, discardWriter{} })
-	hc := &http.Client{}
 	refused := func(md *client.Mandate) bool {
-		req, _ := http.NewRequest(http.MethodPut, m.URL+"/mcp/crm", nil)
-		md.Authorize(req)
-		resp, err := hc.Do(req)
-		if err != nil {
-			b.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode == http.StatusUnauthorized
+		refused, _ := gatewayRefuses(ctx, m.URL, "crm", md)
+		return refused
 	}
 	var took []time.Duration
 	for b.Loop() {

@@ -80,9 +80,7 @@ func runCLI(t *testing.T, m *Main, args ...string) string {
 
 // connectMCP opens an MCP session to crm through m's gateway with md.
 func connectMCP(m *Main, md *client.Mandate) (*mcp.ClientSession, error) {
-	tr := &mcp.StreamableClientTransport{Endpoint: m.URL + "/mcp/crm", DisableStandaloneSSE: true, MaxRetries: -1,
-		HTTPClient: &http.Client{Transport: authorizing{md}}}
-	return mcp.NewClient(&mcp.Implementation{Name: "agent", Version: "1"}, nil).Connect(context.Background(), tr, nil)
+	return mcpSession(context.Background(), m.URL, "crm", md)
 }
 
 // mandate serve --mcp-upstream puts an MCP server behind the gateway: an
@@ -127,17 +125,6 @@ func TestServeGateway(t *testing.T) {
 	if err != nil || len(evs) != 1 || evs[0].Event.Resource != "mcp:crm:list" {
 		t.Fatalf("tool.call events: %v %+v", err, evs)
 	}
-}
-
-// authorizing presents a mandate (with its DPoP proofs) on every request.
-type authorizing struct{ m *client.Mandate }
-
-func (a authorizing) RoundTrip(r *http.Request) (*http.Response, error) {
-	r = r.Clone(r.Context())
-	if err := a.m.Authorize(r); err != nil {
-		return nil, err
-	}
-	return http.DefaultTransport.RoundTrip(r)
 }
 
 // An operator sees a rug-pulled tool with `mandate tools list`, reads the
@@ -492,7 +479,7 @@ func TestAlertsFollow(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	wait := func(out *roundLog, s string) {
+	wait := func(out *lockedWriter, s string) {
 		t.Helper()
 		for deadline := time.Now().Add(10 * time.Second); !strings.Contains(out.String(), s); time.Sleep(10 * time.Millisecond) {
 			if time.Now().After(deadline) {
@@ -502,7 +489,7 @@ func TestAlertsFollow(t *testing.T) {
 	}
 	alert("before it started")
 	ctx, cancel := context.WithCancel(context.Background())
-	out := &roundLog{}
+	out := &lockedWriter{w: &strings.Builder{}}
 	done := make(chan error, 1)
 	go func() {
 		done <- dispatch(ctx, []string{"alerts", "-f", "--server", m.URL, "--data", m.DataDir}, strings.NewReader(""), out, io.Discard)

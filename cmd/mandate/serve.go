@@ -556,37 +556,19 @@ func loadOrCreateAdminToken(path string) (string, error) {
 // respond carries out a monitor's response through the API, as an
 // operator would, with the detector and the evidence in the events.
 func respond(ctx context.Context, api *httpapi.Server, a monitor.Action) error {
-	details := map[string]any{"detector": a.Detector, "evidence": evidenceList(a.Evidence)}
+	details := map[string]any{"detector": a.Detector, "evidence": a.Evidence}
 	var err error
 	switch a.Response {
 	case monitor.Revoke:
-		_, err = api.Revoke(ctx, httpapi.RevocationRequest{Mandate: a.Mandate, Reason: clip(a.Reason)}, "monitor", details)
+		_, err = api.Revoke(ctx, httpapi.RevocationRequest{Mandate: a.Mandate, Reason: mandate.ClipReason(a.Reason)}, "monitor", details)
 	case monitor.RevokeTask:
-		_, err = api.Revoke(ctx, httpapi.RevocationRequest{Task: a.Task, Reason: clip(a.Reason)}, "monitor", details)
+		_, err = api.Revoke(ctx, httpapi.RevocationRequest{Task: a.Task, Reason: mandate.ClipReason(a.Reason)}, "monitor", details)
 	case monitor.Quarantine:
-		_, err = api.Quarantine(ctx, a.Agent, clip(a.Reason), "monitor", details)
+		_, err = api.Quarantine(ctx, a.Agent, mandate.ClipReason(a.Reason), "monitor", details)
 	default:
 		return fmt.Errorf("no such response %q", a.Response)
 	}
 	return err
-}
-
-func evidenceList(ids []int64) []any {
-	out := make([]any, len(ids))
-	for i, id := range ids {
-		out[i] = id
-	}
-	return out
-}
-
-// clip keeps a reason on one line, within the 512 bytes an event's
-// reason holds.
-func clip(s string) string {
-	s = strings.NewReplacer("\n", " ", "\r", " ").Replace(s)
-	if len(s) <= 500 {
-		return s
-	}
-	return strings.ToValidUTF8(s[:500], "") + "…"
 }
 
 // revokedChain refuses, at the gateway, a mandate that is revoked or has a

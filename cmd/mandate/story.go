@@ -202,9 +202,15 @@ func (s *story) expect(step, want string, ok bool, detail string) {
 }
 
 func (s *story) connect(server string, md *client.Mandate) (*mcp.ClientSession, error) {
-	tr := &mcp.StreamableClientTransport{Endpoint: s.m.URL + "/mcp/" + server, DisableStandaloneSSE: true, MaxRetries: -1,
+	return mcpSession(s.ctx, s.m.URL, server, md)
+}
+
+// mcpSession opens an MCP session (the official Go SDK's client) to server
+// through the gateway at base, presenting md on every request.
+func mcpSession(ctx context.Context, base, server string, md *client.Mandate) (*mcp.ClientSession, error) {
+	tr := &mcp.StreamableClientTransport{Endpoint: base + "/mcp/" + server, DisableStandaloneSSE: true, MaxRetries: -1,
 		HTTPClient: &http.Client{Transport: presenting{md}, Timeout: 40 * time.Second}}
-	return mcp.NewClient(&mcp.Implementation{Name: "demo-agent", Version: "1"}, nil).Connect(s.ctx, tr, nil)
+	return mcp.NewClient(&mcp.Implementation{Name: "demo-agent", Version: "1"}, nil).Connect(ctx, tr, nil)
 }
 
 // call opens a session to server with md, calls tool, and closes it.
@@ -232,14 +238,19 @@ func (s *story) call(server string, md *client.Mandate, tool string, args map[st
 
 // refused says whether the gateway refuses md outright (401).
 func (s *story) refused(server string, md *client.Mandate) bool {
-	refused, _ := s.why(server, md)
+	refused, _ := gatewayRefuses(s.ctx, s.m.URL, server, md)
 	return refused
 }
 
-// why asks the gateway about md (an authenticated PUT, which it answers
-// 405, or 401 with the reason, without going upstream).
 func (s *story) why(server string, md *client.Mandate) (bool, string) {
-	req, _ := http.NewRequestWithContext(s.ctx, http.MethodPut, s.m.URL+"/mcp/"+server, nil)
+	return gatewayRefuses(s.ctx, s.m.URL, server, md)
+}
+
+// gatewayRefuses asks the gateway at base whether it refuses md, and why:
+// an authenticated PUT, which it answers 405, or 401 with the reason,
+// without going upstream.
+func gatewayRefuses(ctx context.Context, base, server string, md *client.Mandate) (bool, string) {
+	req, _ := http.NewRequestWithContext(ctx, http.MethodPut, base+"/mcp/"+server, nil)
 	if err := md.Authorize(req); err != nil {
 		return true, err.Error()
 	}

@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -43,7 +42,7 @@ func TestDemo(t *testing.T) {
 func TestServeDemoLoop(t *testing.T) {
 	m := NewMain()
 	m.Addr, m.DataDir, m.Demo, m.DemoPace = "127.0.0.1:0", t.TempDir(), true, 10*time.Millisecond
-	out := &roundLog{}
+	out := &lockedWriter{w: &strings.Builder{}}
 	m.Stdout, m.Stderr = out, testWriter{t}
 	_, stop, err := m.prepareDemo()
 	if err != nil {
@@ -69,24 +68,6 @@ func TestServeDemoLoop(t *testing.T) {
 			t.Errorf("%s", line)
 		}
 	}
-}
-
-// roundLog keeps what the loop prints, for reading while it writes.
-type roundLog struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (r *roundLog) Write(p []byte) (int, error) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.Write(p)
-}
-
-func (r *roundLog) String() string {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	return r.b.String()
 }
 
 // serve --demo does not play its scenario (which deletes records and sends
