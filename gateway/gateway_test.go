@@ -549,6 +549,21 @@ func TestToolIntegrity(t *testing.T) {
 	}
 }
 
+// regateway puts a gateway of its own in front of the env's server: the
+// env's route, keys, store, policy allowing all, changed by mod.
+func (e *env) regateway(mod func(*gateway.Config)) *gateway.Gateway {
+	e.t.Helper()
+	cfg := gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss, Keys: keySource{e.keys},
+		PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)}
+	mod(&cfg)
+	g, err := gateway.New(cfg)
+	if err != nil {
+		e.t.Fatal(err)
+	}
+	e.gw.Config.Handler, e.g = g, g
+	return g
+}
+
 type allowAll struct{}
 
 func (allowAll) Decide(context.Context, policy.Request) policy.Decision {
@@ -1093,13 +1108,7 @@ func TestSessionEndsWithAnExpiredMandate(t *testing.T) {
 	key := e.agent("closer", "mcp:crm:*")
 	tok := e.mint("closer", key, "mcp:crm:list_customers", time.Minute, false)
 	now := time.Now()
-	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
-		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store,
-		Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.gw.Config.Handler, e.g = g, g
+	g := e.regateway(func(c *gateway.Config) { c.Now = func() time.Time { return now } })
 	var ids []string
 	for range 16 {
 		resp, _ := e.post(tok.AccessToken, "", initialize)
@@ -1161,14 +1170,10 @@ func TestStaleSessionEndsNothingElse(t *testing.T) {
 	key := e.agent("closer", "mcp:crm:*")
 	tok := e.mint("closer", key, "mcp:crm:list_customers", time.Minute, false)
 	now := time.Now()
-	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}},
-		HTTPRoutes: []gateway.HTTPRoute{{Name: "crm2", URL: api.URL + "/repos/acme/app"}}, Issuer: iss,
-		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store,
-		Now: func() time.Time { return now }, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.gw.Config.Handler, e.g = g, g
+	e.regateway(func(c *gateway.Config) {
+		c.HTTPRoutes = []gateway.HTTPRoute{{Name: "crm2", URL: api.URL + "/repos/acme/app"}}
+		c.Now = func() time.Time { return now }
+	})
 	resp, _ := e.post(tok.AccessToken, "", initialize)
 	id := resp.Header.Get("Mcp-Session-Id")
 	now = tok.Claims.Expiry.Add(time.Minute)
@@ -1193,13 +1198,10 @@ func TestHistoryCounters(t *testing.T) {
 	e := newEnv(t)
 	ctx := context.Background()
 	pol := &recordingPolicy{}
-	g, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
-		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: pol, Events: e.store, Tools: e.store,
-		Counters: func(string) map[string]int64 { return map[string]int64{"spawns": 3} }, Logger: slog.New(slog.DiscardHandler)})
-	if err != nil {
-		t.Fatal(err)
-	}
-	e.gw.Config.Handler, e.g = g, g
+	g := e.regateway(func(c *gateway.Config) {
+		c.Policy = pol
+		c.Counters = func(string) map[string]int64 { return map[string]int64{"spawns": 3} }
+	})
 	key := e.agent("counter", "mcp:crm:*")
 	cs, err := e.connect(e.mint("counter", key, "mcp:crm:list_customers", time.Minute, false), nil)
 	if err != nil {

@@ -56,18 +56,7 @@ func BenchmarkTimeToContain(b *testing.B) {
 	var took []time.Duration
 	for b.Loop() {
 		b.StopTimer()
-		root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
-		if err != nil {
-			b.Fatal(err)
-		}
-		reader, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:list_customers"}, client.DelegateOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
-		sender, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:send_email"}, client.DelegateOptions{})
-		if err != nil {
-			b.Fatal(err)
-		}
+		root, reader, sender := readerAndSender(b, agent)
 		rs, err := connectMCP(m, reader)
 		if err != nil {
 			b.Fatal(err)

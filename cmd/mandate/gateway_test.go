@@ -139,15 +139,7 @@ func TestToolsCommands(t *testing.T) {
 	}
 	tool("Lists customers.")
 	m, agent := serveWithMCP(t, srv, false)
-	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := connectMCP(m, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	_, cs := rootSession(t, m, agent, "mcp:crm:list")
 	if _, err := cs.ListTools(ctx, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -280,15 +272,7 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
 	})
 	m, agent := serveWithMCPLabels(t, srv, false, map[string][]string{"send": {"external_send"}})
-	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list mcp:crm:send", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := connectMCP(m, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	root, cs := rootSession(t, m, agent, "mcp:crm:list mcp:crm:send")
 	call := func(name string, args map[string]any) error {
 		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
 		return err
@@ -326,6 +310,41 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	}
 }
 
+// rootSession starts a task for agent with scope and opens an MCP session
+// to crm with its mandate, closed when the test ends.
+func rootSession(t *testing.T, m *Main, agent *client.Client, scope string) (*client.Mandate, *mcp.ClientSession) {
+	t.Helper()
+	root, err := agent.Root(context.Background(), client.Request{Scope: scope, TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := connectMCP(m, root)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.Close() })
+	return root, cs
+}
+
+// readerAndSender starts a task for orchestrator and delegates to two
+// ephemeral sub-agents of it: one may list customers, the other send mail.
+func readerAndSender(tb testing.TB, orchestrator *client.Client) (root, reader, sender *client.Mandate) {
+	tb.Helper()
+	ctx := context.Background()
+	root, err := orchestrator.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	sub := func(scope string) *client.Mandate {
+		md, err := orchestrator.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: scope}, client.DelegateOptions{})
+		if err != nil {
+			tb.Fatal(err)
+		}
+		return md
+	}
+	return root, sub("mcp:crm:list_customers"), sub("mcp:crm:send_email")
+}
+
 // The scenario, end to end with the official MCP client: an
 // orchestrator delegates to two sub-agents; one reads customer data, the
 // other tries to send it out. The send is held by the default policy and
@@ -348,18 +367,7 @@ func TestExfiltrationIsStoppedAndContained(t *testing.T) {
 	})
 	m, orchestrator := serveWithMCPLabels(t, srv, false, map[string][]string{
 		"list_customers": {"read_only", "data:customer-data"}, "send_email": {"external_send"}})
-	root, err := orchestrator.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	reader, err := orchestrator.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:list_customers"}, client.DelegateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	sender, err := orchestrator.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:send_email"}, client.DelegateOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
+	root, reader, sender := readerAndSender(t, orchestrator)
 	rs, err := connectMCP(m, reader)
 	if err != nil {
 		t.Fatal(err)
@@ -425,15 +433,7 @@ func TestMonitorQuarantines(t *testing.T) {
 	m, agent := serveWith(t, listServer(), false, nil, func(m *Main) {
 		m.MonitorResponses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Quarantine}}
 	})
-	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := connectMCP(m, root)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer cs.Close()
+	root, cs := rootSession(t, m, agent, "mcp:crm:list")
 	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: probe, Arguments: map[string]any{}}); err == nil {
 			t.Fatal("an out-of-scope call went through")
