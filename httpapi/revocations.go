@@ -9,8 +9,9 @@ import (
 	"github.com/mandatehq/mandate"
 )
 
-// LiveIssuances lists live mandates by holder, or a task's root
-// (*sqlite.Store): what a revocation by agent or by task revokes.
+// LiveIssuances lists live (unexpired, unrevoked) mandates by holder, or a
+// task's root (*sqlite.Store): what a revocation by agent or by task
+// revokes.
 type LiveIssuances interface {
 	LiveIssuances(ctx context.Context, agentID, taskID string, now time.Time) ([]*mandate.Issuance, error)
 }
@@ -101,12 +102,6 @@ func (s *Server) Revoke(ctx context.Context, req RevocationRequest, by string, d
 	}
 	out := RevocationResponse{Revoked: []string{}}
 	for _, rec := range recs {
-		if req.Mandate == "" {
-			// Revoked already (by an earlier response, say): not twice.
-			if done, err := s.cfg.Revocations.IsRevoked(ctx, rec.MandateID); err == nil && done {
-				continue
-			}
-		}
 		d := map[string]any{"by_mandate": req.Mandate, "by_agent": req.Agent, "by_task": req.Task, "cascade": true}
 		for k, v := range details {
 			d[k] = v

@@ -194,8 +194,8 @@ func (s *Store) RunPruner(ctx context.Context, interval time.Duration) error {
 }
 
 // LiveIssuances lists the issuance records of live mandates (expiring
-// after now) held by agentID, or, if agentID is "", the root of task
-// taskID: what a revocation by agent or by task revokes (descendants are
+// after now, not revoked) held by agentID, or, if agentID is "", the root
+// of task taskID: what a revocation by agent or by task revokes (descendants are
 // refused through their ancestors). It scans the live mandates of the
 // table, which pruning keeps small; it is for operators' revocations, not
 // for a hot path.
@@ -223,6 +223,9 @@ func (s *Store) LiveIssuances(ctx context.Context, agentID, taskID string, now t
 	}
 	out := make([]*mandate.Issuance, 0, len(ids))
 	for _, id := range ids {
+		if revoked, _ := s.IsRevoked(ctx, id); revoked {
+			continue // not live: revoking it again would say so twice
+		}
 		rec, err := s.Issuance(ctx, id)
 		if err != nil {
 			return nil, err
