@@ -41,6 +41,7 @@ type heldCall struct {
 	decision policy.Decision
 	labels   []string       // the tool's
 	secrets  map[string]any // found in args
+	hold     string         // why the monitor holds the task, if it is that and not policy
 }
 
 // approve holds a call that policy allows only after a person's approval:
@@ -66,7 +67,7 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 		ap = &mandate.Approval{
 			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending,
 			Task: c.Task, ParentMandate: c.ID, Agent: c.ClientID, Actor: c.ClientID, Subject: c.Subject,
-			Scope: h.resource, Audience: []string{"mcp:" + rt.Name}, Reason: approvalReason(h.decision),
+			Scope: h.resource, Audience: []string{"mcp:" + rt.Name}, Reason: approvalReason(h),
 			Approvers: g.approvers(ctx, c), RequestHash: hash, CreatedAt: now, ExpiresAt: now.Add(g.cfg.ApprovalTimeout),
 		}
 		details := map[string]any{"approval": ap.ID, "approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli(), "args_bytes": len(h.args)}
@@ -195,7 +196,11 @@ func hashCall(c *mandate.Claims, h heldCall) string {
 	return hex.EncodeToString(sum.Sum(nil))
 }
 
-func approvalReason(d policy.Decision) string {
+func approvalReason(h heldCall) string {
+	if h.hold != "" {
+		return mandate.ClipReason(h.hold)
+	}
+	d := h.decision
 	reasons := d.Reasons
 	if n := len(reasons); n > 0 && reasons[n-1] == policy.ReasonApproval {
 		reasons = reasons[:n-1]

@@ -1227,3 +1227,49 @@ func TestHistoryCounters(t *testing.T) {
 		t.Errorf("the second call saw %v", second)
 	}
 }
+
+// When the monitor holds a task (Config.Hold), a tool call that policy
+// allows waits for a person all the same, the approval request giving the
+// monitor's reason; an approved one goes through; another task is not held.
+func TestMonitorHoldsTheRestOfATask(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	key := e.agent("held", "mcp:crm:*")
+	heldTok := e.mint("held", key, "mcp:crm:list_customers", time.Minute, false)
+	const why = "the monitor's secret-to-sink detector: a call to a tool that sends data out carries a secret"
+	e.regateway(func(c *gateway.Config) {
+		c.Agents, c.Approvals, c.ApprovalHold = e.store, e.store, 300*time.Millisecond
+		c.Hold = func(task string) string {
+			if task == heldTok.Claims.Task {
+				return why
+			}
+			return ""
+		}
+	})
+	call := func(tok *issuer.Token) error {
+		cs, err := e.connect(tok, nil)
+		if err != nil {
+			return err
+		}
+		defer cs.Close()
+		_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "a"}})
+		return err
+	}
+	if err := call(heldTok); err == nil || !strings.Contains(err.Error(), "pending") {
+		t.Fatalf("a call of a held task: %v", err)
+	}
+	list, _ := e.store.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending, Task: heldTok.Claims.Task})
+	if len(list) != 1 || list[0].Reason != why {
+		t.Fatalf("the approval asked: %+v", list)
+	}
+	ev := &mandate.Event{V: 1, Time: time.Now().UnixNano(), Type: mandate.EventApprovalGranted, Task: list[0].Task, By: "user:alice@example.org"}
+	if _, err := e.store.DecideApproval(ctx, list[0].ID, mandate.ApprovalApproved, "user:alice@example.org", "", time.Now(), ev); err != nil {
+		t.Fatal(err)
+	}
+	if err := call(heldTok); err != nil {
+		t.Errorf("the approved call: %v", err)
+	}
+	if err := call(e.mint("held", key, "mcp:crm:list_customers", time.Minute, false)); err != nil {
+		t.Errorf("a call of another task: %v", err)
+	}
+}

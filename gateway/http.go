@@ -67,8 +67,9 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	secrets := findSecrets(body)
 	req.Labels = append(req.Labels, secretLabels(secrets)...)
 	d := g.cfg.Policy.Decide(ctx, req)
-	if d.Allow && !d.NeedsApproval {
-		g.hold(c, &d)
+	if held := g.held(c); d.Allow && !d.NeedsApproval && held != "" {
+		g.refuseHTTP(ctx, w, c, r.Method, resource, "denied: "+held+"; a person must approve the rest of this task, and this gateway cannot hold an HTTP request", &d)
+		return
 	}
 	switch {
 	case !d.Allow:

@@ -8,7 +8,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"slices"
 	"strings"
 	"time"
 
@@ -340,8 +339,12 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			Message: "method " + m.Method + " is not allowed through the gateway"}, nil)
 	}
 	d := g.cfg.Policy.Decide(ctx, req)
+	held := ""
 	if d.Allow && !d.NeedsApproval && m.Method == "tools/call" {
-		g.hold(c, &d)
+		// The monitor asks a person to look at the rest of the task.
+		if held = g.held(c); held != "" {
+			d.NeedsApproval = true
+		}
 	}
 	switch {
 	case !d.Allow:
@@ -364,12 +367,16 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		// The call waits for a person: held here until decided, or for
 		// ApprovalHold, after which the client is told to call again.
 		if m.Method != "tools/call" || batch {
+			why := "policy " + strings.Join(d.Policies, ", ") + " requires a person's approval"
+			if held != "" {
+				why = held + "; a person must approve the rest of this task"
+			}
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
-				Message: "denied: policy " + strings.Join(d.Policies, ", ") + " requires a person's approval, which the gateway can wait for only for a tools/call sent alone",
+				Message: "denied: " + why + ", which the gateway can wait for only for a tools/call sent alone",
 				Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
 		}
 		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, args: p.Arguments, decision: d,
-			labels: req.ToolLabels, secrets: secrets})
+			labels: req.ToolLabels, secrets: secrets, hold: held})
 		if e != nil {
 			if e.Code == CodeApprovalPending {
 				return verdict{deny: e} // asked and recorded already: no decision event yet
@@ -394,17 +401,13 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	return v
 }
 
-// hold makes an allowed decision wait for a person's approval if the
-// monitor asks it for the rest of c's task (Config.Hold).
-func (g *Gateway) hold(c *mandate.Claims, d *policy.Decision) {
+// held says why the monitor asks that the rest of c's task wait for a
+// person (Config.Hold), or "".
+func (g *Gateway) held(c *mandate.Claims) string {
 	if g.cfg.Hold == nil {
-		return
+		return ""
 	}
-	if why := g.cfg.Hold(c.Task); why != "" {
-		d.NeedsApproval = true
-		d.Policies = append(slices.Clip(d.Policies), "monitor")
-		d.Reasons = append(slices.Clip(d.Reasons), why)
-	}
+	return g.cfg.Hold(c.Task)
 }
 
 // denied is the verdict of a refused request, with its decision event.
