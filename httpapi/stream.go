@@ -33,7 +33,7 @@ import (
 const (
 	maxStreams     = 64
 	streamBuffer   = 1024
-	streamKeepCold = 15 * time.Second // a comment line, so proxies keep the stream open
+	streamKeepAlive = 15 * time.Second // a comment line, so proxies keep the stream open
 )
 
 // hub fans the committed events out to the streams.
@@ -182,7 +182,7 @@ func (s *Server) streamEvents(w http.ResponseWriter, r *http.Request, f mandate.
 	} else if !s.flush(rc, w, []byte(": following the audit log\n\n")) {
 		return
 	}
-	keep := time.NewTicker(streamKeepCold)
+	keep := time.NewTicker(streamKeepAlive)
 	defer keep.Stop()
 	for {
 		select {
