@@ -31,8 +31,8 @@ import (
 // event naming the last index it was sent, and the stream ends, so that
 // it reconnects and catches up from the log.
 const (
-	maxStreams     = 64
-	streamBuffer   = 1024
+	maxStreams      = 64
+	streamBuffer    = 1024
 	streamKeepAlive = 15 * time.Second // a comment line, so proxies keep the stream open
 )
 
