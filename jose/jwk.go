@@ -1,7 +1,6 @@
 package jose
 
 import (
-	"bytes"
 	"crypto/ed25519"
 	"crypto/sha256"
 	"encoding/base64"
@@ -87,18 +86,71 @@ func (k JWK) PublicKey() (ed25519.PublicKey, error) {
 // curve, and points of small order: with such a key (the identity, say) a
 // signature with R = the point and S = 0 verifies for every message under
 // Go's ed25519.Verify, so anyone could sign as its holder.
+//
+// It is on the path of every delegation to an ephemeral agent, so it tests
+// the encoding's bytes (as libsodium does) rather than computing with the
+// point: y must be below p, and y must not be one of the five values that
+// the eight points of small order have (the sign bit picks x, so both signs
+// are refused). Only the curve equation needs the point decoded.
+// checkPublicKeySlow, which computes all three, is its reference in tests.
 func checkPublicKey(x []byte) error {
-	p, err := new(edwards25519.Point).SetBytes(x)
-	if err != nil {
-		return fmt.Errorf("%w: jwk: x is not a point on Ed25519", ErrMalformed)
+	if len(x) != 32 {
+		return fmt.Errorf("%w: jwk: x is not 32 bytes", ErrMalformed)
 	}
-	if !bytes.Equal(p.Bytes(), x) {
+	if !canonicalY(x) {
 		return fmt.Errorf("%w: jwk: x is not the canonical encoding of its point", ErrMalformed)
 	}
-	if new(edwards25519.Point).MultByCofactor(p).Equal(edwards25519.NewIdentityPoint()) == 1 {
+	if smallOrderY(x) {
 		return fmt.Errorf("%w: jwk: x is a point of small order, which anyone can sign for: generate a real key", ErrMalformed)
 	}
+	if _, err := new(edwards25519.Point).SetBytes(x); err != nil {
+		return fmt.Errorf("%w: jwk: x is not a point on Ed25519", ErrMalformed)
+	}
 	return nil
+}
+
+// canonicalY reports whether the 255-bit y of the encoding x is below
+// p = 2^255 - 19 (RFC 8032 §5.1.3, step 1). The one other non-canonical
+// form, x = 0 with the sign bit set, has y = ±1, which smallOrderY refuses.
+func canonicalY(x []byte) bool {
+	if x[31]&0x7f != 0x7f || x[0] < 0xed {
+		return true
+	}
+	for _, b := range x[1:31] {
+		if b != 0xff {
+			return true
+		}
+	}
+	return false
+}
+
+// smallOrderYs are the y coordinates, little-endian, of the eight points
+// of order 1, 2, 4 and 8 on edwards25519: y = 1 (the identity), y = -1
+// (order 2), y = 0 (the two points of order 4), and the two y values of the
+// four points of order 8.
+var smallOrderYs = [...][32]byte{
+	{},
+	{0x01},
+	{0xec, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff,
+		0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x7f},
+	{0x26, 0xe8, 0x95, 0x8f, 0xc2, 0xb2, 0x27, 0xb0, 0x45, 0xc3, 0xf4, 0x89, 0xf2, 0xef, 0x98, 0xf0,
+		0xd5, 0xdf, 0xac, 0x05, 0xd3, 0xc6, 0x33, 0x39, 0xb1, 0x38, 0x02, 0x88, 0x6d, 0x53, 0xfc, 0x05},
+	{0xc7, 0x17, 0x6a, 0x70, 0x3d, 0x4d, 0xd8, 0x4f, 0xba, 0x3c, 0x0b, 0x76, 0x0d, 0x10, 0x67, 0x0f,
+		0x2a, 0x20, 0x53, 0xfa, 0x2c, 0x39, 0xcc, 0xc6, 0x4e, 0xc7, 0xfd, 0x77, 0x92, 0xac, 0x03, 0x7a},
+}
+
+// smallOrderY reports whether the canonical encoding x, sign bit aside,
+// is the y of a point of small order.
+func smallOrderY(x []byte) bool {
+	var y [32]byte
+	copy(y[:], x)
+	y[31] &= 0x7f
+	for i := range smallOrderYs {
+		if y == smallOrderYs[i] {
+			return true
+		}
+	}
+	return false
 }
 
 // PrivateKey returns the Ed25519 private key in k. Besides what PublicKey
