@@ -10,6 +10,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/internal/evindex"
 	"golang.org/x/mod/sumdb/tlog"
 )
 
@@ -232,7 +233,7 @@ func (s *Store) appendEntries(ctx context.Context, entries []logEntry) error {
 		idx := s.tree.Size()
 		hashes = s.tree.Append(hashes, e.data)
 		eargs = append(eargs, idx, e.data)
-		s.metaBuf = append(s.metaBuf, metaOf(idx, e.ev))
+		s.metaBuf = append(s.metaBuf, evindex.MetaOf(idx, e.ev))
 	}
 	s.hashBuf = hashes
 	if err := s.insertRows(ctx, "log_entries(idx, data)", entryCols, eargs); err != nil {

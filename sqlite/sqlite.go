@@ -30,6 +30,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/internal/evindex"
 	"golang.org/x/mod/sumdb/tlog"
 	"modernc.org/sqlite"
 )
@@ -51,6 +52,10 @@ type Config struct {
 	// WALLimit is the WAL size, in bytes, past which the WAL is restarted
 	// (DefaultWALLimit if 0).
 	WALLimit int64
+	// IndexFlushEntries is how many events the query index holds in
+	// memory before it writes them as a run (evindex.DefaultFlushEntries
+	// if 0).
+	IndexFlushEntries int
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
 	// Logger; slog.Default() if nil.
@@ -98,10 +103,10 @@ type Store struct {
 	changedTiles []auditlog.Tile
 	edge         durableEdge
 	hashBuf      []auditlog.StoredHash
-	upsertTile   *sql.Stmt // prepared on wconn
-	logHead      logState  // the committed log
-	metaBuf      []evMeta  // query fields of the entries in the transaction; committer only
-	index        *eventIndex
+	upsertTile   *sql.Stmt      // prepared on wconn
+	logHead      logState       // the committed log
+	metaBuf      []evindex.Meta // query fields of the entries in the transaction; committer only
+	index        *evindex.Index
 
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
@@ -198,7 +203,8 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, err
 	}
-	if err := s.openIndex(ctx, strings.TrimSuffix(cfg.Path, filepath.Ext(cfg.Path))+"-events-index.db", s.tree.Size()); err != nil {
+	base := strings.TrimSuffix(cfg.Path, filepath.Ext(cfg.Path))
+	if err := s.openIndex(ctx, base+"-events-index", base+"-events-index.db", s.tree.Size()); err != nil {
 		s.wconn.Close()
 		db.Close()
 		return nil, err
@@ -234,7 +240,7 @@ func (s *Store) Close() error {
 		for _, st := range s.stmts {
 			err = errors.Join(err, st.Close())
 		}
-		err = errors.Join(err, s.index.close(), s.upsertTile.Close(), s.wconn.Close(), s.db.Close())
+		err = errors.Join(err, s.index.Close(), s.upsertTile.Close(), s.wconn.Close(), s.db.Close())
 	})
 	return err
 }
@@ -489,7 +495,7 @@ func (s *Store) commit(batch []*write) {
 // syncer makes it so, then releases its effects and its writers.
 type committed struct {
 	writes []*write
-	metas  []evMeta
+	metas  []evindex.Meta
 	size   int64 // the log's size and root after it, if it appended
 	root   tlog.Hash
 	tiles  []auditlog.Tile // the hash tiles it changed, in their new state
@@ -557,13 +563,15 @@ func (s *Store) release(c committed) {
 			s.logHead.size, s.logHead.root = c.size, c.root
 		}
 		s.logHead.mu.Unlock()
-		s.index.add(c.metas)
+		if err := s.index.Add(c.metas); err != nil {
+			s.log.Error("store: event index", "err", err)
+		}
 		if fn := s.subscriber.Load(); fn != nil {
 			evs := make([]mandate.LoggedEvent, 0, len(c.metas))
 			i := 0
 			for _, w := range c.writes {
 				for _, e := range w.entries {
-					evs = append(evs, mandate.LoggedEvent{Index: c.metas[i].idx, Event: e.ev})
+					evs = append(evs, mandate.LoggedEvent{Index: c.metas[i].Idx, Event: e.ev})
 					i++
 				}
 			}

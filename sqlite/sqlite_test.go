@@ -151,31 +151,43 @@ func TestEventIndexRebuilt(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "m.db")
 	ctx := context.Background()
-	s, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+	cfg := sqlite.Config{Path: path, IndexFlushEntries: 256}
+	s, err := sqlite.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range 50 {
-		if err := s.Append(ctx, &mandate.Event{V: 1, Time: int64(i), Type: mandate.EventDecision, Task: "t_1"}); err != nil {
+	for i := range 1100 {
+		if err := s.Append(ctx, &mandate.Event{V: 1, Time: int64(i), Type: mandate.EventDecision, Task: fmt.Sprintf("t_%d", i%2)}); err != nil {
 			t.Fatal(err)
 		}
 	}
-	s.Close()
-	// Knock a hole in the index, as a power loss without fsync might.
-	idx := filepath.Join(dir, "m-events-index.db")
-	if err := os.WriteFile(idx, []byte("not a database, not at all, this is garbage of some length"), 0o600); err != nil {
+	if err := s.FlushIndex(); err != nil {
 		t.Fatal(err)
 	}
-	os.Remove(idx + "-wal")
-	os.Remove(idx + "-shm")
-	s, err = sqlite.Open(ctx, sqlite.Config{Path: path})
+	s.Close()
+	runs, _ := filepath.Glob(filepath.Join(dir, "m-events-index", "run-*"))
+	if len(runs) == 0 {
+		t.Fatal("no run files were written")
+	}
+	// Damage a run, as a disk might, and leave a foreign file beside it.
+	if err := os.WriteFile(runs[0], []byte("not a run, not at all, this is garbage of some length"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, "m-events-index", "run-00000000000000000000-00000000000099999999.idx"), []byte("x"), 0o600)
+	s, err = sqlite.Open(ctx, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer s.Close()
-	evs, err := s.Events(ctx, mandate.EventFilter{Task: "t_1"})
-	if err != nil || len(evs) != 50 {
-		t.Fatalf("after the rebuild: %d events (%v), want 50", len(evs), err)
+	for _, f := range []mandate.EventFilter{{Task: "t_1"}, {Task: "t_0", Last: true, Limit: 550}, {Type: mandate.EventDecision, Since: time.Unix(0, 100)}} {
+		evs, err := s.Events(ctx, f)
+		want := 550
+		if !f.Since.IsZero() {
+			want = 1000
+		}
+		if err != nil || len(evs) != want {
+			t.Fatalf("%+v after the rebuild: %d events (%v), want %d", f, len(evs), err, want)
+		}
 	}
 }
 
