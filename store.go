@@ -2,6 +2,8 @@ package mandate
 
 import (
 	"context"
+	"encoding/json"
+	"strings"
 	"time"
 )
 
@@ -141,4 +143,114 @@ type AssertionRecorder interface {
 // stops at fn's first error.
 type UsedAssertions interface {
 	UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error
+}
+
+// PutDetails adds to d the details of an issuance event (mandate.issued or
+// mandate.delegated) that carry rec's fields beyond the event's own (task,
+// mandate, parent, agent, subject, and the audience as the resource):
+// scope, iat_ms, exp_ms, kid, jkt, purpose, assertion, assertion_exp_ms
+// and approval (docs/events.md). The event is the durable record of the
+// issuance: IssuanceOf reads it back.
+func (rec *Issuance) PutDetails(d map[string]any) {
+	d["scope"] = rec.Scope
+	d["iat_ms"] = rec.IssuedAt.UnixMilli()
+	d["exp_ms"] = rec.ExpiresAt.UnixMilli()
+	d["kid"] = rec.KeyID
+	if rec.JKT != "" {
+		d["jkt"] = rec.JKT
+	}
+	if rec.TaskPurpose != "" {
+		d["purpose"] = rec.TaskPurpose
+	}
+	if rec.AssertionID != "" {
+		d["assertion"] = rec.AssertionID
+		d["assertion_exp_ms"] = rec.AssertionExpiry.UnixMilli()
+	}
+	if rec.ApprovalID != "" {
+		d["approval"] = rec.ApprovalID
+	}
+}
+
+// NewIssuanceEvent returns the issuance event of rec at time t: a
+// mandate.delegated event if rec has a parent, mandate.issued otherwise.
+// An issuer adds the chain and what policy said.
+func NewIssuanceEvent(rec *Issuance, t time.Time) *Event {
+	typ, action := EventMandateIssued, "mint"
+	if rec.ParentID != "" {
+		typ, action = EventMandateDelegated, "delegate"
+	}
+	d := map[string]any{}
+	rec.PutDetails(d)
+	return &Event{V: EventVersion, Time: t.UnixNano(), Type: typ, Task: rec.TaskID, Mandate: rec.MandateID,
+		Parent: rec.ParentID, Agent: rec.AgentID, Subject: rec.Subject, Action: action,
+		Resource: strings.Join(rec.Audience, " "), Outcome: OutcomeOK, Details: d}
+}
+
+// IssuanceOf returns the issuance record that an issuance event carries
+// (see PutDetails); EINVALID if ev is not an issuance event or lacks a
+// field of the record. A delegated mandate's TaskPurpose is its task's,
+// which the root's event carries: IssuanceOf leaves it empty.
+func IssuanceOf(ev *Event) (*Issuance, error) {
+	if ev == nil || (ev.Type != EventMandateIssued && ev.Type != EventMandateDelegated) {
+		return nil, Errorf(EINVALID, "not an issuance event")
+	}
+	if ev.Mandate == "" || ev.Task == "" || ev.Agent == "" || (ev.Type == EventMandateDelegated) != (ev.Parent != "") {
+		return nil, Errorf(EINVALID, "issuance event of %q: mandate, task, agent or parent missing", ev.Mandate)
+	}
+	rec := &Issuance{MandateID: ev.Mandate, TaskID: ev.Task, ParentID: ev.Parent, AgentID: ev.Agent, Subject: ev.Subject}
+	if ev.Resource != "" {
+		rec.Audience = strings.Split(ev.Resource, " ")
+	}
+	str := func(k string, required bool) (string, error) {
+		switch v := ev.Details[k].(type) {
+		case string:
+			return v, nil
+		case nil:
+			if !required {
+				return "", nil
+			}
+		}
+		return "", Errorf(EINVALID, "issuance event of %s: details.%s is missing or not a string", ev.Mandate, k)
+	}
+	msTime := func(k string, required bool) (time.Time, error) {
+		var n int64
+		switch v := ev.Details[k].(type) {
+		case json.Number:
+			var err error
+			if n, err = v.Int64(); err != nil {
+				return time.Time{}, Errorf(EINVALID, "issuance event of %s: details.%s is not an integer", ev.Mandate, k)
+			}
+		case int64:
+			n = v
+		case nil:
+			if !required {
+				return time.Time{}, nil
+			}
+			return time.Time{}, Errorf(EINVALID, "issuance event of %s: details.%s is missing", ev.Mandate, k)
+		default:
+			return time.Time{}, Errorf(EINVALID, "issuance event of %s: details.%s is not an integer", ev.Mandate, k)
+		}
+		return time.UnixMilli(n), nil
+	}
+	var err error
+	for _, f := range []struct {
+		p        *string
+		k        string
+		required bool
+	}{{&rec.Scope, "scope", true}, {&rec.KeyID, "kid", true}, {&rec.JKT, "jkt", false},
+		{&rec.TaskPurpose, "purpose", false}, {&rec.AssertionID, "assertion", false}, {&rec.ApprovalID, "approval", false}} {
+		if *f.p, err = str(f.k, f.required); err != nil {
+			return nil, err
+		}
+	}
+	for _, f := range []struct {
+		p        *time.Time
+		k        string
+		required bool
+	}{{&rec.IssuedAt, "iat_ms", true}, {&rec.ExpiresAt, "exp_ms", true}, {&rec.AssertionExpiry, "assertion_exp_ms", rec.AssertionID != ""}} {
+		if *f.p, err = msTime(f.k, f.required); err != nil {
+			return nil, err
+		}
+	}
+	return rec, nil
 }

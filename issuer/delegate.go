@@ -280,14 +280,11 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
 		AssertionID: act.Assertion.ID, AssertionExpiry: act.Assertion.Expiry.Time, ApprovalID: req.ApprovalID,
 	}
-	details := issuedDetails(c, key, "")
-	details["depth"] = json.Number(strconv.Itoa(depth))
+	details := map[string]any{"depth": json.Number(strconv.Itoa(depth))}
+	rec.PutDetails(details)
 	if act.Agent == nil {
 		details["ephemeral"] = true
 		details["agent_jkt"] = act.JKT
-	}
-	if req.ApprovalID != "" {
-		details["approval"] = req.ApprovalID
 	}
 	if asked {
 		policyDetails(details, d)

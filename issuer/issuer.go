@@ -356,12 +356,10 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID, AssertionExpiry: assertion.Expiry.Time,
 		ApprovalID: req.ApprovalID,
 	}
-	details := issuedDetails(c, key, req.TaskPurpose)
+	details := map[string]any{}
+	rec.PutDetails(details)
 	if asked {
 		policyDetails(details, d)
-	}
-	if req.ApprovalID != "" {
-		details["approval"] = req.ApprovalID
 	}
 	ev := &mandate.Event{
 		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateIssued,
@@ -383,24 +381,6 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		typ = "DPoP"
 	}
 	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
-}
-
-// issuedDetails are the details of a mandate.issued event: enough to tell
-// the mandate's story without it (docs/events.md).
-func issuedDetails(c *mandate.Claims, kid, purpose string) map[string]any {
-	d := map[string]any{
-		"scope":  c.Scope,
-		"iat_ms": c.IssuedAt.UnixMilli(),
-		"exp_ms": c.Expiry.UnixMilli(),
-		"kid":    kid,
-	}
-	if c.Confirm != nil {
-		d["jkt"] = c.Confirm.JKT
-	}
-	if purpose != "" {
-		d["purpose"] = purpose
-	}
-	return d
 }
 
 // RestoreReplay marks as used the client assertions that obtained mandates

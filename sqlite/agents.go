@@ -195,42 +195,44 @@ func (s *Store) RunPruner(ctx context.Context, interval time.Duration) error {
 
 // LiveIssuances lists the issuance records of live mandates (expiring
 // after now, not revoked) held by agentID, or, if agentID is "", the root
-// of task taskID: what a revocation by agent or by task revokes (descendants are
-// refused through their ancestors). It scans the live mandates of the
-// table, which pruning keeps small; it is for operators' revocations, not
-// for a hot path.
+// of task taskID: what a revocation by agent or by task revokes
+// (descendants are refused through their ancestors). It reads the
+// issuance events of the agent's last liveWindow, or the task's root: it
+// is for operators' revocations, not for a hot path.
 func (s *Store) LiveIssuances(ctx context.Context, agentID, taskID string, now time.Time) ([]*mandate.Issuance, error) {
-	q, arg := "SELECT id FROM mandates WHERE agent_id = ? AND expires_at > ? ORDER BY id", agentID
+	f := mandate.EventFilter{Agent: agentID, Since: now.Add(-liveWindow)}
 	if agentID == "" {
-		q, arg = "SELECT id FROM mandates WHERE task_id = ? AND parent_id = '' AND expires_at > ?", taskID
+		f = mandate.EventFilter{Task: taskID, Type: mandate.EventMandateIssued}
 	}
-	rows, err := s.db.QueryContext(ctx, q, arg, ms(now))
-	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	var ids []string
-	for rows.Next() {
-		var id string
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	var out []*mandate.Issuance
+	err := s.walkEvents(ctx, f, false, func(e mandate.LoggedEvent) error {
+		if !isIssuance(e.Event) {
+			return nil
 		}
-		ids = append(ids, id)
-	}
-	rows.Close()
-	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	out := make([]*mandate.Issuance, 0, len(ids))
-	for _, id := range ids {
-		if revoked, _ := s.IsRevoked(ctx, id); revoked {
-			continue // not live: revoking it again would say so twice
-		}
-		rec, err := s.Issuance(ctx, id)
+		rec, err := mandate.IssuanceOf(e.Event)
 		if err != nil {
-			return nil, err
+			return mandate.Errorf(mandate.EINTERNAL, "audit log entry %d: %w", e.Index, err)
+		}
+		if !rec.ExpiresAt.After(now) {
+			return nil
+		}
+		if revoked, _ := s.IsRevoked(ctx, rec.MandateID); revoked {
+			return nil // not live: revoking it again would say so twice
+		}
+		if rec.ParentID != "" || agentID != "" {
+			// The task's purpose, as Issuance gives it.
+			full, err := s.Issuance(ctx, rec.MandateID)
+			if err != nil {
+				return err
+			}
+			rec = full
 		}
 		out = append(out, rec)
-	}
-	return out, nil
+		return nil
+	})
+	return out, err
 }
+
+// liveWindow bounds how far back LiveIssuances looks for an agent's live
+// mandates: no mandate lives longer (issuer.MaxTTL is an hour).
+const liveWindow = 24 * time.Hour

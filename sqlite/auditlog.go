@@ -1,11 +1,12 @@
 package sqlite
 
 import (
+	"bytes"
 	"context"
 	"database/sql"
 	"errors"
 	"fmt"
-	"strings"
+	"os"
 	"sync"
 
 	"github.com/mandatehq/mandate"
@@ -68,11 +69,10 @@ func (s *Store) readTile(ctx context.Context, L int, n int64) ([]byte, error) {
 	return s.storedTile(ctx, L, n)
 }
 
-// storedTile returns the stored data of hash tile (L, n).
+// storedTile returns the stored data of full hash tile (L, n).
 func (s *Store) storedTile(ctx context.Context, L int, n int64) ([]byte, error) {
-	var data []byte
-	err := s.db.QueryRowContext(ctx, "SELECT data FROM log_tiles WHERE id = ?", tileID(L, n)).Scan(&data)
-	if errors.Is(err, sql.ErrNoRows) {
+	data, err := s.files.ReadTile(L, n)
+	if errors.Is(err, os.ErrNotExist) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no hash tile %d/%d", L, n)
 	}
 	if err != nil {
@@ -94,20 +94,17 @@ func (s *Store) ReadTile(ctx context.Context, L int, n int64, width int) ([]byte
 	return data[:width*tlog.HashSize], nil
 }
 
-// restoreLog rebuilds the committer's frontier and right-most tiles. Full
-// tiles are stored; the right-most tile of each level is recomputed from
-// the entries (level 0) or from the full tiles of the level below, since
-// it is not written as it grows.
+// restoreLog rebuilds the committer's frontier and right-most tiles. The
+// tiles are trusted up to the files' synced mark, rounded down to a whole
+// tile of entries; from there on, the entries are hashed again, their
+// full tiles written again, and the partial right-most tiles computed,
+// since partial tiles are never stored. So an entry of the newest tile
+// that was changed on disk changes the root, and a log that no longer
+// matches its last checkpoint is caught at start.
 func (s *Store) restoreLog(ctx context.Context) error {
-	var n sql.NullInt64
-	if err := s.db.QueryRowContext(ctx, "SELECT max(idx) FROM log_entries").Scan(&n); err != nil {
-		return fmt.Errorf("sqlite: audit log size: %w", err)
-	}
-	size := int64(0)
-	if n.Valid {
-		size = n.Int64 + 1
-	}
-	edge, err := s.rightEdge(ctx, size)
+	size, mark := s.files.Size(), s.files.Synced()
+	from := mark - mark%tileWidth
+	edge, err := s.rightEdge(ctx, from)
 	if err != nil {
 		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
 	}
@@ -117,17 +114,50 @@ func (s *Store) restoreLog(ctx context.Context) error {
 		}
 		return s.storedTile(ctx, L, n)
 	}
-	tiles, err := auditlog.RestoreTiles(size, read)
+	tiles, err := auditlog.RestoreTiles(from, read)
 	if err != nil {
 		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
 	}
-	f, err := auditlog.Restore(size, auditlog.TileHashReader(read))
+	f, err := auditlog.Restore(from, auditlog.TileHashReader(read))
 	if err != nil {
 		return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
 	}
 	s.tree, s.tiles = f, tiles
-	s.edge.set(edge)
-	s.logHead.size, s.logHead.root = f.Size(), f.Root()
+	for start := from; start < size; start += 4096 {
+		entries, err := s.files.ReadEntries(start, min(4096, size-start))
+		if err != nil {
+			return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
+		}
+		var hashes []auditlog.StoredHash
+		for _, e := range entries {
+			hashes = s.tree.Append(hashes, e)
+		}
+		changed, err := s.tiles.Add(hashes)
+		if err != nil {
+			return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
+		}
+		if err := s.writeFullTiles(changed); err != nil {
+			return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
+		}
+	}
+	var right []auditlog.Tile
+	for L := 0; size>>(auditlog.TileHeight*uint(L)) > 0; L++ {
+		right = append(right, s.tiles.Right(L))
+	}
+	s.edge.set(right)
+	s.logHead.size, s.logHead.root = s.tree.Size(), s.tree.Root()
+	return nil
+}
+
+// writeFullTiles writes the tiles of changed that are full.
+func (s *Store) writeFullTiles(changed []auditlog.Tile) error {
+	for _, t := range changed {
+		if len(t.Data) == tileWidth*tlog.HashSize {
+			if err := s.files.WriteTile(t.L, t.N, t.Data); err != nil {
+				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			}
+		}
+	}
 	return nil
 }
 
@@ -218,76 +248,34 @@ func (e *durableEdge) advance(changed []auditlog.Tile) {
 	}
 }
 
-// appendEntries adds entries to the log inside the committer's
-// transaction: it assigns their positions, computes the tree's new hashes
-// with the frontier, inserts the entries with multi-row statements, and
-// writes each hash tile that changed once.
-func (s *Store) appendEntries(ctx context.Context, entries []logEntry) error {
+// appendEntries adds entries to the log: it assigns their positions,
+// computes the tree's new hashes with the frontier, writes the entries in
+// one write and each hash tile that filled. The committer calls it; the
+// syncer makes the entries durable.
+func (s *Store) appendEntries(entries []logEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	const entryCols = 2
 	hashes := s.hashBuf[:0]
-	eargs := make([]any, 0, entryCols*len(entries))
+	datas := s.dataBuf[:0]
 	for _, e := range entries {
 		idx := s.tree.Size()
 		hashes = s.tree.Append(hashes, e.data)
-		eargs = append(eargs, idx, e.data)
+		datas = append(datas, e.data)
 		s.metaBuf = append(s.metaBuf, evindex.MetaOf(idx, e.ev))
 	}
-	s.hashBuf = hashes
-	if err := s.insertRows(ctx, "log_entries(idx, data)", entryCols, eargs); err != nil {
-		return err
-	}
-	// Only full tiles are written: a partial tile would be written again
-	// by every transaction until it fills (two or three pages of WAL each
-	// time), and restoreLog recomputes it from the entries. Readers get
-	// the durable partial tiles from memory (durableEdge).
+	s.hashBuf, s.dataBuf = hashes, datas[:0]
 	changed, err := s.tiles.Add(hashes)
 	if err != nil {
 		return mandate.Errorf(mandate.EINTERNAL, "audit log: %w", err)
 	}
-	for _, t := range changed {
-		if len(t.Data) == tileWidth*tlog.HashSize {
-			if _, err := s.upsertTile.ExecContext(ctx, tileID(t.L, t.N), t.Data); err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-			}
-		}
+	if err := s.files.Append(datas); err != nil {
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	}
+	if err := s.writeFullTiles(changed); err != nil {
+		return err
 	}
 	s.changedTiles = append(s.changedTiles, changed...)
-	return nil
-}
-
-// maxVarsPerStatement bounds a multi-row insert: SQLite allows 32766
-// variables in one statement.
-const maxVarsPerStatement = 32000
-
-// insertRows inserts rows of cols values each into table (with its column
-// list), many rows per statement, with statements prepared once per shape.
-// Only the committer calls it.
-func (s *Store) insertRows(ctx context.Context, table string, cols int, args []any) error {
-	perStmt := min(maxVarsPerStatement/cols, 256)
-	row := "(" + strings.TrimSuffix(strings.Repeat("?,", cols), ",") + "),"
-	for len(args) > 0 {
-		n := min(len(args)/cols, perStmt)
-		key := fmt.Sprintf("%s/%d", table, n)
-		stmt := s.stmts[key]
-		if stmt == nil {
-			var err error
-			q := "INSERT INTO " + table + " VALUES " + strings.TrimSuffix(strings.Repeat(row, n), ",")
-			if stmt, err = s.wconn.PrepareContext(ctx, q); err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-			}
-			s.stmts[key] = stmt
-		}
-		if _, err := stmt.ExecContext(ctx, args[:n*cols]...); err != nil {
-			if isUnique(err) {
-				return mandate.Errorf(mandate.ECONFLICT, "a row in the batch exists")
-			}
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-		}
-		args = args[n*cols:]
-	}
 	return nil
 }
 
@@ -298,7 +286,7 @@ func (s *Store) Append(ctx context.Context, evs ...*mandate.Event) error {
 	if err != nil {
 		return err
 	}
-	return s.queue(ctx, &write{fn: func(context.Context, *writeTx) error { return nil }, entries: entries})
+	return s.queue(ctx, &write{entries: entries})
 }
 
 // HashReader reads the log's stored hashes (tlog.HashReader), computed
@@ -308,30 +296,14 @@ func (s *Store) HashReader(ctx context.Context) tlog.HashReader {
 }
 
 // ReadEntries returns the data of entries [start, start+n), all of which
-// must exist.
+// must be in the durable log.
 func (s *Store) ReadEntries(ctx context.Context, start, n int64) ([][]byte, error) {
-	rows, err := s.db.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx", start, start+n)
+	if size, _ := s.LogHead(); start < 0 || n < 0 || start+n > size {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "audit log entries %d..%d are not all there: the log has %d", start, start+n-1, size)
+	}
+	out, err := s.files.ReadEntries(start, n)
 	if err != nil {
 		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	defer rows.Close()
-	out := make([][]byte, 0, n)
-	for rows.Next() {
-		var idx int64
-		var data []byte
-		if err := rows.Scan(&idx, &data); err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-		}
-		if idx != start+int64(len(out)) {
-			return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d is missing", start+int64(len(out)))
-		}
-		out = append(out, data)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	if int64(len(out)) != n {
-		return nil, mandate.Errorf(mandate.ENOTFOUND, "audit log entries %d..%d are not all there", start, start+n-1)
 	}
 	return out, nil
 }
@@ -359,4 +331,150 @@ func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
 	return note, nil
+}
+
+// validEntry checks an entry's bytes when the log's files are recovered:
+// a canonical event, or the tail is cut there.
+func validEntry(b []byte) error {
+	_, err := mandate.ParseEvent(b)
+	return err
+}
+
+// moveLogToFiles moves the log of a database written by an earlier
+// version (table log_entries) into the log files, makes them durable,
+// and drops the old tables. Tiles are computed again from the entries.
+func (s *Store) moveLogToFiles(ctx context.Context) error {
+	var n int
+	if err := s.wconn.QueryRowContext(ctx, "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'log_entries'").Scan(&n); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if n == 0 {
+		return nil
+	}
+	var rows int64
+	if err := s.wconn.QueryRowContext(ctx, "SELECT count(*) FROM log_entries").Scan(&rows); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	if rows > 0 && s.files.Size() == 0 {
+		for start := int64(0); start < rows; start += 4096 {
+			r, err := s.wconn.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx >= ? ORDER BY idx LIMIT 4096", start)
+			if err != nil {
+				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
+			}
+			var batch [][]byte
+			for r.Next() {
+				var idx int64
+				var data []byte
+				if err := r.Scan(&idx, &data); err != nil {
+					r.Close()
+					return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
+				}
+				if idx != start+int64(len(batch)) {
+					r.Close()
+					return fmt.Errorf("sqlite: moving the audit log to its files: audit log entry %d is missing", start+int64(len(batch)))
+				}
+				batch = append(batch, data)
+			}
+			r.Close()
+			if err := s.files.Append(batch); err != nil {
+				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
+			}
+		}
+		if err := s.files.Sync(); err != nil {
+			return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
+		}
+		s.log.Info("store: moved the audit log into its files", "entries", rows)
+	} else if rows > 0 && s.files.Size() != rows {
+		return fmt.Errorf("sqlite: the database holds %d audit log entries and the log files %d: move one aside", rows, s.files.Size())
+	}
+	if _, err := s.wconn.ExecContext(ctx, "DROP TABLE log_entries; DROP TABLE IF EXISTS log_tiles"); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return nil
+}
+
+// appendPending reconciles the log with the database after a crash: the
+// events of durable transactions (log_pending) that the log lost are
+// appended to it, in order; those it holds must be the same bytes.
+func (s *Store) appendPending(ctx context.Context) error {
+	rows, err := s.wconn.QueryContext(ctx, "SELECT idx, data FROM log_pending ORDER BY idx")
+	if err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	size := s.files.Size()
+	var lost [][]byte
+	var check []int64
+	var checkData [][]byte
+	for rows.Next() {
+		var idx int64
+		var data []byte
+		if err := rows.Scan(&idx, &data); err != nil {
+			rows.Close()
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		if idx < size {
+			check, checkData = append(check, idx), append(checkData, data)
+		} else {
+			lost = append(lost, data)
+		}
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	for i, idx := range check {
+		got, err := s.files.ReadEntries(idx, 1)
+		if err != nil {
+			return fmt.Errorf("sqlite: audit log entry %d: %w", idx, err)
+		}
+		if !bytes.Equal(got[0], checkData[i]) {
+			return fmt.Errorf("sqlite: audit log entry %d is not the event its transaction recorded: the log was changed", idx)
+		}
+	}
+	if len(lost) > 0 {
+		// First move their rows to the positions they take now, durably,
+		// so that a crash in the middle of this finds them where they are.
+		err := s.execNow(ctx, func(tx *sql.Conn) error {
+			if _, err := tx.ExecContext(ctx, "DELETE FROM log_pending WHERE idx >= ?", size); err != nil {
+				return err
+			}
+			for i, data := range lost {
+				if _, err := tx.ExecContext(ctx, "INSERT INTO log_pending(idx, data) VALUES(?, ?)", size+int64(i), data); err != nil {
+					return err
+				}
+			}
+			return nil
+		})
+		if err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		if err := s.files.Append(lost); err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		if err := s.files.Sync(); err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		s.log.Warn("store: appended the events of committed changes that a crash kept from the audit log", "events", len(lost), "at", size)
+	}
+	if _, err := s.wconn.ExecContext(ctx, "DELETE FROM log_pending"); err != nil {
+		return fmt.Errorf("sqlite: %w", err)
+	}
+	return nil
+}
+
+// execNow runs fn in a durable transaction on the writer connection, before
+// the committer starts (Open).
+func (s *Store) execNow(ctx context.Context, fn func(*sql.Conn) error) error {
+	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
+		return err
+	}
+	if err := fn(s.wconn); err != nil {
+		s.wconn.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
+		s.wconn.ExecContext(ctx, "ROLLBACK")
+		return err
+	}
+	return s.syncWAL()
 }

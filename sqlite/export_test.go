@@ -1,8 +1,12 @@
 package sqlite
 
-// SetSyncHook makes every fsync of the WAL call fn first, failing with its
-// error: for tests of what happens when the disk does not confirm a write.
-func (s *Store) SetSyncHook(fn func() error) { s.syncHook = fn }
+// SetSyncHook makes every fsync of the audit log and of the WAL call fn
+// first, failing with its error: for tests of what happens when the disk
+// does not confirm a write.
+func (s *Store) SetSyncHook(fn func() error) {
+	s.syncHook = fn
+	s.files.SetSyncHook(fn)
+}
 
 // FlushIndex writes the event index's full in-memory tables as runs now.
 func (s *Store) FlushIndex() error { return s.index.Flush() }

@@ -4,10 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math"
 	"os"
 	"slices"
-	"strings"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/internal/evindex"
@@ -54,59 +52,21 @@ func (s *Store) openIndex(ctx context.Context, dir, oldDB string, size int64) er
 }
 
 // Events implements mandate.EventQuerier: the events that match f, in log
-// order, with their positions. The index names candidates; each is read
-// and kept only if it matches f exactly.
+// order, with their positions, at most f.Limit (the last ones if f.Last).
 func (s *Store) Events(ctx context.Context, f mandate.EventFilter) ([]mandate.LoggedEvent, error) {
 	if f.Limit <= 0 || f.Limit > mandate.MaxEventsPerQuery {
 		f.Limit = mandate.MaxEventsPerQuery
 	}
-	chunk := min(max(f.Limit, 16), 500)
 	var out []mandate.LoggedEvent
-	batch := make([]int64, 0, chunk)
-	read := func() error {
-		if len(batch) == 0 {
-			return nil
-		}
-		evs, err := s.entriesAt(ctx, batch)
-		if err != nil {
-			return err
-		}
-		if f.Last { // the walk goes backwards; the rows come in log order
-			slices.Reverse(evs)
-		}
-		for _, e := range evs {
-			if evindex.Matches(&f, e.Index, e.Event) {
-				out = append(out, e)
-			}
-		}
-		batch = batch[:0]
-		return nil
-	}
-	err := s.index.Walk(&f, 0, math.MaxInt64, f.Last, func(idx int64) error {
-		batch = append(batch, idx)
-		if len(batch) < chunk {
-			return nil
-		}
-		if err := read(); err != nil {
-			return err
-		}
-		if len(out) >= f.Limit {
+	err := s.walkEvents(ctx, f, f.Last, func(e mandate.LoggedEvent) error {
+		out = append(out, e)
+		if len(out) == f.Limit {
 			return evindex.ErrStop
 		}
-		return ctx.Err()
+		return nil
 	})
-	if err == nil {
-		err = read()
-	}
 	if err != nil {
-		var merr *mandate.Error
-		if errors.As(err, &merr) {
-			return nil, err
-		}
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "event index unavailable: %w", err)
-	}
-	if len(out) > f.Limit {
-		out = out[:f.Limit]
+		return nil, err
 	}
 	if f.Last {
 		slices.Reverse(out)
@@ -114,37 +74,85 @@ func (s *Store) Events(ctx context.Context, f mandate.EventFilter) ([]mandate.Lo
 	return out, nil
 }
 
-// entriesAt reads and parses the entries at the positions idxs, in log
-// order.
-func (s *Store) entriesAt(ctx context.Context, idxs []int64) ([]mandate.LoggedEvent, error) {
-	args := make([]any, len(idxs))
-	for i, x := range idxs {
-		args[i] = x
+// walkEvents calls fn with every event that matches f (f.Limit aside), in
+// log order or, if desc, backwards, until fn returns an error; ErrStop
+// ends the walk with nil. The index names candidates; each is read and
+// kept only if it matches f exactly.
+func (s *Store) walkEvents(ctx context.Context, f mandate.EventFilter, desc bool, fn func(mandate.LoggedEvent) error) error {
+	chunk := 500
+	if f.Limit > 0 {
+		chunk = min(max(f.Limit, 16), chunk)
 	}
-	rows, err := s.db.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx IN ("+
-		strings.TrimSuffix(strings.Repeat("?,", len(idxs)), ",")+") ORDER BY idx", args...)
-	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	defer rows.Close()
-	out := make([]mandate.LoggedEvent, 0, len(idxs))
-	for rows.Next() {
-		var idx int64
-		var data []byte
-		if err := rows.Scan(&idx, &data); err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	batch := make([]int64, 0, chunk)
+	read := func() error {
+		if len(batch) == 0 {
+			return nil
 		}
-		ev, err := mandate.ParseEvent(data)
+		if desc {
+			slices.Reverse(batch) // entriesAt wants log order
+		}
+		evs, err := s.entriesAt(ctx, batch)
 		if err != nil {
-			return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d does not parse: %w", idx, err)
+			return err
 		}
-		out = append(out, mandate.LoggedEvent{Index: idx, Event: ev})
+		if desc {
+			slices.Reverse(evs)
+		}
+		batch = batch[:0]
+		for _, e := range evs {
+			if evindex.Matches(&f, e.Index, e.Event) {
+				if err := fn(e); err != nil {
+					return err
+				}
+			}
+		}
+		return ctx.Err()
 	}
-	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	size, _ := s.LogHead()
+	err := s.index.Walk(&f, 0, size, desc, func(idx int64) error {
+		batch = append(batch, idx)
+		if len(batch) < chunk {
+			return nil
+		}
+		return read()
+	})
+	if err == nil {
+		err = read()
 	}
-	if len(out) != len(idxs) {
-		return nil, mandate.Errorf(mandate.EINTERNAL, "the event index names entries the log does not have")
+	if err == nil || errors.Is(err, evindex.ErrStop) {
+		return nil
+	}
+	var merr *mandate.Error
+	if errors.As(err, &merr) {
+		return err
+	}
+	return mandate.Errorf(mandate.EUNAVAILABLE, "event index unavailable: %w", err)
+}
+
+// entriesAt reads and parses the entries at the positions idxs, which are
+// in log order, reading each run of adjacent positions at once.
+func (s *Store) entriesAt(ctx context.Context, idxs []int64) ([]mandate.LoggedEvent, error) {
+	out := make([]mandate.LoggedEvent, 0, len(idxs))
+	for i := 0; i < len(idxs); {
+		j := i + 1
+		for j < len(idxs) && idxs[j] == idxs[j-1]+1 {
+			j++
+		}
+		entries, err := s.ReadEntries(ctx, idxs[i], int64(j-i))
+		if err != nil {
+			return nil, err
+		}
+		for k, data := range entries {
+			ev, err := mandate.ParseEvent(data)
+			if err != nil {
+				return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d does not parse: %w", idxs[i]+int64(k), err)
+			}
+			out = append(out, mandate.LoggedEvent{Index: idxs[i] + int64(k), Event: ev})
+		}
+		i = j
 	}
 	return out, nil
 }
+
+// IndexStats describes the event index.
+func (s *Store) IndexStats() evindex.Stats { return s.index.Stats() }

@@ -31,6 +31,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
 	"github.com/mandatehq/mandate/internal/evindex"
+	"github.com/mandatehq/mandate/internal/logfile"
 	"golang.org/x/mod/sumdb/tlog"
 	"modernc.org/sqlite"
 )
@@ -94,7 +95,8 @@ type Store struct {
 	subscriber         atomic.Pointer[func([]mandate.LoggedEvent)]
 	walCheckpoints     atomic.Uint64 // checkpoints run by the committer to bound the WAL
 
-	stmts map[string]*sql.Stmt // multi-row inserts by table and row count, prepared on wconn; committer only
+	files   *logfile.Files // the audit log's entries and tiles
+	dataBuf [][]byte       // the entries of the batch being written; committer only
 
 	tree  auditlog.Frontier // the audit log's right edge; committer only
 	tiles auditlog.Tiles    // its right-most hash tiles; committer only
@@ -103,7 +105,6 @@ type Store struct {
 	changedTiles []auditlog.Tile
 	edge         durableEdge
 	hashBuf      []auditlog.StoredHash
-	upsertTile   *sql.Stmt      // prepared on wconn
 	logHead      logState       // the committed log
 	metaBuf      []evindex.Meta // query fields of the entries in the transaction; committer only
 	index        *evindex.Index
@@ -181,38 +182,42 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		syncDone:        make(chan struct{}),
 		checkpointsDone: make(chan struct{}),
 		checkpointNow:   make(chan struct{}, 1),
-		stmts:           map[string]*sql.Stmt{},
 		revoked:         map[string]time.Time{},
 	}
-	if err := s.migrate(ctx); err != nil {
+	base := strings.TrimSuffix(cfg.Path, filepath.Ext(cfg.Path))
+	if s.files, err = logfile.Open(base+"-log", validEntry); err != nil {
+		db.Close()
+		return nil, fmt.Errorf("sqlite: audit log: %w", err)
+	}
+	fail := func(err error) (*Store, error) {
+		if s.wconn != nil {
+			s.wconn.Close()
+		}
+		s.files.Close()
 		db.Close()
 		return nil, err
+	}
+	if err := s.migrate(ctx); err != nil {
+		return fail(err)
 	}
 	if s.wconn, err = db.Conn(ctx); err != nil {
-		db.Close()
-		return nil, fmt.Errorf("sqlite: writer connection: %w", err)
+		return fail(fmt.Errorf("sqlite: writer connection: %w", err))
 	}
-	if s.upsertTile, err = s.wconn.PrepareContext(ctx, `INSERT INTO log_tiles(id, data) VALUES(?, ?)
-		ON CONFLICT(id) DO UPDATE SET data = excluded.data`); err != nil {
-		s.wconn.Close()
-		db.Close()
-		return nil, fmt.Errorf("sqlite: prepare: %w", err)
+	if err := s.moveLogToFiles(ctx); err != nil {
+		return fail(err)
+	}
+	if err := s.appendPending(ctx); err != nil {
+		return fail(err)
 	}
 	if err := s.restoreLog(ctx); err != nil {
-		s.wconn.Close()
-		db.Close()
-		return nil, err
+		return fail(err)
 	}
-	base := strings.TrimSuffix(cfg.Path, filepath.Ext(cfg.Path))
 	if err := s.openIndex(ctx, base+"-events-index", base+"-events-index.db", s.tree.Size()); err != nil {
-		s.wconn.Close()
-		db.Close()
-		return nil, err
+		return fail(err)
 	}
 	if err := s.load(ctx); err != nil {
-		s.wconn.Close()
-		db.Close()
-		return nil, err
+		s.index.Close()
+		return fail(err)
 	}
 	go s.commitLoop()
 	go s.syncLoop()
@@ -237,10 +242,11 @@ func (s *Store) Close() error {
 		}
 		close(s.stopCheckpoints)
 		<-s.checkpointsDone
-		for _, st := range s.stmts {
-			err = errors.Join(err, st.Close())
+		if s.failed() == nil {
+			size, _ := s.LogHead()
+			err = s.files.SyncDerived(size)
 		}
-		err = errors.Join(err, s.index.Close(), s.upsertTile.Close(), s.wconn.Close(), s.db.Close())
+		err = errors.Join(err, s.index.Close(), s.files.Close(), s.wconn.Close(), s.db.Close())
 	})
 	return err
 }
@@ -313,6 +319,7 @@ func (s *Store) checkpointLoop() {
 	defer close(s.checkpointsDone)
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
+	lastDerived := time.Now()
 	for {
 		select {
 		case <-s.stopCheckpoints:
@@ -320,6 +327,13 @@ func (s *Store) checkpointLoop() {
 			return
 		case <-t.C:
 		case <-s.checkpointNow:
+		}
+		if time.Since(lastDerived) >= derivedSyncInterval && s.failed() == nil {
+			lastDerived = time.Now()
+			size, _ := s.LogHead()
+			if err := s.files.SyncDerived(size); err != nil {
+				s.log.Warn("store: syncing the audit log's offsets and tiles", "err", err)
+			}
 		}
 		// PASSIVE: copy what no reader still needs, never wait for
 		// writers or readers.
@@ -332,6 +346,10 @@ func (s *Store) checkpointLoop() {
 		s.walCopied.set(gen, int64(copied))
 	}
 }
+
+// derivedSyncInterval is how often the audit log's offsets and tiles are
+// made durable, so that a restart rebuilds at most this much of them.
+const derivedSyncInterval = time.Second
 
 // walProgress is how far the background checkpoints copied the WAL, in
 // frames, in the WAL's current generation (it starts over at a restart).
@@ -372,15 +390,13 @@ func (p *walProgress) restarted() {
 	p.mu.Unlock()
 }
 
-// write is one unit of work for the group committer.
+// write is one unit of work for the group committer: a change to the
+// database (fn, optional) and the events that record it (entries).
 type write struct {
 	fn   func(ctx context.Context, tx *writeTx) error
 	done chan error
-	post func() // run after a successful commit, under no lock
-	// rec, if set, is an issuance that fn inserts; in a batch, such rows
-	// are inserted many per statement instead (see insertIssuances).
-	rec *mandate.Issuance
-	// entries are appended to the audit log in the same transaction.
+	post func() // run after the write is durable, under no lock
+	// entries are appended to the audit log after fn's transaction.
 	entries []logEntry
 }
 
@@ -459,11 +475,24 @@ func (s *Store) drain(batch []*write) []*write {
 	return batch
 }
 
-// commit runs a batch in one transaction. If the batch fails, each write is
-// retried in a transaction of its own so that one bad write (a duplicate
-// id, say) does not fail its neighbours. Writes that commit go to the
-// syncer, which replies once they are durable; a write that fails is
-// answered at once, since nothing of it was committed.
+// commit makes a batch durable in two steps.
+//
+//  1. The writes that change the database run in one transaction (each in
+//     a transaction of its own if that fails, so that one bad write, a
+//     duplicate id say, does not fail its neighbours; a write that fails is
+//     answered at once, since nothing of it was committed). The
+//     transaction also records their events in log_pending, with the
+//     positions they will take, and is made durable (fdatasync of SQLite's
+//     WAL) before any of those events is written to the log.
+//  2. The events of every surviving write are appended to the log files in
+//     one write; the syncer makes them durable and only then releases the
+//     writes.
+//
+// So a change never stands without its event: if a crash loses the log's
+// write, Open appends the events from log_pending. And an event never
+// stands without its change: the change was durable first. The writes
+// that only append events (most of them: decisions, tool calls, issuances)
+// never touch SQLite.
 func (s *Store) commit(batch []*write) {
 	ctx := context.Background()
 	if err := s.failed(); err != nil {
@@ -472,29 +501,32 @@ func (s *Store) commit(batch []*write) {
 		}
 		return
 	}
-	c, err := s.runTx(ctx, batch)
+	batch, err := s.runTx(ctx, batch)
+	if err == nil && len(batch) == 0 {
+		return
+	}
+	var c committed
 	if err == nil {
-		s.toSync <- c
-		return
+		c, err = s.appendBatch(batch)
 	}
-	if len(batch) == 1 {
-		batch[0].done <- err
-		return
-	}
-	for _, w := range batch {
-		c, err := s.runTx(ctx, []*write{w})
-		if err != nil {
-			w.done <- err // nothing of it was committed: no need to wait
-			continue
+	if err != nil {
+		// The database may hold changes whose events are not in the log:
+		// trust nothing more until Open reconciles them.
+		s.log.Error("store: writing the audit log failed: refusing further writes", "err", err)
+		s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the audit log could not be written: %w", err))
+		for _, w := range batch {
+			w.done <- s.failed()
 		}
-		s.toSync <- c
+		return
 	}
+	s.toSync <- c
 }
 
 // committed is a transaction that committed but is not yet durable: the
 // syncer makes it so, then releases its effects and its writers.
 type committed struct {
 	writes []*write
+	logged bool // it appended to the log, which the syncer must sync
 	metas  []evindex.Meta
 	size   int64 // the log's size and root after it, if it appended
 	root   tlog.Hash
@@ -530,9 +562,13 @@ func (s *Store) syncLoop() {
 		// fsync succeeds: Linux reports a writeback error once, so a later
 		// success does not mean the earlier pages reached the disk.
 		err := s.failed()
-		if err == nil {
-			if err = s.syncWAL(); err != nil {
-				s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
+		logged := false
+		for _, c := range items {
+			logged = logged || c.logged
+		}
+		if err == nil && logged {
+			if err = s.files.Sync(); err != nil {
+				s.log.Error("store: fsync of the audit log failed: refusing further writes", "err", err)
 				s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
 			}
 		}
@@ -673,7 +709,7 @@ func (s *Store) syncWAL() error {
 		}
 		s.wal = f
 	}
-	return datasync(s.wal)
+	return logfile.Datasync(s.wal)
 }
 
 func (s *Store) failed() error {
@@ -690,57 +726,111 @@ func (s *Store) setFailed(err error) {
 	s.failMu.Unlock()
 }
 
-func (s *Store) runTx(ctx context.Context, batch []*write) (committed, error) {
+// runTx runs the writes of batch that change the database (step 1 of
+// commit) and returns the writes whose events go to the log, in order:
+// every write but those that failed, which it answers. It returns an error
+// only if the transaction could not be made durable; then nothing was
+// answered.
+func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
+	if !slices.ContainsFunc(batch, func(w *write) bool { return w.fn != nil }) {
+		return batch, nil
+	}
+	if err := s.tx(ctx, batch); err != nil {
+		if len(batch) == 1 {
+			batch[0].done <- err
+			return nil, nil
+		}
+		// One by one, in order: each write's events take the positions
+		// after those of the writes kept before it.
+		kept := batch[:0:0]
+		for _, w := range batch {
+			if w.fn != nil {
+				if err := s.tx(ctx, []*write{w}, kept...); err != nil {
+					w.done <- err // nothing of it was committed
+					continue
+				}
+			}
+			kept = append(kept, w)
+		}
+		batch = kept
+	}
+	if err := s.syncWAL(); err != nil {
+		s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
+		s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
+		return nil, s.failed()
+	}
+	s.limitWAL(ctx)
+	return batch, nil
+}
+
+// tx runs the database changes of ws in one transaction, with their
+// events in log_pending at the positions they will take after the events
+// of before, which go to the log ahead of them.
+func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 	// BEGIN and COMMIT as statements on the writer's own connection, so
-	// that the statements prepared on it at Open are reused as they are
-	// (a database/sql Tx would prepare them again in every transaction).
+	// that statements prepared on it are reused as they are.
 	tx := &writeTx{Conn: s.wconn, s: s}
 	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		s.log.Error("store: begin transaction", "err", err)
-		return committed{}, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
-	// The frontier runs ahead inside the transaction; it goes back to the
-	// snapshot if the transaction does not commit.
-	snapshot, tiles := s.tree.Clone(), s.tiles.Clone()
-	s.metaBuf, s.changedTiles = s.metaBuf[:0], s.changedTiles[:0]
 	rollback := func(err error) error {
-		s.tree, s.tiles = snapshot, tiles
 		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
 			s.log.Error("store: rollback", "err", rerr)
 		}
 		return err
 	}
-	var recs []*mandate.Issuance
-	var entries []logEntry
-	for _, w := range batch {
-		entries = append(entries, w.entries...)
-		if w.rec != nil && len(batch) > 1 {
-			recs = append(recs, w.rec)
+	pos := s.tree.Size()
+	for _, w := range before {
+		pos += int64(len(w.entries))
+	}
+	for _, w := range ws {
+		if w.fn != nil {
+			if err := w.fn(ctx, tx); err != nil {
+				return rollback(err)
+			}
+			for _, e := range w.entries {
+				if _, err := s.wconn.ExecContext(ctx, "INSERT INTO log_pending(idx, data) VALUES(?, ?)", pos, e.data); err != nil {
+					return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
+				}
+				pos++
+			}
 			continue
 		}
-		if err := w.fn(ctx, tx); err != nil {
-			return committed{}, rollback(err)
-		}
+		pos += int64(len(w.entries))
 	}
-	if err := s.insertIssuances(ctx, recs); err != nil {
-		return committed{}, rollback(err)
-	}
-	if err := s.appendEntries(ctx, entries); err != nil {
-		return committed{}, rollback(err)
+	// The events of earlier transactions that the log holds durably.
+	durable, _ := s.LogHead()
+	if _, err := s.wconn.ExecContext(ctx, "DELETE FROM log_pending WHERE idx < ?", durable); err != nil {
+		return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
 	}
 	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
 		s.log.Error("store: commit", "err", err)
-		return committed{}, rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
+		return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
 	}
-	s.limitWAL(ctx)
+	return nil
+}
+
+// appendBatch appends the events of batch to the log (step 2 of commit).
+func (s *Store) appendBatch(batch []*write) (committed, error) {
 	c := committed{writes: slices.Clone(batch)} // the committer reuses batch
-	if len(entries) > 0 {
-		c.metas = slices.Clone(s.metaBuf)
-		c.size, c.root = s.tree.Size(), s.tree.Root()
-		// Tile data is only appended to, so the slices stay valid as they
-		// are; a copy of the headers suffices.
-		c.tiles = slices.Clone(s.changedTiles)
+	s.metaBuf, s.changedTiles = s.metaBuf[:0], s.changedTiles[:0]
+	var entries []logEntry
+	for _, w := range batch {
+		entries = append(entries, w.entries...)
 	}
+	if len(entries) == 0 {
+		return c, nil
+	}
+	if err := s.appendEntries(entries); err != nil {
+		return committed{}, err
+	}
+	c.logged = true
+	c.metas = slices.Clone(s.metaBuf)
+	c.size, c.root = s.tree.Size(), s.tree.Root()
+	// Tile data is only appended to, so the slices stay valid as they
+	// are; a copy of the headers suffices.
+	c.tiles = slices.Clone(s.changedTiles)
 	return c, nil
 }
 
@@ -773,88 +863,82 @@ func isUnique(err error) bool {
 
 func ms(t time.Time) int64 { return t.UnixMilli() }
 
-const mandateColumns = `id, task_id, parent_id, agent_id, subject, scope, audience, key_id, jkt,
-	issued_at, expires_at, purpose, assertion_jti, assertion_exp`
-
-func issuanceArgs(args []any, rec *mandate.Issuance) []any {
-	return append(args, rec.MandateID, rec.TaskID, rec.ParentID, rec.AgentID, rec.Subject, rec.Scope,
-		strings.Join(rec.Audience, " "), rec.KeyID, rec.JKT, ms(rec.IssuedAt), ms(rec.ExpiresAt), rec.TaskPurpose,
-		rec.AssertionID, ms(rec.AssertionExpiry))
-}
-
-// insertIssuances inserts recs with as few statements as it can: one
-// statement execution costs more than binding its values, and a batch
-// holds dozens of issuances. Only the committer calls it.
-func (s *Store) insertIssuances(ctx context.Context, recs []*mandate.Issuance) error {
-	if len(recs) == 0 {
-		return nil
-	}
-	args := make([]any, 0, 14*len(recs))
-	for _, rec := range recs {
-		args = issuanceArgs(args, rec)
-	}
-	err := s.insertRows(ctx, "mandates("+mandateColumns+")", 14, args)
-	if mandate.ErrorCode(err) == mandate.ECONFLICT { // retried row by row, which names the row
-		return mandate.Errorf(mandate.ECONFLICT, "a mandate id in the batch exists")
-	}
-	return err
-}
-
-// RecordIssuance implements mandate.IssuanceLog: it returns once the record
-// is committed with an fsync, sharing the transaction with concurrent calls.
+// RecordIssuance implements mandate.IssuanceLog. An issuance is recorded
+// once, as its event, which must carry the record (mandate.NewIssuanceEvent
+// or Issuance.PutDetails; EINVALID otherwise): Issuance reads it back. It
+// returns once the event is durable, sharing the log's write and fsync
+// with concurrent calls.
+//
+// Mandate IDs are not checked for uniqueness here: they are ULIDs that the
+// issuer mints, 80 random bits each millisecond, and checking would put an
+// index lookup on every issuance.
 //
 // An issuance with an ApprovalID moves that approval from approved to used
-// in the same transaction, or fails with ECONFLICT and stores nothing.
+// in a transaction made durable before the event, or fails with ECONFLICT
+// and records nothing.
 func (s *Store) RecordIssuance(ctx context.Context, rec *mandate.Issuance, ev *mandate.Event) error {
+	got, err := mandate.IssuanceOf(ev)
+	if err != nil {
+		return mandate.Errorf(mandate.EINVALID, "issuance %s: its event must carry the record: %v", rec.MandateID, err)
+	}
+	if got.MandateID != rec.MandateID || got.TaskID != rec.TaskID || got.ParentID != rec.ParentID || got.AgentID != rec.AgentID ||
+		got.Scope != rec.Scope || got.ExpiresAt.UnixMilli() != rec.ExpiresAt.UnixMilli() || got.JKT != rec.JKT ||
+		got.AssertionID != rec.AssertionID || got.ApprovalID != rec.ApprovalID {
+		return mandate.Errorf(mandate.EINVALID, "issuance %s: its event describes another issuance", rec.MandateID)
+	}
 	entries, err := encodeEvents([]*mandate.Event{ev})
 	if err != nil {
 		return err
 	}
-	w := &write{entries: entries, fn: func(ctx context.Context, tx *writeTx) error {
-		if rec.ApprovalID != "" {
-			if err := useApproval(ctx, tx, rec.ApprovalID); err != nil {
-				return err
-			}
-		}
-		err := s.insertIssuances(ctx, []*mandate.Issuance{rec})
-		if mandate.ErrorCode(err) == mandate.ECONFLICT {
-			return mandate.Errorf(mandate.ECONFLICT, "mandate %s exists", rec.MandateID)
-		}
-		return err
-	}}
-	// In a batch, plain records are inserted many per statement by runTx
-	// rather than by fn; one that uses an approval must run fn, which
-	// also consumes the approval.
-	if rec.ApprovalID == "" {
-		w.rec = rec
+	w := &write{entries: entries}
+	if id := rec.ApprovalID; id != "" {
+		w.fn = func(ctx context.Context, tx *writeTx) error { return useApproval(ctx, tx, id) }
 	}
 	return s.queue(ctx, w)
 }
 
-// Issuance implements mandate.IssuanceGetter. The task purpose is that of
-// the task's root mandate.
+// isIssuance reports whether e is an issuance event.
+func isIssuance(e *mandate.Event) bool {
+	return e.Type == mandate.EventMandateIssued || e.Type == mandate.EventMandateDelegated
+}
+
+// Issuance implements mandate.IssuanceGetter from the mandate's issuance
+// event, the first event of the mandate in the log. The task purpose is
+// that of the task's root mandate.
 func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, error) {
-	var rec mandate.Issuance
-	var aud string
-	var iat, exp int64
-	err := s.db.QueryRowContext(ctx, `SELECT m.id, m.task_id, m.parent_id, m.agent_id, m.subject, m.scope, m.audience,
-		m.key_id, m.jkt, m.issued_at, m.expires_at,
-		CASE WHEN m.parent_id = '' THEN m.purpose
-		ELSE coalesce((SELECT r.purpose FROM mandates r WHERE r.task_id = m.task_id AND r.parent_id = ''), '') END
-		FROM mandates m WHERE m.id = ?`, id).Scan(
-		&rec.MandateID, &rec.TaskID, &rec.ParentID, &rec.AgentID, &rec.Subject, &rec.Scope, &aud,
-		&rec.KeyID, &rec.JKT, &iat, &exp, &rec.TaskPurpose)
-	if errors.Is(err, sql.ErrNoRows) {
+	if id == "" {
+		return nil, mandate.Errorf(mandate.ENOTFOUND, "no mandate id")
+	}
+	var rec *mandate.Issuance
+	err := s.walkEvents(ctx, mandate.EventFilter{Mandate: id}, false, func(e mandate.LoggedEvent) error {
+		if !isIssuance(e.Event) {
+			return nil
+		}
+		r, err := mandate.IssuanceOf(e.Event)
+		if err != nil {
+			return mandate.Errorf(mandate.EINTERNAL, "audit log entry %d: %w", e.Index, err)
+		}
+		rec = r
+		return evindex.ErrStop
+	})
+	if err != nil {
+		return nil, err
+	}
+	if rec == nil {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "mandate %q was not issued here", id)
 	}
-	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+	if rec.ParentID != "" {
+		err := s.walkEvents(ctx, mandate.EventFilter{Task: rec.TaskID, Type: mandate.EventMandateIssued}, false, func(e mandate.LoggedEvent) error {
+			if p, ok := e.Details["purpose"].(string); ok {
+				rec.TaskPurpose = p
+			}
+			return evindex.ErrStop
+		})
+		if err != nil {
+			return nil, err
+		}
 	}
-	if aud != "" {
-		rec.Audience = strings.Split(aud, " ")
-	}
-	rec.IssuedAt, rec.ExpiresAt = time.UnixMilli(iat), time.UnixMilli(exp)
-	return &rec, nil
+	return rec, nil
 }
 
 // RecordAssertion implements mandate.AssertionRecorder.
@@ -870,16 +954,24 @@ func (s *Store) RecordAssertion(ctx context.Context, agentID, jti string, exp ti
 	}, nil)
 }
 
-// UsedAssertions implements mandate.UsedAssertions. Mandates are found by a
-// range scan of the primary key (mandate IDs are ULIDs, ordered by
-// issuance time); assertions used elsewhere by their own index.
+// UsedAssertions implements mandate.UsedAssertions: the assertions named
+// by the issuance events at or after since, then those RecordAssertion
+// recorded.
 func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error {
-	rows, err := s.db.QueryContext(ctx, `
-		SELECT agent_id, assertion_jti, assertion_exp FROM mandates
-		WHERE id >= ? AND id < 'm_~' AND assertion_jti != '' AND assertion_exp > ?
-		UNION ALL
-		SELECT agent_id, jti, expires_at FROM used_assertions WHERE used_at >= ? AND expires_at > ?`,
-		mandate.FirstID(mandate.MandateIDPrefix, since), ms(now), ms(since), ms(now))
+	for _, typ := range []string{mandate.EventMandateIssued, mandate.EventMandateDelegated} {
+		err := s.walkEvents(ctx, mandate.EventFilter{Type: typ, Since: since}, false, func(e mandate.LoggedEvent) error {
+			rec, err := mandate.IssuanceOf(e.Event)
+			if err != nil || rec.AssertionID == "" || !rec.AssertionExpiry.After(now) {
+				return nil
+			}
+			return fn(rec.AgentID, rec.AssertionID, rec.AssertionExpiry)
+		})
+		if err != nil {
+			return err
+		}
+	}
+	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, jti, expires_at FROM used_assertions WHERE used_at >= ? AND expires_at > ?`,
+		ms(since), ms(now))
 	if err != nil {
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
@@ -904,43 +996,27 @@ const pruneChunk = 1000
 // PruneMandates deletes what no live mandate needs any more, and returns
 // how many rows it deleted:
 //
-//   - issuance records (table mandates) whose mandate and client assertion
-//     both expired before before: an expired mandate is refused anyway and
-//     an expired assertion cannot be replayed, so the row serves neither
-//     verification nor the replay set (UsedAssertions). The story of the
-//     mandate stays in the audit log, which is never pruned;
 //   - revocations of mandates that expired before before (the in-memory
 //     set forgets them in PruneRevocations);
 //   - assertions recorded by RecordAssertion that expired before before.
 //
-// Without it the mandates table grows with every mint, for ever; with it,
-// the live state is bounded by the mandates that are live. A delegated
-// mandate never outlives its parent, so the ancestors of a live mandate are
-// never pruned. Issuance answers ENOTFOUND for a pruned mandate: pruning
-// with a margin (before an hour ago, say) keeps the messages about a
-// recently expired mandate precise.
+// Issuances are not rows: each is its event in the audit log, which is
+// never pruned. So the live state is bounded by the mandates that are live.
 //
 // before must not be after the store's clock (EINVALID): forgetting the
 // revocation of a mandate that is still live would make it good again
-// after a restart.
-//
-// Issuance records are found by a range scan of the primary key: mandate
-// IDs are ULIDs minted at issuance, and a mandate cannot expire before it
-// was issued, so every prunable row sorts before the first ID of before.
-// The deletes run through the committer, pruneChunk rows per transaction,
-// with no audit event.
+// after a restart. The deletes run through the committer, pruneChunk rows
+// per transaction, with no audit event.
 func (s *Store) PruneMandates(ctx context.Context, before time.Time) (int64, error) {
 	if now := s.cfg.Now(); before.After(now) {
 		return 0, mandate.Errorf(mandate.EINVALID, "cannot prune mandates expired before %s: that is after now (%s)",
 			before.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}
-	bound, b := mandate.FirstID(mandate.MandateIDPrefix, before), ms(before)
+	b := ms(before)
 	stmts := []struct {
 		q    string
 		args []any
 	}{
-		{`DELETE FROM mandates WHERE id IN (SELECT id FROM mandates
-			WHERE id < ? AND expires_at < ? AND assertion_exp < ? LIMIT ?)`, []any{bound, b, b, pruneChunk}},
 		{`DELETE FROM revocations WHERE mandate_id IN (SELECT mandate_id FROM revocations
 			WHERE expires_at < ? LIMIT ?)`, []any{b, pruneChunk}},
 		// An assertion is used before it expires: used_at < before bounds
@@ -973,15 +1049,4 @@ func (s *Store) PruneMandates(ctx context.Context, before time.Time) (int64, err
 		}
 	}
 	return total, nil
-}
-
-// LiveMandates counts the issuance records of mandates that expire after
-// now. It scans the table: it is for tests and occasional reports, not for
-// a hot path.
-func (s *Store) LiveMandates(ctx context.Context, now time.Time) (int64, error) {
-	var n int64
-	if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM mandates WHERE expires_at > ?", ms(now)).Scan(&n); err != nil {
-		return 0, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
-	}
-	return n, nil
 }

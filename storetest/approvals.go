@@ -370,9 +370,6 @@ func wantStatus(t *testing.T, s Store, id string, want mandate.ApprovalStatus) {
 // and a refused issuance stores nothing and appends nothing.
 func testApprovalIssuance(t *testing.T, s Store) {
 	ctx := context.Background()
-	issued := func(rec *mandate.Issuance) *mandate.Event {
-		return event(mandate.EventMandateDelegated, rec.TaskID, rec.MandateID, rec.AgentID)
-	}
 	notStored := func(rec *mandate.Issuance) {
 		t.Helper()
 		_, err := s.Issuance(ctx, rec.MandateID)
@@ -383,14 +380,14 @@ func testApprovalIssuance(t *testing.T, s Store) {
 	denied := decided(t, s, 3, mandate.ApprovalDenied)
 
 	// The approval stays approved when the issuance fails for its own
-	// reason: a mandate ID that exists.
+	// reason: an event that does not carry the record.
 	first := issuance(1, "")
-	if err := s.RecordIssuance(ctx, first, nil); err != nil {
+	if err := s.RecordIssuance(ctx, first, issued(first)); err != nil {
 		t.Fatal(err)
 	}
-	dupID := *first
-	dupID.ApprovalID = ok.ID
-	wantCode(t, s.RecordIssuance(ctx, &dupID, issued(&dupID)), mandate.ECONFLICT)
+	bad := issuance(5, first.MandateID)
+	bad.ApprovalID = ok.ID
+	wantCode(t, s.RecordIssuance(ctx, bad, issued(first)), mandate.EINVALID)
 	wantStatus(t, s, ok.ID, mandate.ApprovalApproved)
 	size := logSize(s)
 
@@ -444,7 +441,7 @@ func testApprovalIssuanceRace(t *testing.T, s Store) {
 		go func() {
 			defer wg.Done()
 			<-start
-			errs[i] = s.RecordIssuance(ctx, rec, event(mandate.EventMandateIssued, rec.TaskID, rec.MandateID, rec.AgentID))
+			errs[i] = s.RecordIssuance(ctx, rec, issued(rec))
 		}()
 	}
 	close(start)
@@ -502,7 +499,7 @@ func testApprovalsRestart(t *testing.T, s Store, reopen func(*testing.T, Store) 
 	}
 	rec := issuance(1, "")
 	rec.ApprovalID = a.ID
-	if err := s.RecordIssuance(ctx, rec, nil); err != nil {
+	if err := s.RecordIssuance(ctx, rec, issued(rec)); err != nil {
 		t.Fatal(err)
 	}
 	wantStatus(t, s, a.ID, mandate.ApprovalUsed)

@@ -1,9 +1,11 @@
 package main
 
 import (
+	"bytes"
 	"context"
-	"database/sql"
+	"encoding/binary"
 	"fmt"
+	"os"
 	"net/http"
 	"path/filepath"
 	"strings"
@@ -15,24 +17,45 @@ import (
 	"github.com/mandatehq/mandate/httpapi"
 )
 
-// An insider with write access to the database edits the log behind the
-// server's back. The server, restarted, recomputes the newest hash tiles
-// from the entries and refuses to start on a log that no longer matches
-// its last checkpoint, saying why; where it does start (tampering older
-// than its newest tiles, which it reads as stored), `audit verify` against
-// it names the tampering.
-func TestInsiderTamperingInTheDatabase(t *testing.T) {
+// An insider with write access to the data directory edits the log's
+// entries file behind the server's back. The server, restarted, recomputes
+// the newest hash tiles from the entries and refuses to start on a log
+// that no longer matches its last checkpoint, or that lost bytes, saying
+// why; where it does start (tampering older than its newest tiles, which
+// it reads as stored), `audit verify` against it names the tampering.
+func TestInsiderTamperingInTheLogFiles(t *testing.T) {
+	// entry returns the byte range of entry i in the entries file.
+	entry := func(b []byte, i int) (int, int) {
+		pos := 0
+		for ; i > 0; i-- {
+			pos += 2 + int(binary.BigEndian.Uint16(b[pos:]))
+		}
+		return pos, pos + 2 + int(binary.BigEndian.Uint16(b[pos:]))
+	}
 	for _, tc := range []struct {
-		name, sql string
-		want      string
-		more      int // events appended before the checkpoint, to fill tiles
+		name   string
+		tamper func(b []byte) []byte
+		want   string
+		more   int // events appended before the checkpoint, to fill tiles
 	}{
-		{"modified entry of a full tile", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`,
-			"entry 1", 300},
-		{"modified entry", `UPDATE log_entries SET data = CAST(replace(CAST(data AS TEXT), 'alice@', 'malice') AS BLOB) WHERE idx = 1`,
-			"the store's first 6 entries no longer hash to the last signed checkpoint's root: the history was changed", 0},
-		{"deleted entry", `DELETE FROM log_entries WHERE idx = 2`, "audit log entry 2 is missing", 0},
-		{"deleted last entries", `DELETE FROM log_entries WHERE idx >= 3`, "fewer than the 6 its last signed checkpoint covers", 0},
+		{"modified entry of a full tile", func(b []byte) []byte {
+			from, to := entry(b, 1)
+			copy(b[from:to], bytes.Replace(b[from:to], []byte("alice@"), []byte("malice"), 1))
+			return b
+		}, "entry 1", 300},
+		{"modified entry", func(b []byte) []byte {
+			from, to := entry(b, 1)
+			copy(b[from:to], bytes.Replace(b[from:to], []byte("alice@"), []byte("malice"), 1))
+			return b
+		}, "the store's first 6 entries no longer hash to the last signed checkpoint's root: the history was changed", 0},
+		{"deleted entry", func(b []byte) []byte {
+			from, to := entry(b, 2)
+			return append(b[:from:from], b[to:]...)
+		}, "the log was truncated", 0},
+		{"deleted last entries", func(b []byte) []byte {
+			from, _ := entry(b, 3)
+			return b[:from]
+		}, "the log was truncated", 0},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			dir := t.TempDir()
@@ -72,16 +95,18 @@ func TestInsiderTamperingInTheDatabase(t *testing.T) {
 				t.Fatal(err)
 			}
 
-			db, err := sql.Open("sqlite", filepath.Join(dir, "mandate.db"))
+			path := filepath.Join(dir, "mandate-log", "entries")
+			b, err := os.ReadFile(path)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if res, err := db.Exec(tc.sql); err != nil {
-				t.Fatal(err)
-			} else if n, _ := res.RowsAffected(); n == 0 {
+			tampered := tc.tamper(bytes.Clone(b))
+			if bytes.Equal(tampered, b) {
 				t.Fatal("the tampering changed nothing")
 			}
-			db.Close()
+			if err := os.WriteFile(path, tampered, 0o600); err != nil {
+				t.Fatal(err)
+			}
 
 			m2 := NewMain()
 			m2.Addr, m2.DataDir = "127.0.0.1:0", dir

@@ -1,15 +1,15 @@
-package sqlite
+package logfile
 
 import (
 	"os"
 	"syscall"
 )
 
-// datasync flushes f's data, and the metadata needed to read it back, to
+// Datasync flushes f's data, and the metadata needed to read it back, to
 // the disk: fdatasync(2). The WAL is reused in place, so its size rarely
 // changes, and fdatasync then skips the journal commit that fsync would
 // force for the modification time alone. SQLite syncs its WAL the same way.
-func datasync(f *os.File) error {
+func Datasync(f *os.File) error {
 	for {
 		err := syscall.Fdatasync(int(f.Fd()))
 		if err != syscall.EINTR {

@@ -1,8 +1,0 @@
-//go:build !linux
-
-package sqlite
-
-import "os"
-
-// datasync flushes f to the disk.
-func datasync(f *os.File) error { return f.Sync() }
