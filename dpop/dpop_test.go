@@ -206,6 +206,10 @@ func TestCheck(t *testing.T) {
 			base64.RawURLEncoding.EncodeToString(testPub)+`"}}`, goodClaims), goodReq(), "crv", jose.ErrMalformed},
 		{"jwk short x", handProof(testPriv, `{"typ":"dpop+jwt","alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"AAAA"}}`, goodClaims), goodReq(), "x must be", jose.ErrMalformed},
 		{"jwk not an object", handProof(testPriv, `{"typ":"dpop+jwt","alg":"EdDSA","jwk":"key"}`, goodClaims), goodReq(), "object", jose.ErrMalformed},
+		// Keys that anyone can sign for, and a key that is not a point (its
+		// signature is checked first, then the key, to say why it failed).
+		{"jwk the identity", handProof(testPriv, `{"typ":"dpop+jwt","alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}`, goodClaims), goodReq(), "small order", jose.ErrMalformed},
+		{"jwk not on the curve", handProof(testPriv, `{"typ":"dpop+jwt","alg":"EdDSA","jwk":{"kty":"OKP","crv":"Ed25519","x":"AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}}`, goodClaims), goodReq(), "not a point", jose.ErrMalformed},
 
 		// 4. Signature.
 		{"signed by another key", handProof(otherKey, goodHeader, goodClaims), goodReq(), "signature", jose.ErrSignature},

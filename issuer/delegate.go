@@ -204,7 +204,6 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		jkt = act.JKT
 	}
 	actorUsed := false
-	hash := requestHash(parent.ID, actorKey(act), scopes.String(), aud, req.TTL, jkt)
 	// The rules of the delegating side apply: the parent's chain, not the
 	// registered actor receiving the mandate.
 	delegators := agents
@@ -228,6 +227,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 				return nil, err
 			}
 		}
+		hash := requestHash(parent.ID, actorKey(act), scopes.String(), aud, req.TTL, jkt)
 		ap, err := is.approval(ctx, req.ApprovalID, req.TTL, req.Wait, approvalFields{
 			task: parent.Task, parent: parent.ID, agent: parent.ClientID, actorKey: actorKey(act), actorID: act.ID,
 			subject: parent.Subject, chain: parent.Actor.Chain(), until: parent.Expiry.Time,
@@ -471,7 +471,7 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	var pub ed25519.PublicKey
 	switch {
 	case c.Issuer == "" && jws.Header.JWK != nil:
-		if pub, err = jws.Header.JWK.PublicKey(); err != nil {
+		if pub, err = jws.Header.JWK.VerifyingKey(); err != nil {
 			return fail("jwk: %v", err)
 		}
 		a.JKT = jose.Thumbprint(pub)
@@ -491,6 +491,11 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 		return fail("give iss = sub = a registered agent's id, or, for an ephemeral agent, no iss and its public key in the jwk header")
 	}
 	if err := jws.Verify(pub); err != nil {
+		if a.Agent == nil {
+			if _, kerr := jws.Header.JWK.PublicKey(); kerr != nil {
+				return fail("jwk: %v", kerr)
+			}
+		}
 		return fail("signature does not verify with the key of %s", a.ID)
 	}
 	if p := is.claimsProblem(&c, now, "actor token"); p != "" {

@@ -213,6 +213,20 @@ func TestDelegateRefusals(t *testing.T) {
 			f.addAgent("writer", "mcp:crm:*", newKey(t), nil)
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(other, writerID, nil) }
 		}, "invalid_grant", "signature"},
+		{"ephemeral key not on the curve", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
+				c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "off-curve"})
+				jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
+				r.ActorToken = jose.Sign(other, jose.Header{Typ: "JWT", JWK: &jwk}, c)
+			}
+		}, "invalid_grant", "not a point"},
+		{"ephemeral key of small order", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
+				c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "small"})
+				jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
+				r.ActorToken = jose.Sign(other, jose.Header{Typ: "JWT", JWK: &jwk}, c)
+			}
+		}, "invalid_grant", "small order"},
 		{"actor token for another endpoint", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
 				r.ActorToken = f.actorToken(other, "", func(c map[string]any) { c["aud"] = "https://elsewhere/token" })

@@ -57,9 +57,28 @@ func NewPrivateJWK(priv ed25519.PrivateKey) JWK {
 }
 
 // PublicKey returns the Ed25519 public key in k. It requires kty "OKP",
-// crv "Ed25519", x of 32 bytes in strict base64url, and, where present,
+// crv "Ed25519", x of 32 bytes in strict base64url, the canonical encoding
+// of a point on the curve that is not of small order, and, where present,
 // alg "EdDSA" and use "sig". Errors wrap ErrMalformed.
 func (k JWK) PublicKey() (ed25519.PublicKey, error) {
+	pub, err := k.VerifyingKey()
+	if err != nil {
+		return nil, err
+	}
+	if _, err := new(edwards25519.Point).SetBytes(pub); err != nil {
+		return nil, fmt.Errorf("%w: jwk: x is not a point on Ed25519", ErrMalformed)
+	}
+	return pub, nil
+}
+
+// VerifyingKey is PublicKey for a key that is about to verify one
+// signature and is not kept: it refuses what PublicKey refuses except a
+// point off the curve, which it leaves to ed25519.Verify, since Verify
+// decodes the point anyway and refuses every signature under such a key.
+// It saves a point decoding on the paths that see a key once (an ephemeral
+// agent's actor token, a DPoP proof). After a failed verification,
+// PublicKey tells a key that is not a point from a bad signature.
+func (k JWK) VerifyingKey() (ed25519.PublicKey, error) {
 	if k.Kty != "OKP" {
 		return nil, fmt.Errorf("%w: jwk: kty must be \"OKP\", is %s", ErrMalformed, quote(k.Kty))
 	}
@@ -91,8 +110,9 @@ func (k JWK) PublicKey() (ed25519.PublicKey, error) {
 // the encoding's bytes (as libsodium does) rather than computing with the
 // point: y must be below p, and y must not be one of the five values that
 // the eight points of small order have (the sign bit picks x, so both signs
-// are refused). Only the curve equation needs the point decoded.
-// checkPublicKeySlow, which computes all three, is its reference in tests.
+// are refused). Whether the point is on the curve at all is PublicKey's
+// question. checkPublicKeySlow, which computes all three, is the reference
+// of the two in tests.
 func checkPublicKey(x []byte) error {
 	if len(x) != 32 {
 		return fmt.Errorf("%w: jwk: x is not 32 bytes", ErrMalformed)
@@ -102,9 +122,6 @@ func checkPublicKey(x []byte) error {
 	}
 	if smallOrderY(x) {
 		return fmt.Errorf("%w: jwk: x is a point of small order, which anyone can sign for: generate a real key", ErrMalformed)
-	}
-	if _, err := new(edwards25519.Point).SetBytes(x); err != nil {
-		return fmt.Errorf("%w: jwk: x is not a point on Ed25519", ErrMalformed)
 	}
 	return nil
 }

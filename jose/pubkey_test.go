@@ -30,6 +30,11 @@ func agree(t *testing.T, x []byte) {
 	t.Helper()
 	want, why := checkPublicKeySlow(x)
 	err := checkPublicKey(x)
+	if err == nil {
+		if _, derr := new(edwards25519.Point).SetBytes(x); derr != nil {
+			err = derr // as PublicKey does
+		}
+	}
 	if (err == nil) != want {
 		t.Fatalf("checkPublicKey(%x) = %v; the point arithmetic says ok=%v (%s)", x, err, want, why)
 	}
