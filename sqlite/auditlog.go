@@ -183,7 +183,7 @@ func (s *Store) rightEdge(ctx context.Context, size int64) ([]auditlog.Tile, err
 		}
 		data := make([]byte, 0, tileWidth*tlog.HashSize)
 		if L == 0 {
-			entries, err := s.ReadEntries(ctx, n*tileWidth, w)
+			entries, err := s.files.ReadEntries(n*tileWidth, w)
 			if err != nil {
 				return nil, err
 			}

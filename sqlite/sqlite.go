@@ -910,7 +910,9 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no mandate id")
 	}
 	var rec *mandate.Issuance
-	err := s.walkEvents(ctx, mandate.EventFilter{Mandate: id}, false, func(e mandate.LoggedEvent) error {
+	// A mandate's first event is its issuance: Limit 1 reads candidates
+	// a few at a time.
+	err := s.walkEvents(ctx, mandate.EventFilter{Mandate: id, Limit: 1}, false, func(e mandate.LoggedEvent) error {
 		if !isIssuance(e.Event) {
 			return nil
 		}
@@ -928,7 +930,7 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "mandate %q was not issued here", id)
 	}
 	if rec.ParentID != "" {
-		err := s.walkEvents(ctx, mandate.EventFilter{Task: rec.TaskID, Type: mandate.EventMandateIssued}, false, func(e mandate.LoggedEvent) error {
+		err := s.walkEvents(ctx, mandate.EventFilter{Task: rec.TaskID, Type: mandate.EventMandateIssued, Limit: 1}, false, func(e mandate.LoggedEvent) error {
 			if p, ok := e.Details["purpose"].(string); ok {
 				rec.TaskPurpose = p
 			}

@@ -437,3 +437,73 @@ func TestLogRestartRecomputesTiles(t *testing.T) {
 	defer s.Close()
 	check(s, "after the restart")
 }
+
+// A change to the database is durable before its event reaches the log.
+// If a crash loses the log's write, Open appends the event from
+// log_pending, so that no change stands without its event; if the log
+// holds another entry at that position, Open refuses the log.
+func TestCrashBetweenChangeAndLog(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.db")
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 10 {
+		if err := s.Append(ctx, &mandate.Event{V: 1, Time: int64(i), Type: mandate.EventDecision, Task: "t_1"}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ev := &mandate.Event{V: 1, Time: 99, Type: mandate.EventMandateRevoked, Mandate: "m_1", Reason: "test"}
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: "m_1", ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now(), RevokedBy: "admin"}, ev); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+
+	// The crash: the log's last write (the revocation's event) and the
+	// mark that covered it are lost; the database kept the change.
+	logDir := filepath.Join(dir, "m-log")
+	entries := filepath.Join(logDir, "entries")
+	b, _ := os.ReadFile(entries)
+	want, _ := mandate.MarshalEvent(ev)
+	if !bytes.HasSuffix(b, want) {
+		t.Fatal("the revocation's event is not the log's last entry")
+	}
+	os.WriteFile(entries, b[:len(b)-len(want)-2], 0o600)
+	os.Remove(filepath.Join(logDir, "synced"))
+
+	s, err = sqlite.Open(ctx, sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if ok, _ := s.IsRevoked(ctx, "m_1"); !ok {
+		t.Fatal("the revocation was lost")
+	}
+	size, _ := s.LogHead()
+	got, err := s.ReadEntries(ctx, size-1, 1)
+	if err != nil || size != 11 || !bytes.Equal(got[0], want) {
+		t.Fatalf("after the restart the log has %d entries, the last %q (%v): want the revocation's event appended", size, got, err)
+	}
+	if evs, _ := s.Events(ctx, mandate.EventFilter{Mandate: "m_1"}); len(evs) != 1 {
+		t.Errorf("the appended event is not found by a query: %d", len(evs))
+	}
+	s.Close()
+
+	// The other way: a change whose event position holds another entry.
+	s, err = sqlite.Open(ctx, sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ev2 := &mandate.Event{V: 1, Time: 100, Type: mandate.EventMandateRevoked, Mandate: "m_2", Reason: "test"}
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: "m_2", ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now(), RevokedBy: "admin"}, ev2); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	b, _ = os.ReadFile(entries)
+	os.WriteFile(entries, bytes.Replace(b, []byte(`"m_2"`), []byte(`"m_3"`), 1), 0o600)
+	os.Remove(filepath.Join(logDir, "synced"))
+	if _, err := sqlite.Open(ctx, sqlite.Config{Path: path}); err == nil || !strings.Contains(err.Error(), "is not the event its transaction recorded") {
+		t.Fatalf("Open with a changed pending entry: %v", err)
+	}
+}
