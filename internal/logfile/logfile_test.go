@@ -19,7 +19,9 @@ func valid(b []byte) error {
 	return nil
 }
 
-func entry(i int) []byte { return []byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("x", i%300))) }
+func entry(i int) []byte {
+	return []byte(fmt.Sprintf(`{"i":%d,"pad":%q}`, i, strings.Repeat("x", i%300)))
+}
 
 func open(t *testing.T, dir string) *Files {
 	t.Helper()
