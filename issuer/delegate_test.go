@@ -213,20 +213,8 @@ func TestDelegateRefusals(t *testing.T) {
 			f.addAgent("writer", "mcp:crm:*", newKey(t), nil)
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(other, writerID, nil) }
 		}, "invalid_grant", "signature"},
-		{"ephemeral key not on the curve", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
-			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
-				c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "off-curve"})
-				jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
-				r.ActorToken = jose.Sign(other, jose.Header{Typ: "JWT", JWK: &jwk}, c)
-			}
-		}, "invalid_grant", "not a point"},
-		{"ephemeral key of small order", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
-			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
-				c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "small"})
-				jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}
-				r.ActorToken = jose.Sign(other, jose.Header{Typ: "JWT", JWK: &jwk}, c)
-			}
-		}, "invalid_grant", "small order"},
+		{"ephemeral key not on the curve", withEphemeralX("AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), "invalid_grant", "not a point"},
+		{"ephemeral key of small order", withEphemeralX("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), "invalid_grant", "small order"},
 		{"actor token for another endpoint", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
 				r.ActorToken = f.actorToken(other, "", func(c map[string]any) { c["aud"] = "https://elsewhere/token" })
@@ -554,5 +542,19 @@ func TestApprovalDeniedAndTimeout(t *testing.T) {
 	}
 	if n := f.events(mandate.EventApprovalDenied); n != 2 {
 		t.Errorf("%d approval.denied events, want 2 (a denial and a timeout)", n)
+	}
+}
+
+// withEphemeralX sets up a delegation whose actor token names, in its jwk
+// header, an ephemeral key with x as given (signed by another key: the
+// key is refused before its signature counts).
+func withEphemeralX(x string) func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
+	return func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
+		return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
+			c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "x-" + x[:4]})
+			jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: x}
+			_, signer, _ := ed25519.GenerateKey(rand.Reader)
+			r.ActorToken = jose.Sign(signer, jose.Header{Typ: "JWT", JWK: &jwk}, c)
+		}
 	}
 }

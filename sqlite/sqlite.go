@@ -1,10 +1,13 @@
-// Package sqlite is Mandate's embedded storage: agents, tasks, issued
-// mandates and revocations in one SQLite database (pure Go, WAL mode), with
-// embedded migrations.
+// Package sqlite is Mandate's embedded storage: agents, approvals, tool
+// pins and revocations in one SQLite database (pure Go, WAL mode), with
+// embedded migrations, and beside it the audit log in files of its own
+// (package internal/logfile) with its query index (internal/evindex).
+// An issued mandate is recorded once, as its event in the log.
 //
-// Writes that must be durable before their effect is released (issuance
-// records) go through a group committer: concurrent writers share one
-// transaction and one fsync, so durability does not cap throughput.
+// Every write that must be durable before its effect is released goes
+// through a group committer: concurrent writers share one transaction
+// (for changes to the database), one write of the log and one fsync, so
+// durability does not cap throughput.
 //
 // It is not a cache in front of another store, and it is not safe for two
 // processes to open one database for writing.
@@ -522,8 +525,9 @@ func (s *Store) commit(batch []*write) {
 	s.toSync <- c
 }
 
-// committed is a transaction that committed but is not yet durable: the
-// syncer makes it so, then releases its effects and its writers.
+// committed is a batch that is written but whose events are not yet
+// durable: the syncer makes them so, then releases its effects and its
+// writers.
 type committed struct {
 	writes []*write
 	logged bool // it appended to the log, which the syncer must sync
