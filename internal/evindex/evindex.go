@@ -41,6 +41,7 @@ import (
 	"strings"
 	"sync"
 	"sync/atomic"
+	"time"
 
 	"github.com/mandatehq/mandate"
 )
@@ -117,6 +118,14 @@ const DefaultFlushEntries = 1 << 16
 // mergeFanIn runs of one size tier are merged into one.
 const mergeFanIn = 4
 
+// maxFrozen bounds the full tables held in memory while runs cannot be
+// written (a full disk, say): past it the oldest is dropped, and queries
+// fail, saying so, until a restart rebuilds the index from the log.
+const maxFrozen = 64
+
+// retryAfter is how long the background writer waits after a failure.
+const retryAfter = time.Second
+
 // Config configures an Index.
 type Config struct {
 	// Dir holds the run files; it is created (0700) if needed.
@@ -141,6 +150,9 @@ type Index struct {
 	frozen []*memtable // full tables being written as runs, in log order
 	mem    *memtable   // the newest entries
 	failed error       // the last background failure, for Stats
+	// lost is set when full tables were dropped unwritten (maxFrozen):
+	// queries fail until a restart rebuilds the index from the log.
+	lost bool
 	// writing serializes the background work with Close.
 	writing sync.Mutex
 
@@ -291,6 +303,9 @@ func (ix *Index) addLocked(metas []Meta) error {
 		}
 		ix.mem.add(m)
 		if ix.mem.len() == ix.cfg.FlushEntries {
+			if len(ix.frozen) == maxFrozen {
+				ix.frozen, ix.lost = ix.frozen[1:], true
+			}
 			ix.frozen = append(ix.frozen, ix.mem)
 			ix.mem = newMemtable(ix.mem.from+int64(ix.mem.len()), ix.cfg.FlushEntries)
 		}
@@ -321,6 +336,17 @@ func (ix *Index) loop() {
 			default:
 			}
 		}
+		ix.mu.RLock()
+		failed := ix.failed != nil
+		ix.mu.RUnlock()
+		if failed { // do not spin on a failing disk
+			select {
+			case <-ix.stop:
+				return
+			case <-time.After(retryAfter):
+				ix.kick()
+			}
+		}
 	}
 }
 
@@ -342,8 +368,14 @@ func (ix *Index) step() bool {
 			return false
 		}
 		ix.mu.Lock()
-		ix.runs = append(ix.runs, r)
-		ix.frozen = ix.frozen[1:]
+		if len(ix.frozen) > 0 && ix.frozen[0] == mt { // not dropped meanwhile
+			ix.runs = append(ix.runs, r)
+			ix.frozen = ix.frozen[1:]
+			ix.failed = nil
+		} else {
+			r.release()
+			os.Remove(r.path)
+		}
 		ix.mu.Unlock()
 		ix.flushes.Add(1)
 		return true
@@ -483,6 +515,10 @@ func (ix *Index) Walk(f *mandate.EventFilter, from, to int64, desc bool, fn func
 	h, keyed := lookupKey(f)
 	// A snapshot of the parts: runs stay open while the walk uses them.
 	ix.mu.RLock()
+	if ix.lost {
+		ix.mu.RUnlock()
+		return fmt.Errorf("evindex: part of the index was dropped while it could not be written (%v): restart to rebuild it from the log", ix.failed)
+	}
 	runs := slices.Clone(ix.runs)
 	for _, r := range runs {
 		r.acquire()

@@ -6,6 +6,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strings"
 	"testing"
 	"time"
 
@@ -272,4 +273,33 @@ func FuzzOpenRun(f *testing.F) {
 		n := 0
 		r.walk(0, false, 0, 1<<40, r.from, min(r.to, r.from+4*BlockSize), true, func(int64) error { n++; return nil })
 	})
+}
+
+// While runs cannot be written, full tables wait in memory, up to a
+// bound; past it the oldest is dropped and queries fail, saying so,
+// rather than answer without it. Memory stays bounded.
+func TestUnwritableIndexStaysBounded(t *testing.T) {
+	dir := filepath.Join(t.TempDir(), "ix")
+	l := &testLog{}
+	ix, err := Open(Config{Dir: dir, FlushEntries: BlockSize}, 0, l.read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	// The directory becomes a file: no run can be created in it.
+	os.RemoveAll(dir)
+	os.WriteFile(dir, []byte("in the way"), 0o600)
+	r := rand.New(rand.NewPCG(9, 9))
+	for range maxFrozen + 8 {
+		if err := ix.Add(l.add(r, BlockSize)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if st := ix.Stats(); st.InMemory > (maxFrozen+1)*BlockSize || st.Err == nil {
+		t.Fatalf("stats %+v: want at most %d entries in memory and the failure named", st, (maxFrozen+1)*BlockSize)
+	}
+	f := mandate.EventFilter{Task: "t_1"}
+	if err := ix.Walk(&f, 0, int64(len(l.metas)), false, func(int64) error { return nil }); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("a walk over an index with a dropped part: %v", err)
+	}
 }
