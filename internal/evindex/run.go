@@ -40,6 +40,7 @@ type run struct {
 	npairs   int64
 	pairsCRC uint32
 	blocks   []timeRange
+	span     timeRange // of all its blocks: a walk skips a run outside its times
 	fences   []pair
 	refs     atomic.Int32 // the index's own reference plus the walks using it
 }
@@ -144,6 +145,7 @@ func readRunMeta(f *os.File) (*run, error) {
 	for i := range r.blocks {
 		r.blocks[i] = timeRange{int64(binary.LittleEndian.Uint64(meta[i*16:])), int64(binary.LittleEndian.Uint64(meta[i*16+8:]))}
 	}
+	r.span = spanOfBlocks(r.blocks)
 	fb := meta[nb*16:]
 	for i := range r.fences {
 		r.fences[i] = pair{binary.LittleEndian.Uint64(fb[i*16:]), binary.LittleEndian.Uint64(fb[i*16+8:])}
@@ -234,7 +236,7 @@ func (w *runWriter) finish(blocks []timeRange) (*run, error) {
 		return nil, err
 	}
 	syncDir(w.dir)
-	r := &run{path: path, f: w.f, from: w.from, to: w.to, npairs: w.n, pairsCRC: w.crc, blocks: blocks, fences: w.fences}
+	r := &run{path: path, f: w.f, from: w.from, to: w.to, npairs: w.n, pairsCRC: w.crc, blocks: blocks, span: spanOfBlocks(blocks), fences: w.fences}
 	r.refs.Store(1)
 	return r, nil
 }
@@ -371,6 +373,18 @@ func (r *run) lowerBound(p pair) (int64, error) {
 	return start + int64(sort.Search(len(ps), func(i int) bool { return comparePairs(ps[i], p) >= 0 })), nil
 }
 
+// spanOfBlocks is the time range of all of blocks.
+func spanOfBlocks(blocks []timeRange) timeRange {
+	if len(blocks) == 0 {
+		return timeRange{}
+	}
+	tr := blocks[0]
+	for _, b := range blocks[1:] {
+		tr.min, tr.max = min(tr.min, b.min), max(tr.max, b.max)
+	}
+	return tr
+}
+
 // blockMatches reports whether the block of position idx may hold an
 // event in [since, until).
 func (r *run) blockMatches(idx, since, until int64) bool {
@@ -381,6 +395,9 @@ func (r *run) blockMatches(idx, since, until int64) bool {
 // walk calls fn with the positions in [lo, hi) that hold key h (every
 // position if !keyed) and whose block's times overlap [since, until).
 func (r *run) walk(h uint64, keyed bool, since, until, lo, hi int64, desc bool, fn func(int64) error) error {
+	if r.span.max < since || r.span.min >= until {
+		return nil // no event of the run is in the time range
+	}
 	if !keyed {
 		return r.walkAll(since, until, lo, hi, desc, fn)
 	}
