@@ -355,8 +355,31 @@ func (s *Store) moveLogToFiles(ctx context.Context) error {
 	if err := s.wconn.QueryRowContext(ctx, "SELECT count(*) FROM log_entries").Scan(&rows); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
 	}
-	if rows > 0 && s.files.Size() == 0 {
-		for start := int64(0); start < rows; start += 4096 {
+	// A move that a crash interrupted left a prefix in the files: it must
+	// be the database's, and the move goes on after it.
+	done := s.files.Size()
+	if done > rows {
+		return fmt.Errorf("sqlite: the log files hold %d entries and the database's old log %d: they are not the same log; move the log files (%s) aside to start the move again",
+			done, rows, s.files.Dir())
+	}
+	for start := int64(0); start < done; start += 4096 {
+		have, err := s.files.ReadEntries(start, min(4096, done-start))
+		if err != nil {
+			return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
+		}
+		for i, data := range have {
+			var old []byte
+			if err := s.wconn.QueryRowContext(ctx, "SELECT data FROM log_entries WHERE idx = ?", start+int64(i)).Scan(&old); err != nil {
+				return fmt.Errorf("sqlite: moving the audit log to its files: entry %d: %w", start+int64(i), err)
+			}
+			if !bytes.Equal(old, data) {
+				return fmt.Errorf("sqlite: the log files' entry %d is not the database's: they are not the same log; move the log files (%s) aside to start the move again",
+					start+int64(i), s.files.Dir())
+			}
+		}
+	}
+	if rows > done {
+		for start := done; start < rows; start += 4096 {
 			r, err := s.wconn.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx >= ? ORDER BY idx LIMIT 4096", start)
 			if err != nil {
 				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
@@ -383,9 +406,7 @@ func (s *Store) moveLogToFiles(ctx context.Context) error {
 		if err := s.files.Sync(); err != nil {
 			return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
 		}
-		s.log.Info("store: moved the audit log into its files", "entries", rows)
-	} else if rows > 0 && s.files.Size() != rows {
-		return fmt.Errorf("sqlite: the database holds %d audit log entries and the log files %d: move one aside", rows, s.files.Size())
+		s.log.Info("store: moved the audit log into its files", "entries", rows, "resumed_at", done)
 	}
 	if _, err := s.wconn.ExecContext(ctx, "DROP TABLE log_entries; DROP TABLE IF EXISTS log_tiles"); err != nil {
 		return fmt.Errorf("sqlite: %w", err)
@@ -432,6 +453,16 @@ func (s *Store) appendPending(ctx context.Context) error {
 		}
 	}
 	if len(lost) > 0 {
+		// Never write at positions a signed checkpoint covers: a log
+		// shorter than its last checkpoint is refused at start, and must
+		// stay as it was found.
+		var signed int64
+		if err := s.wconn.QueryRowContext(ctx, "SELECT coalesce(max(size), 0) FROM log_checkpoints").Scan(&signed); err != nil {
+			return fmt.Errorf("sqlite: %w", err)
+		}
+		if signed > size {
+			return fmt.Errorf("sqlite: the audit log holds %d entries, fewer than the %d its last signed checkpoint covers: entries were removed", size, signed)
+		}
 		// First move their rows to the positions they take now, durably,
 		// so that a crash in the middle of this finds them where they are.
 		err := s.execNow(ctx, func(tx *sql.Conn) error {

@@ -508,6 +508,7 @@ func (s *Store) commit(batch []*write) {
 	if err == nil && len(batch) == 0 {
 		return
 	}
+	// From here on, every write in batch is unanswered: answer each.
 	var c committed
 	if err == nil {
 		c, err = s.appendBatch(batch)
@@ -732,9 +733,9 @@ func (s *Store) setFailed(err error) {
 
 // runTx runs the writes of batch that change the database (step 1 of
 // commit) and returns the writes whose events go to the log, in order:
-// every write but those that failed, which it answers. It returns an error
-// only if the transaction could not be made durable; then nothing was
-// answered.
+// every write but those that failed, which it answers. If the transaction
+// could not be made durable it returns an error with the writes it did
+// not answer.
 func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 	if !slices.ContainsFunc(batch, func(w *write) bool { return w.fn != nil }) {
 		return batch, nil
@@ -761,7 +762,7 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 	if err := s.syncWAL(); err != nil {
 		s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
 		s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
-		return nil, s.failed()
+		return batch, s.failed()
 	}
 	s.limitWAL(ctx)
 	return batch, nil

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -321,10 +322,29 @@ func TestMigrateFromVersion2(t *testing.T) {
 		}
 	}
 	a := storetest.NewAgent("old")
-	entry, _ := mandate.MarshalEvent(&mandate.Event{V: 1, Time: 1, Type: mandate.EventAgentRegistered, Agent: a.ID})
-	if _, err := db.Exec(`INSERT INTO log_entries(idx, data) VALUES(0, ?)`, entry); err != nil {
+	var entries [][]byte
+	for i := range 3 {
+		entry, _ := mandate.MarshalEvent(&mandate.Event{V: 1, Time: int64(i), Type: mandate.EventAgentRegistered, Agent: a.ID})
+		if _, err := db.Exec(`INSERT INTO log_entries(idx, data) VALUES(?, ?)`, i, entry); err != nil {
+			t.Fatal(err)
+		}
+		entries = append(entries, entry)
+	}
+	// A mandate issued just before the upgrade: its events did not name
+	// the client assertion, so the assertion must survive the table.
+	now := time.Now()
+	if _, err := db.Exec(`INSERT INTO mandates(id, task_id, parent_id, agent_id, subject, scope, audience, key_id, jkt,
+		issued_at, expires_at, purpose, assertion_jti, assertion_exp) VALUES('m_1', 't_1', '', ?, 'user:a@example.org', 's', '', 'k', '', ?, ?, '', 'jti-1', ?)`,
+		a.ID, now.UnixMilli(), now.Add(time.Minute).UnixMilli(), now.Add(time.Minute).UnixMilli()); err != nil {
 		t.Fatal(err)
 	}
+	// A first move of the log that a crash interrupted after one entry.
+	logDir := filepath.Join(filepath.Dir(path), "m-log")
+	os.MkdirAll(logDir, 0o700)
+	os.WriteFile(filepath.Join(logDir, "entries"), binary.BigEndian.AppendUint16(nil, uint16(len(entries[0]))), 0o600)
+	f, _ := os.OpenFile(filepath.Join(logDir, "entries"), os.O_APPEND|os.O_WRONLY, 0o600)
+	f.Write(entries[0])
+	f.Close()
 	if _, err := db.Exec(`PRAGMA user_version = 2;
 		INSERT INTO agents(id, name, owner, ceiling, public_key, key_thumbprint, status, created_at, updated_at)
 		VALUES(?,?,?,?,?,?,?,?,?)`,
@@ -347,12 +367,21 @@ func TestMigrateFromVersion2(t *testing.T) {
 	if _, err := s.Approvals(context.Background(), mandate.ApprovalFilter{}); err != nil {
 		t.Errorf("approvals after migration: %v", err)
 	}
-	// The log moved from the database into its files.
-	if size, _ := s.LogHead(); size != 1 {
-		t.Fatalf("log size %d after migration, want 1", size)
+	// The log moved from the database into its files, the interrupted
+	// move going on after what it had written.
+	if size, _ := s.LogHead(); size != 3 {
+		t.Fatalf("log size %d after migration, want 3", size)
 	}
-	if got, err := s.ReadEntries(context.Background(), 0, 1); err != nil || !bytes.Equal(got[0], entry) {
-		t.Errorf("the migrated entry: %q %v", got, err)
+	if got, err := s.ReadEntries(context.Background(), 0, 3); err != nil || !bytes.Equal(bytes.Join(got, nil), bytes.Join(entries, nil)) {
+		t.Errorf("the migrated entries: %q %v", got, err)
+	}
+	var jtis []string
+	s.UsedAssertions(context.Background(), now.Add(-time.Hour), now, func(_, jti string, _ time.Time) error {
+		jtis = append(jtis, jti)
+		return nil
+	})
+	if len(jtis) != 1 || jtis[0] != "jti-1" {
+		t.Errorf("used assertions after the upgrade: %v, want [jti-1]: its replay would be let through", jtis)
 	}
 }
 
@@ -505,5 +534,105 @@ func TestCrashBetweenChangeAndLog(t *testing.T) {
 	os.Remove(filepath.Join(logDir, "synced"))
 	if _, err := sqlite.Open(ctx, sqlite.Config{Path: path}); err == nil || !strings.Contains(err.Error(), "is not the event its transaction recorded") {
 		t.Fatalf("Open with a changed pending entry: %v", err)
+	}
+}
+
+// When the disk does not confirm a change to the database, its writer is
+// answered (with the failure), not left waiting.
+func TestFailedWALFsyncAnswers(t *testing.T) {
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	s.SetSyncHook(func() error { return errors.New("EIO") })
+	done := make(chan error, 1)
+	go func() {
+		done <- s.Revoke(context.Background(), &mandate.Revocation{MandateID: "m", ExpiresAt: time.Now().Add(time.Hour)}, nil)
+	}()
+	select {
+	case err := <-done:
+		if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+			t.Errorf("Revoke after a failed fsync: %v, want EUNAVAILABLE", err)
+		}
+	case <-time.After(time.Minute):
+		t.Fatal("Revoke was never answered after a failed fsync")
+	}
+}
+
+// The index rebuilt from a long log (a first start after an upgrade, or
+// its directory deleted) writes its runs as it goes, and answers.
+func TestIndexRebuiltFromALongLog(t *testing.T) {
+	dir := t.TempDir()
+	cfg := sqlite.Config{Path: filepath.Join(dir, "m.db"), IndexFlushEntries: 256}
+	s, err := sqlite.Open(context.Background(), cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	const n = 256*70 + 10 // more full tables than the index keeps waiting in memory
+	for i := 0; i < n; i += 100 {
+		var evs []*mandate.Event
+		for j := i; j < min(i+100, n); j++ {
+			evs = append(evs, &mandate.Event{V: 1, Time: int64(j + 1), Type: mandate.EventDecision, Task: fmt.Sprintf("t_%d", j%7)})
+		}
+		if err := s.Append(ctx, evs...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	s.Close()
+	if err := os.RemoveAll(filepath.Join(dir, "m-events-index")); err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		s, err = sqlite.Open(ctx, cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := s.Events(ctx, mandate.EventFilter{Task: "t_3", Last: true, Limit: 5})
+		s.Close()
+		if err != nil || len(got) != 5 || got[4].Index != n-1-(n-1-3)%7 {
+			t.Fatalf("after the rebuild: %d events (%v), want the last 5 of t_3", len(got), err)
+		}
+	}
+}
+
+// A log that lost entries a signed checkpoint covers is refused as it was
+// found: the events of pending changes are not written over positions the
+// checkpoint signed.
+func TestPendingEventsNeverOverwriteSignedPositions(t *testing.T) {
+	dir := t.TempDir()
+	path := filepath.Join(dir, "m.db")
+	ctx := context.Background()
+	s, err := sqlite.Open(ctx, sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range 5 {
+		if err := s.Append(ctx, &mandate.Event{V: 1, Time: int64(i), Type: mandate.EventDecision}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A checkpoint that covers the next entry too (its own transaction
+	// would have cleared the pending event had it come after it).
+	if err := s.SaveCheckpoint(ctx, 6, []byte("a checkpoint of 6 entries")); err != nil {
+		t.Fatal(err)
+	}
+	ev := &mandate.Event{V: 1, Time: 9, Type: mandate.EventMandateRevoked, Mandate: "m_1"}
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: "m_1", ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now()}, ev); err != nil {
+		t.Fatal(err)
+	}
+	s.Close()
+	entries := filepath.Join(dir, "m-log", "entries")
+	b, _ := os.ReadFile(entries)
+	want, _ := mandate.MarshalEvent(ev)
+	cut := b[:len(b)-len(want)-2]
+	os.WriteFile(entries, cut, 0o600)
+	os.Remove(filepath.Join(dir, "m-log", "synced"))
+	if _, err := sqlite.Open(ctx, sqlite.Config{Path: path}); err == nil || !strings.Contains(err.Error(), "fewer than the 6 its last signed checkpoint covers") {
+		t.Fatalf("Open of a log shorter than its checkpoint, with a pending event: %v", err)
+	}
+	if after, _ := os.ReadFile(entries); !bytes.Equal(after, cut) {
+		t.Error("the log was written to before it was refused")
 	}
 }

@@ -199,6 +199,14 @@ func Open(cfg Config, size int64, read func(start, n int64) ([]Meta, error)) (*I
 			ix.closeRuns()
 			return nil, err
 		}
+		// Write the full tables as they come: a long catch-up (a first
+		// start on a large log) must not pile them up in memory.
+		for len(ix.frozen) > 0 {
+			if !ix.step() {
+				ix.closeRuns()
+				return nil, fmt.Errorf("evindex: catching up from the log: %w", ix.failed)
+			}
+		}
 	}
 	go ix.loop()
 	ix.kick()

@@ -86,6 +86,9 @@ func Open(dir string, valid func([]byte) error) (*Files, error) {
 		f.Close()
 		return nil, err
 	}
+	// The files exist durably before anything in them is called durable.
+	syncDir(dir)
+	syncDir(filepath.Dir(dir))
 	return f, nil
 }
 
@@ -95,6 +98,16 @@ func (f *Files) recover(valid func([]byte) error) error {
 	mark, err := readMark(filepath.Join(f.dir, "synced"))
 	if err != nil {
 		return err
+	}
+	est, err := f.entries.Stat()
+	if err != nil {
+		return err
+	}
+	// Each entry takes at least 3 bytes: a mark beyond that is damaged
+	// (and bounding it keeps the arithmetic below from overflowing).
+	if mark > est.Size()/3 {
+		return fmt.Errorf("logfile: %s says %d entries were synced, more than %s can hold: the log's files were changed",
+			filepath.Join(f.dir, "synced"), mark, filepath.Join(f.dir, "entries"))
 	}
 	ost, err := f.offsets.Stat()
 	if err != nil {
@@ -112,11 +125,7 @@ func (f *Files) recover(valid func([]byte) error) error {
 		}
 		end = int64(binary.LittleEndian.Uint64(b[:]))
 	}
-	est, err := f.entries.Stat()
-	if err != nil {
-		return err
-	}
-	if est.Size() < end {
+	if end < 0 || est.Size() < end {
 		return fmt.Errorf("logfile: %s is %d bytes, shorter than the %d bytes of its first %d entries, which were durable: the log was truncated",
 			filepath.Join(f.dir, "entries"), est.Size(), end, mark)
 	}
@@ -209,6 +218,9 @@ func readMark(path string) (int64, error) {
 	}
 	return n, nil
 }
+
+// Dir returns the directory of the files.
+func (f *Files) Dir() string { return f.dir }
 
 // Size returns the number of entries written (durable or not).
 func (f *Files) Size() int64 { return f.size }
@@ -377,7 +389,7 @@ func (f *Files) bounds(start, n int64) (int64, []int64, error) {
 	prev := from
 	for i := range ends {
 		ends[i] = int64(binary.LittleEndian.Uint64(b[i*8:]))
-		if ends[i] <= prev {
+		if ends[i] <= prev || ends[i]-prev > MaxEntrySize+2 {
 			return 0, nil, fmt.Errorf("logfile: the offsets of entry %d are damaged", start+int64(i))
 		}
 		prev = ends[i]
@@ -395,4 +407,11 @@ func (f *Files) Close() error {
 	}
 	f.tiles = nil
 	return err
+}
+
+func syncDir(dir string) {
+	if d, err := os.Open(dir); err == nil {
+		d.Sync()
+		d.Close()
+	}
 }

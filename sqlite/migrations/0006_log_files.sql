@@ -4,8 +4,14 @@
 --
 -- An issuance is recorded once, as its mandate.issued or mandate.delegated
 -- event, which carries the whole record (mandate.Issuance.PutDetails): the
--- mandates table is no longer written or read.
-DROP TABLE IF EXISTS mandates;
+-- mandates table is no longer written or read. Events written before this
+-- version do not name the client assertion that asked for the mandate, so
+-- the assertions that have not expired yet move to used_assertions first:
+-- a restarted issuer still refuses their replay.
+INSERT OR IGNORE INTO used_assertions(agent_id, jti, expires_at, used_at)
+	SELECT agent_id, assertion_jti, assertion_exp, issued_at FROM mandates
+	WHERE assertion_jti != '' AND assertion_exp > CAST(strftime('%s', 'now') AS INTEGER) * 1000;
+DROP TABLE mandates;
 
 -- The events of a transaction that changes this database (an agent
 -- registered, a revocation, an approval decided), with the log positions
