@@ -155,6 +155,7 @@ type Index struct {
 	lost bool
 	// writing serializes the background work with Close.
 	writing sync.Mutex
+	bg      sync.WaitGroup // verifyRuns
 
 	flushes, merges atomic.Int64
 }
@@ -209,8 +210,45 @@ func Open(cfg Config, size int64, read func(start, n int64) ([]Meta, error)) (*I
 		}
 	}
 	go ix.loop()
+	ix.bg.Add(1)
+	go func() {
+		defer ix.bg.Done()
+		ix.verifyRuns(slices.Clone(runs))
+	}()
 	ix.kick()
 	return ix, nil
+}
+
+// verifyRuns checks the pairs of the runs Open found against their
+// checksums (Open read only their headers, blocks and fences), in the
+// background. A damaged run could hide events from queries (a revocation
+// by agent that misses a live mandate, say): it is deleted, and queries
+// fail until a restart rebuilds it from the log.
+func (ix *Index) verifyRuns(runs []*run) {
+	for _, r := range runs {
+		select {
+		case <-ix.stop:
+			return
+		default:
+		}
+		ix.writing.Lock() // not beside a merge that reads and replaces it
+		ix.mu.RLock()
+		live := slices.Contains(ix.runs, r)
+		ix.mu.RUnlock()
+		var err error
+		if live {
+			err = r.checkPairs()
+		}
+		ix.writing.Unlock()
+		if err != nil {
+			ix.log.Error("evindex: a run is damaged; queries fail until a restart rebuilds it from the log", "run", r.path, "err", err)
+			os.Remove(r.path)
+			ix.mu.Lock()
+			ix.lost, ix.failed = true, err
+			ix.mu.Unlock()
+			return
+		}
+	}
 }
 
 // openRuns reads the run files in the directory and keeps the chain that
@@ -453,6 +491,7 @@ func mergeCandidates(runs []*run, flush int) []*run {
 func (ix *Index) Close() error {
 	close(ix.stop)
 	<-ix.done
+	ix.bg.Wait()
 	ix.writing.Lock()
 	defer ix.writing.Unlock()
 	ix.closeRuns()

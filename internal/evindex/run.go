@@ -475,3 +475,15 @@ func (r *run) walkAll(since, until, lo, hi int64, desc bool, fn func(int64) erro
 	}
 	return nil
 }
+
+// checkPairs reads the run's pairs and checks them against their CRC.
+func (r *run) checkPairs() error {
+	h := crc32.New(castagnoli)
+	if _, err := io.Copy(h, io.NewSectionReader(r.f, headerSize, r.npairs*pairSize)); err != nil {
+		return fmt.Errorf("evindex: reading %s: %w", filepath.Base(r.path), err)
+	}
+	if h.Sum32() != r.pairsCRC {
+		return fmt.Errorf("evindex: %s: its pairs do not match their checksum", filepath.Base(r.path))
+	}
+	return nil
+}
