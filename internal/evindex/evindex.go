@@ -184,6 +184,7 @@ func Open(cfg Config, size int64, read func(start, n int64) ([]Meta, error)) (*I
 		return nil, err
 	}
 	ix.runs = runs
+	opened := slices.Clone(runs) // for verifyRuns: ix.runs changes from here on
 	next := int64(0)
 	if len(runs) > 0 {
 		next = runs[len(runs)-1].to
@@ -213,7 +214,7 @@ func Open(cfg Config, size int64, read func(start, n int64) ([]Meta, error)) (*I
 	ix.bg.Add(1)
 	go func() {
 		defer ix.bg.Done()
-		ix.verifyRuns(slices.Clone(runs))
+		ix.verifyRuns(opened)
 	}()
 	ix.kick()
 	return ix, nil
