@@ -435,12 +435,14 @@ func (m *Main) expireApprovals(ctx context.Context) error {
 	}
 }
 
-// pruneMargin is how long past their expiry issuance records are kept.
+// pruneMargin is how long past their mandates' expiry revocations and
+// used assertions are kept.
 const pruneMargin = 10 * time.Minute
 
-// pruneMandates deletes, every minute, the issuance records of mandates
-// that expired more than pruneMargin ago (their story stays in the audit
-// log), so that live state is bounded by the live mandates.
+// pruneMandates deletes, every minute, the revocations and used client
+// assertions of mandates that expired more than pruneMargin ago, so that
+// live state is bounded by the live mandates. Issuances are their events
+// in the audit log, which is never pruned.
 func (m *Main) pruneMandates(ctx context.Context) error {
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
