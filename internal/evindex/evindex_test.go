@@ -165,19 +165,8 @@ func TestWalkMatchesScan(t *testing.T) {
 // rebuilt from the log.
 func TestOpenDropsWhatDoesNotFit(t *testing.T) {
 	r := rand.New(rand.NewPCG(3, 4))
-	dir := t.TempDir()
-	l := &testLog{}
-	cfg := Config{Dir: dir, FlushEntries: BlockSize}
-	ix, err := Open(cfg, 0, l.read)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix.Add(l.add(r, 20*BlockSize))
-	if err := ix.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	ix.Close()
-	runs, _ := filepath.Glob(filepath.Join(dir, "run-*"))
+	cfg, l, runs := writtenIndex(t, r, 20*BlockSize)
+	dir := cfg.Dir
 	if len(runs) < 2 {
 		t.Fatalf("runs: %v", runs)
 	}
@@ -191,7 +180,7 @@ func TestOpenDropsWhatDoesNotFit(t *testing.T) {
 	// The log lost its tail (it was never durable): runs past it go.
 	size := int64(len(l.metas) - 300)
 	l.metas = l.metas[:size]
-	ix, err = Open(cfg, size, l.read)
+	ix, err := Open(cfg, size, l.read)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -298,10 +287,7 @@ func TestUnwritableIndexStaysBounded(t *testing.T) {
 	if st := ix.Stats(); st.InMemory > (maxFrozen+1)*BlockSize || st.Err == nil {
 		t.Fatalf("stats %+v: want at most %d entries in memory and the failure named", st, (maxFrozen+1)*BlockSize)
 	}
-	f := mandate.EventFilter{Task: "t_1"}
-	if err := ix.Walk(&f, 0, int64(len(l.metas)), false, func(int64) error { return nil }); err == nil || !strings.Contains(err.Error(), "restart") {
-		t.Fatalf("a walk over an index with a dropped part: %v", err)
-	}
+	wantRestartError(t, ix, l)
 }
 
 // A run whose pairs were changed on disk (its header, blocks and fences
@@ -309,32 +295,17 @@ func TestUnwritableIndexStaysBounded(t *testing.T) {
 // fail until a restart, which rebuilds it from the log.
 func TestDamagedPairsAreFound(t *testing.T) {
 	r := rand.New(rand.NewPCG(11, 12))
-	dir := t.TempDir()
-	l := &testLog{}
-	cfg := Config{Dir: dir, FlushEntries: BlockSize}
-	ix, err := Open(cfg, 0, l.read)
-	if err != nil {
-		t.Fatal(err)
-	}
-	ix.Add(l.add(r, 3*BlockSize))
-	if err := ix.Flush(); err != nil {
-		t.Fatal(err)
-	}
-	ix.Close()
-	runs, _ := filepath.Glob(filepath.Join(dir, "run-*"))
+	cfg, l, runs := writtenIndex(t, r, 3*BlockSize)
 	b, _ := os.ReadFile(runs[0])
 	b[headerSize+3] ^= 0xff // a pair's hash
 	os.WriteFile(runs[0], b, 0o600)
 
-	ix, err = Open(cfg, int64(len(l.metas)), l.read)
+	ix, err := Open(cfg, int64(len(l.metas)), l.read)
 	if err != nil {
 		t.Fatal(err)
 	}
 	ix.bg.Wait()
-	f := mandate.EventFilter{Task: "t_1"}
-	if err := ix.Walk(&f, 0, int64(len(l.metas)), false, func(int64) error { return nil }); err == nil || !strings.Contains(err.Error(), "restart") {
-		t.Fatalf("a walk over a damaged index: %v", err)
-	}
+	wantRestartError(t, ix, l)
 	ix.Close()
 	ix, err = Open(cfg, int64(len(l.metas)), l.read)
 	if err != nil {
@@ -342,4 +313,33 @@ func TestDamagedPairsAreFound(t *testing.T) {
 	}
 	defer ix.Close()
 	check(t, r, ix, l, 100)
+}
+
+// writtenIndex writes n random entries to a new index as run files and
+// closes it; it returns its configuration, the log and the run files.
+func writtenIndex(t *testing.T, r *rand.Rand, n int) (Config, *testLog, []string) {
+	t.Helper()
+	l := &testLog{}
+	cfg := Config{Dir: t.TempDir(), FlushEntries: BlockSize}
+	ix, err := Open(cfg, 0, l.read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ix.Add(l.add(r, n))
+	if err := ix.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	ix.Close()
+	runs, _ := filepath.Glob(filepath.Join(cfg.Dir, "run-*"))
+	return cfg, l, runs
+}
+
+// wantRestartError checks that a walk fails, saying a restart rebuilds
+// the index.
+func wantRestartError(t *testing.T, ix *Index, l *testLog) {
+	t.Helper()
+	f := mandate.EventFilter{Task: "t_1"}
+	if err := ix.Walk(&f, 0, int64(len(l.metas)), false, func(int64) error { return nil }); err == nil || !strings.Contains(err.Error(), "restart") {
+		t.Fatalf("a walk over a damaged index: %v", err)
+	}
 }
