@@ -188,15 +188,12 @@ func Check(proof string, req Requirements) (*Proof, error) {
 	if jwk.D != "" {
 		return nil, fmt.Errorf("%w: jwk header must hold a public key only, but has d", ErrInvalidProof)
 	}
-	pub, err := jwk.VerifyingKey()
-	if err != nil {
+	// 4. Signature, by the key of the jwk header.
+	pub, err := jws.VerifyWithJWK()
+	if errors.Is(err, jose.ErrMalformed) {
 		return nil, fmt.Errorf("%w: jwk header: %w", ErrInvalidProof, err)
 	}
-	// 4. Signature.
-	if err := jws.Verify(pub); err != nil {
-		if _, kerr := jwk.PublicKey(); kerr != nil { // say why: the key is not a point
-			return nil, fmt.Errorf("%w: jwk header: %w", ErrInvalidProof, kerr)
-		}
+	if err != nil {
 		return nil, fmt.Errorf("%w: signature: %w", ErrInvalidProof, err)
 	}
 	// 5. Claims.

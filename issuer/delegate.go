@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"slices"
 	"strconv"
 	"strings"
@@ -471,8 +472,10 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	var pub ed25519.PublicKey
 	switch {
 	case c.Issuer == "" && jws.Header.JWK != nil:
-		if pub, err = jws.Header.JWK.VerifyingKey(); err != nil {
+		if pub, err = jws.VerifyWithJWK(); errors.Is(err, jose.ErrMalformed) {
 			return fail("jwk: %v", err)
+		} else if err != nil {
+			return fail("signature does not verify with the key in the jwk header")
 		}
 		a.JKT = jose.Thumbprint(pub)
 		a.ID = ephemeralID(parent.ClientID, a.JKT)
@@ -487,16 +490,11 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 			return nil, err
 		}
 		pub, a.Agent, a.ID, a.JKT = ed25519.PublicKey(agent.PublicKey), agent, agent.ID, agent.KeyID
+		if err := jws.Verify(pub); err != nil {
+			return fail("signature does not verify with the key of %s", a.ID)
+		}
 	default:
 		return fail("give iss = sub = a registered agent's id, or, for an ephemeral agent, no iss and its public key in the jwk header")
-	}
-	if err := jws.Verify(pub); err != nil {
-		if a.Agent == nil {
-			if _, kerr := jws.Header.JWK.PublicKey(); kerr != nil {
-				return fail("jwk: %v", kerr)
-			}
-		}
-		return fail("signature does not verify with the key of %s", a.ID)
 	}
 	if p := is.claimsProblem(&c, now, "actor token"); p != "" {
 		return fail("%s", p)

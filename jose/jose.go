@@ -191,6 +191,29 @@ func (j *JWS) Verify(pub ed25519.PublicKey) error {
 	return nil
 }
 
+// VerifyWithJWK verifies j with the Ed25519 key of its jwk header (a DPoP
+// proof, an ephemeral agent's actor token) and returns that key. The key
+// must be one PublicKey accepts; it is decoded once, by the verification
+// (JWK.VerifyingKey), and decoded again only if the verification fails, to
+// tell a key that is not a point (ErrMalformed) from a bad signature
+// (ErrSignature).
+func (j *JWS) VerifyWithJWK() (ed25519.PublicKey, error) {
+	if j.Header.JWK == nil {
+		return nil, fmt.Errorf("%w: jwk header is missing", ErrMalformed)
+	}
+	pub, err := j.Header.JWK.VerifyingKey()
+	if err != nil {
+		return nil, err
+	}
+	if err := j.Verify(pub); err != nil {
+		if _, kerr := j.Header.JWK.PublicKey(); kerr != nil {
+			return nil, kerr
+		}
+		return nil, err
+	}
+	return pub, nil
+}
+
 func parseHeader(b []byte) (Header, error) {
 	var h Header
 	err := decodeObject(b, func(name string, v []byte) error {

@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"crypto/ed25519"
 	"crypto/rand"
+	"errors"
+	"strings"
 	"testing"
 
 	"filippo.io/edwards25519"
@@ -115,4 +117,36 @@ func FuzzCheckPublicKey(f *testing.F) {
 		}
 		agree(t, x)
 	})
+}
+
+// VerifyWithJWK accepts what PublicKey and Verify accept together, and
+// says which of the two refused.
+func TestVerifyWithJWK(t *testing.T) {
+	_, priv, _ := ed25519.GenerateKey(rand.Reader)
+	_, other, _ := ed25519.GenerateKey(rand.Reader)
+	own := NewPublicJWK(priv.Public().(ed25519.PublicKey))
+	parse := func(signer ed25519.PrivateKey, k *JWK) *JWS {
+		j, err := Parse(Sign(signer, Header{Typ: "JWT", JWK: k}, []byte(`{"jti":"1"}`)))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return j
+	}
+	if pub, err := parse(priv, &own).VerifyWithJWK(); err != nil || !pub.Equal(priv.Public()) {
+		t.Fatalf("own key: %v", err)
+	}
+	for name, tc := range map[string]struct {
+		j    *JWS
+		want error
+		text string
+	}{
+		"no jwk":           {parse(priv, nil), ErrMalformed, "missing"},
+		"another's key":    {parse(other, &own), ErrSignature, "verification failed"},
+		"not on the curve": {parse(priv, &JWK{Kty: "OKP", Crv: "Ed25519", X: "AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}), ErrMalformed, "not a point"},
+		"small order":      {parse(priv, &JWK{Kty: "OKP", Crv: "Ed25519", X: "AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"}), ErrMalformed, "small order"},
+	} {
+		if _, err := tc.j.VerifyWithJWK(); !errors.Is(err, tc.want) || !strings.Contains(err.Error(), tc.text) {
+			t.Errorf("%s: %v, want %v naming %q", name, err, tc.want, tc.text)
+		}
+	}
 }

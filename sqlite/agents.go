@@ -219,13 +219,10 @@ func (s *Store) LiveIssuances(ctx context.Context, agentID, taskID string, now t
 		if revoked, _ := s.IsRevoked(ctx, rec.MandateID); revoked {
 			return nil // not live: revoking it again would say so twice
 		}
-		if rec.ParentID != "" || agentID != "" {
-			// The task's purpose, as Issuance gives it.
-			full, err := s.Issuance(ctx, rec.MandateID)
-			if err != nil {
+		if rec.ParentID != "" { // the task's purpose, as Issuance gives it
+			if rec.TaskPurpose, err = s.taskPurpose(ctx, rec.TaskID); err != nil {
 				return err
 			}
-			rec = full
 		}
 		out = append(out, rec)
 		return nil

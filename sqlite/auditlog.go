@@ -57,8 +57,6 @@ func (s *Store) LogHead() (int64, tlog.Hash) {
 	return s.logHead.size, s.logHead.root
 }
 
-func tileID(L int, n int64) int64 { return int64(L)<<40 | n }
-
 // readTile returns the data of hash tile (L, n): the durable right edge's
 // if it is a right-most tile (partial tiles are not written, see
 // appendEntries), the stored data otherwise.
@@ -128,15 +126,7 @@ func (s *Store) restoreLog(ctx context.Context) error {
 		if err != nil {
 			return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
 		}
-		var hashes []auditlog.StoredHash
-		for _, e := range entries {
-			hashes = s.tree.Append(hashes, e)
-		}
-		changed, err := s.tiles.Add(hashes)
-		if err != nil {
-			return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
-		}
-		if err := s.writeFullTiles(changed); err != nil {
+		if _, err := s.extend(entries); err != nil {
 			return fmt.Errorf("sqlite: audit log of %d entries: %w", size, err)
 		}
 	}
@@ -149,16 +139,28 @@ func (s *Store) restoreLog(ctx context.Context) error {
 	return nil
 }
 
-// writeFullTiles writes the tiles of changed that are full.
-func (s *Store) writeFullTiles(changed []auditlog.Tile) error {
+// extend adds entries to the tree (the frontier and the right-most
+// tiles), writes the tiles that filled, and returns the tiles it changed.
+// Partial tiles are never written: readers get them from memory
+// (durableEdge), and restoreLog computes them again.
+func (s *Store) extend(entries [][]byte) ([]auditlog.Tile, error) {
+	hashes := s.hashBuf[:0]
+	for _, e := range entries {
+		hashes = s.tree.Append(hashes, e)
+	}
+	s.hashBuf = hashes
+	changed, err := s.tiles.Add(hashes)
+	if err != nil {
+		return nil, mandate.Errorf(mandate.EINTERNAL, "audit log: %w", err)
+	}
 	for _, t := range changed {
 		if len(t.Data) == tileWidth*tlog.HashSize {
 			if err := s.files.WriteTile(t.L, t.N, t.Data); err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+				return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 			}
 		}
 	}
-	return nil
+	return changed, nil
 }
 
 // rightEdge computes the right-most tile of each tile level of a log of
@@ -256,23 +258,17 @@ func (s *Store) appendEntries(entries []logEntry) error {
 	if len(entries) == 0 {
 		return nil
 	}
-	hashes := s.hashBuf[:0]
 	datas := s.dataBuf[:0]
-	for _, e := range entries {
-		idx := s.tree.Size()
-		hashes = s.tree.Append(hashes, e.data)
+	for i, e := range entries {
 		datas = append(datas, e.data)
-		s.metaBuf = append(s.metaBuf, evindex.MetaOf(idx, e.ev))
+		s.metaBuf = append(s.metaBuf, evindex.MetaOf(s.tree.Size()+int64(i), e.ev))
 	}
-	s.hashBuf, s.dataBuf = hashes, datas[:0]
-	changed, err := s.tiles.Add(hashes)
-	if err != nil {
-		return mandate.Errorf(mandate.EINTERNAL, "audit log: %w", err)
-	}
+	s.dataBuf = datas[:0]
 	if err := s.files.Append(datas); err != nil {
 		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
 	}
-	if err := s.writeFullTiles(changed); err != nil {
+	changed, err := s.extend(datas)
+	if err != nil {
 		return err
 	}
 	s.changedTiles = append(s.changedTiles, changed...)
@@ -362,47 +358,35 @@ func (s *Store) moveLogToFiles(ctx context.Context) error {
 		return fmt.Errorf("sqlite: the log files hold %d entries and the database's old log %d: they are not the same log; move the log files (%s) aside to start the move again",
 			done, rows, s.files.Dir())
 	}
-	for start := int64(0); start < done; start += 4096 {
-		have, err := s.files.ReadEntries(start, min(4096, done-start))
+	const chunk = 4096
+	for start := int64(0); start < rows; start += chunk {
+		n := min(chunk, rows-start)
+		old, err := s.oldEntries(ctx, start, n)
 		if err != nil {
 			return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
 		}
-		for i, data := range have {
-			var old []byte
-			if err := s.wconn.QueryRowContext(ctx, "SELECT data FROM log_entries WHERE idx = ?", start+int64(i)).Scan(&old); err != nil {
-				return fmt.Errorf("sqlite: moving the audit log to its files: entry %d: %w", start+int64(i), err)
+		// What a move that a crash interrupted wrote must be the same;
+		// the rest is appended.
+		k := min(max(done-start, 0), n)
+		if k > 0 {
+			have, err := s.files.ReadEntries(start, k)
+			if err != nil {
+				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
 			}
-			if !bytes.Equal(old, data) {
-				return fmt.Errorf("sqlite: the log files' entry %d is not the database's: they are not the same log; move the log files (%s) aside to start the move again",
-					start+int64(i), s.files.Dir())
+			for i := range have {
+				if !bytes.Equal(old[i], have[i]) {
+					return fmt.Errorf("sqlite: the log files' entry %d is not the database's: they are not the same log; move the log files (%s) aside to start the move again",
+						start+int64(i), s.files.Dir())
+				}
+			}
+		}
+		if k < n {
+			if err := s.files.Append(old[k:]); err != nil {
+				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
 			}
 		}
 	}
 	if rows > done {
-		for start := done; start < rows; start += 4096 {
-			r, err := s.wconn.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx >= ? ORDER BY idx LIMIT 4096", start)
-			if err != nil {
-				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
-			}
-			var batch [][]byte
-			for r.Next() {
-				var idx int64
-				var data []byte
-				if err := r.Scan(&idx, &data); err != nil {
-					r.Close()
-					return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
-				}
-				if idx != start+int64(len(batch)) {
-					r.Close()
-					return fmt.Errorf("sqlite: moving the audit log to its files: audit log entry %d is missing", start+int64(len(batch)))
-				}
-				batch = append(batch, data)
-			}
-			r.Close()
-			if err := s.files.Append(batch); err != nil {
-				return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
-			}
-		}
 		if err := s.files.Sync(); err != nil {
 			return fmt.Errorf("sqlite: moving the audit log to its files: %w", err)
 		}
@@ -412,6 +396,35 @@ func (s *Store) moveLogToFiles(ctx context.Context) error {
 		return fmt.Errorf("sqlite: %w", err)
 	}
 	return nil
+}
+
+// oldEntries reads entries [start, start+n) of an earlier version's log
+// table, all of which must be there.
+func (s *Store) oldEntries(ctx context.Context, start, n int64) ([][]byte, error) {
+	r, err := s.wconn.QueryContext(ctx, "SELECT idx, data FROM log_entries WHERE idx >= ? AND idx < ? ORDER BY idx", start, start+n)
+	if err != nil {
+		return nil, err
+	}
+	defer r.Close()
+	out := make([][]byte, 0, n)
+	for r.Next() {
+		var idx int64
+		var data []byte
+		if err := r.Scan(&idx, &data); err != nil {
+			return nil, err
+		}
+		if idx != start+int64(len(out)) {
+			break
+		}
+		out = append(out, data)
+	}
+	if err := r.Err(); err != nil {
+		return nil, err
+	}
+	if int64(len(out)) != n {
+		return nil, fmt.Errorf("audit log entry %d is missing", start+int64(len(out)))
+	}
+	return out, nil
 }
 
 // appendPending reconciles the log with the database after a crash: the

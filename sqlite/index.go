@@ -74,10 +74,12 @@ func (s *Store) Events(ctx context.Context, f mandate.EventFilter) ([]mandate.Lo
 	return out, nil
 }
 
-// walkEvents calls fn with every event that matches f (f.Limit aside), in
-// log order or, if desc, backwards, until fn returns an error; ErrStop
-// ends the walk with nil. The index names candidates; each is read and
-// kept only if it matches f exactly.
+// walkEvents calls fn with every event that matches f, in log order or, if
+// desc, backwards, until fn returns an error; ErrStop ends the walk with
+// nil. f.Limit does not stop it (fn does): it sizes the reads, so that a
+// walk that wants one event reads a few candidates, not hundreds. The
+// index names candidates; each is read and kept only if it matches f
+// exactly.
 func (s *Store) walkEvents(ctx context.Context, f mandate.EventFilter, desc bool, fn func(mandate.LoggedEvent) error) error {
 	chunk := 500
 	if f.Limit > 0 {

@@ -772,8 +772,8 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 // events in log_pending at the positions they will take after the events
 // of before, which go to the log ahead of them.
 func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
-	// BEGIN and COMMIT as statements on the writer's own connection, so
-	// that statements prepared on it are reused as they are.
+	// BEGIN and COMMIT as statements on the writer's own connection: the
+	// changes, the pending events and the commit all run on it.
 	tx := &writeTx{Conn: s.wconn, s: s}
 	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		s.log.Error("store: begin transaction", "err", err)
@@ -848,8 +848,8 @@ type writeTx struct {
 
 // Stats are counters of the group committer.
 type Stats struct {
-	Commits uint64 // transactions committed (made durable by shared fsyncs)
-	Writes  uint64 // writes committed in them
+	Commits uint64 // batches made durable (each by one write of the log and one fsync)
+	Writes  uint64 // writes in them
 	// WALCheckpoints counts the checkpoints the committer ran between
 	// transactions to keep the WAL under Config.WALLimit: about one per
 	// WALLimit of writes.
@@ -935,17 +935,22 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "mandate %q was not issued here", id)
 	}
 	if rec.ParentID != "" {
-		err := s.walkEvents(ctx, mandate.EventFilter{Task: rec.TaskID, Type: mandate.EventMandateIssued, Limit: 1}, false, func(e mandate.LoggedEvent) error {
-			if p, ok := e.Details["purpose"].(string); ok {
-				rec.TaskPurpose = p
-			}
-			return evindex.ErrStop
-		})
-		if err != nil {
+		if rec.TaskPurpose, err = s.taskPurpose(ctx, rec.TaskID); err != nil {
 			return nil, err
 		}
 	}
 	return rec, nil
+}
+
+// taskPurpose returns the purpose of task, which its root mandate's
+// issuance event carries.
+func (s *Store) taskPurpose(ctx context.Context, task string) (string, error) {
+	var purpose string
+	err := s.walkEvents(ctx, mandate.EventFilter{Task: task, Type: mandate.EventMandateIssued, Limit: 1}, false, func(e mandate.LoggedEvent) error {
+		purpose, _ = e.Details["purpose"].(string)
+		return evindex.ErrStop
+	})
+	return purpose, err
 }
 
 // RecordAssertion implements mandate.AssertionRecorder.

@@ -294,10 +294,18 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	if err := call("list", map[string]any{}); err == nil || !strings.Contains(err.Error(), "stop-at-high-risk") {
 		t.Fatalf("a call of a task at risk %d: %v", m.Monitor.Risk(task, ""), err)
 	}
-	evs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventAlert, Task: task, Limit: 10})
+	// The monitor raises the risk at once and records its alert after:
+	// wait for the alert to be in the log.
 	var detectors []string
-	for _, e := range evs {
-		detectors = append(detectors, fmt.Sprint(e.Event.Details["detector"]))
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		evs, _ := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventAlert, Task: task, Limit: 10})
+		detectors = detectors[:0]
+		for _, e := range evs {
+			detectors = append(detectors, fmt.Sprint(e.Event.Details["detector"]))
+		}
+		if len(detectors) >= 2 || time.Now().After(deadline) {
+			break
+		}
 	}
 	if strings.Join(detectors, " ") != "secret-to-sink repeated-denials" {
 		t.Errorf("alerts %v", detectors)

@@ -40,7 +40,6 @@ import (
 	"strconv"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"time"
 
 	"github.com/mandatehq/mandate"
@@ -156,8 +155,6 @@ type Index struct {
 	// writing serializes the background work with Close.
 	writing sync.Mutex
 	bg      sync.WaitGroup // verifyRuns
-
-	flushes, merges atomic.Int64
 }
 
 // Open opens the index in cfg.Dir for a log of size entries and catches
@@ -424,7 +421,6 @@ func (ix *Index) step() bool {
 			os.Remove(r.path)
 		}
 		ix.mu.Unlock()
-		ix.flushes.Add(1)
 		return true
 	}
 	ix.mu.RLock()
@@ -446,7 +442,6 @@ func (ix *Index) step() bool {
 		os.Remove(r.path)
 		r.release() // closed once the last query using it is done
 	}
-	ix.merges.Add(1)
 	return true
 }
 
@@ -510,9 +505,7 @@ func (ix *Index) closeRuns() {
 
 // Stats describe the index.
 type Stats struct {
-	Runs, InMemory int // run files; entries held in memory
-	Flushes        int64
-	Merges         int64
+	Runs, InMemory int   // run files; entries held in memory
 	Err            error // the last failure of the background writer
 }
 
@@ -524,7 +517,7 @@ func (ix *Index) Stats() Stats {
 	for _, m := range ix.frozen {
 		n += m.len()
 	}
-	return Stats{Runs: len(ix.runs), InMemory: n, Flushes: ix.flushes.Load(), Merges: ix.merges.Load(), Err: ix.failed}
+	return Stats{Runs: len(ix.runs), InMemory: n, Err: ix.failed}
 }
 
 // Flush writes the tables in memory that are full as runs and does the
