@@ -64,8 +64,26 @@ var ErrInvalidProof = errors.New("dpop: invalid proof")
 // bytes. If accessToken is not empty, the proof has ath, the hash of
 // accessToken, as RFC 9449 §4.2 requires when presenting one.
 //
+// A server that refuses proofs made before it started (Requirements.NotBefore)
+// may refuse a whole-second iat for up to a second after its start: see
+// NewProofMillis.
+//
 // NewProof panics if priv is not ed25519.PrivateKeySize bytes long.
 func NewProof(priv ed25519.PrivateKey, method, url, accessToken string, now time.Time) string {
+	return newProof(priv, method, url, accessToken, json.Number(strconv.FormatInt(now.Unix(), 10)))
+}
+
+// NewProofMillis is NewProof with iat in milliseconds, a NumericDate with a
+// fraction (RFC 7519 §2), e.g. 1764412800.123: a server that refuses proofs
+// made before it started (Requirements.NotBefore) accepts it from the
+// millisecond after its start rather than from the next whole second.
+// Mandate's own clients use it.
+func NewProofMillis(priv ed25519.PrivateKey, method, url, accessToken string, now time.Time) string {
+	ms := now.UnixMilli()
+	return newProof(priv, method, url, accessToken, json.Number(strconv.FormatFloat(float64(ms)/1000, 'f', 3, 64)))
+}
+
+func newProof(priv ed25519.PrivateKey, method, url, accessToken string, iat json.Number) string {
 	pub := priv.Public().(ed25519.PublicKey)
 	jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(pub)}
 	var jti [16]byte
@@ -74,21 +92,21 @@ func NewProof(priv ed25519.PrivateKey, method, url, accessToken string, now time
 		url = url[:i]
 	}
 	c := struct {
-		JTI string `json:"jti"`
-		HTM string `json:"htm"`
-		HTU string `json:"htu"`
-		IAT int64  `json:"iat"`
-		ATH string `json:"ath,omitempty"`
+		JTI string      `json:"jti"`
+		HTM string      `json:"htm"`
+		HTU string      `json:"htu"`
+		IAT json.Number `json:"iat"`
+		ATH string      `json:"ath,omitempty"`
 	}{
 		JTI: base64.RawURLEncoding.EncodeToString(jti[:]),
 		HTM: method,
 		HTU: url,
-		IAT: now.Unix(),
+		IAT: iat,
 	}
 	if accessToken != "" {
 		c.ATH = ath(accessToken)
 	}
-	payload, _ := json.Marshal(c) // cannot fail: strings and an integer
+	payload, _ := json.Marshal(c) // cannot fail: strings and a number
 	return jose.Sign(priv, jose.Header{Typ: Type, JWK: &jwk}, payload)
 }
 
@@ -115,6 +133,14 @@ type Requirements struct {
 	Now    time.Time     // the time of the check; zero means time.Now()
 	MaxAge time.Duration // how long after iat a proof is accepted; zero means DefaultMaxAge
 	Skew   time.Duration // how far iat may be ahead of Now; zero means not at all
+
+	// NotBefore, if set, refuses a proof whose iat is before NotBefore +
+	// Skew: set it to when the caller's replay set began remembering
+	// proofs (its process's start), so that a proof another replay set
+	// saw (the previous process's, gone with it) is not accepted again.
+	// The Skew is added because that set may have accepted an iat up to
+	// Skew ahead of its clock.
+	NotBefore time.Time
 }
 
 // Check checks proof against the request described by req, following the
@@ -131,7 +157,8 @@ type Requirements struct {
 //  6. htm is req.Method;
 //  7. htu is req.URL, both without query and fragment and after RFC 3986
 //     §6.2.2 and §6.2.3 normalization;
-//  8. iat is less than MaxAge before Now and at most Skew after it;
+//  8. iat is less than MaxAge before Now and at most Skew after it, and
+//     not before NotBefore + Skew;
 //  9. if req.AccessToken is set, ath is its base64url SHA-256 hash.
 //
 // The signature is checked before any claim is read, so no unauthenticated
@@ -231,6 +258,10 @@ func Check(proof string, req Requirements) (*Proof, error) {
 	}
 	if ahead := c.iat.Sub(now); ahead > skew {
 		return nil, fmt.Errorf("%w: iat in the future: %s ahead of now, allowed skew is %s", ErrInvalidProof, ahead, skew)
+	}
+	if nb := req.NotBefore.Add(skew); !req.NotBefore.IsZero() && c.iat.Before(nb) {
+		return nil, fmt.Errorf("%w: iat before the server started (%s): a proof made before then may have been used already; make a new one (iat in milliseconds, or whole seconds after the start)",
+			ErrInvalidProof, nb.UTC().Format(time.RFC3339Nano))
 	}
 	// 9. ath.
 	if req.AccessToken != "" && subtle.ConstantTimeCompare([]byte(c.ath), []byte(ath(req.AccessToken))) != 1 {

@@ -48,7 +48,7 @@ func BenchmarkHTTPMint(b *testing.B) {
 					"ttl_ms":                {"30"},
 				}.Encode()
 				if mode == "dpop" {
-					proofs[i] = dpop.NewProof(ed25519.PrivateKey(key), "POST", tokenURL, "", now)
+					proofs[i] = dpop.NewProofMillis(ed25519.PrivateKey(key), "POST", tokenURL, "", now)
 				}
 			}
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}

@@ -112,7 +112,7 @@ func (f *fixture) newIssuer() {
 	f.t.Helper()
 	var err error
 	f.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Now: f.clk.Now,
-		Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute,
+		Assertions: f.store, Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute,
 		Policy: f.policy})
 	if err != nil {
 		f.t.Fatal(err)
@@ -131,7 +131,7 @@ func (f *fixture) assertion(mod func(map[string]any)) string {
 		mod(c)
 	}
 	b, _ := json.Marshal(c)
-	return jose.Sign(f.key, jose.Header{Typ: "JWT"}, b)
+	return jose.Sign(f.key, jose.Header{Typ: mandate.TypClientAssertion}, b)
 }
 
 func (f *fixture) request(mod func(*issuer.RootRequest)) issuer.RootRequest {
@@ -208,7 +208,7 @@ func TestMintRootRefusals(t *testing.T) {
 		{"signed by another key", func(f *fixture, r *issuer.RootRequest) {
 			parts := strings.Split(f.assertion(nil), ".")
 			b, _ := jose.Parse(f.assertion(nil))
-			r.ClientAssertion = jose.Sign(other, jose.Header{}, b.Payload)
+			r.ClientAssertion = jose.Sign(other, jose.Header{Typ: mandate.TypClientAssertion}, b.Payload)
 			_ = parts
 		}, "invalid_client", "signature"},
 		{"iss differs from sub", func(f *fixture, r *issuer.RootRequest) {
