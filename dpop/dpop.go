@@ -336,10 +336,17 @@ func parseClaims(b []byte) (claims, error) {
 }
 
 // parseNumericDate parses iat: a JSON number of seconds since the epoch,
-// integer (as RFC 9449 writes it) or with a fraction.
+// integer (as RFC 9449 writes it) or with a fraction. A plain decimal is
+// read exactly, to the nanosecond (1764412800.001 is not a float's
+// 1764412800.000999927), so that a proof made at a server's start is not
+// taken for one made just before it; a number with an exponent is read as
+// a float.
 func parseNumericDate(v []byte) (time.Time, error) {
 	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
 		return time.Time{}, errors.New("claim iat must be a number")
+	}
+	if t, ok := parseDecimal(string(v)); ok {
+		return t, nil
 	}
 	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil || math.IsNaN(f) || math.Abs(f) > maxNumericDate {
@@ -347,6 +354,38 @@ func parseNumericDate(v []byte) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}
+
+// parseDecimal parses -?DIGITS[.DIGITS] within ±maxNumericDate seconds,
+// digits past the nanosecond truncated; ok is false for anything else.
+func parseDecimal(s string) (t time.Time, ok bool) {
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	intPart, frac, dot := strings.Cut(s, ".")
+	if intPart == "" || len(intPart) > 12 || !digits(intPart) || (dot && frac == "") || !digits(frac) {
+		return time.Time{}, false
+	}
+	sec, err := strconv.ParseInt(intPart, 10, 64)
+	if err != nil || sec > maxNumericDate {
+		return time.Time{}, false
+	}
+	frac = (frac + "000000000")[:9]
+	nsec, _ := strconv.ParseInt(frac, 10, 64)
+	if neg {
+		sec, nsec = -sec, -nsec
+	}
+	return time.Unix(sec, nsec).UTC(), true
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // quote quotes s for an error message, cut to 64 bytes: it comes from

@@ -128,17 +128,11 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	// Chain: every registered agent in it must be active; their limits and
 	// approval rules apply.
 	chain := append([]string{act.ID}, parent.Actor.Chain()...)
-	if act.Agent == nil {
-		// The same key twice in a chain is one agent delegating to itself.
-		short := act.ID[strings.LastIndex(act.ID, "/"):]
-		for _, id := range chain[1:] {
-			if strings.HasSuffix(id, mandate.EphemeralSeparator[:len(mandate.EphemeralSeparator)-1]+short) {
-				return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the actor's key already acts as %s in the chain: an agent cannot delegate to itself", id)
-			}
-		}
-	}
 	agents, err := is.chainAgents(ctx, chain, act)
 	if err != nil {
+		return nil, err
+	}
+	if err := ownKey(act, parent, chain, agents); err != nil {
 		return nil, err
 	}
 	depth := len(chain)
@@ -222,9 +216,10 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		}
 		if req.ApprovalID == "" {
 			// A new approval request uses up its actor token, so that one
-			// token cannot file many requests; polls need fresh ones.
+			// token cannot file many requests (not even after a restart);
+			// polls need fresh ones.
 			actorUsed = true
-			if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+			if err := is.useDurably(ctx, act.ID, &act.Assertion, now, "invalid_grant", "actor token"); err != nil {
 				return nil, err
 			}
 		}
@@ -240,7 +235,9 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	}
 
 	if !actorUsed {
-		if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+		// Recorded with the issuance (AgentID act.ID), which RestoreReplay
+		// reads.
+		if err := is.useOnce(usedKey(act.ID, act.Assertion.ID), act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
 			return nil, err
 		}
 	}
@@ -461,8 +458,8 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	if err != nil {
 		return fail("%v", err)
 	}
-	if jws.Header.Typ == "at+jwt" || jws.Header.Typ == dpop.Type {
-		return fail("typ %q: a mandate or a DPoP proof is not an actor token", jws.Header.Typ)
+	if p := typProblem(jws.Header.Typ, mandate.TypActorToken); p != "" {
+		return fail("%s", p)
 	}
 	var c assertionClaims
 	if err := json.Unmarshal(jws.Payload, &c); err != nil {
@@ -496,6 +493,14 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	default:
 		return fail("give iss = sub = a registered agent's id, or, for an ephemeral agent, no iss and its public key in the jwk header")
 	}
+	// Bound to one exchange: the delegation from the parent it names, so
+	// that the delegator cannot spend it on another of its mandates.
+	if c.Parent != parent.ID {
+		if c.Parent == "" {
+			return fail("par is required: the jti of the parent mandate (subject_token) the sub-agent made this token for")
+		}
+		return fail("par names mandate %q, not the subject_token %s: an actor token is good for the one delegation it was made for", c.Parent, parent.ID)
+	}
 	if p := is.claimsProblem(&c, now, "actor token"); p != "" {
 		return fail("%s", p)
 	}
@@ -516,8 +521,41 @@ func actorKey(a *actor) string {
 // it. The name derives from its key, so one key under one parent is one
 // agent, and a SPIFFE path segment needs nothing beyond hex.
 func ephemeralID(parentAgent, jkt string) string {
+	return parentAgent + mandate.EphemeralSeparator + ephemeralShort(jkt)
+}
+
+// ephemeralShort is the last segment of the ID of an ephemeral agent
+// whose key has the thumbprint jkt.
+func ephemeralShort(jkt string) string {
 	h := sha256.Sum256([]byte(jkt))
-	return parentAgent + mandate.EphemeralSeparator + hex.EncodeToString(h[:6])
+	return hex.EncodeToString(h[:6])
+}
+
+// ownKey refuses a delegation to a key that already acts in the chain:
+// an agent delegating to itself under a new name, out of the reach of the
+// rules that stop it delegating to itself by name. The actor's key is
+// none of the keys of the chain's registered agents (agents), none of its
+// ephemeral agents' (whose IDs derive from their keys), and not the key the
+// parent is bound to.
+func ownKey(act *actor, parent *mandate.Claims, chain []string, agents []*mandate.Agent) error {
+	refuse := func(who string) error {
+		return mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the actor's key already acts as %s in the chain: an agent cannot delegate to itself", who)
+	}
+	if parent.Confirm != nil && parent.Confirm.JKT == act.JKT {
+		return refuse(parent.ClientID)
+	}
+	for _, a := range agents {
+		if a != act.Agent && jose.Thumbprint(ed25519.PublicKey(a.PublicKey)) == act.JKT {
+			return refuse(a.ID)
+		}
+	}
+	suffix := mandate.EphemeralSeparator + ephemeralShort(act.JKT)
+	for _, id := range chain[1:] {
+		if strings.HasSuffix(id, suffix) {
+			return refuse(id)
+		}
+	}
+	return nil
 }
 
 // chainAgents checks the chain: no agent twice, every registered agent
