@@ -287,7 +287,11 @@ func TestCheck(t *testing.T) {
 		{"iat at NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements { r := at(time.Second); r.NotBefore = t0; return r }(), "", nil},
 		{"iat before NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements { r := at(time.Second); r.NotBefore = t0.Add(time.Millisecond); return r }(), "before the server started", nil},
 		{"iat 1ms after NotBefore, read exactly", handProof(testPriv, goodHeader, claimsWith("iat", fmt.Sprintf("%d.001", t0.Unix()))), func() Requirements { r := at(time.Second); r.NotBefore = t0.Add(time.Millisecond); return r }(), "", nil},
-		{"iat within Skew after NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements { r := at(time.Second); r.NotBefore, r.Skew = t0.Add(-time.Second), 2*time.Second; return r }(), "before the server started", nil},
+		{"iat within Skew after NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements {
+			r := at(time.Second)
+			r.NotBefore, r.Skew = t0.Add(-time.Second), 2*time.Second
+			return r
+		}(), "before the server started", nil},
 
 		// 9. ath.
 		{"ath mismatch", handProof(testPriv, goodHeader, claimsWith("ath", `"`+hashOf("another token")+`"`)), withAT(goodReq()), "ath mismatch", nil},
