@@ -43,7 +43,9 @@ const maxResponse = 1 << 20
 
 // Config configures a Client.
 type Config struct {
-	// Issuer is the Mandate server's issuer URL, e.g. https://mandate.example.
+	// Issuer is the Mandate server's issuer identifier (its metadata's
+	// issuer), e.g. https://mandate.example: the aud of the client
+	// assertions and actor tokens.
 	Issuer string
 	// TokenEndpoint is Issuer + "/oauth2/token" if empty.
 	TokenEndpoint string
@@ -301,13 +303,14 @@ func (c *Client) actorToken(actor Actor, parentID string) string {
 }
 
 // jwtClaims returns the claims every JWT for the token endpoint has: aud,
-// iat, a minute's exp and a fresh jti.
+// the issuer identifier alone (draft-ietf-oauth-rfc7523bis), iat, a
+// minute's exp and a fresh jti.
 func (c *Client) jwtClaims() map[string]any {
 	now := c.cfg.Now()
 	var jti [16]byte
 	rand.Read(jti[:])
 	return map[string]any{
-		"aud": c.cfg.TokenEndpoint,
+		"aud": c.cfg.Issuer,
 		"iat": now.Unix(),
 		"exp": now.Add(time.Minute).Unix(),
 		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),

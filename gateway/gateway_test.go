@@ -141,7 +141,7 @@ func (e *env) mint(name string, key ed25519.PrivateKey, scope string, ttl time.D
 	e.t.Helper()
 	id := mandate.AgentID("example.org", name)
 	now := time.Now()
-	c, _ := json.Marshal(map[string]any{"iss": id, "sub": id, "aud": iss + "/oauth2/token", "exp": now.Add(time.Minute).Unix(),
+	c, _ := json.Marshal(map[string]any{"iss": id, "sub": id, "aud": iss, "exp": now.Add(time.Minute).Unix(),
 		"jti": mandate.NewID("j", now)})
 	req := issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, c),
 		Scope: scope, TTL: ttl}
@@ -1090,7 +1090,7 @@ func (e *env) delegate(root *issuer.Token, key ed25519.PrivateKey) *issuer.Token
 	e.t.Helper()
 	now := time.Now()
 	jwk := jose.NewPublicJWK(key.Public().(ed25519.PublicKey))
-	c, _ := json.Marshal(map[string]any{"aud": iss + "/oauth2/token", "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now),
+	c, _ := json.Marshal(map[string]any{"aud": iss, "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now),
 		"par": root.Claims.ID})
 	tok, err := e.is.Delegate(context.Background(), issuer.DelegateRequest{SubjectToken: root.AccessToken, SubjectTokenType: issuer.TokenTypeJWT,
 		ActorToken: jose.Sign(key, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c), ActorTokenType: issuer.TokenTypeJWT})

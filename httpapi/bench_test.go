@@ -43,7 +43,7 @@ func BenchmarkHTTPMint(b *testing.B) {
 				bodies[i] = url.Values{
 					"grant_type":            {"client_credentials"},
 					"client_assertion_type": {issuer.ClientAssertionType},
-					"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/bench", tokenURL, now)},
+					"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/bench", ts.URL, now)},
 					"scope":                 {"mcp:crm:list_customers"},
 					"ttl_ms":                {"30"},
 				}.Encode()

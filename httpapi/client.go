@@ -171,7 +171,7 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 	form := url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		"client_assertion":      {ClientAssertion(tr.Key, tr.AgentID, md.TokenEndpoint, now)},
+		"client_assertion":      {ClientAssertion(tr.Key, tr.AgentID, md.Issuer, now)},
 		"scope":                 {tr.Scope},
 	}
 	for _, r := range tr.Resources {
@@ -268,10 +268,11 @@ func (e *PendingError) Unwrap() error {
 
 // ClientAssertion returns a private_key_jwt client assertion (RFC 7523 §3)
 // for the agent: typ client-authentication+jwt, iss = sub = agentID, aud =
-// the token endpoint, a fresh jti, valid for one minute.
-func ClientAssertion(key ed25519.PrivateKey, agentID, tokenEndpoint string, now time.Time) string {
+// the server's issuer identifier (draft-ietf-oauth-rfc7523bis), a fresh
+// jti, valid for one minute.
+func ClientAssertion(key ed25519.PrivateKey, agentID, issuer string, now time.Time) string {
 	claims := map[string]any{
-		"iss": agentID, "sub": agentID, "aud": tokenEndpoint,
+		"iss": agentID, "sub": agentID, "aud": issuer,
 		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
 		"jti": mandate.NewID("a_", now),
 	}
@@ -373,7 +374,7 @@ func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenRespon
 	now := time.Now()
 	actorToken := dr.ActorToken
 	if actorToken == "" {
-		actorToken = ActorToken(dr.ActorKey, dr.ActorID, parentID, md.TokenEndpoint, now)
+		actorToken = ActorToken(dr.ActorKey, dr.ActorID, parentID, md.Issuer, now)
 	}
 	form := url.Values{
 		"grant_type":         {issuer.GrantTypeTokenExchange},
@@ -406,13 +407,13 @@ func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenRespon
 // ActorToken returns an actor token (RFC 8693 §2.1) for one delegation
 // from the mandate parentID (the subject token's jti): a JWT signed by the
 // sub-agent's key, typ vnd.mandatehq.actor+jwt, par = parentID, aud = the
-// token endpoint, a fresh jti, valid for one minute. For a registered
+// server's issuer identifier, a fresh jti, valid for one minute. For a registered
 // agent, iss = sub = agentID; for an ephemeral one (agentID empty), no iss
 // and the public key in the jwk header. It authenticates nothing else:
 // not the agent at the token or revocation endpoint, not another exchange.
-func ActorToken(key ed25519.PrivateKey, agentID, parentID, tokenEndpoint string, now time.Time) string {
+func ActorToken(key ed25519.PrivateKey, agentID, parentID, issuer string, now time.Time) string {
 	claims := map[string]any{
-		"aud": tokenEndpoint, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		"aud": issuer, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
 		"jti": mandate.NewID("a_", now), "par": parentID,
 	}
 	h := jose.Header{Typ: mandate.TypActorToken}

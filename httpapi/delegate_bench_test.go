@@ -43,7 +43,7 @@ func BenchmarkHTTPDelegate(b *testing.B) {
 			for i := range bodies {
 				_, k, _ := ed25519.GenerateKey(rand.Reader)
 				jwk := jose.NewPublicJWK(k.Public().(ed25519.PublicKey))
-				c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i),
+				c, _ := json.Marshal(map[string]any{"aud": ts.URL, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i),
 					"par": jtiOf(root)})
 				bodies[i] = url.Values{
 					"grant_type":         {issuer.GrantTypeTokenExchange},
@@ -102,7 +102,7 @@ func mintRoot(b *testing.B, base string, key ed25519.PrivateKey, agent string, n
 	resp, err := http.PostForm(tokenURL, url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_assertion_type": {issuer.ClientAssertionType},
-		"client_assertion":      {httpapi.ClientAssertion(key, agent, tokenURL, now)},
+		"client_assertion":      {httpapi.ClientAssertion(key, agent, base, now)},
 		"scope":                 {"mcp:crm:*"},
 		"ttl_ms":                {"3600000"},
 	})

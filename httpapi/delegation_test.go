@@ -61,7 +61,7 @@ func (ts *testServer) exchange(parent string, actorKey ed25519.PrivateKey, actor
 		"grant_type":         {issuer.GrantTypeTokenExchange},
 		"subject_token":      {parent},
 		"subject_token_type": {issuer.TokenTypeJWT},
-		"actor_token":        {httpapi.ActorToken(actorKey, actorID, jtiOf(parent), ts.URL+"/oauth2/token", time.Now())},
+		"actor_token":        {httpapi.ActorToken(actorKey, actorID, jtiOf(parent), ts.URL, time.Now())},
 		"actor_token_type":   {issuer.TokenTypeJWT},
 	}
 }

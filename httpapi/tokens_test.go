@@ -24,9 +24,8 @@ func TestActorTokenIsNoClientAssertion(t *testing.T) {
 	orchKey := ts.addAgent(t, "orch", "mcp:crm:list_*")
 	researcherKey := ts.addAgent(t, "researcher", "mcp:crm:*")
 	parent := ts.root(t, "orch", orchKey, "mcp:crm:list_contacts", false)
-	tokenURL := ts.URL + "/oauth2/token"
 	// What the researcher hands the orchestrator.
-	actorToken := httpapi.ActorToken(researcherKey, agentID("researcher"), jtiOf(parent), tokenURL, time.Now())
+	actorToken := httpapi.ActorToken(researcherKey, agentID("researcher"), jtiOf(parent), ts.URL, time.Now())
 
 	for _, path := range []string{"/oauth2/token", "/oauth2/revoke"} {
 		body := url.Values{

@@ -54,12 +54,20 @@ func typProblem(typ, want string) string {
 
 // claimsProblem checks the audience, times and jti of a JWT an agent
 // signed for the token endpoint (a client assertion or an actor token,
-// named by what) and says what is wrong with them, or "".
-func (is *Issuer) claimsProblem(c *assertionClaims, now time.Time, what string) string {
+// named by what) and says what is wrong with them, or "". A typed JWT names
+// this server by its issuer identifier alone, as draft-ietf-oauth-rfc7523bis
+// requires of the client assertions its typ marks (which defeats audience
+// injection: a JWT a client made for one server's endpoint, presented at
+// another). An untyped client assertion (Config.AllowUntypedClientAssertions)
+// keeps the rule of RFC 7523 §3 and OpenID Connect Core §9: aud contains the
+// token endpoint or the issuer.
+func (is *Issuer) claimsProblem(c *assertionClaims, now time.Time, what string, untyped bool) string {
 	skew := is.cfg.ClockSkew
 	switch {
-	case !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer):
+	case untyped && !c.Audience.Contains(is.cfg.TokenEndpoint) && !c.Audience.Contains(is.cfg.Issuer):
 		return fmt.Sprintf("aud must name the token endpoint %s", is.cfg.TokenEndpoint)
+	case !untyped && (len(c.Audience) != 1 || c.Audience[0] != is.cfg.Issuer):
+		return fmt.Sprintf("aud must be the issuer identifier %s, and nothing else (draft-ietf-oauth-rfc7523bis)", is.cfg.Issuer)
 	case c.Expiry == nil:
 		return "exp is required"
 	case !now.Before(c.Expiry.Add(skew)):
@@ -92,7 +100,8 @@ func (is *Issuer) authenticate(ctx context.Context, clientID, typ, raw string, n
 	if err != nil {
 		return fail("%v", err)
 	}
-	if p := is.clientAssertionTyp(jws.Header.Typ); p != "" {
+	untyped, p := is.clientAssertionTyp(jws.Header.Typ)
+	if p != "" {
 		return fail("%s", p)
 	}
 	var c assertionClaims
@@ -114,7 +123,7 @@ func (is *Issuer) authenticate(ctx context.Context, clientID, typ, raw string, n
 	if err := jws.Verify(ed25519.PublicKey(agent.PublicKey)); err != nil {
 		return fail("signature does not verify with the key registered for %s", agent.ID)
 	}
-	if p := is.claimsProblem(&c, now, "assertion"); p != "" {
+	if p := is.claimsProblem(&c, now, "assertion", untyped); p != "" {
 		return fail("%s", p)
 	}
 	if agent.Status != mandate.AgentActive {
@@ -125,19 +134,19 @@ func (is *Issuer) authenticate(ctx context.Context, clientID, typ, raw string, n
 
 // clientAssertionTyp says what is wrong with a client assertion's typ, or
 // "": it is client-authentication+jwt (draft-ietf-oauth-rfc7523bis §4),
-// or, with Config.AllowUntypedClientAssertions, none or JWT.
-func (is *Issuer) clientAssertionTyp(typ string) string {
+// or, with Config.AllowUntypedClientAssertions, none or JWT (untyped).
+func (is *Issuer) clientAssertionTyp(typ string) (untyped bool, problem string) {
 	p := typProblem(typ, mandate.TypClientAssertion)
 	if p == "" || mandate.TokenKind(typ) != "" {
-		return p
+		return false, p
 	}
 	if typ == "" || mandate.TypIs(typ, "jwt") {
 		if is.cfg.AllowUntypedClientAssertions {
-			return ""
+			return true, ""
 		}
-		return p + " (this server does not accept untyped client assertions: see docs/tokens.md)"
+		return true, p + " (this server does not accept untyped client assertions: see docs/tokens.md)"
 	}
-	return p
+	return false, p
 }
 
 // Authenticate verifies a private_key_jwt client assertion presented at an

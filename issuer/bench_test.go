@@ -84,7 +84,7 @@ func BenchmarkMintRoot(b *testing.B) {
 			now := time.Now()
 			assertions := make([]string, b.N)
 			for i := range assertions {
-				c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": tokenURL, "iat": now.Unix(),
+				c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": iss, "iat": now.Unix(),
 					"exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("bench-%d-%d", now.UnixNano(), i)})
 				assertions[i] = jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, c)
 			}
@@ -180,7 +180,7 @@ func benchmarkDelegate(b *testing.B, store string) {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": tokenURL, "exp": now.Add(time.Minute).Unix(), "jti": "root"})
+	c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": iss, "exp": now.Add(time.Minute).Unix(), "jti": "root"})
 	root, err := is.MintRoot(ctx, issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType,
 		ClientAssertion: jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, c), Scope: "mcp:crm:*", TTL: time.Hour})
 	if err != nil {
@@ -192,7 +192,7 @@ func benchmarkDelegate(b *testing.B, store string) {
 	for i := range actors {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		jwk := jose.NewPublicJWK(k.Public().(ed25519.PublicKey))
-		c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i),
+		c, _ := json.Marshal(map[string]any{"aud": iss, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i),
 			"par": root.Claims.ID})
 		actors[i] = jose.Sign(k, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c)
 	}

@@ -501,7 +501,7 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 		}
 		return fail("par names mandate %q, not the subject_token %s: an actor token is good for the one delegation it was made for", c.Parent, parent.ID)
 	}
-	if p := is.claimsProblem(&c, now, "actor token"); p != "" {
+	if p := is.claimsProblem(&c, now, "actor token", false); p != "" {
 		return fail("%s", p)
 	}
 	a.Assertion = assertion{ID: c.ID, Expiry: *c.Expiry}

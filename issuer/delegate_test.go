@@ -65,7 +65,7 @@ func (f *fixture) root(scope string, ttl time.Duration, bound bool) *issuer.Toke
 // ephemeral (jwk header, no iss) otherwise.
 func (f *fixture) actorToken(subject string, key ed25519.PrivateKey, id string, mod func(map[string]any)) string {
 	now := f.clk.Now()
-	c := map[string]any{"aud": tokenURL, "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now), "par": jtiOf(subject)}
+	c := map[string]any{"aud": iss, "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now), "par": jtiOf(subject)}
 	h := jose.Header{Typ: mandate.TypActorToken}
 	if id != "" {
 		c["iss"], c["sub"] = id, id
@@ -565,7 +565,7 @@ func TestApprovalDeniedAndTimeout(t *testing.T) {
 func withEphemeralX(x string) func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 	return func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 		return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
-			c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "x-" + x[:4], "par": jtiOf(r.SubjectToken)})
+			c, _ := json.Marshal(map[string]any{"aud": iss, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "x-" + x[:4], "par": jtiOf(r.SubjectToken)})
 			jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: x}
 			_, signer, _ := ed25519.GenerateKey(rand.Reader)
 			r.ActorToken = jose.Sign(signer, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c)

@@ -41,7 +41,7 @@ func FuzzActorToken(f *testing.F) {
 	parent := fx.root("mcp:crm:*", issuer.MaxTTL, false)
 	f.Add(fx.actorToken(parent.AccessToken, newKey(f), agentID, nil)[:40])
 	f.Add(b64([]byte(`{"alg":"EdDSA","typ":"vnd.mandatehq.actor+jwt","jwk":{"kty":"OKP","crv":"Ed25519","x":"11qYAYKxCrfVS_7TyWQHOg7hcvPapiMlrwIaaPcHURo"}}`)) +
-		"." + b64([]byte(`{"aud":"`+tokenURL+`","exp":1e300,"jti":"x","par":"`+parent.Claims.ID+`"}`)) + "." + b64(make([]byte, 64)))
+		"." + b64([]byte(`{"aud":"`+iss+`","exp":1e300,"jti":"x","par":"`+parent.Claims.ID+`"}`)) + "." + b64(make([]byte, 64)))
 	f.Add(b64([]byte(`{"alg":"EdDSA","typ":"vnd.mandatehq.actor+jwt"}`)) + "." + b64([]byte(`{"iss":"`+agentID+`","sub":"`+agentID+`","par":7}`)) + "." + b64(make([]byte, 64)))
 	f.Add(b64([]byte(`{"alg":"EdDSA","typ":"client-authentication+jwt"}`)) + "." + b64([]byte(`{}`)) + "." + b64(make([]byte, 64)))
 	f.Fuzz(func(t *testing.T, actorToken string) {

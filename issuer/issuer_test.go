@@ -133,7 +133,7 @@ func (f *fixture) assertion(mod func(map[string]any)) string {
 // assertionBy builds a client assertion of agent id, signed with key.
 func (f *fixture) assertionBy(key ed25519.PrivateKey, id string, mod func(map[string]any)) string {
 	now := f.clk.Now()
-	c := map[string]any{"iss": id, "sub": id, "aud": tokenURL, "iat": now.Unix(),
+	c := map[string]any{"iss": id, "sub": id, "aud": iss, "iat": now.Unix(),
 		"exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("j", now)}
 	if mod != nil {
 		mod(c)

@@ -425,3 +425,36 @@ func TestTypConstants(t *testing.T) {
 		t.Error("TokenKind")
 	}
 }
+
+// A typed client assertion or actor token names this server by its issuer
+// identifier, alone (draft-ietf-oauth-rfc7523bis): not its token endpoint,
+// which another server's metadata could name as one of its own endpoints
+// (audience injection), and not among other audiences. Untyped client
+// assertions, where allowed, keep RFC 7523's token endpoint.
+func TestTypedTokensNameTheIssuer(t *testing.T) {
+	ctx := context.Background()
+	for name, aud := range map[string]any{
+		"the token endpoint":          tokenURL,
+		"the issuer among others":     []string{iss, "https://other.example"},
+		"the issuer with a slash":     iss + "/",
+		"the issuer in an array, too": []string{iss, iss},
+	} {
+		f := newFixture(t)
+		setAud := func(c map[string]any) { c["aud"] = aud }
+		if _, err := f.is.MintRoot(ctx, f.request(func(r *issuer.RootRequest) { r.ClientAssertion = f.assertion(setAud) })); oauthOf(err) != "invalid_client" || !strings.Contains(err.Error(), "issuer identifier") {
+			t.Errorf("client assertion, aud %s: %v", name, err)
+		}
+		root := f.root("mcp:crm:*", time.Minute, false)
+		if _, err := f.delegate(root, f.key, newKey(t), "", func(r *issuer.DelegateRequest) {
+			r.ActorToken = f.actorToken(root.AccessToken, newKey(t), "", setAud)
+		}); oauthOf(err) != "invalid_grant" || !strings.Contains(err.Error(), "issuer identifier") {
+			t.Errorf("actor token, aud %s: %v", name, err)
+		}
+	}
+	f := newFixture(t)
+	if _, err := f.is.MintRoot(ctx, f.request(func(r *issuer.RootRequest) {
+		r.ClientAssertion = f.assertion(func(c map[string]any) { c["aud"] = []string{iss} })
+	})); err != nil {
+		t.Errorf("aud [issuer]: %v", err)
+	}
+}

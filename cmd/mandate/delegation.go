@@ -522,7 +522,7 @@ func (c *cli) actorToken(args []string) error {
 			return err
 		}
 	}
-	fmt.Fprintln(c.stdout, httpapi.ActorToken(key, id, parentID, md.TokenEndpoint, time.Now()))
+	fmt.Fprintln(c.stdout, httpapi.ActorToken(key, id, parentID, md.Issuer, time.Now()))
 	return nil
 }
 

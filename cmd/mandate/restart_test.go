@@ -62,7 +62,7 @@ func TestRestart(t *testing.T) {
 	// The holder revokes with a client assertion; that assertion must stay
 	// used after the restart (it must not buy a mandate then).
 	agentID := "spiffe://example.org/agent/a"
-	revokeAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.TokenEndpoint(), time.Now())
+	revokeAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.Issuer(), time.Now())
 	resp, err := http.PostForm(m.URL+"/oauth2/revoke", url.Values{"token": {"unknown"},
 		"client_assertion_type": {issuer.ClientAssertionType}, "client_assertion": {revokeAssertion}})
 	if err != nil || resp.StatusCode != 200 {
@@ -70,7 +70,7 @@ func TestRestart(t *testing.T) {
 	}
 	resp.Body.Close()
 	// And a mint's assertion likewise.
-	mintAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.TokenEndpoint(), time.Now())
+	mintAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.Issuer(), time.Now())
 	mint := func(m *Main, assertion string) (int, string) {
 		resp, err := http.PostForm(m.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"mcp:crm:x"},
 			"client_assertion_type": {issuer.ClientAssertionType}, "client_assertion": {assertion}})
@@ -145,7 +145,7 @@ func TestDPoPProofsAcrossRestart(t *testing.T) {
 		t.Helper()
 		req, _ := http.NewRequest("POST", m.URL+"/oauth2/token", strings.NewReader(url.Values{
 			"grant_type": {"client_credentials"}, "scope": {"mcp:crm:x"}, "client_assertion_type": {issuer.ClientAssertionType},
-			"client_assertion": {httpapi.ClientAssertion(key, agentID, tokenURL, time.Now())}}.Encode()))
+			"client_assertion": {httpapi.ClientAssertion(key, agentID, m.Issuer.Issuer(), time.Now())}}.Encode()))
 		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 		req.Header.Set("DPoP", proof)
 		resp, err := http.DefaultClient.Do(req)

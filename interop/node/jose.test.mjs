@@ -192,7 +192,8 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
   /**
    * A client assertion (RFC 7523 §3) signed by key (default: the agent's),
    * typ client-authentication+jwt (draft-ietf-oauth-rfc7523bis §4) unless
-   * opts.typ says otherwise (null: no typ).
+   * opts.typ says otherwise (null: no typ), aud the issuer identifier (as
+   * that draft requires of a typed one) unless opts.aud.
    */
   const assertion = (opts = {}) => {
     const now = Math.floor(Date.now() / 1000);
@@ -201,7 +202,7 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
       .setProtectedHeader({ alg: opts.alg ?? 'EdDSA', ...(typ === null ? {} : { typ }) })
       .setIssuer(AGENT_ID)
       .setSubject(AGENT_ID)
-      .setAudience(s.meta.token_endpoint)
+      .setAudience(opts.aud ?? s.meta.issuer)
       .setJti(randomUUID())
       .setIssuedAt(now)
       .setExpirationTime(now + 60)
@@ -225,7 +226,7 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     const now = Math.floor(Date.now() / 1000);
     const jwt = new SignJWT(par === undefined ? {} : { par })
       .setProtectedHeader({ alg: 'EdDSA', typ: opts.typ ?? TYP_ACTOR_TOKEN, ...(opts.jwk ? { jwk: opts.jwk } : {}) })
-      .setAudience(s.meta.token_endpoint)
+      .setAudience(s.meta.issuer)
       .setJti(randomUUID())
       .setIssuedAt(now)
       .setExpirationTime(now + 60);
@@ -422,6 +423,13 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
       assertOAuthError(res, 401, 'invalid_client', /signature/i, 'assertion signed by an unregistered key');
     }));
 
+    test('a typed client assertion for the token endpoint, not the issuer: 401 invalid_client', step(async () => {
+      // draft-ietf-oauth-rfc7523bis: a typed assertion names the issuer
+      // identifier alone (no audience injection through endpoint URLs).
+      const res = await tokenRequest({ clientAssertion: await assertion({ aud: s.meta.token_endpoint }), ttlMs: 30 });
+      assertOAuthError(res, 401, 'invalid_client', /issuer identifier/, 'typed assertion for the token endpoint');
+    }));
+
     test('an untyped client assertion, or typ JWT: 401 invalid_client', step(async () => {
       for (const typ of [null, 'JWT']) {
         const res = await tokenRequest({ clientAssertion: await assertion({ typ }), ttlMs: 30 });
@@ -509,7 +517,7 @@ describe('serve --allow-untyped-client-assertions and the MCP SDK', { timeout: 3
     const now = Math.floor(Date.now() / 1000);
     const at = await new SignJWT({ par: 'm_any' })
       .setProtectedHeader({ alg: 'EdDSA', typ: TYP_ACTOR_TOKEN })
-      .setIssuer(AGENT_ID).setSubject(AGENT_ID).setAudience(s.meta.token_endpoint)
+      .setIssuer(AGENT_ID).setSubject(AGENT_ID).setAudience(s.meta.issuer)
       .setJti(randomUUID()).setIssuedAt(now).setExpirationTime(now + 60)
       .sign(s.privateKey);
     const actor = await postForm(s.meta.token_endpoint, {
