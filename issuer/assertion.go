@@ -85,7 +85,10 @@ func (is *Issuer) claimsProblem(c *assertionClaims, now time.Time, what string, 
 }
 
 // authenticate verifies a private_key_jwt client assertion (RFC 7523 §3)
-// and returns the active agent it names. Every failure is invalid_client.
+// and returns the active agent it names: typ client-authentication+jwt (or
+// untyped, if allowed) before anything else, so that no other kind of JWT
+// (an actor token of the same agent, say) authenticates it. Every failure
+// is invalid_client.
 func (is *Issuer) authenticate(ctx context.Context, clientID, typ, raw string, now time.Time) (*mandate.Agent, *assertion, error) {
 	fail := func(format string, args ...any) (*mandate.Agent, *assertion, error) {
 		return nil, nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_client", "client assertion: "+format, args...)

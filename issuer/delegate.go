@@ -60,11 +60,12 @@ type actor struct {
 //
 //   - the parent is a mandate of this issuer, recorded, unexpired and not
 //     revoked; if it is DPoP-bound, req.DPoP is a fresh proof by its key;
-//   - the actor token is a JWT the actor signed with EdDSA, with aud the
-//     token endpoint, a single-use jti, exp at most MaxAssertionLifetime
+//   - the actor token is a JWT of typ vnd.mandatehq.actor+jwt the actor
+//     signed with EdDSA, for this parent (par = its jti), with aud the
+//     issuer alone, a single-use jti, exp at most MaxAssertionLifetime
 //     ahead, and either iss = sub = a registered agent's ID, or no iss
 //     and the key in the jwk header: a new ephemeral agent, named
-//     <parent's agent>/sub/<id>;
+//     <parent's agent>/sub/<id>, whose key is none of the chain's;
 //   - scopes ⊆ the parent's and the registered actor's ceiling; audience
 //     ⊆ the parent's; expiry ≤ the parent's; depth ≤ the smallest limit
 //     of the chain's registered agents (DefaultMaxDepth); no agent twice
@@ -354,8 +355,8 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 		if err != nil {
 			return fail("%v", err)
 		}
-		if jws.Header.Typ != "at+jwt" {
-			return fail("not a mandate (typ %q)", jws.Header.Typ)
+		if p := typProblem(jws.Header.Typ, mandate.TypMandate); p != "" {
+			return fail("not a mandate: %s", p)
 		}
 		pub, ok := is.cfg.Keys.PublicKey(jws.Header.Kid, now)
 		if !ok {

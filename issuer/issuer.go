@@ -52,9 +52,10 @@ type Config struct {
 	Agents        mandate.AgentGetter
 	// Log records each issuance before it is released (write-ahead).
 	Log mandate.IssuanceLog
-	// Assertions records client assertions used without an issuance (by
-	// Authenticate), so that they stay used across a restart. Required
-	// for Authenticate.
+	// Assertions records client assertions and actor tokens used without
+	// an issuance (by Authenticate, or to file an approval request), so
+	// that they stay used across a restart. Required for Authenticate and
+	// with Approvals.
 	Assertions mandate.AssertionRecorder
 	// Replay remembers used assertion and DPoP proof IDs; a new cache of
 	// replay.DefaultCapacity if nil.
@@ -438,7 +439,7 @@ func (is *Issuer) sign(c *mandate.Claims) (string, string, error) {
 	}
 	k := is.cfg.Keys.Active()
 	// typ at+jwt: an RFC 9068 access token.
-	return jose.Sign(k.Private, jose.Header{Typ: "at+jwt", Kid: k.ID}, payload), k.ID, nil
+	return jose.Sign(k.Private, jose.Header{Typ: mandate.TypMandate, Kid: k.ID}, payload), k.ID, nil
 }
 
 // useOnce marks key as used until exp.
