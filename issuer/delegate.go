@@ -509,8 +509,9 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	return a, nil
 }
 
-// actorKey identifies an actor in replay keys and approvals: its ID if
-// registered, its key's thumbprint if ephemeral.
+// actorKey identifies an actor in approvals: its ID if registered, its
+// key's thumbprint if ephemeral. (Replay keys use the actor's ID, as the
+// issuance records it: usedKey.)
 func actorKey(a *actor) string {
 	if a.Agent != nil {
 		return a.ID
