@@ -174,7 +174,7 @@ func benchmarkDelegate(b *testing.B, store string) {
 		log = nopLog{}
 	}
 	is, err := issuer.New(issuer.Config{Issuer: iss, Keys: issuer.NewMemoryKeyring(time.Hour, time.Now()),
-		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Replay: replay.New(4 << 20),
+		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Assertions: st, Replay: replay.New(4 << 20),
 		Policy: benchPolicy(b, store)})
 	if err != nil {
 		b.Fatal(err)
