@@ -43,7 +43,9 @@ const maxResponse = 1 << 20
 
 // Config configures a Client.
 type Config struct {
-	// Issuer is the Mandate server's issuer URL, e.g. https://mandate.example.
+	// Issuer is the Mandate server's issuer identifier (its metadata's
+	// issuer), e.g. https://mandate.example: the aud of the client
+	// assertions and actor tokens.
 	Issuer string
 	// TokenEndpoint is Issuer + "/oauth2/token" if empty.
 	TokenEndpoint string
@@ -115,7 +117,7 @@ func (m *Mandate) ExpiresIn(now time.Time) time.Duration { return m.Claims.Expir
 func (m *Mandate) Authorize(r *http.Request) error {
 	if m.Type == "DPoP" {
 		r.Header.Set("Authorization", "DPoP "+m.Token)
-		r.Header.Set("DPoP", dpop.NewProof(m.Key, r.Method, r.URL.String(), m.Token, time.Now()))
+		r.Header.Set("DPoP", dpop.NewProofMillis(m.Key, r.Method, r.URL.String(), m.Token, time.Now()))
 		return nil
 	}
 	r.Header.Set("Authorization", "Bearer "+m.Token)
@@ -176,7 +178,7 @@ func (c *Client) RootWait(ctx context.Context, req Request, opts ApprovalOptions
 		form.Set("grant_type", "client_credentials")
 		form.Set("client_id", c.cfg.AgentID)
 		form.Set("client_assertion_type", clientAssertionType)
-		form.Set("client_assertion", c.signJWT(c.cfg.Key, c.cfg.AgentID, false))
+		form.Set("client_assertion", c.clientAssertion())
 		req.add(form)
 		if req.Purpose != "" {
 			form.Set("task_purpose", req.Purpose)
@@ -206,17 +208,21 @@ type DelegateOptions = ApprovalOptions
 // returns the child mandate: its scopes within the parent's, its audience
 // within the parent's, its expiry no later than the parent's. The parent's
 // holder proves possession with a DPoP proof if parent is bound; the actor
-// proves its own key with an actor token. If the delegation needs
+// proves its own key with an actor token made for this exchange only (it
+// names parent, docs/delegation.md). If the delegation needs
 // approval, Delegate waits up to opts.Wait, polling with fresh tokens.
 func (c *Client) Delegate(ctx context.Context, parent *Mandate, actor Actor, req Request, opts DelegateOptions) (*Mandate, error) {
 	if len(actor.Key) != ed25519.PrivateKeySize {
 		return nil, errors.New("client: the actor needs an Ed25519 key")
 	}
+	if parent == nil || parent.Claims == nil || parent.Claims.ID == "" {
+		return nil, errors.New("client: the parent mandate needs its claims: its jti is what the actor token is for")
+	}
 	return c.untilApproved(ctx, opts, func(form url.Values) (*Mandate, error) {
 		form.Set("grant_type", grantTypeTokenExchange)
 		form.Set("subject_token", parent.Token)
 		form.Set("subject_token_type", tokenTypeJWT)
-		form.Set("actor_token", c.signJWT(actor.Key, actor.ID, actor.ID == ""))
+		form.Set("actor_token", c.actorToken(actor, parent.Claims.ID))
 		form.Set("actor_token_type", tokenTypeJWT)
 		req.add(form)
 		var proofKey ed25519.PrivateKey
@@ -270,26 +276,49 @@ func (r Request) add(form url.Values) {
 	}
 }
 
-// signJWT signs a client assertion (iss = sub = id) or, for an ephemeral
-// actor, an actor token carrying its public key in the jwk header.
-func (c *Client) signJWT(key ed25519.PrivateKey, id string, ephemeral bool) string {
+// clientAssertion signs a client assertion (private_key_jwt, RFC 7523
+// §3) with the agent's key: typ client-authentication+jwt, iss = sub = the
+// agent's ID.
+func (c *Client) clientAssertion() string {
+	claims := c.jwtClaims()
+	claims["iss"], claims["sub"] = c.cfg.AgentID, c.cfg.AgentID
+	return signClaims(c.cfg.Key, jose.Header{Typ: mandate.TypClientAssertion}, claims)
+}
+
+// actorToken signs actor's token (RFC 8693 §2.1) for one delegation, from
+// the mandate parentID: typ vnd.mandatehq.actor+jwt and par = parentID, so
+// that it is good for that exchange only. A registered actor names itself
+// in iss = sub; an ephemeral one puts its public key in the jwk header.
+func (c *Client) actorToken(actor Actor, parentID string) string {
+	claims := c.jwtClaims()
+	claims["par"] = parentID
+	h := jose.Header{Typ: mandate.TypActorToken}
+	if actor.ID == "" {
+		jwk := jose.NewPublicJWK(actor.Key.Public().(ed25519.PublicKey))
+		h.JWK = &jwk
+	} else {
+		claims["iss"], claims["sub"] = actor.ID, actor.ID
+	}
+	return signClaims(actor.Key, h, claims)
+}
+
+// jwtClaims returns the claims every JWT for the token endpoint has: aud,
+// the issuer identifier alone (draft-ietf-oauth-rfc7523bis), iat, a
+// minute's exp and a fresh jti.
+func (c *Client) jwtClaims() map[string]any {
 	now := c.cfg.Now()
 	var jti [16]byte
 	rand.Read(jti[:])
-	claims := map[string]any{
-		"aud": c.cfg.TokenEndpoint,
+	return map[string]any{
+		"aud": c.cfg.Issuer,
 		"iat": now.Unix(),
 		"exp": now.Add(time.Minute).Unix(),
 		"jti": base64.RawURLEncoding.EncodeToString(jti[:]),
 	}
-	h := jose.Header{Typ: "JWT"}
-	if ephemeral {
-		jwk := jose.NewPublicJWK(key.Public().(ed25519.PublicKey))
-		h.JWK = &jwk
-	} else {
-		claims["iss"], claims["sub"] = id, id
-	}
-	b, _ := json.Marshal(claims)
+}
+
+func signClaims(key ed25519.PrivateKey, h jose.Header, claims map[string]any) string {
+	b, _ := json.Marshal(claims) // cannot fail: strings and integers
 	return jose.Sign(key, h, b)
 }
 
@@ -312,7 +341,7 @@ func (c *Client) token(ctx context.Context, form url.Values, proofKey, holderKey
 	}
 	r.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if proofKey != nil {
-		r.Header.Set("DPoP", dpop.NewProof(proofKey, http.MethodPost, c.cfg.TokenEndpoint, "", c.cfg.Now()))
+		r.Header.Set("DPoP", dpop.NewProofMillis(proofKey, http.MethodPost, c.cfg.TokenEndpoint, "", c.cfg.Now()))
 	}
 	resp, err := c.cfg.HTTPClient.Do(r)
 	if err != nil {
@@ -334,6 +363,9 @@ func (c *Client) token(ctx context.Context, form url.Values, proofKey, holderKey
 	jws, err := jose.Parse(tr.AccessToken)
 	if err != nil {
 		return nil, fmt.Errorf("mandate: the token endpoint returned no mandate: %w", err)
+	}
+	if !mandate.TypIs(jws.Header.Typ, mandate.TypMandate) {
+		return nil, fmt.Errorf("mandate: the token endpoint returned no mandate: typ is %q, want %s", jws.Header.Typ, mandate.TypMandate)
 	}
 	var claims mandate.Claims
 	if err := json.Unmarshal(jws.Payload, &claims); err != nil {

@@ -64,8 +64,26 @@ var ErrInvalidProof = errors.New("dpop: invalid proof")
 // bytes. If accessToken is not empty, the proof has ath, the hash of
 // accessToken, as RFC 9449 §4.2 requires when presenting one.
 //
+// A server that refuses proofs made before it started (Requirements.NotBefore)
+// may refuse a whole-second iat for up to a second after its start: see
+// NewProofMillis.
+//
 // NewProof panics if priv is not ed25519.PrivateKeySize bytes long.
 func NewProof(priv ed25519.PrivateKey, method, url, accessToken string, now time.Time) string {
+	return newProof(priv, method, url, accessToken, json.Number(strconv.FormatInt(now.Unix(), 10)))
+}
+
+// NewProofMillis is NewProof with iat in milliseconds, a NumericDate with a
+// fraction (RFC 7519 §2), e.g. 1764412800.123: a server that refuses proofs
+// made before it started (Requirements.NotBefore) accepts it from the
+// millisecond after its start rather than from the next whole second.
+// Mandate's own clients use it.
+func NewProofMillis(priv ed25519.PrivateKey, method, url, accessToken string, now time.Time) string {
+	ms := now.UnixMilli()
+	return newProof(priv, method, url, accessToken, json.Number(strconv.FormatFloat(float64(ms)/1000, 'f', 3, 64)))
+}
+
+func newProof(priv ed25519.PrivateKey, method, url, accessToken string, iat json.Number) string {
 	pub := priv.Public().(ed25519.PublicKey)
 	jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: base64.RawURLEncoding.EncodeToString(pub)}
 	var jti [16]byte
@@ -74,21 +92,21 @@ func NewProof(priv ed25519.PrivateKey, method, url, accessToken string, now time
 		url = url[:i]
 	}
 	c := struct {
-		JTI string `json:"jti"`
-		HTM string `json:"htm"`
-		HTU string `json:"htu"`
-		IAT int64  `json:"iat"`
-		ATH string `json:"ath,omitempty"`
+		JTI string      `json:"jti"`
+		HTM string      `json:"htm"`
+		HTU string      `json:"htu"`
+		IAT json.Number `json:"iat"`
+		ATH string      `json:"ath,omitempty"`
 	}{
 		JTI: base64.RawURLEncoding.EncodeToString(jti[:]),
 		HTM: method,
 		HTU: url,
-		IAT: now.Unix(),
+		IAT: iat,
 	}
 	if accessToken != "" {
 		c.ATH = ath(accessToken)
 	}
-	payload, _ := json.Marshal(c) // cannot fail: strings and an integer
+	payload, _ := json.Marshal(c) // cannot fail: strings and a number
 	return jose.Sign(priv, jose.Header{Typ: Type, JWK: &jwk}, payload)
 }
 
@@ -115,6 +133,14 @@ type Requirements struct {
 	Now    time.Time     // the time of the check; zero means time.Now()
 	MaxAge time.Duration // how long after iat a proof is accepted; zero means DefaultMaxAge
 	Skew   time.Duration // how far iat may be ahead of Now; zero means not at all
+
+	// NotBefore, if set, refuses a proof whose iat is before NotBefore +
+	// Skew: set it to when the caller's replay set began remembering
+	// proofs (its process's start), so that a proof another replay set
+	// saw (the previous process's, gone with it) is not accepted again.
+	// The Skew is added because that set may have accepted an iat up to
+	// Skew ahead of its clock.
+	NotBefore time.Time
 }
 
 // Check checks proof against the request described by req, following the
@@ -131,7 +157,8 @@ type Requirements struct {
 //  6. htm is req.Method;
 //  7. htu is req.URL, both without query and fragment and after RFC 3986
 //     §6.2.2 and §6.2.3 normalization;
-//  8. iat is less than MaxAge before Now and at most Skew after it;
+//  8. iat is less than MaxAge before Now and at most Skew after it, and
+//     not before NotBefore + Skew;
 //  9. if req.AccessToken is set, ath is its base64url SHA-256 hash.
 //
 // The signature is checked before any claim is read, so no unauthenticated
@@ -232,6 +259,10 @@ func Check(proof string, req Requirements) (*Proof, error) {
 	if ahead := c.iat.Sub(now); ahead > skew {
 		return nil, fmt.Errorf("%w: iat in the future: %s ahead of now, allowed skew is %s", ErrInvalidProof, ahead, skew)
 	}
+	if nb := req.NotBefore.Add(skew); !req.NotBefore.IsZero() && c.iat.Before(nb) {
+		return nil, fmt.Errorf("%w: iat before the server started (%s): a proof made before then may have been used already; make a new one (iat in milliseconds, or whole seconds after the start)",
+			ErrInvalidProof, nb.UTC().Format(time.RFC3339Nano))
+	}
 	// 9. ath.
 	if req.AccessToken != "" && subtle.ConstantTimeCompare([]byte(c.ath), []byte(ath(req.AccessToken))) != 1 {
 		return nil, fmt.Errorf("%w: ath mismatch: it is not the hash of the access token", ErrInvalidProof)
@@ -305,10 +336,17 @@ func parseClaims(b []byte) (claims, error) {
 }
 
 // parseNumericDate parses iat: a JSON number of seconds since the epoch,
-// integer (as RFC 9449 writes it) or with a fraction.
+// integer (as RFC 9449 writes it) or with a fraction. A plain decimal is
+// read exactly, to the nanosecond (1764412800.001 is not a float's
+// 1764412800.000999927), so that a proof made at a server's start is not
+// taken for one made just before it; a number with an exponent is read as
+// a float.
 func parseNumericDate(v []byte) (time.Time, error) {
 	if len(v) == 0 || (v[0] != '-' && (v[0] < '0' || v[0] > '9')) {
 		return time.Time{}, errors.New("claim iat must be a number")
+	}
+	if t, ok := parseDecimal(string(v)); ok {
+		return t, nil
 	}
 	f, err := strconv.ParseFloat(string(v), 64)
 	if err != nil || math.IsNaN(f) || math.Abs(f) > maxNumericDate {
@@ -316,6 +354,38 @@ func parseNumericDate(v []byte) (time.Time, error) {
 	}
 	sec, frac := math.Modf(f)
 	return time.Unix(int64(sec), int64(frac*1e9)).UTC(), nil
+}
+
+// parseDecimal parses -?DIGITS[.DIGITS] within ±maxNumericDate seconds,
+// digits past the nanosecond truncated; ok is false for anything else.
+func parseDecimal(s string) (t time.Time, ok bool) {
+	neg := strings.HasPrefix(s, "-")
+	if neg {
+		s = s[1:]
+	}
+	intPart, frac, dot := strings.Cut(s, ".")
+	if intPart == "" || len(intPart) > 12 || !digits(intPart) || (dot && frac == "") || !digits(frac) {
+		return time.Time{}, false
+	}
+	sec, err := strconv.ParseInt(intPart, 10, 64)
+	if err != nil || sec > maxNumericDate {
+		return time.Time{}, false
+	}
+	frac = (frac + "000000000")[:9]
+	nsec, _ := strconv.ParseInt(frac, 10, 64)
+	if neg {
+		sec, nsec = -sec, -nsec
+	}
+	return time.Unix(sec, nsec).UTC(), true
+}
+
+func digits(s string) bool {
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
 }
 
 // quote quotes s for an error message, cut to 64 bytes: it comes from

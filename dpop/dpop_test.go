@@ -163,6 +163,25 @@ func TestNewProof(t *testing.T) {
 	}
 }
 
+// NewProofMillis writes iat with milliseconds, which Check reads exactly.
+func TestNewProofMillis(t *testing.T) {
+	at := t0.Add(1234567 * time.Microsecond)
+	proof := NewProofMillis(testPriv, "POST", testURL, "", at)
+	cb, _ := base64.RawURLEncoding.DecodeString(strings.Split(proof, ".")[1])
+	if want := fmt.Sprintf(`"iat":%d.234`, t0.Unix()+1); !strings.Contains(string(cb), want) {
+		t.Errorf("claims %s, want %s", cb, want)
+	}
+	req := goodReq()
+	req.NotBefore = t0.Add(1234 * time.Millisecond)
+	p, err := Check(proof, req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !p.IssuedAt.Equal(t0.Add(1234 * time.Millisecond)) {
+		t.Errorf("iat %v, want %v", p.IssuedAt, t0.Add(1234*time.Millisecond))
+	}
+}
+
 func TestCheck(t *testing.T) {
 	withAT := func(r Requirements) Requirements { r.AccessToken = testToken; return r }
 	at := func(d time.Duration) Requirements { r := goodReq(); r.Now = t0.Add(d); return r }
@@ -264,6 +283,15 @@ func TestCheck(t *testing.T) {
 		{"iat beyond skew", handProof(testPriv, goodHeader, goodClaims), func() Requirements { r := at(-6 * time.Second); r.Skew = 5 * time.Second; return r }(), "iat in the future", nil},
 		{"iat with a fraction", handProof(testPriv, goodHeader, claimsWith("iat", fmt.Sprintf("%d.250", t0.Unix()))), at(time.Second), "", nil},
 		{"iat with an exponent", handProof(testPriv, goodHeader, claimsWith("iat", fmt.Sprintf("%.10e", float64(t0.Unix())))), at(time.Second), "", nil},
+		// NotBefore: the start of the caller's replay set.
+		{"iat at NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements { r := at(time.Second); r.NotBefore = t0; return r }(), "", nil},
+		{"iat before NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements { r := at(time.Second); r.NotBefore = t0.Add(time.Millisecond); return r }(), "before the server started", nil},
+		{"iat 1ms after NotBefore, read exactly", handProof(testPriv, goodHeader, claimsWith("iat", fmt.Sprintf("%d.001", t0.Unix()))), func() Requirements { r := at(time.Second); r.NotBefore = t0.Add(time.Millisecond); return r }(), "", nil},
+		{"iat within Skew after NotBefore", handProof(testPriv, goodHeader, goodClaims), func() Requirements {
+			r := at(time.Second)
+			r.NotBefore, r.Skew = t0.Add(-time.Second), 2*time.Second
+			return r
+		}(), "before the server started", nil},
 
 		// 9. ath.
 		{"ath mismatch", handProof(testPriv, goodHeader, claimsWith("ath", `"`+hashOf("another token")+`"`)), withAT(goodReq()), "ath mismatch", nil},

@@ -49,7 +49,7 @@ func BenchmarkGatewayLatency(b *testing.B) {
 		{"gateway-bearer", gwURL, func(r *http.Request) { r.Header.Set("Authorization", "Bearer "+bearer.AccessToken) }},
 		{"gateway-dpop", gwURL, func(r *http.Request) {
 			r.Header.Set("Authorization", "DPoP "+bound.AccessToken)
-			r.Header.Set("DPoP", dpop.NewProof(key, "POST", gwURL, bound.AccessToken, time.Now()))
+			r.Header.Set("DPoP", dpop.NewProofMillis(key, "POST", gwURL, bound.AccessToken, time.Now()))
 		}},
 	}
 	var base []time.Duration

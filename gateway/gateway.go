@@ -127,6 +127,11 @@ type Config struct {
 	MaxSessions int
 	// SessionIdle forgets a session unused this long (DefaultSessionIdle).
 	SessionIdle time.Duration
+	// ReplaySince is when the gateway's replay set of DPoP proofs starts
+	// (verify.Config.ReplaySince): proofs issued before it are refused, as
+	// a previous process may have accepted them. Zero: the millisecond New
+	// is called in.
+	ReplaySince time.Time
 	Now         func() time.Time
 	Logger      *slog.Logger
 }
@@ -245,7 +250,7 @@ func New(cfg Config) (*Gateway, error) {
 			return fmt.Errorf("gateway: %s upstream %q: %q is not an absolute http(s) URL", kind, r.Name, r.URL)
 		}
 		v, err := verify.New(verify.Config{Issuer: cfg.Issuer, Keys: cfg.Keys, Audience: kind + ":" + r.Name,
-			DPoPReplay: proofs, Revoked: cfg.Revoked, Now: cfg.Now, CacheSize: verifiedCacheSize})
+			DPoPReplay: proofs, ReplaySince: cfg.ReplaySince, Revoked: cfg.Revoked, Now: cfg.Now, CacheSize: verifiedCacheSize})
 		if err != nil {
 			return fmt.Errorf("gateway: %w", err)
 		}

@@ -141,12 +141,12 @@ func (e *env) mint(name string, key ed25519.PrivateKey, scope string, ttl time.D
 	e.t.Helper()
 	id := mandate.AgentID("example.org", name)
 	now := time.Now()
-	c, _ := json.Marshal(map[string]any{"iss": id, "sub": id, "aud": iss + "/oauth2/token", "exp": now.Add(time.Minute).Unix(),
+	c, _ := json.Marshal(map[string]any{"iss": id, "sub": id, "aud": iss, "exp": now.Add(time.Minute).Unix(),
 		"jti": mandate.NewID("j", now)})
-	req := issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: jose.Sign(key, jose.Header{Typ: "JWT"}, c),
+	req := issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType, ClientAssertion: jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, c),
 		Scope: scope, TTL: ttl}
 	if bound {
-		req.DPoP = dpop.NewProof(key, "POST", iss+"/oauth2/token", "", now)
+		req.DPoP = dpop.NewProofMillis(key, "POST", iss+"/oauth2/token", "", now)
 	}
 	tok, err := e.is.MintRoot(context.Background(), req)
 	if err != nil {
@@ -170,7 +170,7 @@ func (m mandateTransport) RoundTrip(r *http.Request) (*http.Response, error) {
 		r.Header.Set("Authorization", "DPoP "+m.token)
 		u := *r.URL
 		u.RawQuery = ""
-		r.Header.Set("DPoP", dpop.NewProof(m.key, r.Method, u.String(), m.token, time.Now()))
+		r.Header.Set("DPoP", dpop.NewProofMillis(m.key, r.Method, u.String(), m.token, time.Now()))
 	}
 	return http.DefaultTransport.RoundTrip(r)
 }
@@ -661,7 +661,7 @@ forbid (principal, action == Action::"HttpRequest", resource) when { resource.na
 		req, _ := http.NewRequest(method, u, strings.NewReader(body))
 		req.Header.Set("Authorization", "DPoP "+tok.AccessToken)
 		htu, _, _ := strings.Cut(u, "?")
-		req.Header.Set("DPoP", dpop.NewProof(key, method, htu, tok.AccessToken, time.Now()))
+		req.Header.Set("DPoP", dpop.NewProofMillis(key, method, htu, tok.AccessToken, time.Now()))
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -1090,9 +1090,10 @@ func (e *env) delegate(root *issuer.Token, key ed25519.PrivateKey) *issuer.Token
 	e.t.Helper()
 	now := time.Now()
 	jwk := jose.NewPublicJWK(key.Public().(ed25519.PublicKey))
-	c, _ := json.Marshal(map[string]any{"aud": iss + "/oauth2/token", "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now)})
+	c, _ := json.Marshal(map[string]any{"aud": iss, "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now),
+		"par": root.Claims.ID})
 	tok, err := e.is.Delegate(context.Background(), issuer.DelegateRequest{SubjectToken: root.AccessToken, SubjectTokenType: issuer.TokenTypeJWT,
-		ActorToken: jose.Sign(key, jose.Header{Typ: "JWT", JWK: &jwk}, c), ActorTokenType: issuer.TokenTypeJWT})
+		ActorToken: jose.Sign(key, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c), ActorTokenType: issuer.TokenTypeJWT})
 	if err != nil {
 		e.t.Fatal(err)
 	}

@@ -43,12 +43,12 @@ func BenchmarkHTTPMint(b *testing.B) {
 				bodies[i] = url.Values{
 					"grant_type":            {"client_credentials"},
 					"client_assertion_type": {issuer.ClientAssertionType},
-					"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/bench", tokenURL, now)},
+					"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/bench", ts.URL, now)},
 					"scope":                 {"mcp:crm:list_customers"},
 					"ttl_ms":                {"30"},
 				}.Encode()
 				if mode == "dpop" {
-					proofs[i] = dpop.NewProof(ed25519.PrivateKey(key), "POST", tokenURL, "", now)
+					proofs[i] = dpop.NewProofMillis(ed25519.PrivateKey(key), "POST", tokenURL, "", now)
 				}
 			}
 			client := &http.Client{Transport: &http.Transport{MaxIdleConnsPerHost: 64, MaxConnsPerHost: 64}}

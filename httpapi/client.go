@@ -171,7 +171,7 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 	form := url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_assertion_type": {"urn:ietf:params:oauth:client-assertion-type:jwt-bearer"},
-		"client_assertion":      {ClientAssertion(tr.Key, tr.AgentID, md.TokenEndpoint, now)},
+		"client_assertion":      {ClientAssertion(tr.Key, tr.AgentID, md.Issuer, now)},
 		"scope":                 {tr.Scope},
 	}
 	for _, r := range tr.Resources {
@@ -190,7 +190,7 @@ func (c *Client) Token(ctx context.Context, tr TokenRequest) (*TokenResponse, er
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if tr.DPoP {
-		req.Header.Set("DPoP", dpop.NewProof(tr.Key, http.MethodPost, md.TokenEndpoint, "", now))
+		req.Header.Set("DPoP", dpop.NewProofMillis(tr.Key, http.MethodPost, md.TokenEndpoint, "", now))
 	}
 	return c.postToken(ctx, c.waitingHTTP(tr.Wait), req, md.TokenEndpoint)
 }
@@ -267,16 +267,17 @@ func (e *PendingError) Unwrap() error {
 }
 
 // ClientAssertion returns a private_key_jwt client assertion (RFC 7523 §3)
-// for the agent: iss = sub = agentID, aud = the token endpoint, a fresh jti,
-// valid for one minute.
-func ClientAssertion(key ed25519.PrivateKey, agentID, tokenEndpoint string, now time.Time) string {
+// for the agent: typ client-authentication+jwt, iss = sub = agentID, aud =
+// the server's issuer identifier (draft-ietf-oauth-rfc7523bis), a fresh
+// jti, valid for one minute.
+func ClientAssertion(key ed25519.PrivateKey, agentID, issuer string, now time.Time) string {
 	claims := map[string]any{
-		"iss": agentID, "sub": agentID, "aud": tokenEndpoint,
+		"iss": agentID, "sub": agentID, "aud": issuer,
 		"iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
 		"jti": mandate.NewID("a_", now),
 	}
 	b, _ := json.Marshal(claims)
-	return jose.Sign(key, jose.Header{Typ: "JWT"}, b)
+	return jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, b)
 }
 
 // Events queries the audit log (GET /v1/events); q holds the query
@@ -338,6 +339,9 @@ type DelegateRequest struct {
 	ParentKey ed25519.PrivateKey
 	// ActorKey is the sub-agent's key, which signs the actor token.
 	ActorKey ed25519.PrivateKey
+	// ActorToken, if set, is an actor token the sub-agent made itself
+	// (ActorToken), for this parent; ActorKey and ActorID are then unused.
+	ActorToken string
 	// ActorID is a registered sub-agent's SPIFFE ID; empty for a new
 	// ephemeral agent, known by ActorKey alone.
 	ActorID   string
@@ -356,19 +360,27 @@ type DelegateRequest struct {
 // the token endpoint. A delegation that waits for a person's approval
 // gives a *PendingError: call Delegate again with its ApprovalID.
 func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenResponse, error) {
-	if dr.ActorKey == nil {
-		return nil, mandate.Errorf(mandate.EINVALID, "delegate: the actor's key is required")
+	if dr.ActorKey == nil && dr.ActorToken == "" {
+		return nil, mandate.Errorf(mandate.EINVALID, "delegate: the actor's key or its actor token is required")
+	}
+	parentID, err := MandateID(dr.SubjectToken)
+	if err != nil {
+		return nil, err
 	}
 	md, err := c.Metadata(ctx)
 	if err != nil {
 		return nil, err
 	}
 	now := time.Now()
+	actorToken := dr.ActorToken
+	if actorToken == "" {
+		actorToken = ActorToken(dr.ActorKey, dr.ActorID, parentID, md.Issuer, now)
+	}
 	form := url.Values{
 		"grant_type":         {issuer.GrantTypeTokenExchange},
 		"subject_token":      {dr.SubjectToken},
 		"subject_token_type": {issuer.TokenTypeJWT},
-		"actor_token":        {ActorToken(dr.ActorKey, dr.ActorID, md.TokenEndpoint, now)},
+		"actor_token":        {actorToken},
 		"actor_token_type":   {issuer.TokenTypeJWT},
 	}
 	if dr.Scope != "" {
@@ -387,21 +399,24 @@ func (c *Client) Delegate(ctx context.Context, dr DelegateRequest) (*TokenRespon
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	if dr.ParentKey != nil {
-		req.Header.Set("DPoP", dpop.NewProof(dr.ParentKey, http.MethodPost, md.TokenEndpoint, "", now))
+		req.Header.Set("DPoP", dpop.NewProofMillis(dr.ParentKey, http.MethodPost, md.TokenEndpoint, "", now))
 	}
 	return c.postToken(ctx, c.waitingHTTP(dr.Wait), req, md.TokenEndpoint)
 }
 
-// ActorToken returns an actor token (RFC 8693 §2.1): a JWT signed by the
-// sub-agent's key, aud = the token endpoint, a fresh jti, valid for one
-// minute. For a registered agent, iss = sub = agentID; for an ephemeral
-// one (agentID empty), no iss and the public key in the jwk header.
-func ActorToken(key ed25519.PrivateKey, agentID, tokenEndpoint string, now time.Time) string {
+// ActorToken returns an actor token (RFC 8693 §2.1) for one delegation
+// from the mandate parentID (the subject token's jti): a JWT signed by the
+// sub-agent's key, typ vnd.mandatehq.actor+jwt, par = parentID, aud = the
+// server's issuer identifier, a fresh jti, valid for one minute. For a registered
+// agent, iss = sub = agentID; for an ephemeral one (agentID empty), no iss
+// and the public key in the jwk header. It authenticates nothing else:
+// not the agent at the token or revocation endpoint, not another exchange.
+func ActorToken(key ed25519.PrivateKey, agentID, parentID, issuer string, now time.Time) string {
 	claims := map[string]any{
-		"aud": tokenEndpoint, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
-		"jti": mandate.NewID("a_", now),
+		"aud": issuer, "iat": now.Unix(), "exp": now.Add(time.Minute).Unix(),
+		"jti": mandate.NewID("a_", now), "par": parentID,
 	}
-	h := jose.Header{Typ: "JWT"}
+	h := jose.Header{Typ: mandate.TypActorToken}
 	if agentID != "" {
 		claims["iss"], claims["sub"] = agentID, agentID
 	} else {
@@ -410,6 +425,22 @@ func ActorToken(key ed25519.PrivateKey, agentID, tokenEndpoint string, now time.
 	}
 	b, _ := json.Marshal(claims)
 	return jose.Sign(key, h, b)
+}
+
+// MandateID returns the jti of a mandate, read without verifying it: the
+// parent an actor token is made for. EINVALID if token is not a mandate.
+func MandateID(token string) (string, error) {
+	jws, err := jose.Parse(token)
+	if err != nil || !mandate.TypIs(jws.Header.Typ, mandate.TypMandate) {
+		return "", mandate.Errorf(mandate.EINVALID, "the parent is not a mandate (a JWT of typ %s)", mandate.TypMandate)
+	}
+	var c struct {
+		ID string `json:"jti"`
+	}
+	if err := json.Unmarshal(jws.Payload, &c); err != nil || c.ID == "" {
+		return "", mandate.Errorf(mandate.EINVALID, "the parent mandate has no jti")
+	}
+	return c.ID, nil
 }
 
 // CreateApprover registers a person who may decide approvals. The answer

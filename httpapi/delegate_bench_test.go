@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
@@ -42,12 +43,13 @@ func BenchmarkHTTPDelegate(b *testing.B) {
 			for i := range bodies {
 				_, k, _ := ed25519.GenerateKey(rand.Reader)
 				jwk := jose.NewPublicJWK(k.Public().(ed25519.PublicKey))
-				c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i)})
+				c, _ := json.Marshal(map[string]any{"aud": ts.URL, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i),
+					"par": jtiOf(root)})
 				bodies[i] = url.Values{
 					"grant_type":         {issuer.GrantTypeTokenExchange},
 					"subject_token":      {root},
 					"subject_token_type": {issuer.TokenTypeJWT},
-					"actor_token":        {jose.Sign(k, jose.Header{Typ: "JWT", JWK: &jwk}, c)},
+					"actor_token":        {jose.Sign(k, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c)},
 					"actor_token_type":   {issuer.TokenTypeJWT},
 					"scope":              {"mcp:crm:get_customer"},
 					"ttl_ms":             {"30"},
@@ -100,7 +102,7 @@ func mintRoot(b *testing.B, base string, key ed25519.PrivateKey, agent string, n
 	resp, err := http.PostForm(tokenURL, url.Values{
 		"grant_type":            {"client_credentials"},
 		"client_assertion_type": {issuer.ClientAssertionType},
-		"client_assertion":      {httpapi.ClientAssertion(key, agent, tokenURL, now)},
+		"client_assertion":      {httpapi.ClientAssertion(key, agent, base, now)},
 		"scope":                 {"mcp:crm:*"},
 		"ttl_ms":                {"3600000"},
 	})

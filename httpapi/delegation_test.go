@@ -61,13 +61,22 @@ func (ts *testServer) exchange(parent string, actorKey ed25519.PrivateKey, actor
 		"grant_type":         {issuer.GrantTypeTokenExchange},
 		"subject_token":      {parent},
 		"subject_token_type": {issuer.TokenTypeJWT},
-		"actor_token":        {httpapi.ActorToken(actorKey, actorID, ts.URL+"/oauth2/token", time.Now())},
+		"actor_token":        {httpapi.ActorToken(actorKey, actorID, jtiOf(parent), ts.URL, time.Now())},
 		"actor_token_type":   {issuer.TokenTypeJWT},
 	}
 }
 
+// jtiOf is the jti of a mandate, or "" if it is none.
+func jtiOf(token string) string {
+	id, _ := httpapi.MandateID(token)
+	return id
+}
+
+// proof is a DPoP proof for the token endpoint, with a millisecond iat as
+// Mandate's clients make them: a server refuses proofs made before it
+// started, and this one started moments ago.
 func (ts *testServer) proof(key ed25519.PrivateKey) map[string]string {
-	return map[string]string{"DPoP": dpop.NewProof(key, "POST", ts.URL+"/oauth2/token", "", time.Now())}
+	return map[string]string{"DPoP": dpop.NewProofMillis(key, "POST", ts.URL+"/oauth2/token", "", time.Now())}
 }
 
 func TestTokenExchange(t *testing.T) {

@@ -119,7 +119,7 @@ func TestTokenEndpointBadInput(t *testing.T) {
 		return url.Values{
 			"grant_type":            {"client_credentials"},
 			"client_assertion_type": {issuer.ClientAssertionType},
-			"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/a", ts.URL+"/oauth2/token", time.Now())},
+			"client_assertion":      {httpapi.ClientAssertion(key, "spiffe://example.org/agent/a", ts.URL, time.Now())},
 			"scope":                 {"mcp:crm:list"},
 		}
 	}
@@ -342,7 +342,7 @@ func TestIntrospectAndRevoke(t *testing.T) {
 		return ts.post(t, "/oauth2/revoke", form, url.Values{
 			"token":                 {tok.AccessToken},
 			"client_assertion_type": {issuer.ClientAssertionType},
-			"client_assertion":      {httpapi.ClientAssertion(k, id, ts.URL+"/oauth2/token", time.Now())},
+			"client_assertion":      {httpapi.ClientAssertion(k, id, ts.URL, time.Now())},
 		}.Encode(), nil)
 	}
 	// Another agent may not revoke it.

@@ -84,9 +84,9 @@ func BenchmarkMintRoot(b *testing.B) {
 			now := time.Now()
 			assertions := make([]string, b.N)
 			for i := range assertions {
-				c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": tokenURL, "iat": now.Unix(),
+				c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": iss, "iat": now.Unix(),
 					"exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("bench-%d-%d", now.UnixNano(), i)})
-				assertions[i] = jose.Sign(key, jose.Header{Typ: "JWT"}, c)
+				assertions[i] = jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, c)
 			}
 			floor := floorNs(b)
 			var next atomic.Int64
@@ -174,15 +174,15 @@ func benchmarkDelegate(b *testing.B, store string) {
 		log = nopLog{}
 	}
 	is, err := issuer.New(issuer.Config{Issuer: iss, Keys: issuer.NewMemoryKeyring(time.Hour, time.Now()),
-		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Replay: replay.New(4 << 20),
+		Agents: st, Log: log, Issuances: st, Revocations: st, Events: st, Approvals: st, Assertions: st, Replay: replay.New(4 << 20),
 		Policy: benchPolicy(b, store)})
 	if err != nil {
 		b.Fatal(err)
 	}
 	now := time.Now()
-	c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": tokenURL, "exp": now.Add(time.Minute).Unix(), "jti": "root"})
+	c, _ := json.Marshal(map[string]any{"iss": agentID, "sub": agentID, "aud": iss, "exp": now.Add(time.Minute).Unix(), "jti": "root"})
 	root, err := is.MintRoot(ctx, issuer.RootRequest{ClientAssertionType: issuer.ClientAssertionType,
-		ClientAssertion: jose.Sign(key, jose.Header{}, c), Scope: "mcp:crm:*", TTL: time.Hour})
+		ClientAssertion: jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, c), Scope: "mcp:crm:*", TTL: time.Hour})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -192,8 +192,9 @@ func benchmarkDelegate(b *testing.B, store string) {
 	for i := range actors {
 		_, k, _ := ed25519.GenerateKey(rand.Reader)
 		jwk := jose.NewPublicJWK(k.Public().(ed25519.PublicKey))
-		c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i)})
-		actors[i] = jose.Sign(k, jose.Header{Typ: "JWT", JWK: &jwk}, c)
+		c, _ := json.Marshal(map[string]any{"aud": iss, "exp": now.Add(4 * time.Minute).Unix(), "jti": fmt.Sprintf("a-%d", i),
+			"par": root.Claims.ID})
+		actors[i] = jose.Sign(k, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c)
 	}
 	floor := floorNs(b)
 	var next atomic.Int64

@@ -60,11 +60,12 @@ type actor struct {
 //
 //   - the parent is a mandate of this issuer, recorded, unexpired and not
 //     revoked; if it is DPoP-bound, req.DPoP is a fresh proof by its key;
-//   - the actor token is a JWT the actor signed with EdDSA, with aud the
-//     token endpoint, a single-use jti, exp at most MaxAssertionLifetime
+//   - the actor token is a JWT of typ vnd.mandatehq.actor+jwt the actor
+//     signed with EdDSA, for this parent (par = its jti), with aud the
+//     issuer alone, a single-use jti, exp at most MaxAssertionLifetime
 //     ahead, and either iss = sub = a registered agent's ID, or no iss
 //     and the key in the jwk header: a new ephemeral agent, named
-//     <parent's agent>/sub/<id>;
+//     <parent's agent>/sub/<id>, whose key is none of the chain's;
 //   - scopes ⊆ the parent's and the registered actor's ceiling; audience
 //     ⊆ the parent's; expiry ≤ the parent's; depth ≤ the smallest limit
 //     of the chain's registered agents (DefaultMaxDepth); no agent twice
@@ -128,17 +129,11 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	// Chain: every registered agent in it must be active; their limits and
 	// approval rules apply.
 	chain := append([]string{act.ID}, parent.Actor.Chain()...)
-	if act.Agent == nil {
-		// The same key twice in a chain is one agent delegating to itself.
-		short := act.ID[strings.LastIndex(act.ID, "/"):]
-		for _, id := range chain[1:] {
-			if strings.HasSuffix(id, mandate.EphemeralSeparator[:len(mandate.EphemeralSeparator)-1]+short) {
-				return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the actor's key already acts as %s in the chain: an agent cannot delegate to itself", id)
-			}
-		}
-	}
 	agents, err := is.chainAgents(ctx, chain, act)
 	if err != nil {
+		return nil, err
+	}
+	if err := ownKey(act, parent, chain, agents); err != nil {
 		return nil, err
 	}
 	depth := len(chain)
@@ -222,9 +217,10 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		}
 		if req.ApprovalID == "" {
 			// A new approval request uses up its actor token, so that one
-			// token cannot file many requests; polls need fresh ones.
+			// token cannot file many requests (not even after a restart);
+			// polls need fresh ones.
 			actorUsed = true
-			if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+			if err := is.useDurably(ctx, act.ID, &act.Assertion, now, "invalid_grant", "actor token"); err != nil {
 				return nil, err
 			}
 		}
@@ -240,7 +236,9 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	}
 
 	if !actorUsed {
-		if err := is.useOnce("a\x00"+actorKey(act)+"\x00"+act.Assertion.ID, act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
+		// Recorded with the issuance (AgentID act.ID), which RestoreReplay
+		// reads.
+		if err := is.useOnce(usedKey(act.ID, act.Assertion.ID), act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
 			return nil, err
 		}
 	}
@@ -357,8 +355,8 @@ func (is *Issuer) parent(ctx context.Context, token, typ string, now time.Time) 
 		if err != nil {
 			return fail("%v", err)
 		}
-		if jws.Header.Typ != "at+jwt" {
-			return fail("not a mandate (typ %q)", jws.Header.Typ)
+		if p := typProblem(jws.Header.Typ, mandate.TypMandate); p != "" {
+			return fail("not a mandate: %s", p)
 		}
 		pub, ok := is.cfg.Keys.PublicKey(jws.Header.Kid, now)
 		if !ok {
@@ -461,8 +459,8 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	if err != nil {
 		return fail("%v", err)
 	}
-	if jws.Header.Typ == "at+jwt" || jws.Header.Typ == dpop.Type {
-		return fail("typ %q: a mandate or a DPoP proof is not an actor token", jws.Header.Typ)
+	if p := typProblem(jws.Header.Typ, mandate.TypActorToken); p != "" {
+		return fail("%s", p)
 	}
 	var c assertionClaims
 	if err := json.Unmarshal(jws.Payload, &c); err != nil {
@@ -496,15 +494,24 @@ func (is *Issuer) actor(ctx context.Context, raw, typ string, parent *mandate.Cl
 	default:
 		return fail("give iss = sub = a registered agent's id, or, for an ephemeral agent, no iss and its public key in the jwk header")
 	}
-	if p := is.claimsProblem(&c, now, "actor token"); p != "" {
+	// Bound to one exchange: the delegation from the parent it names, so
+	// that the delegator cannot spend it on another of its mandates.
+	if c.Parent != parent.ID {
+		if c.Parent == "" {
+			return fail("par is required: the jti of the parent mandate (subject_token) the sub-agent made this token for")
+		}
+		return fail("par names mandate %q, not the subject_token %s: an actor token is good for the one delegation it was made for", c.Parent, parent.ID)
+	}
+	if p := is.claimsProblem(&c, now, "actor token", false); p != "" {
 		return fail("%s", p)
 	}
 	a.Assertion = assertion{ID: c.ID, Expiry: *c.Expiry}
 	return a, nil
 }
 
-// actorKey identifies an actor in replay keys and approvals: its ID if
-// registered, its key's thumbprint if ephemeral.
+// actorKey identifies an actor in approvals: its ID if registered, its
+// key's thumbprint if ephemeral. (Replay keys use the actor's ID, as the
+// issuance records it: usedKey.)
 func actorKey(a *actor) string {
 	if a.Agent != nil {
 		return a.ID
@@ -516,8 +523,41 @@ func actorKey(a *actor) string {
 // it. The name derives from its key, so one key under one parent is one
 // agent, and a SPIFFE path segment needs nothing beyond hex.
 func ephemeralID(parentAgent, jkt string) string {
+	return parentAgent + mandate.EphemeralSeparator + ephemeralShort(jkt)
+}
+
+// ephemeralShort is the last segment of the ID of an ephemeral agent
+// whose key has the thumbprint jkt.
+func ephemeralShort(jkt string) string {
 	h := sha256.Sum256([]byte(jkt))
-	return parentAgent + mandate.EphemeralSeparator + hex.EncodeToString(h[:6])
+	return hex.EncodeToString(h[:6])
+}
+
+// ownKey refuses a delegation to a key that already acts in the chain:
+// an agent delegating to itself under a new name, out of the reach of the
+// rules that stop it delegating to itself by name. The actor's key is
+// none of the keys of the chain's registered agents (agents), none of its
+// ephemeral agents' (whose IDs derive from their keys), and not the key the
+// parent is bound to.
+func ownKey(act *actor, parent *mandate.Claims, chain []string, agents []*mandate.Agent) error {
+	refuse := func(who string) error {
+		return mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "the actor's key already acts as %s in the chain: an agent cannot delegate to itself", who)
+	}
+	if parent.Confirm != nil && parent.Confirm.JKT == act.JKT {
+		return refuse(parent.ClientID)
+	}
+	for _, a := range agents {
+		if a != act.Agent && jose.Thumbprint(ed25519.PublicKey(a.PublicKey)) == act.JKT {
+			return refuse(a.ID)
+		}
+	}
+	suffix := mandate.EphemeralSeparator + ephemeralShort(act.JKT)
+	for _, id := range chain[1:] {
+		if strings.HasSuffix(id, suffix) {
+			return refuse(id)
+		}
+	}
+	return nil
 }
 
 // chainAgents checks the chain: no agent twice, every registered agent

@@ -60,12 +60,13 @@ func (f *fixture) root(scope string, ttl time.Duration, bound bool) *issuer.Toke
 	return tok
 }
 
-// actorToken builds an actor token by hand: registered (iss = sub = id) if
-// id is set, ephemeral (jwk header, no iss) otherwise.
-func (f *fixture) actorToken(key ed25519.PrivateKey, id string, mod func(map[string]any)) string {
+// actorToken builds an actor token by hand, for a delegation from the
+// mandate subject (its par): registered (iss = sub = id) if id is set,
+// ephemeral (jwk header, no iss) otherwise.
+func (f *fixture) actorToken(subject string, key ed25519.PrivateKey, id string, mod func(map[string]any)) string {
 	now := f.clk.Now()
-	c := map[string]any{"aud": tokenURL, "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now)}
-	h := jose.Header{Typ: "JWT"}
+	c := map[string]any{"aud": iss, "exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("x", now), "par": jtiOf(subject)}
+	h := jose.Header{Typ: mandate.TypActorToken}
 	if id != "" {
 		c["iss"], c["sub"] = id, id
 	} else {
@@ -79,10 +80,23 @@ func (f *fixture) actorToken(key ed25519.PrivateKey, id string, mod func(map[str
 	return jose.Sign(key, h, b)
 }
 
+// jtiOf is the jti of a JWT, read without verifying it ("" if none).
+func jtiOf(token string) string {
+	jws, err := jose.Parse(token)
+	if err != nil {
+		return ""
+	}
+	var c struct {
+		ID string `json:"jti"`
+	}
+	json.Unmarshal(jws.Payload, &c)
+	return c.ID
+}
+
 func (f *fixture) delegate(parent *issuer.Token, holder, actor ed25519.PrivateKey, actorID string, mod func(*issuer.DelegateRequest)) (*issuer.Token, error) {
 	r := issuer.DelegateRequest{
 		SubjectToken: parent.AccessToken, SubjectTokenType: issuer.TokenTypeJWT,
-		ActorToken: f.actorToken(actor, actorID, nil), ActorTokenType: issuer.TokenTypeJWT,
+		ActorToken: f.actorToken(parent.AccessToken, actor, actorID, nil), ActorTokenType: issuer.TokenTypeJWT,
 	}
 	if parent.Claims.Confirm != nil {
 		r.DPoP = dpop.NewProof(holder, "POST", tokenURL, "", f.clk.Now())
@@ -196,7 +210,7 @@ func TestDelegateRefusals(t *testing.T) {
 			return f.root("mcp:crm:*", time.Second, false), func(r *issuer.DelegateRequest) { r.TTL = 2 * time.Second }
 		}, "invalid_request", "outlive the parent"},
 		{"self-delegation", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
-			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(f.key, agentID, nil) }
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(r.SubjectToken, f.key, agentID, nil) }
 		}, "invalid_grant", "twice in the chain"},
 		{"forged parent", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			tok := f.root("mcp:crm:*", time.Minute, false)
@@ -211,13 +225,13 @@ func TestDelegateRefusals(t *testing.T) {
 		}, "invalid_grant", "expired"},
 		{"actor proof for another key", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			f.addAgent("writer", "mcp:crm:*", newKey(t), nil)
-			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(other, writerID, nil) }
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(r.SubjectToken, other, writerID, nil) }
 		}, "invalid_grant", "signature"},
 		{"ephemeral key not on the curve", withEphemeralX("AgAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), "invalid_grant", "not a point"},
 		{"ephemeral key of small order", withEphemeralX("AQAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA"), "invalid_grant", "small order"},
 		{"actor token for another endpoint", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
-				r.ActorToken = f.actorToken(other, "", func(c map[string]any) { c["aud"] = "https://elsewhere/token" })
+				r.ActorToken = f.actorToken(r.SubjectToken, other, "", func(c map[string]any) { c["aud"] = "https://elsewhere/token" })
 			}
 		}, "invalid_grant", "aud"},
 		{"disabled actor", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
@@ -225,7 +239,7 @@ func TestDelegateRefusals(t *testing.T) {
 			if _, err := f.store.SetAgentStatus(context.Background(), a.ID, mandate.AgentDisabled, nil); err != nil {
 				t.Fatal(err)
 			}
-			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(other, writerID, nil) }
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.ActorToken = f.actorToken(r.SubjectToken, other, writerID, nil) }
 		}, "invalid_grant", "disabled"},
 		{"disabled parent agent", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			tok := f.root("mcp:crm:*", time.Minute, false)
@@ -395,7 +409,7 @@ func TestDelegateActorTokenReplay(t *testing.T) {
 	f := newFixture(t)
 	root := f.root("mcp:crm:*", time.Minute, false)
 	k := newKey(t)
-	at := f.actorToken(k, "", nil)
+	at := f.actorToken(root.AccessToken, k, "", nil)
 	use := func(r *issuer.DelegateRequest) { r.ActorToken = at }
 	if _, err := f.delegate(root, f.key, k, "", use); err != nil {
 		t.Fatal(err)
@@ -551,10 +565,10 @@ func TestApprovalDeniedAndTimeout(t *testing.T) {
 func withEphemeralX(x string) func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 	return func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 		return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
-			c, _ := json.Marshal(map[string]any{"aud": tokenURL, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "x-" + x[:4]})
+			c, _ := json.Marshal(map[string]any{"aud": iss, "exp": f.clk.Now().Add(time.Minute).Unix(), "jti": "x-" + x[:4], "par": jtiOf(r.SubjectToken)})
 			jwk := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: x}
 			_, signer, _ := ed25519.GenerateKey(rand.Reader)
-			r.ActorToken = jose.Sign(signer, jose.Header{Typ: "JWT", JWK: &jwk}, c)
+			r.ActorToken = jose.Sign(signer, jose.Header{Typ: mandate.TypActorToken, JWK: &jwk}, c)
 		}
 	}
 }

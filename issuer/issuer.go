@@ -52,13 +52,23 @@ type Config struct {
 	Agents        mandate.AgentGetter
 	// Log records each issuance before it is released (write-ahead).
 	Log mandate.IssuanceLog
-	// Assertions records client assertions used without an issuance (by
-	// Authenticate), so that they stay used across a restart. Required
-	// for Authenticate.
+	// Assertions records client assertions and actor tokens used without
+	// an issuance (by Authenticate, or to file an approval request), so
+	// that they stay used across a restart. Required for Authenticate and
+	// with Approvals.
 	Assertions mandate.AssertionRecorder
 	// Replay remembers used assertion and DPoP proof IDs; a new cache of
 	// replay.DefaultCapacity if nil.
 	Replay *replay.Cache
+	// ReplaySince is when Replay began remembering: a DPoP proof issued
+	// before it (plus ClockSkew) is refused, as a previous process, whose
+	// replay set is gone, may have accepted it (RestoreReplay refills the
+	// set with the assertions and actor tokens, which the store records,
+	// but proofs are not recorded). Zero means the millisecond New is
+	// called in (no process restarts within one millisecond, and
+	// dpop.NewProofMillis writes no finer iat); set it earlier only for a
+	// replay set that is older.
+	ReplaySince time.Time
 	// Issuances and Revocations authenticate a parent mandate presented
 	// for delegation: it must be recorded and not revoked. Required for
 	// Delegate.
@@ -77,7 +87,8 @@ type Config struct {
 	// the task delegates.
 	Risk func(task, agent string) int
 	// Approvals keeps approval requests; without it, a delegation that
-	// needs approval is refused.
+	// needs approval is refused. It needs Assertions: the assertion or
+	// actor token that files a request is recorded there.
 	Approvals mandate.ApprovalStore
 	// ApprovalTimeout is how long a person has to decide
 	// (DefaultApprovalTimeout).
@@ -93,6 +104,15 @@ type Config struct {
 	MaxAssertionLifetime time.Duration
 	// DPoPMaxAge bounds the age of a DPoP proof's iat.
 	DPoPMaxAge time.Duration
+	// AllowUntypedClientAssertions accepts client assertions with no typ,
+	// or typ JWT, as well as client-authentication+jwt: some off-the-shelf
+	// OAuth clients sign them so (the MCP TypeScript SDK's
+	// PrivateKeyJwtProvider sends typ JWT). Off by default. It is safe only
+	// because every other JWT Mandate accepts is typed and refused here by
+	// its typ, and only once no agent signs untyped actor tokens (as
+	// Mandate's clients did before actor tokens were typed): such a token
+	// would pass for its agent's client assertion (docs/tokens.md).
+	AllowUntypedClientAssertions bool
 	// ClockSkew is tolerated on client-supplied times (assertion exp, nbf,
 	// iat; DPoP iat). Zero by default: agents run on synchronised clocks.
 	ClockSkew time.Duration
@@ -125,6 +145,9 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.Issuer == "" || cfg.Keys == nil || cfg.Agents == nil || cfg.Log == nil {
 		return nil, mandate.Errorf(mandate.EINVALID, "issuer: Issuer, Keys, Agents and Log are required")
 	}
+	if cfg.Approvals != nil && cfg.Assertions == nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "issuer: Approvals needs Assertions, so that the token filing an approval request stays used across a restart")
+	}
 	if cfg.TokenEndpoint == "" {
 		cfg.TokenEndpoint = strings.TrimSuffix(cfg.Issuer, "/") + "/oauth2/token"
 	}
@@ -145,6 +168,9 @@ func New(cfg Config) (*Issuer, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ReplaySince.IsZero() {
+		cfg.ReplaySince = cfg.Now().Truncate(time.Millisecond)
 	}
 	if cfg.Logger == nil {
 		cfg.Logger = slog.Default()
@@ -283,9 +309,6 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 	// reason does not burn the assertion; the assertion's first, so that
 	// replaying a used assertion with fresh proofs adds nothing to the
 	// replay set. RestoreReplay refills the set after a restart.
-	useAssertion := func() error {
-		return is.useOnce("a\x00"+agent.ID+"\x00"+assertion.ID, assertion.Expiry.Time, now, "invalid_client", "client assertion")
-	}
 	assertionUsed := false
 	if d.NeedsApproval || req.ApprovalID != "" {
 		if !d.NeedsApproval {
@@ -293,9 +316,10 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		}
 		if req.ApprovalID == "" {
 			// A new approval request uses up its assertion, so that one
-			// assertion cannot file many requests; polls need fresh ones.
+			// assertion cannot file many requests (not even after a
+			// restart); polls need fresh ones.
 			assertionUsed = true
-			if err := useAssertion(); err != nil {
+			if err := is.useDurably(ctx, agent.ID, assertion, now, "invalid_client", "client assertion"); err != nil {
 				return nil, err
 			}
 		}
@@ -314,7 +338,8 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		req.ApprovalID, task = ap.ID, ap.Task
 	}
 	if !assertionUsed {
-		if err := useAssertion(); err != nil {
+		// Recorded with the issuance, which RestoreReplay reads.
+		if err := is.useOnce(usedKey(agent.ID, assertion.ID), assertion.Expiry.Time, now, "invalid_client", "client assertion"); err != nil {
 			return nil, err
 		}
 	}
@@ -383,16 +408,18 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
 }
 
-// RestoreReplay marks as used the client assertions that obtained mandates
-// and have not expired yet, as recorded in the issuance log: call it once at
-// start, before serving, so that a restart does not reopen a replay window.
-// It returns how many it restored.
+// RestoreReplay marks as used the client assertions and actor tokens that
+// obtained mandates, or were used up otherwise (Config.Assertions), and
+// have not expired yet, as recorded in the store: call it once at start,
+// before serving, so that a restart does not reopen a replay window. (DPoP
+// proofs are not recorded: Config.ReplaySince refuses those made before
+// the start.) It returns how many it restored.
 func (is *Issuer) RestoreReplay(ctx context.Context, used mandate.UsedAssertions) (int, error) {
 	now := is.cfg.Now()
 	since := now.Add(-is.cfg.MaxAssertionLifetime - 2*is.cfg.ClockSkew - time.Minute)
 	n := 0
 	err := used.UsedAssertions(ctx, since, now, func(agentID, jti string, exp time.Time) error {
-		err := is.cfg.Replay.Use("a\x00"+agentID+"\x00"+jti, exp.Add(is.cfg.ClockSkew), now)
+		err := is.cfg.Replay.Use(usedKey(agentID, jti), exp.Add(is.cfg.ClockSkew), now)
 		if err == nil {
 			n++
 		}
@@ -412,7 +439,7 @@ func (is *Issuer) sign(c *mandate.Claims) (string, string, error) {
 	}
 	k := is.cfg.Keys.Active()
 	// typ at+jwt: an RFC 9068 access token.
-	return jose.Sign(k.Private, jose.Header{Typ: "at+jwt", Kid: k.ID}, payload), k.ID, nil
+	return jose.Sign(k.Private, jose.Header{Typ: mandate.TypMandate, Kid: k.ID}, payload), k.ID, nil
 }
 
 // useOnce marks key as used until exp.
@@ -432,10 +459,12 @@ func (is *Issuer) useOnce(key string, exp, now time.Time, oauth, what string) er
 }
 
 // checkDPoP checks a DPoP proof at the token endpoint (RFC 9449 §5),
-// statelessly: the caller records its jti.
+// statelessly: the caller records its jti. A proof made before the replay
+// set began is refused (Config.ReplaySince).
 func (is *Issuer) checkDPoP(proof string, now time.Time) (*dpop.Proof, error) {
 	p, err := dpop.Check(proof, dpop.Requirements{
 		Method: "POST", URL: is.cfg.TokenEndpoint, Now: now, MaxAge: is.cfg.DPoPMaxAge, Skew: is.cfg.ClockSkew,
+		NotBefore: is.cfg.ReplaySince,
 	})
 	if err != nil {
 		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "%v", err)

@@ -70,6 +70,8 @@ type fixture struct {
 	dir   string
 	// policy, if set, decides for the issuer open makes.
 	policy issuer.Decider
+	// allowUntyped sets Config.AllowUntypedClientAssertions.
+	allowUntyped bool
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -112,8 +114,8 @@ func (f *fixture) newIssuer() {
 	f.t.Helper()
 	var err error
 	f.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Now: f.clk.Now,
-		Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute,
-		Policy: f.policy})
+		Assertions: f.store, Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute,
+		Policy: f.policy, AllowUntypedClientAssertions: f.allowUntyped})
 	if err != nil {
 		f.t.Fatal(err)
 	}
@@ -122,16 +124,22 @@ func (f *fixture) newIssuer() {
 	}
 }
 
-// assertion builds a client assertion by hand (not with the code under test).
+// assertion builds a client assertion of the researcher agent by hand (not
+// with the code under test).
 func (f *fixture) assertion(mod func(map[string]any)) string {
+	return f.assertionBy(f.key, agentID, mod)
+}
+
+// assertionBy builds a client assertion of agent id, signed with key.
+func (f *fixture) assertionBy(key ed25519.PrivateKey, id string, mod func(map[string]any)) string {
 	now := f.clk.Now()
-	c := map[string]any{"iss": agentID, "sub": agentID, "aud": tokenURL, "iat": now.Unix(),
+	c := map[string]any{"iss": id, "sub": id, "aud": iss, "iat": now.Unix(),
 		"exp": now.Add(time.Minute).Unix(), "jti": mandate.NewID("j", now)}
 	if mod != nil {
 		mod(c)
 	}
 	b, _ := json.Marshal(c)
-	return jose.Sign(f.key, jose.Header{Typ: "JWT"}, b)
+	return jose.Sign(key, jose.Header{Typ: mandate.TypClientAssertion}, b)
 }
 
 func (f *fixture) request(mod func(*issuer.RootRequest)) issuer.RootRequest {
@@ -208,7 +216,7 @@ func TestMintRootRefusals(t *testing.T) {
 		{"signed by another key", func(f *fixture, r *issuer.RootRequest) {
 			parts := strings.Split(f.assertion(nil), ".")
 			b, _ := jose.Parse(f.assertion(nil))
-			r.ClientAssertion = jose.Sign(other, jose.Header{}, b.Payload)
+			r.ClientAssertion = jose.Sign(other, jose.Header{Typ: mandate.TypClientAssertion}, b.Payload)
 			_ = parts
 		}, "invalid_client", "signature"},
 		{"iss differs from sub", func(f *fixture, r *issuer.RootRequest) {

@@ -177,6 +177,14 @@ type Config struct {
 	DPoPMaxAge time.Duration
 	// DPoPReplay remembers proof IDs; a new replay.Cache if nil.
 	DPoPReplay *replay.Cache
+	// ReplaySince is when DPoPReplay began remembering: a proof issued
+	// before it (plus Skew) is refused, as another replay set (a previous
+	// process's, gone with it) may have accepted it, and a restart must
+	// not reopen a proof's DPoPMaxAge window. Zero means the millisecond
+	// New is called in (no process restarts within one millisecond, and
+	// dpop.NewProofMillis writes no finer iat); set it earlier only for a
+	// DPoPReplay that is older.
+	ReplaySince time.Time
 	// MaxDepth bounds the number of actors in a mandate's chain (a root
 	// mandate has one); DefaultMaxDepth if zero.
 	MaxDepth int
@@ -260,6 +268,9 @@ func New(cfg Config) (*Verifier, error) {
 	}
 	if cfg.Now == nil {
 		cfg.Now = time.Now
+	}
+	if cfg.ReplaySince.IsZero() {
+		cfg.ReplaySince = cfg.Now().Truncate(time.Millisecond)
 	}
 	v := &Verifier{cfg: cfg}
 	if cfg.CacheSize > 0 {
@@ -377,6 +388,7 @@ func (v *Verifier) VerifyDPoP(ctx context.Context, token, proof, method, url str
 	}
 	p, err := dpop.Check(proof, dpop.Requirements{
 		Method: method, URL: url, AccessToken: token, Now: now, MaxAge: v.cfg.DPoPMaxAge, Skew: v.cfg.Skew,
+		NotBefore: v.cfg.ReplaySince,
 	})
 	if err != nil {
 		return nil, fail("dpop", ErrDPoP, "%v", err)
@@ -476,8 +488,12 @@ func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) 
 		return nil, fail("jws", ErrMalformed, "%v", err)
 	}
 	// RFC 9068 §4: an access token is typed, so that no other JWT signed
-	// by the issuer's key (a future log checkpoint, say) passes for one.
-	if t := strings.ToLower(jws.Header.Typ); t != "at+jwt" && t != "application/at+jwt" {
+	// by the issuer's key (a future log checkpoint, say), nor any other
+	// kind of Mandate's JWTs, passes for one (RFC 8725 §3.11).
+	if !mandate.TypIs(jws.Header.Typ, mandate.TypMandate) {
+		if kind := mandate.TokenKind(jws.Header.Typ); kind != "" {
+			return nil, fail("typ", ErrMalformed, "typ is %q: %s is not a mandate", jws.Header.Typ, kind)
+		}
 		return nil, fail("typ", ErrMalformed, "typ is %q, want at+jwt", jws.Header.Typ)
 	}
 	if jws.Header.Kid == "" {

@@ -124,6 +124,24 @@ func TestVerifyRefusals(t *testing.T) {
 			b, _ := json.Marshal(good)
 			return jose.Sign(e.key, jose.Header{Kid: "k1", Typ: "JWT"}, b)
 		}, "typ", verify.ErrMalformed},
+		// Another kind of Mandate's JWTs, even signed by the issuer's key
+		// with a mandate's claims, is not a mandate (RFC 8725 §3.11).
+		{"a client assertion", func() string {
+			b, _ := json.Marshal(good)
+			return jose.Sign(e.key, jose.Header{Kid: "k1", Typ: mandate.TypClientAssertion}, b)
+		}, "typ", verify.ErrMalformed},
+		{"an actor token", func() string {
+			b, _ := json.Marshal(good)
+			return jose.Sign(e.key, jose.Header{Kid: "k1", Typ: mandate.TypActorToken}, b)
+		}, "typ", verify.ErrMalformed},
+		{"a DPoP proof", func() string {
+			b, _ := json.Marshal(good)
+			return jose.Sign(e.key, jose.Header{Kid: "k1", Typ: mandate.TypDPoPProof}, b)
+		}, "typ", verify.ErrMalformed},
+		{"untyped", func() string {
+			b, _ := json.Marshal(good)
+			return jose.Sign(e.key, jose.Header{Kid: "k1"}, b)
+		}, "typ", verify.ErrMalformed},
 		{"unknown kid", func() string {
 			b, _ := json.Marshal(good)
 			return jose.Sign(e.key, jose.Header{Kid: "k2", Typ: "at+jwt"}, b)
@@ -219,6 +237,42 @@ func TestDPoPBinding(t *testing.T) {
 	strict := e.verifier(t, func(c *verify.Config) { c.RequireDPoP = true })
 	if _, err := strict.VerifyDPoP(ctx, bearer, dpop.NewProof(e.holder, "POST", url, bearer, e.now), "POST", url); !errors.Is(err, verify.ErrDPoP) {
 		t.Errorf("RequireDPoP with a bearer mandate: %v", err)
+	}
+}
+
+// A verifier's replay set starts empty, so a proof made before it was
+// created (one a previous process may have accepted) is refused: a
+// restart does not reopen a proof's 60 s replay window. A proof made since
+// is good; ReplaySince names an older replay set.
+func TestDPoPProofAcrossRestart(t *testing.T) {
+	e := newEnv(t)
+	c := e.claims(time.Hour)
+	c.Confirm = &mandate.Confirmation{JKT: jose.Thumbprint(e.holder.Public().(ed25519.PublicKey))}
+	tok := e.sign(c)
+	const url = "https://gw.example/mcp/crm"
+	ctx := context.Background()
+	proof := dpop.NewProof(e.holder, "POST", url, tok, e.now)
+	if _, err := e.verifier(t, nil).VerifyDPoP(ctx, tok, proof, "POST", url); err != nil {
+		t.Fatalf("good proof: %v", err)
+	}
+	e.now = e.now.Add(time.Millisecond) // the restart
+	v := e.verifier(t, nil)
+	e.now = e.now.Add(10 * time.Second)
+	if _, err := v.VerifyDPoP(ctx, tok, proof, "POST", url); !errors.Is(err, verify.ErrDPoP) || !strings.Contains(err.Error(), "before the server started") {
+		t.Fatalf("a proof of before the restart, replayed: %v", err)
+	}
+	if _, err := v.VerifyDPoP(ctx, tok, dpop.NewProof(e.holder, "POST", url, tok, e.now), "POST", url); err != nil {
+		t.Errorf("a proof made after the restart: %v", err)
+	}
+	// With skew, a proof up to Skew ahead of the old process's clock may
+	// have been accepted there: the boundary moves by Skew.
+	skewed := e.verifier(t, func(c *verify.Config) { c.Skew = 2 * time.Second; c.ReplaySince = e.now })
+	if _, err := skewed.VerifyDPoP(ctx, tok, dpop.NewProofMillis(e.holder, "POST", url, tok, e.now.Add(time.Second)), "POST", url); !errors.Is(err, verify.ErrDPoP) {
+		t.Errorf("a proof within the skew of the start: %v", err)
+	}
+	older := e.verifier(t, func(c *verify.Config) { c.ReplaySince = t0 })
+	if _, err := older.VerifyDPoP(ctx, tok, dpop.NewProof(e.holder, "POST", url, tok, t0.Add(time.Second)), "POST", url); err != nil {
+		t.Errorf("ReplaySince of an older replay set: %v", err)
 	}
 }
 

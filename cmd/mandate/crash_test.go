@@ -76,7 +76,7 @@ func TestCrashDuringLoad(t *testing.T) {
 	ctx := context.Background()
 	key := addAgent(t, admin, "loader")
 	agentID := "spiffe://example.org/agent/loader"
-	tokenURL := "http://mandate.test/oauth2/token"
+	issuerURL := "http://mandate.test"
 
 	var mu sync.Mutex
 	var received []string // jtis of mandates a client received
@@ -95,7 +95,7 @@ func TestCrashDuringLoad(t *testing.T) {
 				}
 				form := url.Values{"grant_type": {"client_credentials"}, "scope": {"mcp:crm:list"},
 					"client_assertion_type": {issuer.ClientAssertionType},
-					"client_assertion":      {httpapi.ClientAssertion(key, agentID, tokenURL, time.Now())}}
+					"client_assertion":      {httpapi.ClientAssertion(key, agentID, issuerURL, time.Now())}}
 				resp, err := client.PostForm(base+"/oauth2/token", form)
 				if err != nil {
 					continue // the server is gone: keep trying until told to stop

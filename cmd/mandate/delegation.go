@@ -405,12 +405,13 @@ func formatTTL(d time.Duration) string {
 }
 
 func (c *cli) delegate(args []string) error {
-	fs := c.flags("delegate", "--subject-token FILE|- --key KEYFILE [--agent ID] [--parent-key FILE] [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]")
+	fs := c.flags("delegate", "--subject-token FILE|- (--key KEYFILE [--agent ID] | --actor-token FILE|-) [--parent-key FILE] [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]")
 	subject := fs.String("subject-token", "", "the parent mandate: a file holding it, or - for standard input")
 	keyFile := fs.String("key", "", "the sub-agent's private JWK: it signs the actor token (make one with `mandate keygen`)")
 	agent := fs.String("agent", "", "the registered sub-agent's name or SPIFFE ID; without it, a new ephemeral agent known by --key")
+	actorTokenArg := fs.String("actor-token", "", "instead of --key: the actor token the sub-agent made for this parent (`mandate actor-token`), a file or -")
 	parentKey := fs.String("parent-key", "", "the parent holder's private JWK: signs the DPoP proof a DPoP-bound parent needs")
-	useDPoP := fs.Bool("dpop", false, "send a DPoP proof by --parent-key (the child is then bound to --key); implied by --parent-key")
+	useDPoP := fs.Bool("dpop", false, "send a DPoP proof by --parent-key (the child is then bound to the sub-agent's key); implied by --parent-key")
 	var scopes, resources stringList
 	fs.Var(&scopes, "scope", "scopes to delegate (repeatable; default: all of the parent's)")
 	fs.Var(&resources, "resource", "resource indicator, becomes aud, within the parent's (RFC 8707; repeatable)")
@@ -421,8 +422,12 @@ func (c *cli) delegate(args []string) error {
 		return err
 	}
 	switch {
-	case *subject == "" || *keyFile == "":
-		return usageError{"delegate: --subject-token and --key are required"}
+	case *subject == "" || (*keyFile == "") == (*actorTokenArg == ""):
+		return usageError{"delegate: --subject-token and one of --key or --actor-token are required"}
+	case *actorTokenArg != "" && *agent != "":
+		return usageError{"delegate: --agent goes with --key; an actor token names its agent itself"}
+	case *subject == "-" && *actorTokenArg == "-":
+		return usageError{"delegate: only one of --subject-token and --actor-token can be read from standard input"}
 	case *ttl < 0 || *ttl%time.Millisecond != 0:
 		return usageError{"delegate: --ttl must be a whole number of milliseconds, e.g. 30ms or 5m"}
 	case *wait < 0:
@@ -434,15 +439,20 @@ func (c *cli) delegate(args []string) error {
 	if err != nil {
 		return err
 	}
-	actorKey, _, err := readKeyFile(*keyFile)
-	if err != nil {
-		return err
-	}
-	if actorKey == nil {
-		return fmt.Errorf("%s holds a public key only\nhint: --key needs the sub-agent's private JWK", *keyFile)
-	}
-	req := httpapi.DelegateRequest{SubjectToken: parent, ActorKey: actorKey, Scope: strings.Join(scopes, " "),
+	req := httpapi.DelegateRequest{SubjectToken: parent, Scope: strings.Join(scopes, " "),
 		Resources: resources, TTL: *ttl, ApprovalID: *approvalID}
+	if *actorTokenArg != "" {
+		if req.ActorToken, err = readToken(*actorTokenArg, c.stdin); err != nil {
+			return err
+		}
+	} else {
+		if req.ActorKey, _, err = readKeyFile(*keyFile); err != nil {
+			return err
+		}
+		if req.ActorKey == nil {
+			return fmt.Errorf("%s holds a public key only\nhint: --key needs the sub-agent's private JWK", *keyFile)
+		}
+	}
 	if *parentKey != "" {
 		if req.ParentKey, _, err = readKeyFile(*parentKey); err != nil {
 			return err
@@ -455,13 +465,8 @@ func (c *cli) delegate(args []string) error {
 	}
 	cl := &httpapi.Client{BaseURL: c.server}
 	if *agent != "" {
-		req.ActorID = *agent
-		if !strings.HasPrefix(req.ActorID, "spiffe://") {
-			md, err := cl.Metadata(c.ctx)
-			if err != nil {
-				return err
-			}
-			req.ActorID = mandate.AgentID(md.TrustDomain, req.ActorID)
+		if req.ActorID, err = c.agentID(cl, *agent); err != nil {
+			return err
 		}
 	}
 	tok, err := c.untilApproved(*wait, req.ApprovalID, func(approvalID string, wait time.Duration) (*httpapi.TokenResponse, error) {
@@ -472,6 +477,73 @@ func (c *cli) delegate(args []string) error {
 		return err
 	}
 	return c.printToken(tok)
+}
+
+// actorToken: `mandate actor-token --key KEYFILE --parent FILE|-|JTI
+// [--agent NAME]`. The sub-agent signs its actor token for one delegation,
+// from the parent mandate, and hands it to the agent delegating to it,
+// which never holds the sub-agent's key (`mandate delegate --actor-token`).
+func (c *cli) actorToken(args []string) error {
+	fs := c.flags("actor-token", "--key KEYFILE --parent FILE|-|JTI [--agent NAME]")
+	keyFile := fs.String("key", "", "the sub-agent's private JWK, which signs the token")
+	parentArg := fs.String("parent", "", "the parent mandate the delegation is from (a file, - for standard input), or its jti")
+	agent := fs.String("agent", "", "the registered sub-agent's name or SPIFFE ID; without it, a new ephemeral agent known by --key")
+	if _, err := c.parse(fs, args, 0); err != nil {
+		return err
+	}
+	if *keyFile == "" || *parentArg == "" {
+		return usageError{"actor-token: --key and --parent are required"}
+	}
+	parentID := *parentArg
+	if !isMandateID(parentID) {
+		parent, err := readToken(parentID, c.stdin)
+		if err != nil {
+			return err
+		}
+		if parentID, err = httpapi.MandateID(parent); err != nil {
+			return err
+		}
+	}
+	key, _, err := readKeyFile(*keyFile)
+	if err != nil {
+		return err
+	}
+	if key == nil {
+		return fmt.Errorf("%s holds a public key only\nhint: --key needs the sub-agent's private JWK", *keyFile)
+	}
+	cl := &httpapi.Client{BaseURL: c.server}
+	md, err := cl.Metadata(c.ctx)
+	if err != nil {
+		return err
+	}
+	id := ""
+	if *agent != "" {
+		if id, err = c.agentID(cl, *agent); err != nil {
+			return err
+		}
+	}
+	fmt.Fprintln(c.stdout, httpapi.ActorToken(key, id, parentID, md.Issuer, time.Now()))
+	return nil
+}
+
+// isMandateID reports whether s has the form of a mandate's jti: m_ and
+// 26 characters of Crockford base32.
+func isMandateID(s string) bool {
+	rest, ok := strings.CutPrefix(s, mandate.MandateIDPrefix)
+	return ok && len(rest) == 26 && strings.Trim(rest, "0123456789ABCDEFGHJKMNPQRSTVWXYZ") == ""
+}
+
+// agentID returns the SPIFFE ID of the agent called name (or name itself,
+// if it is one), in the server's trust domain.
+func (c *cli) agentID(cl *httpapi.Client, name string) (string, error) {
+	if strings.HasPrefix(name, "spiffe://") {
+		return name, nil
+	}
+	md, err := cl.Metadata(c.ctx)
+	if err != nil {
+		return "", err
+	}
+	return mandate.AgentID(md.TrustDomain, name), nil
 }
 
 // printToken prints a mandate: the token alone, or the whole answer as

@@ -27,6 +27,7 @@ server:
   serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL]
         [--demo [--demo-pace 10s]] [--max-depth N] [--approval-timeout 5m] [--mcp-upstream NAME=URL]...
         [--config mandate.yaml] [--mcp-stdio NAME='COMMAND ARGS']... [--http-upstream NAME=URL]...
+        [--allow-untyped-client-assertions]
   demo [--data DIR] [--pace 400ms] [--json]    the story, narrated, on a server of its own
 
 agents and keys (talk to a running server; --server URL, --data DIR):
@@ -37,8 +38,10 @@ agents and keys (talk to a running server; --server URL, --data DIR):
   keys list | keys rotate
 
 delegation and approvals:
-  delegate --subject-token FILE|- --key KEYFILE [--agent NAME] [--parent-key FILE]
-           [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]
+  delegate --subject-token FILE|- (--key KEYFILE [--agent NAME] | --actor-token FILE|-)
+           [--parent-key FILE] [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]
+  actor-token --key KEYFILE --parent FILE|-|JTI [--agent NAME]
+                                              as the sub-agent: its actor token for that one delegation
   approver add EMAIL [--out FILE] | approver list
   approvals list [--status S] [--task T] | approvals show ID
   approvals approve|deny ID [--note TEXT]     as a person: --approver-token-file FILE
@@ -174,6 +177,8 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.token(rest)
 	case "delegate":
 		return c.delegate(rest)
+	case "actor-token":
+		return c.actorToken(rest)
 	case "approver", "approvers":
 		return c.approverCmd(rest)
 	case "approvals", "approval":

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
@@ -61,7 +62,7 @@ func TestRestart(t *testing.T) {
 	// The holder revokes with a client assertion; that assertion must stay
 	// used after the restart (it must not buy a mandate then).
 	agentID := "spiffe://example.org/agent/a"
-	revokeAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.TokenEndpoint(), time.Now())
+	revokeAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.Issuer(), time.Now())
 	resp, err := http.PostForm(m.URL+"/oauth2/revoke", url.Values{"token": {"unknown"},
 		"client_assertion_type": {issuer.ClientAssertionType}, "client_assertion": {revokeAssertion}})
 	if err != nil || resp.StatusCode != 200 {
@@ -69,7 +70,7 @@ func TestRestart(t *testing.T) {
 	}
 	resp.Body.Close()
 	// And a mint's assertion likewise.
-	mintAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.TokenEndpoint(), time.Now())
+	mintAssertion := httpapi.ClientAssertion(key, agentID, m.Issuer.Issuer(), time.Now())
 	mint := func(m *Main, assertion string) (int, string) {
 		resp, err := http.PostForm(m.URL+"/oauth2/token", url.Values{"grant_type": {"client_credentials"}, "scope": {"mcp:crm:x"},
 			"client_assertion_type": {issuer.ClientAssertionType}, "client_assertion": {assertion}})
@@ -126,5 +127,53 @@ func TestRestart(t *testing.T) {
 		if code, body := mint(m3, a); code != 401 || !strings.Contains(body, "replay") {
 			t.Errorf("the %s assertion replayed after a restart: HTTP %d %s", name, code, body)
 		}
+	}
+}
+
+// DPoP proofs are single-use by an in-memory set, which a restart empties:
+// a proof the server accepted before it, replayed, is refused. A proof
+// made once the restarted server serves is good at once, even with a
+// whole-second iat as most clients write it (the server starts serving on
+// a whole second).
+func TestDPoPProofsAcrossRestart(t *testing.T) {
+	dir := t.TempDir()
+	m := startMain(t, dir)
+	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
+	agentID := "spiffe://example.org/agent/a"
+	tokenURL := m.Issuer.TokenEndpoint()
+	mint := func(m *Main, proof string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest("POST", m.URL+"/oauth2/token", strings.NewReader(url.Values{
+			"grant_type": {"client_credentials"}, "scope": {"mcp:crm:x"}, "client_assertion_type": {issuer.ClientAssertionType},
+			"client_assertion": {httpapi.ClientAssertion(key, agentID, m.Issuer.Issuer(), time.Now())}}.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("DPoP", proof)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	used := dpop.NewProof(key, "POST", tokenURL, "", time.Now())
+	if code, body := mint(m, used); code != 200 {
+		t.Fatalf("mint: %d %s", code, body)
+	}
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	m2 := NewMain()
+	m2.Addr, m2.DataDir, m2.IssuerURL = "127.0.0.1:0", dir, m.IssuerURL
+	m2.Stdout, m2.Stderr = testWriter{t}, testWriter{t}
+	if err := m2.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if code, body := mint(m2, used); code != 400 || !strings.Contains(body, "before the server started") {
+		t.Errorf("a proof of before the restart, replayed: HTTP %d %s", code, body)
+	}
+	if code, body := mint(m2, dpop.NewProof(key, "POST", tokenURL, "", time.Now())); code != 200 {
+		t.Errorf("a whole-second proof made after the restart: HTTP %d %s", code, body)
 	}
 }

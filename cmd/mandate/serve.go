@@ -67,6 +67,9 @@ type Main struct {
 	// ApprovalTimeout is how long a person has to decide an approval;
 	// undecided, it is denied.
 	ApprovalTimeout time.Duration
+	// AllowUntypedClientAssertions accepts client assertions without typ
+	// or with typ JWT (issuer.Config.AllowUntypedClientAssertions).
+	AllowUntypedClientAssertions bool
 
 	// PolicyDir holds the policy set (default <DataDir>/policies); the
 	// default set is written into it if it holds no policy file.
@@ -137,6 +140,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.BoolVar(&m.PublicAudit, "public-audit", m.PublicAudit, "serve the audit log's entries (who did what) without the admin credential")
 	fs.IntVar(&m.MaxDepth, "max-depth", m.MaxDepth, fmt.Sprintf("longest delegation chain, counting the root agent (1 to %d); an agent's own limit may be smaller", mandate.MaxAgentDepth))
 	fs.DurationVar(&m.ApprovalTimeout, "approval-timeout", m.ApprovalTimeout, "how long a person has to decide an approval; undecided, it is denied")
+	fs.BoolVar(&m.AllowUntypedClientAssertions, "allow-untyped-client-assertions", m.AllowUntypedClientAssertions,
+		"accept client assertions with no typ or typ JWT, as some OAuth clients sign them, besides client-authentication+jwt (docs/tokens.md: only once no agent signs untyped actor tokens)")
 	fs.StringVar(&m.PolicyDir, "policies", m.PolicyDir, "the policy directory (*.cedar files); default <data>/policies, where the default set is written on first start")
 	fs.StringVar(&m.ReadyFile, "ready-file", m.ReadyFile, "write the server's URL to this file once it serves")
 	fs.Func("mcp-upstream", "an MCP server behind the gateway, NAME=URL of its Streamable HTTP endpoint: agents reach it at /mcp/NAME (repeatable)", func(v string) error {
@@ -197,6 +202,11 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := mandate.ValidateTrustDomain(m.TrustDomain); err != nil {
 		return err
 	}
+	// A data directory with neither keys nor a database is new: no
+	// process has accepted anything on it (see replaySince).
+	_, keysErr := os.Stat(filepath.Join(m.DataDir, "keys", "signing.json"))
+	_, dbErr := os.Stat(filepath.Join(m.DataDir, "mandate.db"))
+	fresh := errors.Is(keysErr, os.ErrNotExist) && errors.Is(dbErr, os.ErrNotExist)
 	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
 		return fmt.Errorf("create data directory: %w", err)
 	}
@@ -251,11 +261,17 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Monitor = monitor.New(monitor.Config{Alerts: m.Store, Now: m.Now, Logger: m.Logger,
 		Responses: m.MonitorResponses, RevokeAt: m.RevokeAt,
 		Act: func(ctx context.Context, a monitor.Action) error { return respond(ctx, api, a) }})
+	since, err := m.replaySince(ctx, fresh)
+	if err != nil {
+		m.closeStore()
+		return err
+	}
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
 		ApprovalTimeout: m.ApprovalTimeout, MaxDepth: m.MaxDepth, Risk: m.Monitor.Risk,
-		Replay: replay.New(0), Now: m.Now, Logger: m.Logger,
+		Replay: replay.New(0), ReplaySince: since, AllowUntypedClientAssertions: m.AllowUntypedClientAssertions,
+		Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
 		m.closeStore()
@@ -270,7 +286,8 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters,
+			ReplaySince: since, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
 			return err
@@ -457,6 +474,31 @@ func (m *Main) pruneMandates(ctx context.Context) error {
 		} else if n > 0 {
 			m.Logger.Debug("expired mandates pruned", "rows", n)
 		}
+	}
+}
+
+// replaySince returns when the replay sets of DPoP proofs, at the token
+// endpoint and the gateway, begin: a proof issued before it is refused
+// (docs/tokens.md, "Single use across restarts"). Those sets are in
+// memory, so a restart empties them, and a proof the previous process
+// accepted up to DPoPMaxAge ago would be good once more. On a data
+// directory used before, it waits for the next whole second and returns
+// it: the previous process ended before this one started, so every proof
+// it saw has an iat before that second, while a proof made once this one
+// serves, even with a whole-second iat (as most clients write it), has one
+// at or after it. On a new data directory nothing was accepted before:
+// the current second.
+func (m *Main) replaySince(ctx context.Context, fresh bool) (time.Time, error) {
+	now := m.Now()
+	if fresh {
+		return now.Truncate(time.Second), nil
+	}
+	next := now.Truncate(time.Second).Add(time.Second)
+	select {
+	case <-time.After(next.Sub(now)):
+		return next, nil
+	case <-ctx.Done():
+		return time.Time{}, ctx.Err()
 	}
 }
 

@@ -4,8 +4,11 @@
 // The test starts `$MANDATE_BIN serve` on a free port with a fresh data
 // directory, registers an agent whose key jose generated (with the CLI), then
 // gets mandates with jose-made client assertions (RFC 7523) and DPoP proofs
-// (RFC 9449), verifies them with jose against the published JWKS, and checks
-// that the server refuses what it must.
+// (RFC 9449), verifies them with jose against the published JWKS, delegates
+// with a jose-made actor token (RFC 8693), and checks that the server refuses
+// what it must: among it, every kind of JWT where another is expected, and
+// the MCP SDK's untyped client assertions unless the server is told to take
+// them (`serve --allow-untyped-client-assertions`).
 //
 //   go build -o /tmp/mandate ./cmd/mandate
 //   (cd interop/node && npm ci)
@@ -19,10 +22,12 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { randomUUID } from 'node:crypto';
 import { setTimeout as sleep } from 'node:timers/promises';
+import { createPrivateKeyJwtAuth } from '@modelcontextprotocol/sdk/client/auth-extensions.js';
 import {
   SignJWT,
   calculateJwkThumbprint,
   createRemoteJWKSet,
+  decodeJwt,
   decodeProtectedHeader,
   exportJWK,
   generateKeyPair,
@@ -35,6 +40,11 @@ const AGENT_ID = `spiffe://example.org/agent/${AGENT}`;
 const OWNER = 'alice@example.org';
 const SCOPE = 'mcp:crm:list_customers';
 const ASSERTION_TYPE = 'urn:ietf:params:oauth:client-assertion-type:jwt-bearer';
+const TOKEN_EXCHANGE = 'urn:ietf:params:oauth:grant-type:token-exchange';
+const TOKEN_TYPE_JWT = 'urn:ietf:params:oauth:token-type:jwt';
+// The typ of each kind of JWT (docs/tokens.md, "Token types").
+const TYP_CLIENT_ASSERTION = 'client-authentication+jwt';
+const TYP_ACTOR_TOKEN = 'vnd.mandatehq.actor+jwt';
 const START_TIMEOUT_MS = 15_000;
 const CLI_TIMEOUT_MS = 10_000;
 
@@ -55,8 +65,8 @@ function runCLI(args) {
 }
 
 /** Starts `mandate serve` and resolves to {proc, url, log} once it logs its URL. */
-function startServer(dataDir) {
-  const proc = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--data', dataDir], {
+function startServer(dataDir, ...flags) {
+  const proc = spawn(BIN, ['serve', '--addr', '127.0.0.1:0', '--data', dataDir, ...flags], {
     stdio: ['ignore', 'pipe', 'pipe'],
   });
   const log = { text: '' };
@@ -179,14 +189,20 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     if (s.root) await rm(s.root, { recursive: true, force: true });
   });
 
-  /** A client assertion (RFC 7523 §3) signed by key (default: the agent's). */
+  /**
+   * A client assertion (RFC 7523 §3) signed by key (default: the agent's),
+   * typ client-authentication+jwt (draft-ietf-oauth-rfc7523bis §4) unless
+   * opts.typ says otherwise (null: no typ), aud the issuer identifier (as
+   * that draft requires of a typed one) unless opts.aud.
+   */
   const assertion = (opts = {}) => {
     const now = Math.floor(Date.now() / 1000);
+    const typ = opts.typ === undefined ? TYP_CLIENT_ASSERTION : opts.typ;
     return new SignJWT({})
-      .setProtectedHeader({ alg: opts.alg ?? 'EdDSA' })
+      .setProtectedHeader({ alg: opts.alg ?? 'EdDSA', ...(typ === null ? {} : { typ }) })
       .setIssuer(AGENT_ID)
       .setSubject(AGENT_ID)
-      .setAudience(s.meta.token_endpoint)
+      .setAudience(opts.aud ?? s.meta.issuer)
       .setJti(randomUUID())
       .setIssuedAt(now)
       .setExpirationTime(now + 60)
@@ -200,6 +216,23 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
       .setIssuedAt() // now, in whole seconds
       .setJti(randomUUID())
       .sign(s.privateKey);
+
+  /**
+   * An actor token (RFC 8693 §2.1) for a delegation from the mandate whose
+   * jti is par: of the registered agent (iss = sub) by default, or of a new
+   * ephemeral agent whose public JWK is opts.jwk (signed by opts.key).
+   */
+  const actorToken = (par, opts = {}) => {
+    const now = Math.floor(Date.now() / 1000);
+    const jwt = new SignJWT(par === undefined ? {} : { par })
+      .setProtectedHeader({ alg: 'EdDSA', typ: opts.typ ?? TYP_ACTOR_TOKEN, ...(opts.jwk ? { jwk: opts.jwk } : {}) })
+      .setAudience(s.meta.issuer)
+      .setJti(randomUUID())
+      .setIssuedAt(now)
+      .setExpirationTime(now + 60);
+    if (!opts.jwk) jwt.setIssuer(AGENT_ID).setSubject(AGENT_ID);
+    return jwt.sign(opts.key ?? s.privateKey);
+  };
 
   const tokenRequest = async ({ clientAssertion, proof, ttlMs }) => {
     const headers = proof ? { DPoP: proof } : {};
@@ -343,6 +376,30 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     assert.equal(ir.json.scope, SCOPE, show(ir));
   }));
 
+  test('a delegation with a jose-made actor token of an ephemeral agent', step(async () => {
+    assert.ok(s.meta, 'needs the metadata');
+    const parent = await tokenRequest({ clientAssertion: await assertion(), ttlMs: 60_000 });
+    assert.equal(parent.status, 200, `parent: ${show(parent)}`);
+    const parentJti = decodeJwt(parent.json.access_token).jti;
+    const sub = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+    const subJwk = await exportJWK(sub.publicKey);
+    const exchange = async (at) => postForm(s.meta.token_endpoint, {
+      grant_type: TOKEN_EXCHANGE,
+      subject_token: parent.json.access_token, subject_token_type: TOKEN_TYPE_JWT,
+      actor_token: at, actor_token_type: TOKEN_TYPE_JWT,
+    });
+    // Without par, or for another parent, an actor token is refused.
+    assertOAuthError(await exchange(await actorToken(undefined, { jwk: subJwk, key: sub.privateKey })), 400, 'invalid_grant', /par/, 'actor token without par');
+    assertOAuthError(await exchange(await actorToken('m_another', { jwk: subJwk, key: sub.privateKey })), 400, 'invalid_grant', /par/, 'actor token for another parent');
+    // Untyped (as it was before actor tokens had a typ), it is refused.
+    assertOAuthError(await exchange(await actorToken(parentJti, { jwk: subJwk, key: sub.privateKey, typ: 'JWT' })), 400, 'invalid_grant', /typ/, 'untyped actor token');
+    const res = await exchange(await actorToken(parentJti, { jwk: subJwk, key: sub.privateKey }));
+    assert.equal(res.status, 200, `exchange: ${show(res)}`);
+    const c = decodeJwt(res.json.access_token);
+    assert.equal(c.par, parentJti, JSON.stringify(c));
+    assert.match(c.client_id, new RegExp(`^${AGENT_ID.replace(/[.*+?^${}()|[\]\\]/g, '\\$&')}/sub/[0-9a-f]{12}$`), JSON.stringify(c));
+  }));
+
   describe('refusals of jose-made inputs', () => {
     test('a replayed client assertion: 401 invalid_client', step(async () => {
       assert.ok(s.assertion, 'needs the assertion used for the 30 ms mandate');
@@ -366,10 +423,107 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
       assertOAuthError(res, 401, 'invalid_client', /signature/i, 'assertion signed by an unregistered key');
     }));
 
+    test('a typed client assertion for the token endpoint, not the issuer: 401 invalid_client', step(async () => {
+      // draft-ietf-oauth-rfc7523bis: a typed assertion names the issuer
+      // identifier alone (no audience injection through endpoint URLs).
+      const res = await tokenRequest({ clientAssertion: await assertion({ aud: s.meta.token_endpoint }), ttlMs: 30 });
+      assertOAuthError(res, 401, 'invalid_client', /issuer identifier/, 'typed assertion for the token endpoint');
+    }));
+
+    test('an untyped client assertion, or typ JWT: 401 invalid_client', step(async () => {
+      for (const typ of [null, 'JWT']) {
+        const res = await tokenRequest({ clientAssertion: await assertion({ typ }), ttlMs: 30 });
+        assertOAuthError(res, 401, 'invalid_client', /typ/, `client assertion with typ ${typ}`);
+      }
+    }));
+
+    test('the MCP SDK\'s private_key_jwt assertion (typ JWT): 401 invalid_client', step(async () => {
+      const params = await sdkAssertion(s);
+      params.set('scope', SCOPE);
+      const res = await postForm(s.meta.token_endpoint, Object.fromEntries(params));
+      assertOAuthError(res, 401, 'invalid_client', /is "JWT" .*untyped/, 'the SDK\'s assertion');
+    }));
+
+    test('an actor token as a client assertion: 401 invalid_client', step(async () => {
+      // What a sub-agent hands the agent delegating to it, posted as its
+      // client assertion: it would buy a root mandate in its name.
+      const res = await tokenRequest({ clientAssertion: await actorToken('m_any'), ttlMs: 30 });
+      assertOAuthError(res, 401, 'invalid_client', /an actor token is not a client assertion/, 'actor token as client assertion');
+      const rv = await postForm(`${s.url}/oauth2/revoke`, {
+        token: 'x', client_assertion_type: ASSERTION_TYPE, client_assertion: await actorToken('m_any'),
+      });
+      assertOAuthError(rv, 401, 'invalid_client', /an actor token is not a client assertion/, 'actor token at the revocation endpoint');
+    }));
+
+    test('a client assertion as a DPoP proof, a DPoP proof as a client assertion', step(async () => {
+      assertOAuthError(await tokenRequest({ clientAssertion: await assertion(), proof: await assertion(), ttlMs: 30 }),
+        400, 'invalid_dpop_proof', /typ/, 'client assertion as DPoP proof');
+      assertOAuthError(await tokenRequest({ clientAssertion: await dpopProof(), ttlMs: 30 }),
+        401, 'invalid_client', /a DPoP proof is not a client assertion/, 'DPoP proof as client assertion');
+    }));
+
     test('an HS256 assertion: 401 invalid_client', step(async () => {
       const secret = new TextEncoder().encode('a shared secret the server has never heard of!!');
       const res = await tokenRequest({ clientAssertion: await assertion({ alg: 'HS256', key: secret }), proof: await dpopProof(), ttlMs: 30 });
       assertOAuthError(res, 401, 'invalid_client', /HS256|alg/, 'HS256 assertion');
     }));
+  });
+});
+
+/**
+ * The form parameters of client authentication by the MCP TypeScript SDK's
+ * createPrivateKeyJwtAuth, as its PrivateKeyJwtProvider makes them: typ
+ * JWT, aud the issuer (from the metadata), a jti of its own. st holds the
+ * agent's private key and the server's metadata.
+ */
+async function sdkAssertion(st) {
+  const addAuth = createPrivateKeyJwtAuth({
+    issuer: AGENT_ID, subject: AGENT_ID, privateKey: await exportJWK(st.privateKey), alg: 'EdDSA',
+  });
+  const params = new URLSearchParams({ grant_type: 'client_credentials' });
+  await addAuth(new Headers(), params, st.meta.token_endpoint, st.meta);
+  return params;
+}
+
+describe('serve --allow-untyped-client-assertions and the MCP SDK', { timeout: 30_000 }, () => {
+  const s = {};
+  before(async () => {
+    s.root = await mkdtemp(join(tmpdir(), 'mandate-interop-untyped-'));
+    s.dataDir = join(s.root, 'data');
+    s.server = await startServer(s.dataDir, '--allow-untyped-client-assertions');
+    const { publicKey, privateKey } = await generateKeyPair('EdDSA', { crv: 'Ed25519', extractable: true });
+    s.privateKey = privateKey;
+    const pubFile = join(s.root, 'agent.pub.jwk');
+    await writeFile(pubFile, JSON.stringify(await exportJWK(publicKey)) + '\n');
+    const add = await runCLI(['agent', 'add', AGENT, '--owner', OWNER, '--ceiling', 'mcp:crm:*',
+      '--pubkey', pubFile, '--server', s.server.url, '--data', s.dataDir]);
+    assert.equal(add.code, 0, `mandate agent add: ${add.stderr}`);
+    s.meta = await (await fetch(`${s.server.url}/.well-known/oauth-authorization-server`)).json();
+  });
+  after(async () => {
+    if (s.server) await stopServer(s.server.proc);
+    if (s.root) await rm(s.root, { recursive: true, force: true });
+  });
+
+  test('the SDK\'s private_key_jwt assertion gets a mandate; other kinds are still refused', async () => {
+    const params = await sdkAssertion(s);
+    params.set('scope', SCOPE);
+    const res = await postForm(s.meta.token_endpoint, Object.fromEntries(params));
+    assert.equal(res.status, 200, `the SDK's assertion: ${show(res)}`);
+    // Replayed: refused, as any client assertion.
+    const again = await postForm(s.meta.token_endpoint, Object.fromEntries(params));
+    assert.equal(again.status, 401, `the SDK's assertion, replayed: ${show(again)}`);
+    // An untyped JWT is taken for a client assertion; a typed actor token is not.
+    const now = Math.floor(Date.now() / 1000);
+    const at = await new SignJWT({ par: 'm_any' })
+      .setProtectedHeader({ alg: 'EdDSA', typ: TYP_ACTOR_TOKEN })
+      .setIssuer(AGENT_ID).setSubject(AGENT_ID).setAudience(s.meta.issuer)
+      .setJti(randomUUID()).setIssuedAt(now).setExpirationTime(now + 60)
+      .sign(s.privateKey);
+    const actor = await postForm(s.meta.token_endpoint, {
+      grant_type: 'client_credentials', client_assertion_type: ASSERTION_TYPE, client_assertion: at, scope: SCOPE,
+    });
+    assert.equal(actor.status, 401, `an actor token as client assertion: ${show(actor)}`);
+    assert.match(actor.json?.error_description ?? '', /an actor token is not a client assertion/, show(actor));
   });
 });
