@@ -161,6 +161,8 @@ type route struct {
 	upstream *url.URL
 	verifier *verify.Verifier
 	auth     string // the Authorization the upstream takes (a stdio bridge's secret)
+	// encodedSlashes is HTTPRoute.AllowEncodedSlashes.
+	encodedSlashes bool
 }
 
 // HTTPRoute is one plain HTTP API behind the gateway, reached at
@@ -168,6 +170,13 @@ type route struct {
 type HTTPRoute struct {
 	Name string
 	URL  string // the upstream's base URL; /http/{Name}/p reaches URL/p
+	// AllowEncodedSlashes lets a path segment hold an encoded slash (%2F,
+	// forwarded as it is), for an API that takes it as data, such as
+	// GitLab's project ids (group%2Fproject). Off by default: most
+	// upstreams decode it into a separator, and /public/..%2Fadmin would
+	// then leave the scope's /public/**. Dot segments stay refused inside
+	// such a segment too.
+	AllowEncodedSlashes bool
 }
 
 // New returns a Gateway for cfg.
@@ -261,6 +270,7 @@ func New(cfg Config) (*Gateway, error) {
 		if err := add(g.httpRoutes, "http", Route{Name: r.Name, URL: r.URL}); err != nil {
 			return nil, err
 		}
+		g.httpRoutes[r.Name].encodedSlashes = r.AllowEncodedSlashes
 	}
 	for _, r := range cfg.StdioRoutes {
 		if g.routes[r.Name] != nil {
