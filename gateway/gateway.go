@@ -111,7 +111,11 @@ type Config struct {
 	ScanMode string
 	// Client reaches the upstreams; if nil, one whose upstream must start
 	// answering within UpstreamTimeout, with no overall timeout (streams
-	// are long).
+	// are long). Whatever it is, the gateway uses a copy that follows no
+	// redirect and keeps no cookies: an upstream's redirect would aim the
+	// agent's request, body and all, at another address (an internal
+	// service) and relay its answer as the upstream's, and a cookie one
+	// agent's call got would go with another agent's.
 	Client *http.Client
 	// UpstreamTimeout bounds the wait for an upstream's answer to begin
 	// (DefaultUpstreamTimeout); an upstream that hangs is a 502.
@@ -230,6 +234,10 @@ func New(cfg Config) (*Gateway, error) {
 		t.MaxIdleConnsPerHost = 256
 		cfg.Client = &http.Client{Transport: t}
 	}
+	client := *cfg.Client
+	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
+	client.Jar = nil
+	cfg.Client = &client
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
 		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
@@ -568,12 +576,38 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 	if rt.auth != "" {
 		req.Header.Set("Authorization", rt.auth)
 	}
-	return g.cfg.Client.Do(req)
+	resp, err := g.cfg.Client.Do(req)
+	if err == nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (Config.Client), and not an MCP answer: a redirect
+		// relayed would send the client where the server says.
+		resp.Body.Close()
+		return nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
+	}
+	return resp, err
 }
 
+// redirectError is an upstream's answer that is a redirect (3xx).
+type redirectError struct {
+	status   int
+	location string
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("the upstream redirected (HTTP %d) to %q, which the gateway does not follow", e.status, e.location)
+}
+
+// upstreamError answers a request whose upstream could not be reached,
+// or answered with a redirect.
 func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {
+	what := map[string]string{"mcp": "the MCP server ", "http": "the HTTP upstream "}[rt.kind] + rt.Name
+	var re *redirectError
+	if errors.As(err, &re) {
+		g.cfg.Logger.Warn("gateway: the upstream redirected: not followed", "server", rt.Name, "status", re.status, "location", re.location)
+		http.Error(w, what+" answered with a redirect (HTTP "+itoa(int64(re.status))+"), which the gateway does not follow or relay", http.StatusBadGateway)
+		return
+	}
 	g.cfg.Logger.Error("gateway: upstream unreachable", "server", rt.Name, "err", err)
-	http.Error(w, "the MCP server "+rt.Name+" cannot be reached", http.StatusBadGateway)
+	http.Error(w, what+" cannot be reached", http.StatusBadGateway)
 }
 
 // copyResponse copies resp to w, flushing as it goes: an SSE stream

@@ -131,6 +131,9 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		},
 		Transport: g.cfg.Client.Transport,
 		ModifyResponse: func(resp *http.Response) error {
+			if err := g.relayLocation(rt, resp); err != nil {
+				return err
+			}
 			status = resp.StatusCode
 			counter.r = resp.Body
 			resp.Body = counter
@@ -151,6 +154,42 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		res.Outcome = mandate.OutcomeError
 	}
 	g.recordResults(ctx, rt, []*mandate.Event{&res})
+}
+
+// relayLocation rewrites the Location of an upstream's answer to the
+// gateway's address of the same place, if it is on the upstream (its
+// scheme and host, under its base path). Elsewhere (another host, an
+// internal address, outside the base) it is not relayed: a redirect is
+// then a 502, so that the upstream cannot send the agent, and its next
+// request, to an address of its choosing; on any other answer (201
+// Created) the Location is dropped. The gateway itself never follows a
+// redirect (the ReverseProxy does not).
+func (g *Gateway) relayLocation(rt *route, resp *http.Response) error {
+	locs := resp.Header.Values("Location")
+	if len(locs) == 0 {
+		return nil
+	}
+	resp.Header.Del("Location")
+	base := strings.TrimSuffix(rt.upstream.EscapedPath(), "/")
+	var u *url.URL
+	var err error
+	if len(locs) == 1 {
+		u, err = resp.Request.URL.Parse(locs[0])
+	}
+	if u != nil && err == nil && u.User == nil && u.Scheme == rt.upstream.Scheme && strings.EqualFold(u.Host, rt.upstream.Host) {
+		if rest, ok := strings.CutPrefix(u.EscapedPath(), base); ok && (rest == "" || rest[0] == '/') {
+			out := g.cfg.PublicURL + HTTPPathPrefix + rt.Name + rest
+			if u.RawQuery != "" {
+				out += "?" + u.RawQuery
+			}
+			resp.Header.Set("Location", out)
+			return nil
+		}
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &redirectError{status: resp.StatusCode, location: strings.Join(locs, ", ")}
+	}
+	return nil
 }
 
 // refuseHTTP answers 403 with the reason and records the decision event.

@@ -137,6 +137,21 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	// What the gateway decided on is what the server reads: its own
 	// encoding of the messages, not the client's bytes.
 	resp, err := g.forward(r, rt, encode(msgs, batch))
+	var redirected *redirectError
+	if errors.As(err, &redirected) && hasRequest(msgs) {
+		// Each request gets the reason, as a JSON-RPC error its client
+		// shows; the requests did reach the server.
+		g.cfg.Logger.Warn("gateway: the MCP server redirected: not followed", "server", rt.Name, "status", redirected.status, "location", redirected.location)
+		e := rpcError{Code: CodeUpstream, Message: "the MCP server " + rt.Name + " answered with a redirect (HTTP " + itoa(int64(redirected.status)) +
+			"), which the gateway does not follow or relay"}
+		for i, m := range msgs {
+			if m.isRequest() {
+				verdicts[i].deny = &e
+			}
+		}
+		g.refuse(w, msgs, verdicts, batch)
+		return
+	}
 	if err != nil {
 		g.upstreamError(w, rt, err)
 		return
@@ -234,6 +249,15 @@ func toolName(m *message) string {
 	}
 	json.Unmarshal(m.Params, &p)
 	return p.Name
+}
+
+func hasRequest(msgs []*message) bool {
+	for _, m := range msgs {
+		if m.isRequest() {
+			return true
+		}
+	}
+	return false
 }
 
 func isInitialize(msgs []*message) bool {
