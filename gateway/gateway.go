@@ -36,6 +36,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/internal/bucket"
+	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/verify"
@@ -118,7 +119,8 @@ type Config struct {
 	// agent's call got would go with another agent's.
 	Client *http.Client
 	// UpstreamTimeout bounds the wait for an upstream's answer to begin
-	// (DefaultUpstreamTimeout); an upstream that hangs is a 502.
+	// (DefaultUpstreamTimeout), whatever Client is: an upstream that hangs
+	// is a 502.
 	UpstreamTimeout time.Duration
 	// MaxBody bounds a client's POST body (DefaultMaxBody).
 	MaxBody int64
@@ -234,10 +236,9 @@ func New(cfg Config) (*Gateway, error) {
 		t.MaxIdleConnsPerHost = 256
 		cfg.Client = &http.Client{Transport: t}
 	}
-	client := *cfg.Client
-	client.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-	client.Jar = nil
-	cfg.Client = &client
+	cfg.Client = noredirect.Client(cfg.Client)
+	cfg.Client.Jar = nil
+	cfg.Client.Transport = &headerTimeout{base: cfg.Client.Transport, d: cfg.UpstreamTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
 		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
@@ -584,6 +585,50 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 		return nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
 	}
 	return resp, err
+}
+
+// headerTimeout bounds the wait for an answer's headers to d, over any
+// transport (base, http.DefaultTransport if nil): the body, a stream
+// perhaps, may then take as long as it takes.
+type headerTimeout struct {
+	base http.RoundTripper
+	d    time.Duration
+}
+
+func (h *headerTimeout) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := h.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	timer := time.AfterFunc(h.d, cancel)
+	resp, err := base.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("the upstream did not start answering within %v", h.d)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose is an answer's body that ends its request's context
+// when closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }
 
 // redirectError is an upstream's answer that is a redirect (3xx).

@@ -209,3 +209,30 @@ func TestHTTPUpstreamRedirects(t *testing.T) {
 		t.Errorf("the internal service got %d requests", n)
 	}
 }
+
+// UpstreamTimeout bounds the wait for an upstream's answer to begin
+// whatever Client the gateway is given (one with no timeouts here), on MCP
+// and HTTP routes alike.
+func TestUpstreamTimeoutHoldsForAnyClient(t *testing.T) {
+	block := make(chan struct{})
+	hang := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-block:
+		case <-r.Context().Done():
+		}
+	}))
+	t.Cleanup(func() { close(block); hang.Close() })
+	e := newEnv(t)
+	e.regateway(func(c *gateway.Config) {
+		c.Routes, c.HTTPRoutes = []gateway.Route{{Name: "crm", URL: hang.URL}}, []gateway.HTTPRoute{{Name: "api", URL: hang.URL}}
+		c.Client, c.UpstreamTimeout = &http.Client{Transport: &http.Transport{}}, 50*time.Millisecond
+	})
+	key := e.agent("reporter", "mcp:crm:* http:api:*:/**")
+	tok := e.mint("reporter", key, "mcp:crm:* http:api:GET:/**", time.Minute, false).AccessToken
+	if resp, body := e.post(tok, "", initialize); resp.StatusCode != http.StatusBadGateway {
+		t.Errorf("a hanging MCP server: %d %s", resp.StatusCode, body)
+	}
+	if code, body := rawGet(t, e.gw.URL, "/http/api/x", tok); code != http.StatusBadGateway {
+		t.Errorf("a hanging HTTP upstream: %d %s", code, body)
+	}
+}
