@@ -10,8 +10,10 @@
 // each JSON-RPC message: tools/call needs a scope covering
 // mcp:<server>:<tool> and a permit of policy with the call's arguments in
 // context, tools/list is answered with the tools the mandate may call,
-// resources and prompts are asked of policy, and an unknown method is
-// denied. A denial is a JSON-RPC error the client can show. Every call
+// resources/read and prompts/get need scopes covering
+// mcp:<server>:resource:<uri> and mcp:<server>:prompt:<name> and a
+// permit of policy, their lists show only what the scopes reach, and an
+// unknown method is denied. A denial is a JSON-RPC error the client can show. Every call
 // and every denial is in the audit log, and an allowed call is recorded
 // before it is forwarded (write-ahead): no audit, no call.
 //

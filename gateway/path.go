@@ -52,10 +52,10 @@ type pathRules struct {
 func canonical(sent string, rules pathRules) (string, string) {
 	var out strings.Builder
 	out.Grow(len(sent) + 8)
-	segs := strings.Split(sent, "/")
-	if !rules.uri && segs[0] != "" {
-		return "", "a path must start with /"
+	if !rules.uri && !strings.HasPrefix(sent, "/") {
+		return "", "no leading /"
 	}
+	segs := strings.Split(sent, "/")
 	for i, seg := range segs {
 		if i > 0 {
 			out.WriteByte('/')
