@@ -445,7 +445,7 @@ func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, rt *route) {
 		"bearer_methods_supported":          []string{"header"},
 		"dpop_signing_alg_values_supported": []string{"EdDSA"},
 		"resource_name":                     strings.ToUpper(rt.kind) + " upstream " + name + " through Mandate",
-		"scopes_supported":                  []string{rt.kind + ":" + name + ":" + map[string]string{"mcp": "*", "http": "*:/**"}[rt.kind]},
+		"scopes_supported":                  map[string][]string{"mcp": {"mcp:" + name + ":*", "mcp:" + name + ":prompt:*", "mcp:" + name + ":resource:**"}, "http": {"http:" + name + ":*:/**"}}[rt.kind],
 	})
 }
 

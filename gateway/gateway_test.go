@@ -335,10 +335,12 @@ func TestGatewayRefuses(t *testing.T) {
 		var m struct {
 			Resource string   `json:"resource"`
 			AS       []string `json:"authorization_servers"`
+			Scopes   []string `json:"scopes_supported"`
 		}
 		json.NewDecoder(md.Body).Decode(&m)
 		md.Body.Close()
-		if m.Resource != e.gw.URL+"/mcp/crm" || len(m.AS) != 1 || m.AS[0] != iss {
+		if m.Resource != e.gw.URL+"/mcp/crm" || len(m.AS) != 1 || m.AS[0] != iss ||
+			strings.Join(m.Scopes, " ") != "mcp:crm:* mcp:crm:prompt:* mcp:crm:resource:**" {
 			t.Errorf("metadata %+v", m)
 		}
 	})
