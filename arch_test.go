@@ -17,7 +17,7 @@ func TestArchitecture(t *testing.T) {
 		"jose":                {"internal/jsonstr"},
 		"replay":              {},
 		"dpop":                {"jose"},
-		"verify":              {"", "jose", "dpop", "replay"},
+		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect"},
 		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
@@ -30,17 +30,19 @@ func TestArchitecture(t *testing.T) {
 		// The audit log's logic and format, and its offline verifier.
 		"auditlog":        {"", "auditlog/layout", "internal/atomicfile"},
 		"auditlog/layout": {},
-		"auditcheck":      {"", "auditlog/layout"},
+		"auditcheck":      {"", "auditlog/layout", "internal/noredirect"},
 		"storetest":       {"", "jose"},
-		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout"},
+		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout", "internal/noredirect"},
 		// The Go client for agents speaks OAuth only.
-		"client": {"", "jose", "dpop"},
+		"client": {"", "jose", "dpop", "internal/noredirect"},
 		// Cedar policy decisions; the issuer and the gateway call it.
 		"policy": {""},
 		// The MCP enforcement point: verifies, decides, audits, forwards.
-		"gateway": {"", "verify", "policy", "replay", "internal/bucket"},
+		"gateway": {"", "verify", "policy", "replay", "internal/bucket", "internal/noredirect"},
 		// Detectors over the committed events; risk for policy.
 		"monitor": {""},
+		// The HTTP clients Mandate sends its requests with: no redirects.
+		"internal/noredirect": {},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

@@ -10,8 +10,10 @@ import (
 // Scope grammar (documented in docs/scopes.md):
 //
 //	scope     = mcp-scope / http-scope
-//	mcp-scope = "mcp:" name ":" name            ; server, tool
-//	http-scope= "http:" name ":" method ":" path ; upstream, HTTP method, path
+//	mcp-scope = "mcp:" name ":" name               ; server, tool
+//	          / "mcp:" name ":prompt:" name        ; server, prompt
+//	          / "mcp:" name ":resource:" uri       ; server, resource URI
+//	http-scope= "http:" name ":" method ":" path    ; upstream, HTTP method, path
 //
 // A name is 1-128 of [A-Za-z0-9_.-], optionally ending in a single "*"
 // ("*" alone is allowed). A method is an upper-case token [A-Z]{1,16} or "*".
@@ -19,6 +21,10 @@ import (
 // is 0-256 of the RFC 3986 pchar set minus "*" and "%" (percent-encoding
 // allowed as %XX with upper-case hex), optionally ending in a single "*", and
 // the last segment may be exactly "**". "." and ".." segments are refused.
+// A uri is written as a path without its leading "/" (so file:///a is the
+// segments "file:", "", "" and "a"), whose segments may also hold "?" and
+// "#" as characters; "**" alone is any URI.
+// A tool name never holds a ":", so the four-part forms are never a tool's.
 //
 // Meaning: a trailing "*" in a name, method or path segment matches any
 // string (possibly empty) beginning with what precedes it, within that one
@@ -41,6 +47,12 @@ import (
 //     path. Other escapes (%2F, %2A, %3F, ...) are literal and distinct.
 //   - A path always has at least one segment ("/" is one empty segment), so
 //     "/*/**" means the same as "/**"; it is refused in favour of "/**".
+//   - Tools, prompts and resources are three sorts: a scope of one sort never
+//     matches a request of another (mcp:s:* is every tool of s, not its
+//     prompts or resources; mcp:s:reso* is tools only).
+//   - A uri, like a path, always has at least one segment ("" is one empty
+//     segment, a URI no request names), so "*/**" means the same as "**"
+//     and is refused in its favour.
 
 // Limits of the scope language.
 const (
@@ -53,7 +65,10 @@ const (
 )
 
 // scopeHint is the hint given when a scope's overall shape is wrong.
-const scopeHint = "hint: use mcp:<server>:<tool> or http:<upstream>:<METHOD>:<path>"
+const scopeHint = "hint: use mcp:<server>:<tool>, mcp:<server>:prompt:<name>, mcp:<server>:resource:<uri> or http:<upstream>:<METHOD>:<path>"
+
+// mcpHint is the hint given when an mcp scope's shape is wrong.
+const mcpHint = "hint: use mcp:<server>:<tool>, mcp:<server>:prompt:<name> or mcp:<server>:resource:<uri>"
 
 // Scope is one parsed scope pattern, such as mcp:github:create_issue or
 // http:crm:GET:/contacts/*. Obtain one with [ParseScope]. Scopes are
@@ -91,17 +106,24 @@ func ParseScope(s string) (Scope, error) {
 	}
 	switch kind {
 	case "mcp":
-		server, tool, ok := strings.Cut(rest, ":")
-		if !ok {
-			return Scope{}, Errorf(EINVALID, "mcp scope %q needs a server and a tool; hint: use mcp:<server>:<tool>", s)
+		server, sort, target := mcpParts(rest)
+		if !strings.Contains(rest, ":") {
+			return Scope{}, Errorf(EINVALID, "mcp scope %q needs a server and a tool; %s", s, mcpHint)
 		}
-		if strings.Contains(tool, ":") {
-			return Scope{}, Errorf(EINVALID, "mcp scope %q has more than three parts; hint: use mcp:<server>:<tool>", s)
+		if sort == "" {
+			return Scope{}, Errorf(EINVALID, "mcp scope %q has more than three parts, and its third is neither prompt nor resource; %s", s, mcpHint)
 		}
 		if err := checkName(s, "server", server); err != nil {
 			return Scope{}, err
 		}
-		if err := checkName(s, "tool", tool); err != nil {
+		var err error
+		switch sort {
+		case "tool", "prompt":
+			err = checkName(s, sort, target)
+		case "resource":
+			err = checkURI(s, target)
+		}
+		if err != nil {
 			return Scope{}, err
 		}
 	case "http":
@@ -178,40 +200,60 @@ func checkPath(s, p string) error {
 	if !strings.HasPrefix(p, "/") {
 		return Errorf(EINVALID, "scope %q has path %q, which does not start with \"/\"; write an absolute path such as /contacts", s, p)
 	}
-	segs := strings.Split(p[1:], "/")
-	for i, seg := range segs {
+	if err := checkSegments(s, "path", p, p[1:], false); err != nil {
+		return err
+	}
+	if p == "/*/**" {
+		return Errorf(EINVALID, "scope %q has path \"/*/**\", which means the same as \"/**\"; write \"/**\"", s)
+	}
+	return nil
+}
+
+// checkURI checks the resource URI u of scope s: a path without its
+// leading "/", with "?" and "#" characters of its segments.
+func checkURI(s, u string) error {
+	if err := checkSegments(s, "resource URI", u, u, true); err != nil {
+		return err
+	}
+	if u == "*/**" {
+		return Errorf(EINVALID, "scope %q has resource URI \"*/**\", which means the same as \"**\"; write \"**\"", s)
+	}
+	return nil
+}
+
+// checkSegments checks the segments of segs, the path or URI whole of
+// scope s ("?" and "#" are characters of a uri's segments).
+func checkSegments(s, what, whole, segs string, uri bool) error {
+	for i, seg := range strings.Split(segs, "/") {
 		if seg == "**" {
-			if i != len(segs)-1 {
-				return Errorf(EINVALID, "scope %q has path %q with \"**\" before its end; \"**\" may only be the whole last segment", s, p)
+			if i != strings.Count(segs, "/") {
+				return Errorf(EINVALID, "scope %q has %s %q with \"**\" before its end; \"**\" may only be the whole last segment", s, what, whole)
 			}
 			continue
 		}
 		if seg == "." || seg == ".." {
-			return Errorf(EINVALID, "scope %q has path %q with a %q segment; write the path without \".\" and \"..\" segments", s, p, seg)
+			return Errorf(EINVALID, "scope %q has %s %q with a %q segment; write the %s without \".\" and \"..\" segments", s, what, whole, seg, what)
 		}
 		if len(seg) > maxSegmentLen {
-			return Errorf(EINVALID, "scope %q has a path segment of %d bytes, over the limit of %d", s, len(seg), maxSegmentLen)
+			return Errorf(EINVALID, "scope %q has a %s segment of %d bytes, over the limit of %d", s, what, len(seg), maxSegmentLen)
 		}
 		body := strings.TrimSuffix(seg, "*")
 		for j := 0; j < len(body); j++ {
 			switch c := body[j]; {
 			case c == '*':
-				return Errorf(EINVALID, "scope %q has path segment %q with a \"*\" before its end; a \"*\" may only end a segment, and \"**\" may only be the whole last segment", s, seg)
+				return Errorf(EINVALID, "scope %q has %s segment %q with a \"*\" before its end; a \"*\" may only end a segment, and \"**\" may only be the whole last segment", s, what, seg)
 			case c == '%':
 				if j+2 >= len(body) || !isUpperHex(body[j+1]) || !isUpperHex(body[j+2]) {
-					return Errorf(EINVALID, "scope %q has path segment %q with a \"%%\" not followed by two upper-case hex digits; write escapes like %%2F", s, seg)
+					return Errorf(EINVALID, "scope %q has %s segment %q with a \"%%\" not followed by two upper-case hex digits; write escapes like %%2F", s, what, seg)
 				}
 				if d := unhex(body[j+1])<<4 | unhex(body[j+2]); isUnreserved(d) {
-					return Errorf(EINVALID, "scope %q has path segment %q escaping the unreserved character %q; write it unescaped", s, seg, d)
+					return Errorf(EINVALID, "scope %q has %s segment %q escaping the unreserved character %q; write it unescaped", s, what, seg, d)
 				}
 				j += 2
-			case !isPchar(c):
-				return Errorf(EINVALID, "scope %q has path segment %q containing %q; percent-encode it", s, seg, c)
+			case !isPchar(c) && !(uri && (c == '?' || c == '#')):
+				return Errorf(EINVALID, "scope %q has %s segment %q containing %q; percent-encode it", s, what, seg, c)
 			}
 		}
-	}
-	if p == "/*/**" {
-		return Errorf(EINVALID, "scope %q has path \"/*/**\", which means the same as \"/**\"; write \"/**\"", s)
 	}
 	return nil
 }
@@ -277,9 +319,15 @@ func (a Scope) Covers(b Scope) bool {
 	}
 	switch ak {
 	case "mcp":
-		as, at, _ := strings.Cut(ar, ":")
-		bs, bt, _ := strings.Cut(br, ":")
-		return partCovers(as, bs) && partCovers(at, bt)
+		as, asort, at := mcpParts(ar)
+		bs, bsort, bt := mcpParts(br)
+		if asort != bsort || !partCovers(as, bs) {
+			return false
+		}
+		if asort == "resource" {
+			return pathCovers("/"+at, "/"+bt)
+		}
+		return partCovers(at, bt)
 	case "http":
 		au, ar, _ := strings.Cut(ar, ":")
 		am, ap, _ := strings.Cut(ar, ":")
@@ -288,6 +336,32 @@ func (a Scope) Covers(b Scope) bool {
 		return partCovers(au, bu) && partCovers(am, bm) && pathCovers(ap, bp)
 	}
 	return false // the zero Scope
+}
+
+// mcpParts splits what follows "mcp:" in a scope into its server, its sort
+// ("tool", "prompt" or "resource"; "" if it is none of them) and the
+// tool, prompt or URI.
+func mcpParts(rest string) (server, sort, target string) {
+	server, rest, _ = strings.Cut(rest, ":")
+	sort, target, ok := strings.Cut(rest, ":")
+	switch {
+	case !ok:
+		return server, "tool", rest
+	case sort == "prompt", sort == "resource":
+		return server, sort, target
+	}
+	return server, "", ""
+}
+
+// Sort returns what an mcp scope names: "tool", "prompt" or "resource";
+// "" for an http scope and for the zero Scope.
+func (s Scope) Sort() string {
+	kind, rest, _ := strings.Cut(s.raw, ":")
+	if kind != "mcp" {
+		return ""
+	}
+	_, sort, _ := mcpParts(rest)
+	return sort
 }
 
 // partCovers applies Covers to one name, method or path segment other
@@ -458,9 +532,15 @@ func (a Scope) Overlaps(b Scope) bool {
 	}
 	switch ak {
 	case "mcp":
-		as, at, _ := strings.Cut(ar, ":")
-		bs, bt, _ := strings.Cut(br, ":")
-		return partOverlaps(as, bs) && partOverlaps(at, bt)
+		as, asort, at := mcpParts(ar)
+		bs, bsort, bt := mcpParts(br)
+		if asort != bsort || !partOverlaps(as, bs) {
+			return false
+		}
+		if asort == "resource" {
+			return pathOverlaps("/"+at, "/"+bt)
+		}
+		return partOverlaps(at, bt)
 	case "http":
 		au, ar, _ := strings.Cut(ar, ":")
 		am, ap, _ := strings.Cut(ar, ":")

@@ -12,6 +12,8 @@ var scopeSeeds = []string{
 	"http:crm:GET:/contacts/*", "http:u:*:/a/**", "http:u:G*:/", "http:u:GET:/**", "http:u:GET:/*/**",
 	"http:u:GET:contacts", "http:u:get:/x", "http:u:GET:/a/../b", "http:u:GET:/a/**/b", "http:u:GET:/a%2f",
 	"http:u:GET:/a%2F:b", "http:u:GET:/%41", "http:u:GET://", "http:u:GET:/.*", "http:u:GET:/a/bc*",
+	"mcp:s:prompt:review", "mcp:s:prompt:*", "mcp:s:prompt:a:b", "mcp:s:resource:file:///a/**", "mcp:s:resource:**",
+	"mcp:s:resource:*/**", "mcp:s:resource:", "mcp:s:resource:db://t?x=1#f", "mcp:s:resource:a/../b", "mcp:s:tool:x",
 }
 
 func FuzzParseScope(f *testing.F) {
@@ -56,6 +58,9 @@ func FuzzScopeCovers(f *testing.F) {
 	f.Add("http:u:*:/a/**", "http:u:GET:/a")
 	f.Add("http:u:GET:/a/b*", "http:u:GET:/a/bc*")
 	f.Add("http:u:GET:/**", "http:u:GET:/x/y/z")
+	f.Add("mcp:s:resource:file:///a/**", "mcp:s:resource:file:///a/b")
+	f.Add("mcp:s:*", "mcp:s:prompt:x")
+	f.Add("mcp:s:reso*", "mcp:s:resource:x")
 	f.Fuzz(func(t *testing.T, as, bs string) {
 		a, err := ParseScope(as)
 		if err != nil {

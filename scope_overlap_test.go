@@ -21,6 +21,14 @@ func TestOverlaps(t *testing.T) {
 		{"http:crm:*:/a/**", "http:crm:*:/**", true},
 		{"http:crm:*:/a/b/**", "http:crm:*:/a*/**", true},
 		{"http:crm:*:/a/b", "http:crm:*:/a/b/c", false},
+		{"mcp:s:*", "mcp:s:prompt:x", false},
+		{"mcp:s:*", "mcp:s:resource:**", false},
+		{"mcp:s:prompt:*", "mcp:s:resource:*", false},
+		{"mcp:s:prompt:a*", "mcp:*:prompt:ab", true},
+		{"mcp:s:resource:file:///a/**", "mcp:s:resource:file:///a/b/*", true},
+		{"mcp:s:resource:file:///a/**", "mcp:s:resource:file:///b/**", false},
+		{"mcp:s:resource:file:///a/*", "mcp:s:resource:file:///a/b/c", false},
+		{"mcp:s:resource:**", "mcp:t:resource:**", false},
 	}
 	for _, tt := range tests {
 		a, b := mustScope(t, tt.a), mustScope(t, tt.b)
@@ -37,7 +45,8 @@ func TestOverlaps(t *testing.T) {
 // request covered by both).
 func TestOverlapsCovers(t *testing.T) {
 	pats := []string{"mcp:github:*", "mcp:github:delete_*", "mcp:*:*", "mcp:github:delete_repo", "mcp:gitlab:x",
-		"http:crm:*:/**", "http:crm:GET:/contacts/*", "http:crm:G*:/contacts/**", "http:crm:DELETE:/a"}
+		"http:crm:*:/**", "http:crm:GET:/contacts/*", "http:crm:G*:/contacts/**", "http:crm:DELETE:/a",
+		"mcp:github:prompt:*", "mcp:git*:prompt:review", "mcp:github:resource:**", "mcp:github:resource:repo://a/*", "mcp:*:resource:repo://a/b"}
 	for _, x := range pats {
 		for _, y := range pats {
 			a, b := mustScope(t, x), mustScope(t, y)

@@ -45,6 +45,21 @@ func TestParseScopeValid(t *testing.T) {
 		{"http:crm:GET:/.*", "http", false},
 		{"http:crm:GET:/" + strings.Repeat("x", maxSegmentLen), "http", true},
 		{long, "http", false},
+		{"mcp:github:prompt:review", "mcp", true},
+		{"mcp:github:prompt:review_*", "mcp", false},
+		{"mcp:*:prompt:*", "mcp", false},
+		{"mcp:files:resource:file:///srv/docs/readme.md", "mcp", true},
+		{"mcp:files:resource:file:///srv/docs/**", "mcp", false},
+		{"mcp:files:resource:**", "mcp", false},
+		{"mcp:files:resource:*", "mcp", false},
+		{"mcp:db:resource:postgres://db/table?limit=10#x", "mcp", true}, // "?" and "#" are characters of a uri
+		{"mcp:db:resource:a%2Fb%3F", "mcp", true},
+		{"mcp:x:resource:urn:isbn:0451450523", "mcp", true},
+		{"mcp:x:resource:/", "mcp", true},
+		{"mcp:x:resource:", "mcp", true}, // the empty URI, which no request names
+		{"mcp:x:resource:test://static/resource/1", "mcp", true},
+		{"mcp:x:prompt", "mcp", true},   // a tool named prompt
+		{"mcp:x:resource", "mcp", true}, // a tool named resource
 	}
 	for _, tt := range tests {
 		t.Run(tt.in, func(t *testing.T) {
@@ -92,7 +107,7 @@ func TestParseScopeInvalid(t *testing.T) {
 		{"mcp:" + strings.Repeat("s", maxNameLen) + "*:t", "over the limit of 128"},
 		{"MCP:a:b", `unknown kind "MCP"`},
 		{"https:u:GET:/", `unknown kind "https"`},
-		{"grpc:a:b", "use mcp:<server>:<tool> or http:<upstream>:<METHOD>:<path>"},
+		{"grpc:a:b", "use mcp:<server>:<tool>, mcp:<server>:prompt:<name>, mcp:<server>:resource:<uri> or http:<upstream>:<METHOD>:<path>"},
 		{":a:b", `unknown kind ""`},
 		{" mcp:a:b", "contains a space"},
 		{"mcp:a:b ", "contains a space"},
@@ -145,6 +160,27 @@ func TestParseScopeInvalid(t *testing.T) {
 		{`http:u:GET:/a"b`, "containing '\"'"},
 		{"http:u:GET:/" + strings.Repeat("x", maxSegmentLen+1), "over the limit of 256"},
 		{"http:u:GET:/*/**", `write "/**"`},
+		{"mcp:a:tool:x", "its third is neither prompt nor resource"},
+		{"mcp:a:*:x", "its third is neither prompt nor resource"},
+		{"mcp:a:prompts:x", "its third is neither prompt nor resource"},
+		{"mcp:a:Resource:x", "its third is neither prompt nor resource"},
+		{"mcp:a:prompt:", "empty prompt name"},
+		{"mcp:a:prompt:x:y", "containing ':'"},
+		{"mcp:a:prompt:x/y", "containing '/'"},
+		{"mcp:a:prompt:**", `"*" before its end`},
+		{"mcp::prompt:x", "empty server name"},
+		{"mcp:a:resource:file:///*.md", `"*" before its end`},
+		{"mcp:a:resource:file:///a/../b", `".." segment`},
+		{"mcp:a:resource:./x", `"." segment`},
+		{"mcp:a:resource:file:///a/**/b", `"**" before its end`},
+		{"mcp:a:resource:file:///a%2e", "two upper-case hex digits"},
+		{"mcp:a:resource:file:///%2E%2E", "unreserved character '.'"},
+		{"mcp:a:resource:file:///a b", "contains a space"},
+		{"mcp:a:resource:file:///{path}", "containing '{'"},
+		{`mcp:a:resource:file:///a\b`, "containing '\\\\'"},
+		{"mcp:a:resource:*/**", `write "**"`},
+		{"mcp:a:resource:*a", `"*" before its end`},
+		{"mcp:a:resource:" + strings.Repeat("x", maxSegmentLen+1), "over the limit of 256"},
 	}
 	for _, tt := range tests {
 		name := tt.in
@@ -229,6 +265,30 @@ func TestScopeCovers(t *testing.T) {
 		{"http:u:GET:/a:b", "http:u:GET:/a:b", true},
 		{"http:u*:GET:/", "http:up:GET:/", true},
 		{"http:u*:GET:/", "http:v:GET:/", false},
+		{"mcp:s:*", "mcp:s:prompt:x", false}, // tools, prompts and resources are three sorts
+		{"mcp:s:*", "mcp:s:resource:x", false},
+		{"mcp:s:reso*", "mcp:s:resource:x", false},
+		{"mcp:s:p*", "mcp:s:prompt:x", false},
+		{"mcp:s:prompt:*", "mcp:s:prompt", false},
+		{"mcp:s:resource:**", "mcp:s:resource", false},
+		{"mcp:s:prompt:*", "mcp:s:resource:x", false},
+		{"mcp:s:resource:**", "mcp:s:prompt:x", false},
+		{"mcp:*:*", "mcp:s:prompt:x", false},
+		{"mcp:s:prompt:*", "mcp:s:prompt:x", true},
+		{"mcp:s*:prompt:x*", "mcp:st:prompt:xy", true},
+		{"mcp:s:prompt:x", "mcp:t:prompt:x", false},
+		{"mcp:s:resource:**", "mcp:s:resource:file:///a/b", true},
+		{"mcp:s:resource:file:///a/**", "mcp:s:resource:file:///a", true},
+		{"mcp:s:resource:file:///a/**", "mcp:s:resource:file:///a/b/c", true},
+		{"mcp:s:resource:file:///a/**", "mcp:s:resource:file:///ab", false},
+		{"mcp:s:resource:file:///a/*", "mcp:s:resource:file:///a/b/c", false},
+		{"mcp:s:resource:file:///a/*", "mcp:s:resource:file:///a/b?x=1", true},
+		{"mcp:s:resource:file:*", "mcp:s:resource:file:///a", false}, // "*" does not cross "/"
+		{"mcp:s:resource:file:*/**", "mcp:s:resource:file:///a", true},
+		{"mcp:s:resource:*", "mcp:s:resource:urn:isbn:1", true},
+		{"mcp:s:resource:file:///a%2Fb", "mcp:s:resource:file:///a/b", false},
+		{"mcp:s:resource:file:///a", "mcp:s:resource:file:///a/", false},
+		{"http:s:*:/**", "mcp:s:resource:x", false},
 	}
 	for _, tt := range tests {
 		t.Run(tt.a+" "+tt.b, func(t *testing.T) {
@@ -320,6 +380,46 @@ func TestScopeCoversExhaustive(t *testing.T) {
 					universe = append(universe, "http:"+u+":"+m+":"+p)
 				}
 			}
+		}
+		checkCoversExhaustive(t, patterns, universe)
+	})
+
+	t.Run("sorts", func(t *testing.T) {
+		// Tools, prompts and resources of two servers, with tool names
+		// that spell the other sorts.
+		var patterns, universe []string
+		for _, srv := range []string{"s", "s*", "*"} {
+			for _, n := range []string{"a", "prompt", "resource", "p*", "r*", "*"} {
+				patterns = append(patterns, "mcp:"+srv+":"+n, "mcp:"+srv+":prompt:"+n)
+			}
+			for _, u := range []string{"a", "a/b", "a/**", "a*", "*", "**", "prompt:a"} {
+				patterns = append(patterns, "mcp:"+srv+":resource:"+u)
+			}
+		}
+		for _, srv := range []string{"s", "st", "t"} {
+			for _, n := range []string{"a", "ab", "prompt", "resource", "p", "r", "x"} {
+				universe = append(universe, "mcp:"+srv+":"+n, "mcp:"+srv+":prompt:"+n)
+			}
+			for _, u := range []string{"a", "ab", "b", "a/b", "a/b/c", "", "x", "prompt:a", "p"} {
+				if u != "" {
+					universe = append(universe, "mcp:"+srv+":resource:"+u)
+				}
+			}
+		}
+		checkCoversExhaustive(t, patterns, universe)
+	})
+
+	t.Run("uri", func(t *testing.T) {
+		// URIs of 1-3 segments over these, each with or without a final
+		// "**", and "**"; requests of 1-4 segments.
+		var patterns, universe []string
+		for _, p := range pathsOver([]string{"", "a", "a:", "a?", "a*", "*"}, 3) {
+			patterns = append(patterns, "mcp:s:resource:"+p[1:], "mcp:s:resource:"+p[1:]+"/**")
+		}
+		patterns = slices.DeleteFunc(patterns, func(p string) bool { return strings.HasSuffix(p, ":*/**") }) // spelled **
+		patterns = append(patterns, "mcp:s:resource:**")
+		for _, p := range pathsOver([]string{"", "a", "a:", "a?", "a:b", "b", "c"}, 4) {
+			universe = append(universe, "mcp:s:resource:"+p[1:])
 		}
 		checkCoversExhaustive(t, patterns, universe)
 	})
@@ -418,22 +518,34 @@ func refMatch(pattern, request string) bool {
 	if len(pp) != len(rp) || pp[0] != rp[0] {
 		return false
 	}
-	last := len(pp) - 1
 	if pp[0] == "mcp" {
-		last++
-	}
-	for i := 1; i < last; i++ {
-		if ok, _ := path.Match(pp[i], rp[i]); !ok {
+		// mcp:server:tool, or mcp:server:prompt|resource:target, whose
+		// third part is a word, never a pattern.
+		if len(pp) == 4 && pp[2] != rp[2] {
 			return false
 		}
+		if !globMatch(pp[1], rp[1]) {
+			return false
+		}
+		if len(pp) == 4 && pp[2] == "resource" {
+			return refPathMatch("/"+pp[3], "/"+rp[3])
+		}
+		return globMatch(pp[len(pp)-1], rp[len(rp)-1])
 	}
-	if pp[0] == "mcp" {
-		return true
-	}
-	base, ok := strings.CutSuffix(pp[3], "/**")
+	return globMatch(pp[1], rp[1]) && globMatch(pp[2], rp[2]) && refPathMatch(pp[3], rp[3])
+}
+
+// globMatch is path.Match, with "?" (a character of URIs) taken literally.
+func globMatch(pattern, s string) bool {
+	ok, _ := path.Match(strings.ReplaceAll(pattern, "?", `\?`), s)
+	return ok
+}
+
+// refPathMatch matches a request path against a path pattern.
+func refPathMatch(pattern, request string) bool {
+	base, ok := strings.CutSuffix(pattern, "/**")
 	if !ok {
-		ok, _ := path.Match(pp[3], rp[3])
-		return ok
+		return globMatch(pattern, request)
 	}
 	// "**" matches zero or more further segments: match base against the
 	// request's first segments, as many as base has.
@@ -441,12 +553,11 @@ func refMatch(pattern, request string) bool {
 		return true
 	}
 	n := strings.Count(base, "/")
-	segs := strings.Split(rp[3], "/") // segs[0] is "", before the leading "/"
+	segs := strings.Split(request, "/") // segs[0] is "", before the leading "/"
 	if len(segs)-1 < n {
 		return false
 	}
-	ok, _ = path.Match(base, strings.Join(segs[:n+1], "/"))
-	return ok
+	return globMatch(base, strings.Join(segs[:n+1], "/"))
 }
 
 func TestRefMatch(t *testing.T) {
@@ -463,6 +574,12 @@ func TestRefMatch(t *testing.T) {
 		{"http:u:GET:/a/**", "http:u:GET:/ab", false},
 		{"http:u:GET:/a/*", "http:u:GET:/a/b/c", false},
 		{"http:u:GET:/a:*", "http:u:GET:/a:b", true},
+		{"mcp:s:*", "mcp:s:prompt:x", false},
+		{"mcp:s:prompt:*", "mcp:s:prompt:x", true},
+		{"mcp:s:prompt:*", "mcp:s:resource:x", false},
+		{"mcp:s:resource:a/**", "mcp:s:resource:a/b/c", true},
+		{"mcp:s:resource:a?/*", "mcp:s:resource:ab/c", false},
+		{"mcp:s:resource:a?/*", "mcp:s:resource:a?/c", true},
 	}
 	for _, tt := range tests {
 		if got := refMatch(tt.pattern, tt.request); got != tt.want {

@@ -17,6 +17,7 @@ import (
 	"unicode/utf8"
 
 	"github.com/mandatehq/mandate/auditlog/layout"
+	"github.com/mandatehq/mandate/internal/noredirect"
 )
 
 // ErrNotFound is wrapped by a Source's error when the file does not exist
@@ -156,12 +157,14 @@ const DefaultHTTPTimeout = time.Minute
 // HTTPSource reads a log served over HTTP: path p is fetched with a GET of
 // baseURL + "/" + p, so baseURL is the log's prefix, for example
 // "http://127.0.0.1:7676/audit". A nil client means one with
-// DefaultHTTPTimeout per request.
+// DefaultHTTPTimeout per request. Redirects are not followed, whatever the
+// client: a 3xx is an error, so that the log is read from where it was
+// asked for, and a credential the client adds goes nowhere else.
 func HTTPSource(baseURL string, client *http.Client) Source {
 	if client == nil {
 		client = &http.Client{Timeout: DefaultHTTPTimeout}
 	}
-	return &httpSource{base: strings.TrimRight(baseURL, "/"), client: client}
+	return &httpSource{base: strings.TrimRight(baseURL, "/"), client: noredirect.Client(client)}
 }
 
 type httpSource struct {

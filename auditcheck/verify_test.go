@@ -523,6 +523,7 @@ func TestHTTPSource(t *testing.T) {
 			w.Write(make([]byte, 1024)) // no Content-Length
 		}
 	})
+	mux.Handle("/moved/", http.RedirectHandler("/audit/checkpoint", http.StatusFound))
 	mux.HandleFunc("/broken/", func(w http.ResponseWriter, r *http.Request) {
 		http.Error(w, "oops", http.StatusInternalServerError)
 	})
@@ -563,6 +564,14 @@ func TestHTTPSource(t *testing.T) {
 	}
 	if _, err := auditcheck.HTTPSource(srv.URL+"/locked", nil).ReadFile(ctx, "tile/entries/000"); err == nil || !strings.HasSuffix(err.Error(), ": 401 Unauthorized: send the admin credential") {
 		t.Errorf("HTTP 401: %v", err)
+	}
+	// A redirect is not followed, whatever the client: a log is read from
+	// where it was asked for.
+	for _, c := range []*http.Client{nil, srv.Client()} {
+		moved := auditcheck.HTTPSource(srv.URL+"/moved", c)
+		if _, err := moved.ReadFile(ctx, "checkpoint"); err == nil || !strings.Contains(err.Error(), "302") {
+			t.Errorf("a redirect: %v", err)
+		}
 	}
 }
 

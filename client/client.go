@@ -28,6 +28,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/jose"
 )
 
@@ -40,6 +41,10 @@ const (
 
 // maxResponse bounds a token endpoint response body.
 const maxResponse = 1 << 20
+
+// DefaultTimeout bounds each request of a Client whose Config.HTTPClient
+// is nil.
+const DefaultTimeout = 30 * time.Second
 
 // Config configures a Client.
 type Config struct {
@@ -58,7 +63,10 @@ type Config struct {
 	// useless without the key. Children of a bound mandate are bound to
 	// their own agent's key.
 	DPoP bool
-	// HTTPClient is http.DefaultClient if nil.
+	// HTTPClient sends the requests, with DefaultTimeout per request if
+	// nil. Redirects are never followed, whatever the client: a 307 would
+	// send the form, client assertion and parent mandate included, to
+	// wherever it points.
 	HTTPClient *http.Client
 	// Now is time.Now if nil.
 	Now func() time.Time
@@ -82,8 +90,9 @@ func New(cfg Config) (*Client, error) {
 		cfg.TokenEndpoint = strings.TrimSuffix(cfg.Issuer, "/") + "/oauth2/token"
 	}
 	if cfg.HTTPClient == nil {
-		cfg.HTTPClient = http.DefaultClient
+		cfg.HTTPClient = &http.Client{Timeout: DefaultTimeout}
 	}
+	cfg.HTTPClient = noredirect.Client(cfg.HTTPClient)
 	if cfg.Now == nil {
 		cfg.Now = time.Now
 	}

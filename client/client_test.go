@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -295,5 +296,75 @@ func TestOnlineCheckSeesRevokedAncestor(t *testing.T) {
 	}
 	if err := check(); !errors.Is(err, verify.ErrInactive) {
 		t.Fatalf("after the root was revoked: %v, want ErrInactive", err)
+	}
+}
+
+// A token endpoint's redirect is not followed, whatever HTTPClient is
+// given: 307 would send the form, with the client assertion (a credential
+// for the real endpoint for a minute), to wherever it points.
+func TestTokenRequestsFollowNoRedirect(t *testing.T) {
+	var reached atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) { reached.Store(true) }))
+	defer other.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(other.URL+"/oauth2/token", http.StatusTemporaryRedirect))
+	defer redirect.Close()
+	_, key, _ := ed25519.GenerateKey(rand.Reader)
+	for _, hc := range []*http.Client{nil, {}} {
+		c, err := client.New(client.Config{Issuer: redirect.URL, AgentID: "spiffe://example.org/agent/a", Key: key, HTTPClient: hc})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := c.Root(context.Background(), client.Request{Scope: "mcp:a:b"}); err == nil {
+			t.Error("a redirected token request succeeded")
+		}
+	}
+	if reached.Load() {
+		t.Error("the redirect was followed, the client assertion with it")
+	}
+}
+
+// A Source's transport presents the mandate on a redirect only to the
+// origin the request was first sent to: a resource that redirects
+// elsewhere does not get the agent's mandate sent there.
+func TestSourceTransportKeepsTheMandateOnItsOrigin(t *testing.T) {
+	s := startServer(t)
+	orch := s.register(t, "orchestrator", "mcp:crm:*", false, nil)
+	src := orch.RootSource(client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	var leaked atomic.Value
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if a := r.Header.Get("Authorization"); a != "" {
+			leaked.Store(a)
+		}
+	}))
+	defer other.Close()
+	var same atomic.Int32
+	rs := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		switch r.URL.Path {
+		case "/away":
+			http.Redirect(w, r, other.URL+"/x", http.StatusTemporaryRedirect)
+		case "/here":
+			http.Redirect(w, r, "/landing", http.StatusFound)
+		case "/landing":
+			if r.Header.Get("Authorization") != "" {
+				same.Add(1)
+			}
+		}
+	}))
+	defer rs.Close()
+	hc := &http.Client{Transport: src.Transport(nil)}
+	if resp, err := hc.Get(rs.URL + "/away"); err == nil {
+		resp.Body.Close()
+		t.Errorf("a redirect to another origin: %d", resp.StatusCode)
+	}
+	if leaked.Load() != nil {
+		t.Errorf("the mandate went to another origin: %v", leaked.Load())
+	}
+	resp, err := hc.Get(rs.URL + "/here")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if same.Load() != 1 {
+		t.Error("a redirect on the same origin lost the mandate")
 	}
 }

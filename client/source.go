@@ -2,7 +2,9 @@ package client
 
 import (
 	"context"
+	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"time"
 )
@@ -58,7 +60,10 @@ func (s *Source) Mandate(ctx context.Context) (*Mandate, error) {
 
 // Transport returns an http.RoundTripper that sends every request with a
 // fresh mandate from s (and a DPoP proof when it is bound) over base
-// (http.DefaultTransport if nil).
+// (http.DefaultTransport if nil). A request an http.Client makes to follow
+// a redirect gets the mandate only if it goes to the origin (scheme and
+// host) the first request went to; to another it fails, so that a server
+// cannot have the mandate sent to an address of its choosing.
 func (s *Source) Transport(base http.RoundTripper) http.RoundTripper {
 	if base == nil {
 		base = http.DefaultTransport
@@ -72,6 +77,12 @@ type transport struct {
 }
 
 func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
+	if first := firstRequest(r); first != r && (first.URL.Scheme != r.URL.Scheme || !strings.EqualFold(first.URL.Host, r.URL.Host)) {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, fmt.Errorf("client: %s redirected to another origin, %s://%s: the mandate is not sent there", first.URL.Host, r.URL.Scheme, r.URL.Host)
+	}
 	m, err := t.src.Mandate(r.Context())
 	if err != nil {
 		if r.Body != nil {
@@ -84,4 +95,13 @@ func (t *transport) RoundTrip(r *http.Request) (*http.Response, error) {
 		return nil, err
 	}
 	return t.base.RoundTrip(r)
+}
+
+// firstRequest is the request that r follows a redirect of (through
+// Request.Response, which http.Client sets), or r.
+func firstRequest(r *http.Request) *http.Request {
+	for r.Response != nil && r.Response.Request != nil {
+		r = r.Response.Request
+	}
+	return r
 }

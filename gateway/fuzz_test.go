@@ -4,8 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"net/http/httptest"
+	"net/url"
+	"path"
 	"strings"
 	"testing"
+
+	"github.com/mandatehq/mandate"
 )
 
 // FuzzParseBody: a client's POST body never panics the parser; what it
@@ -110,4 +114,61 @@ func TestSSELoneCR(t *testing.T) {
 	if seen != 1 || strings.Contains(w.Body.String(), "tools") {
 		t.Errorf("hook saw %d messages; relayed %q", seen, w.Body.String())
 	}
+}
+
+// FuzzCanonical: the canonical spelling of a path or URI is a fixed point,
+// a valid path or URI of the scope grammar (within its limits), and,
+// decoded as an upstream would (once, twice, with \ as /), has no dot
+// segment and nothing a second decoding changes: what an upstream
+// resolves it to is what was matched.
+func FuzzCanonical(f *testing.F) {
+	for _, s := range []string{"/public/index.txt", "/public/..%2Fadmin", "/a/%2e%2E/b", "/a/%252e%252e", "/a;b/..;/c",
+		"/%7Euser/a%3bb", "/a*", "/caf%C3%A9", "/%C0%AE%C0%AE", "/a%EF%BC%8Fb", "/a/", "//", "/a%00", "/a\\b", "/..%20",
+		"file:///public/a", "db://t?x=1#f", "urn:isbn:1", "", "a%2", "/%", "/a%zz"} {
+		f.Add(s, false, false)
+		f.Add(s, true, false)
+		f.Add(s, false, true)
+	}
+	f.Fuzz(func(t *testing.T, in string, slashes, uri bool) {
+		rules := pathRules{encodedSlashes: slashes, uri: uri}
+		out, why := canonical(in, rules)
+		if why != "" {
+			if out != "" {
+				t.Fatalf("canonical(%q) refused (%s) but returned %q", in, why, out)
+			}
+			return
+		}
+		if again, why := canonical(out, rules); why != "" || again != out {
+			t.Fatalf("canonical(%q) = %q, which canonicalizes to %q (%s)", in, out, again, why)
+		}
+		scope := "http:u:GET:" + out
+		if uri {
+			scope = "mcp:s:resource:" + out
+		}
+		switch sc, err := mandate.ParseScope(scope); {
+		case err != nil && !strings.Contains(err.Error(), "over the limit"):
+			t.Fatalf("canonical(%q) = %q is not a scope's: %v", in, out, err)
+		case err == nil && !sc.IsConcrete():
+			t.Fatalf("canonical(%q) = %q is a pattern", in, out)
+		}
+		once, err := url.PathUnescape(out)
+		if err != nil {
+			t.Fatalf("canonical(%q) = %q does not decode: %v", in, out, err)
+		}
+		if twice, err := url.PathUnescape(once); err == nil && twice != once {
+			t.Fatalf("canonical(%q) = %q changes when decoded twice: %q then %q", in, out, once, twice)
+		}
+		for _, decoded := range []string{once, strings.ReplaceAll(once, "\\", "/")} {
+			for _, seg := range strings.Split(decoded, "/") {
+				if name, _, _ := strings.Cut(seg, ";"); strings.Trim(name, ". ") == "" && strings.Contains(name, ".") {
+					t.Fatalf("canonical(%q) = %q holds the dot segment %q once decoded", in, out, seg)
+				}
+			}
+			if !uri && !slashes && decoded != "/" {
+				if clean := path.Clean(decoded); clean != strings.TrimSuffix(decoded, "/") {
+					t.Fatalf("canonical(%q) = %q, decoded %q, resolves to %q", in, out, decoded, clean)
+				}
+			}
+		}
+	})
 }

@@ -10,8 +10,10 @@
 // each JSON-RPC message: tools/call needs a scope covering
 // mcp:<server>:<tool> and a permit of policy with the call's arguments in
 // context, tools/list is answered with the tools the mandate may call,
-// resources and prompts are asked of policy, and an unknown method is
-// denied. A denial is a JSON-RPC error the client can show. Every call
+// resources/read and prompts/get need scopes covering
+// mcp:<server>:resource:<uri> and mcp:<server>:prompt:<name> and a
+// permit of policy, their lists show only what the scopes reach, and an
+// unknown method is denied. A denial is a JSON-RPC error the client can show. Every call
 // and every denial is in the audit log, and an allowed call is recorded
 // before it is forwarded (write-ahead): no audit, no call.
 //
@@ -36,6 +38,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/internal/bucket"
+	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
 	"github.com/mandatehq/mandate/verify"
@@ -111,10 +114,15 @@ type Config struct {
 	ScanMode string
 	// Client reaches the upstreams; if nil, one whose upstream must start
 	// answering within UpstreamTimeout, with no overall timeout (streams
-	// are long).
+	// are long). Whatever it is, the gateway uses a copy that follows no
+	// redirect and keeps no cookies: an upstream's redirect would aim the
+	// agent's request, body and all, at another address (an internal
+	// service) and relay its answer as the upstream's, and a cookie one
+	// agent's call got would go with another agent's.
 	Client *http.Client
 	// UpstreamTimeout bounds the wait for an upstream's answer to begin
-	// (DefaultUpstreamTimeout); an upstream that hangs is a 502.
+	// (DefaultUpstreamTimeout), whatever Client is: an upstream that hangs
+	// is a 502.
 	UpstreamTimeout time.Duration
 	// MaxBody bounds a client's POST body (DefaultMaxBody).
 	MaxBody int64
@@ -166,6 +174,8 @@ type route struct {
 	upstream *url.URL
 	verifier *verify.Verifier
 	auth     string // the Authorization the upstream takes (a stdio bridge's secret)
+	// encodedSlashes is HTTPRoute.AllowEncodedSlashes.
+	encodedSlashes bool
 }
 
 // HTTPRoute is one plain HTTP API behind the gateway, reached at
@@ -173,6 +183,13 @@ type route struct {
 type HTTPRoute struct {
 	Name string
 	URL  string // the upstream's base URL; /http/{Name}/p reaches URL/p
+	// AllowEncodedSlashes lets a path segment hold an encoded slash (%2F,
+	// forwarded as it is), for an API that takes it as data, such as
+	// GitLab's project ids (group%2Fproject). Off by default: most
+	// upstreams decode it into a separator, and /public/..%2Fadmin would
+	// then leave the scope's /public/**. Dot segments stay refused inside
+	// such a segment too.
+	AllowEncodedSlashes bool
 }
 
 // New returns a Gateway for cfg.
@@ -226,6 +243,9 @@ func New(cfg Config) (*Gateway, error) {
 		t.MaxIdleConnsPerHost = 256
 		cfg.Client = &http.Client{Transport: t}
 	}
+	cfg.Client = noredirect.Client(cfg.Client)
+	cfg.Client.Jar = nil
+	cfg.Client.Transport = &headerTimeout{base: cfg.Client.Transport, d: cfg.UpstreamTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
 		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
@@ -266,6 +286,7 @@ func New(cfg Config) (*Gateway, error) {
 		if err := add(g.httpRoutes, "http", Route{Name: r.Name, URL: r.URL}); err != nil {
 			return nil, err
 		}
+		g.httpRoutes[r.Name].encodedSlashes = r.AllowEncodedSlashes
 	}
 	for _, r := range cfg.StdioRoutes {
 		if g.routes[r.Name] != nil {
@@ -429,7 +450,7 @@ func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, rt *route) {
 		"bearer_methods_supported":          []string{"header"},
 		"dpop_signing_alg_values_supported": []string{"EdDSA"},
 		"resource_name":                     strings.ToUpper(rt.kind) + " upstream " + name + " through Mandate",
-		"scopes_supported":                  []string{rt.kind + ":" + name + ":" + map[string]string{"mcp": "*", "http": "*:/**"}[rt.kind]},
+		"scopes_supported":                  map[string][]string{"mcp": {"mcp:" + name + ":*", "mcp:" + name + ":prompt:*", "mcp:" + name + ":resource:**"}, "http": {"http:" + name + ":*:/**"}}[rt.kind],
 	})
 }
 
@@ -563,12 +584,82 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 	if rt.auth != "" {
 		req.Header.Set("Authorization", rt.auth)
 	}
-	return g.cfg.Client.Do(req)
+	resp, err := g.cfg.Client.Do(req)
+	if err == nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		// Not followed (Config.Client), and not an MCP answer: a redirect
+		// relayed would send the client where the server says.
+		resp.Body.Close()
+		return nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
+	}
+	return resp, err
 }
 
+// headerTimeout bounds the wait for an answer's headers to d, over any
+// transport (base, http.DefaultTransport if nil): the body, a stream
+// perhaps, may then take as long as it takes.
+type headerTimeout struct {
+	base http.RoundTripper
+	d    time.Duration
+}
+
+func (h *headerTimeout) RoundTrip(r *http.Request) (*http.Response, error) {
+	base := h.base
+	if base == nil {
+		base = http.DefaultTransport
+	}
+	ctx, cancel := context.WithCancel(r.Context())
+	timer := time.AfterFunc(h.d, cancel)
+	resp, err := base.RoundTrip(r.WithContext(ctx))
+	if !timer.Stop() {
+		if err == nil {
+			resp.Body.Close()
+		}
+		cancel()
+		return nil, fmt.Errorf("the upstream did not start answering within %v", h.d)
+	}
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose is an answer's body that ends its request's context
+// when closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
+}
+
+// redirectError is an upstream's answer that is a redirect (3xx).
+type redirectError struct {
+	status   int
+	location string
+}
+
+func (e *redirectError) Error() string {
+	return fmt.Sprintf("the upstream redirected (HTTP %d) to %q, which the gateway does not follow", e.status, e.location)
+}
+
+// upstreamError answers a request whose upstream could not be reached,
+// or answered with a redirect.
 func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {
+	what := map[string]string{"mcp": "the MCP server ", "http": "the HTTP upstream "}[rt.kind] + rt.Name
+	var re *redirectError
+	if errors.As(err, &re) {
+		g.cfg.Logger.Warn("gateway: the upstream redirected: not followed", "server", rt.Name, "status", re.status, "location", re.location)
+		http.Error(w, what+" answered with a redirect (HTTP "+itoa(int64(re.status))+"), which the gateway does not follow or relay", http.StatusBadGateway)
+		return
+	}
 	g.cfg.Logger.Error("gateway: upstream unreachable", "server", rt.Name, "err", err)
-	http.Error(w, "the MCP server "+rt.Name+" cannot be reached", http.StatusBadGateway)
+	http.Error(w, what+" cannot be reached", http.StatusBadGateway)
 }
 
 // copyResponse copies resp to w, flushing as it goes: an SSE stream

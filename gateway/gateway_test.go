@@ -335,10 +335,12 @@ func TestGatewayRefuses(t *testing.T) {
 		var m struct {
 			Resource string   `json:"resource"`
 			AS       []string `json:"authorization_servers"`
+			Scopes   []string `json:"scopes_supported"`
 		}
 		json.NewDecoder(md.Body).Decode(&m)
 		md.Body.Close()
-		if m.Resource != e.gw.URL+"/mcp/crm" || len(m.AS) != 1 || m.AS[0] != iss {
+		if m.Resource != e.gw.URL+"/mcp/crm" || len(m.AS) != 1 || m.AS[0] != iss ||
+			strings.Join(m.Scopes, " ") != "mcp:crm:* mcp:crm:prompt:* mcp:crm:resource:**" {
 			t.Errorf("metadata %+v", m)
 		}
 	})
@@ -893,8 +895,8 @@ func TestSmuggling(t *testing.T) {
 	}
 }
 
-// Path and header tricks on HTTP routes: an escaped slash stays one
-// segment and reaches the upstream as sent; dot segments, however
+// Path and header tricks on HTTP routes: an escaped slash, on a route that
+// allows it, stays one segment and reaches the upstream as sent; dot segments, however
 // spelt, and upgrades are refused; method overrides and forwarded
 // identities do not reach the upstream.
 func TestHTTPRouteTricks(t *testing.T) {
@@ -911,7 +913,7 @@ func TestHTTPRouteTricks(t *testing.T) {
 		io.WriteString(w, "ok")
 	}))
 	defer api.Close()
-	g, err := gateway.New(gateway.Config{HTTPRoutes: []gateway.HTTPRoute{{Name: "crm", URL: api.URL + "/v2"}}, Issuer: iss,
+	g, err := gateway.New(gateway.Config{HTTPRoutes: []gateway.HTTPRoute{{Name: "crm", URL: api.URL + "/v2", AllowEncodedSlashes: true}}, Issuer: iss,
 		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		t.Fatal(err)

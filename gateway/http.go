@@ -16,27 +16,35 @@ import (
 )
 
 // serveHTTPRoute enforces a mandate on one request to a plain HTTP API:
-// the scope http:<name>:<METHOD>:<path> (the path as sent, escapes
-// included, without the query), a policy permit of HttpRequest on
-// "METHOD /path", and a tool.call event on disk before it is forwarded.
+// the scope http:<name>:<METHOD>:<path> (the path in its canonical
+// spelling, without the query: see canonical), a policy permit of
+// HttpRequest on "METHOD /path", and a tool.call event on disk before it
+// is forwarded, with that very path.
 func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *route) {
-	if rt == nil {
+	escaped := r.URL.EscapedPath()
+	sent, ok := "", rt != nil
+	if ok {
+		// The route's name as sent, not decoded: /http/fil%65s is not files.
+		sent, ok = strings.CutPrefix(escaped, HTTPPathPrefix+rt.Name)
+		ok = ok && (sent == "" || sent[0] == '/')
+	}
+	if !ok {
 		http.Error(w, "no HTTP upstream of that name behind this gateway", http.StatusNotFound)
 		return
 	}
-	escaped := r.URL.EscapedPath()
 	// The proof names the URL as the client sent it, without the query
 	// (RFC 9449 §4.2, htu).
 	c, ok := g.authenticate(w, r, rt, g.cfg.PublicURL+escaped)
 	if !ok {
 		return
 	}
-	path := strings.TrimPrefix(escaped, HTTPPathPrefix+rt.Name)
-	if path == "" {
-		path = "/"
+	if sent == "" {
+		sent = "/"
 	}
-	if why := unsafePath(path); why != "" {
-		http.Error(w, "path "+path+": "+why, http.StatusBadRequest)
+	path, why := canonical(sent, pathRules{encodedSlashes: rt.encodedSlashes})
+	if why != "" {
+		g.refuseRequest(r.Context(), w, c, http.StatusBadRequest, r.Method, "http:"+rt.Name, "path "+sent+" refused: it holds "+why+
+			"; hint: send the path without dot segments, backslashes or encoded slashes")
 		return
 	}
 	if r.Header.Get("Upgrade") != "" {
@@ -44,6 +52,11 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		return
 	}
 	resource := "http:" + rt.Name + ":" + r.Method + ":" + path
+	if _, err := mandate.ParseScope(resource); err != nil {
+		// Over a scope's limits: no scope can allow it.
+		g.refuseRequest(r.Context(), w, c, http.StatusBadRequest, r.Method, "http:"+rt.Name, "path "+sent+" refused: "+mandate.ErrorMessage(err))
+		return
+	}
 	ctx := r.Context()
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
 	if err != nil {
@@ -103,8 +116,8 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
 			pr.SetURL(rt.upstream)
-			// The upstream gets the path the scope was matched on, escapes
-			// as they were: Path decoded, RawPath as sent.
+			// The upstream gets the path the scope was matched on, byte
+			// for byte after its base: RawPath is what is sent.
 			raw := joinPath(rt.upstream.EscapedPath(), path)
 			decoded, _ := url.PathUnescape(raw)
 			pr.Out.URL.Path, pr.Out.URL.RawPath = decoded, raw
@@ -118,6 +131,9 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		},
 		Transport: g.cfg.Client.Transport,
 		ModifyResponse: func(resp *http.Response) error {
+			if err := g.relayLocation(rt, resp); err != nil {
+				return err
+			}
 			status = resp.StatusCode
 			counter.r = resp.Body
 			resp.Body = counter
@@ -140,6 +156,42 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	g.recordResults(ctx, rt, []*mandate.Event{&res})
 }
 
+// relayLocation rewrites the Location of an upstream's answer to the
+// gateway's address of the same place, if it is on the upstream (its
+// scheme and host, under its base path). Elsewhere (another host, an
+// internal address, outside the base) it is not relayed: a redirect is
+// then a 502, so that the upstream cannot send the agent, and its next
+// request, to an address of its choosing; on any other answer (201
+// Created) the Location is dropped. The gateway itself never follows a
+// redirect (the ReverseProxy does not).
+func (g *Gateway) relayLocation(rt *route, resp *http.Response) error {
+	locs := resp.Header.Values("Location")
+	if len(locs) == 0 {
+		return nil
+	}
+	resp.Header.Del("Location")
+	base := strings.TrimSuffix(rt.upstream.EscapedPath(), "/")
+	var u *url.URL
+	var err error
+	if len(locs) == 1 {
+		u, err = resp.Request.URL.Parse(locs[0])
+	}
+	if u != nil && err == nil && u.User == nil && u.Scheme == rt.upstream.Scheme && strings.EqualFold(u.Host, rt.upstream.Host) {
+		if rest, ok := strings.CutPrefix(u.EscapedPath(), base); ok && (rest == "" || rest[0] == '/') {
+			out := g.cfg.PublicURL + HTTPPathPrefix + rt.Name + rest
+			if u.RawQuery != "" {
+				out += "?" + u.RawQuery
+			}
+			resp.Header.Set("Location", out)
+			return nil
+		}
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
+		return &redirectError{status: resp.StatusCode, location: strings.Join(locs, ", ")}
+	}
+	return nil
+}
+
 // refuseHTTP answers 403 with the reason and records the decision event.
 func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, method, resource, why string, d *policy.Decision) {
 	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
@@ -158,6 +210,18 @@ func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mand
 	io.WriteString(w, why+"\n")
 }
 
+// refuseRequest answers status with why, a request refused for its form
+// (a path no scope can allow), and records the decision event: a mandate
+// probing paths is a sign the monitor reads.
+func (g *Gateway) refuseRequest(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, status int, method, resource, why string) {
+	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
+	if err := g.cfg.Events.Append(ctx, g.event(mandate.EventDecision, c, method, resource, mandate.OutcomeDeny, why,
+		map[string]any{"http_status": status})); err != nil {
+		g.cfg.Logger.Error("gateway: refusal not audited", "resource", resource, "err", err)
+	}
+	http.Error(w, why, status)
+}
+
 // forwardedHeaders are the request headers an HTTP upstream gets.
 var forwardedHeaders = []string{"Accept", "Accept-Language", "Content-Type", "Content-Language",
 	"If-Match", "If-None-Match", "If-Modified-Since", "If-Unmodified-Since", "If-Range", "Range", "User-Agent"}
@@ -170,33 +234,6 @@ func forwardable(h http.Header) http.Header {
 		}
 	}
 	return out
-}
-
-// unsafePath says why a request path is refused, or "": a path with an
-// empty segment, or a segment that is "." or ".." once decoded (with or
-// without ;parameters), which an upstream might resolve to a path the
-// scope did not cover.
-func unsafePath(escaped string) string {
-	for i, seg := range strings.Split(escaped, "/") {
-		if i == 0 {
-			continue
-		}
-		if seg == "" && i != len(strings.Split(escaped, "/"))-1 {
-			return "an empty segment (//)"
-		}
-		name, _, _ := strings.Cut(seg, ";")
-		dec, err := url.PathUnescape(name)
-		if err != nil {
-			return "a malformed escape"
-		}
-		if dec == "." || dec == ".." {
-			return "a . or .. segment"
-		}
-		if strings.ContainsRune(dec, '\\') {
-			return "a backslash, which some servers take for a /"
-		}
-	}
-	return ""
 }
 
 // joinPath joins an upstream's base path and a request path.

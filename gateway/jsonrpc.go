@@ -22,6 +22,9 @@ const (
 	// CodeUnavailable: the gateway cannot serve the request now (the audit
 	// log could not record it, say): nothing was forwarded.
 	CodeUnavailable = -32002
+	// CodeUpstream: the request reached the MCP server, whose answer the
+	// gateway does not relay (a redirect, which it never follows).
+	CodeUpstream = -32004
 )
 
 // Limits on a client's messages.

@@ -21,6 +21,7 @@ type verdict struct {
 	event    *mandate.Event // the decision (deny) or tool.call (allow) event
 	list     bool           // a tools/list whose answer is filtered
 	call     bool           // a tools/call whose answer is summarised
+	view     string         // a list or read whose answer is filtered by scope (resources.go)
 	approval string         // the approval the call uses, with its event
 }
 
@@ -137,6 +138,21 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	// What the gateway decided on is what the server reads: its own
 	// encoding of the messages, not the client's bytes.
 	resp, err := g.forward(r, rt, encode(msgs, batch))
+	var redirected *redirectError
+	if errors.As(err, &redirected) && hasRequest(msgs) {
+		// Each request gets the reason, as a JSON-RPC error its client
+		// shows; the requests did reach the server.
+		g.cfg.Logger.Warn("gateway: the MCP server redirected: not followed", "server", rt.Name, "status", redirected.status, "location", redirected.location)
+		e := rpcError{Code: CodeUpstream, Message: "the MCP server " + rt.Name + " answered with a redirect (HTTP " + itoa(int64(redirected.status)) +
+			"), which the gateway does not follow or relay"}
+		for i, m := range msgs {
+			if m.isRequest() {
+				verdicts[i].deny = &e
+			}
+		}
+		g.refuse(w, msgs, verdicts, batch)
+		return
+	}
 	if err != nil {
 		g.upstreamError(w, rt, err)
 		return
@@ -156,7 +172,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		if m.isRequest() {
 			asked[idKey(m.ID)] = &verdicts[i]
 		}
-		if verdicts[i].list || verdicts[i].call {
+		if verdicts[i].list || verdicts[i].call || verdicts[i].view != "" {
 			watch[idKey(m.ID)] = &verdicts[i]
 		}
 	}
@@ -172,6 +188,8 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return nil
 		case v.list:
 			return g.filterTools(ctx, m, c, rt)
+		case v.view != "":
+			return g.filterView(m, c, rt, v.view)
 		case v.call:
 			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
 			g.tasks.add(c.Task, "result_bytes", int64(len(m.Result)), g.cfg.Now())
@@ -236,6 +254,15 @@ func toolName(m *message) string {
 	return p.Name
 }
 
+func hasRequest(msgs []*message) bool {
+	for _, m := range msgs {
+		if m.isRequest() {
+			return true
+		}
+	}
+	return false
+}
+
 func isInitialize(msgs []*message) bool {
 	for _, m := range msgs {
 		if m.Method == "initialize" || m.Method == "server/discover" {
@@ -283,6 +310,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		URI       string          `json:"uri"`
 		Arguments json.RawMessage `json:"arguments"`
 		Ref       struct {
+			Type string `json:"type"`
 			Name string `json:"name"`
 			URI  string `json:"uri"`
 		} `json:"ref"`
@@ -296,6 +324,18 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: err.Error()}, nil)
 	}
 	var secrets map[string]any // found in a call's arguments
+	view := ""
+	// needs is the scope a request needs, covered by a single scope of
+	// the mandate (a concrete request is matched, a pattern covered).
+	needs := func(sc string) *verdict {
+		scopes, err := c.Scopes()
+		need, perr := mandate.ParseScope(sc)
+		if err != nil || perr != nil || !scopes.Covers(mandate.ScopeSet{need}) {
+			v := g.denied(c, m, rt, sc, rpcError{Code: CodeDenied, Message: "the mandate does not allow " + sc + ": its scope is " + c.Scope}, nil)
+			return &v
+		}
+		return nil
+	}
 	switch m.Method {
 	case "initialize", "server/discover", "ping", "logging/setLevel":
 		return verdict{}
@@ -328,12 +368,67 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 				return g.denied(c, m, rt, resource, rpcError{Code: CodeInvalidRequest, Message: "arguments must be an object"}, nil)
 			}
 		}
-	case "resources/list", "resources/templates/list", "resources/read", "resources/subscribe", "resources/unsubscribe":
-		req.Action, req.Resource = policy.ActionReadResource, p.URI
-	case "prompts/list", "prompts/get":
+	case "resources/list", "resources/templates/list":
+		req.Action = policy.ActionReadResource
+		view = map[string]string{"resources/list": viewResources, "resources/templates/list": viewTemplates}[m.Method]
+	case "prompts/list":
+		req.Action, view = policy.ActionGetPrompt, viewPrompts
+	case "resources/read", "resources/subscribe", "resources/unsubscribe":
+		// The content of a resource, or word of its changes: a scope
+		// covering it. Ending a subscription only takes away, and needs
+		// none. The server is sent the URI the scope was checked on.
+		uri, e := resourceURI(p.URI)
+		if e != nil {
+			return g.denied(c, m, rt, resource, *e, nil)
+		}
+		resource += ":resource:" + uri
+		if m.Method != "resources/unsubscribe" {
+			if v := needs(resource); v != nil {
+				return *v
+			}
+		}
+		setParams(m, map[string]any{"uri": uri})
+		req.Action, req.Resource = policy.ActionReadResource, uri
+		if m.Method == "resources/read" {
+			view = viewRead
+		}
+	case "prompts/get":
+		if p.Name == "" {
+			return g.denied(c, m, rt, resource, rpcError{Code: CodeInvalidRequest, Message: "params.name is required"}, nil)
+		}
+		resource += ":prompt:" + p.Name
+		if v := needs(resource); v != nil {
+			return *v
+		}
+		setParams(m, map[string]any{"name": p.Name})
 		req.Action, req.Resource = policy.ActionGetPrompt, p.Name
 	case "completion/complete":
-		req.Action, req.Resource = policy.ActionGetPrompt, p.Ref.Name+p.Ref.URI
+		// Completions reveal what exists: the values of a prompt's
+		// arguments, or the names a resource template expands to. So they
+		// need the scope of the prompt, or one covering every URI the
+		// template can expand to.
+		switch p.Ref.Type {
+		case "ref/prompt":
+			resource += ":prompt:" + p.Ref.Name
+			if v := needs(resource); v != nil {
+				return *v
+			}
+			setParams(m, map[string]any{"ref": map[string]string{"type": p.Ref.Type, "name": p.Ref.Name}})
+			req.Action, req.Resource = policy.ActionGetPrompt, p.Ref.Name
+		case "ref/resource":
+			sc, ok := templateScope(rt.Name, p.Ref.URI)
+			if !ok {
+				return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "resource template " + p.Ref.URI + " refused: its literal part is not a URI the gateway can match"}, nil)
+			}
+			resource = sc.String()
+			if v := needs(resource); v != nil {
+				return *v
+			}
+			setParams(m, map[string]any{"ref": map[string]string{"type": p.Ref.Type, "uri": p.Ref.URI}})
+			req.Action, req.Resource = policy.ActionReadResource, p.Ref.URI
+		default:
+			return g.denied(c, m, rt, resource, rpcError{Code: CodeInvalidRequest, Message: "params.ref.type must be ref/prompt or ref/resource"}, nil)
+		}
 	default:
 		return g.denied(c, m, rt, resource, rpcError{Code: CodeMethodNotFound,
 			Message: "method " + m.Method + " is not allowed through the gateway"}, nil)
@@ -362,7 +457,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		}
 		return v
 	}
-	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call"}
+	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view}
 	if d.NeedsApproval {
 		// The call waits for a person: held here until decided, or for
 		// ApprovalHold, after which the client is told to call again.

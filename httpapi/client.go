@@ -16,6 +16,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
 )
@@ -28,14 +29,17 @@ type Client struct {
 	// ApproverToken is a person's approver credential (mapr_…): it is sent
 	// instead of AdminToken when set. Deciding approvals needs it.
 	ApproverToken string
-	HTTP          *http.Client // a client with a 30 s timeout if nil
+	// HTTP sends the requests, a client with a 30 s timeout if nil.
+	// Redirects are never followed, whatever the client: the credential,
+	// and a token request's form, go only to BaseURL's server.
+	HTTP *http.Client
 }
 
 func (c *Client) http() *http.Client {
 	if c.HTTP != nil {
-		return c.HTTP
+		return noredirect.Client(c.HTTP)
 	}
-	return &http.Client{Timeout: 30 * time.Second}
+	return noredirect.Client(&http.Client{Timeout: 30 * time.Second})
 }
 
 // do sends a request and decodes a JSON answer into out. Errors from the
@@ -209,9 +213,9 @@ func setApproval(form url.Values, approvalID string, wait time.Duration) {
 // for wait.
 func (c *Client) waitingHTTP(wait time.Duration) *http.Client {
 	if c.HTTP != nil {
-		return c.HTTP
+		return noredirect.Client(c.HTTP)
 	}
-	return &http.Client{Timeout: 30*time.Second + wait}
+	return noredirect.Client(&http.Client{Timeout: 30*time.Second + wait})
 }
 
 // postToken sends a token request and reads the answer: a TokenResponse,
@@ -311,7 +315,9 @@ func (c *Client) PublishCheckpoint(ctx context.Context) ([]byte, error) {
 }
 
 // AuthTransport adds the admin credential to every request: for reading
-// the audit log's entry bundles with tlog tooling.
+// the audit log's entry bundles with tlog tooling. A request an
+// http.Client makes to follow a redirect to another origin (scheme and
+// host) than the first request's fails: the credential is not sent there.
 type AuthTransport struct {
 	Token string
 	Base  http.RoundTripper
@@ -319,6 +325,16 @@ type AuthTransport struct {
 
 // RoundTrip implements http.RoundTripper.
 func (t AuthTransport) RoundTrip(r *http.Request) (*http.Response, error) {
+	first := r
+	for first.Response != nil && first.Response.Request != nil {
+		first = first.Response.Request
+	}
+	if first.URL.Scheme != r.URL.Scheme || !strings.EqualFold(first.URL.Host, r.URL.Host) {
+		if r.Body != nil {
+			r.Body.Close()
+		}
+		return nil, fmt.Errorf("%s redirected to another origin, %s://%s: the admin credential is not sent there", first.URL.Host, r.URL.Scheme, r.URL.Host)
+	}
 	r = r.Clone(r.Context())
 	r.Header.Set("Authorization", "Bearer "+t.Token)
 	base := t.Base
@@ -551,7 +567,7 @@ func (c *Client) Revoke(ctx context.Context, req RevocationRequest) (*Revocation
 // or the connection drops after events came, it reconnects with
 // Last-Event-ID, so nothing is missed or repeated.
 func (c *Client) Follow(ctx context.Context, q url.Values, after int64, fn func(mandate.LoggedEvent) error) error {
-	hc := &http.Client{Transport: c.http().Transport} // no overall timeout: a stream lasts
+	hc := noredirect.Client(&http.Client{Transport: c.http().Transport}) // no overall timeout: a stream lasts
 	next := after
 	for {
 		connected, err := c.follow(ctx, hc, q, next, func(e mandate.LoggedEvent) error {

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -417,4 +418,37 @@ func TestDiscovery(t *testing.T) {
 		t.Errorf("healthz %d", resp2.StatusCode)
 	}
 	resp2.Body.Close()
+}
+
+// The API client follows no redirect, whatever HTTP client it is given,
+// so that its admin token, approver credential or token request is sent
+// only to the server it was pointed at; AuthTransport adds the token only
+// on the origin of the first request.
+func TestClientFollowsNoRedirect(t *testing.T) {
+	var leaked atomic.Int32
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		if r.Header.Get("Authorization") != "" || r.ContentLength > 0 {
+			leaked.Add(1)
+		}
+	}))
+	defer other.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(other.URL+"/v1/events", http.StatusTemporaryRedirect))
+	defer redirect.Close()
+	for _, hc := range []*http.Client{nil, {}} {
+		c := &httpapi.Client{BaseURL: redirect.URL, AdminToken: adminToken, HTTP: hc}
+		if _, err := c.Events(context.Background(), url.Values{}); err == nil {
+			t.Error("a redirected API call succeeded")
+		}
+		if _, err := c.CreateAgent(context.Background(), httpapi.AgentRequest{Name: "x"}); err == nil {
+			t.Error("a redirected API call succeeded")
+		}
+	}
+	resp, err := (&http.Client{Transport: httpapi.AuthTransport{Token: adminToken}}).Get(redirect.URL)
+	if err == nil {
+		resp.Body.Close()
+		t.Errorf("AuthTransport followed a redirect to another origin: %d", resp.StatusCode)
+	}
+	if n := leaked.Load(); n != 0 {
+		t.Errorf("%d requests reached the address the redirect named", n)
+	}
 }

@@ -11,6 +11,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/jose"
 )
 
@@ -27,7 +28,8 @@ const (
 // JWKSOptions tune a JWKS key source.
 type JWKSOptions struct {
 	// Client fetches the JWKS; http.DefaultClient if nil (each fetch has
-	// its own FetchTimeout).
+	// its own FetchTimeout). Redirects are never followed, whatever the
+	// client: keys from wherever the JWKS URL points are not the issuer's.
 	Client *http.Client
 	// FetchTimeout bounds one fetch.
 	FetchTimeout time.Duration
@@ -68,9 +70,8 @@ type jwksSnapshot struct {
 
 // NewJWKS returns a key source for the JWK Set at url.
 func NewJWKS(url string, opts JWKSOptions) *JWKS {
-	if opts.Client == nil {
-		opts.Client = http.DefaultClient
-	}
+	// A copy, so that the caller's client is not changed.
+	opts.Client = noredirect.Client(opts.Client)
 	if opts.FetchTimeout == 0 {
 		opts.FetchTimeout = DefaultFetchTimeout
 	}

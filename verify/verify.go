@@ -45,6 +45,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/replay"
 )
@@ -250,15 +251,9 @@ func New(cfg Config) (*Verifier, error) {
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
 			return nil, fmt.Errorf("verify: Introspection.URL %q is not an absolute http(s) URL", in.URL)
 		}
-		client := http.DefaultClient
-		if in.Client != nil {
-			client = in.Client
-		}
 		// A copy, so that neither the caller's Introspection nor its
 		// client is changed.
-		c := *client
-		c.CheckRedirect = func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }
-		cfg.Introspection = &Introspection{URL: in.URL, Client: &c, Authorize: in.Authorize}
+		cfg.Introspection = &Introspection{URL: in.URL, Client: noredirect.Client(in.Client), Authorize: in.Authorize}
 	}
 	if cfg.DPoPMaxAge == 0 {
 		cfg.DPoPMaxAge = DefaultDPoPMaxAge

@@ -754,3 +754,29 @@ func TestRefusalClaims(t *testing.T) {
 		t.Errorf("forged: %v with claims", err)
 	}
 }
+
+// A JWKS URL that redirects is not followed: the keys where it points are
+// not the issuer's (an open redirect on the issuer's host would otherwise
+// let anyone supply signing keys).
+func TestJWKSDoesNotFollowRedirects(t *testing.T) {
+	e := newEnv(t)
+	var reached atomic.Bool
+	other := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		reached.Store(true)
+		j := jose.NewPublicJWK(e.key.Public().(ed25519.PublicKey))
+		j.Kid = "k1"
+		json.NewEncoder(w).Encode(map[string]any{"keys": []jose.JWK{j}})
+	}))
+	defer other.Close()
+	redirect := httptest.NewServer(http.RedirectHandler(other.URL, http.StatusFound))
+	defer redirect.Close()
+	for _, c := range []*http.Client{nil, {}} {
+		src := verify.NewJWKS(redirect.URL, verify.JWKSOptions{Client: c})
+		if _, err := src.Key(context.Background(), "k1"); !errors.Is(err, verify.ErrUnknownKey) || !strings.Contains(err.Error(), "302") {
+			t.Errorf("a redirected JWKS: %v", err)
+		}
+	}
+	if reached.Load() {
+		t.Error("the redirect was followed")
+	}
+}

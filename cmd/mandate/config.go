@@ -23,6 +23,8 @@ type fileConfig struct {
 		HTTP []struct {
 			Name string `yaml:"name"`
 			URL  string `yaml:"url"`
+			// AllowEncodedSlashes is gateway.HTTPRoute.AllowEncodedSlashes.
+			AllowEncodedSlashes bool `yaml:"allow_encoded_slashes"`
 		} `yaml:"http"`
 	} `yaml:"gateway"`
 	Monitor struct {
@@ -95,7 +97,7 @@ func (m *Main) loadConfig(path string) error {
 		if r.Name == "" || r.URL == "" {
 			return fmt.Errorf("--config %s: gateway.http[%d] needs a name and a url", path, i)
 		}
-		m.HTTPUpstreams = append(m.HTTPUpstreams, gateway.HTTPRoute{Name: r.Name, URL: r.URL})
+		m.HTTPUpstreams = append(m.HTTPUpstreams, gateway.HTTPRoute{Name: r.Name, URL: r.URL, AllowEncodedSlashes: r.AllowEncodedSlashes})
 	}
 	return nil
 }

@@ -189,7 +189,8 @@ func TestConfigFile(t *testing.T) {
 	}
 	if len(m.MCPUpstreams) != 1 || m.MCPUpstreams[0].ToolLabels["delete_customer"][0] != "destructive" ||
 		len(m.MCPStdio) != 1 || m.MCPStdio[0].Command[0] != "npx" || m.MCPStdio[0].ToolLabels["write_file"][0] != "destructive" ||
-		len(m.HTTPUpstreams) != 1 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.ScanMode != "block" {
+		len(m.HTTPUpstreams) != 2 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.HTTPUpstreams[0].AllowEncodedSlashes ||
+		!m.HTTPUpstreams[1].AllowEncodedSlashes || m.ScanMode != "block" {
 		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
 	}
 	if m.RevokeAt != 95 || fmt.Sprint(m.MonitorResponses["exfiltration"]) != "[revoke-task quarantine]" {
