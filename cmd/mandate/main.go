@@ -39,8 +39,8 @@ agents and keys (talk to a running server; --server URL, --data DIR):
 delegation and approvals:
   delegate --subject-token FILE|- --key KEYFILE [--agent NAME] [--parent-key FILE]
            [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]
-  approver add EMAIL [--out FILE] | approver list
-  approvals list [--status S] [--task T] | approvals show ID
+  approver add EMAIL [--out FILE] | approver list | approver disable EMAIL
+  approvals list [--status S] [--task T] | approvals show ID   what is asked, arguments included
   approvals approve|deny ID [--note TEXT]     as a person: --approver-token-file FILE
                                               or MANDATE_APPROVER_TOKEN
   task list [--limit N] | task show ID        a task's delegation tree
