@@ -90,8 +90,9 @@ func (a *Approval) Names(email string) bool {
 // another rule (an older version, a store written by hand) allows nothing.
 //
 // agents finds the owners; nil (a gateway that knows no agents) checks
-// the list alone. It returns nil, an EFORBIDDEN error that says why, or
-// the error of the agent lookup.
+// the list alone. It returns nil, an EFORBIDDEN error that says why (an
+// agent that is not registered included), or the error of a lookup that
+// failed.
 func (a *Approval) MayDecide(ctx context.Context, agents AgentGetter, email string) error {
 	if !a.Names(email) {
 		return Errorf(EFORBIDDEN, "%s may not decide approval %s: its approvers are %s", email, a.ID, strings.Join(a.Approvers, ", "))
@@ -106,7 +107,9 @@ func (a *Approval) MayDecide(ctx context.Context, agents AgentGetter, email stri
 	}
 	for i, id := range ids {
 		ag, err := agents.Agent(ctx, id)
-		if err != nil {
+		if ErrorCode(err) == ENOTFOUND {
+			return Errorf(EFORBIDDEN, "%s may not decide approval %s: its agent %s is not registered, so who owns it cannot be told", email, a.ID, id)
+		} else if err != nil {
 			return err
 		}
 		if conflicted(email, human, ag.Owner) {
@@ -325,7 +328,8 @@ type Approver struct {
 // ApproverStore keeps approvers.
 type ApproverStore interface {
 	// CreateApprover stores a new approver and appends ev; ECONFLICT if
-	// one with that email exists.
+	// an active one with that email exists. A disabled one is replaced:
+	// the person decides again, with the new credential only.
 	CreateApprover(ctx context.Context, a *Approver, ev *Event) error
 	// ApproverByTokenHash finds the active approver whose credential
 	// hashes to h; ENOTFOUND if none, EUNAUTHORIZED if that approver is

@@ -101,8 +101,8 @@ func TestApprovalMayDecide(t *testing.T) {
 	}
 	// An agent that cannot be looked up is no permission.
 	lost := &Approval{ID: "ap_4", Agent: AgentID("example.org", "gone"), Actor: "jkt:x", Subject: "user:alice@example.org", Approvers: []string{"alice@example.org"}}
-	if err := lost.MayDecide(context.Background(), agents, "alice@example.org"); err == nil {
-		t.Error("an approval whose agent is unknown was decidable")
+	if err := lost.MayDecide(context.Background(), agents, "alice@example.org"); ErrorCode(err) != EFORBIDDEN {
+		t.Errorf("an approval whose agent is unknown: %v, want EFORBIDDEN", err)
 	}
 	// Without agents (a gateway that knows none), the list alone.
 	if err := call.MayDecide(context.Background(), nil, "dave@example.org"); err != nil {

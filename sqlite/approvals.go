@@ -278,7 +278,8 @@ func useApproval(ctx context.Context, tx *writeTx, id string) error {
 
 // CreateApprover implements mandate.ApproverStore: EINVALID unless the
 // email is valid and the token hash is a SHA-256 (32 bytes); ECONFLICT if
-// an approver with that email, or with that credential, exists.
+// an active approver with that email, or any with that credential,
+// exists. A disabled approver of that email is replaced, in one upsert.
 func (s *Store) CreateApprover(ctx context.Context, a *mandate.Approver, ev *mandate.Event) error {
 	if err := mandate.ValidateOwner(a.Email); err != nil {
 		return mandate.Errorf(mandate.EINVALID, "invalid approver %q: give a person's email address", a.Email)
@@ -287,15 +288,19 @@ func (s *Store) CreateApprover(ctx context.Context, a *mandate.Approver, ev *man
 		return mandate.Errorf(mandate.EINVALID, "approver %s: the token hash is %d bytes, want a SHA-256 (32 bytes)", a.Email, len(a.TokenHash))
 	}
 	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
-		_, err := tx.ExecContext(ctx, "INSERT INTO approvers(email, token_hash, created_at) VALUES(?,?,?)",
-			a.Email, a.TokenHash, ms(a.CreatedAt))
+		res, err := tx.ExecContext(ctx, `INSERT INTO approvers(email, token_hash, created_at, disabled_at) VALUES(?,?,?,0)
+			ON CONFLICT(email) DO UPDATE SET token_hash = excluded.token_hash, created_at = excluded.created_at, disabled_at = 0
+			WHERE approvers.disabled_at != 0`, a.Email, a.TokenHash, ms(a.CreatedAt))
 		switch {
-		case isUnique(err) && strings.Contains(err.Error(), "token_hash"):
-			return mandate.Errorf(mandate.ECONFLICT, "approver %s: another approver has that credential; hint: issue a new one", a.Email)
 		case isUnique(err):
-			return mandate.Errorf(mandate.ECONFLICT, "approver %s exists", a.Email)
+			return mandate.Errorf(mandate.ECONFLICT, "approver %s: another approver has that credential; hint: issue a new one", a.Email)
 		case err != nil:
 			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		}
+		if n, err := res.RowsAffected(); err != nil {
+			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		} else if n == 0 {
+			return mandate.Errorf(mandate.ECONFLICT, "approver %s exists", a.Email)
 		}
 		return nil
 	}, nil, ev)

@@ -755,4 +755,15 @@ func testApproverDisable(t *testing.T, s Store) {
 	if err != nil || len(list) != 2 || !list[0].DisabledAt.Equal(at) || !list[1].DisabledAt.IsZero() {
 		t.Errorf("approvers %+v %v", list, err)
 	}
+	// Added again, with a new credential: the old one stays refused.
+	nh := sha256.Sum256([]byte("bob's new token"))
+	if err := s.CreateApprover(ctx, &mandate.Approver{Email: "bob@example.org", TokenHash: nh[:], CreatedAt: at}, nil); err != nil {
+		t.Fatalf("re-adding a disabled approver: %v", err)
+	}
+	if got, err := s.ApproverByTokenHash(ctx, nh[:]); err != nil || got.Email != "bob@example.org" || !got.DisabledAt.IsZero() {
+		t.Errorf("the new credential: %+v %v", got, err)
+	}
+	_, err = s.ApproverByTokenHash(ctx, h[:])
+	wantCode(t, err, mandate.ENOTFOUND)
+	wantCode(t, s.CreateApprover(ctx, &mandate.Approver{Email: "bob@example.org", TokenHash: h[:], CreatedAt: at}, nil), mandate.ECONFLICT)
 }

@@ -56,7 +56,8 @@ func (c *cli) approverDisable(args []string) error {
 		return c.printJSON(a)
 	}
 	fmt.Fprintf(c.stdout, "approver %s disabled at %s: their credential is refused from now on, and so are their decisions\n", a.Email, a.DisabledAt.Format(time.RFC3339))
-	fmt.Fprintln(c.stdout, "pending approvals that name no one else are denied when they time out; to let them decide again, add them under a new credential")
+	fmt.Fprintln(c.stdout, "pending approvals that name no one else are denied when they time out")
+	fmt.Fprintf(c.stdout, "hint: `mandate approver add %s` gives them a new credential, if they are to decide again\n", a.Email)
 	return nil
 }
 
