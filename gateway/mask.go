@@ -235,6 +235,7 @@ const (
 	previewMinContainer = 96   // an array or object given less is a marker
 	previewMaxValue     = 2048 // the most bytes of one string shown
 	previewMaxKey       = 256  // the most bytes of one object key shown
+	previewMaxNumber    = 64   // a longer number is a marker
 	previewMaxDepth     = 8    // deeper values are a marker
 )
 
@@ -376,7 +377,7 @@ func (p *preview) render(b []byte, v *ordered, budget, depth int) []byte {
 	case 's':
 		return p.str(b, v.text, min(budget, previewMaxValue))
 	case 'n', 'l':
-		if p.unlimited || len(v.text) <= min(budget, previewMinValue) {
+		if p.unlimited || len(v.text) <= min(budget, previewMaxNumber) {
 			return append(b, v.text...)
 		}
 		p.shortened = true
