@@ -108,3 +108,23 @@ func FuzzApprovalArguments(f *testing.F) {
 		}
 	})
 }
+
+// The arguments an approver sees fit their audit event however they are
+// spelt: the text is at most 16 KiB, and quoting it as a string at most
+// doubles it.
+func TestApprovalArgumentsFitTheEvent(t *testing.T) {
+	for name, args := range map[string]string{
+		"quotes":    `{"q":"` + strings.Repeat(`\"`, 1<<18) + `"}`,
+		"backslash": `["` + strings.Repeat(`\\`, 1<<18) + `"]`,
+		"controls":  `{"c":"` + strings.Repeat(`\u0001`, 1<<16) + `"}`,
+		"members":   `{` + strings.TrimSuffix(strings.Repeat(`"\"":"\"",`, 1<<14), ",") + `}`,
+	} {
+		got, _, _ := approvalArguments([]byte(args))
+		ev := &mandate.Event{V: mandate.EventVersion, Time: 1, Type: mandate.EventApprovalRequested, Task: "t_1",
+			Reason: strings.Repeat("r", mandate.MaxReason), Details: map[string]any{"arguments": string(got)}}
+		b, err := mandate.MarshalEvent(ev)
+		if err != nil || len(b) > 2*mandate.MaxApprovalArguments+2048 {
+			t.Errorf("%s: %d bytes of arguments make an event of %d bytes: %v", name, len(got), len(b), err)
+		}
+	}
+}
