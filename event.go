@@ -35,6 +35,7 @@ const (
 	EventAlert             = "alert"
 	EventPolicyLoaded      = "policy.loaded"
 	EventApproverAdded     = "approver.added"
+	EventApproverDisabled  = "approver.disabled"
 	// The gateway's tool integrity: a definition pinned at first sight, a
 	// pinned definition that changed (or one flagged by the scan), and an
 	// operator's approval of the definition shown.

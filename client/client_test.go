@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"errors"
 	"log/slog"
 	"net/http"
@@ -48,6 +49,11 @@ func startServerWith(tb testing.TB, pol issuer.Decider) *server {
 	s := &server{Server: httptest.NewUnstartedServer(nil), store: store}
 	s.Start()
 	tb.Cleanup(func() { s.Close(); store.Close() })
+	// The agents' owner decides their approvals, with a credential.
+	h := sha256.Sum256([]byte("alice's approver token"))
+	if err := store.CreateApprover(context.Background(), &mandate.Approver{Email: "alice@example.org", TokenHash: h[:], CreatedAt: time.Now()}, nil); err != nil {
+		tb.Fatal(err)
+	}
 	keys := issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())
 	s.issuer, err = issuer.New(issuer.Config{Issuer: s.URL, Keys: keys, Agents: store, Log: store, Assertions: store,
 		Issuances: store, Revocations: store, Events: store, Approvals: store, Policy: pol, Logger: slog.New(slog.DiscardHandler)})

@@ -37,6 +37,7 @@ const CodeApprovalPending = -32003
 // heldCall is what a call needing approval asks a person.
 type heldCall struct {
 	resource string
+	tool     string
 	args     json.RawMessage
 	decision policy.Decision
 	labels   []string       // the tool's
@@ -55,30 +56,16 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 	}
 	hash := hashCall(c, h)
 	now := g.cfg.Now()
-	ap, pending, err := g.findApproval(ctx, c, hash, now)
+	ap, err := g.findApproval(ctx, c, hash, now)
 	if err != nil {
 		return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway cannot read its approvals now: try again later"}
 	}
-	if ap == nil && pending >= maxPendingPerAgent {
-		return nil, &rpcError{Code: CodeDenied, Message: "agent " + mandate.RegisteredAncestor(c.ClientID) + " and its sub-agents have " +
-			itoa(int64(pending)) + " calls waiting for approval already: wait for their decisions"}
-	}
 	if ap == nil {
-		ap = &mandate.Approval{
-			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending,
-			Task: c.Task, ParentMandate: c.ID, Agent: c.ClientID, Actor: c.ClientID, Subject: c.Subject,
-			Scope: h.resource, Audience: []string{"mcp:" + rt.Name}, Reason: approvalReason(h),
-			Approvers: g.approvers(ctx, c), RequestHash: hash, CreatedAt: now, ExpiresAt: now.Add(g.cfg.ApprovalTimeout),
-		}
-		details := map[string]any{"approval": ap.ID, "approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli(), "args_bytes": len(h.args)}
-		if len(h.labels) > 0 {
-			details["tool_labels"] = h.labels // for the monitor: a held call is an attempt
-		}
-		if h.secrets != nil {
-			details["arg_secrets"] = h.secrets
-		}
-		ev := g.event(mandate.EventApprovalRequested, c, "tools/call", h.resource, "", ap.Reason, details)
-		if err := g.cfg.Approvals.CreateApproval(ctx, ap, ev); err != nil {
+		if ap, err = g.askApproval(ctx, rt, c, h, hash, now); err != nil {
+			var limit *mandate.PendingLimitError
+			if errors.As(err, &limit) {
+				return nil, &rpcError{Code: CodeDenied, Message: "denied: " + limit.Error()}
+			}
 			g.cfg.Logger.Error("gateway: approval not recorded", "err", err)
 			return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway could not record the approval request: try again later"}
 		}
@@ -116,6 +103,13 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 		if !g.cfg.Now().Before(ap.ExpiresAt) {
 			return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " expired before it was used: call again to ask anew"}
 		}
+		// The rule of who decides, again at the moment of use.
+		if err := g.checkDecider(ctx, ap); err != nil {
+			if mandate.ErrorCode(err) != mandate.EFORBIDDEN {
+				return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway cannot check who approved " + ap.ID + " now: try again later"}
+			}
+			return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " allows nothing: " + mandate.ErrorMessage(err)}
+		}
 		return ap, nil
 	case mandate.ApprovalPending:
 		return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " timed out undecided, which is a denial"}
@@ -123,6 +117,79 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 		return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " was used already: it allows one call"}
 	}
 	return nil, &rpcError{Code: CodeDenied, Message: "approval " + ap.ID + " was denied by " + ap.DecidedBy + noteOf(ap.Note)}
+}
+
+// askApproval records the approval of a held call, with what the person
+// deciding sees: the server, the tool, the arguments (masked and
+// shortened: approvalArguments), the chain, the task's purpose and risk,
+// and why it was held. The same is in its approval.requested event.
+func (g *Gateway) askApproval(ctx context.Context, rt *route, c *mandate.Claims, h heldCall, hash string, now time.Time) (*mandate.Approval, error) {
+	approvers, err := g.approvers(ctx, c)
+	if err != nil {
+		return nil, err
+	}
+	args, shortened, secrets := approvalArguments(h.args)
+	ap := &mandate.Approval{
+		ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending, Action: mandate.ApprovalToolCall,
+		Task: c.Task, ParentMandate: c.ID, Agent: c.ClientID, Actor: c.ClientID, Subject: c.Subject, Chain: c.Actor.Chain(),
+		Purpose: g.purpose(ctx, c), Scope: h.resource, Audience: []string{"mcp:" + rt.Name},
+		Server: rt.Name, Tool: h.tool, Arguments: args, ArgumentsBytes: len(h.args), ArgumentsShortened: shortened, Secrets: secrets,
+		Reason: approvalReason(h), Approvers: approvers, RequestHash: hash, CreatedAt: now, ExpiresAt: now.Add(g.cfg.ApprovalTimeout),
+	}
+	if g.cfg.Risk != nil {
+		ap.Risk = g.cfg.Risk(c.Task, c.ClientID)
+	}
+	details := map[string]any{"approval": ap.ID, "approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli(),
+		"args_bytes": len(h.args), "risk": ap.Risk, "server": ap.Server, "tool": ap.Tool}
+	if args != nil {
+		details["arguments"] = string(args) // as the approver sees them: masked, shortened
+		if shortened {
+			details["arguments_shortened"] = true
+		}
+	}
+	if ap.Purpose != "" {
+		details["purpose"] = ap.Purpose
+	}
+	if len(h.labels) > 0 {
+		details["tool_labels"] = h.labels // for the monitor: a held call is an attempt
+	}
+	if h.secrets != nil {
+		details["arg_secrets"] = h.secrets
+	}
+	if h.hold != "" {
+		details["held_by"] = "monitor"
+	} else {
+		details["held_by"] = "policy"
+	}
+	ev := g.event(mandate.EventApprovalRequested, c, "tools/call", h.resource, "", ap.Reason, details)
+	if err := g.cfg.Approvals.CreateApproval(ctx, ap, g.cfg.ApprovalLimits, ev); err != nil {
+		return nil, err
+	}
+	return ap, nil
+}
+
+// purpose is the purpose of c's task, for the person asked to approve, or
+// "" if the gateway cannot look it up (Config.Issuances).
+func (g *Gateway) purpose(ctx context.Context, c *mandate.Claims) string {
+	if g.cfg.Issuances == nil {
+		return ""
+	}
+	rec, err := g.cfg.Issuances.Issuance(ctx, c.ID)
+	if err != nil {
+		g.cfg.Logger.WarnContext(ctx, "gateway: the task's purpose is unknown to its approvers", "mandate", c.ID, "err", err)
+		return ""
+	}
+	return rec.TaskPurpose
+}
+
+// checkDecider checks that the person who approved ap may decide it
+// (mandate.Approval.MayDecide).
+func (g *Gateway) checkDecider(ctx context.Context, ap *mandate.Approval) error {
+	email, ok := strings.CutPrefix(ap.DecidedBy, "user:")
+	if !ok {
+		return mandate.Errorf(mandate.EFORBIDDEN, "%s is not a person", ap.DecidedBy)
+	}
+	return ap.MayDecide(ctx, g.cfg.Agents, email)
 }
 
 // revoked asks Config.Revoked again about a mandate verified earlier.
@@ -147,37 +214,30 @@ func noteOf(n string) string {
 	return ": " + n
 }
 
-// maxPendingPerAgent bounds the calls of a registered agent (and its
-// sub-agents, in any task) waiting for approval, so that a caller cannot
-// bury its approvers in requests by starting new tasks.
-const maxPendingPerAgent = 20
-
 // findApproval returns the newest approval of c's task for this call that
-// is still of use (pending or approved, before its expiry), or nil, and
-// how many calls of c's registered agent wait for approval.
-func (g *Gateway) findApproval(ctx context.Context, c *mandate.Claims, hash string, now time.Time) (*mandate.Approval, int, error) {
+// is still of use (pending, or approved by someone who may decide it,
+// before its expiry), or nil.
+func (g *Gateway) findApproval(ctx context.Context, c *mandate.Claims, hash string, now time.Time) (*mandate.Approval, error) {
 	list, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Task: c.Task})
 	if err != nil {
-		return nil, 0, err
+		return nil, err
 	}
-	var found *mandate.Approval
 	for _, a := range list {
-		if now.Before(a.ExpiresAt) && a.RequestHash == hash && (a.Status == mandate.ApprovalPending || a.Status == mandate.ApprovalApproved) {
-			found = a
-			break
+		if !now.Before(a.ExpiresAt) || a.RequestHash != hash {
+			continue
+		}
+		switch a.Status {
+		case mandate.ApprovalPending:
+			return a, nil
+		case mandate.ApprovalApproved:
+			if err := g.checkDecider(ctx, a); err == nil {
+				return a, nil
+			} else if mandate.ErrorCode(err) != mandate.EFORBIDDEN {
+				return nil, err
+			}
 		}
 	}
-	pending, err := g.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
-	if err != nil {
-		return nil, 0, err
-	}
-	owner, n := mandate.RegisteredAncestor(c.ClientID), 0
-	for _, a := range pending {
-		if now.Before(a.ExpiresAt) && a.Actor == a.Agent && mandate.RegisteredAncestor(a.Agent) == owner {
-			n++
-		}
-	}
-	return found, n, nil
+	return nil, nil
 }
 
 // hashCall binds an approval to one call: the task, the agent, the tool
@@ -212,35 +272,27 @@ func approvalReason(h heldCall) string {
 	return mandate.ClipReason(r)
 }
 
-// approvers are the people who decide approvals for the calling chain's
-// registered agents (each agent's approvers, or its owner), or the
-// accountable human if the gateway knows no agents.
-func (g *Gateway) approvers(ctx context.Context, c *mandate.Claims) []string {
-	var out []string
-	add := func(p string) {
-		for _, x := range out {
-			if x == p {
-				return
-			}
-		}
-		out = append(out, p)
-	}
+// approvers are the people who may decide the approval of c's call
+// (mandate.ApprovalParties: the accountable side of the calling chain),
+// or the accountable human if the gateway knows no agents. An agent of
+// the chain that cannot be looked up is an error: the list would be
+// someone else's.
+func (g *Gateway) approvers(ctx context.Context, c *mandate.Claims) ([]string, error) {
+	p := mandate.ApprovalParties{Subject: c.Subject}
 	if g.cfg.Agents != nil {
+		seen := map[string]bool{}
 		for _, id := range c.Actor.Chain() {
-			a, err := g.cfg.Agents.Agent(ctx, mandate.RegisteredAncestor(id))
-			if err != nil {
+			reg := mandate.RegisteredAncestor(id)
+			if seen[reg] {
 				continue
 			}
-			if len(a.Approvers) == 0 {
-				add(a.Owner)
+			seen[reg] = true
+			a, err := g.cfg.Agents.Agent(ctx, reg)
+			if err != nil {
+				return nil, err
 			}
-			for _, p := range a.Approvers {
-				add(p)
-			}
+			p.Chain = append(p.Chain, a)
 		}
 	}
-	if len(out) == 0 {
-		add(strings.TrimPrefix(c.Subject, "user:"))
-	}
-	return out
+	return p.Approvers(), nil
 }

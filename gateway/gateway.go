@@ -108,6 +108,13 @@ type Config struct {
 	// (DefaultApprovalHold); past it the client is told to call again.
 	// ApprovalTimeout is how long a person has (DefaultApprovalTimeout).
 	ApprovalHold, ApprovalTimeout time.Duration
+	// ApprovalLimits bound the calls waiting for approval per agent and
+	// per task (zero fields: mandate.DefaultMaxPendingPerAgent and
+	// DefaultMaxPendingPerTask); a call past them is denied, and audited.
+	ApprovalLimits mandate.ApprovalLimits
+	// Issuances, if set, names the task's purpose to the person asked to
+	// approve a held call.
+	Issuances mandate.IssuanceGetter
 	// ScanMode says what a suspicious tool definition does: ScanBlock
 	// (the default) blocks the tool until an operator approves it;
 	// ScanFlag only records the findings.
@@ -232,6 +239,11 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.ApprovalTimeout <= 0 {
 		cfg.ApprovalTimeout = DefaultApprovalTimeout
 	}
+	lim, err := cfg.ApprovalLimits.WithDefaults()
+	if err != nil {
+		return nil, fmt.Errorf("gateway: %s", mandate.ErrorMessage(err))
+	}
+	cfg.ApprovalLimits = lim
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}

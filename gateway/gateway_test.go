@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"fmt"
 	"io"
@@ -66,6 +67,11 @@ func newEnvWith(t testing.TB, opts *mcp.StreamableHTTPOptions) *env {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
+	// The owner of the agents e.agent registers decides their approvals.
+	h := sha256.Sum256([]byte("alice's approver token"))
+	if err := store.CreateApprover(ctx, &mandate.Approver{Email: "alice@example.org", TokenHash: h[:], CreatedAt: time.Now()}, nil); err != nil {
+		t.Fatal(err)
+	}
 	e := &env{t: t, store: store, keys: issuer.NewMemoryKeyring(issuer.MaxTTL, time.Now())}
 	pol, err := policy.Open(policy.Config{Dir: filepath.Join(dir, "policies"), Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -781,8 +787,8 @@ func TestCallWaitsForApproval(t *testing.T) {
 				time.Sleep(30 * time.Millisecond)
 				list, _ := e.store.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
 				for _, ap := range list {
-					ev := &mandate.Event{V: 1, Time: time.Now().UnixNano(), Type: mandate.EventApprovalGranted, Task: ap.Task, By: "user:cleaner-owner@example.org"}
-					e.store.DecideApproval(ctx, ap.ID, to, "user:cleaner-owner@example.org", "", time.Now(), ev)
+					ev := &mandate.Event{V: 1, Time: time.Now().UnixNano(), Type: mandate.EventApprovalGranted, Task: ap.Task, By: "user:alice@example.org"}
+					e.store.DecideApproval(ctx, ap.ID, to, "user:alice@example.org", "", time.Now(), ev)
 					return
 				}
 			}
@@ -806,7 +812,7 @@ func TestCallWaitsForApproval(t *testing.T) {
 	}
 	// The same call again needs another approval; denied, it is refused.
 	decideNext(mandate.ApprovalDenied)
-	if _, err := del(); err == nil || !strings.Contains(err.Error(), "was denied by user:cleaner-owner@example.org") {
+	if _, err := del(); err == nil || !strings.Contains(err.Error(), "was denied by user:alice@example.org") {
 		t.Fatalf("denied call: %v", err)
 	}
 	// Undecided within the hold: the client is told to call again.

@@ -470,7 +470,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 				Message: "denied: " + why + ", which the gateway can wait for only for a tools/call sent alone",
 				Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
 		}
-		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, args: p.Arguments, decision: d,
+		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, tool: p.Name, args: p.Arguments, decision: d,
 			labels: req.ToolLabels, secrets: secrets, hold: held})
 		if e != nil {
 			if e.Code == CodeApprovalPending {

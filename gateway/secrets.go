@@ -29,17 +29,18 @@ var secretDetectors = []struct {
 const maxSecretMatches = 100
 
 // findSecrets counts what each detector finds in b (raw JSON: escapes such
-// as \n inside a PEM block do not hide its header).
+// as \n inside a PEM block do not hide its header). It scans as
+// maskSecrets does (eachSecret), so that what is counted is what an
+// approver's view masks.
 func findSecrets(b []byte) map[string]any {
 	var found map[string]any
-	for _, d := range secretDetectors {
-		if n := len(d.re.FindAllIndex(b, maxSecretMatches)); n > 0 {
-			if found == nil {
-				found = map[string]any{}
-			}
-			found[d.name] = n
+	eachSecret(b, maxSecretMatches, func(name string, _, _ int) {
+		if found == nil {
+			found = map[string]any{}
 		}
-	}
+		n, _ := found[name].(int)
+		found[name] = n + 1
+	})
 	return found
 }
 

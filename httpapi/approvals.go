@@ -29,21 +29,29 @@ func approverFrom(ctx context.Context) *mandate.Approver {
 	return a
 }
 
-// authApprover finds the approver whose credential the request bears. It
-// looks the credential up by its SHA-256 and compares the digests in
-// constant time; only digests are stored.
+// errNoApproverCredential is authApprover's answer to a request that
+// bears no approver credential at all.
+var errNoApproverCredential = mandate.Errorf(mandate.EUNAUTHORIZED,
+	"approver credential required: send Authorization: Bearer %s… (made by `mandate approver add EMAIL`)", ApproverTokenPrefix)
+
+// authApprover finds the active approver whose credential the request
+// bears. It looks the credential up by its SHA-256 and compares the
+// digests in constant time; only digests are stored. A disabled
+// approver's credential is refused (the store does not return them).
 func (s *Server) authApprover(r *http.Request) (*mandate.Approver, error) {
 	tok, ok := bearer(r)
 	if !ok || !strings.HasPrefix(tok, ApproverTokenPrefix) {
-		return nil, mandate.Errorf(mandate.EUNAUTHORIZED,
-			"approver credential required: send Authorization: Bearer %s… (made by `mandate approver add EMAIL`)", ApproverTokenPrefix)
+		return nil, errNoApproverCredential
 	}
 	h := sha256.Sum256([]byte(tok))
 	a, err := s.cfg.Approvers.ApproverByTokenHash(r.Context(), h[:])
-	if mandate.ErrorCode(err) == mandate.ENOTFOUND || err == nil && subtle.ConstantTimeCompare(a.TokenHash, h[:]) != 1 {
+	switch {
+	case mandate.ErrorCode(err) == mandate.ENOTFOUND || err == nil && subtle.ConstantTimeCompare(a.TokenHash, h[:]) != 1:
 		return nil, mandate.Errorf(mandate.EUNAUTHORIZED, "the approver credential is not known here: ask the admin for one (`mandate approver add EMAIL`)")
-	}
-	if err != nil {
+	case mandate.ErrorCode(err) == mandate.EUNAUTHORIZED:
+		s.log.WarnContext(r.Context(), "a disabled approver credential was presented", "path", r.URL.Path)
+		return nil, mandate.Errorf(mandate.EUNAUTHORIZED, "this approver credential was disabled: it decides and shows nothing; ask the admin for a new one")
+	case err != nil:
 		return nil, err
 	}
 	return a, nil
@@ -83,6 +91,8 @@ func (s *Server) adminOrApprover(h http.HandlerFunc) http.HandlerFunc {
 		if err != nil {
 			if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED {
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
+			}
+			if err == errNoApproverCredential {
 				err = mandate.Errorf(mandate.EUNAUTHORIZED, "admin or approver credential required: send Authorization: Bearer <admin token, or %s… approver credential>", ApproverTokenPrefix)
 			}
 			writeError(w, r, s.log, err)
@@ -101,9 +111,10 @@ type ApproverRequest struct {
 // approver's credential, is in the answer to POST /v1/approvers only: the
 // server keeps its SHA-256 and cannot show it again.
 type ApproverResponse struct {
-	Email     string    `json:"email"`
-	CreatedAt time.Time `json:"created_at"`
-	Token     string    `json:"token,omitempty"`
+	Email      string    `json:"email"`
+	CreatedAt  time.Time `json:"created_at"`
+	DisabledAt time.Time `json:"disabled_at,omitzero"`
+	Token      string    `json:"token,omitempty"`
 }
 
 func (s *Server) createApprover(w http.ResponseWriter, r *http.Request) {
@@ -144,9 +155,33 @@ func (s *Server) listApprovers(w http.ResponseWriter, r *http.Request) {
 		Approvers []ApproverResponse `json:"approvers"`
 	}{Approvers: []ApproverResponse{}}
 	for _, a := range list {
-		out.Approvers = append(out.Approvers, ApproverResponse{Email: a.Email, CreatedAt: a.CreatedAt.UTC()})
+		out.Approvers = append(out.Approvers, ApproverResponse{Email: a.Email, CreatedAt: a.CreatedAt.UTC(), DisabledAt: a.DisabledAt.UTC()})
 	}
 	writeJSON(w, http.StatusOK, out)
+}
+
+// disableApprover answers POST /v1/approvers/{email}/disable: from the
+// moment it is recorded (with its approver.disabled event), the
+// approver's credential is refused everywhere and no decision of theirs is
+// taken, even one already on its way. Their pending approvals that name no
+// one else are denied when they time out.
+func (s *Server) disableApprover(w http.ResponseWriter, r *http.Request) {
+	email := r.PathValue("email")
+	if err := mandate.ValidateOwner(email); err != nil {
+		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "invalid approver email %q: give the person's email address", email))
+		return
+	}
+	now := s.cfg.Now().UTC().Truncate(time.Millisecond)
+	ev := &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventApproverDisabled,
+		Subject: "user:" + email, Action: "disable", Outcome: mandate.OutcomeOK, By: "admin",
+		Details: map[string]any{"email": email}}
+	a, err := s.cfg.Approvers.DisableApprover(r.Context(), email, now, ev)
+	if err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
+	s.log.Info("approver disabled", "email", a.Email)
+	writeJSON(w, http.StatusOK, ApproverResponse{Email: a.Email, CreatedAt: a.CreatedAt.UTC(), DisabledAt: a.DisabledAt.UTC()})
 }
 
 // ApprovalsResponse is a list of approvals, newest first.
@@ -158,7 +193,9 @@ type ApprovalsResponse struct {
 const maxApprovals = 1000
 
 // listApprovals answers GET /v1/approvals?status=&task=&limit=. An
-// approver sees only the approvals they may decide.
+// approver sees only the approvals they may decide: the store selects
+// those that name them before it cuts the list to its limit, so that a
+// flood of others' requests cannot push theirs out.
 func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
 	q := r.URL.Query()
 	f := mandate.ApprovalFilter{Status: mandate.ApprovalStatus(q.Get("status")), Task: q.Get("task"), Limit: maxApprovals}
@@ -168,18 +205,17 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "status %q: use pending, approved, denied or used", f.Status))
 		return
 	}
-	limit := maxApprovals
 	if v := q.Get("limit"); v != "" {
 		n, err := strconv.Atoi(v)
 		if err != nil || n < 1 || n > maxApprovals {
 			writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "limit must be 1 to %d", maxApprovals))
 			return
 		}
-		limit = n
+		f.Limit = n
 	}
 	me := approverFrom(r.Context())
-	if me == nil {
-		f.Limit = limit
+	if me != nil {
+		f.Approver = me.Email
 	}
 	list, err := s.cfg.Approvals.Approvals(r.Context(), f)
 	if err != nil {
@@ -188,11 +224,15 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
 	}
 	out := ApprovalsResponse{Approvals: []*mandate.Approval{}}
 	for _, a := range list {
-		if me != nil && !a.MayDecide(me.Email) {
-			continue
-		}
-		if len(out.Approvals) == limit {
-			break
+		if me != nil {
+			// Named, but perhaps by a list made under another rule: the
+			// rule decides (MayDecide), as it will when they decide.
+			if err := a.MayDecide(r.Context(), s.cfg.Agents, me.Email); mandate.ErrorCode(err) == mandate.EFORBIDDEN {
+				continue
+			} else if err != nil {
+				writeError(w, r, s.log, err)
+				return
+			}
 		}
 		out.Approvals = append(out.Approvals, a)
 	}
@@ -201,9 +241,11 @@ func (s *Server) listApprovals(w http.ResponseWriter, r *http.Request) {
 
 func (s *Server) getApproval(w http.ResponseWriter, r *http.Request) {
 	a, err := s.cfg.Approvals.Approval(r.Context(), r.PathValue("id"))
-	if me := approverFrom(r.Context()); err == nil && me != nil && !a.MayDecide(me.Email) {
-		// An approver learns nothing of the approvals of others.
-		err = mandate.Errorf(mandate.ENOTFOUND, "no approval %s that %s may decide", r.PathValue("id"), me.Email)
+	if me := approverFrom(r.Context()); err == nil && me != nil {
+		if err = a.MayDecide(r.Context(), s.cfg.Agents, me.Email); mandate.ErrorCode(err) == mandate.EFORBIDDEN {
+			// An approver learns nothing of the approvals of others.
+			err = mandate.Errorf(mandate.ENOTFOUND, "no approval %s that %s may decide", r.PathValue("id"), me.Email)
+		}
 	}
 	if err != nil {
 		writeError(w, r, s.log, err)

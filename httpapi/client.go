@@ -474,6 +474,13 @@ func (c *Client) Approvers(ctx context.Context) ([]ApproverResponse, error) {
 	return out.Approvers, c.do(ctx, http.MethodGet, "/v1/approvers", nil, &out)
 }
 
+// DisableApprover disables an approver: their credential is refused and
+// their decisions too, from now on.
+func (c *Client) DisableApprover(ctx context.Context, email string) (*ApproverResponse, error) {
+	var a ApproverResponse
+	return &a, c.do(ctx, http.MethodPost, "/v1/approvers/"+url.PathEscape(email)+"/disable", nil, &a)
+}
+
 // Approvals lists approvals, newest first; status and task filter if not
 // empty. An approver sees only those they may decide.
 func (c *Client) Approvals(ctx context.Context, status, task string) ([]*mandate.Approval, error) {

@@ -599,3 +599,78 @@ func TestIntrospectChain(t *testing.T) {
 		}
 	})
 }
+
+// An approver's credential can be revoked: from the moment the admin
+// disables them (audited), it is refused on every route, and their
+// decisions with it; disabling is the admin's, once.
+func TestApproverDisabled(t *testing.T) {
+	f := newApprovalFixture(t)
+	ctx := context.Background()
+	id := f.pending(t)
+	if _, err := f.carol.DisableApprover(ctx, "carol@example.org"); mandate.ErrorCode(err) != mandate.EUNAUTHORIZED {
+		t.Errorf("an approver disables: %v", err)
+	}
+	a, err := f.client.DisableApprover(ctx, "carol@example.org")
+	if err != nil || a.Email != "carol@example.org" || a.DisabledAt.IsZero() {
+		t.Fatalf("disable: %+v %v", a, err)
+	}
+	if evs, _ := f.store.Events(ctx, mandate.EventFilter{Type: mandate.EventApproverDisabled}); len(evs) != 1 ||
+		evs[0].By != "admin" || evs[0].Details["email"] != "carol@example.org" {
+		t.Errorf("approver.disabled events %+v", evs)
+	}
+	if _, err := f.carol.Approvals(ctx, "", ""); mandate.ErrorCode(err) != mandate.EUNAUTHORIZED || !strings.Contains(err.Error(), "disabled") {
+		t.Errorf("a disabled approver lists: %v", err)
+	}
+	if _, err := f.carol.Approval(ctx, id); mandate.ErrorCode(err) != mandate.EUNAUTHORIZED {
+		t.Errorf("a disabled approver reads: %v", err)
+	}
+	if _, err := f.carol.Decide(ctx, id, true, ""); mandate.ErrorCode(err) != mandate.EUNAUTHORIZED {
+		t.Errorf("a disabled approver decides: %v", err)
+	}
+	if ap, _ := f.client.Approval(ctx, id); ap.Status != mandate.ApprovalPending {
+		t.Errorf("the approval is %s", ap.Status)
+	}
+	if _, err := f.client.DisableApprover(ctx, "carol@example.org"); mandate.ErrorCode(err) != mandate.ECONFLICT {
+		t.Errorf("disabled twice: %v", err)
+	}
+	if _, err := f.client.DisableApprover(ctx, "nobody@example.org"); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+		t.Errorf("disabling nobody: %v", err)
+	}
+	list, err := f.client.Approvers(ctx)
+	if err != nil || len(list) != 2 || list[0].Email != "carol@example.org" || list[0].DisabledAt.IsZero() || !list[1].DisabledAt.IsZero() {
+		t.Errorf("approvers %+v %v", list, err)
+	}
+	// Dave is not disabled.
+	if _, err := f.dave.Approvals(ctx, "", ""); err != nil {
+		t.Errorf("dave: %v", err)
+	}
+}
+
+// A flood of others' requests cannot push an approver's own out of their
+// listing: it is filtered to what they may decide before it is cut.
+func TestApprovalListingNotBuried(t *testing.T) {
+	f := newApprovalFixture(t)
+	ctx := context.Background()
+	id := f.pending(t)
+	now := time.Now()
+	const flood = 1005
+	errs := make(chan error, flood)
+	for i := range flood {
+		go func() {
+			at := now.Add(time.Duration(i+1) * time.Millisecond)
+			errs <- f.store.CreateApproval(ctx, &mandate.Approval{ID: mandate.NewID(mandate.ApprovalIDPrefix, at), Action: mandate.ApprovalMint,
+				Task: mandate.NewID(mandate.TaskIDPrefix, at), Agent: agentID("flood"), Actor: agentID("flood"), Subject: "user:dave@example.org",
+				Approvers: []string{"dave@example.org"}, RequestHash: "h", CreatedAt: at, ExpiresAt: at.Add(time.Hour)},
+				mandate.ApprovalLimits{PerAgent: mandate.MaxPendingLimit}, nil)
+		}()
+	}
+	for range flood {
+		if err := <-errs; err != nil {
+			t.Fatal(err)
+		}
+	}
+	list, err := f.carol.Approvals(ctx, "pending", "")
+	if err != nil || len(list) != 1 || list[0].ID != id {
+		t.Fatalf("carol's approvals under a flood: %d %v", len(list), err)
+	}
+}

@@ -192,6 +192,7 @@ func (s *Server) routeTable() []struct {
 		{Route{"GET", "/v1/tasks/{id}/events", admin}, s.events},
 		{Route{"POST", "/v1/approvers", admin}, s.createApprover},
 		{Route{"GET", "/v1/approvers", admin}, s.listApprovers},
+		{Route{"POST", "/v1/approvers/{email}/disable", admin}, s.disableApprover},
 		{Route{"GET", "/v1/approvals", either}, s.listApprovals},
 		{Route{"GET", "/v1/approvals/{id}", either}, s.getApproval},
 		{Route{"POST", "/v1/approvals/{id}/approve", approver}, s.decide(true)},

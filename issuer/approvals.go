@@ -2,6 +2,7 @@ package issuer
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -47,20 +48,22 @@ func (e *PendingError) Unwrap() error {
 
 // approvalFields are what an approval request records.
 type approvalFields struct {
-	task      string // the task; for a root mint, the ID the new task will get
-	parent    string // the parent mandate; "" for a root mint
-	agent     string // the agent asking: the parent's holder, or the minting agent
-	actorKey  string // who would receive the mandate (actorKey)
-	actorID   string
-	subject   string
-	chain     []string
-	until     time.Time // no approval outlives this (the parent's expiry)
-	scopes    mandate.ScopeSet
-	aud       mandate.Audience
-	hash      string
-	rule      string
-	approvers []string
-	purpose   string // a root mint's task purpose, for the person deciding
+	action   string // mandate.ApprovalMint or mandate.ApprovalDelegate
+	task     string // the task; for a root mint, the ID the new task will get
+	parent   string // the parent mandate; "" for a root mint
+	agent    string // the agent asking: the parent's holder, or the minting agent
+	actorKey string // who would receive the mandate (actorKey)
+	actorID  string
+	subject  string
+	chain    []string  // the asking agent's, outermost first
+	until    time.Time // no approval outlives this (the parent's expiry)
+	scopes   mandate.ScopeSet
+	aud      mandate.Audience
+	hash     string
+	rule     string
+	parties  mandate.ApprovalParties // who decides: parties.Approvers()
+	purpose  string                  // the task's purpose, for the person deciding
+	risk     int                     // the task's risk score now
 }
 
 // approval returns the approved approval this request may use, or the
@@ -77,17 +80,19 @@ func (is *Issuer) approval(ctx context.Context, approvalID string, ttl, wait tim
 			exp = f.until
 		}
 		ap = &mandate.Approval{
-			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending,
+			ID: mandate.NewID(mandate.ApprovalIDPrefix, now), Status: mandate.ApprovalPending, Action: f.action,
 			Task: f.task, ParentMandate: f.parent, Agent: f.agent, Actor: f.actorKey,
-			Subject: f.subject, Scope: f.scopes.String(), Audience: f.aud, TTLMillis: ttl.Milliseconds(),
-			Reason: f.rule, Approvers: f.approvers, RequestHash: f.hash, CreatedAt: now, ExpiresAt: exp,
+			Subject: f.subject, Chain: f.chain, Purpose: f.purpose, Risk: f.risk,
+			Scope: f.scopes.String(), Audience: f.aud, TTLMillis: ttl.Milliseconds(),
+			Reason: f.rule, Approvers: f.parties.Approvers(), RequestHash: f.hash, CreatedAt: now, ExpiresAt: exp,
 		}
-		ev := approvalEvent(mandate.EventApprovalRequested, ap, f.chain, now)
+		ev := approvalEvent(mandate.EventApprovalRequested, ap, now)
 		ev.Details["actor_id"] = f.actorID
-		if f.purpose != "" {
-			ev.Details["purpose"] = f.purpose
-		}
-		if err := is.cfg.Approvals.CreateApproval(ctx, ap, ev); err != nil {
+		if err := is.cfg.Approvals.CreateApproval(ctx, ap, is.cfg.ApprovalLimits, ev); err != nil {
+			var limit *mandate.PendingLimitError
+			if errors.As(err, &limit) {
+				return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "access_denied", "%s: this request was not filed", limit.Error())
+			}
 			return nil, err
 		}
 	} else {
@@ -112,6 +117,12 @@ func (is *Issuer) approval(ctx context.Context, approvalID string, ttl, wait tim
 	}
 	switch ap.Status {
 	case mandate.ApprovalApproved:
+		// Checked again at the moment of use: a decision by someone the
+		// rule does not allow (an approval of an older version, a store
+		// written by hand) allows nothing.
+		if err := is.checkDecider(ctx, ap); err != nil {
+			return nil, err
+		}
 		return ap, nil
 	case mandate.ApprovalPending:
 		return nil, &PendingError{Approval: ap}
@@ -122,6 +133,19 @@ func (is *Issuer) approval(ctx context.Context, approvalID string, ttl, wait tim
 		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "expired_token", "approval %s timed out undecided at %s, which is a denial", ap.ID, ap.ExpiresAt.UTC().Format(time.RFC3339))
 	}
 	return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "access_denied", "approval %s was denied by %s%s", ap.ID, ap.DecidedBy, noteSuffix(ap.Note))
+}
+
+// checkDecider checks that the person who approved ap may decide it.
+func (is *Issuer) checkDecider(ctx context.Context, ap *mandate.Approval) error {
+	email, ok := strings.CutPrefix(ap.DecidedBy, "user:")
+	var err error = mandate.Errorf(mandate.EFORBIDDEN, "%s is not a person", ap.DecidedBy)
+	if ok {
+		err = ap.MayDecide(ctx, is.cfg.Agents, email)
+	}
+	if mandate.ErrorCode(err) == mandate.EFORBIDDEN {
+		return mandate.OAuthErrorf(mandate.EFORBIDDEN, "access_denied", "approval %s allows nothing: %s; ask for a new approval (repeat the request without approval_id)", ap.ID, mandate.ErrorMessage(err))
+	}
+	return err
 }
 
 func noteSuffix(note string) string {
@@ -164,7 +188,7 @@ func (is *Issuer) expire(ctx context.Context, ap *mandate.Approval, now time.Tim
 
 // withdraw denies a pending approval on the system's behalf, for reason.
 func (is *Issuer) withdraw(ctx context.Context, ap *mandate.Approval, now time.Time, reason string) *mandate.Approval {
-	ev := approvalEvent(mandate.EventApprovalDenied, ap, nil, now)
+	ev := approvalEvent(mandate.EventApprovalDenied, ap, now)
 	ev.Outcome, ev.Reason, ev.By = mandate.OutcomeDeny, reason, "system"
 	got, err := is.cfg.Approvals.DecideApproval(ctx, ap.ID, mandate.ApprovalDenied, "system", reason, now, ev)
 	if err != nil {
@@ -185,20 +209,26 @@ func (is *Issuer) ExpireApprovals(ctx context.Context) (int, error) {
 	if is.cfg.Approvals == nil {
 		return 0, nil
 	}
-	list, err := is.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending})
-	if err != nil {
-		return 0, err
-	}
 	now := is.cfg.Now()
 	n := 0
-	for _, ap := range list {
-		if !now.Before(ap.ExpiresAt) {
+	// Only those whose time ran out, page by page: however many others
+	// wait, none is left pending past its expiry.
+	for {
+		list, err := is.cfg.Approvals.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending, ExpiredBy: now})
+		if err != nil {
+			return n, err
+		}
+		denied := 0
+		for _, ap := range list {
 			if is.expire(ctx, ap, now).Status == mandate.ApprovalDenied {
-				n++
+				denied++
 			}
 		}
+		n += denied
+		if denied == 0 || ctx.Err() != nil {
+			return n, nil
+		}
 	}
-	return n, nil
 }
 
 // WithdrawApprovals denies the pending approvals of a task, on the
@@ -224,8 +254,10 @@ func (is *Issuer) WithdrawApprovals(ctx context.Context, task, reason string) (i
 
 // Decide records a person's decision on a pending approval. approver is
 // the person's email, authenticated by the caller (an approver
-// credential, never the admin's). A person not named among the approval's
-// approvers is refused (EFORBIDDEN), and the attempt is audited.
+// credential, never the admin's). A person the rule does not let decide
+// it (mandate.Approval.MayDecide: not among its approvers, or the owner of
+// the agent that asked) is refused (EFORBIDDEN), and so is an approver
+// disabled meanwhile; each attempt is audited.
 func (is *Issuer) Decide(ctx context.Context, id, approver string, approve bool, note string) (*mandate.Approval, error) {
 	if is.cfg.Approvals == nil {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "this server takes no approvals")
@@ -242,14 +274,19 @@ func (is *Issuer) Decide(ctx context.Context, id, approver string, approve bool,
 	}
 	now := is.cfg.Now()
 	by := "user:" + approver
-	if !ap.MayDecide(approver) {
-		ev := approvalEvent(mandate.EventDecision, ap, nil, now)
+	refuse := func(why error) (*mandate.Approval, error) {
+		ev := approvalEvent(mandate.EventDecision, ap, now)
 		ev.Action, ev.Outcome, ev.By = "approve", mandate.OutcomeDeny, by
-		ev.Reason = approver + " is not an approver of " + ap.ID
+		ev.Reason = mandate.ClipReason(mandate.ErrorMessage(why))
 		if err := is.cfg.Events.Append(ctx, ev); err != nil {
 			return nil, err
 		}
-		return nil, mandate.Errorf(mandate.EFORBIDDEN, "%s may not decide approval %s: its approvers are %s", approver, ap.ID, strings.Join(ap.Approvers, ", "))
+		return nil, why
+	}
+	if err := ap.MayDecide(ctx, is.cfg.Agents, approver); mandate.ErrorCode(err) == mandate.EFORBIDDEN {
+		return refuse(err)
+	} else if err != nil {
+		return nil, err
 	}
 	if ap.Status == mandate.ApprovalPending && !now.Before(ap.ExpiresAt) {
 		ap = is.expire(ctx, ap, now)
@@ -259,10 +296,13 @@ func (is *Issuer) Decide(ctx context.Context, id, approver string, approve bool,
 	if approve {
 		to, typ, outcome = mandate.ApprovalApproved, mandate.EventApprovalGranted, mandate.OutcomeOK
 	}
-	ev := approvalEvent(typ, ap, nil, now)
+	ev := approvalEvent(typ, ap, now)
 	ev.Outcome, ev.By, ev.Reason = outcome, by, note
 	got, err := is.cfg.Approvals.DecideApproval(ctx, id, to, by, note, now, ev)
-	if err != nil {
+	if mandate.ErrorCode(err) == mandate.EFORBIDDEN {
+		// Disabled between the authentication of the credential and now.
+		return refuse(mandate.Errorf(mandate.EFORBIDDEN, "%s may not decide approval %s: they are not an active approver", approver, id))
+	} else if err != nil {
 		return nil, err
 	}
 	is.waiters.notify(id)
@@ -270,23 +310,21 @@ func (is *Issuer) Decide(ctx context.Context, id, approver string, approve bool,
 	return got, nil
 }
 
-// approvalEvent is the audit event of a step of ap.
-func approvalEvent(typ string, ap *mandate.Approval, chain []string, now time.Time) *mandate.Event {
+// approvalEvent is the audit event of a step of ap. Every step names the
+// chain; the request's event also says what the person deciding sees.
+func approvalEvent(typ string, ap *mandate.Approval, now time.Time) *mandate.Event {
 	ev := &mandate.Event{
 		V: mandate.EventVersion, Time: now.UnixNano(), Type: typ,
-		Task: ap.Task, Mandate: ap.ParentMandate, Agent: ap.Agent, Subject: ap.Subject,
-		Action: "delegate", Resource: strings.Join(ap.Audience, " "), Reason: ap.Reason,
+		Task: ap.Task, Mandate: ap.ParentMandate, Agent: ap.Agent, Subject: ap.Subject, Chain: ap.Chain,
+		Action: ap.Action, Resource: strings.Join(ap.Audience, " "), Reason: ap.Reason,
 		Details: map[string]any{"approval": ap.ID, "actor": ap.Actor, "scope": ap.Scope,
 			"approvers": ap.Approvers, "expires_ms": ap.ExpiresAt.UnixMilli()},
 	}
-	ev.Chain = chain
-	switch {
-	case ap.ParentMandate == "":
-		ev.Action = "mint"
-	case ap.Actor == ap.Agent:
-		// Nobody delegates to itself: an approval whose agent is its own
-		// actor is a gateway's held tool call (its scope names the tool).
-		ev.Action = "tools/call"
+	if typ == mandate.EventApprovalRequested {
+		ev.Details["risk"] = ap.Risk
+		if ap.Purpose != "" {
+			ev.Details["purpose"] = ap.Purpose
+		}
 	}
 	return ev
 }

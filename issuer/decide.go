@@ -54,11 +54,10 @@ func agentInfo(id string, reg *mandate.Agent) policy.AgentInfo {
 	}
 }
 
-// policyApproval returns the approval rule and approvers that a decision
-// needing approval adds: the determining policies' reasons, decided by the
-// approvers of the agents whose authority is being used (each agent's
-// Approvers, or its owner).
-func policyApproval(d policy.Decision, agents []*mandate.Agent) (string, []string) {
+// policyApproval returns the approval rule that a decision needing
+// approval adds: the determining policies' reasons. Who decides is
+// mandate.ApprovalParties' rule, with no agent's own rule asking.
+func policyApproval(d policy.Decision) string {
 	rule := "policy " + strings.Join(d.Policies, ", ") + " requires approval"
 	reasons := d.Reasons
 	if n := len(reasons); n > 0 && reasons[n-1] == policy.ReasonApproval {
@@ -67,11 +66,7 @@ func policyApproval(d policy.Decision, agents []*mandate.Agent) (string, []strin
 	if len(reasons) > 0 {
 		rule += ": " + strings.Join(reasons, "; ")
 	}
-	var approvers []string
-	for _, a := range agents {
-		approvers = addApprovers(approvers, approversOf(a)...)
-	}
-	return rule, approvers
+	return rule
 }
 
 // joinRules joins the reasons two rules give for an approval.

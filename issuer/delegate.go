@@ -206,10 +206,11 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	if act.Agent != nil {
 		delegators = agents[1:]
 	}
-	rule, approvers := approvalRule(delegators, scopes)
+	rule, asking := approvalRule(delegators, scopes)
+	parties := mandate.ApprovalParties{Subject: parent.Subject, Chain: delegators, Recipient: act.Agent, Asking: asking}
 	if d.NeedsApproval {
-		prule, papprovers := policyApproval(d, delegators)
-		rule, approvers = joinRules(rule, prule), addApprovers(approvers, papprovers...)
+		// Policy asks too: the accountable side of the whole chain decides.
+		rule, parties.Asking = joinRules(rule, policyApproval(d)), nil
 	}
 	if rule != "" || req.ApprovalID != "" {
 		if rule == "" {
@@ -226,9 +227,9 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		}
 		hash := requestHash(parent.ID, actorKey(act), scopes.String(), aud, req.TTL, jkt)
 		ap, err := is.approval(ctx, req.ApprovalID, req.TTL, req.Wait, approvalFields{
-			task: parent.Task, parent: parent.ID, agent: parent.ClientID, actorKey: actorKey(act), actorID: act.ID,
-			subject: parent.Subject, chain: parent.Actor.Chain(), until: parent.Expiry.Time,
-			scopes: scopes, aud: aud, hash: hash, rule: rule, approvers: approvers}, now)
+			action: mandate.ApprovalDelegate, task: parent.Task, parent: parent.ID, agent: parent.ClientID,
+			actorKey: actorKey(act), actorID: act.ID, subject: parent.Subject, chain: parent.Actor.Chain(), until: parent.Expiry.Time,
+			scopes: scopes, aud: aud, hash: hash, rule: rule, parties: parties, purpose: pe.purpose, risk: risk}, now)
 		if err != nil {
 			return nil, err
 		}
@@ -648,10 +649,12 @@ func (is *Issuer) childExpiry(ttl time.Duration, parent *mandate.Claims, now tim
 }
 
 // approvalRule returns why the delegation of scopes needs approval (the
-// scopes that chain agents' Approval lists name), and who may approve: the
-// approvers of every agent whose rule applies. "" if none applies.
-func approvalRule(agents []*mandate.Agent, scopes mandate.ScopeSet) (string, []string) {
-	var reasons, approvers []string
+// scopes that chain agents' Approval lists name), and the agents whose
+// rule applies; "" if none applies. Who decides is
+// mandate.ApprovalParties' rule.
+func approvalRule(agents []*mandate.Agent, scopes mandate.ScopeSet) (string, []*mandate.Agent) {
+	var reasons []string
+	var asking []*mandate.Agent
 	for _, a := range agents {
 		if len(a.Approval) == 0 {
 			continue
@@ -661,37 +664,9 @@ func approvalRule(agents []*mandate.Agent, scopes mandate.ScopeSet) (string, []s
 			continue
 		}
 		reasons = append(reasons, "agent "+a.Name+" requires approval to delegate "+a.Approval.String()+" (asked: "+hit.String()+")")
-		approvers = addApprovers(approvers, approversOf(a)...)
+		asking = append(asking, a)
 	}
-	return strings.Join(reasons, "; "), approvers
-}
-
-// approversOf returns the people who decide the approvals a's requests
-// need: its Approvers, or its owner.
-func approversOf(a *mandate.Agent) []string {
-	if len(a.Approvers) == 0 {
-		return []string{a.Owner}
-	}
-	return a.Approvers
-}
-
-// addApprovers appends to list the people it does not name yet.
-func addApprovers(list []string, people ...string) []string {
-	for _, p := range people {
-		if !contains(list, p) {
-			list = append(list, p)
-		}
-	}
-	return list
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
+	return strings.Join(reasons, "; "), asking
 }
 
 // requestHash binds an approval to exactly one request: the parent, the

@@ -431,12 +431,14 @@ func TestDelegateParentAfterRestart(t *testing.T) {
 	}
 }
 
-// TestApprovalFlow: a delegation of a gated scope waits for a person; the
-// approval is bound to that request and used once.
+// TestApprovalFlow: a delegation of a gated scope waits for a person
+// (the approver the gating agent names: its owner is the task's human);
+// the approval is bound to that request and used once.
 func TestApprovalFlow(t *testing.T) {
 	f := newFixture(t)
 	wk := newKey(t)
 	f.addAgent("writer", "mcp:crm:*", wk, func(a *mandate.Agent) {
+		a.Owner = "alice@example.org"
 		a.Approval, _ = mandate.ParseScopeSet("mcp:crm:delete_*")
 		a.Approvers = []string{"bob@example.org"}
 	})
@@ -467,7 +469,7 @@ func TestApprovalFlow(t *testing.T) {
 	}
 	// Not an approver: refused and audited.
 	denials := f.events(mandate.EventDecision)
-	if _, err := f.is.Decide(context.Background(), ap.ID, "writer-owner@example.org", true, ""); mandate.ErrorCode(err) != mandate.EFORBIDDEN {
+	if _, err := f.is.Decide(context.Background(), ap.ID, "carol@example.org", true, ""); mandate.ErrorCode(err) != mandate.EFORBIDDEN {
 		t.Fatalf("a non-approver approved: %v", err)
 	}
 	if f.events(mandate.EventDecision) != denials+1 {
@@ -515,7 +517,10 @@ func TestApprovalFlow(t *testing.T) {
 func TestApprovalDeniedAndTimeout(t *testing.T) {
 	f := newFixture(t)
 	wk := newKey(t)
-	f.addAgent("writer", "mcp:crm:*", wk, func(a *mandate.Agent) { a.Approval, _ = mandate.ParseScopeSet("mcp:crm:delete_*") })
+	f.addAgent("writer", "mcp:crm:*", wk, func(a *mandate.Agent) {
+		a.Owner = "alice@example.org"
+		a.Approval, _ = mandate.ParseScopeSet("mcp:crm:delete_*")
+	})
 	root := f.root("mcp:crm:*", time.Hour, false)
 	writer, err := f.delegate(root, f.key, wk, writerID, nil)
 	if err != nil {
@@ -537,7 +542,7 @@ func TestApprovalDeniedAndTimeout(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The owner is the approver when none is named.
-	if _, err := f.is.Decide(context.Background(), ap.ID, "writer-owner@example.org", false, "not today"); err != nil {
+	if _, err := f.is.Decide(context.Background(), ap.ID, "alice@example.org", false, "not today"); err != nil {
 		t.Fatal(err)
 	}
 	if _, err := ask(sub1, ap.ID); oauthOf(err) != "access_denied" || !strings.Contains(err.Error(), "not today") {

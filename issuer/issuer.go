@@ -93,6 +93,11 @@ type Config struct {
 	// ApprovalTimeout is how long a person has to decide
 	// (DefaultApprovalTimeout).
 	ApprovalTimeout time.Duration
+	// ApprovalLimits bound the approvals waiting for a person per agent
+	// and per task (zero fields: mandate.DefaultMaxPendingPerAgent and
+	// DefaultMaxPendingPerTask); a request past them is refused
+	// (access_denied) and audited.
+	ApprovalLimits mandate.ApprovalLimits
 	// MaxDepth is the longest delegation chain when no agent of the chain
 	// sets a smaller one (DefaultMaxDepth).
 	MaxDepth int
@@ -177,6 +182,10 @@ func New(cfg Config) (*Issuer, error) {
 	}
 	if cfg.ApprovalTimeout == 0 {
 		cfg.ApprovalTimeout = DefaultApprovalTimeout
+	}
+	var err error
+	if cfg.ApprovalLimits, err = cfg.ApprovalLimits.WithDefaults(); err != nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "issuer: %s", mandate.ErrorMessage(err))
 	}
 	if cfg.MaxDepth == 0 {
 		cfg.MaxDepth = DefaultMaxDepth
@@ -323,13 +332,18 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 				return nil, err
 			}
 		}
-		rule, approvers := policyApproval(d, []*mandate.Agent{agent})
+		risk := 0
+		if is.cfg.Risk != nil {
+			risk = is.cfg.Risk(task, agent.ID)
+		}
 		ap, err := is.approval(ctx, req.ApprovalID, req.TTL, req.Wait, approvalFields{
-			task: task, agent: agent.ID, actorKey: agent.ID, actorID: agent.ID,
+			action: mandate.ApprovalMint, task: task, agent: agent.ID, actorKey: agent.ID, actorID: agent.ID,
 			subject: agent.Subject(), chain: []string{agent.ID}, scopes: scopes, aud: aud,
 			hash: hashFields("mint", agent.ID, scopes.String(), strings.Join(aud, " "),
 				strconv.FormatInt(req.TTL.Milliseconds(), 10), jkt, req.TaskPurpose),
-			rule: rule, approvers: approvers, purpose: req.TaskPurpose}, now)
+			rule:    policyApproval(d),
+			parties: mandate.ApprovalParties{Subject: agent.Subject(), Chain: []*mandate.Agent{agent}},
+			purpose: req.TaskPurpose, risk: risk}, now)
 		if err != nil {
 			return nil, err
 		}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/json"
 	"errors"
 	"path/filepath"
@@ -72,6 +73,10 @@ type fixture struct {
 	policy issuer.Decider
 	// allowUntyped sets Config.AllowUntypedClientAssertions.
 	allowUntyped bool
+	// limits bound its pending approvals (zero: the defaults).
+	limits mandate.ApprovalLimits
+	// helperKey is the key of bob's agent helper (bobsHelper).
+	helperKey ed25519.PrivateKey
 }
 
 func newFixture(t testing.TB) *fixture {
@@ -87,7 +92,23 @@ func newFixture(t testing.TB) *fixture {
 	}, nil); err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range fixtureApprovers {
+		f.addApprover(p)
+	}
 	return f
+}
+
+// fixtureApprovers are the people with an approver credential in every
+// fixture: deciding takes one that is not disabled.
+var fixtureApprovers = []string{"alice@example.org", "bob@example.org", "carol@example.org", "writer-owner@example.org"}
+
+// addApprover registers email as an approver (no audit event).
+func (f *fixture) addApprover(email string) {
+	f.t.Helper()
+	h := sha256.Sum256([]byte("token of " + email))
+	if err := f.store.CreateApprover(context.Background(), &mandate.Approver{Email: email, TokenHash: h[:], CreatedAt: f.clk.Now()}, nil); err != nil {
+		f.t.Fatal(err)
+	}
 }
 
 // open (re)opens the store and makes a new issuer, as a restart would.
@@ -115,7 +136,7 @@ func (f *fixture) newIssuer() {
 	var err error
 	f.is, err = issuer.New(issuer.Config{Issuer: iss, Keys: f.keys, Agents: f.store, Log: f.log, Now: f.clk.Now,
 		Assertions: f.store, Issuances: f.store, Revocations: f.store, Events: f.store, Approvals: f.store, ApprovalTimeout: time.Minute,
-		Policy: f.policy, AllowUntypedClientAssertions: f.allowUntyped})
+		ApprovalLimits: f.limits, Policy: f.policy, AllowUntypedClientAssertions: f.allowUntyped})
 	if err != nil {
 		f.t.Fatal(err)
 	}

@@ -636,3 +636,65 @@ func TestPendingEventsNeverOverwriteSignedPositions(t *testing.T) {
 		t.Error("the log was written to before it was refused")
 	}
 }
+
+// Approvals and approvers of schema version 6 migrate: each approval's
+// action and registered agent are derived from what it holds, so that it
+// is shown for what it is and counts against its agent's limit; approvers
+// are active.
+func TestMigrateApprovalsFromVersion6(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "m.db")
+	db, err := sql.Open("sqlite", "file:"+path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := 1; i <= 6; i++ {
+		names, _ := filepath.Glob(fmt.Sprintf("migrations/%04d_*.sql", i))
+		body, err := os.ReadFile(names[0])
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := db.Exec(string(body)); err != nil {
+			t.Fatalf("%s: %v", names[0], err)
+		}
+	}
+	reg := mandate.AgentID("example.org", "orch")
+	exp := time.Now().Add(time.Hour).UnixMilli()
+	for _, r := range []struct{ id, parent, agent, actor string }{
+		{"ap_1", "", reg, reg}, // a root mint
+		{"ap_2", "m_1", reg + mandate.EphemeralSeparator + "7f3a", "jkt:x"},                                   // a delegation by a sub-agent
+		{"ap_3", "m_1", reg + mandate.EphemeralSeparator + "7f3a", reg + mandate.EphemeralSeparator + "7f3a"}, // a held call
+	} {
+		if _, err := db.Exec(`INSERT INTO approvals(id, status, task, parent_mandate, agent, actor, subject, scope, audience, ttl_ms,
+			reason, approvers, request_hash, created_at, expires_at, decided_at, decided_by, note)
+			VALUES(?, 'pending', 't_1', ?, ?, ?, 'user:alice@example.org', 's', 'mcp:crm', 0, 'r', 'alice@example.org', 'h', 1, ?, 0, '', '')`,
+			r.id, r.parent, r.agent, r.actor, exp); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := db.Exec(`INSERT INTO approvers(email, token_hash, created_at) VALUES('alice@example.org', ?, 1); PRAGMA user_version = 6`,
+		bytes.Repeat([]byte{7}, 32)); err != nil {
+		t.Fatal(err)
+	}
+	db.Close()
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	for id, want := range map[string]string{"ap_1": mandate.ApprovalMint, "ap_2": mandate.ApprovalDelegate, "ap_3": mandate.ApprovalToolCall} {
+		if a, err := s.Approval(ctx, id); err != nil || a.Action != want {
+			t.Errorf("%s after migration: %+v %v, want action %s", id, a, err, want)
+		}
+	}
+	// The three count against orch: a fourth is past a limit of three.
+	a := &mandate.Approval{ID: mandate.NewID(mandate.ApprovalIDPrefix, time.Now()), Action: mandate.ApprovalMint, Task: "t_2", Agent: reg, Actor: reg,
+		Subject: "user:alice@example.org", Approvers: []string{"alice@example.org"}, RequestHash: "h", CreatedAt: time.Now(), ExpiresAt: time.Now().Add(time.Minute)}
+	var pe *mandate.PendingLimitError
+	if err := s.CreateApproval(ctx, a, mandate.ApprovalLimits{PerAgent: 3}, nil); !errors.As(err, &pe) || pe.Pending != 3 {
+		t.Errorf("a fourth approval of orch: %v", err)
+	}
+	if _, err := s.ApproverByTokenHash(ctx, bytes.Repeat([]byte{7}, 32)); err != nil {
+		t.Errorf("the approver after migration: %v", err)
+	}
+}

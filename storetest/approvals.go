@@ -3,8 +3,10 @@ package storetest
 import (
 	"context"
 	"crypto/sha256"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -90,21 +92,58 @@ func testAgentFields(t *testing.T, s Store) {
 	}
 }
 
-// newApproval returns a valid pending approval created at t0 + i ms.
+// newApproval returns a valid pending approval of a delegation created
+// at t0 + i ms.
 func newApproval(i int, task string) *mandate.Approval {
 	at := t0.Add(time.Duration(i) * time.Millisecond)
+	a := mandate.AgentID("example.org", "a")
 	return &mandate.Approval{
-		ID: mandate.NewID(mandate.ApprovalIDPrefix, at), Status: mandate.ApprovalPending, Task: task,
-		ParentMandate: mandate.NewID(mandate.MandateIDPrefix, at), Agent: mandate.AgentID("example.org", "a"),
-		Actor: "jkt:abc", Subject: "user:alice@example.org", Scope: "mcp:crm:delete_contact",
+		ID: mandate.NewID(mandate.ApprovalIDPrefix, at), Status: mandate.ApprovalPending, Action: mandate.ApprovalDelegate, Task: task,
+		ParentMandate: mandate.NewID(mandate.MandateIDPrefix, at), Agent: a,
+		Actor: "jkt:abc", Subject: "user:alice@example.org", Chain: []string{a, mandate.AgentID("example.org", "root")},
+		Purpose: "weekly cleanup, as asked", Risk: 35, Scope: "mcp:crm:delete_contact",
 		Audience: []string{"mcp:crm", "mcp:mail"}, TTLMillis: 60000, Reason: "approval: mcp:crm:delete_*",
 		Approvers: []string{"bob@example.org", "carol@example.org"}, RequestHash: fmt.Sprintf("hash-%d", i),
 		CreatedAt: at, ExpiresAt: at.Add(10 * time.Minute),
 	}
 }
 
+// newCallApproval returns a valid pending approval of a held tool call,
+// with what the person deciding sees of it.
+func newCallApproval(i int, task string) *mandate.Approval {
+	a := newApproval(i, task)
+	a.Action, a.Actor, a.TTLMillis = mandate.ApprovalToolCall, a.Agent, 0
+	a.Scope, a.Audience, a.Server, a.Tool = "mcp:crm:delete_customer", []string{"mcp:crm"}, "crm", "delete_customer"
+	a.Arguments = []byte(`{"name":"ada","token":"[secret:github_token]","n":[1,2.5e3]}`)
+	a.ArgumentsBytes, a.ArgumentsShortened, a.Secrets = 70123, true, []string{"github_token"}
+	return a
+}
+
+// approver registers email as an active approver, with no event, unless
+// it is one already.
+func approver(t *testing.T, s Store, email string) {
+	t.Helper()
+	h := sha256.Sum256([]byte("token of " + email))
+	err := s.CreateApprover(context.Background(), &mandate.Approver{Email: email, TokenHash: h[:], CreatedAt: t0}, nil)
+	if err != nil && mandate.ErrorCode(err) != mandate.ECONFLICT {
+		t.Fatal(err)
+	}
+}
+
+func create(t *testing.T, s Store, a *mandate.Approval, ev *mandate.Event) {
+	t.Helper()
+	if err := s.CreateApproval(context.Background(), a, mandate.ApprovalLimits{}, ev); err != nil {
+		t.Fatal(err)
+	}
+}
+
 func checkApproval(t *testing.T, got, want *mandate.Approval) {
 	t.Helper()
+	if got.Action != want.Action || !slices.Equal(got.Chain, want.Chain) || got.Purpose != want.Purpose || got.Risk != want.Risk ||
+		got.Server != want.Server || got.Tool != want.Tool || string(got.Arguments) != string(want.Arguments) ||
+		got.ArgumentsBytes != want.ArgumentsBytes || got.ArgumentsShortened != want.ArgumentsShortened || !slices.Equal(got.Secrets, want.Secrets) {
+		t.Errorf("approval %s, what the approver sees:\ngot  %+v\nwant %+v", want.ID, got, want)
+	}
 	if got.ID != want.ID || got.Status != want.Status || got.Task != want.Task || got.ParentMandate != want.ParentMandate ||
 		got.Agent != want.Agent || got.Actor != want.Actor || got.Subject != want.Subject || got.Scope != want.Scope ||
 		!slices.Equal(got.Audience, want.Audience) || got.TTLMillis != want.TTLMillis || got.Reason != want.Reason ||
@@ -128,20 +167,34 @@ func logSize(s Store) int64 {
 
 func testApprovals(t *testing.T, s Store) {
 	ctx := context.Background()
-	a := newApproval(1, "t_1")
-	if err := s.CreateApproval(ctx, a, approvalEvent(mandate.EventApprovalRequested, a)); err != nil {
-		t.Fatal(err)
+	for _, p := range []string{"bob@example.org", "carol@example.org"} {
+		approver(t, s, p)
 	}
-	wantCode(t, s.CreateApproval(ctx, a, approvalEvent(mandate.EventApprovalRequested, a)), mandate.ECONFLICT)
+	a := newApproval(1, "t_1")
+	create(t, s, a, approvalEvent(mandate.EventApprovalRequested, a))
+	wantCode(t, s.CreateApproval(ctx, a, mandate.ApprovalLimits{}, approvalEvent(mandate.EventApprovalRequested, a)), mandate.ECONFLICT)
 	for name, mod := range map[string]func(*mandate.Approval){
-		"decided":      func(a *mandate.Approval) { a.Status = mandate.ApprovalApproved },
-		"unbound":      func(a *mandate.Approval) { a.RequestHash = "" },
-		"no id":        func(a *mandate.Approval) { a.ID = "" },
-		"bad approver": func(a *mandate.Approval) { a.Approvers = []string{"not an email"} },
+		"decided":            func(a *mandate.Approval) { a.Status = mandate.ApprovalApproved },
+		"unbound":            func(a *mandate.Approval) { a.RequestHash = "" },
+		"no id":              func(a *mandate.Approval) { a.ID = "" },
+		"bad approver":       func(a *mandate.Approval) { a.Approvers = []string{"not an email"} },
+		"no action":          func(a *mandate.Approval) { a.Action = "" },
+		"unknown action":     func(a *mandate.Approval) { a.Action = "resources/read" },
+		"no agent":           func(a *mandate.Approval) { a.Agent = "" },
+		"arguments not JSON": func(a *mandate.Approval) { a.Arguments = []byte(`{"a":`) },
+		"arguments too long": func(a *mandate.Approval) {
+			a.Arguments = []byte(`"` + strings.Repeat("x", mandate.MaxApprovalArguments) + `"`)
+		},
+		"chain with a space": func(a *mandate.Approval) { a.Chain = []string{"a b"} },
+		"bad limits":         func(a *mandate.Approval) { a.Risk = -1 }, // the limits below
 	} {
 		b := newApproval(2, "t_1")
 		mod(b)
-		if err := s.CreateApproval(ctx, b, approvalEvent(mandate.EventApprovalRequested, b)); mandate.ErrorCode(err) != mandate.EINVALID {
+		lim := mandate.ApprovalLimits{}
+		if name == "bad limits" {
+			lim.PerTask = -1
+		}
+		if err := s.CreateApproval(ctx, b, lim, approvalEvent(mandate.EventApprovalRequested, b)); mandate.ErrorCode(err) != mandate.EINVALID {
 			t.Errorf("%s approval: %v, want EINVALID", name, err)
 		}
 	}
@@ -156,12 +209,16 @@ func testApprovals(t *testing.T, s Store) {
 	_, err = s.Approval(ctx, "ap_nope")
 	wantCode(t, err, mandate.ENOTFOUND)
 
-	// More approvals, in two tasks; lists are newest first.
-	b, c := newApproval(2, "t_2"), newApproval(3, "t_1")
+	// More approvals, in two tasks; lists are newest first. A held call
+	// keeps what its approver sees.
+	b, c := newApproval(2, "t_2"), newCallApproval(3, "t_1")
 	for _, x := range []*mandate.Approval{c, b} { // stored out of order
-		if err := s.CreateApproval(ctx, x, approvalEvent(mandate.EventApprovalRequested, x)); err != nil {
-			t.Fatal(err)
-		}
+		create(t, s, x, approvalEvent(mandate.EventApprovalRequested, x))
+	}
+	if got, err := s.Approval(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	} else {
+		checkApproval(t, got, c)
 	}
 	ids := func(f mandate.ApprovalFilter) []string {
 		t.Helper()
@@ -214,6 +271,9 @@ func testApprovals(t *testing.T, s Store) {
 	wantCode(t, err, mandate.ECONFLICT)
 	_, err = s.DecideApproval(ctx, "ap_nope", mandate.ApprovalApproved, "user:bob@example.org", "", at, approvalEvent(mandate.EventApprovalGranted, b))
 	wantCode(t, err, mandate.ENOTFOUND)
+	// A person who is not an approver decides nothing.
+	_, err = s.DecideApproval(ctx, c.ID, mandate.ApprovalApproved, "user:mallory@example.org", "", at, approvalEvent(mandate.EventApprovalGranted, c))
+	wantCode(t, err, mandate.EFORBIDDEN)
 	for _, to := range []mandate.ApprovalStatus{mandate.ApprovalUsed, mandate.ApprovalPending, "maybe"} {
 		_, err = s.DecideApproval(ctx, c.ID, to, "user:bob@example.org", "", at, approvalEvent(mandate.EventApprovalGranted, c))
 		wantCode(t, err, mandate.EINVALID)
@@ -240,10 +300,11 @@ func testApprovals(t *testing.T, s Store) {
 func testApprovalsConcurrentDecide(t *testing.T, s Store) {
 	ctx := context.Background()
 	a := newApproval(1, "t_1")
-	if err := s.CreateApproval(ctx, a, nil); err != nil {
-		t.Fatal(err)
-	}
+	create(t, s, a, nil)
 	const n = 20
+	for i := range n {
+		approver(t, s, fmt.Sprintf("u%d@example.org", i))
+	}
 	errs := make([]error, n)
 	var wg sync.WaitGroup
 	for i := range n {
@@ -344,10 +405,9 @@ func decided(t *testing.T, s Store, i int, to mandate.ApprovalStatus) *mandate.A
 	t.Helper()
 	ctx := context.Background()
 	a := newApproval(i, "t_1")
-	if err := s.CreateApproval(ctx, a, nil); err != nil {
-		t.Fatal(err)
-	}
+	create(t, s, a, nil)
 	if to != mandate.ApprovalPending {
+		approver(t, s, "bob@example.org")
 		if _, err := s.DecideApproval(ctx, a.ID, to, "user:bob@example.org", "", t0, nil); err != nil {
 			t.Fatal(err)
 		}
@@ -483,18 +543,34 @@ func testApprovalsRestart(t *testing.T, s Store, reopen func(*testing.T, Store) 
 		t.Fatal(err)
 	}
 	a := decided(t, s, 1, mandate.ApprovalApproved)
-	h := sha256.Sum256([]byte("bob's token"))
-	if err := s.CreateApprover(ctx, &mandate.Approver{Email: "bob@example.org", TokenHash: h[:], CreatedAt: t0}, nil); err != nil {
+	c := newCallApproval(2, "t_2")
+	create(t, s, c, nil)
+	h := sha256.Sum256([]byte("dan's token"))
+	if err := s.CreateApprover(ctx, &mandate.Approver{Email: "dan@example.org", TokenHash: h[:], CreatedAt: t0}, nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.DisableApprover(ctx, "bob@example.org", t0.Add(time.Minute), nil); err != nil {
 		t.Fatal(err)
 	}
 	s = reopen(t, s)
+	if got, err := s.Approval(ctx, c.ID); err != nil {
+		t.Fatal(err)
+	} else {
+		checkApproval(t, got, c)
+	}
+	// A disabled approver stays disabled.
+	bh := sha256.Sum256([]byte("token of bob@example.org"))
+	_, err := s.ApproverByTokenHash(ctx, bh[:])
+	wantCode(t, err, mandate.EUNAUTHORIZED)
+	_, err = s.DecideApproval(ctx, c.ID, mandate.ApprovalApproved, "user:bob@example.org", "", t0, nil)
+	wantCode(t, err, mandate.EFORBIDDEN)
 	got, err := s.Agent(ctx, ag.ID)
 	if err != nil {
 		t.Fatal(err)
 	}
 	checkAgentFields(t, got, ag)
 	wantStatus(t, s, a.ID, mandate.ApprovalApproved)
-	if ap, err := s.ApproverByTokenHash(ctx, h[:]); err != nil || ap.Email != "bob@example.org" {
+	if ap, err := s.ApproverByTokenHash(ctx, h[:]); err != nil || ap.Email != "dan@example.org" {
 		t.Errorf("approver after restart: %+v %v", ap, err)
 	}
 	rec := issuance(1, "")
@@ -503,4 +579,191 @@ func testApprovalsRestart(t *testing.T, s Store, reopen func(*testing.T, Store) 
 		t.Fatal(err)
 	}
 	wantStatus(t, s, a.ID, mandate.ApprovalUsed)
+}
+
+// The pending approvals of one registered agent (with its ephemeral
+// sub-agents, in any task) and of one task are bounded: a request past a
+// limit is a *PendingLimitError and stores nothing, appends nothing.
+// Approvals decided or expired do not count.
+func testApprovalLimits(t *testing.T, s Store) {
+	ctx := context.Background()
+	lim := mandate.ApprovalLimits{PerAgent: 3, PerTask: 2}
+	reg := mandate.AgentID("example.org", "a")
+	other := mandate.AgentID("example.org", "b")
+	i := 0
+	next := func(task, agent string) *mandate.Approval {
+		i++
+		a := newApproval(i, task)
+		a.Agent = agent
+		return a
+	}
+	refused := func(a *mandate.Approval, of, name string, pending int) {
+		t.Helper()
+		size := logSize(s)
+		err := s.CreateApproval(ctx, a, lim, approvalEvent(mandate.EventApprovalRequested, a))
+		var pe *mandate.PendingLimitError
+		if !errors.As(err, &pe) || pe.Of != of || pe.Name != name || pe.Pending != pending || mandate.ErrorCode(err) != mandate.EFORBIDDEN {
+			t.Fatalf("approval past the %s limit: %v (%+v)", of, err, pe)
+		}
+		if _, err := s.Approval(ctx, a.ID); mandate.ErrorCode(err) != mandate.ENOTFOUND {
+			t.Errorf("a refused approval was stored: %v", err)
+		}
+		if logSize(s) != size {
+			t.Errorf("a refused approval appended its event")
+		}
+	}
+	ok := func(a *mandate.Approval) {
+		t.Helper()
+		if err := s.CreateApproval(ctx, a, lim, approvalEvent(mandate.EventApprovalRequested, a)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ok(next("t_1", reg))
+	ok(next("t_1", reg+mandate.EphemeralSeparator+"7f3a")) // a sub-agent of a
+	refused(next("t_1", other), "task", "t_1", 2)          // another agent, the same task
+	ok(next("t_2", reg+mandate.EphemeralSeparator+"9c2e"))
+	refused(next("t_3", reg), "agent", reg, 3) // a new task does not help
+	ok(next("t_3", other))                     // others are not buried
+
+	// A decided approval frees its place; an expired one counts no more
+	// (even before the server gets round to denying it).
+	approver(t, s, "bob@example.org")
+	list, err := s.Approvals(ctx, mandate.ApprovalFilter{Task: "t_1"})
+	if err != nil || len(list) != 2 {
+		t.Fatalf("approvals of t_1: %v %v", list, err)
+	}
+	if _, err := s.DecideApproval(ctx, list[0].ID, mandate.ApprovalDenied, "user:bob@example.org", "", t0, nil); err != nil {
+		t.Fatal(err)
+	}
+	ok(next("t_4", reg))
+	late := next("t_5", reg)
+	late.CreatedAt = list[1].ExpiresAt // t_1's other approval has expired by then
+	late.ExpiresAt = late.CreatedAt.Add(time.Minute)
+	ok(late)
+
+	// Writers racing for the last places: exactly as many as the limit
+	// allows get one.
+	lim = mandate.ApprovalLimits{PerAgent: 100, PerTask: 5}
+	const racers = 20
+	errs := make([]error, racers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for r := range racers {
+		a := next("t_race", mandate.AgentID("example.org", "racer"))
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			errs[r] = s.CreateApproval(ctx, a, lim, nil)
+		}()
+	}
+	close(start)
+	wg.Wait()
+	won := 0
+	for _, err := range errs {
+		var pe *mandate.PendingLimitError
+		switch {
+		case err == nil:
+			won++
+		case !errors.As(err, &pe):
+			t.Errorf("racer: %v", err)
+		}
+	}
+	if list, _ := s.Approvals(ctx, mandate.ApprovalFilter{Task: "t_race"}); won != 5 || len(list) != 5 {
+		t.Errorf("%d racers won, %d stored; want 5", won, len(list))
+	}
+}
+
+// A listing for one approver is filtered before it is cut to its limit,
+// so that others' requests cannot push theirs out; names match whole.
+func testApprovalsFilter(t *testing.T, s Store) {
+	ctx := context.Background()
+	var dans []string
+	for i := range 40 {
+		a := newApproval(i, fmt.Sprintf("t_%d", i))
+		a.Agent = mandate.AgentID("example.org", fmt.Sprintf("a%d", i))
+		if i == 3 || i == 7 {
+			a.Approvers = []string{"carol@example.org", "dan@example.org"}
+			dans = append([]string{a.ID}, dans...)
+		}
+		create(t, s, a, nil)
+	}
+	list, err := s.Approvals(ctx, mandate.ApprovalFilter{Approver: "dan@example.org", Limit: 5})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var got []string
+	for _, a := range list {
+		got = append(got, a.ID)
+	}
+	if !slices.Equal(got, dans) {
+		t.Errorf("dan's approvals %v, want %v", got, dans)
+	}
+	for _, who := range []string{"an@example.org", "dan@example", "carol@example.org dan@example.org", "%"} {
+		if list, err := s.Approvals(ctx, mandate.ApprovalFilter{Approver: who}); err != nil || len(list) != 0 {
+			t.Errorf("approvals of %q: %d %v, want none", who, len(list), err)
+		}
+	}
+	// ExpiredBy: those whose time ran out by then.
+	first := newApproval(0, "t_0")
+	list, err = s.Approvals(ctx, mandate.ApprovalFilter{Status: mandate.ApprovalPending, ExpiredBy: first.ExpiresAt.Add(time.Millisecond)})
+	if err != nil || len(list) != 2 {
+		t.Errorf("expired approvals: %d %v, want the first two", len(list), err)
+	}
+}
+
+// A disabled approver's credential finds nobody and their decisions are
+// refused, in the transaction of the decision; the system still denies.
+func testApproverDisable(t *testing.T, s Store) {
+	ctx := context.Background()
+	approver(t, s, "bob@example.org")
+	approver(t, s, "carol@example.org")
+	a, b := newApproval(1, "t_1"), newApproval(2, "t_1")
+	create(t, s, a, nil)
+	create(t, s, b, nil)
+	ev := event(mandate.EventApproverDisabled, "", "", "")
+	ev.By, ev.Details = "admin", map[string]any{"email": "bob@example.org"}
+	size := logSize(s)
+	at := t0.Add(time.Minute)
+	got, err := s.DisableApprover(ctx, "bob@example.org", at, ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.Email != "bob@example.org" || !got.DisabledAt.Equal(at) || logSize(s) != size+1 {
+		t.Errorf("disabled: %+v, log %d -> %d", got, size, logSize(s))
+	}
+	_, err = s.DisableApprover(ctx, "bob@example.org", at, ev)
+	wantCode(t, err, mandate.ECONFLICT)
+	_, err = s.DisableApprover(ctx, "nobody@example.org", at, ev)
+	wantCode(t, err, mandate.ENOTFOUND)
+	if logSize(s) != size+1 {
+		t.Error("a refused disable appended its event")
+	}
+	h := sha256.Sum256([]byte("token of bob@example.org"))
+	_, err = s.ApproverByTokenHash(ctx, h[:])
+	wantCode(t, err, mandate.EUNAUTHORIZED)
+	_, err = s.DecideApproval(ctx, a.ID, mandate.ApprovalApproved, "user:bob@example.org", "", t0, approvalEvent(mandate.EventApprovalGranted, a))
+	wantCode(t, err, mandate.EFORBIDDEN)
+	wantStatus(t, s, a.ID, mandate.ApprovalPending)
+	if _, err := s.DecideApproval(ctx, a.ID, mandate.ApprovalApproved, "user:carol@example.org", "", t0, nil); err != nil {
+		t.Fatalf("another approver: %v", err)
+	}
+	if _, err := s.DecideApproval(ctx, b.ID, mandate.ApprovalDenied, "system", "timed out undecided", t0, nil); err != nil {
+		t.Fatalf("the system: %v", err)
+	}
+	list, err := s.Approvers(ctx)
+	if err != nil || len(list) != 2 || !list[0].DisabledAt.Equal(at) || !list[1].DisabledAt.IsZero() {
+		t.Errorf("approvers %+v %v", list, err)
+	}
+	// Added again, with a new credential: the old one stays refused.
+	nh := sha256.Sum256([]byte("bob's new token"))
+	if err := s.CreateApprover(ctx, &mandate.Approver{Email: "bob@example.org", TokenHash: nh[:], CreatedAt: at}, nil); err != nil {
+		t.Fatalf("re-adding a disabled approver: %v", err)
+	}
+	if got, err := s.ApproverByTokenHash(ctx, nh[:]); err != nil || got.Email != "bob@example.org" || !got.DisabledAt.IsZero() {
+		t.Errorf("the new credential: %+v %v", got, err)
+	}
+	_, err = s.ApproverByTokenHash(ctx, h[:])
+	wantCode(t, err, mandate.ENOTFOUND)
+	wantCode(t, s.CreateApprover(ctx, &mandate.Approver{Email: "bob@example.org", TokenHash: h[:], CreatedAt: at}, nil), mandate.ECONFLICT)
 }

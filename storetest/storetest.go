@@ -55,6 +55,9 @@ func Run(t *testing.T, open func(t *testing.T) Store, reopen func(t *testing.T, 
 	t.Run("Approvals", func(t *testing.T) { testApprovals(t, open(t)) })
 	t.Run("ApprovalsConcurrentDecide", func(t *testing.T) { testApprovalsConcurrentDecide(t, open(t)) })
 	t.Run("Approvers", func(t *testing.T) { testApprovers(t, open(t)) })
+	t.Run("ApprovalLimits", func(t *testing.T) { testApprovalLimits(t, open(t)) })
+	t.Run("ApprovalsFilter", func(t *testing.T) { testApprovalsFilter(t, open(t)) })
+	t.Run("ApproverDisable", func(t *testing.T) { testApproverDisable(t, open(t)) })
 	t.Run("ApprovalIssuance", func(t *testing.T) { testApprovalIssuance(t, open(t)) })
 	t.Run("ApprovalIssuanceRace", func(t *testing.T) { testApprovalIssuanceRace(t, open(t)) })
 	if reopen != nil {

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -9,6 +10,9 @@ import (
 	"strings"
 	"text/tabwriter"
 	"time"
+	"unicode"
+	"unicode/utf16"
+	"unicode/utf8"
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/httpapi"
@@ -21,15 +25,40 @@ import (
 
 func (c *cli) approverCmd(args []string) error {
 	if len(args) == 0 {
-		return usageError{"approver needs a subcommand: add, list"}
+		return usageError{"approver needs a subcommand: add, list, disable"}
 	}
 	switch args[0] {
 	case "add":
 		return c.approverAdd(args[1:])
 	case "list":
 		return c.approverList(args[1:])
+	case "disable":
+		return c.approverDisable(args[1:])
 	}
-	return usageError{fmt.Sprintf("unknown approver subcommand %q: use add or list", args[0])}
+	return usageError{fmt.Sprintf("unknown approver subcommand %q: use add, list or disable", args[0])}
+}
+
+// approverDisable revokes an approver's credential: from now on it is
+// refused, and so are their decisions.
+func (c *cli) approverDisable(args []string) error {
+	cl, pos, err := c.adminCommand(c.flags("approver disable", "EMAIL"), args, 1)
+	if err != nil {
+		return err
+	}
+	if err := mandate.ValidateOwner(pos[0]); err != nil {
+		return fmt.Errorf("invalid approver email %q\nhint: give the person's email address, as `mandate approver list` shows it", pos[0])
+	}
+	a, err := cl.DisableApprover(c.ctx, pos[0])
+	if err != nil {
+		return err
+	}
+	if c.json {
+		return c.printJSON(a)
+	}
+	fmt.Fprintf(c.stdout, "approver %s disabled at %s: their credential is refused from now on, and so are their decisions\n", a.Email, a.DisabledAt.Format(time.RFC3339))
+	fmt.Fprintln(c.stdout, "pending approvals that name no one else are denied when they time out")
+	fmt.Fprintf(c.stdout, "hint: `mandate approver add %s` gives them a new credential, if they are to decide again\n", a.Email)
+	return nil
 }
 
 func (c *cli) approverAdd(args []string) error {
@@ -105,9 +134,13 @@ func (c *cli) approverList(args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "EMAIL\tADDED")
+	fmt.Fprintln(tw, "EMAIL\tADDED\tSTATUS")
 	for _, a := range list {
-		fmt.Fprintf(tw, "%s\t%s\n", a.Email, a.CreatedAt.Format(time.RFC3339))
+		status := "active"
+		if !a.DisabledAt.IsZero() {
+			status = "disabled " + a.DisabledAt.Format(time.RFC3339)
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\n", a.Email, a.CreatedAt.Format(time.RFC3339), status)
 	}
 	return tw.Flush()
 }
@@ -182,12 +215,20 @@ func (c *cli) approvalsList(args []string) error {
 		return nil
 	}
 	tw := tabwriter.NewWriter(c.stdout, 0, 0, 2, ' ', 0)
-	fmt.Fprintln(tw, "ID\tSTATUS\tAGENT\tTO\tSCOPE\tAPPROVERS\tEXPIRES")
+	fmt.Fprintln(tw, "ID\tSTATUS\tACTION\tAGENT\tTO\tSCOPE\tRISK\tAPPROVERS\tEXPIRES")
 	for _, a := range list {
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%s\n", a.ID, a.Status, shortAgent(a.Agent), shortActor(a.Actor), a.Scope,
-			strings.Join(a.Approvers, ","), a.ExpiresAt.Format(time.RFC3339))
+		to := shortActor(a.Actor)
+		if a.Action == mandate.ApprovalToolCall {
+			to = "-" // the call itself: SCOPE names the tool
+		}
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\t%d\t%s\t%s\n", a.ID, a.Status, printable(a.Action), printable(shortAgent(a.Agent)), printable(to),
+			printable(a.Scope), a.Risk, printable(strings.Join(a.Approvers, ",")), a.ExpiresAt.Format(time.RFC3339))
 	}
-	return tw.Flush()
+	if err := tw.Flush(); err != nil {
+		return err
+	}
+	fmt.Fprintln(c.stderr, "hint: `mandate approvals show ID` shows what an approval asks for, arguments included")
+	return nil
 }
 
 func (c *cli) approvalsShow(args []string) error {
@@ -212,19 +253,86 @@ func (c *cli) approvalsShow(args []string) error {
 	return nil
 }
 
+// printApproval shows what a person decides: who asks, in which chain,
+// for which task and purpose, why it was held, and for a tool call the
+// server, the tool and the arguments (as the server keeps them: secrets
+// masked, shortened). Every text from the request is shown escaped where
+// it holds what a terminal would act on or hide (controls, bidi
+// overrides), so that the request cannot rewrite what is read.
 func printApproval(w io.Writer, a *mandate.Approval) {
 	fmt.Fprintf(w, "approval %s: %s\n", a.ID, a.Status)
 	tw := tabwriter.NewWriter(w, 0, 0, 2, ' ', 0)
-	fmt.Fprintf(tw, "  task:\t%s\n  on behalf of:\t%s\n  from:\t%s\n  to:\t%s\n  scope:\t%s\n  audience:\t%s\n  why:\t%s\n  approvers:\t%s\n  expires:\t%s\n",
-		a.Task, a.Subject, a.Agent, a.Actor, a.Scope, strings.Join(a.Audience, " "), a.Reason, strings.Join(a.Approvers, ", "),
-		a.ExpiresAt.Format(time.RFC3339))
-	if !a.DecidedAt.IsZero() {
-		fmt.Fprintf(tw, "  decided:\t%s by %s\n", a.DecidedAt.Format(time.RFC3339), a.DecidedBy)
+	line := func(k, v string) {
+		if v != "" {
+			fmt.Fprintf(tw, "  %s:\t%s\n", k, printable(v))
+		}
 	}
-	if a.Note != "" {
-		fmt.Fprintf(tw, "  note:\t%s\n", a.Note)
+	line("asks", a.Action)
+	line("task", a.Task)
+	line("purpose", a.Purpose)
+	fmt.Fprintf(tw, "  risk:\t%d\n", a.Risk)
+	line("on behalf of", a.Subject)
+	line("from", a.Agent)
+	if len(a.Chain) > 1 {
+		line("chain", strings.Join(a.Chain, " ← "))
+	}
+	if a.Action != mandate.ApprovalToolCall {
+		line("to", a.Actor)
+	}
+	line("server", a.Server)
+	line("tool", a.Tool)
+	line("scope", a.Scope)
+	line("audience", strings.Join(a.Audience, " "))
+	line("why", a.Reason)
+	line("approvers", strings.Join(a.Approvers, ", "))
+	line("expires", a.ExpiresAt.Format(time.RFC3339))
+	if !a.DecidedAt.IsZero() {
+		line("decided", a.DecidedAt.Format(time.RFC3339)+" by "+a.DecidedBy)
+	}
+	line("note", a.Note)
+	if a.Action == mandate.ApprovalToolCall {
+		about := fmt.Sprintf("%d bytes as sent", a.ArgumentsBytes)
+		if len(a.Secrets) > 0 {
+			about += "; secrets masked: " + strings.Join(a.Secrets, ", ")
+		}
+		if a.ArgumentsShortened {
+			about += fmt.Sprintf("; SHORTENED to %d bytes: what is not shown is not checked, deny if you need to see it", len(a.Arguments))
+		}
+		line("arguments", about)
 	}
 	tw.Flush()
+	if len(a.Arguments) > 0 {
+		var out bytes.Buffer
+		if json.Indent(&out, a.Arguments, "    ", "  ") != nil {
+			out.Reset()
+			out.Write(a.Arguments)
+		}
+		fmt.Fprintf(w, "    %s\n", printable(out.String()))
+	}
+}
+
+// printable escapes what a terminal would act on or hide in s (control
+// characters but newline and tab, format characters such as bidi
+// overrides, invalid UTF-8), as \uXXXX: inside a JSON string that is the
+// same text.
+func printable(s string) string {
+	var b strings.Builder
+	for len(s) > 0 {
+		r, n := utf8.DecodeRuneInString(s)
+		switch {
+		case r == utf8.RuneError && n == 1:
+			b.WriteString(`\ufffd`)
+		case r == '\n' || r == '\t' || unicode.IsGraphic(r):
+			b.WriteRune(r)
+		case r > 0xffff:
+			r1, r2 := utf16.EncodeRune(r)
+			fmt.Fprintf(&b, `\u%04x\u%04x`, r1, r2)
+		default:
+			fmt.Fprintf(&b, `\u%04x`, r)
+		}
+		s = s[n:]
+	}
+	return b.String()
 }
 
 func (c *cli) approvalsDecide(args []string, approve bool) error {

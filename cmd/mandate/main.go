@@ -42,8 +42,8 @@ delegation and approvals:
            [--parent-key FILE] [--scope S] [--resource R] [--ttl 30ms] [--wait 10s] [--approval-id ID] [--dpop]
   actor-token --key KEYFILE --parent FILE|-|JTI [--agent NAME]
                                               as the sub-agent: its actor token for that one delegation
-  approver add EMAIL [--out FILE] | approver list
-  approvals list [--status S] [--task T] | approvals show ID
+  approver add EMAIL [--out FILE] | approver list | approver disable EMAIL
+  approvals list [--status S] [--task T] | approvals show ID   what is asked, arguments included
   approvals approve|deny ID [--note TEXT]     as a person: --approver-token-file FILE
                                               or MANDATE_APPROVER_TOKEN
   task list [--limit N] | task show ID        a task's delegation tree

@@ -70,6 +70,9 @@ type Main struct {
 	// AllowUntypedClientAssertions accepts client assertions without typ
 	// or with typ JWT (issuer.Config.AllowUntypedClientAssertions).
 	AllowUntypedClientAssertions bool
+	// ApprovalLimits bound the approvals waiting for a person per agent
+	// and per task, at the issuer and the gateway.
+	ApprovalLimits mandate.ApprovalLimits
 
 	// PolicyDir holds the policy set (default <DataDir>/policies); the
 	// default set is written into it if it holds no policy file.
@@ -142,6 +145,8 @@ func (m *Main) ParseFlags(args []string) error {
 	fs.DurationVar(&m.ApprovalTimeout, "approval-timeout", m.ApprovalTimeout, "how long a person has to decide an approval; undecided, it is denied")
 	fs.BoolVar(&m.AllowUntypedClientAssertions, "allow-untyped-client-assertions", m.AllowUntypedClientAssertions,
 		"accept client assertions with no typ or typ JWT, as some OAuth clients sign them, besides client-authentication+jwt (docs/tokens.md: only once no agent signs untyped actor tokens)")
+	fs.IntVar(&m.ApprovalLimits.PerAgent, "max-pending-approvals-per-agent", mandate.DefaultMaxPendingPerAgent, "most requests of one agent (with its sub-agents, in any task) waiting for approval; past it a request is refused")
+	fs.IntVar(&m.ApprovalLimits.PerTask, "max-pending-approvals-per-task", mandate.DefaultMaxPendingPerTask, "most requests of one task waiting for approval; past it a request is refused")
 	fs.StringVar(&m.PolicyDir, "policies", m.PolicyDir, "the policy directory (*.cedar files); default <data>/policies, where the default set is written on first start")
 	fs.StringVar(&m.ReadyFile, "ready-file", m.ReadyFile, "write the server's URL to this file once it serves")
 	fs.Func("mcp-upstream", "an MCP server behind the gateway, NAME=URL of its Streamable HTTP endpoint: agents reach it at /mcp/NAME (repeatable)", func(v string) error {
@@ -174,7 +179,7 @@ func (m *Main) ParseFlags(args []string) error {
 	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo [--demo-pace D]] [--max-depth N] [--approval-timeout D] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo [--demo-pace D]] [--max-depth N] [--approval-timeout D] [--max-pending-approvals-per-agent N] [--max-pending-approvals-per-task N] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -188,6 +193,10 @@ func (m *Main) ParseFlags(args []string) error {
 	}
 	if m.ApprovalTimeout < time.Second {
 		return usageError{fmt.Sprintf("--approval-timeout %v: give a person at least a second (e.g. 5m)", m.ApprovalTimeout)}
+	}
+	if _, err := m.ApprovalLimits.WithDefaults(); err != nil || m.ApprovalLimits.PerAgent == 0 || m.ApprovalLimits.PerTask == 0 {
+		return usageError{fmt.Sprintf("--max-pending-approvals-per-agent %d, --max-pending-approvals-per-task %d: each must be 1 to %d",
+			m.ApprovalLimits.PerAgent, m.ApprovalLimits.PerTask, mandate.MaxPendingLimit)}
 	}
 	return nil
 }
@@ -269,7 +278,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
-		ApprovalTimeout: m.ApprovalTimeout, MaxDepth: m.MaxDepth, Risk: m.Monitor.Risk,
+		ApprovalTimeout: m.ApprovalTimeout, ApprovalLimits: m.ApprovalLimits, MaxDepth: m.MaxDepth, Risk: m.Monitor.Risk,
 		Replay: replay.New(0), ReplaySince: since, AllowUntypedClientAssertions: m.AllowUntypedClientAssertions,
 		Now: m.Now, Logger: m.Logger,
 	})
@@ -286,7 +295,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		if m.Gateway, err = gateway.New(gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters,
+			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ApprovalLimits: m.ApprovalLimits, Issuances: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters,
 			ReplaySince: since, Now: m.Now, Logger: m.Logger,
 		}); err != nil {
 			m.closeStore()
