@@ -1,6 +1,8 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
 	"regexp"
 	"slices"
 )
@@ -28,19 +30,56 @@ var secretDetectors = []struct {
 // maxSecretMatches bounds the matches counted per detector.
 const maxSecretMatches = 100
 
-// findSecrets counts what each detector finds in b (raw JSON: escapes such
-// as \n inside a PEM block do not hide its header).
+// findSecrets counts what each detector finds in b, as whoever decodes it
+// reads it: JSON (tool arguments and results, most HTTP bodies) is scanned
+// in the gateway's own encoding of its values, so that an escape the
+// receiver decodes ("\u0041KIA…" is "AKIA…") hides nothing; other bytes
+// (a form, plain text) are scanned as they are. (The gateway forwards the
+// client's arguments with their escapes: it must scan what they mean.)
 func findSecrets(b []byte) map[string]any {
-	var found map[string]any
+	found := scanSecrets(nil, b)
+	if bytes.IndexByte(b, '\\') >= 0 {
+		if plain, ok := unescapedJSON(b); ok {
+			found = scanSecrets(found, plain)
+		}
+	}
+	return found
+}
+
+// scanSecrets adds to found what each detector finds in b, keeping the
+// higher count where found has one already (the same text scanned in two
+// encodings is one secret, not two).
+func scanSecrets(found map[string]any, b []byte) map[string]any {
 	for _, d := range secretDetectors {
 		if n := len(d.re.FindAllIndex(b, maxSecretMatches)); n > 0 {
 			if found == nil {
 				found = map[string]any{}
 			}
-			found[d.name] = n
+			if prev, _ := found[d.name].(int); n > prev {
+				found[d.name] = n
+			}
 		}
 	}
 	return found
+}
+
+// unescapedJSON re-encodes a JSON text with no escapes but those JSON
+// requires (quotes, backslashes, control characters): its strings read as
+// their receiver decodes them. It reports false for what is not JSON.
+func unescapedJSON(b []byte) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil || dec.More() {
+		return nil, false
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(v) != nil {
+		return nil, false
+	}
+	return out.Bytes(), true
 }
 
 // secretLabels are the data labels policy sees for a call whose arguments
