@@ -3,8 +3,11 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // secretDetectors find credentials in tool arguments and results
@@ -94,4 +97,45 @@ func secretLabels(found map[string]any) []string {
 	}
 	slices.Sort(labels[1:])
 	return labels
+}
+
+// findRequestSecrets counts the secrets in what an HTTP request sends its
+// upstream: the body (as findSecrets reads it, and percent-decoded, as a
+// form is), the path and the query, percent-decoded, and the headers the
+// gateway forwards. Each part is counted once however it is spelt.
+func findRequestSecrets(r *http.Request, path string, body []byte) map[string]any {
+	var found map[string]any
+	add := func(part map[string]any) {
+		for k, v := range part {
+			if found == nil {
+				found = map[string]any{}
+			}
+			prev, _ := found[k].(int)
+			found[k] = min(prev+v.(int), maxSecretMatches)
+		}
+	}
+	decoded := func(s string, unescape func(string) (string, error)) map[string]any {
+		part := scanSecrets(nil, []byte(s))
+		if strings.ContainsAny(s, "%+") {
+			if d, err := unescape(s); err == nil {
+				part = scanSecrets(part, []byte(d))
+			}
+		}
+		return part
+	}
+	part := findSecrets(body)
+	if bytes.ContainsAny(body, "%+") {
+		if d, err := url.QueryUnescape(string(body)); err == nil {
+			part = scanSecrets(part, []byte(d))
+		}
+	}
+	add(part)
+	add(decoded(path, url.PathUnescape))
+	add(decoded(r.URL.RawQuery, url.QueryUnescape))
+	for _, k := range forwardedHeaders {
+		for _, v := range r.Header.Values(k) {
+			add(scanSecrets(nil, []byte(v)))
+		}
+	}
+	return found
 }
