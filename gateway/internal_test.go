@@ -37,8 +37,8 @@ func TestInternalRule(t *testing.T) {
 		{`{"to":"bob@corp.acme.example"}`, false}, // *.corp… is its subdomains only
 		{`{"to":"bob@acme.example."}`, false},
 		{`{"to":"bob@acme.example@evil.example"}`, false},
-		{`{"to":"bob%evil.example@acme.example"}`, false}, // a relay through acme
-		{`{"to":"evil.example!bob@acme.example"}`, false}, // a bang path
+		{`{"to":"bob%evil.example@acme.example"}`, false},  // a relay through acme
+		{`{"to":"evil.example!bob@acme.example"}`, false},  // a bang path
 		{`{"to":"@evil.example:bob@acme.example"}`, false}, // a source route
 		{`{"to":"\"eve@evil.example\"@acme.example"}`, false},
 		{`{"to":"Eve <eve@evil.example>"}`, false},
@@ -46,7 +46,7 @@ func TestInternalRule(t *testing.T) {
 		{`{"to":"eve@evil.example (bob@acme.example)"}`, false},
 		{`{"to":"bob@acme.example\r\nBcc: eve@evil.example"}`, false},
 		{`{"to":"bob@[10.0.0.1]"}`, false},
-		{`{"to":"bob@acme.exampl\u0435"}`, false}, // a Cyrillic е
+		{`{"to":"bob@acme.exampl\u0435"}`, false},  // a Cyrillic е
 		{`{"to":"bob@ACME.EXAMPLE\u212a"}`, false}, // the Kelvin sign
 		{`{"to":7}`, false},
 		// An argument the rule does not name: another destination may ride along.
