@@ -90,7 +90,7 @@ var Detectors = []Detector{
 	{SpawnStorm, 40, []Response{RevokeTask}, false},
 	{FanOut, 20, []Response{Alert}, false},
 	{DeepDelegation, 20, []Response{Alert}, false},
-	{RepeatedDenials, 40, []Response{Alert}, false},
+	{RepeatedDenials, 40, []Response{Quarantine}, false},
 	{DeadMandateUse, 20, []Response{Alert}, true},
 	{DPoPMismatch, 50, []Response{Revoke}, true},
 	{SecretToSink, 60, []Response{Approve}, false},
@@ -221,10 +221,12 @@ type task struct {
 	revoked   bool
 }
 
-// denial is a refused request: when, and what it asked for.
+// denial is a refused request: when, what it asked for, and who (the
+// registered agent).
 type denial struct {
 	at     int64
 	target string // action and resource
+	agent  string
 }
 
 type agent struct {
@@ -439,16 +441,14 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			found = m.deadOrStolen(found, t, ev, refused)
 			break
 		}
-		if ev.Action == "tools/call" {
-			found = m.sinks(found, t, a, ev, now) // an attempt counts, refused or not
-		}
+		// A call of a tool or an HTTP route (its labels say where it
+		// sends) is an attempt, refused or not.
+		found = m.sinks(found, t, a, ev, now)
 		if t != nil {
 			found = m.probing(found, t, ev, now)
 		}
 	case mandate.EventApprovalRequested:
-		if ev.Action == "tools/call" {
-			found = m.sinks(found, t, a, ev, now) // a call held for approval is an attempt
-		}
+		found = m.sinks(found, t, a, ev, now) // a call held for approval is an attempt
 	case mandate.EventMandateDelegated:
 		found = m.delegated(found, t, ev, now)
 	}
@@ -697,10 +697,18 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 	return append(found, d)
 }
 
-// probing counts a task's refused requests for distinct targets within
-// Window: an agent trying one thing after another that it may not do is
-// probing; one retrying the same refused call is merely stuck.
+// probing counts, per task and registered agent (with its ephemeral
+// sub-agents), refused requests for distinct targets within Window: an
+// agent trying one thing after another that it may not do is probing;
+// one retrying the same refused call is merely stuck. Only refusals of
+// the agent's own asking count (probeCauses): not one that the system,
+// a person or the task's risk caused, so that quarantine (the default
+// response) never follows from what the agent did not do.
 func (m *Monitor) probing(found []detection, t *task, ev mandate.LoggedEvent, now int64) []detection {
+	if cause, _ := ev.Details["cause"].(string); !slices.Contains(probeCauses, cause) || ev.By != "" || ev.Agent == "" {
+		return found
+	}
+	who := mandate.RegisteredAncestor(ev.Agent)
 	// One entry per target, with its last refusal: retrying one refused
 	// call can neither make probing nor push real probes out of the
 	// window.
@@ -713,19 +721,34 @@ func (m *Monitor) probing(found []detection, t *task, ev mandate.LoggedEvent, no
 	}
 	t.denials = t.denials[:i]
 	target := ev.Action + " " + ev.Resource
-	if j := slices.IndexFunc(t.denials, func(d denial) bool { return d.target == target }); j >= 0 {
+	if j := slices.IndexFunc(t.denials, func(d denial) bool { return d.target == target && d.agent == who }); j >= 0 {
 		t.denials[j].at = now
 		return found
 	}
 	if len(t.denials) == maxDenialTargets {
 		t.denials = t.denials[1:]
 	}
-	t.denials = append(t.denials, denial{now, target})
-	if len(t.denials) == m.cfg.Denials {
+	t.denials = append(t.denials, denial{now, target, who})
+	if n := countFunc(t.denials, func(d denial) bool { return d.agent == who }); n == m.cfg.Denials {
 		found = append(found, detection{detector: RepeatedDenials,
-			reason: itoa(len(t.denials)) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
+			reason: itoa(n) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
 	}
 	return found
+}
+
+// probeCauses are the causes of refusals (a decision event's details
+// "cause", which the gateway gives) that are the caller's own asking: out
+// of its mandate's scope, or refused by policy for what it asks.
+var probeCauses = []string{"scope", "policy"}
+
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
 }
 
 // delegated runs the detectors of a delegation.

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/client"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/monitor"
 	"github.com/modelcontextprotocol/go-sdk/mcp"
@@ -123,4 +124,127 @@ func awaitEvent(t testing.TB, m *Main, q url.Values, ok func(mandate.LoggedEvent
 		t.Fatalf("no event matching %v came: %v", q, err)
 	}
 	return *got
+}
+
+// toolsServer is an MCP server with the tools named, each answering "ok".
+func toolsServer(names ...string) *mcp.Server {
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	for _, n := range names {
+		mcp.AddTool(srv, &mcp.Tool{Name: n}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ok"}}}, nil, nil
+		})
+	}
+	return srv
+}
+
+// What a benign agent does, and what others do to its task, never
+// quarantines it with the shipped defaults: a client that lists tools, a
+// retry loop on one refused call, and refusals that only the task's risk
+// caused (raised here by someone presenting the task's revoked mandates,
+// which says nothing of the agent) are not probing.
+func TestBenignRefusalsDoNotQuarantine(t *testing.T) {
+	ctx := context.Background()
+	tools := []string{"t1", "t2", "t3", "t4", "t5", "t6"}
+	m, agent := serveWith(t, toolsServer(tools...), false, nil, nil)
+	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}
+	root, cs := rootSession(t, m, agent, "mcp:crm:t1 mcp:crm:t2 mcp:crm:t3 mcp:crm:t4 mcp:crm:t5 mcp:crm:t6")
+	task := root.Claims.Task
+	for range 3 {
+		if _, err := cs.ListTools(ctx, nil); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for range 20 { // a client stuck on one call out of its scope
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "export", Arguments: map[string]any{}}); err == nil {
+			t.Fatal("an out-of-scope call went through")
+		}
+	}
+	// Someone replays the task's revoked sub-agent mandates: each raises
+	// the task's risk (dead-mandate-use), not the agent's.
+	var dead []*client.Mandate
+	for range 6 {
+		md, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:t1"}, client.DelegateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := admin.Revoke(ctx, httpapi.RevocationRequest{Mandate: md.Claims.ID, Reason: "done"}); err != nil {
+			t.Fatal(err)
+		}
+		dead = append(dead, md)
+	}
+	for _, md := range dead[:5] {
+		if refused, _ := gatewayRefuses(ctx, m.URL, "crm", md); !refused {
+			t.Fatal("a revoked mandate was taken")
+		}
+	}
+	awaitEvent(t, m, url.Values{"type": {mandate.EventAlert}, "task": {task}}, func(e mandate.LoggedEvent) bool {
+		return fmt.Sprint(e.Details["risk"]) == "100"
+	})
+	// The task is stopped: every tool is refused, for its risk only.
+	for _, tool := range tools {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "stop-at-high-risk") {
+			t.Fatalf("%s at risk %d: %v", tool, m.Monitor.Risk(task, ""), err)
+		}
+	}
+	// A last replay: once its alert is in, the monitor has seen all the
+	// refusals before it (it reads the log in order).
+	gatewayRefuses(ctx, m.URL, "crm", dead[5])
+	awaitEvent(t, m, url.Values{"type": {mandate.EventAlert}, "task": {task}, "mandate": {dead[5].Claims.ID}}, func(mandate.LoggedEvent) bool { return true })
+	alerts, _ := admin.Events(ctx, url.Values{"type": {mandate.EventAlert}, "task": {task}})
+	for _, a := range alerts {
+		if a.Details["detector"] != monitor.DeadMandateUse {
+			t.Errorf("alert %s: %s", a.Details["detector"], a.Reason)
+		}
+	}
+	if a, err := admin.Agent(ctx, "a"); err != nil || a.Status != string(mandate.AgentActive) {
+		t.Fatalf("the agent: %+v %v", a, err)
+	}
+	if _, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:t1", TTL: time.Minute}); err != nil {
+		t.Errorf("a new task for the agent: %v", err)
+	}
+}
+
+// An ephemeral sub-agent that keeps calling outside its scope gets its
+// registered agent quarantined: only a registered agent can be disabled
+// (a sub-agent lives as long as its mandate), and it is the one that
+// spawned it and can spawn another. So its other tasks stop too: their
+// mandates are revoked with the rest of its live mandates.
+func TestProbingSubAgentQuarantinesItsAgent(t *testing.T) {
+	ctx := context.Background()
+	m, agent := serveWith(t, toolsServer("list"), false, nil, nil)
+	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	other, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	sub, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{Scope: "mcp:crm:list"}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := connectMCP(m, sub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
+		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: probe, Arguments: map[string]any{}}); err == nil {
+			t.Fatal("an out-of-scope call went through")
+		}
+	}
+	disabled := awaitEvent(t, m, url.Values{"type": {mandate.EventAgentDisabled}}, func(mandate.LoggedEvent) bool { return true })
+	if disabled.Agent != "spiffe://example.org/agent/a" || disabled.By != "monitor" || disabled.Details["detector"] != monitor.RepeatedDenials {
+		t.Fatalf("agent.disabled %+v", disabled.Event)
+	}
+	awaitEvent(t, m, url.Values{"type": {mandate.EventMandateRevoked}, "mandate": {other.Claims.ID}}, func(mandate.LoggedEvent) bool { return true })
+	for name, md := range map[string]*client.Mandate{"the sub-agent": sub, "its task's root": root, "the agent's other task": other} {
+		if refused, why := gatewayRefuses(ctx, m.URL, "crm", md); !refused || !strings.Contains(why, "revoked") {
+			t.Errorf("%s's mandate: refused %v (%s)", name, refused, why)
+		}
+	}
+	if _, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: time.Minute}); err == nil {
+		t.Error("a quarantined agent got a new mandate")
+	}
 }

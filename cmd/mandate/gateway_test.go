@@ -261,8 +261,11 @@ func TestRevokeCascades(t *testing.T) {
 }
 
 // The monitor sees the gateway's events as they are committed: a secret
-// sent to a sink and then probing raise the task's risk past 90, alerts
-// are in the audit log, and the default policy stops the task's next call.
+// sent to a sink (refused inline, an attempt all the same) and then
+// probing raise the task's risk past 90, alerts are in the audit log, and
+// the default policy stops the task's next call. (Probing is set to alert
+// only: by default it quarantines the agent, which TestMonitorQuarantines
+// shows.)
 func TestMonitorStopsARiskyTask(t *testing.T) {
 	ctx := context.Background()
 	srv := listServer()
@@ -271,14 +274,16 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
 	})
-	m, agent := serveWithMCPLabels(t, srv, false, map[string][]string{"send": {"external_send"}})
+	m, agent := serveWith(t, srv, false, map[string][]string{"send": {"external_send"}}, func(m *Main) {
+		m.MonitorResponses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Alert}}
+	})
 	root, cs := rootSession(t, m, agent, "mcp:crm:list mcp:crm:send")
 	call := func(name string, args map[string]any) error {
 		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
 		return err
 	}
-	if err := call("send", map[string]any{"body": "key AKIAIOSFODNN7EXAMPLE"}); err != nil {
-		t.Fatal(err)
+	if err := call("send", map[string]any{"body": "key AKIAIOSFODNN7EXAMPLE"}); err == nil || !strings.Contains(err.Error(), "no-secret-to-external-sink") {
+		t.Fatalf("a secret to a sink: %v", err)
 	}
 	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
 		if err := call(probe, map[string]any{}); err == nil {
@@ -433,14 +438,12 @@ func TestExfiltrationIsStoppedAndContained(t *testing.T) {
 	t.Logf("mandate audit show --task %s\n%s", root.Claims.Task, story)
 }
 
-// A detector configured to quarantine: the probing agent is disabled (no
-// new mandate) and its live mandates revoked, each event naming the
-// detector and the evidence.
+// With the default responses, an agent that keeps calling outside its
+// scope is quarantined: disabled (no new mandate) and its live mandates
+// revoked, each event naming the detector and the evidence.
 func TestMonitorQuarantines(t *testing.T) {
 	ctx := context.Background()
-	m, agent := serveWith(t, listServer(), false, nil, func(m *Main) {
-		m.MonitorResponses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Quarantine}}
-	})
+	m, agent := serveWith(t, listServer(), false, nil, nil)
 	root, cs := rootSession(t, m, agent, "mcp:crm:list")
 	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: probe, Arguments: map[string]any{}}); err == nil {
