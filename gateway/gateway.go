@@ -258,7 +258,7 @@ func New(cfg Config) (*Gateway, error) {
 			return fmt.Errorf("gateway: %s upstream %q is configured twice", kind, r.Name)
 		}
 		for tool, rule := range r.Internal {
-			if err := rule.validate(tool, r.ToolLabels[tool]); err != nil {
+			if err := rule.Validate(tool, r.ToolLabels[tool]); err != nil {
 				return fmt.Errorf("gateway: %s upstream %q: %w", kind, r.Name, err)
 			}
 		}

@@ -41,8 +41,9 @@ const (
 	labelInternalSend = "internal_send"
 )
 
-// validate checks a rule of tool in a route with labels.
-func (r InternalRule) validate(tool string, labels []string) error {
+// Validate checks the rule of tool, a tool labelled labels: it must name
+// recipients and valid domains, and the tool must be a send out.
+func (r InternalRule) Validate(tool string, labels []string) error {
 	switch {
 	case !slices.Contains(labels, labelExternalSend):
 		return fmt.Errorf("an internal rule for tool %s, which is not labelled %s: the rule only ever makes a send internal", tool, labelExternalSend)

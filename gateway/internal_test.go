@@ -82,11 +82,11 @@ func TestInternalRuleValidate(t *testing.T) {
 		{InternalRule{Recipients: []string{"to"}, Domains: []string{"acme.example."}}, send, "not a domain"},
 		{InternalRule{Recipients: []string{"to"}, Domains: []string{"acme.example"}, Content: []string{"to"}}, send, "named twice"},
 	} {
-		if err := tt.rule.validate("send", tt.labels); err == nil || !strings.Contains(err.Error(), tt.want) {
+		if err := tt.rule.Validate("send", tt.labels); err == nil || !strings.Contains(err.Error(), tt.want) {
 			t.Errorf("%+v: %v, want %q", tt.rule, err, tt.want)
 		}
 	}
-	if err := (InternalRule{Recipients: []string{"to"}, Domains: []string{"acme.example", "*.acme.example"}}).validate("send", send); err != nil {
+	if err := (InternalRule{Recipients: []string{"to"}, Domains: []string{"acme.example", "*.acme.example"}}).Validate("send", send); err != nil {
 		t.Error(err)
 	}
 }

@@ -187,9 +187,11 @@ func TestConfigFile(t *testing.T) {
 	if err := m.loadConfig(filepath.Join("..", "..", "examples", "mandate.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.MCPUpstreams) != 1 || m.MCPUpstreams[0].ToolLabels["delete_customer"][0] != "destructive" ||
+	if len(m.MCPUpstreams) != 2 || m.MCPUpstreams[0].ToolLabels["delete_customer"][0] != "destructive" ||
+		fmt.Sprint(m.MCPUpstreams[1].Internal["send_email"]) != "{[to cc] [acme.example *.acme.example] [subject body]}" ||
 		len(m.MCPStdio) != 1 || m.MCPStdio[0].Command[0] != "npx" || m.MCPStdio[0].ToolLabels["write_file"][0] != "destructive" ||
-		len(m.HTTPUpstreams) != 1 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.ScanMode != "block" {
+		len(m.HTTPUpstreams) != 1 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || fmt.Sprint(m.HTTPUpstreams[0].Labels) != "[internal]" ||
+		m.ScanMode != "block" {
 		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
 	}
 	if m.RevokeAt != 95 || fmt.Sprint(m.MonitorResponses["exfiltration"]) != "[revoke-task quarantine]" {
@@ -203,6 +205,9 @@ func TestConfigFile(t *testing.T) {
 		"monitor:\n  responses:\n    probing: [alert]\n":                             "no detector \"probing\" (the detectors: rate-spike,",
 		"monitor:\n  responses:\n    new-tool: [shout]\n":                            "no response \"shout\"",
 		"monitor:\n  revoke_at: 150\n":                                               "not a risk from 0",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      internal:\n        send: {recipients: [to], domains: [acme.example]}\n":                               "not labelled external_send",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tools: {send: [external_send]}\n      internal:\n        send: {recipients: [to], domains: [acme]}\n": "gateway.mcp[0] (a): internal: the internal rule of tool send: \"acme\" is not a domain",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tools: {send: [external_send]}\n      internal:\n        send: {to: [x]}\n":                           "field to not found",
 	} {
 		path := filepath.Join(t.TempDir(), "m.yaml")
 		os.WriteFile(path, []byte(body), 0o600)

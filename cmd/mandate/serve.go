@@ -344,14 +344,28 @@ func (m *Main) Open(ctx context.Context) error {
 			m.Monitor.Run,
 		)
 	}()
+	unlabelled := func(name string, labels map[string][]string) {
+		if len(labels) == 0 {
+			// Say so: the default set's rules on sends, sensitive data
+			// and destructive tools go by the labels the gateway gives.
+			m.Logger.Warn("gateway route with no tool labels: no tool of it is a send out, a sensitive read or destructive to policy and the monitor",
+				"server", name, "hint", "label its tools in --config (docs/gateway.md, \"Configuration file\")")
+		}
+	}
 	for _, r := range m.MCPUpstreams {
 		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "upstream", r.URL)
+		unlabelled(r.Name, r.ToolLabels)
 	}
 	for _, r := range m.MCPStdio {
 		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "command", strings.Join(r.Command, " "))
+		unlabelled(r.Name, r.ToolLabels)
 	}
 	for _, r := range m.HTTPUpstreams {
-		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL)
+		labels := r.Labels
+		if len(labels) == 0 {
+			labels = gateway.DefaultHTTPLabels
+		}
+		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL, "labels", strings.Join(labels, " "))
 	}
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain,
 		"policies", m.PolicyDir, "policy_set", m.Policy.Set().Hash())
