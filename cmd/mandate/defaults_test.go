@@ -248,3 +248,56 @@ func TestProbingSubAgentQuarantinesItsAgent(t *testing.T) {
 		t.Error("a quarantined agent got a new mandate")
 	}
 }
+
+// A restart fails open nowhere in the monitor: a task it held for a
+// person is still held, and a task that read customer data before the
+// restart is still tainted, so that a send out of it after the restart is
+// exfiltration (the task is revoked).
+func TestMonitorStateSurvivesRestart(t *testing.T) {
+	ctx := context.Background()
+	dir := t.TempDir()
+	srv, _ := sendServer()
+	m, agent := serveWith(t, srv, false, map[string][]string{"list": {"read_only", "data:customer-data"}, "send_email": {"external_send"}},
+		func(m *Main) { m.DataDir = dir })
+	held, hs := rootSession(t, m, agent, "mcp:crm:send_email")
+	if _, err := hs.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"to": "x@partner.example", "body": "AKIAIOSFODNN7EXAMPLE"}}); err == nil {
+		t.Fatal("a secret went out")
+	}
+	awaitEvent(t, m, url.Values{"type": {mandate.EventAlert}, "task": {held.Claims.Task}}, func(mandate.LoggedEvent) bool { return true })
+	tainted, ts := rootSession(t, m, agent, "mcp:crm:list mcp:crm:send_email")
+	if _, err := ts.CallTool(ctx, &mcp.CallToolParams{Name: "list", Arguments: map[string]any{}}); err != nil {
+		t.Fatal(err)
+	}
+	hold := m.Monitor.Hold(held.Claims.Task)
+	hs.Close()
+	ts.Close()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+
+	m2 := NewMain()
+	m2.Addr, m2.DataDir, m2.IssuerURL, m2.MCPUpstreams = "127.0.0.1:0", dir, m.IssuerURL, m.MCPUpstreams
+	m2.Stdout, m2.Stderr = testWriter{t}, testWriter{t}
+	if err := m2.Open(ctx); err != nil {
+		t.Fatal(err)
+	}
+	defer m2.Close()
+	if got := m2.Monitor.Hold(held.Claims.Task); got == "" || got != hold {
+		t.Errorf("after the restart the held task's hold is %q, want %q", got, hold)
+	}
+	if r := m2.Monitor.Risk(held.Claims.Task, ""); r == 0 {
+		t.Error("the held task's risk is 0 after the restart")
+	}
+	cs, err := mcpSession(ctx, m2.URL, "crm", tainted)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	// (Forwarded, or held by policy if the gateway's task state is
+	// restored too: an attempt either way.)
+	go cs.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"to": "x@partner.example", "body": "ada, grace"}})
+	awaitEvent(t, m2, url.Values{"type": {mandate.EventAlert}, "task": {tainted.Claims.Task}}, func(e mandate.LoggedEvent) bool {
+		return e.Details["detector"] == monitor.Exfiltration
+	})
+	awaitEvent(t, m2, url.Values{"type": {mandate.EventMandateRevoked}, "mandate": {tainted.Claims.ID}}, func(mandate.LoggedEvent) bool { return true })
+}

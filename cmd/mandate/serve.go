@@ -295,6 +295,16 @@ func (m *Main) Open(ctx context.Context) error {
 		m.Monitor.Observe(evs)
 		api.Publish(evs)
 	})
+	// Then the monitor's state is rebuilt from the recent log, so that a
+	// restart releases no held task and forgets no taint or risk (what
+	// the subscription queued meanwhile is not counted twice). Without
+	// it, the server does not start: it would fail open.
+	if n, err := m.Monitor.Restore(ctx, m.Store, m.Now().Add(-monitor.DefaultRestoreWindow)); err != nil {
+		m.closeStore()
+		return err
+	} else if n > 0 {
+		m.Logger.Info("monitor state rebuilt from the audit log", "events", n, "since", monitor.DefaultRestoreWindow)
+	}
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
@@ -486,11 +496,12 @@ func (m *Main) Wait(ctx context.Context) error {
 }
 
 // Close shuts down gracefully: in-flight requests finish (up to 10 s), then
-// the store flushes and closes.
+// the store flushes and closes. Closing again does nothing.
 func (m *Main) Close() error {
 	if m.srv == nil {
 		return nil
 	}
+	defer func() { m.srv = nil }()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := m.srv.Shutdown(ctx)
