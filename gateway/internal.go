@@ -120,6 +120,11 @@ func (r InternalRule) internalAddress(a string) bool {
 	if !ok || local == "" || len(local) > 64 || strings.Contains(domain, "@") || !validDomain(domain) {
 		return false
 	}
+	// A dot-atom (RFC 5322 §3.2.3) of a few of its characters: no dot
+	// first, last or twice, so that every mail parser reads it alike.
+	if local[0] == '.' || local[len(local)-1] == '.' || strings.Contains(local, "..") {
+		return false
+	}
 	for i := 0; i < len(local); i++ {
 		if c := local[i]; !isAlnum(c) && !strings.ContainsRune("._+-'", rune(c)) {
 			return false

@@ -49,6 +49,8 @@ func TestInternalRule(t *testing.T) {
 		{`{"to":"bob@acme.exampl\u0435"}`, false},  // a Cyrillic е
 		{`{"to":"bob@ACME.EXAMPLE\u212a"}`, false}, // the Kelvin sign
 		{`{"to":7}`, false},
+		{`{"to":".@acme.example"}`, false},
+		{`{"to":"bob..x@acme.example"}`, false},
 		// An argument the rule does not name: another destination may ride along.
 		{`{"to":"bob@acme.example","bcc":"eve@evil.example"}`, false},
 		{`{"to":"bob@acme.example","reply_to":"bob@acme.example"}`, false},
