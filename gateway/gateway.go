@@ -176,16 +176,17 @@ type HTTPRoute struct {
 	URL  string // the upstream's base URL; /http/{Name}/p reaches URL/p
 	// Labels are the labels policy sees on every request of the route
 	// (resource.labels), and the monitor reads, as a tool's: the
-	// gateway's own word about the API. Empty means DefaultHTTPLabels.
+	// gateway's own word about the API. Empty means DefaultHTTPLabel
+	// alone.
 	Labels []string
 }
 
-// DefaultHTTPLabels are the labels of an HTTP route whose configuration
+// DefaultHTTPLabel is the label of an HTTP route whose configuration
 // gives none: an external sink. The gateway cannot tell where an HTTP API
 // sends what it is sent, so whatever an agent writes to one (body, path,
 // query, headers) is taken to leave the organisation, unless the operator
 // says otherwise (docs/gateway.md, "Plain HTTP APIs").
-var DefaultHTTPLabels = []string{"external_send"}
+const DefaultHTTPLabel = labelExternalSend
 
 // New returns a Gateway for cfg.
 func New(cfg Config) (*Gateway, error) {
@@ -285,7 +286,7 @@ func New(cfg Config) (*Gateway, error) {
 		}
 		g.httpRoutes[r.Name].labels = slices.Clone(r.Labels)
 		if len(r.Labels) == 0 {
-			g.httpRoutes[r.Name].labels = slices.Clone(DefaultHTTPLabels)
+			g.httpRoutes[r.Name].labels = []string{DefaultHTTPLabel}
 		}
 	}
 	for _, r := range cfg.StdioRoutes {

@@ -373,7 +373,7 @@ func (m *Main) Open(ctx context.Context) error {
 	for _, r := range m.HTTPUpstreams {
 		labels := r.Labels
 		if len(labels) == 0 {
-			labels = gateway.DefaultHTTPLabels
+			labels = []string{gateway.DefaultHTTPLabel}
 		}
 		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL, "labels", strings.Join(labels, " "))
 	}
