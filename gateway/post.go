@@ -311,7 +311,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
 		}
 		req.Action, req.Tool = policy.ActionCallTool, p.Name
-		secrets = findSecrets(p.Arguments)
+		secrets = findSecrets(m.Params) // all that reaches the server: arguments, _meta, anything else
 		req.Labels = append(req.Labels, secretLabels(secrets)...)
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
 			dec := json.NewDecoder(bytes.NewReader(p.Arguments))

@@ -51,6 +51,11 @@ func TestSecretToExternalSinkRefusedInline(t *testing.T) {
 	m, agent := serveWithMCPLabels(t, srv, true, map[string][]string{"send_email": {"external_send"}})
 	root, cs := rootSession(t, m, agent, "mcp:crm:send_email mcp:crm:list")
 	pem := "-----BEGIN OPENSSH PRIVATE KEY-----\nb3BlbnNzaC1rZXktdjEAAAAABG5vbmUAAAAEbm9uZQ\n-----END OPENSSH PRIVATE KEY-----"
+	// Whatever else of the call reaches the server is looked at too.
+	if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"to": "ops@partner.example", "body": "hi"},
+		Meta: mcp.Meta{"note": "AKIAIOSFODNN7EXAMPLE"}}); err == nil || !strings.Contains(err.Error(), "no-secret-to-external-sink") {
+		t.Errorf("a secret in _meta: %v", err)
+	}
 	for name, args := range map[string]any{
 		"cloud key":   map[string]any{"to": "ops@partner.example", "body": "the key is AKIAIOSFODNN7EXAMPLE"},
 		"private key": map[string]any{"to": "ops@partner.example", "body": pem},
@@ -68,7 +73,7 @@ func TestSecretToExternalSinkRefusedInline(t *testing.T) {
 		t.Fatalf("the upstream received %q", got)
 	}
 	evs, err := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventDecision, Task: root.Claims.Task, Limit: 10})
-	if err != nil || len(evs) != 4 {
+	if err != nil || len(evs) != 5 {
 		t.Fatalf("decision events: %v %d", err, len(evs))
 	}
 	for _, e := range evs {
