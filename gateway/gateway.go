@@ -32,6 +32,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -55,6 +56,10 @@ type Route struct {
 	// (resource.labels), by tool name: the gateway's own word about the
 	// tools, not the server's.
 	ToolLabels map[string][]string
+	// Internal, by tool name, says when a call of a tool labelled
+	// external_send is an internal send instead (InternalRule): where
+	// the tool can reach both, internal mail is not exfiltration.
+	Internal map[string]InternalRule
 }
 
 // Decider is the policy decision point: *policy.Engine.
@@ -177,7 +182,8 @@ type Gateway struct {
 
 type route struct {
 	Route
-	kind     string // "mcp" or "http", as in scopes and audiences
+	kind     string   // "mcp" or "http", as in scopes and audiences
+	labels   []string // an HTTP route's labels (HTTPRoute.Labels)
 	upstream *url.URL
 	verifier *verify.Verifier
 	auth     string // the Authorization the upstream takes (a stdio bridge's secret)
@@ -197,7 +203,19 @@ type HTTPRoute struct {
 	// then leave the scope's /public/**. Dot segments stay refused inside
 	// such a segment too.
 	AllowEncodedSlashes bool
+	// Labels are the labels policy sees on every request of the route
+	// (resource.labels), and the monitor reads, as a tool's: the
+	// gateway's own word about the API. Empty means DefaultHTTPLabel
+	// alone.
+	Labels []string
 }
+
+// DefaultHTTPLabel is the label of an HTTP route whose configuration
+// gives none: an external sink. The gateway cannot tell where an HTTP API
+// sends what it is sent, so whatever an agent writes to one (body, path,
+// query, headers) is taken to leave the organisation, unless the operator
+// says otherwise (docs/gateway.md, "Plain HTTP APIs").
+const DefaultHTTPLabel = labelExternalSend
 
 // New returns a Gateway for cfg.
 func New(cfg Config) (*Gateway, error) {
@@ -277,6 +295,11 @@ func New(cfg Config) (*Gateway, error) {
 		if into[r.Name] != nil {
 			return fmt.Errorf("gateway: %s upstream %q is configured twice", kind, r.Name)
 		}
+		for tool, rule := range r.Internal {
+			if err := rule.Validate(tool, r.ToolLabels[tool]); err != nil {
+				return fmt.Errorf("gateway: %s upstream %q: %w", kind, r.Name, err)
+			}
+		}
 		u, err := url.Parse(r.URL)
 		if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 			return fmt.Errorf("gateway: %s upstream %q: %q is not an absolute http(s) URL", kind, r.Name, r.URL)
@@ -299,6 +322,10 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 		g.httpRoutes[r.Name].encodedSlashes = r.AllowEncodedSlashes
+		g.httpRoutes[r.Name].labels = slices.Clone(r.Labels)
+		if len(r.Labels) == 0 {
+			g.httpRoutes[r.Name].labels = []string{DefaultHTTPLabel}
+		}
 	}
 	for _, r := range cfg.StdioRoutes {
 		if g.routes[r.Name] != nil {
@@ -311,7 +338,7 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, err
 		}
 		g.bridges = append(g.bridges, b)
-		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url, ToolLabels: r.ToolLabels}); err != nil {
+		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url, ToolLabels: r.ToolLabels, Internal: r.Internal}); err != nil {
 			g.Close()
 			return nil, err
 		}

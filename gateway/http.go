@@ -68,7 +68,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	scopes, err := c.Scopes()
 	if err != nil || !scopes.Allows(resource) {
-		g.refuseHTTP(ctx, w, c, r.Method, resource, "the mandate does not allow "+resource+": its scope is "+c.Scope, nil)
+		g.refuseHTTPWith(ctx, w, c, r.Method, resource, "the mandate does not allow "+resource+": its scope is "+c.Scope, nil, map[string]any{"cause": causeScope})
 		return
 	}
 	req, err := g.request(ctx, rt, c)
@@ -76,12 +76,19 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		g.refuseHTTP(ctx, w, c, r.Method, resource, err.Error(), nil)
 		return
 	}
-	req.Action, req.Resource = policy.ActionHTTPRequest, r.Method+" "+path
-	secrets := findSecrets(body)
+	// The route's labels are the gateway's word about the API, as a tool's
+	// are: an external sink unless configured otherwise.
+	req.Action, req.Resource, req.ToolLabels = policy.ActionHTTPRequest, r.Method+" "+path, rt.labels
+	secrets := findRequestSecrets(r, path, body)
 	req.Labels = append(req.Labels, secretLabels(secrets)...)
 	d := g.cfg.Policy.Decide(ctx, req)
+	// For the monitor: what the request sends and where, refused or not.
+	seen := map[string]any{"tool_labels": rt.labels}
+	if secrets != nil {
+		seen["arg_secrets"] = secrets
+	}
 	if held := g.held(c); d.Allow && !d.NeedsApproval && held != "" {
-		g.refuseHTTP(ctx, w, c, r.Method, resource, "denied: "+held+"; a person must approve the rest of this task, and this gateway cannot hold an HTTP request", &d)
+		g.refuseHTTPWith(ctx, w, c, r.Method, resource, "denied: "+held+"; a person must approve the rest of this task, and this gateway cannot hold an HTTP request", &d, seen)
 		return
 	}
 	switch {
@@ -90,15 +97,16 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		if len(d.Policies) > 0 {
 			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
 		}
-		g.refuseHTTP(ctx, w, c, r.Method, resource, "denied: "+why, &d)
+		seen["cause"] = g.policyCause(ctx, req)
+		g.refuseHTTPWith(ctx, w, c, r.Method, resource, "denied: "+why, &d, seen)
 		return
 	case d.NeedsApproval:
-		g.refuseHTTP(ctx, w, c, r.Method, resource, "denied: policy "+strings.Join(d.Policies, ", ")+" requires a person's approval, which this gateway cannot wait for yet", &d)
+		g.refuseHTTPWith(ctx, w, c, r.Method, resource, "denied: policy "+strings.Join(d.Policies, ", ")+" requires a person's approval, which this gateway cannot wait for yet", &d, seen)
 		return
 	}
 	details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(body)}
-	if secrets != nil {
-		details["arg_secrets"] = secrets
+	for k, v := range seen {
+		details[k] = v
 	}
 	call := g.event(mandate.EventToolCall, c, "http", resource, mandate.OutcomeOK, "", details)
 	if err := g.cfg.Events.Append(ctx, call); err != nil {
@@ -106,7 +114,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		http.Error(w, "the gateway could not record the request in its audit log, so it was not forwarded: try again later", http.StatusServiceUnavailable)
 		return
 	}
-	g.tasks.record(c.Task, nil, []string{"calls"}, g.cfg.Now())
+	g.tasks.record(c.Task, dataLabels(rt.labels), callCounters(rt.labels), g.cfg.Now())
 	g.tasks.add(c.Task, "args_bytes", int64(len(body)), g.cfg.Now())
 	g.writing.Add(1)
 	defer g.writing.Done()
@@ -194,11 +202,19 @@ func (g *Gateway) relayLocation(rt *route, resp *http.Response) error {
 
 // refuseHTTP answers 403 with the reason and records the decision event.
 func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, method, resource, why string, d *policy.Decision) {
+	g.refuseHTTPWith(ctx, w, c, method, resource, why, d, nil)
+}
+
+// refuseHTTPWith is refuseHTTP with more details for the decision event.
+func (g *Gateway) refuseHTTPWith(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, method, resource, why string, d *policy.Decision, more map[string]any) {
 	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
 	details := map[string]any{"http_status": http.StatusForbidden}
 	if d != nil {
 		details = d.AuditDetails()
 		details["http_status"] = http.StatusForbidden
+	}
+	for k, v := range more {
+		details[k] = v
 	}
 	if err := g.cfg.Events.Append(ctx, g.event(mandate.EventDecision, c, method, resource, mandate.OutcomeDeny, why, details)); err != nil {
 		g.cfg.Logger.Error("gateway: denial not audited", "resource", resource, "err", err)

@@ -54,6 +54,8 @@ type rpcError struct {
 	Code    int    `json:"code"`
 	Message string `json:"message"`
 	Data    any    `json:"data,omitempty"`
+	// cause is why, for the audit event's "cause" (not sent).
+	cause string
 }
 
 // errorResponse is the response to request id with e; id null if unknown.

@@ -23,6 +23,7 @@ type verdict struct {
 	call     bool           // a tools/call whose answer is summarised
 	view     string         // a list or read whose answer is filtered by scope (resources.go)
 	approval string         // the approval the call uses, with its event
+	labels   []string       // a tools/call's labels, as policy saw them
 }
 
 // post handles a client's POST: one JSON-RPC message or a batch.
@@ -122,9 +123,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		return
 	}
 	// The calls are on record: the task has made them.
-	for i, m := range msgs {
+	for i := range msgs {
 		if verdicts[i].call {
-			labels := rt.ToolLabels[toolName(m)]
+			labels := verdicts[i].labels
 			g.tasks.record(c.Task, dataLabels(labels), callCounters(labels), g.cfg.Now())
 			if n, ok := verdicts[i].event.Details["args_bytes"].(int); ok {
 				g.tasks.add(c.Task, "args_bytes", int64(n), g.cfg.Now())
@@ -245,15 +246,6 @@ func (g *Gateway) recordResults(ctx context.Context, rt *route, evs []*mandate.E
 // HTTP server has shut down, before the event log closes.
 func (g *Gateway) Drain() { g.writing.Wait() }
 
-// toolName is the tool a tools/call names.
-func toolName(m *message) string {
-	var p struct {
-		Name string `json:"name"`
-	}
-	json.Unmarshal(m.Params, &p)
-	return p.Name
-}
-
 func hasRequest(msgs []*message) bool {
 	for _, m := range msgs {
 		if m.isRequest() {
@@ -331,7 +323,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		scopes, err := c.Scopes()
 		need, perr := mandate.ParseScope(sc)
 		if err != nil || perr != nil || !scopes.Covers(mandate.ScopeSet{need}) {
-			v := g.denied(c, m, rt, sc, rpcError{Code: CodeDenied, Message: "the mandate does not allow " + sc + ": its scope is " + c.Scope}, nil)
+			v := g.denied(c, m, rt, sc, rpcError{Code: CodeDenied, cause: causeScope, Message: "the mandate does not allow " + sc + ": its scope is " + c.Scope}, nil)
 			return &v
 		}
 		return nil
@@ -345,7 +337,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		resource += ":" + p.Name
 		scopes, err := c.Scopes()
 		if err != nil || !scopes.Allows(resource) {
-			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
+			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, cause: causeScope,
 				Message: "the mandate does not allow " + resource + ": its scope is " + c.Scope}, nil)
 		}
 		if ok, why := g.toolUsable(ctx, rt, p.Name); !ok && g.discover(r, rt, c) {
@@ -358,8 +350,8 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		} else if !ok {
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
 		}
-		req.Action, req.Tool, req.ToolLabels = policy.ActionCallTool, p.Name, rt.ToolLabels[p.Name]
-		secrets = findSecrets(p.Arguments)
+		req.Action, req.Tool = policy.ActionCallTool, p.Name
+		secrets = findSecrets(m.Params) // all that reaches the server: arguments, _meta, anything else
 		req.Labels = append(req.Labels, secretLabels(secrets)...)
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
 			dec := json.NewDecoder(bytes.NewReader(p.Arguments))
@@ -368,6 +360,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 				return g.denied(c, m, rt, resource, rpcError{Code: CodeInvalidRequest, Message: "arguments must be an object"}, nil)
 			}
 		}
+		// The tool's labels, for this call: a send is internal where the
+		// tool's internal rule says so of these arguments.
+		req.ToolLabels = rt.callLabels(p.Name, req.Args)
 	case "resources/list", "resources/templates/list":
 		req.Action = policy.ActionReadResource
 		view = map[string]string{"resources/list": viewResources, "resources/templates/list": viewTemplates}[m.Method]
@@ -441,23 +436,27 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			d.NeedsApproval = true
 		}
 	}
+	// A call refused from here on was an attempt at what it asked: the
+	// monitor reads where it sent and what (an attempt counts).
+	attempt := func(v verdict) verdict {
+		if secrets != nil {
+			v.event.Details["arg_secrets"] = secrets
+		}
+		if labels := req.ToolLabels; len(labels) > 0 {
+			v.event.Details["tool_labels"] = labels
+		}
+		return v
+	}
 	switch {
 	case !d.Allow:
 		why := strings.Join(d.Reasons, "; ")
 		if len(d.Policies) > 0 {
 			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
 		}
-		v := g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why,
-			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
-		if secrets != nil {
-			v.event.Details["arg_secrets"] = secrets
-		}
-		if labels := req.ToolLabels; len(labels) > 0 {
-			v.event.Details["tool_labels"] = labels // for the monitor: an attempt counts
-		}
-		return v
+		return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why, cause: g.policyCause(ctx, req),
+			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d))
 	}
-	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view}
+	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view, labels: req.ToolLabels}
 	if d.NeedsApproval {
 		// The call waits for a person: held here until decided, or for
 		// ApprovalHold, after which the client is told to call again.
@@ -466,9 +465,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			if held != "" {
 				why = held + "; a person must approve the rest of this task"
 			}
-			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
+			return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied,
 				Message: "denied: " + why + ", which the gateway can wait for only for a tools/call sent alone",
-				Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d)
+				Data:    map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d))
 		}
 		ap, e := g.approve(ctx, rt, c, heldCall{resource: resource, tool: p.Name, args: p.Arguments, decision: d,
 			labels: req.ToolLabels, secrets: secrets, hold: held})
@@ -476,7 +475,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			if e.Code == CodeApprovalPending {
 				return verdict{deny: e} // asked and recorded already: no decision event yet
 			}
-			return g.denied(c, m, rt, resource, *e, &d)
+			return attempt(g.denied(c, m, rt, resource, *e, &d))
 		}
 		v.approval = ap.ID
 	}
@@ -485,7 +484,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		if v.approval != "" {
 			details["approval"] = v.approval
 		}
-		if labels := rt.ToolLabels[p.Name]; len(labels) > 0 {
+		if labels := req.ToolLabels; len(labels) > 0 {
 			details["tool_labels"] = labels // for the monitor
 		}
 		if secrets != nil {
@@ -512,6 +511,9 @@ func (g *Gateway) denied(c *mandate.Claims, m *message, rt *route, resource stri
 	if d != nil {
 		details = d.AuditDetails()
 		details["rpc_error"] = e.Code
+	}
+	if e.cause != "" {
+		details["cause"] = e.cause
 	}
 	return verdict{deny: &e, event: g.event(mandate.EventDecision, c, m.Method, resource, mandate.OutcomeDeny, e.Message, details)}
 }

@@ -1,8 +1,13 @@
 package gateway
 
 import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/url"
 	"regexp"
 	"slices"
+	"strings"
 )
 
 // secretDetectors find credentials in tool arguments and results
@@ -28,20 +33,62 @@ var secretDetectors = []struct {
 // maxSecretMatches bounds the matches counted per detector.
 const maxSecretMatches = 100
 
-// findSecrets counts what each detector finds in b (raw JSON: escapes such
-// as \n inside a PEM block do not hide its header). It scans as
-// maskSecrets does (eachSecret), so that what is counted is what an
-// approver's view masks.
+// findSecrets counts what each detector finds in b, as whoever decodes it
+// reads it: JSON (tool arguments and results, most HTTP bodies) is scanned
+// in the gateway's own encoding of its values, so that an escape the
+// receiver decodes ("\u0041KIA…" is "AKIA…") hides nothing; other bytes
+// (a form, plain text) are scanned as they are. (The gateway forwards the
+// client's arguments with their escapes: it must scan what they mean.)
 func findSecrets(b []byte) map[string]any {
-	var found map[string]any
+	found := scanSecrets(nil, b)
+	if bytes.IndexByte(b, '\\') >= 0 {
+		if plain, ok := unescapedJSON(b); ok {
+			found = scanSecrets(found, plain)
+		}
+	}
+	return found
+}
+
+// scanSecrets adds to found what each detector finds in b, keeping the
+// higher count where found has one already (the same text scanned in two
+// encodings is one secret, not two). It scans as maskSecrets does
+// (eachSecret), so that what is counted is what an approver's view masks.
+func scanSecrets(found map[string]any, b []byte) map[string]any {
+	var counts map[string]int
 	eachSecret(b, maxSecretMatches, func(name string, _, _ int) {
+		if counts == nil {
+			counts = map[string]int{}
+		}
+		counts[name]++
+	})
+	for name, n := range counts {
 		if found == nil {
 			found = map[string]any{}
 		}
-		n, _ := found[name].(int)
-		found[name] = n + 1
-	})
+		if prev, _ := found[name].(int); n > prev {
+			found[name] = n
+		}
+	}
 	return found
+}
+
+// unescapedJSON re-encodes a JSON text with no escapes but those JSON
+// requires (quotes, backslashes, control characters): its strings read as
+// their receiver decodes them. It reports false for what is not JSON.
+func unescapedJSON(b []byte) ([]byte, bool) {
+	dec := json.NewDecoder(bytes.NewReader(b))
+	dec.UseNumber()
+	var v any
+	if dec.Decode(&v) != nil || dec.More() {
+		return nil, false
+	}
+	var out bytes.Buffer
+	enc := json.NewEncoder(&out)
+	enc.SetEscapeHTML(false)
+	if enc.Encode(v) != nil {
+		return nil, false
+	}
+	return out.Bytes(), true
 }
 
 // secretLabels are the data labels policy sees for a call whose arguments
@@ -56,4 +103,45 @@ func secretLabels(found map[string]any) []string {
 	}
 	slices.Sort(labels[1:])
 	return labels
+}
+
+// findRequestSecrets counts the secrets in what an HTTP request sends its
+// upstream: the body (as findSecrets reads it, and percent-decoded, as a
+// form is), the path and the query, percent-decoded, and the headers the
+// gateway forwards. Each part is counted once however it is spelt.
+func findRequestSecrets(r *http.Request, path string, body []byte) map[string]any {
+	var found map[string]any
+	add := func(part map[string]any) {
+		for k, v := range part {
+			if found == nil {
+				found = map[string]any{}
+			}
+			prev, _ := found[k].(int)
+			found[k] = min(prev+v.(int), maxSecretMatches)
+		}
+	}
+	decoded := func(s string, unescape func(string) (string, error)) map[string]any {
+		part := scanSecrets(nil, []byte(s))
+		if strings.ContainsAny(s, "%+") {
+			if d, err := unescape(s); err == nil {
+				part = scanSecrets(part, []byte(d))
+			}
+		}
+		return part
+	}
+	part := findSecrets(body)
+	if bytes.ContainsAny(body, "%+") {
+		if d, err := url.QueryUnescape(string(body)); err == nil {
+			part = scanSecrets(part, []byte(d))
+		}
+	}
+	add(part)
+	add(decoded(path, url.PathUnescape))
+	add(decoded(r.URL.RawQuery, url.QueryUnescape))
+	for _, k := range forwardedHeaders {
+		for _, v := range r.Header.Values(k) {
+			add(scanSecrets(nil, []byte(v)))
+		}
+	}
+	return found
 }

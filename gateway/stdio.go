@@ -30,6 +30,8 @@ type StdioRoute struct {
 	Dir     string
 	// ToolLabels are the labels policy sees on each tool, as for Route.
 	ToolLabels map[string][]string
+	// Internal are the rules of internal sends, as for Route.
+	Internal map[string]InternalRule
 }
 
 // Bounds of a stdio route.

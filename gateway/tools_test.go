@@ -87,6 +87,25 @@ func TestFindSecrets(t *testing.T) {
 			t.Errorf("%s: found %v in %s", want, got, sample)
 		}
 	}
+	// What the upstream decodes is what is scanned: a JSON escape does
+	// not hide a secret from the detectors (the gateway forwards the
+	// arguments' bytes as they came, escapes included).
+	for _, sample := range []string{
+		`{"key":"\u0041KIAIOSFODNN7EXAMPLE"}`,
+		`{"key":"AKIA\u0049OSFODNN7EXAMPLE"}`,
+		`{"k\u0065y":["x","\u0041\u004bIAIOSFODNN7EXAMPLE"]}`,
+	} {
+		if got := findSecrets([]byte(sample)); got["aws_access_key_id"] != 1 || len(got) != 1 {
+			t.Errorf("escaped: found %v in %s", got, sample)
+		}
+	}
+	if got := findSecrets([]byte(`{"pem":"-----BEGIN RSA PRIVATE KEY\u002d----\nMIIE"}`)); got["private_key"] != 1 {
+		t.Errorf("an escaped PEM header: found %v", got)
+	}
+	// Not JSON (an HTTP body in another format): its bytes are scanned.
+	if got := findSecrets([]byte("key=AKIAIOSFODNN7EXAMPLE&x=1")); got["aws_access_key_id"] != 1 {
+		t.Errorf("a form body: found %v", got)
+	}
 	if got := findSecrets([]byte(`{"query":"customers in Paris","limit":10,"id":"m_01JD9Z5T3Y8Q4W2E6R0T1Y2U3I"}`)); got != nil {
 		t.Errorf("ordinary arguments: %v", got)
 	}

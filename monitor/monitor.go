@@ -12,7 +12,8 @@
 // remaining calls wait for a person.
 //
 // It is not a policy decision point (policy decides, with the risk in
-// context) and it keeps nothing across a restart: risk starts at 0.
+// context). Its state is in memory; after a restart, Restore rebuilds it
+// from the recent audit log, so that a restart releases no held task.
 package monitor
 
 import (
@@ -90,7 +91,7 @@ var Detectors = []Detector{
 	{SpawnStorm, 40, []Response{RevokeTask}, false},
 	{FanOut, 20, []Response{Alert}, false},
 	{DeepDelegation, 20, []Response{Alert}, false},
-	{RepeatedDenials, 40, []Response{Alert}, false},
+	{RepeatedDenials, 40, []Response{Quarantine}, false},
 	{DeadMandateUse, 20, []Response{Alert}, true},
 	{DPoPMismatch, 50, []Response{Revoke}, true},
 	{SecretToSink, 60, []Response{Approve}, false},
@@ -202,6 +203,10 @@ type Monitor struct {
 	mu     sync.Mutex
 	tasks  map[string]*task
 	agents map[string]*agent
+	// restored is the last log position Restore went through (-1: none):
+	// an event up to it reaching the monitor live was seen already.
+	restored  int64
+	restoring bool // Restore is replaying: carry out nothing, write nothing
 }
 
 type task struct {
@@ -221,10 +226,12 @@ type task struct {
 	revoked   bool
 }
 
-// denial is a refused request: when, and what it asked for.
+// denial is a refused request: when, what it asked for, and who (the
+// registered agent).
 type denial struct {
 	at     int64
 	target string // action and resource
+	agent  string
 }
 
 type agent struct {
@@ -272,7 +279,7 @@ func New(cfg Config) *Monitor {
 		cfg.Logger = slog.Default()
 	}
 	m := &Monitor{cfg: cfg, risk: map[string]float64{}, taskOnly: map[string]bool{}, responses: map[string][]Response{},
-		queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}, agents: map[string]*agent{}}
+		queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}, agents: map[string]*agent{}, restored: -1}
 	for _, d := range Detectors {
 		m.risk[d.Name] = float64(d.Risk)
 		m.taskOnly[d.Name] = d.TaskOnly
@@ -328,6 +335,52 @@ func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
 			m.cfg.Logger.Warn("monitor: events dropped, it cannot keep up: detections may be missed", "dropped_total", n)
 		}
 	}
+}
+
+// DefaultRestoreWindow is how far back Restore should look: past the
+// longest mandate's life (an hour), so that every live task's state is
+// rebuilt, and past the longest window of a detector (CrossTask).
+const DefaultRestoreWindow = 2 * time.Hour
+
+// Restore rebuilds the monitor's state after a restart, so that it does
+// not fail open: it runs the detectors over the log's events since since,
+// in log order, as they ran when the events were committed, so that a
+// held task stays held (and one whose response failed), risk scores are
+// what they were (decayed since), a task or an agent that read sensitive
+// data is still tainted, and counting windows hold what they held. It
+// carries out no response and writes no alert: what was done then is in
+// the log. An event Restore went through is not processed again when it
+// reaches the monitor live (subscribe first, then Restore, then Run: no
+// event is missed or seen twice). Call it before Run. It returns how many
+// events it went through.
+func (m *Monitor) Restore(ctx context.Context, log mandate.EventQuerier, since time.Time) (int, error) {
+	m.mu.Lock()
+	m.restoring = true
+	m.mu.Unlock()
+	defer func() {
+		m.mu.Lock()
+		m.restoring = false
+		m.mu.Unlock()
+	}()
+	n, after := 0, int64(0)
+	for {
+		evs, err := log.Events(ctx, mandate.EventFilter{Since: since, After: after, Limit: mandate.MaxEventsPerQuery})
+		if err != nil {
+			return n, fmt.Errorf("monitor: restore from the audit log: %w", err)
+		}
+		for _, ev := range evs {
+			m.Process(ctx, ev)
+			after = ev.Index + 1
+			n++
+		}
+		if len(evs) < mandate.MaxEventsPerQuery {
+			break
+		}
+	}
+	m.mu.Lock()
+	m.restored = after - 1
+	m.mu.Unlock()
+	return n, nil
 }
 
 // Dropped is how many events the monitor could not keep up with.
@@ -411,7 +464,7 @@ type detection struct {
 // Process runs the detectors over one event (Run calls it; tests may).
 // Windows are measured in the events' own times.
 func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
-	if ev.Event == nil || ev.By == "monitor" {
+	if ev.Event == nil {
 		return
 	}
 	now := ev.Time
@@ -420,6 +473,21 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 	}
 	var found []detection
 	m.mu.Lock()
+	if ev.Index <= m.restored {
+		m.mu.Unlock()
+		return // Restore saw it
+	}
+	if ev.By == "monitor" {
+		if m.restoring && ev.Type == mandate.EventAlert && ev.Details["failed"] != nil && ev.Task != "" {
+			// A response that failed held its task (fail closed): so it
+			// stays after a restart.
+			if t := m.task(ev.Task, now); t.hold == "" {
+				t.hold = "the monitor's " + fmt.Sprint(ev.Details["detector"]) + " detector's response failed: a person must look"
+			}
+		}
+		m.mu.Unlock()
+		return
+	}
 	var t *task
 	var a *agent
 	if ev.Task != "" {
@@ -439,16 +507,14 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			found = m.deadOrStolen(found, t, ev, refused)
 			break
 		}
-		if ev.Action == "tools/call" {
-			found = m.sinks(found, t, a, ev, now) // an attempt counts, refused or not
-		}
+		// A call of a tool or an HTTP route (its labels say where it
+		// sends) is an attempt, refused or not.
+		found = m.sinks(found, t, a, ev, now)
 		if t != nil {
 			found = m.probing(found, t, ev, now)
 		}
 	case mandate.EventApprovalRequested:
-		if ev.Action == "tools/call" {
-			found = m.sinks(found, t, a, ev, now) // a call held for approval is an attempt
-		}
+		found = m.sinks(found, t, a, ev, now) // a call held for approval is an attempt
 	case mandate.EventMandateDelegated:
 		found = m.delegated(found, t, ev, now)
 	}
@@ -533,7 +599,13 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			Action: "detect", Resource: ev.Resource, Outcome: mandate.OutcomeDeny, Reason: d.reason, By: "monitor",
 			Details: details})
 	}
+	restoring := m.restoring
 	m.mu.Unlock()
+	if restoring {
+		// What was carried out then is in the log (revocations, disabled
+		// agents), and so are the alerts: the state is what is restored.
+		return
+	}
 	// Contain first: the revocations are what stops the next call. Each
 	// revocation event names the detector and the evidence itself.
 	if m.cfg.Act != nil {
@@ -697,10 +769,18 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 	return append(found, d)
 }
 
-// probing counts a task's refused requests for distinct targets within
-// Window: an agent trying one thing after another that it may not do is
-// probing; one retrying the same refused call is merely stuck.
+// probing counts, per task and registered agent (with its ephemeral
+// sub-agents), refused requests for distinct targets within Window: an
+// agent trying one thing after another that it may not do is probing;
+// one retrying the same refused call is merely stuck. Only refusals of
+// the agent's own asking count (probeCauses): not one that the system,
+// a person or the task's risk caused, so that quarantine (the default
+// response) never follows from what the agent did not do.
 func (m *Monitor) probing(found []detection, t *task, ev mandate.LoggedEvent, now int64) []detection {
+	if cause, _ := ev.Details["cause"].(string); !slices.Contains(probeCauses, cause) || ev.By != "" || ev.Agent == "" {
+		return found
+	}
+	who := mandate.RegisteredAncestor(ev.Agent)
 	// One entry per target, with its last refusal: retrying one refused
 	// call can neither make probing nor push real probes out of the
 	// window.
@@ -713,19 +793,34 @@ func (m *Monitor) probing(found []detection, t *task, ev mandate.LoggedEvent, no
 	}
 	t.denials = t.denials[:i]
 	target := ev.Action + " " + ev.Resource
-	if j := slices.IndexFunc(t.denials, func(d denial) bool { return d.target == target }); j >= 0 {
+	if j := slices.IndexFunc(t.denials, func(d denial) bool { return d.target == target && d.agent == who }); j >= 0 {
 		t.denials[j].at = now
 		return found
 	}
 	if len(t.denials) == maxDenialTargets {
 		t.denials = t.denials[1:]
 	}
-	t.denials = append(t.denials, denial{now, target})
-	if len(t.denials) == m.cfg.Denials {
+	t.denials = append(t.denials, denial{now, target, who})
+	if n := countFunc(t.denials, func(d denial) bool { return d.agent == who }); n == m.cfg.Denials {
 		found = append(found, detection{detector: RepeatedDenials,
-			reason: itoa(len(t.denials)) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
+			reason: itoa(n) + " different requests refused within " + m.cfg.Window.String() + ": probing for what is allowed"})
 	}
 	return found
+}
+
+// probeCauses are the causes of refusals (a decision event's details
+// "cause", which the gateway gives) that are the caller's own asking: out
+// of its mandate's scope, or refused by policy for what it asks.
+var probeCauses = []string{"scope", "policy"}
+
+func countFunc[T any](s []T, f func(T) bool) int {
+	n := 0
+	for _, v := range s {
+		if f(v) {
+			n++
+		}
+	}
+	return n
 }
 
 // delegated runs the detectors of a delegation.

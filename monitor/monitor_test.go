@@ -47,10 +47,11 @@ func setup(mod func(*monitor.Config)) (*monitor.Monitor, *alerts, *clock) {
 	return monitor.New(cfg), a, c
 }
 
-// denial is a refused call of tool i.
+// denial is a refused call of tool i, outside the mandate's scope.
 func denial(i int64) mandate.LoggedEvent {
 	return mandate.LoggedEvent{Index: i, Event: &mandate.Event{Type: mandate.EventDecision, Outcome: mandate.OutcomeDeny,
-		Task: "t_1", Agent: "spiffe://example.org/agent/a", Action: "tools/call", Resource: fmt.Sprintf("mcp:crm:tool%d", i)}}
+		Task: "t_1", Agent: "spiffe://example.org/agent/a", Action: "tools/call", Resource: fmt.Sprintf("mcp:crm:tool%d", i),
+		Details: map[string]any{"cause": "scope"}}}
 }
 
 // Refusals of different requests within the window are probing; the same

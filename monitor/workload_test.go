@@ -95,7 +95,7 @@ func (w workload) events() []mandate.LoggedEvent {
 			switch x := r.IntN(100); {
 			case x < 3: // a call out of the task's scope, refused
 				e.Type, e.Outcome, e.Resource = mandate.EventDecision, mandate.OutcomeDeny, narrow
-				e.Details = map[string]any{"rpc_error": int64(-32003), "tool_labels": p.labels[tool]}
+				e.Details = map[string]any{"rpc_error": int64(-32001), "cause": "scope", "tool_labels": p.labels[tool]}
 			case x < 5: // a mandate a few milliseconds late
 				e.Type, e.Outcome, e.Action = mandate.EventDecision, mandate.OutcomeDeny, "authenticate"
 				e.Details = map[string]any{"refused": "exp", "expired_ms": 1 + r.Int64N(800)}

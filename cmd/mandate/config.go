@@ -25,6 +25,9 @@ type fileConfig struct {
 			URL  string `yaml:"url"`
 			// AllowEncodedSlashes is gateway.HTTPRoute.AllowEncodedSlashes.
 			AllowEncodedSlashes bool `yaml:"allow_encoded_slashes"`
+			// Labels are what policy sees on every request of the route;
+			// without them it is an external sink (external_send).
+			Labels []string `yaml:"labels"`
 		} `yaml:"http"`
 	} `yaml:"gateway"`
 	Monitor struct {
@@ -44,6 +47,32 @@ type mcpConfig struct {
 	Dir     string   `yaml:"dir"`
 	// Tools are the labels policy sees on each tool (resource.labels).
 	Tools map[string][]string `yaml:"tools"`
+	// Internal says, by tool, when a send is internal (gateway.InternalRule).
+	Internal map[string]internalConfig `yaml:"internal"`
+}
+
+// internalConfig is a tool's rule of internal sends.
+type internalConfig struct {
+	Recipients []string `yaml:"recipients"`
+	Domains    []string `yaml:"domains"`
+	Content    []string `yaml:"content"`
+}
+
+// internalRules converts a route's rules, checking each as the gateway
+// will, so that a mistake is refused with where it is.
+func internalRules(where string, r mcpConfig) (map[string]gateway.InternalRule, error) {
+	if len(r.Internal) == 0 {
+		return nil, nil
+	}
+	out := map[string]gateway.InternalRule{}
+	for tool, c := range r.Internal {
+		rule := gateway.InternalRule{Recipients: c.Recipients, Domains: c.Domains, Content: c.Content}
+		if err := rule.Validate(tool, r.Tools[tool]); err != nil {
+			return nil, fmt.Errorf("%s: internal: %v\nhint: see docs/gateway.md, \"Internal destinations\"", where, err)
+		}
+		out[tool] = rule
+	}
+	return out, nil
 }
 
 // maxConfigSize bounds a configuration file.
@@ -87,17 +116,22 @@ func (m *Main) loadConfig(path string) error {
 			return fmt.Errorf("%s: give exactly one of url (a Streamable HTTP server) or command (a stdio server)", where)
 		case r.URL != "" && (len(r.Env) > 0 || r.Dir != ""):
 			return fmt.Errorf("%s: env and dir are for a command", where)
-		case r.URL != "":
-			m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: r.Name, URL: r.URL, ToolLabels: r.Tools})
-		default:
-			m.MCPStdio = append(m.MCPStdio, gateway.StdioRoute{Name: r.Name, Command: r.Command, Env: r.Env, Dir: r.Dir, ToolLabels: r.Tools})
+		}
+		internal, err := internalRules(where, r)
+		if err != nil {
+			return err
+		}
+		if r.URL != "" {
+			m.MCPUpstreams = append(m.MCPUpstreams, gateway.Route{Name: r.Name, URL: r.URL, ToolLabels: r.Tools, Internal: internal})
+		} else {
+			m.MCPStdio = append(m.MCPStdio, gateway.StdioRoute{Name: r.Name, Command: r.Command, Env: r.Env, Dir: r.Dir, ToolLabels: r.Tools, Internal: internal})
 		}
 	}
 	for i, r := range c.Gateway.HTTP {
 		if r.Name == "" || r.URL == "" {
 			return fmt.Errorf("--config %s: gateway.http[%d] needs a name and a url", path, i)
 		}
-		m.HTTPUpstreams = append(m.HTTPUpstreams, gateway.HTTPRoute{Name: r.Name, URL: r.URL, AllowEncodedSlashes: r.AllowEncodedSlashes})
+		m.HTTPUpstreams = append(m.HTTPUpstreams, gateway.HTTPRoute{Name: r.Name, URL: r.URL, AllowEncodedSlashes: r.AllowEncodedSlashes, Labels: r.Labels})
 	}
 	return nil
 }

@@ -187,10 +187,11 @@ func TestConfigFile(t *testing.T) {
 	if err := m.loadConfig(filepath.Join("..", "..", "examples", "mandate.yaml")); err != nil {
 		t.Fatal(err)
 	}
-	if len(m.MCPUpstreams) != 1 || m.MCPUpstreams[0].ToolLabels["delete_customer"][0] != "destructive" ||
+	if len(m.MCPUpstreams) != 2 || m.MCPUpstreams[0].ToolLabels["delete_customer"][0] != "destructive" ||
+		fmt.Sprint(m.MCPUpstreams[1].Internal["send_email"]) != "{[to cc] [acme.example *.acme.example] [subject body]}" ||
 		len(m.MCPStdio) != 1 || m.MCPStdio[0].Command[0] != "npx" || m.MCPStdio[0].ToolLabels["write_file"][0] != "destructive" ||
-		len(m.HTTPUpstreams) != 2 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || m.HTTPUpstreams[0].AllowEncodedSlashes ||
-		!m.HTTPUpstreams[1].AllowEncodedSlashes || m.ScanMode != "block" {
+		len(m.HTTPUpstreams) != 2 || m.HTTPUpstreams[0].URL != "http://127.0.0.1:9100/api" || fmt.Sprint(m.HTTPUpstreams[0].Labels) != "[internal]" ||
+		m.HTTPUpstreams[0].AllowEncodedSlashes || !m.HTTPUpstreams[1].AllowEncodedSlashes || m.ScanMode != "block" {
 		t.Errorf("loaded %+v %+v %+v %q", m.MCPUpstreams, m.MCPStdio, m.HTTPUpstreams, m.ScanMode)
 	}
 	if m.RevokeAt != 95 || fmt.Sprint(m.MonitorResponses["exfiltration"]) != "[revoke-task quarantine]" {
@@ -204,6 +205,9 @@ func TestConfigFile(t *testing.T) {
 		"monitor:\n  responses:\n    probing: [alert]\n":                             "no detector \"probing\" (the detectors: rate-spike,",
 		"monitor:\n  responses:\n    new-tool: [shout]\n":                            "no response \"shout\"",
 		"monitor:\n  revoke_at: 150\n":                                               "not a risk from 0",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      internal:\n        send: {recipients: [to], domains: [acme.example]}\n":                               "not labelled external_send",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tools: {send: [external_send]}\n      internal:\n        send: {recipients: [to], domains: [acme]}\n": "gateway.mcp[0] (a): internal: the internal rule of tool send: \"acme\" is not a domain",
+		"gateway:\n  mcp:\n    - name: a\n      url: http://x\n      tools: {send: [external_send]}\n      internal:\n        send: {to: [x]}\n":                           "field to not found",
 	} {
 		path := filepath.Join(t.TempDir(), "m.yaml")
 		os.WriteFile(path, []byte(body), 0o600)
@@ -262,8 +266,11 @@ func TestRevokeCascades(t *testing.T) {
 }
 
 // The monitor sees the gateway's events as they are committed: a secret
-// sent to a sink and then probing raise the task's risk past 90, alerts
-// are in the audit log, and the default policy stops the task's next call.
+// sent to a sink (refused inline, an attempt all the same) and then
+// probing raise the task's risk past 90, alerts are in the audit log, and
+// the default policy stops the task's next call. (Probing is set to alert
+// only: by default it quarantines the agent, which TestMonitorQuarantines
+// shows.)
 func TestMonitorStopsARiskyTask(t *testing.T) {
 	ctx := context.Background()
 	srv := listServer()
@@ -272,14 +279,16 @@ func TestMonitorStopsARiskyTask(t *testing.T) {
 	}) (*mcp.CallToolResult, any, error) {
 		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
 	})
-	m, agent := serveWithMCPLabels(t, srv, false, map[string][]string{"send": {"external_send"}})
+	m, agent := serveWith(t, srv, false, map[string][]string{"send": {"external_send"}}, func(m *Main) {
+		m.MonitorResponses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Alert}}
+	})
 	root, cs := rootSession(t, m, agent, "mcp:crm:list mcp:crm:send")
 	call := func(name string, args map[string]any) error {
 		_, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: name, Arguments: args})
 		return err
 	}
-	if err := call("send", map[string]any{"body": "key AKIAIOSFODNN7EXAMPLE"}); err != nil {
-		t.Fatal(err)
+	if err := call("send", map[string]any{"body": "key AKIAIOSFODNN7EXAMPLE"}); err == nil || !strings.Contains(err.Error(), "no-secret-to-external-sink") {
+		t.Fatalf("a secret to a sink: %v", err)
 	}
 	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
 		if err := call(probe, map[string]any{}); err == nil {
@@ -434,14 +443,12 @@ func TestExfiltrationIsStoppedAndContained(t *testing.T) {
 	t.Logf("mandate audit show --task %s\n%s", root.Claims.Task, story)
 }
 
-// A detector configured to quarantine: the probing agent is disabled (no
-// new mandate) and its live mandates revoked, each event naming the
-// detector and the evidence.
+// With the default responses, an agent that keeps calling outside its
+// scope is quarantined: disabled (no new mandate) and its live mandates
+// revoked, each event naming the detector and the evidence.
 func TestMonitorQuarantines(t *testing.T) {
 	ctx := context.Background()
-	m, agent := serveWith(t, listServer(), false, nil, func(m *Main) {
-		m.MonitorResponses = map[string][]monitor.Response{monitor.RepeatedDenials: {monitor.Quarantine}}
-	})
+	m, agent := serveWith(t, listServer(), false, nil, nil)
 	root, cs := rootSession(t, m, agent, "mcp:crm:list")
 	for _, probe := range []string{"delete", "export", "drop", "wipe", "dump"} {
 		if _, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: probe, Arguments: map[string]any{}}); err == nil {

@@ -321,6 +321,16 @@ func (m *Main) Open(ctx context.Context) error {
 		m.Monitor.Observe(evs)
 		api.Publish(evs)
 	})
+	// Then the monitor's state is rebuilt from the recent log, so that a
+	// restart releases no held task and forgets no taint or risk (what
+	// the subscription queued meanwhile is not counted twice). Without
+	// it, the server does not start: it would fail open.
+	if n, err := m.Monitor.Restore(ctx, m.Store, m.Now().Add(-monitor.DefaultRestoreWindow)); err != nil {
+		m.closeStore()
+		return err
+	} else if n > 0 {
+		m.Logger.Info("monitor state rebuilt from the audit log", "events", n, "since", monitor.DefaultRestoreWindow)
+	}
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
@@ -370,14 +380,28 @@ func (m *Main) Open(ctx context.Context) error {
 			m.Monitor.Run,
 		)
 	}()
+	unlabelled := func(name string, labels map[string][]string) {
+		if len(labels) == 0 {
+			// Say so: the default set's rules on sends, sensitive data
+			// and destructive tools go by the labels the gateway gives.
+			m.Logger.Warn("gateway route with no tool labels: no tool of it is a send out, a sensitive read or destructive to policy and the monitor",
+				"server", name, "hint", "label its tools in --config (docs/gateway.md, \"Configuration file\")")
+		}
+	}
 	for _, r := range m.MCPUpstreams {
 		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "upstream", r.URL)
+		unlabelled(r.Name, r.ToolLabels)
 	}
 	for _, r := range m.MCPStdio {
 		m.Logger.Info("gateway route", "server", r.Name, "path", gateway.PathPrefix+r.Name, "command", strings.Join(r.Command, " "))
+		unlabelled(r.Name, r.ToolLabels)
 	}
 	for _, r := range m.HTTPUpstreams {
-		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL)
+		labels := r.Labels
+		if len(labels) == 0 {
+			labels = []string{gateway.DefaultHTTPLabel}
+		}
+		m.Logger.Info("gateway route", "api", r.Name, "path", gateway.HTTPPathPrefix+r.Name+"/", "upstream", r.URL, "labels", strings.Join(labels, " "))
 	}
 	m.Logger.Info("mandate serving", "url", m.URL, "issuer", m.IssuerURL, "data", m.DataDir, "trust_domain", m.TrustDomain,
 		"policies", m.PolicyDir, "policy_set", m.Policy.Set().Hash())
@@ -523,11 +547,12 @@ func (m *Main) Wait(ctx context.Context) error {
 }
 
 // Close shuts down gracefully: in-flight requests finish (up to 10 s), then
-// the store flushes and closes.
+// the store flushes and closes. Closing again does nothing.
 func (m *Main) Close() error {
 	if m.srv == nil {
 		return nil
 	}
+	defer func() { m.srv = nil }()
 	ctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 	defer cancel()
 	err := m.srv.Shutdown(ctx)

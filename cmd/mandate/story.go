@@ -22,6 +22,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/client"
+	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/jose"
@@ -128,12 +129,19 @@ func text(s string) *mcp.CallToolResult {
 	return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: s}}}
 }
 
-// presenting presents a mandate (with a fresh DPoP proof) on every request.
-type presenting struct{ m *client.Mandate }
+// presenting presents a mandate (with a fresh DPoP proof) on every
+// request; with now, the proof is dated by that clock (a test's).
+type presenting struct {
+	m   *client.Mandate
+	now func() time.Time
+}
 
 func (p presenting) RoundTrip(r *http.Request) (*http.Response, error) {
 	r = r.Clone(r.Context())
-	if err := p.m.Authorize(r); err != nil {
+	if p.now != nil && p.m.Type == "DPoP" {
+		r.Header.Set("Authorization", "DPoP "+p.m.Token)
+		r.Header.Set("DPoP", dpop.NewProof(p.m.Key, r.Method, r.URL.String(), p.m.Token, p.now()))
+	} else if err := p.m.Authorize(r); err != nil {
 		return nil, err
 	}
 	return http.DefaultTransport.RoundTrip(r)
@@ -209,8 +217,14 @@ func (s *story) connect(server string, md *client.Mandate) (*mcp.ClientSession, 
 // mcpSession opens an MCP session (the official Go SDK's client) to server
 // through the gateway at base, presenting md on every request.
 func mcpSession(ctx context.Context, base, server string, md *client.Mandate) (*mcp.ClientSession, error) {
+	return mcpSessionAt(ctx, base, server, md, nil)
+}
+
+// mcpSessionAt is mcpSession with DPoP proofs dated by now (nil: the
+// system's clock).
+func mcpSessionAt(ctx context.Context, base, server string, md *client.Mandate, now func() time.Time) (*mcp.ClientSession, error) {
 	tr := &mcp.StreamableClientTransport{Endpoint: base + "/mcp/" + server, DisableStandaloneSSE: true, MaxRetries: -1,
-		HTTPClient: &http.Client{Transport: presenting{md}, Timeout: 40 * time.Second}}
+		HTTPClient: &http.Client{Transport: presenting{md, now}, Timeout: 40 * time.Second}}
 	return mcp.NewClient(&mcp.Implementation{Name: "demo-agent", Version: "1"}, nil).Connect(ctx, tr, nil)
 }
 
