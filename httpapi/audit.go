@@ -39,7 +39,7 @@ func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
 	if signed == nil {
 		var err error
 		if signed, err = s.cfg.Publisher.Publish(r.Context()); err != nil {
-			writeError(w, r, s.log, mandate.Errorf(mandate.EUNAVAILABLE, "no checkpoint yet: %w", err))
+			writeError(w, r, s.log, mandate.Wrapf(err, mandate.EUNAVAILABLE, "no checkpoint yet"))
 			return
 		}
 	}
@@ -166,7 +166,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request) {
 	hr := s.cfg.Audit.HashReader(r.Context())
 	root, err := tlog.TreeHash(size, hr)
 	if err != nil {
-		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "tree hash: %w", err))
+		writeError(w, r, s.log, mandate.Wrapf(err, mandate.EINTERNAL, "tree hash"))
 		return
 	}
 	resp := ProofResponse{Size: size, Root: root.String(), Checkpoint: string(signed)}
@@ -187,7 +187,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request) {
 		proof = p
 	}
 	if err != nil {
-		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "proof: %w", err))
+		writeError(w, r, s.log, mandate.Wrapf(err, mandate.EINTERNAL, "proof"))
 		return
 	}
 	resp.Proof = make([]string, len(proof))

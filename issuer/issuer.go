@@ -408,7 +408,7 @@ func (is *Issuer) RestoreReplay(ctx context.Context, used mandate.UsedAssertions
 func (is *Issuer) sign(c *mandate.Claims) (string, string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
-		return "", "", mandate.Errorf(mandate.EINTERNAL, "encode claims: %w", err)
+		return "", "", mandate.Wrapf(err, mandate.EINTERNAL, "encode claims")
 	}
 	k := is.cfg.Keys.Active()
 	// typ at+jwt: an RFC 9068 access token.

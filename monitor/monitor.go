@@ -546,7 +546,9 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 				m.cfg.Logger.Error("monitor: response not carried out", "task", act.Task, "detector", act.Detector, "response", act.Response, "err", err)
 				d := alerts[act.alert].Details
 				failed, _ := d["failed"].([]string)
-				d["failed"] = append(failed, string(act.Response)+": "+mandate.ClipReason(err.Error()))
+				// What a caller would be told, not the cause: the alert is
+				// an audit event, which the public may read.
+				d["failed"] = append(failed, string(act.Response)+": "+mandate.ClipReason(mandate.ErrorMessage(err)))
 				// Fail closed: what could not be stopped waits for a person
 				// on every further call; the next detection (or RevokeAt)
 				// tries a task revocation again.

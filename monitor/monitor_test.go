@@ -2,6 +2,7 @@ package monitor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"sync"
@@ -429,8 +430,9 @@ func TestDPoPMismatch(t *testing.T) {
 	}
 }
 
-// A response that fails is said so in the alert, and tried again on the
-// next detection.
+// A response that fails is said so in the alert (what a caller would be
+// told, not the cause: the alert is an audit event, which the public may
+// read), and tried again on the next detection.
 func TestFailedResponseIsRetried(t *testing.T) {
 	ctx := context.Background()
 	tries := 0
@@ -438,7 +440,7 @@ func TestFailedResponseIsRetried(t *testing.T) {
 		cfg.Responses = map[string][]monitor.Response{monitor.DeadMandateUse: {monitor.RevokeTask}}
 		cfg.Act = func(context.Context, monitor.Action) error {
 			if tries++; tries == 1 {
-				return fmt.Errorf("store unavailable")
+				return mandate.Wrapf(errors.New("SQL logic error: no such table: revocations"), mandate.EUNAVAILABLE, "store unavailable")
 			}
 			return nil
 		}

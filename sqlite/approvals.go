@@ -89,7 +89,7 @@ func (s *Store) CreateApproval(ctx context.Context, a *mandate.Approval, ev *man
 			return mandate.Errorf(mandate.ECONFLICT, "approval %s exists", a.ID)
 		}
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil, ev)
@@ -102,7 +102,7 @@ func (s *Store) Approval(ctx context.Context, id string) (*mandate.Approval, err
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approval %q", id)
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return a, nil
 }
@@ -128,19 +128,19 @@ func (s *Store) Approvals(ctx context.Context, f mandate.ApprovalFilter) ([]*man
 	args = append(args, limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	var out []*mandate.Approval
 	for rows.Next() {
 		a, err := scanApproval(rows)
 		if err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return out, nil
 }
@@ -164,10 +164,10 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 		res, err := tx.ExecContext(ctx, `UPDATE approvals SET status = ?, decided_at = ?, decided_by = ?, note = ?
 			WHERE id = ? AND status = 'pending'`, string(to), ms(at), by, note, id)
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		} else if n == 0 {
 			var status string
 			err := tx.QueryRowContext(ctx, "SELECT status FROM approvals WHERE id = ?", id).Scan(&status)
@@ -175,13 +175,13 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 				return mandate.Errorf(mandate.ENOTFOUND, "no approval %q", id)
 			}
 			if err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+				return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 			}
 			return mandate.Errorf(mandate.ECONFLICT, "approval %s is %s, not pending", id, status)
 		}
 		updated, err = scanApproval(tx.QueryRowContext(ctx, "SELECT "+approvalColumns+" FROM approvals WHERE id = ?", id))
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil, ev)
@@ -196,11 +196,11 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 func useApproval(ctx context.Context, tx *writeTx, id string) error {
 	res, err := tx.ExecContext(ctx, "UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'", id)
 	if err != nil {
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	if n == 0 {
 		return mandate.Errorf(mandate.ECONFLICT, "approval %s is not approved or was used already", id)
@@ -227,7 +227,7 @@ func (s *Store) CreateApprover(ctx context.Context, a *mandate.Approver, ev *man
 		case isUnique(err):
 			return mandate.Errorf(mandate.ECONFLICT, "approver %s exists", a.Email)
 		case err != nil:
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil, ev)
@@ -250,7 +250,7 @@ func (s *Store) ApproverByTokenHash(ctx context.Context, h []byte) (*mandate.App
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approver has that credential")
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	a.CreatedAt = time.UnixMilli(created).UTC()
 	return &a, nil
@@ -260,7 +260,7 @@ func (s *Store) ApproverByTokenHash(ctx context.Context, h []byte) (*mandate.App
 func (s *Store) Approvers(ctx context.Context) ([]*mandate.Approver, error) {
 	rows, err := s.db.QueryContext(ctx, "SELECT email, token_hash, created_at FROM approvers ORDER BY email")
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	var out []*mandate.Approver
@@ -268,13 +268,13 @@ func (s *Store) Approvers(ctx context.Context) ([]*mandate.Approver, error) {
 		var a mandate.Approver
 		var created int64
 		if err := rows.Scan(&a.Email, &a.TokenHash, &created); err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		a.CreatedAt = time.UnixMilli(created).UTC()
 		out = append(out, &a)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return out, nil
 }
