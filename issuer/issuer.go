@@ -118,7 +118,19 @@ type Issuer struct {
 	ephemeral *ephemeralAgents
 	waiters   waiters
 	refusals  *bucket.Bucket // of audit events for unauthenticated refusals
+	// refusedOnce: which genuine mandates' refusals (by mandate and check)
+	// were recorded within refusedFor.
+	refusedOnce *replay.Cache
 }
+
+// A refusal of a genuine mandate that anyone holding it can cause is
+// recorded once per refusedFor per mandate and check, of at most
+// refusedMax mandates at once (past it, none until some expire: a flood,
+// which the rate would cut anyway).
+const (
+	refusedFor = time.Minute
+	refusedMax = 10_000
+)
 
 // New returns an Issuer for cfg.
 func New(cfg Config) (*Issuer, error) {
@@ -162,10 +174,11 @@ func New(cfg Config) (*Issuer, error) {
 		cfg.MaxEphemeral = DefaultMaxEphemeral
 	}
 	return &Issuer{
-		cfg:       cfg,
-		issued:    newIssuedCache(issuedCacheSize),
-		ephemeral: newEphemeralAgents(cfg.MaxEphemeral),
-		refusals:  bucket.New(100, 100),
+		cfg:         cfg,
+		issued:      newIssuedCache(issuedCacheSize),
+		ephemeral:   newEphemeralAgents(cfg.MaxEphemeral),
+		refusals:    bucket.New(100, 100),
+		refusedOnce: replay.New(refusedMax),
 	}, nil
 }
 

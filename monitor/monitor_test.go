@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -427,6 +428,28 @@ func TestDPoPMismatch(t *testing.T) {
 	m.Process(ctx, refused(c, 3, "dpop-key", 0))
 	if d := a.detectors(); len(d) != 1 || d[0] != monitor.DPoPMismatch || len(acts) != 1 || acts[0].Mandate != "m_1" {
 		t.Fatalf("a proof by another key: %v, %+v", d, acts)
+	}
+}
+
+// Each check a refusal of a genuine mandate may name (verify.Error, and
+// the token endpoint's refusals of a parent) reaches the detectors: those
+// that show someone without the key, or a dead mandate, fire; a holder's
+// own mistake and a store that could not answer do not.
+func TestRefusalChecks(t *testing.T) {
+	ctx := context.Background()
+	for check, want := range map[string]string{
+		"dpop-bearer": monitor.DPoPMismatch, "dpop-key": monitor.DPoPMismatch, "revocation": monitor.DeadMandateUse,
+		"dpop-proof": "", "dpop-replay": "", "dpop": "", "revocation-unknown": "", "nbf": "", "iat": "", "act": "", "online": "",
+	} {
+		for _, action := range []string{"authenticate", "delegate"} { // the gateway's, the token endpoint's
+			m, a, c := setup(nil)
+			r := refused(c, 1, check, 0)
+			r.Action = action
+			m.Process(ctx, r)
+			if got := strings.Join(a.detectors(), " "); got != want {
+				t.Errorf("%s refused for %s: detections %q, want %q", action, check, got, want)
+			}
+		}
 	}
 }
 

@@ -435,7 +435,7 @@ func (v *Verifier) checkProof(c *mandate.Claims, token string, proofs []string, 
 	unproved, proved := "dpop", "dpop"
 	if bound {
 		unproved, proved = "dpop-key", "dpop-proof"
-		if !provesKey(proofs, c.Confirm.JKT) {
+		if !slices.ContainsFunc(proofs, func(p string) bool { return dpop.SignedBy(p, c.Confirm.JKT) }) {
 			proved = unproved
 		}
 	}
@@ -475,26 +475,6 @@ func (v *Verifier) checkProof(c *mandate.Claims, token string, proofs []string, 
 		return e
 	}
 	return nil
-}
-
-// provesKey reports whether one of proofs is a JWS signed by the key whose
-// RFC 7638 thumbprint is jkt, carried in its jwk header: whatever else is
-// wrong with it, its sender holds the key. A thief of the mandate cannot
-// make one.
-func provesKey(proofs []string, jkt string) bool {
-	for _, p := range proofs {
-		if len(p) > dpop.MaxProofSize {
-			continue
-		}
-		jws, err := jose.Parse(p)
-		if err != nil || jws.Header.JWK == nil {
-			continue
-		}
-		if pub, err := jws.VerifyWithJWK(); err == nil && jose.Thumbprint(pub) == jkt {
-			return true
-		}
-	}
-	return false
 }
 
 // VerifyRequest reads the mandate and proof from r (Authorization: DPoP or
