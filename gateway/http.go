@@ -36,10 +36,12 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		path = "/"
 	}
 	if why := unsafePath(path); why != "" {
+		g.refuseRequest(r.Context(), rt, c, r.Method, "path", http.StatusBadRequest, "path "+path+": "+why)
 		http.Error(w, "path "+path+": "+why, http.StatusBadRequest)
 		return
 	}
 	if r.Header.Get("Upgrade") != "" {
+		g.refuseRequest(r.Context(), rt, c, r.Method, "upgrade", http.StatusBadRequest, "a protocol upgrade")
 		http.Error(w, "the gateway does not pass protocol upgrades (WebSocket, h2c) to HTTP upstreams", http.StatusBadRequest)
 		return
 	}
@@ -49,6 +51,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
+			g.refuseRequest(ctx, rt, c, r.Method, "too-large", http.StatusRequestEntityTooLarge, "a body over the limit")
 			http.Error(w, "the body is over the gateway's limit of "+itoa(g.cfg.MaxBody)+" bytes", http.StatusRequestEntityTooLarge)
 		}
 		return
@@ -60,7 +63,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	req, err := g.request(ctx, rt, c)
 	if err != nil {
-		g.refuseHTTP(ctx, w, c, r.Method, resource, err.Error(), nil)
+		g.refuseHTTP(ctx, w, c, r.Method, resource, mandate.ErrorMessage(err), nil)
 		return
 	}
 	req.Action, req.Resource = policy.ActionHTTPRequest, r.Method+" "+path
