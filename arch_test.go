@@ -32,7 +32,7 @@ func TestArchitecture(t *testing.T) {
 		"auditlog/layout": {},
 		"auditcheck":      {"", "auditlog/layout"},
 		"storetest":       {"", "jose"},
-		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout"},
+		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout", "internal/bucket"},
 		// The Go client for agents speaks OAuth only.
 		"client": {"", "jose", "dpop"},
 		// Cedar policy decisions; the issuer and the gateway call it.

@@ -60,9 +60,10 @@ func (s *Server) auditTile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if level < 0 && !s.cfg.PublicAudit && !s.isAdmin(r) {
+		err := mandate.Errorf(mandate.EUNAUTHORIZED, "entry bundles hold the events: send the admin credential, or start the server with --public-audit")
+		s.refusedCredential(r, "admin", "", err)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-admin"`)
-		writeError(w, r, s.log, mandate.Errorf(mandate.EUNAUTHORIZED,
-			"entry bundles hold the events: send the admin credential, or start the server with --public-audit"))
+		writeError(w, r, s.log, err)
 		return
 	}
 	// Only what the latest checkpoint covers is served: a tile of a given

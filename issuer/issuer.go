@@ -221,11 +221,19 @@ type Token struct {
 // @approval("required") makes the request wait for a person (a
 // *PendingError until then, as for delegation); @max_ttl_ms cuts the
 // lifetime. A refusal after the agent was authenticated is a decision
-// event in the audit log.
+// event in the audit log; one before, rate-limited, names nobody.
 func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error) {
 	now := is.cfg.Now()
 	agent, assertion, err := is.authenticate(ctx, req.ClientID, req.ClientAssertionType, req.ClientAssertion, now)
 	if err != nil {
+		// A request that proves no agent: on record all the same (someone
+		// is trying), rate-limited with the other unauthenticated refusals,
+		// naming nobody (the assertion's sub is a claim, not a fact).
+		if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED && is.cfg.Events != nil && is.refusals.Allow(now) {
+			if aerr := is.cfg.Events.Append(ctx, refusalEvent("mint", err, now)); aerr != nil {
+				is.cfg.Logger.Error("refused mint not audited", "err", aerr)
+			}
+		}
 		return nil, err
 	}
 	tok, err := is.mintRoot(ctx, req, agent, assertion, now)
