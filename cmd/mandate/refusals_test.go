@@ -12,6 +12,7 @@ import (
 	"io"
 	"io/fs"
 	"net/http"
+	"net/url"
 	"os"
 	"path/filepath"
 	"slices"
@@ -24,6 +25,7 @@ import (
 	"github.com/mandatehq/mandate/client"
 	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/monitor"
 )
@@ -100,7 +102,9 @@ func TestInternalErrorsNeverReachCallers(t *testing.T) {
 	rec := &recorder{}
 	admin := &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken, HTTP: &http.Client{Transport: rec, Timeout: 30 * time.Second}}
 	breakTable(t, m, "agents")
+	breakTable(t, m, "approvers")
 	const cause = "no such table"
+	raw := &http.Client{Transport: rec, Timeout: 30 * time.Second}
 
 	_, ghost, _ := ed25519.GenerateKey(rand.Reader)
 	if _, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: "spiffe://example.org/agent/ghost", Key: ghost, Scope: "mcp:crm:list"}); err == nil {
@@ -111,6 +115,17 @@ func TestInternalErrorsNeverReachCallers(t *testing.T) {
 	}
 	if _, err := admin.Agent(ctx, "nobody"); err == nil {
 		t.Fatal("an agent read from a broken store")
+	}
+	// The revocation endpoint, authenticating an agent it cannot look up.
+	resp, err := raw.PostForm(m.URL+"/oauth2/revoke", url.Values{"token": {"x"}, "client_assertion_type": {issuer.ClientAssertionType},
+		"client_assertion": {httpapi.ClientAssertion(ghost, "spiffe://example.org/agent/ghost", m.URL+"/oauth2/token", time.Now())}})
+	if err != nil || resp.StatusCode != http.StatusServiceUnavailable {
+		t.Fatalf("revocation by an agent the store cannot look up: %v %v", err, resp)
+	}
+	resp.Body.Close()
+	// The approvals API, with an approver credential it cannot look up.
+	if _, err := (&httpapi.Client{BaseURL: m.URL, ApproverToken: httpapi.ApproverTokenPrefix + "someone", HTTP: raw}).Approvals(ctx, "", ""); err == nil {
+		t.Fatal("approvals listed for an approver the store cannot look up")
 	}
 	got := rec.String()
 	if strings.Contains(got, cause) || strings.Contains(got, "SQL") {
