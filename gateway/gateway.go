@@ -122,8 +122,9 @@ type Config struct {
 	// tools/list or tools/call answer (DefaultMaxResponse).
 	MaxResponse int64
 	// MaxSessions bounds the sessions remembered (DefaultMaxSessions);
-	// past it the least recently used is forgotten, and its client must
-	// initialize again.
+	// past it the least recently used idle one is forgotten (its client
+	// must initialize again), and a new one is refused (429) while every
+	// one has a request in flight.
 	MaxSessions int
 	// SessionIdle forgets a session that had no request in flight (no
 	// POST being answered, no GET stream open) for this long

@@ -430,14 +430,18 @@ func (v *Verifier) checkProof(c *mandate.Claims, token string, proofs []string, 
 	if !bound && v.cfg.RequireDPoP {
 		return failOf(c, "dpop", ErrDPoP, "a DPoP-bound mandate is required here")
 	}
-	// unproved is the check of a proof that fails before it shows that
-	// the presenter holds the bound key; "dpop" for a mandate not bound.
-	unproved, proved := "dpop", "dpop"
-	if bound {
-		unproved, proved = "dpop-key", "dpop-proof"
-		if !slices.ContainsFunc(proofs, func(p string) bool { return dpop.SignedBy(p, c.Confirm.JKT) }) {
-			proved = unproved
+	// badProof is the check of proofs refused: for a bound mandate,
+	// whether one of them was made with its key (a thief cannot make one).
+	// Asked only on refusal, so that a good proof's signature is checked
+	// once.
+	badProof := func() string {
+		switch {
+		case !bound:
+			return "dpop"
+		case slices.ContainsFunc(proofs, func(p string) bool { return dpop.SignedBy(p, c.Confirm.JKT) }):
+			return "dpop-proof"
 		}
+		return "dpop-key"
 	}
 	switch {
 	case len(proofs) == 0 || len(proofs) == 1 && proofs[0] == "":
@@ -447,14 +451,14 @@ func (v *Verifier) checkProof(c *mandate.Claims, token string, proofs []string, 
 		}
 		return failOf(c, check, ErrDPoP, "no DPoP proof: send one in the DPoP header")
 	case len(proofs) > 1:
-		return failOf(c, proved, ErrDPoP, "more than one DPoP header")
+		return failOf(c, badProof(), ErrDPoP, "more than one DPoP header")
 	}
 	p, err := dpop.Check(proofs[0], dpop.Requirements{
 		Method: method, URL: url, AccessToken: token, Now: now, MaxAge: v.cfg.DPoPMaxAge, Skew: v.cfg.Skew,
 	})
 	if err != nil {
 		if errors.Is(err, dpop.ErrInvalidProof) {
-			return failOf(c, proved, ErrDPoP, "%v", err)
+			return failOf(c, badProof(), ErrDPoP, "%v", err)
 		}
 		// The request, not the proof (a URL the verifier cannot parse).
 		return &Error{Check: "dpop", Err: ErrDPoP, Detail: "the request cannot be checked against the proof", Cause: err, Claims: c}
@@ -504,10 +508,12 @@ func (v *Verifier) VerifyRequest(ctx context.Context, r *http.Request, url strin
 	case dpopScheme:
 		err = v.checkProof(c, token, proofs, r.Method, url, now)
 	case len(proofs) > 1:
-		err = failOf(c, "dpop", ErrDPoP, "more than one DPoP header")
+		// Bearer: the proofs are not read, so none proves the key.
+		check := "dpop"
 		if c.Confirm != nil {
-			err.(*Error).Check = "dpop-bearer"
+			check = "dpop-bearer"
 		}
+		err = failOf(c, check, ErrDPoP, "more than one DPoP header")
 	default:
 		err = v.bearer(c)
 	}
