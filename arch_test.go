@@ -32,7 +32,7 @@ func TestArchitecture(t *testing.T) {
 		"auditlog/layout": {},
 		"auditcheck":      {"", "auditlog/layout", "internal/noredirect"},
 		"storetest":       {"", "jose"},
-		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout", "internal/noredirect"},
+		"httpapi":         {"", "jose", "dpop", "verify", "issuer", "auditlog", "auditlog/layout", "internal/bucket", "internal/noredirect"},
 		// The Go client for agents speaks OAuth only.
 		"client": {"", "jose", "dpop", "internal/noredirect"},
 		// Cedar policy decisions; the issuer and the gateway call it.

@@ -19,8 +19,12 @@ const (
 )
 
 // Error is the application error. Message is safe to show to the caller:
-// it never holds a secret. Err, if set, is the internal cause; it is logged
-// and never returned over the wire.
+// it never holds a secret, nor the text of an internal cause. Err, if set,
+// is the internal cause (SQLite's text, a file path): it is logged and
+// never returned over the wire.
+//
+// Error() is for logs: the message and the cause. What a caller is told is
+// ErrorMessage's, which never holds the cause.
 type Error struct {
 	Code    string // one of the E* codes
 	OAuth   string // RFC 6749 §5.2 / RFC 8707 / RFC 9449 error code, if it differs from the default for Code
@@ -29,19 +33,31 @@ type Error struct {
 }
 
 func (e *Error) Error() string {
-	if e.Err != nil && e.Message == "" {
-		return e.Err.Error()
+	if e.Err == nil {
+		return e.Message
 	}
-	return e.Message
+	cause := e.Err.Error()
+	if e.Message == "" || e.Message == cause { // a typed cause that is its own message
+		return cause
+	}
+	return e.Message + ": " + cause
 }
 
 func (e *Error) Unwrap() error { return e.Err }
 
-// Errorf returns an *Error with the given code and a formatted message.
-// A %w verb in format wraps the cause as usual.
+// Errorf returns an *Error with the given code and a message formatted as
+// fmt.Sprintf formats it. It never wraps: the message is the caller's to
+// read, and a cause's text must not reach callers. To keep a cause for the
+// log, use Wrapf (go vet refuses %w here).
 func Errorf(code, format string, args ...any) *Error {
-	err := fmt.Errorf(format, args...)
-	return &Error{Code: code, Message: err.Error(), Err: errors.Unwrap(err)}
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...)}
+}
+
+// Wrapf returns an *Error with the given code, the formatted message (safe
+// for callers), and cause as its internal cause: errors.Is and errors.As
+// see it, the log reads it (Error), callers never do (ErrorMessage).
+func Wrapf(cause error, code, format string, args ...any) *Error {
+	return &Error{Code: code, Message: fmt.Sprintf(format, args...), Err: cause}
 }
 
 // OAuthErrorf returns an *Error carrying a specific OAuth error code, such
@@ -65,12 +81,17 @@ func ErrorCode(err error) string {
 	return EINTERNAL
 }
 
+// InternalMessage is what a caller is told of an internal error: the
+// details are in the log.
+const InternalMessage = "internal error"
+
 // ErrorMessage returns the caller-safe message of err: the message of the
-// first *Error in its chain, or a generic text for anything else.
+// first *Error in its chain, never its cause; InternalMessage for an
+// EINTERNAL error (a bug's details are for the log) or any other error.
 func ErrorMessage(err error) string {
 	var e *Error
-	if errors.As(err, &e) {
+	if errors.As(err, &e) && e.Code != EINTERNAL && e.Message != "" {
 		return e.Message
 	}
-	return "internal error"
+	return InternalMessage
 }

@@ -202,7 +202,7 @@ func (a *Agent) Validate() error {
 		}
 	}
 	if err := ValidateAgentLabels(a.Labels); err != nil {
-		return Errorf(EINVALID, "agent %q: %w", a.Name, err)
+		return Errorf(EINVALID, "agent %q: %s", a.Name, ErrorMessage(err))
 	}
 	if len(a.PublicKey) != 32 {
 		return Errorf(EINVALID, "agent %q needs an Ed25519 public key (32 bytes), got %d bytes", a.Name, len(a.PublicKey))

@@ -508,7 +508,7 @@ func (set ScopeSet) MarshalJSON() ([]byte, error) { return json.Marshal(set.Stri
 func (set *ScopeSet) UnmarshalJSON(data []byte) error {
 	var words []string
 	if err := json.Unmarshal(data, &words); err != nil {
-		return Errorf(EINVALID, "scopes must be a JSON array of strings: %w", err)
+		return Errorf(EINVALID, "scopes must be a JSON array of strings: %v", err)
 	}
 	if words == nil {
 		*set = nil

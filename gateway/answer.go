@@ -145,6 +145,12 @@ func rewrite(data []byte, hook func(*message) []byte) []byte {
 // and flushing after each event. An event is bounded by MaxResponse.
 func (g *Gateway) events(w http.ResponseWriter, r io.Reader, hook func(*message) []byte) error {
 	fl, _ := w.(http.Flusher)
+	if fl != nil {
+		// The headers at once: a client waits for them before it goes on
+		// (the official SDKs open their stream of server messages so),
+		// and the first event may be long in coming.
+		fl.Flush()
+	}
 	sc := bufio.NewScanner(r)
 	sc.Buffer(make([]byte, 64<<10), int(min(g.cfg.MaxResponse, 1<<30)))
 	sc.Split(sseLines)

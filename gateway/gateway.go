@@ -142,10 +142,14 @@ type Config struct {
 	// tools/list or tools/call answer (DefaultMaxResponse).
 	MaxResponse int64
 	// MaxSessions bounds the sessions remembered (DefaultMaxSessions);
-	// past it the least recently used is forgotten, and its client must
-	// initialize again.
+	// past it the least recently used idle one is forgotten (its client
+	// must initialize again), and a new one is refused (429) while every
+	// one has a request in flight.
 	MaxSessions int
-	// SessionIdle forgets a session unused this long (DefaultSessionIdle).
+	// SessionIdle forgets a session that had no request in flight (no
+	// POST being answered, no GET stream open) for this long
+	// (DefaultSessionIdle), and ends it upstream: its client, if it comes
+	// back, is told 404 and initializes again (MCP Streamable HTTP).
 	SessionIdle time.Duration
 	// ReplaySince is when the gateway's replay set of DPoP proofs starts
 	// (verify.Config.ReplaySince): proofs issued before it are refused, as
@@ -158,9 +162,13 @@ type Config struct {
 
 // Defaults for Config.
 const (
-	DefaultMaxResponse     = 8 << 20
-	DefaultMaxSessions     = 100_000
-	DefaultSessionIdle     = time.Hour
+	DefaultMaxResponse = 8 << 20
+	DefaultMaxSessions = 100_000
+	// DefaultSessionIdle: a client pausing between calls keeps its
+	// session, one connected with its GET stream keeps it however long it
+	// idles, and one that left without DELETE frees its place and its
+	// upstream session within minutes.
+	DefaultSessionIdle     = 10 * time.Minute
 	DefaultUpstreamTimeout = 30 * time.Second
 )
 
@@ -178,6 +186,8 @@ type Gateway struct {
 	tasks         *taskStates
 	refusals      *bucket.Bucket // of audit events for refused genuine mandates
 	refused       *replay.Cache  // which mandates' refusals were recorded in the last minute
+	enders        chan struct{}  // one token per forgotten session being ended upstream
+	ending        sync.WaitGroup
 }
 
 type route struct {
@@ -276,9 +286,10 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Client = noredirect.Client(cfg.Client)
 	cfg.Client.Jar = nil
 	cfg.Client.Transport = &headerTimeout{base: cfg.Client.Transport, d: cfg.UpstreamTimeout}
-	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
+	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{},
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
-		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
+		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
+	g.sessions = newSessions(cfg.MaxSessions, cfg.SessionIdle, g.endUpstream)
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u
 	}
@@ -386,8 +397,14 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	if !g.session(w, r, rt, c) {
+	id, ok := g.session(w, r, rt, c)
+	if !ok {
 		return
+	}
+	if id != "" {
+		// Live while this request is in flight: a session is not
+		// forgotten under an open stream.
+		defer func() { g.sessions.done(id, g.cfg.Now()) }()
 	}
 	switch r.Method {
 	case http.MethodPost:
@@ -450,9 +467,11 @@ func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route, er
 	return true
 }
 
-// Close stops the stdio servers the gateway runs. Call it after the HTTP
-// server has shut down.
+// Close waits for the forgotten sessions being ended upstream, and stops
+// the stdio servers the gateway runs. Call it after the HTTP server has
+// shut down.
 func (g *Gateway) Close() {
+	g.ending.Wait()
 	for _, b := range g.bridges {
 		b.close()
 	}
@@ -505,7 +524,13 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 		return nil, false
 	}
 	g.auditRefusal(r.Context(), rt, err)
-	desc := strings.NewReplacer(`"`, "'", "\\", "/").Replace(err.Error())
+	// What the presenter is told: a verify.Error's text, which leaves its
+	// cause out (the log has it).
+	why := "the mandate cannot be checked now"
+	if ve := (*verify.Error)(nil); errors.As(err, &ve) {
+		why = ve.Error()
+	}
+	desc := strings.NewReplacer(`"`, "'", "\\", "/").Replace(why)
 	code := "invalid_token"
 	if r.Header.Get("Authorization") == "" {
 		code = "" // RFC 6750 §3.1: no error code when no credential was sent
@@ -523,26 +548,46 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 	w.Header().Add("WWW-Authenticate", challenge("Bearer"))
 	w.Header().Add("WWW-Authenticate", challenge("DPoP"))
 	g.cfg.Logger.InfoContext(r.Context(), "gateway: mandate refused", "server", rt.Name, "err", err)
-	http.Error(w, "mandate refused: "+err.Error(), http.StatusUnauthorized)
+	http.Error(w, "mandate refused: "+why, http.StatusUnauthorized)
 	return nil, false
 }
 
-// refusalRate bounds the audit events of refused genuine mandates, per
-// second: whoever holds an expired or stolen mandate can send it as often
-// as they like. Each mandate's refusal for a check is recorded once in
-// refusedFor, of at most refusedMax mandates at once.
+// refusalRate bounds the audit events of refusals that the holder of a
+// genuine mandate can cause at will, per second: whoever holds an expired
+// or stolen mandate can send it as often as they like, and so can a
+// client that keeps sending what the gateway refuses before deciding
+// (a malformed message, a session over its quota). Each mandate's refusal
+// for a check is recorded once in refusedFor, of at most refusedMax
+// mandates at once.
 const (
 	refusalRate = 100
 	refusedFor  = time.Minute
 	refusedMax  = 10_000
 )
 
-// auditRefusal records the refusal of a genuine mandate (its signature
-// verified: one that is expired, revoked, or presented without its key),
-// naming its task and agent, for the monitor: a revoked mandate still in
-// use, an old one replayed, one presented by someone without its key are
-// signs of a stolen credential. Forgeries and garbage are not recorded:
-// they name nobody, and anyone can send them.
+// auditOnce records ev, the refusal of the mandate of id for check,
+// unless one was recorded within refusedFor or the rate is spent. It is
+// written in the background where it can be: a refusal need not wait for
+// the log (it grants nothing).
+func (g *Gateway) auditOnce(ctx context.Context, rt *route, id, check string, ev func() *mandate.Event) {
+	now := g.cfg.Now()
+	// Once a minute per mandate and check: its holder may retry it in a
+	// loop, which must not take the others' share of the rate. (Past
+	// refusedMax in a minute the set refuses, ErrFull: a flood, which the
+	// rate would cut anyway.)
+	if g.refused.Use(id+" "+check, now.Add(refusedFor), now) != nil || !g.refusals.Allow(now) {
+		return
+	}
+	g.recordResults(ctx, rt, []*mandate.Event{ev()})
+}
+
+// auditRefusal records the refusal of a genuine mandate (its signature,
+// issuer and audience verified: one that is expired, revoked, presented
+// without its key, or refused by a later check), naming its task and
+// agent, for the monitor: a revoked mandate still in use, an old one
+// replayed, one presented by someone without its key are signs of a
+// stolen credential. Forgeries and garbage are not recorded: they name
+// nobody, and anyone can send them.
 func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	var ve *verify.Error
 	if !errors.As(err, &ve) || ve.Claims == nil {
@@ -550,56 +595,116 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	}
 	now := g.cfg.Now()
 	c := ve.Claims
-	// Once a minute per mandate and check: its holder may retry it in a
-	// loop, which must not take the others' share of the rate.
-	key := c.ID + " " + ve.Check
+	check := ve.Check
 	if errors.Is(err, verify.ErrExpired) && now.Sub(c.Expiry.Time) >= 5*time.Second {
-		key += "-late" // a replay well after expiry is not hidden by a late use
+		check += "-late" // a replay well after expiry is not hidden by a late use
 	}
-	// (Past refusedMax in a minute the set refuses, ErrFull: a flood, which
-	// the rate would cut anyway.)
-	if g.refused.Use(key, now.Add(refusedFor), now) != nil || !g.refusals.Allow(now) {
-		return
-	}
-	details := map[string]any{"refused": ve.Check}
-	if errors.Is(err, verify.ErrExpired) {
-		details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
-	}
-	// Written in the background where it can be: the refusal need not
-	// wait for the log (it grants nothing).
-	g.recordResults(ctx, rt, []*mandate.Event{g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, err.Error(), details)})
+	g.auditOnce(ctx, rt, c.ID, check, func() *mandate.Event {
+		details := map[string]any{"refused": ve.Check}
+		if errors.Is(err, verify.ErrExpired) {
+			details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
+		}
+		// ve.Error() is what the presenter was told, without the cause.
+		return g.event(mandate.EventDecision, c, "authenticate", rt.kind+":"+rt.Name, mandate.OutcomeDeny, ve.Error(), details)
+	})
+}
+
+// refuseRequest records the refusal of a request whose mandate was
+// verified, before anything was decided on it (a malformed message, a
+// body over the limit, a session over its agent's quota or of another
+// task): a decision event naming the mandate's task and agent, with
+// details check (what refused it, as docs/events.md lists them) and
+// http_status. The caller answers the request.
+func (g *Gateway) refuseRequest(ctx context.Context, rt *route, c *mandate.Claims, action, check string, status int, reason string) {
+	g.auditOnce(ctx, rt, c.ID, check, func() *mandate.Event {
+		return g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name, mandate.OutcomeDeny, reason,
+			map[string]any{"check": check, "http_status": status})
+	})
 }
 
 const sessionHeader = "Mcp-Session-Id"
 
 // session checks that a request in an MCP session comes from the task
 // and agent the session was opened for: another mandate cannot ride it.
-func (g *Gateway) session(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) bool {
+// It returns the session's id, whose request the caller must end with
+// sessions.done, or "" for a request outside a session.
+func (g *Gateway) session(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) (string, bool) {
 	ids := r.Header.Values(sessionHeader)
 	if len(ids) > 1 {
+		g.refuseRequest(r.Context(), rt, c, r.Method, "session-header", http.StatusBadRequest, "more than one Mcp-Session-Id")
 		http.Error(w, "more than one Mcp-Session-Id", http.StatusBadRequest)
-		return false
+		return "", false
 	}
 	id := r.Header.Get(sessionHeader)
 	if id == "" {
 		if len(ids) == 1 {
+			g.refuseRequest(r.Context(), rt, c, r.Method, "session-header", http.StatusBadRequest, "an empty Mcp-Session-Id")
 			http.Error(w, "an empty Mcp-Session-Id", http.StatusBadRequest)
-			return false
+			return "", false
 		}
-		return true
+		return "", true
 	}
-	switch b, ok := g.sessions.get(id, g.cfg.Now()); {
-	case !ok || b.route != rt.Name:
-		// Another server's session is not this one's: unknown here.
-		// MCP Streamable HTTP: 404 tells the client to initialize again.
+	b, ok := g.sessions.acquire(id, g.cfg.Now())
+	switch {
+	case !ok:
+		// Forgotten (idle, or ended), or never opened here: not a
+		// refusal to audit, the answer an expired session gets. MCP
+		// Streamable HTTP: 404 tells the client to initialize again.
 		http.Error(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
-		return false
-	case b.task != c.Task || b.agent != c.ClientID:
+		return "", false
+	case b.route != rt.Name || b.task != c.Task || b.agent != c.ClientID:
+		g.sessions.done(id, g.cfg.Now())
+		if b.route != rt.Name {
+			// Another server's session is not this one's: unknown here.
+			http.Error(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
+			return "", false
+		}
 		g.cfg.Logger.WarnContext(r.Context(), "gateway: a mandate tried another session", "agent", c.ClientID, "task", c.Task)
+		g.refuseRequest(r.Context(), rt, c, r.Method, "session-owner", http.StatusForbidden,
+			"a mandate of another task or agent than the session's")
 		http.Error(w, "this MCP session belongs to another task or agent: initialize your own", http.StatusForbidden)
-		return false
+		return "", false
 	}
-	return true
+	return id, true
+}
+
+// maxEnders bounds the forgotten sessions being ended upstream at once;
+// past it, the upstream's own idle timeout ends them.
+const maxEnders = 16
+
+// endUpstream ends, in the background, a session the gateway forgot
+// without its client's DELETE (idle, or making room): the upstream frees
+// what it holds for it (a stdio server's process).
+func (g *Gateway) endUpstream(b binding) {
+	rt := g.routes[b.route]
+	if rt == nil {
+		return
+	}
+	select {
+	case g.enders <- struct{}{}:
+	default:
+		return
+	}
+	g.ending.Add(1)
+	go func() {
+		defer func() { <-g.enders; g.ending.Done() }()
+		ctx, cancel := context.WithTimeout(context.Background(), g.cfg.UpstreamTimeout)
+		defer cancel()
+		req, err := http.NewRequestWithContext(ctx, http.MethodDelete, rt.upstream.String(), nil)
+		if err != nil {
+			return
+		}
+		req.Header.Set(sessionHeader, b.id)
+		if rt.auth != "" {
+			req.Header.Set("Authorization", rt.auth)
+		}
+		resp, err := g.cfg.Client.Do(req)
+		if err != nil {
+			g.cfg.Logger.Debug("gateway: an idle session not ended upstream", "server", rt.Name, "err", err)
+			return
+		}
+		resp.Body.Close()
+	}()
 }
 
 // forward sends r (with body, if not nil) to rt's upstream. The mandate

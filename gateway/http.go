@@ -43,18 +43,22 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	path, why := canonical(sent, pathRules{encodedSlashes: rt.encodedSlashes})
 	if why != "" {
-		g.refuseRequest(r.Context(), w, c, http.StatusBadRequest, r.Method, "http:"+rt.Name, "path "+sent+" refused: it holds "+why+
-			"; hint: send the path without dot segments, backslashes or encoded slashes")
+		msg := "path " + sent + " refused: it holds " + why + "; hint: send the path without dot segments, backslashes or encoded slashes"
+		g.refuseRequest(r.Context(), rt, c, r.Method, "path", http.StatusBadRequest, msg)
+		http.Error(w, msg, http.StatusBadRequest)
 		return
 	}
 	if r.Header.Get("Upgrade") != "" {
+		g.refuseRequest(r.Context(), rt, c, r.Method, "upgrade", http.StatusBadRequest, "a protocol upgrade")
 		http.Error(w, "the gateway does not pass protocol upgrades (WebSocket, h2c) to HTTP upstreams", http.StatusBadRequest)
 		return
 	}
 	resource := "http:" + rt.Name + ":" + r.Method + ":" + path
 	if _, err := mandate.ParseScope(resource); err != nil {
 		// Over a scope's limits: no scope can allow it.
-		g.refuseRequest(r.Context(), w, c, http.StatusBadRequest, r.Method, "http:"+rt.Name, "path "+sent+" refused: "+mandate.ErrorMessage(err))
+		msg := "path " + sent + " refused: " + mandate.ErrorMessage(err)
+		g.refuseRequest(r.Context(), rt, c, r.Method, "path", http.StatusBadRequest, msg)
+		http.Error(w, msg, http.StatusBadRequest)
 		return
 	}
 	ctx := r.Context()
@@ -62,6 +66,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
+			g.refuseRequest(ctx, rt, c, r.Method, "too-large", http.StatusRequestEntityTooLarge, "a body over the limit")
 			http.Error(w, "the body is over the gateway's limit of "+itoa(g.cfg.MaxBody)+" bytes", http.StatusRequestEntityTooLarge)
 		}
 		return
@@ -73,7 +78,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	req, err := g.request(ctx, rt, c)
 	if err != nil {
-		g.refuseHTTP(ctx, w, c, r.Method, resource, err.Error(), nil)
+		g.refuseHTTP(ctx, w, c, r.Method, resource, mandate.ErrorMessage(err), nil)
 		return
 	}
 	// The route's labels are the gateway's word about the API, as a tool's
@@ -224,18 +229,6 @@ func (g *Gateway) refuseHTTPWith(ctx context.Context, w http.ResponseWriter, c *
 	w.Header().Set("WWW-Authenticate", `Bearer error="insufficient_scope", error_description="`+strings.NewReplacer(`"`, "'", "\\", "/").Replace(why)+`"`)
 	w.WriteHeader(http.StatusForbidden)
 	io.WriteString(w, why+"\n")
-}
-
-// refuseRequest answers status with why, a request refused for its form
-// (a path no scope can allow), and records the decision event: a mandate
-// probing paths is a sign the monitor reads.
-func (g *Gateway) refuseRequest(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, status int, method, resource, why string) {
-	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
-	if err := g.cfg.Events.Append(ctx, g.event(mandate.EventDecision, c, method, resource, mandate.OutcomeDeny, why,
-		map[string]any{"http_status": status})); err != nil {
-		g.cfg.Logger.Error("gateway: refusal not audited", "resource", resource, "err", err)
-	}
-	http.Error(w, why, status)
 }
 
 // forwardedHeaders are the request headers an HTTP upstream gets.

@@ -5,7 +5,6 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"net/http"
 	"strings"
@@ -31,8 +30,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
-		writeRPC(w, http.StatusRequestEntityTooLarge, errorResponse(nil, rpcError{Code: CodeInvalidRequest,
-			Message: "the body is over the gateway's limit of " + itoa(g.cfg.MaxBody) + " bytes"}))
+		msg := "the body is over the gateway's limit of " + itoa(g.cfg.MaxBody) + " bytes"
+		g.refuseRequest(r.Context(), rt, c, "post", "too-large", http.StatusRequestEntityTooLarge, msg)
+		writeRPC(w, http.StatusRequestEntityTooLarge, errorResponse(nil, rpcError{Code: CodeInvalidRequest, Message: msg}))
 		return
 	} else if err != nil {
 		return // the client went away
@@ -43,6 +43,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		if !json.Valid(body) {
 			code = CodeParseError
 		}
+		// The parser's own words about the client's message: no cause of
+		// the gateway's in them.
+		g.refuseRequest(r.Context(), rt, c, "post", "malformed", http.StatusBadRequest, err.Error())
 		writeRPC(w, http.StatusBadRequest, errorResponse(nil, rpcError{Code: code, Message: err.Error()}))
 		return
 	}
@@ -50,8 +53,9 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		if m.isNotification() && !strings.HasPrefix(m.Method, "notifications/") {
 			// A notification gets no answer and no decision: only MCP's
 			// own notifications pass.
-			writeRPC(w, http.StatusBadRequest, errorResponse(nil, rpcError{Code: CodeInvalidRequest,
-				Message: "method " + m.Method + " cannot be sent as a notification: give it an id"}))
+			msg := "method " + m.Method + " cannot be sent as a notification: give it an id"
+			g.refuseRequest(r.Context(), rt, c, m.Method, "notification", http.StatusBadRequest, msg)
+			writeRPC(w, http.StatusBadRequest, errorResponse(nil, rpcError{Code: CodeInvalidRequest, Message: msg}))
 			return
 		}
 	}
@@ -59,9 +63,16 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	// is opened, so that concurrent initializes cannot pass the quota.
 	owner, reserved := mandate.RegisteredAncestor(c.ClientID), false
 	if r.Header.Get(sessionHeader) == "" && isInitialize(msgs) {
-		if !g.sessions.reserve(owner, g.cfg.Now()) {
-			writeRPC(w, http.StatusTooManyRequests, errorResponse(nil, rpcError{Code: CodeDenied,
-				Message: "agent " + owner + " and its sub-agents hold too many MCP sessions: end one (DELETE) or let one idle out"}))
+		if full := g.sessions.reserve(owner, g.cfg.Now()); full != reservedOK {
+			msg := "agent " + owner + " and its sub-agents have " + itoa(maxSessionsPerAgent) +
+				" MCP sessions with requests in flight: wait for one to end, or end one (DELETE)"
+			if full == gatewayFull {
+				msg = "the gateway holds as many MCP sessions with requests in flight as it can: try again shortly"
+			}
+			// Audited, as any refusal: an agent that keeps its sessions
+			// busy and asks for more is worth a look.
+			g.refuseRequest(r.Context(), rt, c, "initialize", "session-quota", http.StatusTooManyRequests, msg)
+			writeRPC(w, http.StatusTooManyRequests, errorResponse(nil, rpcError{Code: CodeDenied, Message: msg}))
 			return
 		}
 		reserved = true
@@ -313,7 +324,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	resource := "mcp:" + rt.Name
 	req, err := g.request(ctx, rt, c)
 	if err != nil {
-		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: err.Error()}, nil)
+		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: mandate.ErrorMessage(err)}, nil)
 	}
 	var secrets map[string]any // found in a call's arguments
 	view := ""
@@ -552,8 +563,10 @@ func (g *Gateway) request(ctx context.Context, rt *route, c *mandate.Claims) (po
 		a, err := g.cfg.Agents.Agent(ctx, reg)
 		if err != nil {
 			// Policy must not decide on an agent without its labels (a
-			// forbid on a label would not apply): refuse instead.
-			return req, fmt.Errorf("the gateway cannot look up agent %s: %s", reg, mandate.ErrorMessage(err))
+			// forbid on a label would not apply): refuse instead. The
+			// caller is told what failed, the log why.
+			g.cfg.Logger.ErrorContext(ctx, "gateway: agent lookup failed", "agent", reg, "err", err)
+			return req, mandate.Wrapf(err, mandate.ErrorCode(err), "the gateway cannot look up agent %s: %s", reg, mandate.ErrorMessage(err))
 		}
 		req.Agent.Name, req.Agent.Owner, req.Agent.Labels = a.Name, a.Owner, a.Labels
 	}

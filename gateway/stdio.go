@@ -180,8 +180,10 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 			return
 		}
 		if s, err = b.spawn(); err != nil {
+			// The client, through the gateway, is told it cannot start;
+			// the log says why (the command's path, the exec error).
 			b.log.Warn("gateway: stdio server not started", "err", err)
-			http.Error(w, err.Error(), http.StatusServiceUnavailable)
+			http.Error(w, "the stdio server "+b.route.Name+" cannot start a process now: try again later", http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set(sessionHeader, s.id)

@@ -222,7 +222,7 @@ func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) {
 	prev := s.cfg.Keys.Active().ID
 	k, err := s.cfg.Keys.Rotate(s.cfg.Now())
 	if err != nil {
-		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "rotate keys: %w", err))
+		writeError(w, r, s.log, mandate.Wrapf(err, mandate.EINTERNAL, "rotate keys"))
 		return
 	}
 	// The new key is saved before the event: the event never announces a

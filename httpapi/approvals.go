@@ -63,14 +63,17 @@ func (s *Server) authApprover(r *http.Request) (*mandate.Approver, error) {
 func (s *Server) approver(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if s.isAdmin(r) {
-			writeError(w, r, s.log, mandate.Errorf(mandate.EFORBIDDEN,
+			err := mandate.Errorf(mandate.EFORBIDDEN,
 				"the admin credential cannot decide approvals: a person decides, with their own approver credential "+
-					"(`mandate approver add EMAIL` makes one; then `mandate approvals approve ID --approver-token-file FILE`)"))
+					"(`mandate approver add EMAIL` makes one; then `mandate approvals approve ID --approver-token-file FILE`)")
+			s.refusedCredential(r, "approver", "admin", err)
+			writeError(w, r, s.log, err)
 			return
 		}
 		a, err := s.authApprover(r)
 		if err != nil {
 			if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED {
+				s.refusedCredential(r, "approver", "", err)
 				w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-approver"`)
 			}
 			writeError(w, r, s.log, err)
@@ -89,11 +92,12 @@ func (s *Server) adminOrApprover(h http.HandlerFunc) http.HandlerFunc {
 		}
 		a, err := s.authApprover(r)
 		if err != nil {
-			if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED {
-				w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
-			}
 			if err == errNoApproverCredential {
 				err = mandate.Errorf(mandate.EUNAUTHORIZED, "admin or approver credential required: send Authorization: Bearer <admin token, or %s… approver credential>", ApproverTokenPrefix)
+			}
+			if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED {
+				w.Header().Set("WWW-Authenticate", `Bearer realm="mandate"`)
+				s.refusedCredential(r, "admin-or-approver", "", err)
 			}
 			writeError(w, r, s.log, err)
 			return

@@ -39,7 +39,7 @@ func (s *Server) auditCheckpoint(w http.ResponseWriter, r *http.Request) {
 	if signed == nil {
 		var err error
 		if signed, err = s.cfg.Publisher.Publish(r.Context()); err != nil {
-			writeError(w, r, s.log, mandate.Errorf(mandate.EUNAVAILABLE, "no checkpoint yet: %w", err))
+			writeError(w, r, s.log, mandate.Wrapf(err, mandate.EUNAVAILABLE, "no checkpoint yet"))
 			return
 		}
 	}
@@ -60,9 +60,10 @@ func (s *Server) auditTile(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if level < 0 && !s.cfg.PublicAudit && !s.isAdmin(r) {
+		err := mandate.Errorf(mandate.EUNAUTHORIZED, "entry bundles hold the events: send the admin credential, or start the server with --public-audit")
+		s.refusedCredential(r, "admin", "", err)
 		w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-admin"`)
-		writeError(w, r, s.log, mandate.Errorf(mandate.EUNAUTHORIZED,
-			"entry bundles hold the events: send the admin credential, or start the server with --public-audit"))
+		writeError(w, r, s.log, err)
 		return
 	}
 	// Only what the latest checkpoint covers is served: a tile of a given
@@ -166,7 +167,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request) {
 	hr := s.cfg.Audit.HashReader(r.Context())
 	root, err := tlog.TreeHash(size, hr)
 	if err != nil {
-		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "tree hash: %w", err))
+		writeError(w, r, s.log, mandate.Wrapf(err, mandate.EINTERNAL, "tree hash"))
 		return
 	}
 	resp := ProofResponse{Size: size, Root: root.String(), Checkpoint: string(signed)}
@@ -187,7 +188,7 @@ func (s *Server) auditProof(w http.ResponseWriter, r *http.Request) {
 		proof = p
 	}
 	if err != nil {
-		writeError(w, r, s.log, mandate.Errorf(mandate.EINTERNAL, "proof: %w", err))
+		writeError(w, r, s.log, mandate.Wrapf(err, mandate.EINTERNAL, "proof"))
 		return
 	}
 	resp.Proof = make([]string, len(proof))

@@ -195,7 +195,10 @@ func TestAuditReadAPI(t *testing.T) {
 		t.Errorf("agent events: %d %s", code, b)
 	}
 	code, b = get(t, ts.URL+"/v1/events?limit=5&last=true&since="+time.Now().Add(-time.Hour).Format(time.RFC3339), true)
-	if code != 200 || json.Unmarshal(b, &evs) != nil || len(evs.Events) != 5 || evs.Events[4].Index != 300 {
+	// The last is the refusal of the entry bundle asked for without the
+	// admin credential: audited.
+	if code != 200 || json.Unmarshal(b, &evs) != nil || len(evs.Events) != 5 || evs.Events[4].Index != 301 ||
+		evs.Events[4].Type != mandate.EventDecision || evs.Events[4].Details["credential"] != "admin" {
 		t.Errorf("last events: %d %s", code, b)
 	}
 	if code, _ := get(t, ts.URL+"/v1/events?limit=0", true); code != 400 {

@@ -27,6 +27,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/internal/bucket"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/verify"
 )
@@ -77,7 +78,8 @@ type Server struct {
 	// approval's decision (StopWaiting).
 	stopWaits     chan struct{}
 	stopWaitsOnce sync.Once
-	hub           hub // the live event streams
+	hub           hub            // the live event streams
+	credRefusals  *bucket.Bucket // of audit events for refused credentials
 }
 
 // New returns a Server for cfg.
@@ -99,7 +101,7 @@ func New(cfg Config) (*Server, error) {
 		cfg.Logger = slog.Default()
 	}
 	s := &Server{cfg: cfg, adminHash: sha256.Sum256([]byte(cfg.AdminToken)), mux: http.NewServeMux(), log: cfg.Logger,
-		stopWaits: make(chan struct{})}
+		stopWaits: make(chan struct{}), credRefusals: bucket.New(credentialRate, credentialBurst)}
 	var err error
 	s.inspector, err = verify.New(verify.Config{
 		Issuer:        cfg.Issuer.Issuer(),
@@ -277,9 +279,10 @@ func (w *statusWriter) Unwrap() http.ResponseWriter { return w.ResponseWriter }
 func (s *Server) admin(h http.HandlerFunc) http.HandlerFunc {
 	return func(w http.ResponseWriter, r *http.Request) {
 		if !s.isAdmin(r) {
+			err := mandate.Errorf(mandate.EUNAUTHORIZED, "admin credential required: send Authorization: Bearer <token from <data>/admin.token>")
+			s.refusedCredential(r, "admin", "", err)
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mandate-admin"`)
-			writeError(w, r, s.log, mandate.Errorf(mandate.EUNAUTHORIZED,
-				"admin credential required: send Authorization: Bearer <token from <data>/admin.token>"))
+			writeError(w, r, s.log, err)
 			return
 		}
 		h(w, r)

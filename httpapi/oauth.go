@@ -359,6 +359,9 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 	if !s.isAdmin(r) {
 		agent, err := s.cfg.Issuer.Authenticate(r.Context(), form.Get("client_id"), form.Get("client_assertion_type"), form.Get("client_assertion"))
 		if err != nil {
+			if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED {
+				s.refusedCredential(r, "client_assertion", "", err)
+			}
 			s.oauthError(w, r, err)
 			return
 		}
@@ -382,7 +385,14 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if by != "admin" && by != c.ClientID {
-		s.oauthError(w, r, mandate.OAuthErrorf(mandate.EFORBIDDEN, "unauthorized_client", "the token was not issued to this client"))
+		// An authenticated agent asking to revoke another's mandate: on
+		// record as its own refusal (the mandate's task is not told: the
+		// request was not its holder's).
+		err := mandate.OAuthErrorf(mandate.EFORBIDDEN, "unauthorized_client", "the token was not issued to this client")
+		s.appendRefusal(r.Context(), &mandate.Event{V: mandate.EventVersion, Time: s.cfg.Now().UnixNano(), Type: mandate.EventDecision,
+			Mandate: c.ID, Agent: by, Chain: []string{by}, Action: "revoke", Resource: c.ID, Outcome: mandate.OutcomeDeny,
+			Reason: mandate.ErrorMessage(err), Details: map[string]any{"error": "unauthorized_client"}})
+		s.oauthError(w, r, err)
 		return
 	}
 	now := s.cfg.Now()

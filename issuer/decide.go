@@ -113,7 +113,7 @@ func oauthCodeOf(err error) string {
 func refusalEvent(action string, err error, now time.Time) *mandate.Event {
 	ev := &mandate.Event{
 		V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventDecision,
-		Action: action, Outcome: mandate.OutcomeDeny, Reason: mandate.ErrorMessage(err),
+		Action: action, Outcome: mandate.OutcomeDeny, Reason: mandate.ClipReason(mandate.ErrorMessage(err)),
 	}
 	if de, ok := err.(*DeniedError); ok {
 		ev.Details = de.Decision.AuditDetails()

@@ -94,7 +94,16 @@ func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, er
 		}
 		return nil, err
 	}
-	tok, err := is.delegate(ctx, req, parent, now)
+	// The proof of the parent's key comes first: until it is checked, the
+	// sender may be anyone who obtained the parent, and a refusal names
+	// the parent for the monitor (dpop-mismatch), rate-limited.
+	proof, refused, err := is.parentProof(req.DPoP, parent.claims, now)
+	if err != nil {
+		parent.refused = refused
+		is.refusedGenuine(ctx, parent, now, err)
+		return nil, err
+	}
+	tok, err := is.delegate(ctx, req, parent, proof, now)
 	if err != nil {
 		if _, pending := err.(*PendingError); !pending {
 			is.refused(ctx, parent.claims, now, err)
@@ -104,24 +113,48 @@ func (is *Issuer) Delegate(ctx context.Context, req DelegateRequest) (*Token, er
 	return tok, nil
 }
 
-func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, now time.Time) (*Token, error) {
-	parent, ancestors := pe.claims, pe.ancestors
-	var proof *dpop.Proof
-	if parent.Confirm != nil {
-		if req.DPoP == "" {
-			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_dpop_proof", "the parent mandate is DPoP-bound: send a DPoP proof signed by its key")
+// parentProof checks the DPoP proof of a delegation by its genuine parent
+// c, and uses it up: a bound parent needs a fresh proof by its key; a
+// bearer parent takes none. A refusal of a bound parent's proof says, as
+// the gateway's do (verify.Error), whether the sender proved the key:
+// "dpop-bearer" (no proof), "dpop-key" (no proof by the bound key: another
+// key, a bad signature, alg none, garbage), "dpop-proof" (the holder's
+// proof, for another request or too old), "dpop-replay".
+//
+// The proof is used up here, before the rest of the request is checked,
+// so that a replayed request is refused for its proof (rate-limited), not
+// for whatever fails next on the holder's authority.
+func (is *Issuer) parentProof(proof string, c *mandate.Claims, now time.Time) (*dpop.Proof, string, error) {
+	if c.Confirm == nil {
+		if proof != "" {
+			return nil, "", mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "the parent mandate is a bearer token: a DPoP proof cannot be checked against it")
 		}
-		p, err := is.checkDPoP(req.DPoP, now)
-		if err != nil {
-			return nil, err
-		}
-		if p.JKT != parent.Confirm.JKT {
-			return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof is not signed by the key the parent mandate is bound to")
-		}
-		proof = p
-	} else if req.DPoP != "" {
-		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_dpop_proof", "the parent mandate is a bearer token: a DPoP proof cannot be checked against it")
+		return nil, "", nil
 	}
+	if proof == "" {
+		return nil, "dpop-bearer", mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_dpop_proof", "the parent mandate is DPoP-bound: send a DPoP proof signed by its key")
+	}
+	p, err := is.checkDPoP(proof, now)
+	if err != nil {
+		if dpop.SignedBy(proof, c.Confirm.JKT) {
+			return nil, "dpop-proof", err
+		}
+		return nil, "dpop-key", err
+	}
+	if p.JKT != c.Confirm.JKT {
+		return nil, "dpop-key", mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_dpop_proof", "the DPoP proof is not signed by the key the parent mandate is bound to")
+	}
+	if err := is.useOnce("d\x00"+p.JKT+"\x00"+p.ID, p.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
+		if oauthCodeOf(err) == "invalid_dpop_proof" {
+			return nil, "dpop-replay", err
+		}
+		return nil, "", err // the replay set is full: not the sender's doing
+	}
+	return p, "", nil
+}
+
+func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, proof *dpop.Proof, now time.Time) (*Token, error) {
+	parent, ancestors := pe.claims, pe.ancestors
 	act, err := is.actor(ctx, req.ActorToken, req.ActorTokenType, parent, now)
 	if err != nil {
 		return nil, err
@@ -240,11 +273,6 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		// Recorded with the issuance (AgentID act.ID), which RestoreReplay
 		// reads.
 		if err := is.useOnce(usedKey(act.ID, act.Assertion.ID), act.Assertion.Expiry.Time, now, "invalid_grant", "actor token"); err != nil {
-			return nil, err
-		}
-	}
-	if proof != nil {
-		if err := is.useOnce("d\x00"+proof.JKT+"\x00"+proof.ID, proof.IssuedAt.Add(is.cfg.DPoPMaxAge), now, "invalid_dpop_proof", "DPoP proof"); err != nil {
 			return nil, err
 		}
 	}
@@ -686,12 +714,17 @@ func hashFields(fields ...string) string {
 }
 
 // refusedGenuine records the refusal of a delegation whose parent is
-// genuine (this issuer's signature, on record) but expired or revoked,
-// naming its task and mandate, with details refused (and expired_ms) as
-// the gateway records such refusals. Rate-limited with the
-// unauthenticated ones.
+// genuine (this issuer's signature, on record) but expired or revoked, or
+// presented without a good proof of its key, naming its task and
+// mandate, with details refused (and expired_ms) as the gateway records
+// such refusals. Anyone who holds the parent can send it again and
+// again: once a minute per mandate and check (as at the gateway), and
+// rate-limited with the unauthenticated ones.
 func (is *Issuer) refusedGenuine(ctx context.Context, pe issued, now time.Time, err error) {
-	if is.cfg.Events == nil || !is.refusals.Allow(now) {
+	if is.cfg.Events == nil || pe.refused == "" {
+		return
+	}
+	if is.refusedOnce.Use(pe.claims.ID+" "+pe.refused, now.Add(refusedFor), now) != nil || !is.refusals.Allow(now) {
 		return
 	}
 	c := pe.claims

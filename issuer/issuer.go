@@ -143,7 +143,19 @@ type Issuer struct {
 	ephemeral *ephemeralAgents
 	waiters   waiters
 	refusals  *bucket.Bucket // of audit events for unauthenticated refusals
+	// refusedOnce: which genuine mandates' refusals (by mandate and check)
+	// were recorded within refusedFor.
+	refusedOnce *replay.Cache
 }
+
+// A refusal of a genuine mandate that anyone holding it can cause is
+// recorded once per refusedFor per mandate and check, of at most
+// refusedMax mandates at once (past it, none until some expire: a flood,
+// which the rate would cut anyway).
+const (
+	refusedFor = time.Minute
+	refusedMax = 10_000
+)
 
 // New returns an Issuer for cfg.
 func New(cfg Config) (*Issuer, error) {
@@ -197,10 +209,11 @@ func New(cfg Config) (*Issuer, error) {
 		cfg.MaxEphemeral = DefaultMaxEphemeral
 	}
 	return &Issuer{
-		cfg:       cfg,
-		issued:    newIssuedCache(issuedCacheSize),
-		ephemeral: newEphemeralAgents(cfg.MaxEphemeral),
-		refusals:  bucket.New(100, 100),
+		cfg:         cfg,
+		issued:      newIssuedCache(issuedCacheSize),
+		ephemeral:   newEphemeralAgents(cfg.MaxEphemeral),
+		refusals:    bucket.New(100, 100),
+		refusedOnce: replay.New(refusedMax),
 	}, nil
 }
 
@@ -243,11 +256,19 @@ type Token struct {
 // @approval("required") makes the request wait for a person (a
 // *PendingError until then, as for delegation); @max_ttl_ms cuts the
 // lifetime. A refusal after the agent was authenticated is a decision
-// event in the audit log.
+// event in the audit log; one before, rate-limited, names nobody.
 func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error) {
 	now := is.cfg.Now()
 	agent, assertion, err := is.authenticate(ctx, req.ClientID, req.ClientAssertionType, req.ClientAssertion, now)
 	if err != nil {
+		// A request that proves no agent: on record all the same (someone
+		// is trying), rate-limited with the other unauthenticated refusals,
+		// naming nobody (the assertion's sub is a claim, not a fact).
+		if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED && is.cfg.Events != nil && is.refusals.Allow(now) {
+			if aerr := is.cfg.Events.Append(ctx, refusalEvent("mint", err, now)); aerr != nil {
+				is.cfg.Logger.Error("refused mint not audited", "err", aerr)
+			}
+		}
 		return nil, err
 	}
 	tok, err := is.mintRoot(ctx, req, agent, assertion, now)
@@ -449,7 +470,7 @@ func (is *Issuer) RestoreReplay(ctx context.Context, used mandate.UsedAssertions
 func (is *Issuer) sign(c *mandate.Claims) (string, string, error) {
 	payload, err := json.Marshal(c)
 	if err != nil {
-		return "", "", mandate.Errorf(mandate.EINTERNAL, "encode claims: %w", err)
+		return "", "", mandate.Wrapf(err, mandate.EINTERNAL, "encode claims")
 	}
 	k := is.cfg.Keys.Active()
 	// typ at+jwt: an RFC 9068 access token.

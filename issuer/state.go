@@ -29,7 +29,7 @@ type issued struct {
 	claims    *mandate.Claims
 	ancestors []string
 	purpose   string // the task's purpose, for policy
-	refused   string // with an error: the genuine parent's failed check ("exp", "revocation")
+	refused   string // with an error: the genuine parent's failed check ("exp", "revocation", "dpop-key", ...)
 }
 
 type issuedEntry struct {

@@ -618,7 +618,9 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 				m.cfg.Logger.Error("monitor: response not carried out", "task", act.Task, "detector", act.Detector, "response", act.Response, "err", err)
 				d := alerts[act.alert].Details
 				failed, _ := d["failed"].([]string)
-				d["failed"] = append(failed, string(act.Response)+": "+mandate.ClipReason(err.Error()))
+				// What a caller would be told, not the cause: the alert is
+				// an audit event, which the public may read.
+				d["failed"] = append(failed, string(act.Response)+": "+mandate.ClipReason(mandate.ErrorMessage(err)))
 				// Fail closed: what could not be stopped waits for a person
 				// on every further call; the next detection (or RevokeAt)
 				// tries a task revocation again.
@@ -734,7 +736,9 @@ func (m *Monitor) sinks(found []detection, t *task, a *agent, ev mandate.LoggedE
 }
 
 // deadOrStolen runs the detectors of a refused genuine mandate: revoked,
-// replayed long after it expired, or presented without its key.
+// replayed long after it expired, or presented without its key. refused
+// is the check that refused it, as the gateway (verify.Error) and the
+// token endpoint name it.
 func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEvent, refused string) []detection {
 	var d detection
 	switch refused {
@@ -747,13 +751,20 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 		}
 		d = detection{detector: DeadMandateUse, reason: "a mandate used " + (time.Duration(ms) * time.Millisecond).String() + " after it expired"}
 	case "dpop-key", "dpop-bearer":
-		// Not "dpop-replay": a client that retries with the same proof is
-		// buggy, and a captured proof is refused anyway.
+		// What a thief without the key sends: no proof, or none made with
+		// the key (another key's, one whose signature does not verify
+		// under the holder's jwk, alg none, garbage).
 		d = detection{detector: DPoPMismatch, reason: map[string]string{
-			"dpop-key":    "a key-bound mandate presented with a proof by another key",
+			"dpop-key":    "a key-bound mandate presented with a proof not made with its key",
 			"dpop-bearer": "a key-bound mandate presented without a proof of its key",
 		}[refused] + ": someone without the holder's key has it"}
 	default:
+		// Not "dpop-proof" nor "dpop-replay": a proof made with the key, for
+		// another request, too old, or sent twice, is the holder's bug (or a
+		// captured proof, refused anyway). Not "revocation-unknown": the
+		// store could not answer, which says nothing of the mandate. The
+		// others (nbf, iat, the chain's shape, "dpop" of an unbound
+		// mandate, "online") are in the log, and detect nothing.
 		return found
 	}
 	if t != nil {

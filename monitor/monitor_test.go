@@ -2,8 +2,10 @@ package monitor_test
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -430,8 +432,31 @@ func TestDPoPMismatch(t *testing.T) {
 	}
 }
 
-// A response that fails is said so in the alert, and tried again on the
-// next detection.
+// Each check a refusal of a genuine mandate may name (verify.Error, and
+// the token endpoint's refusals of a parent) reaches the detectors: those
+// that show someone without the key, or a dead mandate, fire; a holder's
+// own mistake and a store that could not answer do not.
+func TestRefusalChecks(t *testing.T) {
+	ctx := context.Background()
+	for check, want := range map[string]string{
+		"dpop-bearer": monitor.DPoPMismatch, "dpop-key": monitor.DPoPMismatch, "revocation": monitor.DeadMandateUse,
+		"dpop-proof": "", "dpop-replay": "", "dpop": "", "revocation-unknown": "", "nbf": "", "iat": "", "act": "", "online": "",
+	} {
+		for _, action := range []string{"authenticate", "delegate"} { // the gateway's, the token endpoint's
+			m, a, c := setup(nil)
+			r := refused(c, 1, check, 0)
+			r.Action = action
+			m.Process(ctx, r)
+			if got := strings.Join(a.detectors(), " "); got != want {
+				t.Errorf("%s refused for %s: detections %q, want %q", action, check, got, want)
+			}
+		}
+	}
+}
+
+// A response that fails is said so in the alert (what a caller would be
+// told, not the cause: the alert is an audit event, which the public may
+// read), and tried again on the next detection.
 func TestFailedResponseIsRetried(t *testing.T) {
 	ctx := context.Background()
 	tries := 0
@@ -439,7 +464,7 @@ func TestFailedResponseIsRetried(t *testing.T) {
 		cfg.Responses = map[string][]monitor.Response{monitor.DeadMandateUse: {monitor.RevokeTask}}
 		cfg.Act = func(context.Context, monitor.Action) error {
 			if tries++; tries == 1 {
-				return fmt.Errorf("store unavailable")
+				return mandate.Wrapf(errors.New("SQL logic error: no such table: revocations"), mandate.EUNAVAILABLE, "store unavailable")
 			}
 			return nil
 		}

@@ -112,7 +112,7 @@ func Open(cfg Config) (*Engine, error) {
 	e := &Engine{cfg: cfg}
 	wrote, err := writeDefaults(cfg.Dir)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "policy: writing the default set into %s: %w", cfg.Dir, err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "policy: writing the default set into %s", cfg.Dir)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()

@@ -23,10 +23,10 @@ func scanAgent(row interface{ Scan(...any) error }) (*mandate.Agent, error) {
 	}
 	c, err := mandate.ParseScopeSet(ceiling)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EINTERNAL, "agent %s: stored ceiling does not parse: %w", a.ID, err)
+		return nil, mandate.Wrapf(err, mandate.EINTERNAL, "agent %s: stored ceiling does not parse", a.ID)
 	}
 	if a.Approval, err = mandate.ParseScopeSet(approval); err != nil {
-		return nil, mandate.Errorf(mandate.EINTERNAL, "agent %s: stored approval scopes do not parse: %w", a.ID, err)
+		return nil, mandate.Wrapf(err, mandate.EINTERNAL, "agent %s: stored approval scopes do not parse", a.ID)
 	}
 	a.Approvers, a.Labels = splitList(approvers), splitList(labels)
 	a.Ceiling, a.Status = c, mandate.AgentStatus(status)
@@ -52,7 +52,7 @@ func (s *Store) CreateAgent(ctx context.Context, a *mandate.Agent, ev *mandate.E
 			return mandate.Errorf(mandate.ECONFLICT, "agent %q is registered already", a.Name)
 		}
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, func() {
@@ -84,7 +84,7 @@ func (s *Store) Agent(ctx context.Context, id string) (*mandate.Agent, error) {
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no agent %q is registered", id)
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	s.mu.Lock()
 	if cached, ok := s.agents[id]; ok { // a concurrent write won
@@ -100,7 +100,7 @@ func (s *Store) Agent(ctx context.Context, id string) (*mandate.Agent, error) {
 func (s *Store) Agents(ctx context.Context) ([]*mandate.Agent, error) {
 	rows, err := s.db.QueryContext(ctx, "SELECT "+agentColumns+" FROM agents ORDER BY name")
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	var out []*mandate.Agent
@@ -121,7 +121,7 @@ func (s *Store) SetAgentStatus(ctx context.Context, id string, status mandate.Ag
 	err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE agents SET status = ?, updated_at = ? WHERE id = ?", string(status), ms(now), id)
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		if n, _ := res.RowsAffected(); n == 0 {
 			return mandate.Errorf(mandate.ENOTFOUND, "no agent %q is registered", id)
@@ -143,7 +143,7 @@ func (s *Store) Revoke(ctx context.Context, r *mandate.Revocation, ev *mandate.E
 			VALUES(?,?,?,?,?) ON CONFLICT(mandate_id) DO NOTHING`,
 			r.MandateID, ms(r.ExpiresAt), ms(r.RevokedAt), r.RevokedBy, r.Reason)
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, func() {
@@ -211,7 +211,7 @@ func (s *Store) LiveIssuances(ctx context.Context, agentID, taskID string, now t
 		}
 		rec, err := mandate.IssuanceOf(e.Event)
 		if err != nil {
-			return mandate.Errorf(mandate.EINTERNAL, "audit log entry %d: %w", e.Index, err)
+			return mandate.Wrapf(err, mandate.EINTERNAL, "audit log entry %d", e.Index)
 		}
 		if !rec.ExpiresAt.After(now) {
 			return nil

@@ -120,7 +120,7 @@ func (s *Store) CreateApproval(ctx context.Context, a *mandate.Approval, lim man
 			err := tx.QueryRowContext(ctx, "SELECT count(*) FROM approvals WHERE "+c.col+" = ? AND status = 'pending' AND expires_at > ?",
 				c.name, ms(a.CreatedAt)).Scan(&n)
 			if err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+				return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 			}
 			if n >= c.limit {
 				return &mandate.PendingLimitError{Of: c.of, Name: c.name, Pending: n, Limit: c.limit}
@@ -136,7 +136,7 @@ func (s *Store) CreateApproval(ctx context.Context, a *mandate.Approval, lim man
 			return mandate.Errorf(mandate.ECONFLICT, "approval %s exists", a.ID)
 		}
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil, ev)
@@ -149,7 +149,7 @@ func (s *Store) Approval(ctx context.Context, id string) (*mandate.Approval, err
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approval %q", id)
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return a, nil
 }
@@ -189,19 +189,19 @@ func (s *Store) Approvals(ctx context.Context, f mandate.ApprovalFilter) ([]*man
 	args = append(args, limit)
 	rows, err := s.db.QueryContext(ctx, q, args...)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	var out []*mandate.Approval
 	for rows.Next() {
 		a, err := scanApproval(rows)
 		if err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return out, nil
 }
@@ -229,10 +229,10 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 				(SELECT 1 FROM approvers WHERE 'user:' || email = ? AND disabled_at = 0))`,
 			string(to), ms(at), by, note, id, by, by)
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		} else if n == 0 {
 			var status string
 			err := tx.QueryRowContext(ctx, "SELECT status FROM approvals WHERE id = ?", id).Scan(&status)
@@ -240,7 +240,7 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 				return mandate.Errorf(mandate.ENOTFOUND, "no approval %q", id)
 			}
 			if err != nil {
-				return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+				return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 			}
 			if status != string(mandate.ApprovalPending) {
 				return mandate.Errorf(mandate.ECONFLICT, "approval %s is %s, not pending", id, status)
@@ -249,7 +249,7 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 		}
 		updated, err = scanApproval(tx.QueryRowContext(ctx, "SELECT "+approvalColumns+" FROM approvals WHERE id = ?", id))
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil, ev)
@@ -264,11 +264,11 @@ func (s *Store) DecideApproval(ctx context.Context, id string, to mandate.Approv
 func useApproval(ctx context.Context, tx *writeTx, id string) error {
 	res, err := tx.ExecContext(ctx, "UPDATE approvals SET status = 'used' WHERE id = ? AND status = 'approved'", id)
 	if err != nil {
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	n, err := res.RowsAffected()
 	if err != nil {
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	if n == 0 {
 		return mandate.Errorf(mandate.ECONFLICT, "approval %s is not approved or was used already", id)
@@ -295,10 +295,10 @@ func (s *Store) CreateApprover(ctx context.Context, a *mandate.Approver, ev *man
 		case isUnique(err):
 			return mandate.Errorf(mandate.ECONFLICT, "approver %s: another approver has that credential; hint: issue a new one", a.Email)
 		case err != nil:
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		if n, err := res.RowsAffected(); err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		} else if n == 0 {
 			return mandate.Errorf(mandate.ECONFLICT, "approver %s exists", a.Email)
 		}
@@ -322,7 +322,7 @@ func (s *Store) ApproverByTokenHash(ctx context.Context, h []byte) (*mandate.App
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no approver has that credential")
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	if !a.DisabledAt.IsZero() {
 		return nil, mandate.Errorf(mandate.EUNAUTHORIZED, "this approver credential was disabled at %s", a.DisabledAt.Format(time.RFC3339))
@@ -344,19 +344,19 @@ func scanApprover(row interface{ Scan(...any) error }) (*mandate.Approver, error
 func (s *Store) Approvers(ctx context.Context) ([]*mandate.Approver, error) {
 	rows, err := s.db.QueryContext(ctx, "SELECT email, token_hash, created_at, disabled_at FROM approvers ORDER BY email")
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	var out []*mandate.Approver
 	for rows.Next() {
 		a, err := scanApprover(rows)
 		if err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		out = append(out, a)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return out, nil
 }
@@ -376,18 +376,18 @@ func (s *Store) DisableApprover(ctx context.Context, email string, at time.Time,
 	err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		res, err := tx.ExecContext(ctx, "UPDATE approvers SET disabled_at = ? WHERE email = ? AND disabled_at = 0", ms(at), email)
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		n, err := res.RowsAffected()
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		a, err := scanApprover(tx.QueryRowContext(ctx, "SELECT email, token_hash, created_at, disabled_at FROM approvers WHERE email = ?", email))
 		switch {
 		case errors.Is(err, sql.ErrNoRows):
 			return mandate.Errorf(mandate.ENOTFOUND, "no approver %s", email)
 		case err != nil:
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		case n == 0:
 			return mandate.Errorf(mandate.ECONFLICT, "approver %s was disabled already, at %s", email, a.DisabledAt.Format(time.RFC3339))
 		}

@@ -74,7 +74,7 @@ func (s *Store) storedTile(ctx context.Context, L int, n int64) ([]byte, error) 
 		return nil, mandate.Errorf(mandate.ENOTFOUND, "no hash tile %d/%d", L, n)
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return data, nil
 }
@@ -151,12 +151,12 @@ func (s *Store) extend(entries [][]byte) ([]auditlog.Tile, error) {
 	s.hashBuf = hashes
 	changed, err := s.tiles.Add(hashes)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EINTERNAL, "audit log: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EINTERNAL, "audit log")
 	}
 	for _, t := range changed {
 		if len(t.Data) == tileWidth*tlog.HashSize {
 			if err := s.files.WriteTile(t.L, t.N, t.Data); err != nil {
-				return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+				return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 			}
 		}
 	}
@@ -265,7 +265,7 @@ func (s *Store) appendEntries(entries []logEntry) error {
 	}
 	s.dataBuf = datas[:0]
 	if err := s.files.Append(datas); err != nil {
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	changed, err := s.extend(datas)
 	if err != nil {
@@ -299,7 +299,7 @@ func (s *Store) ReadEntries(ctx context.Context, start, n int64) ([][]byte, erro
 	}
 	out, err := s.files.ReadEntries(start, n)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return out, nil
 }
@@ -310,7 +310,7 @@ func (s *Store) SaveCheckpoint(ctx context.Context, size int64, note []byte) err
 	return s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 		_, err := tx.ExecContext(ctx, "INSERT INTO log_checkpoints(size, note, created_at) VALUES(?,?,?) ON CONFLICT(size) DO NOTHING", size, note, ms(now))
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil)
@@ -324,7 +324,7 @@ func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return note, nil
 }

@@ -128,7 +128,7 @@ func (s *Store) walkEvents(ctx context.Context, f mandate.EventFilter, desc bool
 	if errors.As(err, &merr) {
 		return err
 	}
-	return mandate.Errorf(mandate.EUNAVAILABLE, "event index unavailable: %w", err)
+	return mandate.Wrapf(err, mandate.EUNAVAILABLE, "event index unavailable")
 }
 
 // entriesAt reads and parses the entries at the positions idxs, which are
@@ -147,7 +147,7 @@ func (s *Store) entriesAt(ctx context.Context, idxs []int64) ([]mandate.LoggedEv
 		for k, data := range entries {
 			ev, err := mandate.ParseEvent(data)
 			if err != nil {
-				return nil, mandate.Errorf(mandate.EINTERNAL, "audit log entry %d does not parse: %w", idxs[i]+int64(k), err)
+				return nil, mandate.Wrapf(err, mandate.EINTERNAL, "audit log entry %d does not parse", idxs[i]+int64(k))
 			}
 			out = append(out, mandate.LoggedEvent{Index: idxs[i] + int64(k), Event: ev})
 		}

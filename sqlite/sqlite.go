@@ -429,7 +429,7 @@ func (s *Store) queue(ctx context.Context, w *write) error {
 		s.closeMu.RUnlock()
 	case <-ctx.Done():
 		s.closeMu.RUnlock()
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store write not queued: %w", ctx.Err())
+		return mandate.Wrapf(ctx.Err(), mandate.EUNAVAILABLE, "store write not queued")
 	}
 	// Once queued, the write will be committed or failed: wait for the
 	// verdict even if ctx ends, so that the caller never reports failure
@@ -517,7 +517,7 @@ func (s *Store) commit(batch []*write) {
 		// The database may hold changes whose events are not in the log:
 		// trust nothing more until Open reconciles them.
 		s.log.Error("store: writing the audit log failed: refusing further writes", "err", err)
-		s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the audit log could not be written: %w", err))
+		s.setFailed(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable: the audit log could not be written"))
 		for _, w := range batch {
 			w.done <- s.failed()
 		}
@@ -574,7 +574,7 @@ func (s *Store) syncLoop() {
 		if err == nil && logged {
 			if err = s.files.Sync(); err != nil {
 				s.log.Error("store: fsync of the audit log failed: refusing further writes", "err", err)
-				s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
+				s.setFailed(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write"))
 			}
 		}
 		for _, c := range items {
@@ -761,7 +761,7 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 	}
 	if err := s.syncWAL(); err != nil {
 		s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
-		s.setFailed(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write: %w", err))
+		s.setFailed(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write"))
 		return batch, s.failed()
 	}
 	s.limitWAL(ctx)
@@ -777,7 +777,7 @@ func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 	tx := &writeTx{Conn: s.wconn, s: s}
 	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
 		s.log.Error("store: begin transaction", "err", err)
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	rollback := func(err error) error {
 		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
@@ -796,7 +796,7 @@ func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 			}
 			for _, e := range w.entries {
 				if _, err := s.wconn.ExecContext(ctx, "INSERT INTO log_pending(idx, data) VALUES(?, ?)", pos, e.data); err != nil {
-					return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
+					return rollback(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable"))
 				}
 				pos++
 			}
@@ -807,11 +807,11 @@ func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 	// The events of earlier transactions that the log holds durably.
 	durable, _ := s.LogHead()
 	if _, err := s.wconn.ExecContext(ctx, "DELETE FROM log_pending WHERE idx < ?", durable); err != nil {
-		return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
+		return rollback(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable"))
 	}
 	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
 		s.log.Error("store: commit", "err", err)
-		return rollback(mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err))
+		return rollback(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable"))
 	}
 	return nil
 }
@@ -923,7 +923,7 @@ func (s *Store) Issuance(ctx context.Context, id string) (*mandate.Issuance, err
 		}
 		r, err := mandate.IssuanceOf(e.Event)
 		if err != nil {
-			return mandate.Errorf(mandate.EINTERNAL, "audit log entry %d: %w", e.Index, err)
+			return mandate.Wrapf(err, mandate.EINTERNAL, "audit log entry %d", e.Index)
 		}
 		rec = r
 		return evindex.ErrStop
@@ -960,7 +960,7 @@ func (s *Store) RecordAssertion(ctx context.Context, agentID, jti string, exp ti
 		_, err := tx.ExecContext(ctx, `INSERT INTO used_assertions(agent_id, jti, expires_at, used_at) VALUES(?,?,?,?)
 			ON CONFLICT DO NOTHING`, agentID, jti, ms(exp), ms(now))
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil)
@@ -985,14 +985,14 @@ func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn fun
 	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, jti, expires_at FROM used_assertions WHERE used_at >= ? AND expires_at > ?`,
 		ms(since), ms(now))
 	if err != nil {
-		return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	for rows.Next() {
 		var agent, jti string
 		var exp int64
 		if err := rows.Scan(&agent, &jti, &exp); err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		if err := fn(agent, jti, time.UnixMilli(exp)); err != nil {
 			return err
@@ -1040,13 +1040,13 @@ func (s *Store) PruneMandates(ctx context.Context, before time.Time) (int64, err
 	for _, st := range stmts {
 		for {
 			if err := ctx.Err(); err != nil {
-				return total, mandate.Errorf(mandate.EUNAVAILABLE, "pruning stopped: %w", err)
+				return total, mandate.Wrapf(err, mandate.EUNAVAILABLE, "pruning stopped")
 			}
 			var n int64
 			err := s.exec(ctx, func(ctx context.Context, tx *writeTx) error {
 				res, err := tx.ExecContext(ctx, st.q, st.args...)
 				if err != nil {
-					return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+					return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 				}
 				n, err = res.RowsAffected()
 				return err

@@ -15,7 +15,7 @@ func (s *Store) ToolPins(ctx context.Context, server string) ([]*mandate.ToolPin
 	rows, err := s.db.QueryContext(ctx, `SELECT server, name, status, hash, definition, pending_hash, pending_definition,
 		findings, first_seen, updated_at, approved_by FROM tool_pins WHERE ? = '' OR server = ? ORDER BY server, name`, server, server)
 	if err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	defer rows.Close()
 	var out []*mandate.ToolPin
@@ -25,7 +25,7 @@ func (s *Store) ToolPins(ctx context.Context, server string) ([]*mandate.ToolPin
 		var first, updated int64
 		if err := rows.Scan(&p.Server, &p.Name, &status, &p.Hash, &p.Definition, &p.PendingHash, &p.PendingDefinition,
 			&findings, &first, &updated, &p.ApprovedBy); err != nil {
-			return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		p.Status = mandate.ToolStatus(status)
 		if findings != "" {
@@ -35,7 +35,7 @@ func (s *Store) ToolPins(ctx context.Context, server string) ([]*mandate.ToolPin
 		out = append(out, &p)
 	}
 	if err := rows.Err(); err != nil {
-		return nil, mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return out, nil
 }
@@ -59,7 +59,7 @@ func (s *Store) SaveToolPin(ctx context.Context, p *mandate.ToolPin, ev *mandate
 			p.Server, p.Name, string(p.Status), p.Hash, p.Definition, p.PendingHash, p.PendingDefinition,
 			strings.Join(p.Findings, "\n"), ms(p.FirstSeen), ms(p.UpdatedAt), p.ApprovedBy)
 		if err != nil {
-			return mandate.Errorf(mandate.EUNAVAILABLE, "store unavailable: %w", err)
+			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 		}
 		return nil
 	}, nil, ev)

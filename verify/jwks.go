@@ -110,9 +110,11 @@ func (j *JWKS) Key(ctx context.Context, kid string) (ed25519.PublicKey, error) {
 	j.mu.Unlock()
 	switch {
 	case snap != nil && now.Sub(snap.fetchedAt) >= j.opts.MaxStale:
-		return nil, fail("kid", ErrUnknownKey, "the issuer's keys are older than %v and %s cannot be fetched: %v", j.opts.MaxStale, j.url, lastErr)
+		// The fetch's error is for the log: it may say where the issuer
+		// is unreachable from.
+		return nil, failCause("kid", ErrUnknownKey, lastErr, "the issuer's keys are older than %v and cannot be fetched now", j.opts.MaxStale)
 	case lastErr != nil:
-		return nil, fail("kid", ErrUnknownKey, "no key %q, and fetching %s failed: %v", kid, j.url, lastErr)
+		return nil, failCause("kid", ErrUnknownKey, lastErr, "no key %q, and the issuer's keys cannot be fetched now", kid)
 	}
 	return nil, fail("kid", ErrUnknownKey, "no key %q in the issuer's JWKS", kid)
 }

@@ -21,7 +21,12 @@
 // # Errors
 //
 // Every failure is a *[Error] naming the check that failed; test for a
-// class of failure with errors.Is and the Err* sentinels.
+// class of failure with errors.Is and the Err* sentinels. Its text may be
+// shown to the presenter (a WWW-Authenticate error_description): an
+// internal cause behind it (the revocation store's error, a JWKS fetch's)
+// is in [Error.Cause], which log lines read and the text leaves out. A
+// refusal of a genuine mandate names its claims ([Error.Claims]), so that
+// a resource server can record who was refused.
 //
 // # Not here
 //
@@ -37,6 +42,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/url"
 	"slices"
@@ -86,24 +92,39 @@ var (
 
 // Error is a failed verification. Check names the check ("signature",
 // "exp", "aud", "act", "depth", "dpop", "online", ...), Err is one of the
-// sentinels. Three DPoP checks of a genuine mandate have their own names,
-// for they are what a thief without the key would fail: "dpop-key" (the
-// proof is by another key than cnf.jkt), "dpop-bearer" (a bound mandate
-// without a proof), "dpop-replay" (a bound mandate with a proof used
-// before).
+// sentinels.
+//
+// The DPoP checks of a genuine key-bound mandate say whether the presenter
+// proved the key, for that is what a thief without it cannot do:
+// "dpop-bearer" (no proof: the Bearer scheme, or the DPoP scheme without a
+// DPoP header), "dpop-key" (no proof by the bound key: one by another key,
+// one whose signature does not verify, alg none, one that does not parse),
+// "dpop-proof" (a proof by the bound key that does not fit the request:
+// method, URL, access token, age), "dpop-replay" (a proof used before).
+// "dpop" is any DPoP failure of a mandate that is not bound, and
+// "revocation-unknown" a revocation check that could not answer.
 type Error struct {
-	Check  string
-	Err    error
+	Check string
+	Err   error
+	// Detail says what was wrong with what was presented: it may be shown
+	// to the presenter (Error gives the sentinel and Detail).
 	Detail string
+	// Cause, if set, is the internal failure behind the refusal (the
+	// revocation check's, the key source's, the introspection request's):
+	// for the log, never for the presenter. errors.Is and errors.As see
+	// it, LogValue writes it, Error does not.
+	Cause error
 	// Claims, if not nil, are the refused mandate's: its signature, issuer
-	// and audience verified, so it is genuine and meant for here, and it
-	// was refused for its expiry (exp), its key binding (dpop-key,
-	// dpop-bearer, dpop-replay) or its revocation. A caller may
-	// attribute the refusal to its task and agent (the monitor counts uses
-	// of revoked and stolen mandates); it must not accept the mandate.
+	// and audience verified, so it is genuine and meant for here, and a
+	// later check refused it (its times, its chain, its key binding, its
+	// revocation). A caller may attribute the refusal to its task and
+	// agent (the monitor counts uses of revoked and stolen mandates); it
+	// must not accept the mandate.
 	Claims *mandate.Claims
 }
 
+// Error is what the presenter may be told: the sentinel and Detail, never
+// Cause.
 func (e *Error) Error() string {
 	if e.Detail == "" {
 		return e.Err.Error()
@@ -111,10 +132,31 @@ func (e *Error) Error() string {
 	return e.Err.Error() + ": " + e.Detail
 }
 
-func (e *Error) Unwrap() error { return e.Err }
+// Unwrap returns the sentinel and, if set, the cause.
+func (e *Error) Unwrap() []error {
+	if e.Cause == nil {
+		return []error{e.Err}
+	}
+	return []error{e.Err, e.Cause}
+}
+
+// LogValue is the refusal as a log line reads it: with its cause.
+func (e *Error) LogValue() slog.Value {
+	if e.Cause == nil {
+		return slog.StringValue(e.Error())
+	}
+	return slog.StringValue(e.Error() + ": " + e.Cause.Error())
+}
 
 func fail(check string, sentinel error, format string, args ...any) *Error {
 	return &Error{Check: check, Err: sentinel, Detail: fmt.Sprintf(format, args...)}
+}
+
+// failCause is fail with an internal cause, which the presenter is not told.
+func failCause(check string, sentinel, cause error, format string, args ...any) *Error {
+	e := fail(check, sentinel, format, args...)
+	e.Cause = cause
+	return e
 }
 
 // failOf is fail for a genuine mandate c.
@@ -122,6 +164,16 @@ func failOf(c *mandate.Claims, check string, sentinel error, format string, args
 	e := fail(check, sentinel, format, args...)
 	e.Claims = c
 	return e
+}
+
+// of names c as the refused mandate's claims, when err is an *Error that
+// does not name them yet.
+func of(c *mandate.Claims, err error) error {
+	var ve *Error
+	if errors.As(err, &ve) && ve.Claims == nil {
+		ve.Claims = c
+	}
+	return err
 }
 
 // KeySource finds a public key by kid. [JWKS] fetches them from a URL;
@@ -282,11 +334,8 @@ func (v *Verifier) Verify(ctx context.Context, token string) (*mandate.Claims, e
 	if err != nil {
 		return nil, err
 	}
-	if c.Confirm != nil && !v.cfg.IgnoreBinding {
-		return nil, failOf(c, "dpop-bearer", ErrDPoP, "the mandate is bound to a key (cnf.jkt): present it with the DPoP scheme and a proof")
-	}
-	if v.cfg.RequireDPoP {
-		return nil, fail("dpop", ErrDPoP, "a DPoP-bound mandate is required here")
+	if err := v.bearer(c); err != nil {
+		return nil, err
 	}
 	return v.revoked(ctx, c)
 }
@@ -309,7 +358,7 @@ func (v *Verifier) VerifyOnline(ctx context.Context, token string) (*mandate.Cla
 		return nil, err
 	}
 	if err := v.introspect(ctx, token, c.ID); err != nil {
-		return nil, err
+		return nil, of(c, err)
 	}
 	return c, nil
 }
@@ -322,18 +371,18 @@ func (v *Verifier) introspect(ctx context.Context, token, jti string) error {
 	body := url.Values{"token": {token}}.Encode()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, in.URL, strings.NewReader(body))
 	if err != nil {
-		return fail("online", ErrIntrospection, "%v", err)
+		return failCause("online", ErrIntrospection, err, "the issuer cannot be asked")
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
 	req.Header.Set("Accept", "application/json")
 	if in.Authorize != nil {
 		if err := in.Authorize(req); err != nil {
-			return fail("online", ErrIntrospection, "cannot authorize the introspection request: %v", err)
+			return failCause("online", ErrIntrospection, err, "cannot authorize the introspection request")
 		}
 	}
 	resp, err := in.Client.Do(req)
 	if err != nil {
-		return fail("online", ErrIntrospection, "%v", err)
+		return failCause("online", ErrIntrospection, err, "the issuer cannot be reached")
 	}
 	defer resp.Body.Close()
 	if resp.StatusCode != http.StatusOK {
@@ -341,7 +390,7 @@ func (v *Verifier) introspect(ctx context.Context, token, jti string) error {
 	}
 	b, err := io.ReadAll(io.LimitReader(resp.Body, maxIntrospectionBytes+1))
 	if err != nil {
-		return fail("online", ErrIntrospection, "reading the answer: %v", err)
+		return failCause("online", ErrIntrospection, err, "the issuer's answer cannot be read")
 	}
 	if len(b) > maxIntrospectionBytes {
 		return fail("online", ErrIntrospection, "the answer is larger than %d bytes", maxIntrospectionBytes)
@@ -351,7 +400,7 @@ func (v *Verifier) introspect(ctx context.Context, token, jti string) error {
 		JTI    string `json:"jti"`
 	}
 	if err := json.Unmarshal(b, &r); err != nil {
-		return fail("online", ErrIntrospection, "the answer does not decode: %v", err)
+		return failCause("online", ErrIntrospection, err, "the issuer's answer does not decode")
 	}
 	if !r.Active {
 		return fail("online", ErrInactive, "mandate %s: it, an ancestor, or an agent of its chain is no longer valid", jti)
@@ -372,60 +421,125 @@ func (v *Verifier) VerifyDPoP(ctx context.Context, token, proof, method, url str
 	if err != nil {
 		return nil, err
 	}
-	if c.Confirm == nil && v.cfg.RequireDPoP {
-		return nil, fail("dpop", ErrDPoP, "a DPoP-bound mandate is required here")
+	if err := v.checkProof(c, token, []string{proof}, method, url, now); err != nil {
+		return nil, err
 	}
-	if proof == "" {
-		if c.Confirm == nil {
-			return nil, fail("dpop", ErrDPoP, "no DPoP proof: send one in the DPoP header")
+	return v.revoked(ctx, c)
+}
+
+// checkProof checks the proofs presented with the genuine mandate c, of
+// which there must be exactly one, and records it for replay detection.
+// Every refusal names c; for a key-bound c, its check says whether the
+// key was proved (see Error).
+func (v *Verifier) checkProof(c *mandate.Claims, token string, proofs []string, method, url string, now time.Time) error {
+	bound := c.Confirm != nil
+	if !bound && v.cfg.RequireDPoP {
+		return failOf(c, "dpop", ErrDPoP, "a DPoP-bound mandate is required here")
+	}
+	// badProof is the check of proofs refused: for a bound mandate,
+	// whether one of them was made with its key (a thief cannot make one).
+	// Asked only on refusal, so that a good proof's signature is checked
+	// once.
+	badProof := func() string {
+		switch {
+		case !bound:
+			return "dpop"
+		case slices.ContainsFunc(proofs, func(p string) bool { return dpop.SignedBy(p, c.Confirm.JKT) }):
+			return "dpop-proof"
 		}
-		return nil, failOf(c, "dpop-bearer", ErrDPoP, "no DPoP proof: send one in the DPoP header")
+		return "dpop-key"
 	}
-	p, err := dpop.Check(proof, dpop.Requirements{
+	switch {
+	case len(proofs) == 0 || len(proofs) == 1 && proofs[0] == "":
+		check := "dpop"
+		if bound {
+			check = "dpop-bearer"
+		}
+		return failOf(c, check, ErrDPoP, "no DPoP proof: send one in the DPoP header")
+	case len(proofs) > 1:
+		return failOf(c, badProof(), ErrDPoP, "more than one DPoP header")
+	}
+	p, err := dpop.Check(proofs[0], dpop.Requirements{
 		Method: method, URL: url, AccessToken: token, Now: now, MaxAge: v.cfg.DPoPMaxAge, Skew: v.cfg.Skew,
 		NotBefore: v.cfg.ReplaySince,
 	})
 	if err != nil {
-		return nil, fail("dpop", ErrDPoP, "%v", err)
+		if errors.Is(err, dpop.ErrInvalidProof) {
+			return failOf(c, badProof(), ErrDPoP, "%v", err)
+		}
+		// The request, not the proof (a URL the verifier cannot parse).
+		return &Error{Check: "dpop", Err: ErrDPoP, Detail: "the request cannot be checked against the proof", Cause: err, Claims: c}
 	}
-	if c.Confirm != nil && p.JKT != c.Confirm.JKT {
-		return nil, failOf(c, "dpop-key", ErrDPoP, "the proof is signed by another key than the one the mandate is bound to (cnf.jkt)")
+	if bound && p.JKT != c.Confirm.JKT {
+		return failOf(c, "dpop-key", ErrDPoP, "the proof is signed by another key than the one the mandate is bound to (cnf.jkt)")
 	}
 	switch err := v.cfg.DPoPReplay.Use(p.JKT+"\x00"+p.ID, p.IssuedAt.Add(v.cfg.DPoPMaxAge+v.cfg.Skew), now); {
-	case errors.Is(err, replay.ErrReplayed) && c.Confirm == nil:
-		return nil, fail("dpop", ErrDPoP, "the proof was used before (replay): make a new proof for each request")
 	case errors.Is(err, replay.ErrReplayed):
-		return nil, failOf(c, "dpop-replay", ErrDPoP, "the proof was used before (replay): make a new proof for each request")
+		check := "dpop"
+		if bound {
+			check = "dpop-replay"
+		}
+		return failOf(c, check, ErrDPoP, "the proof was used before (replay): make a new proof for each request")
 	case err != nil:
-		return nil, fail("dpop", ErrDPoP, "cannot record the proof for replay detection: %v", err)
+		e := failCause("dpop", ErrDPoP, err, "the proof cannot be recorded for replay detection now: try again")
+		e.Claims = c
+		return e
 	}
-	return v.revoked(ctx, c)
+	return nil
 }
 
 // VerifyRequest reads the mandate and proof from r (Authorization: DPoP or
 // Bearer, and the DPoP header) and verifies them. url is the request's
 // absolute URL as the client addressed it (scheme, host and path); the
 // server knows it better than r does behind a proxy.
+//
+// The mandate is verified before its proof is looked at, so that every
+// refusal of a genuine mandate names it (Error.Claims): a stolen mandate
+// presented with no proof, two, or a bad one included.
 func (v *Verifier) VerifyRequest(ctx context.Context, r *http.Request, url string) (*mandate.Claims, error) {
 	scheme, token, ok := strings.Cut(r.Header.Get("Authorization"), " ")
 	if !ok || token == "" {
 		return nil, fail("authorization", ErrMalformed, "no mandate: send Authorization: DPoP <mandate> (or Bearer)")
 	}
-	proofs := r.Header.Values("DPoP")
-	if len(proofs) > 1 {
-		return nil, fail("dpop", ErrDPoP, "more than one DPoP header")
-	}
-	switch {
-	case strings.EqualFold(scheme, "DPoP"):
-		if len(proofs) == 0 {
-			return nil, fail("dpop", ErrDPoP, "the DPoP scheme needs a DPoP header with a proof")
-		}
-		return v.VerifyDPoP(ctx, token, proofs[0], r.Method, url)
-	case strings.EqualFold(scheme, "Bearer"):
-		return v.Verify(ctx, token)
-	default:
+	dpopScheme := strings.EqualFold(scheme, "DPoP")
+	if !dpopScheme && !strings.EqualFold(scheme, "Bearer") {
 		return nil, fail("authorization", ErrMalformed, "unsupported authorization scheme %q: use DPoP or Bearer", scheme)
 	}
+	now := v.cfg.Now()
+	c, err := v.verifyToken(ctx, token, now)
+	if err != nil {
+		return nil, err
+	}
+	proofs := r.Header.Values("DPoP")
+	switch {
+	case dpopScheme:
+		err = v.checkProof(c, token, proofs, r.Method, url, now)
+	case len(proofs) > 1:
+		// Bearer: the proofs are not read, so none proves the key.
+		check := "dpop"
+		if c.Confirm != nil {
+			check = "dpop-bearer"
+		}
+		err = failOf(c, check, ErrDPoP, "more than one DPoP header")
+	default:
+		err = v.bearer(c)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return v.revoked(ctx, c)
+}
+
+// bearer checks that the genuine mandate c may be presented without a
+// proof.
+func (v *Verifier) bearer(c *mandate.Claims) error {
+	if c.Confirm != nil && !v.cfg.IgnoreBinding {
+		return failOf(c, "dpop-bearer", ErrDPoP, "the mandate is bound to a key (cnf.jkt): present it with the DPoP scheme and a proof")
+	}
+	if v.cfg.RequireDPoP {
+		return failOf(c, "dpop", ErrDPoP, "a DPoP-bound mandate is required here")
+	}
+	return nil
 }
 
 // VerifyRequestOnline is VerifyRequest, then the online check of
@@ -438,7 +552,7 @@ func (v *Verifier) VerifyRequestOnline(ctx context.Context, r *http.Request, url
 	}
 	_, token, _ := strings.Cut(r.Header.Get("Authorization"), " ")
 	if err := v.introspect(ctx, token, c.ID); err != nil {
-		return nil, err
+		return nil, of(c, err)
 	}
 	return c, nil
 }
@@ -451,7 +565,10 @@ func (v *Verifier) revoked(ctx context.Context, c *mandate.Claims) (*mandate.Cla
 		if errors.Is(err, ErrRevoked) {
 			return nil, failOf(c, "revocation", ErrRevoked, "mandate %s", c.ID)
 		}
-		return nil, fail("revocation", ErrRevoked, "revocation status unknown, refusing: %v", err)
+		// Fail closed, without saying why: the cause is the store's.
+		e := failCause("revocation-unknown", ErrRevoked, err, "the revocation status of mandate %s is unknown now, so it is refused: try again later", c.ID)
+		e.Claims = c
+		return nil, e
 	}
 	return c, nil
 }
@@ -500,7 +617,7 @@ func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) 
 		if errors.As(err, &ve) {
 			return nil, ve
 		}
-		return nil, fail("kid", ErrUnknownKey, "%v", err)
+		return nil, failCause("kid", ErrUnknownKey, err, "the signing key %q cannot be found", jws.Header.Kid)
 	}
 	if err := jws.Verify(key); err != nil {
 		return nil, fail("signature", ErrSignature, "the signature does not verify with key %s", jws.Header.Kid)
@@ -515,7 +632,7 @@ func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) 
 	if c.Expiry.IsZero() || c.ID == "" || c.Subject == "" || c.ClientID == "" || c.Task == "" {
 		return nil, fail("claims", ErrMalformed, "exp, jti, sub, client_id and task are required")
 	}
-	// The audience before the times: a refusal for its time names the
+	// The audience before the times: every refusal from here on names the
 	// claims (Error.Claims), which is only for a mandate meant for here.
 	if !v.cfg.AnyAudience && !c.Audience.Contains(v.cfg.Audience) {
 		return nil, fail("aud", ErrAudience, "aud %v does not name %q", []string(c.Audience), v.cfg.Audience)
@@ -524,7 +641,7 @@ func (v *Verifier) checkToken(ctx context.Context, token string, now time.Time) 
 		return nil, err
 	}
 	if err := checkChain(&c, v.cfg.MaxDepth); err != nil {
-		return nil, err
+		return nil, of(&c, err)
 	}
 	return &c, nil
 }
@@ -536,10 +653,10 @@ func (v *Verifier) checkTimes(c *mandate.Claims, now time.Time) error {
 		return failOf(c, "exp", ErrExpired, "expired %v ago", now.Sub(c.Expiry.Time).Round(time.Microsecond))
 	}
 	if !c.NotBefore.IsZero() && now.Before(c.NotBefore.Add(-skew)) {
-		return fail("nbf", ErrNotYetValid, "valid in %v", c.NotBefore.Sub(now).Round(time.Microsecond))
+		return failOf(c, "nbf", ErrNotYetValid, "valid in %v", c.NotBefore.Sub(now).Round(time.Microsecond))
 	}
 	if !c.IssuedAt.IsZero() && c.IssuedAt.After(now.Add(skew)) {
-		return fail("iat", ErrNotYetValid, "issued %v in the future", c.IssuedAt.Sub(now).Round(time.Microsecond))
+		return failOf(c, "iat", ErrNotYetValid, "issued %v in the future", c.IssuedAt.Sub(now).Round(time.Microsecond))
 	}
 	return nil
 }

@@ -4,10 +4,12 @@ import (
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
+	"crypto/sha256"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"strings"
@@ -772,11 +774,138 @@ func TestJWKSDoesNotFollowRedirects(t *testing.T) {
 	defer redirect.Close()
 	for _, c := range []*http.Client{nil, {}} {
 		src := verify.NewJWKS(redirect.URL, verify.JWKSOptions{Client: c})
-		if _, err := src.Key(context.Background(), "k1"); !errors.Is(err, verify.ErrUnknownKey) || !strings.Contains(err.Error(), "302") {
+		// The presenter is told the key is unknown; the log (the cause)
+		// says the issuer answered with a redirect.
+		_, err := src.Key(context.Background(), "k1")
+		var ve *verify.Error
+		if !errors.Is(err, verify.ErrUnknownKey) || !errors.As(err, &ve) || ve.Cause == nil || !strings.Contains(ve.Cause.Error(), "302") {
 			t.Errorf("a redirected JWKS: %v", err)
 		}
 	}
 	if reached.Load() {
 		t.Error("the redirect was followed")
 	}
+}
+
+// Every refusal of a genuine mandate (its signature, issuer and audience
+// verified) names its claims, whatever check fails after those, so that
+// the gateway audits it and the monitor sees it; and the DPoP checks of a
+// key-bound mandate say whether the presenter proved the key: a thief
+// without it cannot, whatever it sends (no proof, a proof by its own key
+// under the holder's jwk, alg none, garbage).
+func TestEveryRefusalOfAGenuineMandateNamesIt(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	const url = "https://gw.example/mcp/crm"
+	holderJWK := jose.JWK{Kty: "OKP", Crv: "Ed25519", X: b64(e.holder.Public().(ed25519.PublicKey))}
+	bound := e.claims(time.Minute)
+	bound.Confirm = &mandate.Confirmation{JKT: jose.Thumbprint(e.holder.Public().(ed25519.PublicKey))}
+	tok := e.sign(bound)
+	plain := e.sign(e.claims(time.Minute))
+	_, thief, _ := ed25519.GenerateKey(rand.Reader)
+	proofClaims := func(tok string) []byte {
+		sum := sha256.Sum256([]byte(tok))
+		b, _ := json.Marshal(map[string]any{"jti": "p1", "htm": "POST", "htu": url, "iat": e.now.Unix(), "ath": b64(sum[:])})
+		return b
+	}
+	v := e.verifier(t, nil)
+	used := dpop.NewProof(e.holder, "POST", url, tok, e.now)
+	if _, err := v.VerifyDPoP(ctx, tok, used, "POST", url); err != nil {
+		t.Fatal(err)
+	}
+	later := e.claims(time.Minute)
+	later.NotBefore = mandate.NumericDate{Time: t0.Add(time.Minute)}
+	badChain := e.claims(time.Minute)
+	badChain.Actor = &mandate.Actor{Subject: "spiffe://example.org/agent/b"}
+
+	for _, tc := range []struct {
+		name, scheme, token string
+		proofs              []string
+		v                   *verify.Verifier
+		check               string
+	}{
+		{"bound, sent as Bearer", "Bearer", tok, nil, v, "dpop-bearer"},
+		{"bound, DPoP scheme without a proof", "DPoP", tok, nil, v, "dpop-bearer"},
+		{"bound, a proof by another key", "DPoP", tok, []string{dpop.NewProof(thief, "POST", url, tok, e.now)}, v, "dpop-key"},
+		{"bound, another key under the holder's jwk", "DPoP", tok,
+			[]string{jose.Sign(thief, jose.Header{Typ: dpop.Type, JWK: &holderJWK}, proofClaims(tok))}, v, "dpop-key"},
+		{"bound, alg none under the holder's jwk", "DPoP", tok, []string{b64(mustJSON(map[string]any{"alg": "none", "typ": dpop.Type, "jwk": holderJWK})) +
+			"." + b64(proofClaims(tok)) + "."}, v, "dpop-key"},
+		{"bound, garbage", "DPoP", tok, []string{"not.a.proof"}, v, "dpop-key"},
+		{"bound, two proofs, neither by its key", "DPoP", tok, []string{"x", dpop.NewProof(thief, "POST", url, tok, e.now)}, v, "dpop-key"},
+		{"bound, two proofs, one by its key", "DPoP", tok, []string{"x", dpop.NewProof(e.holder, "POST", url, tok, e.now)}, v, "dpop-proof"},
+		{"bound, the holder's proof for another method", "DPoP", tok, []string{dpop.NewProof(e.holder, "GET", url, tok, e.now)}, v, "dpop-proof"},
+		{"bound, the holder's proof for another URL", "DPoP", tok, []string{dpop.NewProof(e.holder, "POST", url+"x", tok, e.now)}, v, "dpop-proof"},
+		{"bound, the holder's proof for another token", "DPoP", tok, []string{dpop.NewProof(e.holder, "POST", url, plain, e.now)}, v, "dpop-proof"},
+		{"bound, the holder's old proof", "DPoP", tok, []string{dpop.NewProof(e.holder, "POST", url, tok, e.now.Add(-time.Hour))}, v, "dpop-proof"},
+		{"bound, a replayed proof", "DPoP", tok, []string{used}, v, "dpop-replay"},
+		{"bearer, a bad proof", "DPoP", plain, []string{"not.a.proof"}, v, "dpop"},
+		{"bearer, DPoP scheme without a proof", "DPoP", plain, nil, v, "dpop"},
+		{"bearer where DPoP is required", "Bearer", plain, nil, e.verifier(t, func(c *verify.Config) { c.RequireDPoP = true }), "dpop"},
+		{"not yet valid", "Bearer", e.sign(later), nil, v, "nbf"},
+		{"a chain that does not fit", "Bearer", e.sign(badChain), nil, v, "act"},
+		{"revocation status unknown", "Bearer", plain, nil, e.verifier(t, func(c *verify.Config) {
+			c.Revoked = func(context.Context, *mandate.Claims) error {
+				return errors.New("SQL logic error: no such table: revocations")
+			}
+		}), "revocation-unknown"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			r := httptest.NewRequest("POST", url, nil)
+			r.Header.Set("Authorization", tc.scheme+" "+tc.token)
+			for _, p := range tc.proofs {
+				r.Header.Add("DPoP", p)
+			}
+			_, err := tc.v.VerifyRequest(ctx, r, url)
+			var ve *verify.Error
+			if !errors.As(err, &ve) {
+				t.Fatalf("%v is not a *verify.Error", err)
+			}
+			if ve.Check != tc.check || ve.Claims == nil || ve.Claims.ID != "m_1" {
+				t.Errorf("check %q, claims %v (%v); want %q with the mandate's claims", ve.Check, ve.Claims, err, tc.check)
+			}
+		})
+	}
+}
+
+// What a presenter reads of a refusal (Error) never holds an internal
+// cause (the revocation store's text, a JWKS fetch's network error); the
+// log does, through LogValue, and errors.Is finds it.
+func TestRefusalCauseIsForTheLog(t *testing.T) {
+	e := newEnv(t)
+	cause := errors.New("SQL logic error: no such table: revocations")
+	v := e.verifier(t, func(c *verify.Config) {
+		c.Revoked = func(context.Context, *mandate.Claims) error { return cause }
+	})
+	_, err := v.Verify(context.Background(), e.sign(e.claims(time.Minute)))
+	if err == nil || strings.Contains(err.Error(), "no such table") {
+		t.Fatalf("the presenter reads %q", err)
+	}
+	if !errors.Is(err, cause) || !errors.Is(err, verify.ErrRevoked) {
+		t.Errorf("errors.Is does not find the cause and the sentinel in %v", err)
+	}
+	var log strings.Builder
+	slog.New(slog.NewTextHandler(&log, nil)).Info("refused", "err", err)
+	if !strings.Contains(log.String(), "no such table") {
+		t.Errorf("the log line lacks the cause: %s", log.String())
+	}
+
+	// A JWKS that cannot be fetched: the presenter is told the key is
+	// unknown, not where the issuer is unreachable from.
+	down := httptest.NewServer(http.NotFoundHandler())
+	down.Close()
+	j := verify.NewJWKS(down.URL+"/jwks", verify.JWKSOptions{})
+	v = e.verifier(t, func(c *verify.Config) { c.Keys = j })
+	_, err = v.Verify(context.Background(), e.sign(e.claims(time.Minute)))
+	if !errors.Is(err, verify.ErrUnknownKey) || strings.Contains(err.Error(), "refused") || strings.Contains(err.Error(), "dial") {
+		t.Errorf("an unreachable JWKS: the presenter reads %q", err)
+	}
+}
+
+func mustJSON(v any) []byte {
+	b, err := json.Marshal(v)
+	if err != nil {
+		panic(err)
+	}
+	return b
 }

@@ -525,6 +525,11 @@ func (c *cli) verify(args []string) error {
 	if err != nil {
 		var ve *verify.Error
 		if errors.As(err, &ve) {
+			// The operator's own machine: the cause (a JWKS that cannot
+			// be fetched, say) is theirs to read.
+			if ve.Cause != nil {
+				return fmt.Errorf("invalid mandate: %v (check: %s): %v", err, ve.Check, ve.Cause)
+			}
 			return fmt.Errorf("invalid mandate: %v (check: %s)", err, ve.Check)
 		}
 		return err

@@ -115,13 +115,15 @@ func Run(ctx context.Context, args []string, stdin io.Reader, stdout, stderr io.
 	return 1
 }
 
-// errorText is the message of err with a hint where one helps.
+// errorText is the message of err with a hint where one helps. The CLI
+// runs on the operator's machine: it says the cause too (the server only
+// logs it, and never sends it).
 func errorText(err error) string {
 	var e *mandate.Error
 	if !errors.As(err, &e) {
 		return err.Error()
 	}
-	msg := e.Message
+	msg := e.Error()
 	switch {
 	case e.Code == mandate.EUNAVAILABLE && strings.Contains(msg, "cannot reach"):
 		msg += "\nhint: start the server with `mandate serve`, or point --server (MANDATE_SERVER) at it"

@@ -442,6 +442,9 @@ func (m *Main) openPolicy() (*policy.Engine, error) {
 // list the problems in full.
 const maxPolicyReason = 1024
 
+// policiesDir names the policy directory in the audit log.
+const policiesDir = "<policies>"
+
 // auditPolicyLoad appends the policy.loaded event of a load or a refusal.
 // The engine has already put the set in force, or kept the old one: an
 // event that cannot be written is logged, and changes neither.
@@ -449,11 +452,21 @@ func (m *Main) auditPolicyLoad(res policy.LoadResult) {
 	if len(res.Wrote) > 0 {
 		m.Logger.Info("default policy set written", "dir", res.Dir, "files", strings.Join(res.Wrote, " "))
 	}
+	// The audit log may be public (--public-audit): it names the policy
+	// files within the policy directory, not where that directory is on
+	// this machine (the policy engine's log line says).
+	within := strings.NewReplacer(res.Dir+string(filepath.Separator), "", res.Dir, policiesDir).Replace
+	details := res.AuditDetails()
+	if problems, ok := details["problems"].([]string); ok {
+		for i, p := range problems {
+			problems[i] = within(p)
+		}
+	}
 	ev := &mandate.Event{V: mandate.EventVersion, Time: res.Time.UnixNano(), Type: mandate.EventPolicyLoaded,
-		Action: "load", Outcome: mandate.OutcomeOK, By: "system", Details: res.AuditDetails()}
+		Action: "load", Outcome: mandate.OutcomeOK, By: "system", Details: details}
 	if res.Err != nil {
 		ev.Outcome = mandate.OutcomeDeny
-		ev.Reason = res.Err.Error()
+		ev.Reason = within(res.Err.Error())
 		if len(ev.Reason) > maxPolicyReason {
 			ev.Reason = strings.ToValidUTF8(ev.Reason[:maxPolicyReason], "") + "…"
 		}

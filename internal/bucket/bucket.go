@@ -18,6 +18,7 @@ type Bucket struct {
 	tokens  float64
 	last    time.Time
 	dropped uint64
+	told    uint64 // dropped when AllowDropped last allowed
 }
 
 // New returns a full bucket of burst tokens, refilled at rate a second.
@@ -39,6 +40,20 @@ func (b *Bucket) Allow(now time.Time) bool {
 	}
 	b.tokens--
 	return true
+}
+
+// AllowDropped is Allow that also says, when it allows, how many events
+// were refused since the last one AllowDropped allowed: what an audit
+// event recorded after a flood says of the flood.
+func (b *Bucket) AllowDropped(now time.Time) (bool, uint64) {
+	if !b.Allow(now) {
+		return false, 0
+	}
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	n := b.dropped - b.told
+	b.told = b.dropped
+	return true, n
 }
 
 // Dropped is how many events Allow refused.

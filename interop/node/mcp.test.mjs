@@ -124,6 +124,19 @@ describe('the MCP gateway with the official TypeScript SDK and server-everything
     });
   }
 
+  test('sessions ended by close(), which sends no DELETE, do not use up the agent\'s 16', async () => {
+    for (let i = 0; i < 20; i++) {
+      const client = new Client({ name: 'ts-interop', version: '1.0.0' });
+      const transport = new StreamableHTTPClientTransport(new URL(`${url}/mcp/everyhttp`), {
+        requestInit: { headers: { Authorization: `Bearer ${token}` } },
+      });
+      await client.connect(transport);
+      const { tools } = await client.listTools();
+      assert.deepEqual(tools.map((t) => t.name), ['echo'], `session ${i + 1}`);
+      await client.close();
+    }
+  });
+
   test('no mandate: 401 with the resource metadata', async () => {
     const res = await fetch(`${url}/mcp/everything`, { method: 'POST', headers: { 'Content-Type': 'application/json' },
       body: JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'ping' }) });
