@@ -30,6 +30,7 @@ import (
 	"mime"
 	"net/http"
 	"net/url"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -113,6 +114,10 @@ type Config struct {
 	// answering within UpstreamTimeout, with no overall timeout (streams
 	// are long).
 	Client *http.Client
+	// SettleTimeout bounds how long Settle waits for the requests of
+	// mandates no longer valid that are still being sent
+	// (DefaultSettleTimeout); past it they are cut off.
+	SettleTimeout time.Duration
 	// UpstreamTimeout bounds the wait for an upstream's answer to begin
 	// (DefaultUpstreamTimeout); an upstream that hangs is a 502.
 	UpstreamTimeout time.Duration
@@ -137,6 +142,7 @@ const (
 	DefaultMaxSessions     = 100_000
 	DefaultSessionIdle     = time.Hour
 	DefaultUpstreamTimeout = 30 * time.Second
+	DefaultSettleTimeout   = 5 * time.Second
 )
 
 // Gateway is the MCP policy enforcement point. It is safe for concurrent use.
@@ -153,6 +159,8 @@ type Gateway struct {
 	tasks         *taskStates
 	refusals      *bucket.Bucket // of audit events for refused genuine mandates
 	refused       *replay.Cache  // which mandates' refusals were recorded in the last minute
+	flights       flights        // requests in flight to the upstreams, for Settle
+	settling      func(n int)    // tests: Settle waits for n requests
 }
 
 type route struct {
@@ -213,6 +221,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}
+	if cfg.SettleTimeout <= 0 {
+		cfg.SettleTimeout = DefaultSettleTimeout
+	}
 	if cfg.Client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.ResponseHeaderTimeout = cfg.UpstreamTimeout
@@ -272,6 +283,7 @@ func New(cfg Config) (*Gateway, error) {
 			g.Close()
 			return nil, err
 		}
+		b.admit = g.flights.admit
 		g.bridges = append(g.bridges, b)
 		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url, ToolLabels: r.ToolLabels}); err != nil {
 			g.Close()
@@ -330,11 +342,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodDelete:
 		// The stream of server messages, and the end of a session: passed
 		// through for the session's own task and agent only.
-		resp, err := g.forward(r, rt, nil)
+		resp, end, err := g.forward(r, rt, c, nil)
 		if err != nil {
-			g.upstreamError(w, rt, err)
+			g.forwardError(w, rt, err)
 			return
 		}
+		defer end()
 		defer resp.Body.Close()
 		if r.Method == http.MethodDelete {
 			if resp.StatusCode < 300 {
@@ -378,8 +391,11 @@ func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route, er
 		return false
 	}
 	g.sessions.forget(id)
-	if resp, err := g.forward(r, rt, nil); err == nil {
+	// On behalf of no valid mandate: it only ends the session, which is
+	// why it is not checked again, nor waited for by Settle.
+	if resp, end, err := g.forward(r, rt, nil, nil); err == nil {
 		resp.Body.Close()
+		end()
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return true
@@ -537,16 +553,29 @@ func (g *Gateway) session(w http.ResponseWriter, r *http.Request, rt *route, c *
 	return true
 }
 
-// forward sends r (with body, if not nil) to rt's upstream. The mandate
-// is not forwarded: the upstream is not its audience.
-func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Response, error) {
+// forward sends r (with body, if not nil) to rt's upstream on behalf of
+// c. The mandate is not forwarded: the upstream is not its audience. The
+// request is in flight for Settle, and c is checked once more before it
+// goes (begin): a *notValidError if c is no longer valid. Call end once
+// the response is read. c is nil only for a request that takes away
+// (endStale's DELETE of a session).
+func (g *Gateway) forward(r *http.Request, rt *route, c *mandate.Claims, body []byte) (resp *http.Response, end func(), err error) {
+	ctx, end := r.Context(), func() {}
+	var f *flight
+	if c != nil {
+		if ctx, f, err = g.begin(ctx, rt, c); err != nil {
+			return nil, nil, err
+		}
+		end = f.finish
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, rt.upstream.String(), rd)
+	req, err := http.NewRequestWithContext(ctx, r.Method, rt.upstream.String(), rd)
 	if err != nil {
-		return nil, err
+		end()
+		return nil, nil, err
 	}
 	// Last-Event-Id is not forwarded: a resumed stream would replay
 	// answers the gateway filtered once, unfiltered.
@@ -557,8 +586,38 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 	}
 	if rt.auth != "" {
 		req.Header.Set("Authorization", rt.auth)
+		if f != nil {
+			req.Header.Set(flightHeader, strconv.FormatUint(f.id, 10))
+		}
 	}
-	return g.cfg.Client.Do(req)
+	resp, err = g.cfg.Client.Do(req)
+	if f != nil {
+		// Answered or failed: the request is no longer being sent.
+		f.leave(false)
+	}
+	if err != nil {
+		if c := context.Cause(ctx); errors.Is(c, errStopped) {
+			err = c
+		}
+		end()
+		return nil, nil, err
+	}
+	return resp, end, nil
+}
+
+// forwardError answers a request that forward did not deliver: refused
+// (its mandate no longer valid), cut off by a revocation, or the upstream
+// unreachable.
+func (g *Gateway) forwardError(w http.ResponseWriter, rt *route, err error) {
+	var nv *notValidError
+	switch {
+	case errors.As(err, &nv):
+		http.Error(w, "not forwarded: "+nv.Error(), http.StatusForbidden)
+	case errors.Is(err, errStopped):
+		http.Error(w, "not forwarded whole: "+errStopped.Error(), http.StatusForbidden)
+	default:
+		g.upstreamError(w, rt, err)
+	}
 }
 
 func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {

@@ -97,6 +97,19 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	g.tasks.add(c.Task, "args_bytes", int64(len(body)), g.cfg.Now())
 	g.writing.Add(1)
 	defer g.writing.Done()
+	// At the moment of effect: the request is in flight for Settle, and
+	// the mandate is checked once more, now that the call is on record.
+	fctx, f, err := g.begin(ctx, rt, c)
+	if err != nil {
+		res := *call
+		res.Type, res.Outcome, res.Reason = mandate.EventToolResult, mandate.OutcomeDeny, mandate.ClipReason("not forwarded: "+err.Error())
+		res.Details = map[string]any{"forwarded": false}
+		g.recordResults(ctx, rt, []*mandate.Event{&res})
+		http.Error(w, "not forwarded: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	defer f.finish()
+	r = r.WithContext(fctx)
 	start := g.cfg.Now()
 	var status int
 	counter := &countingReader{}
@@ -118,13 +131,19 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		},
 		Transport: g.cfg.Client.Transport,
 		ModifyResponse: func(resp *http.Response) error {
+			f.leave(false) // answered: no longer being sent
 			status = resp.StatusCode
 			counter.r = resp.Body
 			resp.Body = counter
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			f.leave(false)
 			status = http.StatusBadGateway
+			if cause := context.Cause(fctx); errors.Is(cause, errStopped) {
+				g.forwardError(w, rt, cause)
+				return
+			}
 			g.upstreamError(w, rt, err)
 		},
 		FlushInterval: -1, // streams reach the client as they come

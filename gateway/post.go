@@ -136,11 +136,12 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	defer g.writing.Done()
 	// What the gateway decided on is what the server reads: its own
 	// encoding of the messages, not the client's bytes.
-	resp, err := g.forward(r, rt, encode(msgs, batch))
+	resp, end, err := g.forward(r, rt, c, encode(msgs, batch))
 	if err != nil {
-		g.upstreamError(w, rt, err)
+		g.notDelivered(ctx, w, rt, msgs, verdicts, batch, err)
 		return
 	}
+	defer end()
 	defer resp.Body.Close()
 	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && reserved {
 		g.sessions.bind(sid, c.Task, c.ClientID, owner, rt.Name, g.cfg.Now())
@@ -192,6 +193,47 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		}
 	}
 	g.recordResults(ctx, rt, done)
+}
+
+// notDelivered answers a POST whose messages forward did not deliver, and
+// records the outcome of each call it carried (a tool.result): refused,
+// as its mandate was no longer valid once the call was on record (a
+// revocation, a disabled agent); cut off by a revocation while being
+// sent; or the upstream unreachable.
+func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *route, msgs []*message, verdicts []verdict, batch bool, err error) {
+	var nv *notValidError
+	refused := true
+	outcome, why := mandate.OutcomeError, "not forwarded whole: "+errStopped.Error()
+	switch {
+	case errors.As(err, &nv):
+		outcome, why = mandate.OutcomeDeny, "not forwarded: "+nv.Error()
+	case !errors.Is(err, errStopped):
+		refused, why = false, "no answer: the upstream could not be reached, or did not answer"
+	}
+	var results []*mandate.Event
+	for i, m := range msgs {
+		if !m.isRequest() {
+			continue
+		}
+		if refused {
+			verdicts[i].deny = &rpcError{Code: CodeDenied, Message: why}
+		}
+		if v := verdicts[i]; v.call && v.event != nil {
+			res := *v.event
+			res.Type, res.Outcome, res.Reason = mandate.EventToolResult, outcome, mandate.ClipReason(why)
+			res.Details = map[string]any{"rpc_id": v.event.Details["rpc_id"]}
+			if refused {
+				res.Details["forwarded"] = false
+			}
+			results = append(results, &res)
+		}
+	}
+	g.recordResults(ctx, rt, results)
+	if !refused {
+		g.upstreamError(w, rt, err)
+		return
+	}
+	g.refuse(w, msgs, verdicts, batch)
 }
 
 // maxResultWriters bounds the results being recorded in the background.

@@ -45,8 +45,11 @@ const (
 // endpoint on loopback, reachable only with a secret the gateway holds:
 // the gateway forwards to it as to any upstream.
 type stdioBridge struct {
-	route  StdioRoute
-	log    *slog.Logger
+	route StdioRoute
+	log   *slog.Logger
+	// admit says whether a request of the gateway's, by its flight, may
+	// be written to a process (flights.admit), and is called when it was.
+	admit  func(flight string) (sent func(), ok bool)
 	secret string
 	srv    *http.Server
 	url    string
@@ -212,6 +215,14 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 	s.mu.Unlock()
+	// The gateway's request is in flight until it is written to the
+	// process: one cut off by a revocation (Gateway.Settle) is not.
+	sent, ok := b.admit(r.Header.Get(flightHeader))
+	if !ok {
+		http.Error(w, "not admitted: the request was cut off, or is on behalf of nobody", http.StatusForbidden)
+		return
+	}
+	defer sent()
 	for _, m := range msgs {
 		line, _ := json.Marshal(m)
 		if _, err := s.in.Write(append(line, '\n')); err != nil {
@@ -219,6 +230,7 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 			return
 		}
 	}
+	sent()
 	if len(waits) == 0 {
 		w.WriteHeader(http.StatusAccepted)
 		return

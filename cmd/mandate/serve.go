@@ -110,6 +110,12 @@ type Main struct {
 
 	parents parentLinks // for the gateway's revocation check
 
+	// testGateway and testAPI, if set, change the gateway's and the API's
+	// configuration before they are made: tests put hooks into the paths
+	// whose races they play.
+	testGateway func(*gateway.Config)
+	testAPI     func(*httpapi.Config)
+
 	ln     net.Listener
 	srv    *http.Server
 	cancel context.CancelFunc
@@ -268,24 +274,33 @@ func (m *Main) Open(ctx context.Context) error {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
 	}
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
-		if m.Gateway, err = gateway.New(gateway.Config{
+		cfg := gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
 			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
-		}); err != nil {
+		}
+		if m.testGateway != nil {
+			m.testGateway(&cfg)
+		}
+		if m.Gateway, err = gateway.New(cfg); err != nil {
 			m.closeStore()
 			return err
 		}
 	}
 	var tools httpapi.ToolApprover
+	var settler mandate.Settler
 	if m.Gateway != nil {
-		tools = m.Gateway
+		tools, settler = m.Gateway, m.Gateway
 	}
-	api, err = httpapi.New(httpapi.Config{
+	apiCfg := httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
 		Approvals: m.Store, Approvers: m.Store, Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
-		Tools: m.Store, ToolApprover: tools,
+		Tools: m.Store, ToolApprover: tools, Settler: settler,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
-	})
+	}
+	if m.testAPI != nil {
+		m.testAPI(&apiCfg)
+	}
+	api, err = httpapi.New(apiCfg)
 	if err != nil {
 		m.closeStore()
 		return err
