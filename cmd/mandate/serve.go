@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -276,7 +277,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		cfg := gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
+			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
 		}
 		if m.testGateway != nil {
 			m.testGateway(&cfg)
@@ -588,12 +589,19 @@ func respond(ctx context.Context, api *httpapi.Server, a monitor.Action) error {
 	return err
 }
 
-// revokedChain refuses, at the gateway, a mandate that is revoked or has a
-// revoked ancestor (followed through the issuance records), as the
-// issuer's introspection does.
-func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
+// validChain refuses, at the gateway, a mandate that is revoked or has a
+// revoked ancestor (followed through the issuance records), or one of
+// whose chain's registered agents (the registered ancestor of each actor)
+// is disabled or no longer registered, as the issuer's introspection does.
+// Disabling an agent thus stops its live mandates, and every mandate
+// delegated through it, on their next call. Each refusal wraps
+// verify.ErrRevoked; anything else is a failed check (refused too).
+func (m *Main) validChain(ctx context.Context, c *mandate.Claims) error {
 	id := c.ID
-	for range mandate.MaxAgentDepth + 1 {
+	for i := 0; ; i++ {
+		if i > mandate.MaxAgentDepth {
+			return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+		}
 		revoked, err := m.Store.IsRevoked(ctx, id)
 		if err != nil {
 			return err
@@ -606,11 +614,28 @@ func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
 			return err // not on record: not vouched for
 		}
 		if parent == "" {
-			return nil
+			break
 		}
 		id = parent
 	}
-	return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+	var checked []string
+	for _, actor := range c.Actor.Chain() {
+		reg := mandate.RegisteredAncestor(actor)
+		if slices.Contains(checked, reg) {
+			continue
+		}
+		checked = append(checked, reg)
+		a, err := m.Store.Agent(ctx, reg)
+		switch {
+		case mandate.ErrorCode(err) == mandate.ENOTFOUND:
+			return fmt.Errorf("agent %s of the chain is not registered any more: %w", reg, verify.ErrRevoked)
+		case err != nil:
+			return err
+		case a.Status != mandate.AgentActive:
+			return fmt.Errorf("agent %s of the chain is %s: %w", reg, a.Status, verify.ErrRevoked)
+		}
+	}
+	return nil
 }
 
 // parentLinks remembers which mandate each mandate was delegated from: a
