@@ -132,8 +132,18 @@ type Config struct {
 	MaxSessions int
 	// SessionIdle forgets a session unused this long (DefaultSessionIdle).
 	SessionIdle time.Duration
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// MaxTasks bounds the tasks whose state (what policy sees as
+	// context.labels and context.history) the gateway holds
+	// (DefaultMaxTasks), MaxTasksPerAgent those started by one registered
+	// agent (DefaultMaxTasksPerAgent). A live task's state is never
+	// dropped: past either bound, the requests of new tasks are refused.
+	MaxTasks, MaxTasksPerAgent int
+	// TaskLife is the longest a task can live (DefaultTaskLife, the
+	// issuer's longest mandate): its state is kept that long from the
+	// task's start.
+	TaskLife time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Defaults for Config.
@@ -221,6 +231,15 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}
+	if cfg.MaxTasks <= 0 {
+		cfg.MaxTasks = DefaultMaxTasks
+	}
+	if cfg.MaxTasksPerAgent <= 0 {
+		cfg.MaxTasksPerAgent = DefaultMaxTasksPerAgent
+	}
+	if cfg.TaskLife <= 0 {
+		cfg.TaskLife = DefaultTaskLife
+	}
 	if cfg.SettleTimeout <= 0 {
 		cfg.SettleTimeout = DefaultSettleTimeout
 	}
@@ -233,7 +252,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Client = &http.Client{Transport: t}
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent, cfg.TaskLife),
 		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u

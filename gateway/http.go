@@ -53,6 +53,12 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		}
 		return
 	}
+	if te := g.admitTask(ctx, rt, c, r.Method); te != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(te.status)
+		io.WriteString(w, te.msg+"\n")
+		return
+	}
 	scopes, err := c.Scopes()
 	if err != nil || !scopes.Allows(resource) {
 		g.refuseHTTP(ctx, w, c, r.Method, resource, "the mandate does not allow "+resource+": its scope is "+c.Scope, nil)

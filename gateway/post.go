@@ -53,6 +53,12 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return
 		}
 	}
+	// The task's state, which policy reads and the calls add to: held, or
+	// room for a new task's.
+	if te := g.admitTask(r.Context(), rt, c, "post"); te != nil {
+		g.refuseAll(w, te.status, msgs, batch, rpcError{Code: te.code, Message: te.msg})
+		return
+	}
 	// A session is counted against the registered agent from before it
 	// is opened, so that concurrent initializes cannot pass the quota.
 	owner, reserved := mandate.RegisteredAncestor(c.ClientID), false
@@ -308,6 +314,25 @@ func (g *Gateway) refuse(w http.ResponseWriter, msgs []*message, verdicts []verd
 		writeRPC(w, http.StatusOK, out[0])
 	default:
 		writeRPC(w, http.StatusOK, append(append([]byte("["), bytes.Join(out, []byte(","))...), ']'))
+	}
+}
+
+// refuseAll answers a POST none of whose messages is decided, with status
+// and e for each request.
+func (g *Gateway) refuseAll(w http.ResponseWriter, status int, msgs []*message, batch bool, e rpcError) {
+	var out [][]byte
+	for _, m := range msgs {
+		if m.isRequest() {
+			out = append(out, errorResponse(m.ID, e))
+		}
+	}
+	switch {
+	case len(out) == 0:
+		writeRPC(w, status, errorResponse(nil, e))
+	case !batch:
+		writeRPC(w, status, out[0])
+	default:
+		writeRPC(w, status, append(append([]byte("["), bytes.Join(out, []byte(","))...), ']'))
 	}
 }
 

@@ -11,8 +11,12 @@
 // task whose risk is 90 or more. The gateway asks Hold whether a task's
 // remaining calls wait for a person.
 //
+// Its state lives in memory and is rebuilt at start from the audit log's
+// last hour (Restore), so that a restart forgets neither a task's risk
+// nor what it read.
+//
 // It is not a policy decision point (policy decides, with the risk in
-// context) and it keeps nothing across a restart: risk starts at 0.
+// context).
 package monitor
 
 import (
@@ -123,6 +127,7 @@ const (
 	maxFiredPerTask  = 16   // mandates dead-mandate-use fired for, per task
 	maxDenialTargets = 64   // refused targets a task remembers within Window
 	queueSize        = 4096 // batches of committed events
+	maxPending       = 1024 // detections Restore holds until it sees their alerts
 	maxEvidence      = 16
 	rateAlpha        = 0.2 // weight of the newest bucket in the baseline
 )
@@ -202,6 +207,21 @@ type Monitor struct {
 	mu     sync.Mutex
 	tasks  map[string]*task
 	agents map[string]*agent
+	// While restoring: the detections Restore found, until an alert in
+	// the log shows each was answered (at most maxPending). Under mu.
+	pending []pending
+	// restored is the log position up to which Restore saw the events:
+	// Observe skips them.
+	restored atomic.Int64
+}
+
+// pending is a detection found while restoring, with its alert and the
+// responses to carry out if the log holds no alert for it.
+type pending struct {
+	index    int64 // of the event it fired on
+	detector string
+	alert    *mandate.Event
+	acts     []Action
 }
 
 type task struct {
@@ -320,6 +340,15 @@ func CheckResponses(rs map[string][]Response) error {
 // store calls it as it releases them. Past its queue, events are dropped
 // and counted (Dropped), never blocking the store.
 func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
+	if r := m.restored.Load(); r > 0 && len(evs) > 0 && evs[0].Index < r {
+		i := 0
+		for i < len(evs) && evs[i].Index < r {
+			i++
+		}
+		if evs = evs[i:]; len(evs) == 0 {
+			return // Restore saw them
+		}
+	}
 	select {
 	case m.queue <- evs:
 	default:
@@ -411,6 +440,79 @@ type detection struct {
 // Process runs the detectors over one event (Run calls it; tests may).
 // Windows are measured in the events' own times.
 func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
+	m.process(ctx, ev, false)
+}
+
+// Restore runs the detectors over an event written before this start, to
+// rebuild the state they keep (risk, what a task read, holds, baselines):
+// call it before Run, with the events of the last hour (issuer.MaxTTL,
+// and a minute) in log order, then RestoreDone. Windows are measured in
+// the events' own times, so the detections are those made before the
+// restart: they are not alerted, nor answered, again, unless the log
+// shows no alert for one (the server stopped between an event and its
+// alert, or the monitor could not keep up with the events), which
+// RestoreDone then answers.
+func (m *Monitor) Restore(ev mandate.LoggedEvent) {
+	if ev.Event == nil {
+		return
+	}
+	if n := ev.Index + 1; n > m.restored.Load() {
+		m.restored.Store(n)
+	}
+	if ev.Type == mandate.EventAlert && ev.By == "monitor" {
+		m.answered(ev)
+		return
+	}
+	m.process(context.Background(), ev, true)
+}
+
+// answered takes off the pending detections the one that alert answers:
+// same detector, fired on an event of its evidence.
+func (m *Monitor) answered(alert mandate.LoggedEvent) {
+	detector, _ := alert.Details["detector"].(string)
+	var evidence []int64
+	switch list := alert.Details["evidence"].(type) {
+	case []int64:
+		evidence = list
+	case []any:
+		for _, v := range list {
+			if n, ok := toInt(v); ok {
+				evidence = append(evidence, n)
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, p := range m.pending {
+		if p.detector == detector && slices.Contains(evidence, p.index) {
+			m.pending = slices.Delete(m.pending, i, i+1)
+			return
+		}
+	}
+}
+
+// RestoreDone ends Restore: it writes the alerts, and carries out the
+// responses, of the detections Restore found that the log shows no alert
+// for (each alert says found_at_start), and from then on Observe skips
+// the events Restore saw.
+func (m *Monitor) RestoreDone(ctx context.Context) {
+	m.mu.Lock()
+	left := m.pending
+	m.pending = nil
+	m.mu.Unlock()
+	for _, p := range left {
+		p.alert.Details["found_at_start"] = true
+		for i := range p.acts {
+			p.acts[i].alert = 0
+		}
+		m.respond(ctx, []*mandate.Event{p.alert}, p.acts)
+	}
+	if len(left) > 0 {
+		m.cfg.Logger.Warn("monitor: detections of events before the start had no alert: alerted and answered now", "count", len(left))
+	}
+}
+
+func (m *Monitor) process(ctx context.Context, ev mandate.LoggedEvent, restoring bool) {
 	if ev.Event == nil || ev.By == "monitor" {
 		return
 	}
@@ -533,7 +635,31 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			Action: "detect", Resource: ev.Resource, Outcome: mandate.OutcomeDeny, Reason: d.reason, By: "monitor",
 			Details: details})
 	}
+	if restoring {
+		// Answered before the restart, most likely: kept until the log's
+		// alert shows it (answered), else answered by RestoreDone.
+		for i, al := range alerts {
+			p := pending{index: ev.Index, detector: found[i].detector, alert: al}
+			for _, act := range acts {
+				if act.alert == i {
+					p.acts = append(p.acts, act)
+				}
+			}
+			if len(m.pending) == maxPending {
+				m.pending = m.pending[1:] // the oldest: most likely answered, its alert beyond the window
+			}
+			m.pending = append(m.pending, p)
+		}
+		m.mu.Unlock()
+		return
+	}
 	m.mu.Unlock()
+	m.respond(ctx, alerts, acts)
+}
+
+// respond carries out the responses acts (each for alerts[act.alert]),
+// then writes the alerts.
+func (m *Monitor) respond(ctx context.Context, alerts []*mandate.Event, acts []Action) {
 	// Contain first: the revocations are what stops the next call. Each
 	// revocation event names the detector and the evidence itself.
 	if m.cfg.Act != nil {
@@ -564,7 +690,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 		}
 	}
 	if err := m.cfg.Alerts.Append(ctx, alerts...); err != nil {
-		m.cfg.Logger.Error("monitor: alert not recorded", "task", ev.Task, "err", err)
+		m.cfg.Logger.Error("monitor: alert not recorded", "task", alerts[0].Task, "err", err)
 	}
 	for _, al := range alerts {
 		m.cfg.Logger.Warn("monitor: alert", "task", al.Task, "agent", al.Agent, "detector", al.Details["detector"],

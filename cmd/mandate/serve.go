@@ -277,7 +277,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		cfg := gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
+			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, TaskLife: issuer.MaxTTL, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
 		}
 		if m.testGateway != nil {
 			m.testGateway(&cfg)
@@ -306,6 +306,10 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return err
 	}
+	// What the gateway and the monitor keep in memory, for flow rules and
+	// detectors, is rebuilt from the log: a restart forgets nothing of a
+	// task that can still be live.
+	m.restoreState(ctx)
 	// Every committed event reaches the monitor and the live streams.
 	m.Store.Subscribe(func(evs []mandate.LoggedEvent) {
 		m.Monitor.Observe(evs)
@@ -430,6 +434,48 @@ func (m *Main) auditPolicyLoad(res policy.LoadResult) {
 	if err := m.Store.Append(ctx, ev); err != nil {
 		m.Logger.Error("policy.loaded event not written to the audit log", "policy_set", res.Hash, "outcome", ev.Outcome, "err", err)
 	}
+}
+
+// restoreWindow is how far back the log is read at start to rebuild the
+// task state and the monitor's: no task lives longer than its root
+// mandate (issuer.MaxTTL), and a minute covers the clocks.
+const restoreWindow = issuer.MaxTTL + time.Minute
+
+// restoreState feeds the events of the log's last restoreWindow, in log
+// order, to the gateway's task state and to the monitor, through the
+// store's query API (the event index by time). If the log cannot be read,
+// the gateway refuses the requests of the tasks begun before (fail
+// closed).
+func (m *Main) restoreState(ctx context.Context) {
+	start := time.Now()
+	f := mandate.EventFilter{Since: m.Now().Add(-restoreWindow), Limit: mandate.MaxEventsPerQuery}
+	n := 0
+	var err error
+	for {
+		var evs []mandate.LoggedEvent
+		if evs, err = m.Store.Events(ctx, f); err != nil {
+			break
+		}
+		for _, e := range evs {
+			if m.Gateway != nil {
+				m.Gateway.Restore(e)
+			}
+			m.Monitor.Restore(e)
+			f.After = e.Index + 1
+		}
+		n += len(evs)
+		if len(evs) < f.Limit {
+			break
+		}
+	}
+	if m.Gateway != nil {
+		m.Gateway.RestoreDone(err)
+	}
+	if err != nil {
+		m.Logger.Error("the task state was not rebuilt from the audit log", "err", err)
+	}
+	m.Monitor.RestoreDone(ctx)
+	m.Logger.Info("task state rebuilt from the audit log", "events", n, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // expireApprovals denies, every second, the approvals whose time ran out:
