@@ -1,6 +1,9 @@
 package monitor
 
-import "testing"
+import (
+	"testing"
+	"time"
+)
 
 // forget takes an idle entry if it sees one, else one that may go, and
 // only else anything: a held task is the last to be forgotten.
@@ -19,5 +22,22 @@ func TestForgetSparesHolds(t *testing.T) {
 	forget(m, func(v *task) bool { return v.read < 0 }, func(*task) bool { return true })
 	if m["idle"] != nil || m["busy"] == nil {
 		t.Error("an idle task was not the one forgotten")
+	}
+}
+
+// Past its bound, the monitor forgets a task that ended before a live one
+// that read sensitive data.
+func TestForgetEndedTasksFirst(t *testing.T) {
+	m := New(Config{})
+	now := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	for range 100 {
+		tasks := map[string]*task{
+			"live":  {read: 3, begin: now.Add(-time.Minute).UnixNano()},
+			"ended": {read: 1, begin: now.Add(-2 * time.Hour).UnixNano()},
+		}
+		forget(tasks, func(v *task) bool { return m.taskIdle(v, now.UnixNano()) }, func(v *task) bool { return v.hold == "" })
+		if tasks["live"] == nil {
+			t.Fatal("a live task that read sensitive data was forgotten before one that ended")
+		}
 	}
 }
