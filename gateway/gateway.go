@@ -297,12 +297,11 @@ func New(cfg Config) (*Gateway, error) {
 			g.Close()
 			return nil, fmt.Errorf("gateway: mcp upstream %q is configured twice", r.Name)
 		}
-		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger)
+		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger, g.flights.admit)
 		if err != nil {
 			g.Close()
 			return nil, err
 		}
-		b.admit = g.flights.admit
 		g.bridges = append(g.bridges, b)
 		if err := add(g.routes, "mcp", Route{Name: r.Name, URL: b.url, ToolLabels: r.ToolLabels}); err != nil {
 			g.Close()

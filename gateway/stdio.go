@@ -74,7 +74,7 @@ type stdioSession struct {
 	used    time.Time
 }
 
-func startStdio(r StdioRoute, maxMsg int, log *slog.Logger) (*stdioBridge, error) {
+func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight string) (func(), bool)) (*stdioBridge, error) {
 	if len(r.Command) == 0 || r.Command[0] == "" {
 		return nil, fmt.Errorf("gateway: stdio server %q: no command", r.Name)
 	}
@@ -84,7 +84,7 @@ func startStdio(r StdioRoute, maxMsg int, log *slog.Logger) (*stdioBridge, error
 	var raw [32]byte
 	rand.Read(raw[:])
 	b := &stdioBridge{route: r, log: log.With("server", r.Name), secret: base64.RawURLEncoding.EncodeToString(raw[:]),
-		sessions: map[string]*stdioSession{}, maxMsg: maxMsg}
+		sessions: map[string]*stdioSession{}, maxMsg: maxMsg, admit: admit}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("gateway: stdio server %q: %w", r.Name, err)
