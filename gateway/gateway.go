@@ -76,7 +76,11 @@ type Config struct {
 	// PublicURL is the gateway's base URL as clients address it, e.g.
 	// https://mandate.example: DPoP proofs must name PublicURL/mcp/<server>.
 	PublicURL string
-	// Revoked, if set, is asked for every mandate; see verify.Config.
+	// Revoked, if set, is asked for every mandate (see verify.Config),
+	// again at the moment of effect, once a call is on record and just
+	// before it is sent, and by Settle: it must answer from memory, and a
+	// change it reports must be in force before any later event is
+	// durable (mandate.RevocationStore.Revoke).
 	Revoked func(ctx context.Context, c *mandate.Claims) error
 	// Agents, if set, gives policy the labels and owners of the chain's
 	// registered agents.
