@@ -142,9 +142,14 @@ type Config struct {
 	// agent (DefaultMaxTasksPerAgent). A live task's state is never
 	// dropped: past either bound, the requests of new tasks are refused.
 	MaxTasks, MaxTasksPerAgent int
-	// TaskLife is the longest a task can live (DefaultTaskLife, the
-	// issuer's longest mandate): its state is kept that long from the
-	// task's start.
+	// TaskEnd, if set, says when the task of a delegated mandate ends: its
+	// root mandate's expiry, which no mandate of the task outlives. The
+	// task's state is kept until then. Without it, a task is taken to end
+	// TaskLife (DefaultTaskLife, the issuer's longest mandate) after it
+	// was named, or when c expires if later: an issuer that names a task
+	// long before its root is issued (a root mint waiting for approval)
+	// needs TaskEnd.
+	TaskEnd  func(ctx context.Context, c *mandate.Claims) (time.Time, error)
 	TaskLife time.Duration
 	Now      func() time.Time
 	Logger   *slog.Logger
@@ -256,7 +261,7 @@ func New(cfg Config) (*Gateway, error) {
 		cfg.Client = &http.Client{Transport: t}
 	}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{}, sessions: newSessions(cfg.MaxSessions, cfg.SessionIdle),
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent, cfg.TaskLife),
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent),
 		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax)}
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u

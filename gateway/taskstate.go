@@ -20,28 +20,30 @@ import (
 //
 // It is kept for as long as the task can be live, and never dropped
 // before: a task lives while a mandate of it is valid, and none outlives
-// the task's root, which lives at most TaskLife from the task's start
-// (the time in its ID). It is rebuilt from the audit log at start
-// (Restore), so a restart forgets nothing. It is bounded, and past a
-// bound new work is refused, never a live task's state forgotten: a task
-// the gateway holds no state for gets one on its first request, unless
-// its registered root agent holds MaxTasksPerAgent already (429), or the
-// gateway MaxTasks (503). Only at start, when the log holds more live
-// tasks than MaxTasks, are the oldest dropped; then every task begun
-// before the last one dropped, that the gateway holds no state for, is
-// refused (its state may be gone: fail closed), until it ends.
+// the task's root mandate (Config.TaskEnd reads its expiry). It is rebuilt
+// from the audit log at start (Restore), so a restart forgets nothing. It
+// is bounded, and past a bound new work is refused, never a live task's
+// state forgotten: a task the gateway holds no state for gets one on its
+// first request, unless its registered root agent holds MaxTasksPerAgent
+// already (429), or the gateway MaxTasks (503). Only at start, when the
+// log holds more live tasks than MaxTasks, are those ending soonest
+// dropped; then every task named before the last one dropped, that the
+// gateway holds no state for, is refused (its state may be gone: fail
+// closed).
 type taskStates struct {
 	mu       sync.Mutex
 	max      int
 	perAgent int
-	life     time.Duration
 	m        map[string]*taskState
 	byEnd    endHeap        // the states, the soonest to end first
 	agents   map[string]int // states per root agent
-	// lostBefore: the state of a task begun at or before it may be gone
-	// (lostWhy says why); such a task with no state is refused.
+	// lostBefore: the state of a task named (its ID's time) at or before
+	// it may be gone (lostWhy says why); such a task with no state is
+	// refused while it lives.
 	lostBefore time.Time
 	lostWhy    string
+	// ends are the ends of the live tasks whose root issuance Restore saw.
+	ends map[string]time.Time
 }
 
 type taskState struct {
@@ -54,7 +56,8 @@ type taskState struct {
 }
 
 // Defaults of the task state's bounds (Config.MaxTasks,
-// MaxTasksPerAgent) and of the longest a task can live (Config.TaskLife:
+// MaxTasksPerAgent) and of the longest a task lives after it was named
+// when the gateway cannot read its root mandate's expiry (Config.TaskLife:
 // issuer.MaxTTL, the longest mandate; a delegated one never outlives its
 // parent).
 const (
@@ -66,8 +69,8 @@ const (
 	maxTaskLabels  = 64
 )
 
-func newTaskStates(max, perAgent int, life time.Duration) *taskStates {
-	return &taskStates{max: max, perAgent: perAgent, life: life, m: map[string]*taskState{}, agents: map[string]int{}}
+func newTaskStates(max, perAgent int) *taskStates {
+	return &taskStates{max: max, perAgent: perAgent, m: map[string]*taskState{}, agents: map[string]int{}, ends: map[string]time.Time{}}
 }
 
 // taskError is a request refused for the task state: its task's state is
@@ -81,29 +84,27 @@ type taskError struct {
 
 func (e *taskError) Error() string { return e.msg }
 
-// end is when a task begun at begin can no longer be live.
-func (t *taskStates) endOf(task string, now time.Time) (begin, end time.Time, known bool) {
-	begin, known = mandate.IDTime(mandate.TaskIDPrefix, task)
-	if !known {
-		// Not an ID the issuer makes: kept as long as a task begun now.
-		return now, now.Add(t.life + taskLifeMargin), false
-	}
-	return begin, begin.Add(t.life + taskLifeMargin), true
+// has says whether the gateway holds task's state.
+func (t *taskStates) has(task string, now time.Time) bool {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.sweep(now)
+	_, ok := t.m[task]
+	return ok
 }
 
 // admit makes sure the task of a request by the holder of c has a state:
-// the one the gateway holds, or a new one if there is room. It refuses
-// the request (a *taskError) if the task's state may be gone, or if there
-// is no room.
-func (t *taskStates) admit(c *mandate.Claims, now time.Time) error {
+// the one the gateway holds, or a new one, kept until end, if there is
+// room. It refuses the request (a *taskError) if the task's state may be
+// gone, or if there is no room.
+func (t *taskStates) admit(c *mandate.Claims, end, now time.Time) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	t.sweep(now)
 	if _, ok := t.m[c.Task]; ok {
 		return nil
 	}
-	begin, end, known := t.endOf(c.Task, now)
-	if !t.lostBefore.IsZero() && (!known || !begin.After(t.lostBefore)) {
+	if t.lost(c.Task) {
 		return &taskError{status: http.StatusForbidden, code: CodeDenied, kind: "task-state-lost",
 			msg: "the gateway does not know what task " + c.Task + " did before (" + t.lostWhy + "): its requests are refused, so that no rule on what the task did is passed by; start a new task"}
 	}
@@ -118,6 +119,16 @@ func (t *taskStates) admit(c *mandate.Claims, now time.Time) error {
 	}
 	t.create(c.Task, agent, end)
 	return nil
+}
+
+// lost says whether task's state may be gone: it was named at or before
+// lostBefore (or its ID carries no time).
+func (t *taskStates) lost(task string) bool {
+	if t.lostBefore.IsZero() {
+		return false
+	}
+	named, ok := mandate.IDTime(mandate.TaskIDPrefix, task)
+	return !ok || !named.After(t.lostBefore)
 }
 
 // rootAgent is the registered agent that started a task, the last of its
@@ -150,9 +161,6 @@ func (t *taskStates) sweep(now time.Time) {
 	for len(t.byEnd) > 0 && !now.Before(t.byEnd[0].end) {
 		t.drop(t.byEnd[0])
 	}
-	if !t.lostBefore.IsZero() && !now.Before(t.lostBefore.Add(t.life+taskLifeMargin)) {
-		t.lostBefore, t.lostWhy = time.Time{}, "" // every task it covered has ended
-	}
 }
 
 // state returns task's state, making one for a task admitted whose state
@@ -161,8 +169,7 @@ func (t *taskStates) state(task string, now time.Time) *taskState {
 	if s, ok := t.m[task]; ok {
 		return s
 	}
-	_, end, _ := t.endOf(task, now)
-	return t.create(task, "", end)
+	return t.create(task, "", now.Add(taskLifeMargin))
 }
 
 // get returns a copy of a task's labels and counters.
@@ -209,33 +216,44 @@ func (t *taskStates) add(task, counter string, n int64, now time.Time) {
 }
 
 // replay applies an event of the audit log, written before a restart, to
-// the state of its task, as the gateway did when it wrote it. Past MaxTasks
-// the oldest task's state is dropped, and tasks begun before it are lost.
+// the state of its task, as the gateway did when it wrote it. A task's
+// root issuance (mandate.issued) says when it ends; a task whose root
+// issuance was not seen, or whose root expired, is over. Past MaxTasks the
+// states that end soonest are dropped, and the tasks named before them
+// lost.
 func (t *taskStates) replay(e mandate.LoggedEvent, now time.Time) {
+	if e.Task == "" {
+		return
+	}
+	if e.Type == mandate.EventMandateIssued {
+		if rec, err := mandate.IssuanceOf(e.Event); err == nil && now.Before(rec.ExpiresAt.Add(taskLifeMargin)) {
+			t.mu.Lock()
+			t.ends[e.Task] = rec.ExpiresAt.Add(taskLifeMargin)
+			t.mu.Unlock()
+		}
+		return
+	}
 	labels, counters, sums := replayed(e.Event)
-	if e.Task == "" || (labels == nil && counters == nil && sums == nil) {
+	if labels == nil && counters == nil && sums == nil {
 		return
 	}
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	begin, end, known := t.endOf(e.Task, now)
-	if !known || !now.Before(end) {
-		return // over, or not a task of the issuer's
-	}
 	s, ok := t.m[e.Task]
 	if !ok {
-		if !t.lostBefore.IsZero() && !begin.After(t.lostBefore) {
-			return // lost already
+		end, live := t.ends[e.Task]
+		if !live || t.lost(e.Task) {
+			return // over, or lost already
 		}
 		for len(t.m) >= t.max {
 			oldest := t.byEnd[0]
-			if b, _, _ := t.endOf(oldest.task, now); b.After(t.lostBefore) {
-				t.lostBefore = b
+			if named, ok := mandate.IDTime(mandate.TaskIDPrefix, oldest.task); ok && named.After(t.lostBefore) {
+				t.lostBefore = named
 			}
 			t.lostWhy = "the audit log held more live tasks than the gateway's bound of " + itoa(int64(t.max)) + " at its start"
 			t.drop(oldest)
 		}
-		if !t.lostBefore.IsZero() && !begin.After(t.lostBefore) {
+		if t.lost(e.Task) {
 			return
 		}
 		s = t.create(e.Task, rootAgent(e.Chain), end)
@@ -336,17 +354,35 @@ func (h *endHeap) Pop() any {
 func (g *Gateway) Restore(e mandate.LoggedEvent) { g.tasks.replay(e, g.cfg.Now()) }
 
 // RestoreDone ends Restore. If err is not nil (the log could not be read
-// whole), the state of every task begun before now may be gone: their
-// requests are refused (fail closed) until they end, and new tasks go on.
+// whole), the state of every task named before now may be gone: their
+// requests are refused (fail closed) while they live, and new tasks go on.
 func (g *Gateway) RestoreDone(err error) {
-	if err == nil {
-		return
-	}
-	g.cfg.Logger.Error("gateway: the task state was not rebuilt from the audit log: the requests of tasks begun before this start are refused", "err", err)
 	t := g.tasks
 	t.mu.Lock()
-	t.lostBefore, t.lostWhy = g.cfg.Now(), "the gateway could not read them back from the audit log at its start"
-	t.mu.Unlock()
+	defer t.mu.Unlock()
+	t.ends = nil
+	if err != nil {
+		g.cfg.Logger.Error("gateway: the task state was not rebuilt from the audit log: the requests of tasks named before this start are refused", "err", err)
+		t.lostBefore, t.lostWhy = g.cfg.Now(), "the gateway could not read them back from the audit log at its start"
+	}
+}
+
+// taskEnd is when c's task ends: its root mandate's expiry
+// (Config.TaskEnd), or, without a way to read it, the later of c's and
+// the task's naming and TaskLife.
+func (g *Gateway) taskEnd(ctx context.Context, c *mandate.Claims) (time.Time, error) {
+	if c.Parent == "" {
+		return c.Expiry.Add(taskLifeMargin), nil // c is the root
+	}
+	if g.cfg.TaskEnd != nil {
+		end, err := g.cfg.TaskEnd(ctx, c)
+		return end.Add(taskLifeMargin), err
+	}
+	end := c.Expiry.Time
+	if named, ok := mandate.IDTime(mandate.TaskIDPrefix, c.Task); ok && named.Add(g.cfg.TaskLife).After(end) {
+		end = named.Add(g.cfg.TaskLife)
+	}
+	return end.Add(taskLifeMargin), nil
 }
 
 // admitTask admits the task of a request (taskStates.admit); on refusal it
@@ -355,8 +391,16 @@ func (g *Gateway) RestoreDone(err error) {
 // answer.
 func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, action string) *taskError {
 	now := g.cfg.Now()
-	err := g.tasks.admit(c, now)
-	if err == nil {
+	if g.tasks.has(c.Task, now) {
+		return nil
+	}
+	end, err := g.taskEnd(ctx, c)
+	if err != nil {
+		g.cfg.Logger.ErrorContext(ctx, "gateway: the end of a task is unknown", "task", c.Task, "err", err)
+		return &taskError{status: http.StatusServiceUnavailable, code: CodeUnavailable, kind: "task-state-unknown",
+			msg: "the gateway cannot tell when task " + c.Task + " ends, so it cannot keep what the task does: try again later"}
+	}
+	if err = g.tasks.admit(c, end, now); err == nil {
 		return nil
 	}
 	te := err.(*taskError)

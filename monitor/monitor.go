@@ -239,13 +239,13 @@ type task struct {
 	evidence  []int64
 	hold      string // why the rest of the task waits for approval
 	revoked   bool
-	begin     int64 // when the task began (ns, from its ID), 0 if unknown
+	// end is when the task's last mandate seen issued expires (ns), 0 if
+	// none was seen: the root's, which no mandate of the task outlives.
+	end int64
 }
 
-// taskLife is the longest a task can live: its root mandate's longest
-// lifetime (issuer.MaxTTL), and a minute for the clocks. An ended task's
-// state is the first to be forgotten.
-const taskLife = time.Hour + time.Minute
+// endMargin covers the clocks: a task is over endMargin after its end.
+const endMargin = time.Minute
 
 // denial is a refused request: when, and what it asked for.
 type denial struct {
@@ -535,6 +535,11 @@ func (m *Monitor) process(ctx context.Context, ev mandate.LoggedEvent, restoring
 	}
 	if ev.Agent != "" {
 		a = m.agent(mandate.RegisteredAncestor(ev.Agent), now)
+	}
+	if t != nil && (ev.Type == mandate.EventMandateIssued || ev.Type == mandate.EventMandateDelegated) {
+		if ms, ok := toInt(ev.Details["exp_ms"]); ok && ms*int64(time.Millisecond) > t.end {
+			t.end = ms * int64(time.Millisecond)
+		}
 	}
 	switch ev.Type {
 	case mandate.EventToolCall:
@@ -901,9 +906,6 @@ func (m *Monitor) task(id string, now int64) *task {
 			forget(m.tasks, func(v *task) bool { return m.taskIdle(v, now) }, func(v *task) bool { return v.hold == "" })
 		}
 		t = &task{read: -1}
-		if begin, ok := mandate.IDTime(mandate.TaskIDPrefix, id); ok {
-			t.begin = begin.UnixNano()
-		}
 		m.tasks[id] = t
 	}
 	return t
@@ -912,7 +914,7 @@ func (m *Monitor) task(id string, now int64) *task {
 // taskIdle says whether a task's state may be forgotten first: the task
 // ended (nothing of it is live), or it has nothing to remember.
 func (m *Monitor) taskIdle(v *task, now int64) bool {
-	return (v.begin != 0 && now-v.begin > int64(taskLife)) || (m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0)
+	return (v.end != 0 && now-v.end > int64(endMargin)) || (m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0)
 }
 
 func (m *Monitor) agent(id string, now int64) *agent {
@@ -928,8 +930,8 @@ func (m *Monitor) agent(id string, now int64) *agent {
 }
 
 // forget deletes one entry, quickly, looking at 16 (in the map's random
-// order): the first that idle says may go (a task that ended, or one with
-// nothing to remember); else the first that expendable
+// order): the first that idle says may go (a task whose mandates all
+// expired, or one with nothing to remember); else the first that expendable
 // allows; else the last looked at. A scan for the least recently seen
 // would cost every new entry 100,000 steps. (A held task goes last: a
 // flood of new tasks cannot easily wash a hold away.)

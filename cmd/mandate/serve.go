@@ -277,7 +277,7 @@ func (m *Main) Open(ctx context.Context) error {
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		cfg := gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, TaskLife: issuer.MaxTTL, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
+			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, TaskEnd: m.taskEnd, TaskLife: issuer.MaxTTL, Events: m.Store, Tools: m.Store, Approvals: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters, Now: m.Now, Logger: m.Logger,
 		}
 		if m.testGateway != nil {
 			m.testGateway(&cfg)
@@ -684,34 +684,64 @@ func (m *Main) validChain(ctx context.Context, c *mandate.Claims) error {
 	return nil
 }
 
-// parentLinks remembers which mandate each mandate was delegated from: a
-// link never changes, so the gateway's revocation check reads each from
-// the store once, not on every call. Bounded: when full it starts over.
+// taskEnd is when c's task ends, for the gateway's task state: its root
+// mandate's expiry (no mandate of the task outlives it), from the root's
+// issuance record, found through the chain of parents.
+func (m *Main) taskEnd(ctx context.Context, c *mandate.Claims) (time.Time, error) {
+	id := c.ID
+	for i := 0; i <= mandate.MaxAgentDepth; i++ {
+		l, err := m.parents.link(ctx, m.Store, id)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if l.parent == "" {
+			return l.exp, nil
+		}
+		id = l.parent
+	}
+	return time.Time{}, fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+}
+
+// parentLinks remembers which mandate each mandate was delegated from,
+// and when it expires: neither ever changes, so the gateway's checks read
+// each from the store once, not on every call. Bounded: when full it
+// starts over.
 type parentLinks struct {
 	mu sync.Mutex
-	m  map[string]string
+	m  map[string]parentLink
+}
+
+type parentLink struct {
+	parent string
+	exp    time.Time
 }
 
 const maxParentLinks = 100_000
 
 func (p *parentLinks) of(ctx context.Context, st mandate.IssuanceGetter, id string) (string, error) {
+	l, err := p.link(ctx, st, id)
+	return l.parent, err
+}
+
+func (p *parentLinks) link(ctx context.Context, st mandate.IssuanceGetter, id string) (parentLink, error) {
 	p.mu.Lock()
-	parent, ok := p.m[id]
+	l, ok := p.m[id]
 	p.mu.Unlock()
 	if ok {
-		return parent, nil
+		return l, nil
 	}
 	rec, err := st.Issuance(ctx, id)
 	if err != nil {
-		return "", err
+		return parentLink{}, err
 	}
+	l = parentLink{parent: rec.ParentID, exp: rec.ExpiresAt}
 	p.mu.Lock()
 	if p.m == nil || len(p.m) >= maxParentLinks {
-		p.m = make(map[string]string)
+		p.m = make(map[string]parentLink)
 	}
-	p.m[id] = rec.ParentID
+	p.m[id] = l
 	p.mu.Unlock()
-	return rec.ParentID, nil
+	return l, nil
 }
 
 // splitCommand splits a command line into words: spaces separate them,

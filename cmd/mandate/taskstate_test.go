@@ -143,3 +143,28 @@ func TestTaskStateSurvivesARestart(t *testing.T) {
 		t.Errorf("the alert of a detection after the start says it was found at start: %+v", alert.Details)
 	}
 }
+
+// A task ends when its root mandate expires, whatever mandate of it asks:
+// the gateway keeps its state until then (a root mint approved long after
+// its task was named lives past the task's naming and an hour).
+func TestTaskEndsWithItsRoot(t *testing.T) {
+	ctx := context.Background()
+	m, agent := serveWithMCP(t, listServer(), false)
+	root, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:list", TTL: 30 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	child, err := agent.Delegate(ctx, root, client.NewEphemeral(), client.Request{TTL: time.Minute}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	grandchild, err := agent.Delegate(ctx, child, client.NewEphemeral(), client.Request{TTL: 30 * time.Second}, client.DelegateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, md := range []*client.Mandate{child, grandchild} {
+		if end, err := m.taskEnd(ctx, md.Claims); err != nil || !end.Equal(root.Claims.Expiry.Time) {
+			t.Errorf("the task's end from %s: %v %v, want the root's expiry %v", md.Claims.ID, end, err, root.Claims.Expiry.Time)
+		}
+	}
+}
