@@ -228,6 +228,9 @@ func (t *taskStates) replay(e mandate.LoggedEvent, now time.Time) {
 	if e.Type == mandate.EventMandateIssued {
 		if rec, err := mandate.IssuanceOf(e.Event); err == nil && now.Before(rec.ExpiresAt.Add(taskLifeMargin)) {
 			t.mu.Lock()
+			if t.ends == nil {
+				t.ends = map[string]time.Time{}
+			}
 			t.ends[e.Task] = rec.ExpiresAt.Add(taskLifeMargin)
 			t.mu.Unlock()
 		}
