@@ -3,6 +3,7 @@ package mandate
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"strings"
 	"time"
 )
 
@@ -46,3 +47,24 @@ const (
 	MandateIDPrefix  = "m_"
 	ApprovalIDPrefix = "ap_"
 )
+
+// IDTime returns the time NewID encoded in id, which must start with
+// prefix and be followed by a ULID (26 Crockford base32 characters); false
+// if it is not such an ID.
+func IDTime(prefix, id string) (time.Time, bool) {
+	rest, ok := strings.CutPrefix(id, prefix)
+	if !ok || len(rest) != 26 || rest[0] > '7' {
+		return time.Time{}, false
+	}
+	var ms uint64
+	for i := 0; i < 26; i++ {
+		v := strings.IndexByte(crockford, rest[i])
+		if v < 0 {
+			return time.Time{}, false
+		}
+		if i < 10 { // 3 + 9×5 = 48 bits of milliseconds
+			ms = ms<<5 | uint64(v)
+		}
+	}
+	return time.UnixMilli(int64(ms)), true
+}

@@ -95,6 +95,8 @@ type AgentStore interface {
 	Agents(ctx context.Context) ([]*Agent, error)
 	// SetAgentStatus changes an agent's status, appends ev (if not nil),
 	// and returns the updated agent; ENOTFOUND if there is no such agent.
+	// As for RevocationStore.Revoke, the new status MUST be what Agent
+	// answers before any write returns whose event follows ev in the log.
 	SetAgentStatus(ctx context.Context, id string, status AgentStatus, ev *Event) (*Agent, error)
 }
 
@@ -117,7 +119,10 @@ type RevocationChecker interface {
 type RevocationStore interface {
 	RevocationChecker
 	// Revoke records r and appends ev (if not nil) in one transaction.
-	// Revoking a revoked mandate again is not an error.
+	// Revoking a revoked mandate again is not an error. The revocation MUST
+	// be in force (IsRevoked answers true) before Append, or any other
+	// write, returns for an event that follows ev in the log: a verifier
+	// that checks again once its call's record is durable relies on it.
 	Revoke(ctx context.Context, r *Revocation, ev *Event) error
 }
 

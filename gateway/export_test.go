@@ -7,3 +7,7 @@ func StdioURL(g *Gateway, name string) string {
 	}
 	return ""
 }
+
+// OnSettle has fn called when Settle begins to wait, with the number of
+// requests it waits for.
+func OnSettle(g *Gateway, fn func(n int)) { g.settling = fn }

@@ -33,6 +33,7 @@ import (
 	"net/http"
 	"net/url"
 	"slices"
+	"strconv"
 	"strings"
 	"sync"
 	"time"
@@ -83,7 +84,11 @@ type Config struct {
 	// PublicURL is the gateway's base URL as clients address it, e.g.
 	// https://mandate.example: DPoP proofs must name PublicURL/mcp/<server>.
 	PublicURL string
-	// Revoked, if set, is asked for every mandate; see verify.Config.
+	// Revoked, if set, is asked for every mandate (see verify.Config),
+	// again at the moment of effect, once a call is on record and just
+	// before it is sent, and by Settle: it must answer from memory, and a
+	// change it reports must be in force before any later event is
+	// durable (mandate.RevocationStore.Revoke).
 	Revoked func(ctx context.Context, c *mandate.Claims) error
 	// Agents, if set, gives policy the labels and owners of the chain's
 	// registered agents.
@@ -132,6 +137,10 @@ type Config struct {
 	// service) and relay its answer as the upstream's, and a cookie one
 	// agent's call got would go with another agent's.
 	Client *http.Client
+	// SettleTimeout bounds how long Settle waits for the requests of
+	// mandates no longer valid that are still being sent
+	// (DefaultSettleTimeout); past it they are cut off.
+	SettleTimeout time.Duration
 	// UpstreamTimeout bounds the wait for an upstream's answer to begin
 	// (DefaultUpstreamTimeout), whatever Client is: an upstream that hangs
 	// is a 502.
@@ -156,8 +165,23 @@ type Config struct {
 	// a previous process may have accepted them. Zero: the millisecond New
 	// is called in.
 	ReplaySince time.Time
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// MaxTasks bounds the tasks whose state (what policy sees as
+	// context.labels and context.history) the gateway holds
+	// (DefaultMaxTasks), MaxTasksPerAgent those started by one registered
+	// agent (DefaultMaxTasksPerAgent). A live task's state is never
+	// dropped: past either bound, the requests of new tasks are refused.
+	MaxTasks, MaxTasksPerAgent int
+	// TaskEnd, if set, says when the task of a delegated mandate ends: its
+	// root mandate's expiry, which no mandate of the task outlives. The
+	// task's state is kept until then. Without it, a task is taken to end
+	// TaskLife (DefaultTaskLife, the issuer's longest mandate) after it
+	// was named, or when c expires if later: an issuer that names a task
+	// long before its root is issued (a root mint waiting for approval)
+	// needs TaskEnd.
+	TaskEnd  func(ctx context.Context, c *mandate.Claims) (time.Time, error)
+	TaskLife time.Duration
+	Now      func() time.Time
+	Logger   *slog.Logger
 }
 
 // Defaults for Config.
@@ -170,6 +194,7 @@ const (
 	// upstream session within minutes.
 	DefaultSessionIdle     = 10 * time.Minute
 	DefaultUpstreamTimeout = 30 * time.Second
+	DefaultSettleTimeout   = 5 * time.Second
 )
 
 // Gateway is the MCP policy enforcement point. It is safe for concurrent use.
@@ -188,6 +213,8 @@ type Gateway struct {
 	refused       *replay.Cache  // which mandates' refusals were recorded in the last minute
 	enders        chan struct{}  // one token per forgotten session being ended upstream
 	ending        sync.WaitGroup
+	flights       flights     // requests in flight to the upstreams, for Settle
+	settling      func(n int) // tests: Settle waits for n requests
 }
 
 type route struct {
@@ -275,6 +302,18 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}
+	if cfg.MaxTasks <= 0 {
+		cfg.MaxTasks = DefaultMaxTasks
+	}
+	if cfg.MaxTasksPerAgent <= 0 {
+		cfg.MaxTasksPerAgent = DefaultMaxTasksPerAgent
+	}
+	if cfg.TaskLife <= 0 {
+		cfg.TaskLife = DefaultTaskLife
+	}
+	if cfg.SettleTimeout <= 0 {
+		cfg.SettleTimeout = DefaultSettleTimeout
+	}
 	if cfg.Client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
 		t.ResponseHeaderTimeout = cfg.UpstreamTimeout
@@ -287,7 +326,7 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Client.Jar = nil
 	cfg.Client.Transport = &headerTimeout{base: cfg.Client.Transport, d: cfg.UpstreamTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{},
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(),
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent),
 		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
 	g.sessions = newSessions(cfg.MaxSessions, cfg.SessionIdle, g.endUpstream)
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
@@ -343,7 +382,7 @@ func New(cfg Config) (*Gateway, error) {
 			g.Close()
 			return nil, fmt.Errorf("gateway: mcp upstream %q is configured twice", r.Name)
 		}
-		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger)
+		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger, g.flights.admit)
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -412,11 +451,12 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case http.MethodGet, http.MethodDelete:
 		// The stream of server messages, and the end of a session: passed
 		// through for the session's own task and agent only.
-		resp, err := g.forward(r, rt, nil)
+		resp, end, err := g.forward(r, rt, c, nil)
 		if err != nil {
-			g.upstreamError(w, rt, err)
+			g.forwardError(w, rt, err)
 			return
 		}
+		defer end()
 		defer resp.Body.Close()
 		if r.Method == http.MethodDelete {
 			if resp.StatusCode < 300 {
@@ -460,8 +500,11 @@ func (g *Gateway) endStale(w http.ResponseWriter, r *http.Request, rt *route, er
 		return false
 	}
 	g.sessions.forget(id)
-	if resp, err := g.forward(r, rt, nil); err == nil {
+	// On behalf of no valid mandate: it only ends the session, which is
+	// why it is not checked again, nor waited for by Settle.
+	if resp, end, err := g.forward(r, rt, nil, nil); err == nil {
 		resp.Body.Close()
+		end()
 	}
 	w.WriteHeader(http.StatusNoContent)
 	return true
@@ -707,16 +750,29 @@ func (g *Gateway) endUpstream(b binding) {
 	}()
 }
 
-// forward sends r (with body, if not nil) to rt's upstream. The mandate
-// is not forwarded: the upstream is not its audience.
-func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Response, error) {
+// forward sends r (with body, if not nil) to rt's upstream on behalf of
+// c. The mandate is not forwarded: the upstream is not its audience. The
+// request is in flight for Settle, and c is checked once more before it
+// goes (begin): a *notValidError if c is no longer valid. Call end once
+// the response is read. c is nil only for a request that takes away
+// (endStale's DELETE of a session).
+func (g *Gateway) forward(r *http.Request, rt *route, c *mandate.Claims, body []byte) (resp *http.Response, end func(), err error) {
+	ctx, end := r.Context(), func() {}
+	var f *flight
+	if c != nil {
+		if ctx, f, err = g.begin(ctx, rt, c); err != nil {
+			return nil, nil, err
+		}
+		end = f.finish
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))
 	}
-	req, err := http.NewRequestWithContext(r.Context(), r.Method, rt.upstream.String(), rd)
+	req, err := http.NewRequestWithContext(ctx, r.Method, rt.upstream.String(), rd)
 	if err != nil {
-		return nil, err
+		end()
+		return nil, nil, err
 	}
 	// Last-Event-Id is not forwarded: a resumed stream would replay
 	// answers the gateway filtered once, unfiltered.
@@ -727,15 +783,45 @@ func (g *Gateway) forward(r *http.Request, rt *route, body []byte) (*http.Respon
 	}
 	if rt.auth != "" {
 		req.Header.Set("Authorization", rt.auth)
+		if f != nil {
+			req.Header.Set(flightHeader, strconv.FormatUint(f.id, 10))
+		}
 	}
-	resp, err := g.cfg.Client.Do(req)
-	if err == nil && resp.StatusCode >= 300 && resp.StatusCode < 400 {
+	resp, err = g.cfg.Client.Do(req)
+	if f != nil {
+		// Answered or failed: the request is no longer being sent.
+		f.leave(false)
+	}
+	if err != nil {
+		if c := context.Cause(ctx); errors.Is(c, errStopped) {
+			err = c
+		}
+		end()
+		return nil, nil, err
+	}
+	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		// Not followed (Config.Client), and not an MCP answer: a redirect
 		// relayed would send the client where the server says.
 		resp.Body.Close()
-		return nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
+		end()
+		return nil, nil, &redirectError{status: resp.StatusCode, location: resp.Header.Get("Location")}
 	}
-	return resp, err
+	return resp, end, nil
+}
+
+// forwardError answers a request that forward did not deliver: refused
+// (its mandate no longer valid), cut off by a revocation, or the upstream
+// unreachable.
+func (g *Gateway) forwardError(w http.ResponseWriter, rt *route, err error) {
+	var nv *notValidError
+	switch {
+	case errors.As(err, &nv):
+		http.Error(w, "not forwarded: "+nv.Error(), http.StatusForbidden)
+	case errors.Is(err, errStopped):
+		http.Error(w, "not forwarded whole: "+errStopped.Error(), http.StatusForbidden)
+	default:
+		g.upstreamError(w, rt, err)
+	}
 }
 
 // headerTimeout bounds the wait for an answer's headers to d, over any

@@ -71,6 +71,12 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		}
 		return
 	}
+	if te := g.admitTask(ctx, rt, c, r.Method); te != nil {
+		w.Header().Set("Content-Type", "text/plain; charset=utf-8")
+		w.WriteHeader(te.status)
+		io.WriteString(w, te.msg+"\n")
+		return
+	}
 	scopes, err := c.Scopes()
 	if err != nil || !scopes.Allows(resource) {
 		g.refuseHTTPWith(ctx, w, c, r.Method, resource, "the mandate does not allow "+resource+": its scope is "+c.Scope, nil, map[string]any{"cause": causeScope})
@@ -123,6 +129,19 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	g.tasks.add(c.Task, "args_bytes", int64(len(body)), g.cfg.Now())
 	g.writing.Add(1)
 	defer g.writing.Done()
+	// At the moment of effect: the request is in flight for Settle, and
+	// the mandate is checked once more, now that the call is on record.
+	fctx, f, err := g.begin(ctx, rt, c)
+	if err != nil {
+		res := *call
+		res.Type, res.Outcome, res.Reason = mandate.EventToolResult, mandate.OutcomeDeny, mandate.ClipReason("not forwarded: "+err.Error())
+		res.Details = map[string]any{"forwarded": false}
+		g.recordResults(ctx, rt, []*mandate.Event{&res})
+		http.Error(w, "not forwarded: "+err.Error(), http.StatusForbidden)
+		return
+	}
+	defer f.finish()
+	r = r.WithContext(fctx)
 	start := g.cfg.Now()
 	var status int
 	counter := &countingReader{}
@@ -144,6 +163,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		},
 		Transport: g.cfg.Client.Transport,
 		ModifyResponse: func(resp *http.Response) error {
+			f.leave(false) // answered: no longer being sent
 			if err := g.relayLocation(rt, resp); err != nil {
 				return err
 			}
@@ -153,7 +173,12 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
+			f.leave(false)
 			status = http.StatusBadGateway
+			if cause := context.Cause(fctx); errors.Is(cause, errStopped) {
+				g.forwardError(w, rt, cause)
+				return
+			}
 			g.upstreamError(w, rt, err)
 		},
 		FlushInterval: -1, // streams reach the client as they come

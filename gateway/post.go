@@ -59,6 +59,12 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return
 		}
 	}
+	// The task's state, which policy reads and the calls add to: held, or
+	// room for a new task's.
+	if te := g.admitTask(r.Context(), rt, c, "post"); te != nil {
+		g.refuseAll(w, te.status, msgs, batch, rpcError{Code: te.code, Message: te.msg})
+		return
+	}
 	// A session is counted against the registered agent from before it
 	// is opened, so that concurrent initializes cannot pass the quota.
 	owner, reserved := mandate.RegisteredAncestor(c.ClientID), false
@@ -149,26 +155,12 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	defer g.writing.Done()
 	// What the gateway decided on is what the server reads: its own
 	// encoding of the messages, not the client's bytes.
-	resp, err := g.forward(r, rt, encode(msgs, batch))
-	var redirected *redirectError
-	if errors.As(err, &redirected) && hasRequest(msgs) {
-		// Each request gets the reason, as a JSON-RPC error its client
-		// shows; the requests did reach the server.
-		g.cfg.Logger.Warn("gateway: the MCP server redirected: not followed", "server", rt.Name, "status", redirected.status, "location", redirected.location)
-		e := rpcError{Code: CodeUpstream, Message: "the MCP server " + rt.Name + " answered with a redirect (HTTP " + itoa(int64(redirected.status)) +
-			"), which the gateway does not follow or relay"}
-		for i, m := range msgs {
-			if m.isRequest() {
-				verdicts[i].deny = &e
-			}
-		}
-		g.refuse(w, msgs, verdicts, batch)
-		return
-	}
+	resp, end, err := g.forward(r, rt, c, encode(msgs, batch))
 	if err != nil {
-		g.upstreamError(w, rt, err)
+		g.notDelivered(ctx, w, rt, msgs, verdicts, batch, err)
 		return
 	}
+	defer end()
 	defer resp.Body.Close()
 	if sid := resp.Header.Get(sessionHeader); sid != "" && resp.StatusCode < 300 && reserved {
 		g.sessions.bind(sid, c.Task, c.ClientID, owner, rt.Name, g.cfg.Now())
@@ -222,6 +214,54 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		}
 	}
 	g.recordResults(ctx, rt, done)
+}
+
+// notDelivered answers a POST whose messages forward did not deliver, and
+// records the outcome of each call it carried (a tool.result): refused,
+// as its mandate was no longer valid once the call was on record (a
+// revocation, a disabled agent); cut off by a revocation while being
+// sent; or the upstream unreachable.
+func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *route, msgs []*message, verdicts []verdict, batch bool, err error) {
+	var nv *notValidError
+	var redirected *redirectError
+	refused, code := true, CodeDenied
+	outcome, why := mandate.OutcomeError, "not forwarded whole: "+errStopped.Error()
+	switch {
+	case errors.As(err, &nv):
+		outcome, why = mandate.OutcomeDeny, "not forwarded: "+nv.Error()
+	case errors.As(err, &redirected):
+		// Each request gets the reason, as a JSON-RPC error its client
+		// shows; the requests did reach the server.
+		g.cfg.Logger.Warn("gateway: the MCP server redirected: not followed", "server", rt.Name, "status", redirected.status, "location", redirected.location)
+		refused, code = hasRequest(msgs), CodeUpstream
+		why = "the MCP server " + rt.Name + " answered with a redirect (HTTP " + itoa(int64(redirected.status)) + "), which the gateway does not follow or relay"
+	case !errors.Is(err, errStopped):
+		refused, why = false, "no answer: the upstream could not be reached, or did not answer"
+	}
+	var results []*mandate.Event
+	for i, m := range msgs {
+		if !m.isRequest() {
+			continue
+		}
+		if refused {
+			verdicts[i].deny = &rpcError{Code: code, Message: why}
+		}
+		if v := verdicts[i]; v.call && v.event != nil {
+			res := *v.event
+			res.Type, res.Outcome, res.Reason = mandate.EventToolResult, outcome, mandate.ClipReason(why)
+			res.Details = map[string]any{"rpc_id": v.event.Details["rpc_id"]}
+			if refused && redirected == nil {
+				res.Details["forwarded"] = false
+			}
+			results = append(results, &res)
+		}
+	}
+	g.recordResults(ctx, rt, results)
+	if !refused {
+		g.upstreamError(w, rt, err)
+		return
+	}
+	g.refuse(w, msgs, verdicts, batch)
 }
 
 // maxResultWriters bounds the results being recorded in the background.
@@ -296,6 +336,25 @@ func (g *Gateway) refuse(w http.ResponseWriter, msgs []*message, verdicts []verd
 		writeRPC(w, http.StatusOK, out[0])
 	default:
 		writeRPC(w, http.StatusOK, append(append([]byte("["), bytes.Join(out, []byte(","))...), ']'))
+	}
+}
+
+// refuseAll answers a POST none of whose messages is decided, with status
+// and e for each request.
+func (g *Gateway) refuseAll(w http.ResponseWriter, status int, msgs []*message, batch bool, e rpcError) {
+	var out [][]byte
+	for _, m := range msgs {
+		if m.isRequest() {
+			out = append(out, errorResponse(m.ID, e))
+		}
+	}
+	switch {
+	case len(out) == 0:
+		writeRPC(w, status, errorResponse(nil, e))
+	case !batch:
+		writeRPC(w, status, out[0])
+	default:
+		writeRPC(w, status, append(append([]byte("["), bytes.Join(out, []byte(","))...), ']'))
 	}
 }
 

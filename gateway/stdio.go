@@ -47,8 +47,11 @@ const (
 // endpoint on loopback, reachable only with a secret the gateway holds:
 // the gateway forwards to it as to any upstream.
 type stdioBridge struct {
-	route  StdioRoute
-	log    *slog.Logger
+	route StdioRoute
+	log   *slog.Logger
+	// admit says whether a request of the gateway's, by its flight, may
+	// be written to a process (flights.admit), and is called when it was.
+	admit  func(flight string) (sent func(), ok bool)
 	secret string
 	srv    *http.Server
 	url    string
@@ -73,7 +76,7 @@ type stdioSession struct {
 	used    time.Time
 }
 
-func startStdio(r StdioRoute, maxMsg int, log *slog.Logger) (*stdioBridge, error) {
+func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight string) (func(), bool)) (*stdioBridge, error) {
 	if len(r.Command) == 0 || r.Command[0] == "" {
 		return nil, fmt.Errorf("gateway: stdio server %q: no command", r.Name)
 	}
@@ -83,7 +86,7 @@ func startStdio(r StdioRoute, maxMsg int, log *slog.Logger) (*stdioBridge, error
 	var raw [32]byte
 	rand.Read(raw[:])
 	b := &stdioBridge{route: r, log: log.With("server", r.Name), secret: base64.RawURLEncoding.EncodeToString(raw[:]),
-		sessions: map[string]*stdioSession{}, maxMsg: maxMsg}
+		sessions: map[string]*stdioSession{}, maxMsg: maxMsg, admit: admit}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("gateway: stdio server %q: %w", r.Name, err)
@@ -216,6 +219,14 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		}
 	}
 	s.mu.Unlock()
+	// The gateway's request is in flight until it is written to the
+	// process: one cut off by a revocation (Gateway.Settle) is not.
+	sent, ok := b.admit(r.Header.Get(flightHeader))
+	if !ok {
+		http.Error(w, "not admitted: the request was cut off, or is on behalf of nobody", http.StatusForbidden)
+		return
+	}
+	defer sent()
 	for _, m := range msgs {
 		line, _ := json.Marshal(m)
 		if _, err := s.in.Write(append(line, '\n')); err != nil {
@@ -223,6 +234,7 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 			return
 		}
 	}
+	sent()
 	if len(waits) == 0 {
 		w.WriteHeader(http.StatusAccepted)
 		return

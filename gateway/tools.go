@@ -197,7 +197,7 @@ func (g *Gateway) discover(r *http.Request, rt *route, c *mandate.Claims) bool {
 		req.Header = r.Header.Clone()
 		req.Header.Set("Content-Type", "application/json")
 		req.Header.Set("Accept", "application/json, text/event-stream")
-		resp, err := g.forward(req, rt, body)
+		resp, end, err := g.forward(req, rt, c, body)
 		if err != nil {
 			return false
 		}
@@ -213,6 +213,7 @@ func (g *Gateway) discover(r *http.Request, rt *route, c *mandate.Claims) bool {
 			return nil
 		})
 		resp.Body.Close()
+		end()
 		if !found {
 			return false
 		}

@@ -189,6 +189,11 @@ func (s *Server) setAgentStatus(status mandate.AgentStatus) http.HandlerFunc {
 			writeError(w, r, s.log, err)
 			return
 		}
+		if status == mandate.AgentDisabled {
+			// Its mandates, and their descendants', are refused from now:
+			// what of them is being sent is waited out.
+			s.settle(r.Context())
+		}
 		s.log.Info("agent status changed", "agent", a.ID, "status", status)
 		writeJSON(w, http.StatusOK, agentResponse(a))
 	}

@@ -57,6 +57,11 @@ type Config struct {
 	// (/v1/tools); without them those routes answer 404.
 	Tools        mandate.ToolPinStore
 	ToolApprover ToolApprover
+	// Settler, if set, is the enforcement point's registry of requests in
+	// flight (*gateway.Gateway): every revocation and every disabled agent
+	// waits, before it answers, until no request of what it stopped can
+	// still reach an upstream.
+	Settler mandate.Settler
 	// AdminToken is the admin credential; requests to /v1/ and to
 	// introspection must present it as a Bearer token.
 	AdminToken  string

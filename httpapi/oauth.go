@@ -405,6 +405,7 @@ func (s *Server) revoke(w http.ResponseWriter, r *http.Request) {
 		s.oauthError(w, r, err)
 		return
 	}
+	s.settle(r.Context())
 	s.log.Info("mandate revoked", "mandate", c.ID, "by", by)
 	w.WriteHeader(http.StatusOK)
 }

@@ -29,9 +29,13 @@ type RevocationRequest struct {
 }
 
 // RevocationResponse names the mandates revoked (their descendants go
-// with them).
+// with them), and, behind a gateway, what became of their requests that
+// were being sent to upstreams when the revocation came into force
+// (mandate.Settled): the answer comes once none of them can still reach
+// one.
 type RevocationResponse struct {
-	Revoked []string `json:"revoked"`
+	Revoked  []string         `json:"revoked"`
+	InFlight *mandate.Settled `json:"in_flight,omitempty"`
 }
 
 // createRevocation answers POST /v1/revocations.
@@ -69,7 +73,7 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 // event for each, by by ("admin", "monitor"), with details added to the
 // events' (the monitor's detector and evidence). A task with no live root
 // mandate is ENOTFOUND; an agent with no live mandate revokes nothing.
-func (s *Server) Revoke(ctx context.Context, req RevocationRequest, by string, details map[string]any) (RevocationResponse, error) {
+func (s *Server) Revoke(ctx context.Context, req RevocationRequest, by string, details map[string]any) (out RevocationResponse, err error) {
 	now := s.cfg.Now()
 	var recs []*mandate.Issuance
 	switch {
@@ -100,7 +104,10 @@ func (s *Server) Revoke(ctx context.Context, req RevocationRequest, by string, d
 	if reason == "" {
 		reason = "revoked by an operator"
 	}
-	out := RevocationResponse{Revoked: []string{}}
+	out = RevocationResponse{Revoked: []string{}}
+	// Whatever was revoked is waited out before the answer, even if a
+	// later revocation of the list failed.
+	defer func() { out.InFlight = s.settle(ctx) }()
 	for _, rec := range recs {
 		d := map[string]any{"by_mandate": req.Mandate, "by_agent": req.Agent, "by_task": req.Task, "cascade": true}
 		for k, v := range details {
@@ -141,7 +148,27 @@ func (s *Server) Quarantine(ctx context.Context, agentID, reason, by string, det
 			return RevocationResponse{}, err
 		}
 	}
-	return s.Revoke(ctx, RevocationRequest{Agent: a.ID, Reason: reason}, by, details)
+	out, err := s.Revoke(ctx, RevocationRequest{Agent: a.ID, Reason: reason}, by, details)
+	if out.InFlight == nil {
+		out.InFlight = s.settle(ctx) // disabled, whatever became of the revocations
+	}
+	return out, err
+}
+
+// settle waits, through Config.Settler, until no request in flight of a
+// mandate that was just stopped (revoked, or its agent disabled) can
+// still reach an upstream, and says what it had to cut off. The change
+// must be in force (durable) before.
+func (s *Server) settle(ctx context.Context) *mandate.Settled {
+	if s.cfg.Settler == nil {
+		return nil
+	}
+	st := s.cfg.Settler.Settle(ctx)
+	if st.Stopped+st.Unconfirmed > 0 {
+		s.log.Warn("requests of stopped mandates were still being sent at the bound: cut off", "sent", st.Sent,
+			"stopped", st.Stopped, "unconfirmed", st.Unconfirmed)
+	}
+	return &st
 }
 
 // alerts answers GET /v1/alerts: the monitor's alert events, with the

@@ -331,12 +331,24 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new actor token", Err: err}
 	}
-	// The parent or an ancestor may have been revoked while the child was
-	// being issued: then the child is revoked too, before anyone sees it.
+	// The parent or an ancestor may have been revoked, or an agent of the
+	// chain disabled, while the child was being issued (each is in force
+	// once its event is durable, and so before this issuance's was): then
+	// the child is revoked too, before anyone sees it.
 	lineage := append(append(make([]string, 0, len(ancestors)+1), ancestors...), parent.ID)
 	if id, err := is.revokedAmong(ctx, lineage); err != nil || id != "" {
-		is.revokeChild(ctx, c, now)
+		is.revokeIssued(ctx, c, now, "the parent mandate was revoked during the exchange")
+		if err != nil {
+			return nil, err
+		}
 		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "mandate %s, an ancestor of this delegation, was revoked during the exchange", id)
+	}
+	if id, err := is.inactiveAmong(ctx, chain); err != nil || id != "" {
+		is.revokeIssued(ctx, c, now, "an agent of the chain was disabled during the exchange")
+		if err != nil {
+			return nil, err
+		}
+		return nil, mandate.OAuthErrorf(mandate.EFORBIDDEN, "invalid_grant", "agent %s of the chain was disabled during the exchange", id)
 	}
 	is.issued.add(tok, c, lineage, pe.purpose, now)
 	typ := "Bearer"
@@ -346,17 +358,42 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
 }
 
-// revokeChild revokes a child mandate whose parent was revoked while it was
-// being issued.
-func (is *Issuer) revokeChild(ctx context.Context, c *mandate.Claims, now time.Time) {
+// revokeIssued revokes a mandate whose issuance is recorded but which is
+// withheld from its caller, because what it stood on (its parent, an agent
+// of its chain) stopped while it was being issued.
+func (is *Issuer) revokeIssued(ctx context.Context, c *mandate.Claims, now time.Time, why string) {
 	err := is.cfg.Revocations.Revoke(ctx, &mandate.Revocation{
-		MandateID: c.ID, ExpiresAt: c.Expiry.Time, RevokedAt: now, RevokedBy: "issuer", Reason: "parent revoked during the exchange",
+		MandateID: c.ID, ExpiresAt: c.Expiry.Time, RevokedAt: now, RevokedBy: "issuer", Reason: why,
 	}, &mandate.Event{V: mandate.EventVersion, Time: now.UnixNano(), Type: mandate.EventMandateRevoked,
 		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
-		Action: "revoke", Outcome: mandate.OutcomeOK, Reason: "the parent mandate was revoked during the exchange", By: "issuer"})
+		Action: "revoke", Outcome: mandate.OutcomeOK, Reason: why, By: "issuer"})
 	if err != nil {
-		is.cfg.Logger.Error("child of a revoked parent not revoked", "mandate", c.ID, "err", err)
+		is.cfg.Logger.Error("a withheld mandate not revoked", "mandate", c.ID, "err", err)
 	}
+}
+
+// inactiveAmong returns the first registered agent of chain (the
+// registered ancestor of each actor) that is disabled or no longer
+// registered, or "".
+func (is *Issuer) inactiveAmong(ctx context.Context, chain []string) (string, error) {
+	var checked []string
+	for _, id := range chain {
+		reg := mandate.RegisteredAncestor(id)
+		if slices.Contains(checked, reg) {
+			continue
+		}
+		checked = append(checked, reg)
+		a, err := is.cfg.Agents.Agent(ctx, reg)
+		if mandate.ErrorCode(err) == mandate.ENOTFOUND {
+			return reg, nil
+		} else if err != nil {
+			return "", err
+		}
+		if a.Status != mandate.AgentActive {
+			return reg, nil
+		}
+	}
+	return "", nil
 }
 
 // parent authenticates the subject token: a mandate this issuer signed and

@@ -435,6 +435,15 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
 	}
+	// The agent may have been disabled while the mandate was being
+	// recorded: then it is revoked before anyone sees it.
+	if id, err := is.inactiveAmong(ctx, []string{agent.ID}); err != nil || id != "" {
+		is.revokeIssued(ctx, c, now, "the agent was disabled during the issuance")
+		if err != nil {
+			return nil, err
+		}
+		return nil, mandate.OAuthErrorf(mandate.EUNAUTHORIZED, "invalid_client", "agent %s was disabled during the issuance", agent.Name)
+	}
 	is.issued.add(tok, c, nil, req.TaskPurpose, now)
 	typ := "Bearer"
 	if jkt != "" {

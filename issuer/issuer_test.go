@@ -38,16 +38,21 @@ func (c *clock) Advance(d time.Duration) { c.mu.Lock(); c.t = c.t.Add(d); c.mu.U
 
 // countingLog wraps an IssuanceLog and counts what it stored; fail makes
 // it refuse.
+// before, if set, runs ahead of each record.
 type countingLog struct {
-	next mandate.IssuanceLog
-	mu   sync.Mutex
-	n    int
-	fail error
+	next   mandate.IssuanceLog
+	mu     sync.Mutex
+	n      int
+	fail   error
+	before func(*mandate.Issuance)
 }
 
 func (l *countingLog) RecordIssuance(ctx context.Context, rec *mandate.Issuance, ev *mandate.Event) error {
 	if l.fail != nil {
 		return l.fail
+	}
+	if l.before != nil {
+		l.before(rec)
 	}
 	err := l.next.RecordIssuance(ctx, rec, ev)
 	if err == nil {
@@ -431,5 +436,45 @@ func TestReplayFloodDoesNotFillReplaySet(t *testing.T) {
 	}
 	if _, err := is.MintRoot(context.Background(), req(f.assertion(nil))); err != nil {
 		t.Errorf("a fresh mint after the flood: %v", err)
+	}
+}
+
+// An agent disabled while its mandate is being recorded (after the checks,
+// before the record is durable) gets none: the mandate recorded is
+// revoked, and withheld. The same for a delegation, when an agent of the
+// chain is disabled during the exchange.
+func TestAgentDisabledDuringIssuance(t *testing.T) {
+	ctx := context.Background()
+	f := newFixture(t)
+	var recorded []string
+	disable := func(id string) func(*mandate.Issuance) {
+		return func(rec *mandate.Issuance) {
+			recorded = append(recorded, rec.MandateID)
+			if _, err := f.store.SetAgentStatus(ctx, id, mandate.AgentDisabled, nil); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	f.log.before = disable(agentID)
+	_, err := f.is.MintRoot(ctx, f.request(nil))
+	if err == nil || !strings.Contains(err.Error(), "disabled during the issuance") {
+		t.Fatalf("a root mandate of an agent disabled during its issuance: %v", err)
+	}
+	if ok, _ := f.store.IsRevoked(ctx, recorded[0]); !ok {
+		t.Error("the withheld root mandate is not revoked")
+	}
+
+	if _, err := f.store.SetAgentStatus(ctx, agentID, mandate.AgentActive, nil); err != nil {
+		t.Fatal(err)
+	}
+	f.log.before = nil
+	root := f.root("mcp:crm:*", time.Minute, false)
+	f.log.before = disable(agentID)
+	_, err = f.delegate(root, f.key, newKey(t), "", nil)
+	if err == nil || !strings.Contains(err.Error(), "disabled during the exchange") {
+		t.Fatalf("a delegation whose chain's agent was disabled during it: %v", err)
+	}
+	if ok, _ := f.store.IsRevoked(ctx, recorded[1]); !ok {
+		t.Error("the withheld child mandate is not revoked")
 	}
 }

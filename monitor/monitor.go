@@ -11,9 +11,12 @@
 // task whose risk is 90 or more. The gateway asks Hold whether a task's
 // remaining calls wait for a person.
 //
+// Its state lives in memory and is rebuilt at start from the audit log's
+// last hour (Restore), so that a restart forgets neither a task's risk
+// nor what it read.
+//
 // It is not a policy decision point (policy decides, with the risk in
-// context). Its state is in memory; after a restart, Restore rebuilds it
-// from the recent audit log, so that a restart releases no held task.
+// context).
 package monitor
 
 import (
@@ -124,6 +127,7 @@ const (
 	maxFiredPerTask  = 16   // mandates dead-mandate-use fired for, per task
 	maxDenialTargets = 64   // refused targets a task remembers within Window
 	queueSize        = 4096 // batches of committed events
+	maxPending       = 1024 // detections Restore holds until it sees their alerts
 	maxEvidence      = 16
 	rateAlpha        = 0.2 // weight of the newest bucket in the baseline
 )
@@ -203,10 +207,21 @@ type Monitor struct {
 	mu     sync.Mutex
 	tasks  map[string]*task
 	agents map[string]*agent
-	// restored is the last log position Restore went through (-1: none):
-	// an event up to it reaching the monitor live was seen already.
-	restored  int64
-	restoring bool // Restore is replaying: carry out nothing, write nothing
+	// While restoring: the detections Restore found, until an alert in
+	// the log shows each was answered (at most maxPending). Under mu.
+	pending []pending
+	// restored is the log position up to which Restore saw the events:
+	// Observe skips them.
+	restored atomic.Int64
+}
+
+// pending is a detection found while restoring, with its alert and the
+// responses to carry out if the log holds no alert for it.
+type pending struct {
+	index    int64 // of the event it fired on
+	detector string
+	alert    *mandate.Event
+	acts     []Action
 }
 
 type task struct {
@@ -224,10 +239,15 @@ type task struct {
 	evidence  []int64
 	hold      string // why the rest of the task waits for approval
 	revoked   bool
+	// end is when the task's last mandate seen issued expires (ns), 0 if
+	// none was seen: the root's, which no mandate of the task outlives.
+	end int64
 }
 
-// denial is a refused request: when, what it asked for, and who (the
-// registered agent).
+// endMargin covers the clocks: a task is over endMargin after its end.
+const endMargin = time.Minute
+
+// denial is a refused request: when, and what it asked for.
 type denial struct {
 	at     int64
 	target string // action and resource
@@ -279,7 +299,7 @@ func New(cfg Config) *Monitor {
 		cfg.Logger = slog.Default()
 	}
 	m := &Monitor{cfg: cfg, risk: map[string]float64{}, taskOnly: map[string]bool{}, responses: map[string][]Response{},
-		queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}, agents: map[string]*agent{}, restored: -1}
+		queue: make(chan []mandate.LoggedEvent, queueSize), tasks: map[string]*task{}, agents: map[string]*agent{}}
 	for _, d := range Detectors {
 		m.risk[d.Name] = float64(d.Risk)
 		m.taskOnly[d.Name] = d.TaskOnly
@@ -327,6 +347,15 @@ func CheckResponses(rs map[string][]Response) error {
 // store calls it as it releases them. Past its queue, events are dropped
 // and counted (Dropped), never blocking the store.
 func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
+	if r := m.restored.Load(); r > 0 && len(evs) > 0 && evs[0].Index < r {
+		i := 0
+		for i < len(evs) && evs[i].Index < r {
+			i++
+		}
+		if evs = evs[i:]; len(evs) == 0 {
+			return // Restore saw them
+		}
+	}
 	select {
 	case m.queue <- evs:
 	default:
@@ -335,52 +364,6 @@ func (m *Monitor) Observe(evs []mandate.LoggedEvent) {
 			m.cfg.Logger.Warn("monitor: events dropped, it cannot keep up: detections may be missed", "dropped_total", n)
 		}
 	}
-}
-
-// DefaultRestoreWindow is how far back Restore should look: past the
-// longest mandate's life (an hour), so that every live task's state is
-// rebuilt, and past the longest window of a detector (CrossTask).
-const DefaultRestoreWindow = 2 * time.Hour
-
-// Restore rebuilds the monitor's state after a restart, so that it does
-// not fail open: it runs the detectors over the log's events since since,
-// in log order, as they ran when the events were committed, so that a
-// held task stays held (and one whose response failed), risk scores are
-// what they were (decayed since), a task or an agent that read sensitive
-// data is still tainted, and counting windows hold what they held. It
-// carries out no response and writes no alert: what was done then is in
-// the log. An event Restore went through is not processed again when it
-// reaches the monitor live (subscribe first, then Restore, then Run: no
-// event is missed or seen twice). Call it before Run. It returns how many
-// events it went through.
-func (m *Monitor) Restore(ctx context.Context, log mandate.EventQuerier, since time.Time) (int, error) {
-	m.mu.Lock()
-	m.restoring = true
-	m.mu.Unlock()
-	defer func() {
-		m.mu.Lock()
-		m.restoring = false
-		m.mu.Unlock()
-	}()
-	n, after := 0, int64(0)
-	for {
-		evs, err := log.Events(ctx, mandate.EventFilter{Since: since, After: after, Limit: mandate.MaxEventsPerQuery})
-		if err != nil {
-			return n, fmt.Errorf("monitor: restore from the audit log: %w", err)
-		}
-		for _, ev := range evs {
-			m.Process(ctx, ev)
-			after = ev.Index + 1
-			n++
-		}
-		if len(evs) < mandate.MaxEventsPerQuery {
-			break
-		}
-	}
-	m.mu.Lock()
-	m.restored = after - 1
-	m.mu.Unlock()
-	return n, nil
 }
 
 // Dropped is how many events the monitor could not keep up with.
@@ -394,6 +377,10 @@ func (m *Monitor) Run(ctx context.Context) error {
 			return nil
 		case evs := <-m.queue:
 			for _, ev := range evs {
+				// Observed while Restore ran, then read by it too: seen.
+				if ev.Index < m.restored.Load() {
+					continue
+				}
 				m.Process(ctx, ev)
 			}
 		}
@@ -464,7 +451,99 @@ type detection struct {
 // Process runs the detectors over one event (Run calls it; tests may).
 // Windows are measured in the events' own times.
 func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
+	m.process(ctx, ev, false)
+}
+
+// Restore runs the detectors over an event written before this start, to
+// rebuild the state they keep (risk, what a task read, holds, baselines):
+// call it before Run, with the events of the last hour (issuer.MaxTTL,
+// and a minute) in log order, then RestoreDone. Windows are measured in
+// the events' own times, so the detections are those made before the
+// restart: they are not alerted, nor answered, again, unless the log
+// shows no alert for one (the server stopped between an event and its
+// alert, or the monitor could not keep up with the events), which
+// RestoreDone then answers.
+func (m *Monitor) Restore(ev mandate.LoggedEvent) {
 	if ev.Event == nil {
+		return
+	}
+	if n := ev.Index + 1; n > m.restored.Load() {
+		m.restored.Store(n)
+	}
+	if ev.Type == mandate.EventAlert && ev.By == "monitor" {
+		m.answered(ev)
+		m.heldForFailure(ev)
+		return
+	}
+	m.process(context.Background(), ev, true)
+}
+
+// heldForFailure holds again, after a restart, the task of an alert
+// whose responses failed: a failed response held it (fail closed), and
+// the hold must not end with the process.
+func (m *Monitor) heldForFailure(alert mandate.LoggedEvent) {
+	if alert.Details["failed"] == nil || alert.Task == "" {
+		return
+	}
+	now := alert.Time
+	if now == 0 {
+		now = m.cfg.Now().UnixNano()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.task(alert.Task, now); t.hold == "" {
+		t.hold = "the monitor's " + fmt.Sprint(alert.Details["detector"]) + " detector's response failed: a person must look"
+	}
+}
+
+// answered takes off the pending detections the one that alert answers:
+// same detector, fired on an event of its evidence.
+func (m *Monitor) answered(alert mandate.LoggedEvent) {
+	detector, _ := alert.Details["detector"].(string)
+	var evidence []int64
+	switch list := alert.Details["evidence"].(type) {
+	case []int64:
+		evidence = list
+	case []any:
+		for _, v := range list {
+			if n, ok := toInt(v); ok {
+				evidence = append(evidence, n)
+			}
+		}
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for i, p := range m.pending {
+		if p.detector == detector && slices.Contains(evidence, p.index) {
+			m.pending = slices.Delete(m.pending, i, i+1)
+			return
+		}
+	}
+}
+
+// RestoreDone ends Restore: it writes the alerts, and carries out the
+// responses, of the detections Restore found that the log shows no alert
+// for (each alert says found_at_start), and from then on Observe skips
+// the events Restore saw.
+func (m *Monitor) RestoreDone(ctx context.Context) {
+	m.mu.Lock()
+	left := m.pending
+	m.pending = nil
+	m.mu.Unlock()
+	for _, p := range left {
+		p.alert.Details["found_at_start"] = true
+		for i := range p.acts {
+			p.acts[i].alert = 0
+		}
+		m.respond(ctx, []*mandate.Event{p.alert}, p.acts)
+	}
+	if len(left) > 0 {
+		m.cfg.Logger.Warn("monitor: detections of events before the start had no alert: alerted and answered now", "count", len(left))
+	}
+}
+
+func (m *Monitor) process(ctx context.Context, ev mandate.LoggedEvent, restoring bool) {
+	if ev.Event == nil || ev.By == "monitor" {
 		return
 	}
 	now := ev.Time
@@ -473,21 +552,6 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 	}
 	var found []detection
 	m.mu.Lock()
-	if ev.Index <= m.restored {
-		m.mu.Unlock()
-		return // Restore saw it
-	}
-	if ev.By == "monitor" {
-		if m.restoring && ev.Type == mandate.EventAlert && ev.Details["failed"] != nil && ev.Task != "" {
-			// A response that failed held its task (fail closed): so it
-			// stays after a restart.
-			if t := m.task(ev.Task, now); t.hold == "" {
-				t.hold = "the monitor's " + fmt.Sprint(ev.Details["detector"]) + " detector's response failed: a person must look"
-			}
-		}
-		m.mu.Unlock()
-		return
-	}
 	var t *task
 	var a *agent
 	if ev.Task != "" {
@@ -495,6 +559,11 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 	}
 	if ev.Agent != "" {
 		a = m.agent(mandate.RegisteredAncestor(ev.Agent), now)
+	}
+	if t != nil && (ev.Type == mandate.EventMandateIssued || ev.Type == mandate.EventMandateDelegated) {
+		if ms, ok := toInt(ev.Details["exp_ms"]); ok && ms*int64(time.Millisecond) > t.end {
+			t.end = ms * int64(time.Millisecond)
+		}
 	}
 	switch ev.Type {
 	case mandate.EventToolCall:
@@ -599,13 +668,31 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 			Action: "detect", Resource: ev.Resource, Outcome: mandate.OutcomeDeny, Reason: d.reason, By: "monitor",
 			Details: details})
 	}
-	restoring := m.restoring
-	m.mu.Unlock()
 	if restoring {
-		// What was carried out then is in the log (revocations, disabled
-		// agents), and so are the alerts: the state is what is restored.
+		// Answered before the restart, most likely: kept until the log's
+		// alert shows it (answered), else answered by RestoreDone.
+		for i, al := range alerts {
+			p := pending{index: ev.Index, detector: found[i].detector, alert: al}
+			for _, act := range acts {
+				if act.alert == i {
+					p.acts = append(p.acts, act)
+				}
+			}
+			if len(m.pending) == maxPending {
+				m.pending = m.pending[1:] // the oldest: most likely answered, its alert beyond the window
+			}
+			m.pending = append(m.pending, p)
+		}
+		m.mu.Unlock()
 		return
 	}
+	m.mu.Unlock()
+	m.respond(ctx, alerts, acts)
+}
+
+// respond carries out the responses acts (each for alerts[act.alert]),
+// then writes the alerts.
+func (m *Monitor) respond(ctx context.Context, alerts []*mandate.Event, acts []Action) {
 	// Contain first: the revocations are what stops the next call. Each
 	// revocation event names the detector and the evidence itself.
 	if m.cfg.Act != nil {
@@ -638,7 +725,7 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 		}
 	}
 	if err := m.cfg.Alerts.Append(ctx, alerts...); err != nil {
-		m.cfg.Logger.Error("monitor: alert not recorded", "task", ev.Task, "err", err)
+		m.cfg.Logger.Error("monitor: alert not recorded", "task", alerts[0].Task, "err", err)
 	}
 	for _, al := range alerts {
 		m.cfg.Logger.Warn("monitor: alert", "task", al.Task, "agent", al.Agent, "detector", al.Details["detector"],
@@ -872,13 +959,18 @@ func (m *Monitor) task(id string, now int64) *task {
 		if len(m.tasks) >= maxTasks {
 			// Idle: no risk left, nothing read, no hold; a revoked task's
 			// mandates are refused by the store, whatever the monitor forgets.
-			forget(m.tasks, func(v *task) bool { return m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0 },
-				func(v *task) bool { return v.hold == "" })
+			forget(m.tasks, func(v *task) bool { return m.taskIdle(v, now) }, func(v *task) bool { return v.hold == "" })
 		}
 		t = &task{read: -1}
 		m.tasks[id] = t
 	}
 	return t
+}
+
+// taskIdle says whether a task's state may be forgotten first: the task
+// ended (nothing of it is live), or it has nothing to remember.
+func (m *Monitor) taskIdle(v *task, now int64) bool {
+	return (v.end != 0 && now-v.end > int64(endMargin)) || (m.decayed(&v.score, now) < 1 && v.hold == "" && v.read < 0)
 }
 
 func (m *Monitor) agent(id string, now int64) *agent {
@@ -894,7 +986,8 @@ func (m *Monitor) agent(id string, now int64) *agent {
 }
 
 // forget deletes one entry, quickly, looking at 16 (in the map's random
-// order): the first that idle says may go; else the first that expendable
+// order): the first that idle says may go (a task whose mandates all
+// expired, or one with nothing to remember); else the first that expendable
 // allows; else the last looked at. A scan for the least recently seen
 // would cost every new entry 100,000 steps. (A held task goes last: a
 // flood of new tasks cannot easily wash a hold away.)

@@ -9,37 +9,79 @@ import (
 	"github.com/mandatehq/mandate/monitor"
 )
 
-// logQuerier answers event queries from a list, as the store does: by
-// time and position, a page at a time.
-type logQuerier struct{ evs []mandate.LoggedEvent }
-
-func (q *logQuerier) Events(_ context.Context, f mandate.EventFilter) ([]mandate.LoggedEvent, error) {
-	var out []mandate.LoggedEvent
-	for _, e := range q.evs {
-		if e.Index >= f.After && (f.Since.IsZero() || e.Time >= f.Since.UnixNano()) && len(out) < f.Limit {
-			out = append(out, e)
-		}
+// Restore rebuilds the monitor's state from the log without answering
+// again what the log shows answered: a task that read before the restart
+// is exfiltrating when it sends after it. A detection the log holds no
+// alert for (the server stopped before writing it) is alerted and
+// answered at RestoreDone,.
+func TestRestore(t *testing.T) {
+	ctx := context.Background()
+	var acts []monitor.Action
+	m, a, c := setup(func(c *monitor.Config) {
+		c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+	})
+	read := labelled(c, 1, agentA+"/sub/x1", "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data")
+	send := labelled(c, 2, agentA+"/sub/x2", "mcp:mail:send", mandate.OutcomeDeny, "external_send")
+	other := labelled(c, 3, agentA, "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data")
+	other.Task = "t_2"
+	// The first send was alerted before the restart: its alert is in the log.
+	alert := mandate.LoggedEvent{Index: 4, Event: &mandate.Event{Type: mandate.EventAlert, Task: "t_1", By: "monitor",
+		Details: map[string]any{"detector": monitor.Exfiltration, "evidence": []any{int64(1), int64(2)}}}}
+	for _, e := range []mandate.LoggedEvent{read, send, other, alert} {
+		m.Restore(e)
 	}
-	return out, nil
+	m.RestoreDone(ctx)
+	if len(a.evs) != 0 || len(acts) != 0 {
+		t.Fatalf("detections the log shows answered were answered again: %v %+v", a.detectors(), acts)
+	}
+	if m.Risk("t_1", "") < 60 {
+		t.Errorf("the task's risk after the restart: %d", m.Risk("t_1", ""))
+	}
+	// A send of the other task, after the restart: it read before.
+	send2 := labelled(c, 5, agentA+"/sub/x3", "mcp:mail:send", mandate.OutcomeDeny, "external_send")
+	send2.Task = "t_2"
+	m.Process(ctx, send2)
+	if d := a.detectors(); len(d) != 1 || d[0] != monitor.Exfiltration {
+		t.Fatalf("a send after the restart, in a task that read before it: %v", d)
+	}
+
+	// No alert in the log for a detection: answered at RestoreDone.
+	m2, a2, c2 := setup(func(c *monitor.Config) {
+		c.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
+	})
+	acts = nil
+	m2.Restore(labelled(c2, 1, agentA, "mcp:crm:list_customers", mandate.OutcomeOK, "data:customer-data"))
+	m2.Restore(labelled(c2, 2, agentA, "mcp:mail:send", mandate.OutcomeOK, "external_send"))
+	m2.RestoreDone(ctx)
+	if d := a2.detectors(); len(d) != 1 || d[0] != monitor.Exfiltration || a2.evs[0].Details["found_at_start"] != true {
+		t.Errorf("a detection with no alert in the log: %v %+v", d, a2.evs)
+	}
+	if len(acts) != 1 || acts[0].Response != monitor.RevokeTask {
+		t.Errorf("its responses: %+v", acts)
+	}
 }
 
 // A restarted monitor does not fail open: it runs its detectors again
-// over the recent log, so that a task held for a person is still held, a
-// task's and an agent's risk are what they were, a task that read
-// sensitive data is still tainted, and a hold set because a response
-// failed stays; carrying out nothing again and writing no alert twice.
-// Events it restored are not processed again when they reach it live.
+// over the recent log (the live monitor's alerts in it), so that a task
+// held for a person is still held, a task's and an agent's risk are what
+// they were, a task that read sensitive data is still tainted, and a hold
+// set because a response failed stays; carrying out nothing again and
+// writing no alert twice.
 func TestRestoreRebuildsState(t *testing.T) {
 	ctx := context.Background()
 	var log []mandate.LoggedEvent
-	_, _, c := setup(nil)
-	add := func(e mandate.LoggedEvent) mandate.LoggedEvent {
+	live, liveAlerts, c := setup(nil)
+	// add writes e to the log and has the live monitor process it, its
+	// alerts following it in the log, as they do in the server's.
+	add := func(e mandate.LoggedEvent) {
 		e.Index = int64(len(log))
 		log = append(log, e)
-		return e
+		n := len(liveAlerts.evs)
+		live.Process(ctx, e)
+		for _, al := range liveAlerts.evs[n:] {
+			log = append(log, mandate.LoggedEvent{Index: int64(len(log)), Event: al})
+		}
 	}
-	old := ev(c, 0, mandate.EventToolCall, func(e *mandate.Event) { e.Task = "t_old"; e.Time = c.t.Add(-5 * time.Hour).UnixNano() })
-	add(old)
 	read := labelled(c, 0, agentA, "mcp:crm:list_customers", mandate.OutcomeOK, "read_only", "data:customer-data")
 	read.Task = "t_read"
 	add(read)
@@ -51,19 +93,18 @@ func TestRestoreRebuildsState(t *testing.T) {
 		e.Task, e.By = "t_failed", "monitor"
 		e.Details = map[string]any{"detector": monitor.SpawnStorm, "responses": []any{"alert", "revoke-task"}, "failed": []any{"revoke-task: store unavailable"}}
 	}))
-
-	live, _, _ := setup(nil)
-	for _, e := range log {
-		live.Process(ctx, e)
+	if len(liveAlerts.evs) == 0 {
+		t.Fatal("the live monitor raised no alert: the test proves nothing")
 	}
+
 	var acts []monitor.Action
 	m, a, _ := setup(func(cfg *monitor.Config) {
 		cfg.Act = func(_ context.Context, act monitor.Action) error { acts = append(acts, act); return nil }
 	})
-	n, err := m.Restore(ctx, &logQuerier{log}, c.t.Add(-monitor.DefaultRestoreWindow))
-	if err != nil || n != 3 {
-		t.Fatalf("restored %d events: %v", n, err)
+	for _, e := range log {
+		m.Restore(e)
 	}
+	m.RestoreDone(ctx)
 	if len(a.detectors()) != 0 || len(acts) != 0 {
 		t.Fatalf("the restore wrote alerts %v, carried out %+v", a.detectors(), acts)
 	}
@@ -76,14 +117,8 @@ func TestRestoreRebuildsState(t *testing.T) {
 	if got, want := m.Risk("t_1", agentA), live.Risk("t_1", agentA); got == 0 || got != want {
 		t.Errorf("risk %d, want %d", got, want)
 	}
-	// The restored events reach it live too: nothing fires twice.
-	for _, e := range log {
-		m.Process(ctx, e)
-	}
-	if len(a.detectors()) != 0 {
-		t.Fatalf("restored events processed again: %v", a.detectors())
-	}
 	// The task that read customer data before the restart is still tainted.
+	c.t = c.t.Add(time.Second)
 	send := labelled(c, int64(len(log)), agentA+"/sub/x", "mcp:mail:send", mandate.OutcomeOK, "external_send")
 	send.Task = "t_read"
 	m.Process(ctx, send)

@@ -49,6 +49,7 @@ func Run(t *testing.T, open func(t *testing.T) Store, reopen func(t *testing.T, 
 	t.Run("ConcurrentIssuance", func(t *testing.T) { testConcurrentIssuance(t, open(t)) })
 	t.Run("UsedAssertions", func(t *testing.T) { testUsedAssertions(t, open(t)) })
 	t.Run("Revocations", func(t *testing.T) { testRevocations(t, open(t)) })
+	t.Run("InForceBeforeLaterEvents", func(t *testing.T) { testInForceBeforeLaterEvents(t, open(t)) })
 	t.Run("AuditLog", func(t *testing.T) { testAuditLog(t, open(t)) })
 	t.Run("AuditLogConcurrent", func(t *testing.T) { testAuditLogConcurrent(t, open(t)) })
 	t.Run("AgentFields", func(t *testing.T) { testAgentFields(t, open(t)) })
@@ -272,6 +273,76 @@ func testRevocations(t *testing.T, s Store) {
 	}
 	if ok, err := s.IsRevoked(ctx, "m_1"); err != nil || !ok {
 		t.Fatalf("IsRevoked after: %v %v", ok, err)
+	}
+}
+
+// testInForceBeforeLaterEvents: a revocation, and an agent's disabling,
+// is in force (IsRevoked, Agent) before Append returns for any event that
+// follows its event in the log. The gateway checks a call's mandate again
+// once the call's write-ahead record is durable, and relies on this: a
+// call recorded after a revocation is never forwarded.
+func testInForceBeforeLaterEvents(t *testing.T, s Store) {
+	ctx := context.Background()
+	a := NewAgent("stopped")
+	if err := s.CreateAgent(ctx, a, nil); err != nil {
+		t.Fatal(err)
+	}
+	const writers = 64
+	type seen struct{ revoked, disabled bool }
+	saw := make([]seen, writers)
+	var wg sync.WaitGroup
+	start := make(chan struct{})
+	for i := range writers {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			<-start
+			if err := s.Append(ctx, event("test.after", fmt.Sprint("t_", i), "", "")); err != nil {
+				t.Error(err)
+				return
+			}
+			revoked, err := s.IsRevoked(ctx, "m_stopped")
+			if err != nil {
+				t.Error(err)
+			}
+			got, err := s.Agent(ctx, a.ID)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			saw[i] = seen{revoked, got.Status == mandate.AgentDisabled}
+		}()
+	}
+	close(start)
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: "m_stopped", ExpiresAt: time.Now().Add(time.Hour), RevokedAt: time.Now()},
+		event(mandate.EventMandateRevoked, "", "m_stopped", "")); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.SetAgentStatus(ctx, a.ID, mandate.AgentDisabled, event(mandate.EventAgentDisabled, "", "", a.ID)); err != nil {
+		t.Fatal(err)
+	}
+	wg.Wait()
+	evs, err := s.Events(ctx, mandate.EventFilter{Limit: mandate.MaxEventsPerQuery})
+	if err != nil {
+		t.Fatal(err)
+	}
+	revokedAt, disabledAt := int64(-1), int64(-1)
+	for _, e := range evs {
+		switch e.Type {
+		case mandate.EventMandateRevoked:
+			revokedAt = e.Index
+		case mandate.EventAgentDisabled:
+			disabledAt = e.Index
+		case "test.after":
+			var i int
+			fmt.Sscanf(e.Task, "t_%d", &i)
+			if revokedAt >= 0 && !saw[i].revoked {
+				t.Errorf("event %d follows the revocation (%d), yet its writer found the mandate not revoked", e.Index, revokedAt)
+			}
+			if disabledAt >= 0 && !saw[i].disabled {
+				t.Errorf("event %d follows the agent's disabling (%d), yet its writer found the agent active", e.Index, disabledAt)
+			}
+		}
 	}
 }
 

@@ -246,8 +246,10 @@ type Config struct {
 	Introspection *Introspection
 	// Revoked, if set, is asked for every mandate that passed the other
 	// checks; a non-nil error refuses the mandate. Return an error wrapping
-	// ErrRevoked for a revoked mandate; anything else is treated as a failed
-	// check too (fail closed).
+	// ErrRevoked for a revoked mandate (or one no longer valid for what the
+	// issuer knows: a revoked ancestor, a disabled agent of its chain),
+	// whose text before ": mandate revoked" says what is revoked;
+	// anything else is treated as a failed check too (fail closed).
 	Revoked func(ctx context.Context, c *mandate.Claims) error
 	// CacheSize, if not zero, remembers up to that many verified mandates
 	// (by the hash of the token) until they expire, so that a mandate
@@ -563,7 +565,13 @@ func (v *Verifier) revoked(ctx context.Context, c *mandate.Claims) (*mandate.Cla
 	}
 	if err := v.cfg.Revoked(ctx, c); err != nil {
 		if errors.Is(err, ErrRevoked) {
-			return nil, failOf(c, "revocation", ErrRevoked, "mandate %s", c.ID)
+			// The hook's word for what is revoked: the mandate, an
+			// ancestor, or an agent of its chain that was disabled.
+			why := strings.TrimSuffix(err.Error(), ": "+ErrRevoked.Error())
+			if why == err.Error() || why == "" {
+				why = "mandate " + c.ID
+			}
+			return nil, failOf(c, "revocation", ErrRevoked, "%s", why)
 		}
 		// Fail closed, without saying why: the cause is the store's.
 		e := failCause("revocation-unknown", ErrRevoked, err, "the revocation status of mandate %s is unknown now, so it is refused: try again later", c.ID)

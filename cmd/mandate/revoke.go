@@ -41,5 +41,9 @@ func (c *cli) revoke(args []string) error {
 		return nil
 	}
 	fmt.Fprintf(c.stdout, "revoked %d mandate(s), and with them their descendants: %s\n", len(out.Revoked), strings.Join(out.Revoked, " "))
+	if f := out.InFlight; f != nil && f.Stopped+f.Unconfirmed > 0 {
+		// The gateway waited out their calls being sent, up to its bound.
+		fmt.Fprintf(c.stdout, "%d call(s) of theirs still being sent to an upstream were cut off (not sent whole)\n", f.Stopped+f.Unconfirmed)
+	}
 	return nil
 }

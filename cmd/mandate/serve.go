@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -115,6 +116,12 @@ type Main struct {
 	Publisher  *auditlog.Publisher
 
 	parents parentLinks // for the gateway's revocation check
+
+	// testGateway and testAPI, if set, change the gateway's and the API's
+	// configuration before they are made: tests put hooks into the paths
+	// whose races they play.
+	testGateway func(*gateway.Config)
+	testAPI     func(*httpapi.Config)
 
 	ln     net.Listener
 	srv    *http.Server
@@ -293,44 +300,51 @@ func (m *Main) Open(ctx context.Context) error {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
 	}
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
-		if m.Gateway, err = gateway.New(gateway.Config{
+		cfg := gateway.Config{
 			Routes: m.MCPUpstreams, HTTPRoutes: m.HTTPUpstreams, StdioRoutes: m.MCPStdio, Issuer: m.IssuerURL, Keys: httpapi.KeySource(m.Keys, m.Now), PublicURL: m.URL,
-			Revoked: m.revokedChain, Agents: m.Store, Policy: m.Policy, Events: m.Store, Tools: m.Store, Approvals: m.Store, ApprovalLimits: m.ApprovalLimits, Issuances: m.Store, ScanMode: m.ScanMode, Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters,
+			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, TaskEnd: m.taskEnd, TaskLife: issuer.MaxTTL, Events: m.Store, Tools: m.Store,
+			Approvals: m.Store, ApprovalLimits: m.ApprovalLimits, Issuances: m.Store, ScanMode: m.ScanMode,
+			Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters,
 			ReplaySince: since, Now: m.Now, Logger: m.Logger,
-		}); err != nil {
+		}
+		if m.testGateway != nil {
+			m.testGateway(&cfg)
+		}
+		if m.Gateway, err = gateway.New(cfg); err != nil {
 			m.closeStore()
 			return err
 		}
 	}
 	var tools httpapi.ToolApprover
+	var settler mandate.Settler
 	if m.Gateway != nil {
-		tools = m.Gateway
+		tools, settler = m.Gateway, m.Gateway
 	}
-	api, err = httpapi.New(httpapi.Config{
+	apiCfg := httpapi.Config{
 		Issuer: m.Issuer, Keys: m.Keys, Agents: m.Store, Issuances: m.Store, Revocations: m.Store, Events: m.Store,
 		Approvals: m.Store, Approvers: m.Store, Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
-		Tools: m.Store, ToolApprover: tools,
+		Tools: m.Store, ToolApprover: tools, Settler: settler,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
-	})
+	}
+	if m.testAPI != nil {
+		m.testAPI(&apiCfg)
+	}
+	api, err = httpapi.New(apiCfg)
 	if err != nil {
 		m.closeStore()
 		return err
 	}
-	// Every committed event reaches the monitor and the live streams.
+	// Every committed event reaches the monitor and the live streams:
+	// subscribed first, so that none committed while the state below is
+	// rebuilt is missed (the monitor skips those Restore saw).
 	m.Store.Subscribe(func(evs []mandate.LoggedEvent) {
 		m.Monitor.Observe(evs)
 		api.Publish(evs)
 	})
-	// Then the monitor's state is rebuilt from the recent log, so that a
-	// restart releases no held task and forgets no taint or risk (what
-	// the subscription queued meanwhile is not counted twice). Without
-	// it, the server does not start: it would fail open.
-	if n, err := m.Monitor.Restore(ctx, m.Store, m.Now().Add(-monitor.DefaultRestoreWindow)); err != nil {
-		m.closeStore()
-		return err
-	} else if n > 0 {
-		m.Logger.Info("monitor state rebuilt from the audit log", "events", n, "since", monitor.DefaultRestoreWindow)
-	}
+	// What the gateway and the monitor keep in memory, for flow rules and
+	// detectors, is rebuilt from the log: a restart forgets nothing of a
+	// task that can still be live, and releases no held task.
+	m.restoreState(ctx)
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
@@ -477,6 +491,48 @@ func (m *Main) auditPolicyLoad(res policy.LoadResult) {
 	if err := m.Store.Append(ctx, ev); err != nil {
 		m.Logger.Error("policy.loaded event not written to the audit log", "policy_set", res.Hash, "outcome", ev.Outcome, "err", err)
 	}
+}
+
+// restoreWindow is how far back the log is read at start to rebuild the
+// task state and the monitor's: no task lives longer than its root
+// mandate (issuer.MaxTTL), and a minute covers the clocks.
+const restoreWindow = issuer.MaxTTL + time.Minute
+
+// restoreState feeds the events of the log's last restoreWindow, in log
+// order, to the gateway's task state and to the monitor, through the
+// store's query API (the event index by time). If the log cannot be read,
+// the gateway refuses the requests of the tasks begun before (fail
+// closed).
+func (m *Main) restoreState(ctx context.Context) {
+	start := time.Now()
+	f := mandate.EventFilter{Since: m.Now().Add(-restoreWindow), Limit: mandate.MaxEventsPerQuery}
+	n := 0
+	var err error
+	for {
+		var evs []mandate.LoggedEvent
+		if evs, err = m.Store.Events(ctx, f); err != nil {
+			break
+		}
+		for _, e := range evs {
+			if m.Gateway != nil {
+				m.Gateway.Restore(e)
+			}
+			m.Monitor.Restore(e)
+			f.After = e.Index + 1
+		}
+		n += len(evs)
+		if len(evs) < f.Limit {
+			break
+		}
+	}
+	if m.Gateway != nil {
+		m.Gateway.RestoreDone(err)
+	}
+	if err != nil {
+		m.Logger.Error("the task state was not rebuilt from the audit log", "err", err)
+	}
+	m.Monitor.RestoreDone(ctx)
+	m.Logger.Info("task state rebuilt from the audit log", "events", n, "took", time.Since(start).Round(time.Millisecond))
 }
 
 // expireApprovals denies, every second, the approvals whose time ran out:
@@ -662,12 +718,19 @@ func respond(ctx context.Context, api *httpapi.Server, a monitor.Action) error {
 	return err
 }
 
-// revokedChain refuses, at the gateway, a mandate that is revoked or has a
-// revoked ancestor (followed through the issuance records), as the
-// issuer's introspection does.
-func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
+// validChain refuses, at the gateway, a mandate that is revoked or has a
+// revoked ancestor (followed through the issuance records), or one of
+// whose chain's registered agents (the registered ancestor of each actor)
+// is disabled or no longer registered, as the issuer's introspection does.
+// Disabling an agent thus stops its live mandates, and every mandate
+// delegated through it, on their next call. Each refusal wraps
+// verify.ErrRevoked; anything else is a failed check (refused too).
+func (m *Main) validChain(ctx context.Context, c *mandate.Claims) error {
 	id := c.ID
-	for range mandate.MaxAgentDepth + 1 {
+	for i := 0; ; i++ {
+		if i > mandate.MaxAgentDepth {
+			return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+		}
 		revoked, err := m.Store.IsRevoked(ctx, id)
 		if err != nil {
 			return err
@@ -680,41 +743,88 @@ func (m *Main) revokedChain(ctx context.Context, c *mandate.Claims) error {
 			return err // not on record: not vouched for
 		}
 		if parent == "" {
-			return nil
+			break
 		}
 		id = parent
 	}
-	return fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+	var checked []string
+	for _, actor := range c.Actor.Chain() {
+		reg := mandate.RegisteredAncestor(actor)
+		if slices.Contains(checked, reg) {
+			continue
+		}
+		checked = append(checked, reg)
+		a, err := m.Store.Agent(ctx, reg)
+		switch {
+		case mandate.ErrorCode(err) == mandate.ENOTFOUND:
+			return fmt.Errorf("agent %s of the chain is not registered any more: %w", reg, verify.ErrRevoked)
+		case err != nil:
+			return err
+		case a.Status != mandate.AgentActive:
+			return fmt.Errorf("agent %s of the chain is %s: %w", reg, a.Status, verify.ErrRevoked)
+		}
+	}
+	return nil
 }
 
-// parentLinks remembers which mandate each mandate was delegated from: a
-// link never changes, so the gateway's revocation check reads each from
-// the store once, not on every call. Bounded: when full it starts over.
+// taskEnd is when c's task ends, for the gateway's task state: its root
+// mandate's expiry (no mandate of the task outlives it), from the root's
+// issuance record, found through the chain of parents.
+func (m *Main) taskEnd(ctx context.Context, c *mandate.Claims) (time.Time, error) {
+	id := c.ID
+	for i := 0; i <= mandate.MaxAgentDepth; i++ {
+		l, err := m.parents.link(ctx, m.Store, id)
+		if err != nil {
+			return time.Time{}, err
+		}
+		if l.parent == "" {
+			return l.exp, nil
+		}
+		id = l.parent
+	}
+	return time.Time{}, fmt.Errorf("mandate %s: the chain of parents is too long", c.ID)
+}
+
+// parentLinks remembers which mandate each mandate was delegated from,
+// and when it expires: neither ever changes, so the gateway's checks read
+// each from the store once, not on every call. Bounded: when full it
+// starts over.
 type parentLinks struct {
 	mu sync.Mutex
-	m  map[string]string
+	m  map[string]parentLink
+}
+
+type parentLink struct {
+	parent string
+	exp    time.Time
 }
 
 const maxParentLinks = 100_000
 
 func (p *parentLinks) of(ctx context.Context, st mandate.IssuanceGetter, id string) (string, error) {
+	l, err := p.link(ctx, st, id)
+	return l.parent, err
+}
+
+func (p *parentLinks) link(ctx context.Context, st mandate.IssuanceGetter, id string) (parentLink, error) {
 	p.mu.Lock()
-	parent, ok := p.m[id]
+	l, ok := p.m[id]
 	p.mu.Unlock()
 	if ok {
-		return parent, nil
+		return l, nil
 	}
 	rec, err := st.Issuance(ctx, id)
 	if err != nil {
-		return "", err
+		return parentLink{}, err
 	}
+	l = parentLink{parent: rec.ParentID, exp: rec.ExpiresAt}
 	p.mu.Lock()
 	if p.m == nil || len(p.m) >= maxParentLinks {
-		p.m = make(map[string]string)
+		p.m = make(map[string]parentLink)
 	}
-	p.m[id] = rec.ParentID
+	p.m[id] = l
 	p.mu.Unlock()
-	return rec.ParentID, nil
+	return l, nil
 }
 
 // splitCommand splits a command line into words: spaces separate them,
