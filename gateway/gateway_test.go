@@ -484,7 +484,7 @@ func TestToolIntegrity(t *testing.T) {
 	if got := names(); got != "delete_customer fail list_customers" {
 		t.Fatalf("first list %q: the poisoned tool should be hidden", got)
 	}
-	if err := call("add"); err == nil || !strings.Contains(err.Error(), "looks like it instructs the model") {
+	if err := call("add"); err == nil || !strings.Contains(err.Error(), "the scan flagged") {
 		t.Fatalf("calling the poisoned tool: %v", err)
 	}
 	pinned := e.events(mandate.EventToolPinned)
@@ -544,7 +544,7 @@ func TestToolIntegrity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cs2.Close()
-	if _, err := cs2.CallTool(ctx, &mcp.CallToolParams{Name: "add", Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "instructs the model") {
+	if _, err := cs2.CallTool(ctx, &mcp.CallToolParams{Name: "add", Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "the scan flagged") {
 		t.Fatalf("the poisoned tool after a restart: %v", err)
 	}
 }
