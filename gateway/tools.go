@@ -82,11 +82,13 @@ func (g *Gateway) toolsChanged(server string) {
 const discoverEvery = 10 * time.Second
 
 // Bounds of the pins: tools pinned per server (past it, a server's new
-// tools are hidden and refused until an operator clears some), and the
-// size of one tool's definition (a larger one is hidden, not pinned).
+// tools are hidden and refused), the size of one tool's definition (a
+// larger one is hidden, not pinned), and the new or changed definitions
+// one list scans (the others are hidden until a later list).
 const (
 	maxPinsPerServer  = 10_000
 	maxToolDefinition = 256 << 10
+	maxScansPerList   = 64
 )
 
 func (p *pins) server(ctx context.Context, server string) (map[string]*mandate.ToolPin, error) {
@@ -135,8 +137,20 @@ type definition struct {
 	// legacyHash is the hash a pin made before whole definitions were
 	// pinned would have: of the name, description and input schema.
 	legacyHash string
-	findings   []string
-	score      int
+	tool       map[string]any
+	// What the scan finds, once scan has run: it runs only for a
+	// definition about to be pinned.
+	scanned  bool
+	findings []string
+	score    int
+}
+
+// scan runs the scan of d, once.
+func (d *definition) scan() {
+	if !d.scanned {
+		r := scanTool(d.tool)
+		d.findings, d.score, d.scanned = r.findings(), r.Score, true
+	}
 }
 
 // pinHash is the hash of a canonical definition: SHA-256, domain
@@ -157,8 +171,7 @@ func legacyPin(p *mandate.ToolPin) bool {
 
 // canonicalTool reads one tool of a tools/list answer: the members MCP
 // defines for a tool (toolMembers; a null one as if absent), in canonical
-// JSON (keys sorted, numbers as written, no HTML escaping), its hash, and
-// what the scan finds in it.
+// JSON (keys sorted, numbers as written, no HTML escaping), and its hash.
 func canonicalTool(raw json.RawMessage) (definition, error) {
 	if len(raw) > maxToolDefinition {
 		return definition{}, fmt.Errorf("a tool definition of %d bytes, over the limit of %d", len(raw), maxToolDefinition)
@@ -198,9 +211,7 @@ func canonicalTool(raw json.RawMessage) (definition, error) {
 		return definition{}, err
 	}
 	lh := sha256.Sum256(legacy)
-	scan := scanTool(tool)
-	return definition{name: name, hash: pinHash(c), canonical: c, legacyHash: hex.EncodeToString(lh[:]),
-		findings: scan.findings(), score: scan.Score}, nil
+	return definition{name: name, hash: pinHash(c), canonical: c, legacyHash: hex.EncodeToString(lh[:]), tool: tool}, nil
 }
 
 // toolList is what the gateway makes of one tools/list answer.
@@ -217,14 +228,6 @@ type toolList struct {
 // generation was gen.
 func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, tools []json.RawMessage, complete bool, gen uint64) toolList {
 	out := toolList{relay: map[string][]byte{}}
-	g.pins.mu.Lock()
-	defer g.pins.mu.Unlock()
-	known, err := g.pins.server(ctx, rt.Name)
-	if err != nil {
-		g.cfg.Logger.Error("gateway: tool pins unavailable: hiding every tool", "server", rt.Name, "err", err)
-		return out
-	}
-	now := g.cfg.Now()
 	var defs []definition
 	count := map[string]int{}
 	for _, raw := range tools {
@@ -243,6 +246,35 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 			out.twice = d.name
 		}
 	}
+	// The definitions about to be pinned are scanned, outside the lock:
+	// at most maxScansPerList in one list (the others wait for the next).
+	g.pins.mu.Lock()
+	known, err := g.pins.server(ctx, rt.Name)
+	var toScan []int
+	for i, d := range defs {
+		if pin := known[d.name]; err == nil && (pin == nil || (d.hash != pin.Hash && d.hash != pin.PendingHash)) {
+			toScan = append(toScan, i)
+		}
+	}
+	g.pins.mu.Unlock()
+	if err != nil {
+		g.cfg.Logger.Error("gateway: tool pins unavailable: hiding every tool", "server", rt.Name, "err", err)
+		return out
+	}
+	if len(toScan) > maxScansPerList {
+		g.cfg.Logger.Warn("gateway: more new tool definitions than one list pins: the rest wait for the next list", "server", rt.Name,
+			"new", len(toScan), "max", maxScansPerList)
+		toScan = toScan[:maxScansPerList]
+	}
+	for _, i := range toScan {
+		defs[i].scan()
+	}
+	g.pins.mu.Lock()
+	defer g.pins.mu.Unlock()
+	if known, err = g.pins.server(ctx, rt.Name); err != nil {
+		return out
+	}
+	now := g.cfg.Now()
 	seen := map[string]bool{}
 	for _, d := range defs {
 		seen[d.name] = true
@@ -270,6 +302,10 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known map[string]*mandate.ToolPin, d definition, twice bool, now time.Time) *mandate.ToolPin {
 	pin := known[d.name]
 	resource := "mcp:" + rt.Name + ":" + d.name
+	needsScan := pin == nil || (d.hash != pin.Hash && d.hash != pin.PendingHash)
+	if needsScan && !d.scanned {
+		return nil // not scanned in this list: hidden until the next
+	}
 	blocked := len(d.findings) > 0 && g.cfg.ScanMode == ScanBlock
 	switch {
 	case pin == nil:
@@ -492,11 +528,4 @@ func (g *Gateway) ApproveTool(ctx context.Context, server, name, hash, by string
 	}
 	known[name] = &next
 	return &next, nil
-}
-
-func findingsReason(f []string) string {
-	if len(f) == 0 {
-		return ""
-	}
-	return "the definition " + strings.Join(f, "; ")
 }
