@@ -22,6 +22,7 @@ type verdict struct {
 	list     bool           // a tools/list whose answer is filtered
 	call     bool           // a tools/call whose answer is summarised
 	approval string         // the approval the call uses, with its event
+	init     bool           // an initialize whose instructions are pinned
 	// listFirst: the tools/list asks for the first page (no cursor);
 	// toolsSeen: the server's tool generation when it was decided.
 	listFirst bool
@@ -177,7 +178,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		if m.isRequest() {
 			rl.asked = append(rl.asked, m.ID)
 		}
-		if verdicts[i].list || verdicts[i].call {
+		if verdicts[i].list || verdicts[i].call || verdicts[i].init {
 			watch[idKey(m.ID)] = &verdicts[i]
 		}
 	}
@@ -189,6 +190,8 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			return nil
 		case v.list:
 			return g.filterTools(ctx, m, c, rt, v)
+		case v.init:
+			return g.filterInstructions(ctx, m, c, rt)
 		case v.call:
 			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
 			g.tasks.add(c.Task, "result_bytes", int64(len(m.Result)), g.cfg.Now())
@@ -339,7 +342,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	}
 	var secrets map[string]any // found in a call's arguments
 	switch m.Method {
-	case "initialize", "server/discover", "ping", "logging/setLevel":
+	case "initialize", "server/discover":
+		return verdict{init: true} // its instructions are pinned
+	case "ping", "logging/setLevel":
 		return verdict{}
 	case "tools/list":
 		req.Action = policy.ActionListTools

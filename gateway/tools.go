@@ -300,6 +300,11 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 // returns the pin as it is now (nil if there is none).
 // twice says the server lists the tool more than once.
 func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known map[string]*mandate.ToolPin, d definition, twice bool, now time.Time) *mandate.ToolPin {
+	return g.pinFrom(ctx, "tools/list", rt, c, known, d, twice, now)
+}
+
+// pinFrom is pin, for what the answer to action showed.
+func (g *Gateway) pinFrom(ctx context.Context, action string, rt *route, c *mandate.Claims, known map[string]*mandate.ToolPin, d definition, twice bool, now time.Time) *mandate.ToolPin {
 	pin := known[d.name]
 	resource := "mcp:" + rt.Name + ":" + d.name
 	needsScan := pin == nil || (d.hash != pin.Hash && d.hash != pin.PendingHash)
@@ -319,7 +324,7 @@ func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known m
 		if blocked {
 			pin.Status, outcome = mandate.ToolFlagged, mandate.OutcomeDeny
 		}
-		ev := g.event(mandate.EventToolPinned, c, "tools/list", resource, outcome, findingsReason(d.findings),
+		ev := g.event(mandate.EventToolPinned, c, action, resource, outcome, findingsReason(d.findings),
 			map[string]any{"hash": d.hash, "findings": d.findings, "scan_score": d.score, "status": string(pin.Status)})
 		if err := g.cfg.Tools.SaveToolPin(ctx, pin, ev); err != nil {
 			g.cfg.Logger.Error("gateway: tool not pinned: hiding it", "server", rt.Name, "tool", d.name, "err", err)
@@ -331,7 +336,7 @@ func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known m
 		// is what it shows, and the tool is served again.
 		back := *pin
 		back.Status, back.PendingHash, back.PendingDefinition, back.UpdatedAt = mandate.ToolPinned, "", nil, now
-		ev := g.event(mandate.EventToolChanged, c, "tools/list", resource, mandate.OutcomeOK,
+		ev := g.event(mandate.EventToolChanged, c, action, resource, mandate.OutcomeOK,
 			"the server shows the pinned definition again", map[string]any{"hash": d.hash, "pending_hash": pin.PendingHash, "restored": true})
 		if err := g.cfg.Tools.SaveToolPin(ctx, &back, ev); err != nil {
 			g.cfg.Logger.Error("gateway: restored tool not recorded: hiding it", "server", rt.Name, "tool", d.name, "err", err)
@@ -350,7 +355,7 @@ func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known m
 		if blocked && pin.Status == mandate.ToolPinned {
 			next.Status, outcome = mandate.ToolFlagged, mandate.OutcomeDeny
 		}
-		ev := g.event(mandate.EventToolPinned, c, "tools/list", resource, outcome, findingsReason(d.findings),
+		ev := g.event(mandate.EventToolPinned, c, action, resource, outcome, findingsReason(d.findings),
 			map[string]any{"hash": d.hash, "upgraded_from": pin.Hash, "findings": d.findings, "scan_score": d.score, "status": string(next.Status)})
 		if err := g.cfg.Tools.SaveToolPin(ctx, &next, ev); err != nil {
 			g.cfg.Logger.Error("gateway: tool pin not carried over: hiding it", "server", rt.Name, "tool", d.name, "err", err)
@@ -361,7 +366,7 @@ func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known m
 		changed := *pin
 		changed.Status, changed.PendingHash, changed.PendingDefinition = mandate.ToolChanged, d.hash, d.canonical
 		changed.Findings, changed.UpdatedAt = d.findings, now
-		ev := g.event(mandate.EventToolChanged, c, "tools/list", resource, mandate.OutcomeDeny,
+		ev := g.event(mandate.EventToolChanged, c, action, resource, mandate.OutcomeDeny,
 			"the definition differs from the one pinned on "+pin.FirstSeen.UTC().Format("2006-01-02")+": blocked until an operator approves it",
 			map[string]any{"hash": d.hash, "pinned_hash": pin.Hash, "findings": d.findings, "scan_score": d.score})
 		if err := g.cfg.Tools.SaveToolPin(ctx, &changed, ev); err != nil {
@@ -371,6 +376,43 @@ func (g *Gateway) pin(ctx context.Context, rt *route, c *mandate.Claims, known m
 		known[d.name] = &changed
 	}
 	return known[d.name]
+}
+
+// instructionsPin is the name of the pin of a server's instructions: a
+// name no tool can have (':' is not in a tool's name).
+const instructionsPin = ":instructions"
+
+// filterInstructions pins and scans the instructions of an initialize or
+// server/discover result, which clients give the model as part of its
+// prompt: they reach the client only as pinned and not blocked; the
+// result goes without them otherwise (the session still opens). It
+// returns nil to relay m as it is.
+func (g *Gateway) filterInstructions(ctx context.Context, m *message, c *mandate.Claims, rt *route) []byte {
+	var res map[string]json.RawMessage
+	if len(m.Error) > 0 || json.Unmarshal(m.Result, &res) != nil || res["instructions"] == nil {
+		return nil
+	}
+	var text string
+	if json.Unmarshal(res["instructions"], &text) == nil && text != "" {
+		tool := map[string]any{"instructions": text}
+		canonical := marshal(tool)
+		d := definition{name: instructionsPin, hash: pinHash(canonical), canonical: canonical, tool: tool}
+		d.scan()
+		g.pins.mu.Lock()
+		known, err := g.pins.server(ctx, rt.Name)
+		var pin *mandate.ToolPin
+		if err == nil {
+			pin = g.pinFrom(ctx, "initialize", rt, c, known, d, false, g.cfg.Now())
+		}
+		g.pins.mu.Unlock()
+		if pin != nil && pin.Status == mandate.ToolPinned && pin.Hash == d.hash {
+			return nil
+		}
+		g.cfg.Logger.Warn("gateway: the MCP server's instructions are not the pinned ones, or flagged: not relayed", "server", rt.Name)
+	}
+	delete(res, "instructions")
+	m.Result = marshal(res)
+	return marshal(m)
 }
 
 // maxDiscoverPages bounds the pages of tools the gateway reads itself.
