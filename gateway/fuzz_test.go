@@ -29,7 +29,8 @@ func FuzzParseBody(f *testing.F) {
 			t.Fatalf("accepted %d messages of depth %d", len(msgs), depth(body))
 		}
 		for _, m := range msgs {
-			if m.JSONRPC != "2.0" || (m.Method == "" && len(m.ID) == 0) {
+			if m.JSONRPC != "2.0" || (m.Method == "" && len(m.ID) == 0) || (len(m.Result) > 0 && len(m.Error) > 0) ||
+				(len(m.Result) > 0 && m.Result[0] != '{') {
 				t.Fatalf("accepted %+v", m)
 			}
 			if m.isRequest() {
@@ -52,6 +53,8 @@ func FuzzEvents(f *testing.F) {
 	f.Add([]byte("id: 4\ndata: a\ndata: b\n\n: comment\n\ndata: [1,2]\n"))
 	f.Add([]byte("data: {\"jsonrpc\":\"2.0\",\"id\":\"\\u0061\",\"result\":{},\"Result\":{}}\n\n"))
 	f.Add([]byte("data:\n\n\n\ndata"))
+	f.Add([]byte("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{},\"error\":{\"code\":1,\"message\":\"x\"}}\n\n"))
+	f.Add([]byte("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":\"1\",\"message\":\"x\",\"extra\":1}}\n\n"))
 	f.Fuzz(func(t *testing.T, stream []byte) {
 		g := &Gateway{cfg: Config{MaxResponse: 1 << 20, Logger: slog.New(slog.DiscardHandler)}}
 		w := httptest.NewRecorder()

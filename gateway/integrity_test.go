@@ -767,3 +767,31 @@ func TestServerInstructionsPinned(t *testing.T) {
 		t.Errorf("approved instructions: %q", got)
 	}
 }
+
+// A list scans a bounded amount of new definitions: past it, the rest of
+// the tools are hidden until a later list, which pins them.
+func TestToolListScanBound(t *testing.T) {
+	ctx := context.Background()
+	var tools []string
+	for i := range 40 { // 40 × 60 KiB: over the 2 MiB one list scans
+		tools = append(tools, fmt.Sprintf(`{"name":"t%02d","description":"Pads. %s","inputSchema":{"type":"object"}}`, i, strings.Repeat("x", 60<<10)))
+	}
+	h := &hostile{answer: func(method string, id, _ json.RawMessage) string {
+		return rpcResult(id, `{"tools":[`+strings.Join(tools, ",")+`]}`)
+	}}
+	e := hostileEnv(t, h)
+	key := e.agent("many", "mcp:crm:*")
+	cs, err := e.connect(e.mint("many", key, "mcp:crm:*", time.Minute, false), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	first, err := cs.ListTools(ctx, nil)
+	if err != nil || len(first.Tools) == 0 || len(first.Tools) >= 40 {
+		t.Fatalf("first list: %v, %d tools", err, len(first.Tools))
+	}
+	second, err := cs.ListTools(ctx, nil)
+	if err != nil || len(second.Tools) != 40 {
+		t.Fatalf("second list: %v, %d tools", err, len(second.Tools))
+	}
+}

@@ -86,9 +86,9 @@ const discoverEvery = 10 * time.Second
 // larger one is hidden, not pinned), and the new or changed definitions
 // one list scans (the others are hidden until a later list).
 const (
-	maxPinsPerServer  = 10_000
-	maxToolDefinition = 256 << 10
-	maxScansPerList   = 64
+	maxPinsPerServer    = 10_000
+	maxToolDefinition   = 256 << 10
+	maxScanBytesPerList = 2 << 20
 )
 
 func (p *pins) server(ctx context.Context, server string) (map[string]*mandate.ToolPin, error) {
@@ -247,7 +247,8 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 		}
 	}
 	// The definitions about to be pinned are scanned, outside the lock:
-	// at most maxScansPerList in one list (the others wait for the next).
+	// at most maxScanBytesPerList of them in one list (the others wait for
+	// the next).
 	g.pins.mu.Lock()
 	known, err := g.pins.server(ctx, rt.Name)
 	var toScan []int
@@ -261,12 +262,13 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 		g.cfg.Logger.Error("gateway: tool pins unavailable: hiding every tool", "server", rt.Name, "err", err)
 		return out
 	}
-	if len(toScan) > maxScansPerList {
-		g.cfg.Logger.Warn("gateway: more new tool definitions than one list pins: the rest wait for the next list", "server", rt.Name,
-			"new", len(toScan), "max", maxScansPerList)
-		toScan = toScan[:maxScansPerList]
-	}
+	budget := maxScanBytesPerList
 	for _, i := range toScan {
+		if budget -= len(defs[i].canonical); budget < 0 {
+			g.cfg.Logger.Warn("gateway: more new tool definitions than one list pins: the rest wait for the next list", "server", rt.Name,
+				"new", len(toScan), "max_bytes", maxScanBytesPerList)
+			break
+		}
 		defs[i].scan()
 	}
 	g.pins.mu.Lock()
@@ -277,8 +279,10 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 	now := g.cfg.Now()
 	seen := map[string]bool{}
 	for _, d := range defs {
-		seen[d.name] = true
 		pin := g.pin(ctx, rt, c, known, d, count[d.name] > 1, now)
+		if pin != nil {
+			seen[d.name] = true // what the server lists, of what can be called (bounded by the pins)
+		}
 		if pin != nil && pin.Status == mandate.ToolPinned && d.hash == pin.Hash {
 			out.relay[d.name] = pin.Definition
 		} else {
