@@ -531,7 +531,8 @@ func TestToolIntegrity(t *testing.T) {
 	}
 
 	// A new gateway on the same store knows the pins: the poisoned tool
-	// stays blocked without being listed again.
+	// stays blocked (the first call after the restart lists the server
+	// again, and finds the pin).
 	g2, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
 		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
