@@ -25,7 +25,6 @@ type relay struct {
 	hook  func(*message) []byte
 
 	answered map[string]bool
-	bad      int // messages not relayed because they were not well-formed
 }
 
 // take decides on one message of the upstream: what to relay.
@@ -203,20 +202,17 @@ var drop = []byte{}
 func (rl *relay) rewrite(g *Gateway, data []byte) (parts [][]byte, array bool) {
 	trimmed := bytes.TrimSpace(data)
 	if depth(trimmed) > MaxDepth+2 {
-		rl.bad++
 		return nil, false
 	}
 	raws := []json.RawMessage{trimmed}
 	if array = len(trimmed) > 0 && trimmed[0] == '['; array {
 		if json.Unmarshal(trimmed, &raws) != nil {
-			rl.bad++
 			return nil, true
 		}
 	}
 	for _, r := range raws {
 		m, err := parseMessage(r)
 		if err != nil {
-			rl.bad++
 			g.cfg.Logger.Warn("gateway: the MCP server sent a message that is not well-formed JSON-RPC 2.0: not relayed", "server", rl.rt.Name, "err", err)
 			continue
 		}
