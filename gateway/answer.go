@@ -8,16 +8,79 @@ import (
 	"io"
 	"mime"
 	"net/http"
+	"slices"
+	"strconv"
 )
 
-// answer passes an upstream's answer to a POST on to the client, message
-// by message: each JSON-RPC message of it (in a JSON body, or in the data
-// of an SSE event) goes through hook, which returns the message to send
-// instead, nil to send it as it is, or drop to send nothing. An SSE stream
-// reaches the client event by event. What does not parse as JSON-RPC (or
-// holds a key twice) is not relayed: the gateway relays only what it read.
-// It returns why it stopped early, if it did.
-func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, hook func(*message) []byte) error {
+// relay is what the gateway expects of one upstream answer, and does
+// with each message of it: the requests it forwarded (each owed exactly
+// one answer), whether the client's POST was a batch, and hook, which
+// returns the message to send instead of one, nil to send it as it is,
+// or drop to send nothing. On the GET stream asked is nil: a response
+// there answers nothing the gateway forwarded, and is not relayed.
+type relay struct {
+	rt    *route
+	asked []json.RawMessage // the ids of the requests forwarded, by idKey
+	batch bool
+	hook  func(*message) []byte
+
+	answered map[string]bool
+}
+
+// take decides on one message of the upstream: what to relay.
+func (rl *relay) take(g *Gateway, m *message) []byte {
+	if m.Method == "notifications/tools/list_changed" {
+		// The server says its tools changed: the next call to any of them
+		// waits for a new list (docs/gateway.md, "Tool integrity").
+		g.toolsChanged(rl.rt.Name)
+	}
+	if m.isResponse() {
+		k := string(m.ID) // parseMessage keyed it (idKey)
+		switch {
+		case !slices.ContainsFunc(rl.asked, func(id json.RawMessage) bool { return string(id) == k }):
+			g.cfg.Logger.Warn("gateway: the MCP server answered a request it was not sent here: dropped", "server", rl.rt.Name, "id", k)
+			return drop
+		case rl.answered[k]:
+			g.cfg.Logger.Warn("gateway: the MCP server answered a request twice: the second answer dropped", "server", rl.rt.Name, "id", k)
+			return drop
+		}
+		if rl.answered == nil {
+			rl.answered = map[string]bool{}
+		}
+		rl.answered[k] = true
+	}
+	if rl.hook == nil {
+		return nil
+	}
+	return rl.hook(m)
+}
+
+// missing is an error response from the gateway to each request the
+// upstream left without an answer it could check, in the order asked.
+func (rl *relay) missing() [][]byte {
+	var out [][]byte
+	for _, id := range rl.asked {
+		if !rl.answered[string(id)] {
+			out = append(out, errorResponse(id, rpcError{Code: CodeBadAnswer,
+				Message: "the MCP server sent no answer to this request that the gateway could check (well-formed JSON-RPC 2.0): nothing of it was relayed"}))
+			rl.answered[string(id)] = true
+		}
+	}
+	return out
+}
+
+// answer passes an upstream's answer to a POST (or its GET stream) on to
+// the client, message by message: each JSON-RPC message of it (in a JSON
+// body, or in the data of an SSE event) goes through rl. An SSE stream
+// reaches the client event by event. What does not parse as JSON-RPC 2.0
+// (or holds a key twice) is not relayed: the gateway relays only what it
+// read; a request left without such an answer gets a CodeBadAnswer error
+// instead, so that the client always has an answer it can read. It
+// returns why it stopped early, if it did.
+func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) error {
+	if rl.answered == nil {
+		rl.answered = map[string]bool{}
+	}
 	for _, h := range []string{"Content-Type", sessionHeader, "Mcp-Protocol-Version", "Cache-Control"} {
 		if v := resp.Header.Values(h); len(v) > 0 {
 			w.Header()[h] = v
@@ -26,7 +89,10 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, hook func(*
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
 	switch {
 	case resp.StatusCode >= 300:
-		copyResponse(w, resp)
+		// The status is the client's to act on (404: initialize again);
+		// the body is the upstream's text, which the gateway cannot check.
+		w.Header().Del("Content-Type")
+		http.Error(w, "the MCP server "+rl.rt.Name+" answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), resp.StatusCode)
 		return nil
 	case mt == "application/json":
 		w.Header().Del("Content-Type")
@@ -39,32 +105,63 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, hook func(*
 			http.Error(w, "the MCP server's answer is over the gateway's limit", http.StatusBadGateway)
 			return errors.New("answer over MaxResponse")
 		}
-		out := rewrite(body, hook)
-		if len(out) == 0 {
-			http.Error(w, "the MCP server's answer is not JSON-RPC the gateway can check", http.StatusBadGateway)
-			return errors.New("answer not JSON-RPC")
-		}
-		w.Header().Set("Content-Type", "application/json")
-		w.WriteHeader(resp.StatusCode)
-		w.Write(out)
+		parts, array := rl.rewrite(g, body)
+		g.writeJSON(w, resp.StatusCode, append(parts, rl.missing()...), array || rl.batch)
 		return nil
 	case mt == "text/event-stream":
 		streaming(w, resp)
 		w.WriteHeader(resp.StatusCode)
-		return g.events(w, resp.Body, hook)
+		// The headers go now: a client may wait for them before it reads
+		// (the stream of the GET carries nothing until the server speaks).
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		err := g.events(w, resp.Body, rl)
+		if err != nil {
+			g.cfg.Logger.Warn("gateway: the MCP server's stream ended early", "server", rl.rt.Name, "err", err)
+		}
+		for _, e := range rl.missing() {
+			if _, werr := w.Write([]byte("event: message\ndata: " + string(e) + "\n\n")); werr != nil {
+				break
+			}
+		}
+		if fl, ok := w.(http.Flusher); ok {
+			fl.Flush()
+		}
+		return err
 	default:
 		// An empty answer (202 Accepted for notifications) has nothing to
 		// check; any other the gateway cannot read cannot be checked.
 		var one [1]byte
-		if n, _ := io.ReadFull(resp.Body, one[:]); n == 0 {
+		n, _ := io.ReadFull(resp.Body, one[:])
+		for _, h := range []string{"Content-Type", "Mcp-Protocol-Version", "Cache-Control"} {
+			w.Header().Del(h)
+		}
+		if missing := rl.missing(); len(missing) > 0 {
+			g.writeJSON(w, http.StatusOK, missing, rl.batch)
+			return errors.New("no answer the gateway could read, of type " + mt)
+		}
+		if n == 0 {
 			w.WriteHeader(resp.StatusCode)
 			return nil
 		}
-		for _, h := range []string{"Content-Type", sessionHeader, "Mcp-Protocol-Version", "Cache-Control"} {
-			w.Header().Del(h)
-		}
 		http.Error(w, "the MCP server answered with "+mt+", which the gateway cannot check", http.StatusBadGateway)
 		return errors.New("answer of type " + mt)
+	}
+}
+
+// writeJSON answers with the messages in parts: one object, or an array
+// if array or if there are several; nothing the gateway could check is a
+// 502.
+func (g *Gateway) writeJSON(w http.ResponseWriter, status int, parts [][]byte, array bool) {
+	switch {
+	case len(parts) == 0:
+		http.Error(w, "the MCP server's answer is not JSON-RPC the gateway can check", http.StatusBadGateway)
+		return
+	case len(parts) > 1 || array:
+		writeRPC(w, status, append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']'))
+	default:
+		writeRPC(w, status, parts[0])
 	}
 }
 
@@ -98,52 +195,41 @@ func sseLines(data []byte, atEOF bool) (int, []byte, error) {
 // drop is what a hook returns for a message not to be relayed.
 var drop = []byte{}
 
-// rewrite applies hook to the message, or each message of the batch, in
-// data, and returns what to relay, in the gateway's own encoding: nothing
-// (an empty slice) for data that is not JSON-RPC, or whose messages are
-// all dropped.
-func rewrite(data []byte, hook func(*message) []byte) []byte {
+// rewrite takes the message, or each message of the batch, in data
+// through rl, and returns what to relay, in the gateway's own encoding,
+// and whether data was a batch: nothing for data that is not JSON-RPC
+// 2.0, or whose messages are all dropped.
+func (rl *relay) rewrite(g *Gateway, data []byte) (parts [][]byte, array bool) {
 	trimmed := bytes.TrimSpace(data)
 	if depth(trimmed) > MaxDepth+2 {
-		return drop
+		return nil, false
 	}
-	if len(trimmed) > 0 && trimmed[0] == '[' {
-		var raws []json.RawMessage
+	raws := []json.RawMessage{trimmed}
+	if array = len(trimmed) > 0 && trimmed[0] == '['; array {
 		if json.Unmarshal(trimmed, &raws) != nil {
-			return drop
+			return nil, true
 		}
-		var kept []json.RawMessage
-		for _, r := range raws {
-			m, err := parseMessage(r)
-			if err != nil {
-				continue
-			}
-			switch out := hook(m); {
-			case out == nil:
-				kept = append(kept, marshal(m))
-			case len(out) > 0:
-				kept = append(kept, out)
-			}
+	}
+	for _, r := range raws {
+		m, err := parseMessage(r)
+		if err != nil {
+			g.cfg.Logger.Warn("gateway: the MCP server sent a message that is not well-formed JSON-RPC 2.0: not relayed", "server", rl.rt.Name, "err", err)
+			continue
 		}
-		if len(kept) == 0 {
-			return drop
+		switch out := rl.take(g, m); {
+		case out == nil:
+			parts = append(parts, marshal(m))
+		case len(out) > 0:
+			parts = append(parts, out)
 		}
-		return marshal(kept)
 	}
-	m, err := parseMessage(trimmed)
-	if err != nil {
-		return drop
-	}
-	if out := hook(m); out != nil {
-		return out
-	}
-	return marshal(m)
+	return parts, array
 }
 
 // events copies an SSE stream (WHATWG HTML §9.2), rewriting the data of
 // each event with rewrite (an event whose data is dropped is not sent),
 // and flushing after each event. An event is bounded by MaxResponse.
-func (g *Gateway) events(w http.ResponseWriter, r io.Reader, hook func(*message) []byte) error {
+func (g *Gateway) events(w http.ResponseWriter, r io.Reader, rl *relay) error {
 	fl, _ := w.(http.Flusher)
 	if fl != nil {
 		// The headers at once: a client waits for them before it goes on
@@ -161,8 +247,14 @@ func (g *Gateway) events(w http.ResponseWriter, r io.Reader, hook func(*message)
 		defer func() { fields, data, size = fields[:0], nil, 0 }()
 		var d []byte
 		if data != nil {
-			if d = rewrite(bytes.Join(data, []byte("\n")), hook); len(d) == 0 {
+			parts, array := rl.rewrite(g, bytes.Join(data, []byte("\n")))
+			switch {
+			case len(parts) == 0:
 				return nil // not relayed: not JSON-RPC the gateway could check
+			case array:
+				d = append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']')
+			default:
+				d = bytes.Join(parts, []byte("\n"))
 			}
 		}
 		var b bytes.Buffer

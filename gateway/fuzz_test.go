@@ -3,6 +3,7 @@ package gateway
 import (
 	"bytes"
 	"encoding/json"
+	"log/slog"
 	"net/http/httptest"
 	"net/url"
 	"path"
@@ -32,7 +33,8 @@ func FuzzParseBody(f *testing.F) {
 			t.Fatalf("accepted %d messages of depth %d", len(msgs), depth(body))
 		}
 		for _, m := range msgs {
-			if m.JSONRPC != "2.0" || (m.Method == "" && len(m.ID) == 0) {
+			if m.JSONRPC != "2.0" || (m.Method == "" && len(m.ID) == 0) || (len(m.Result) > 0 && len(m.Error) > 0) ||
+				(len(m.Result) > 0 && m.Result[0] != '{') {
 				t.Fatalf("accepted %+v", m)
 			}
 			if m.isRequest() {
@@ -55,10 +57,12 @@ func FuzzEvents(f *testing.F) {
 	f.Add([]byte("id: 4\ndata: a\ndata: b\n\n: comment\n\ndata: [1,2]\n"))
 	f.Add([]byte("data: {\"jsonrpc\":\"2.0\",\"id\":\"\\u0061\",\"result\":{},\"Result\":{}}\n\n"))
 	f.Add([]byte("data:\n\n\n\ndata"))
+	f.Add([]byte("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{},\"error\":{\"code\":1,\"message\":\"x\"}}\n\n"))
+	f.Add([]byte("data: {\"jsonrpc\":\"2.0\",\"id\":1,\"error\":{\"code\":\"1\",\"message\":\"x\",\"extra\":1}}\n\n"))
 	f.Fuzz(func(t *testing.T, stream []byte) {
-		g := &Gateway{cfg: Config{MaxResponse: 1 << 20}}
+		g := &Gateway{cfg: Config{MaxResponse: 1 << 20, Logger: slog.New(slog.DiscardHandler)}}
 		w := httptest.NewRecorder()
-		g.events(w, bytes.NewReader(stream), func(*message) []byte { return nil })
+		g.events(w, bytes.NewReader(stream), &relay{rt: &route{}})
 		for _, d := range strings.Split(dataLines(w.Body.String()), "\n") {
 			if d == "" {
 				continue
@@ -106,11 +110,12 @@ func TestFoldKey(t *testing.T) {
 // A data line behind a lone CR is split off as the SSE parsers of
 // clients split it, and so goes through the checks.
 func TestSSELoneCR(t *testing.T) {
-	g := &Gateway{cfg: Config{MaxResponse: 1 << 20}}
+	g := &Gateway{cfg: Config{MaxResponse: 1 << 20, Logger: slog.New(slog.DiscardHandler)}}
 	w := httptest.NewRecorder()
 	stream := "event: message\rdata: {\"jsonrpc\":\"2.0\",\"id\":1,\"result\":{\"tools\":[]}}\n\n"
 	seen := 0
-	g.events(w, strings.NewReader(stream), func(m *message) []byte { seen++; return drop })
+	g.events(w, strings.NewReader(stream), &relay{rt: &route{}, asked: []json.RawMessage{json.RawMessage("1")},
+		hook: func(m *message) []byte { seen++; return drop }})
 	if seen != 1 || strings.Contains(w.Body.String(), "tools") {
 		t.Errorf("hook saw %d messages; relayed %q", seen, w.Body.String())
 	}

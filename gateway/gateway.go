@@ -382,7 +382,8 @@ func New(cfg Config) (*Gateway, error) {
 			g.Close()
 			return nil, fmt.Errorf("gateway: mcp upstream %q is configured twice", r.Name)
 		}
-		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger, g.flights.admit)
+		name := r.Name
+		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger, g.flights.admit, func() { g.toolsChanged(name) })
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -462,19 +463,15 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			if resp.StatusCode < 300 {
 				g.sessions.forget(r.Header.Get(sessionHeader))
 			}
-			copyResponse(w, resp)
+			// The status only: the body is the upstream's, unchecked.
+			w.WriteHeader(resp.StatusCode)
 			return
 		}
 		// The server's own stream carries its requests and notifications;
 		// a response there (a resumed stream, or a server that answers out
 		// of band) would escape the filters of the POST it answers, so it
 		// is not relayed.
-		g.answer(w, resp, func(m *message) []byte {
-			if m.isResponse() {
-				return drop
-			}
-			return nil
-		})
+		g.answer(w, resp, &relay{rt: rt})
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
 		http.Error(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
@@ -890,34 +887,6 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {
 	}
 	g.cfg.Logger.Error("gateway: upstream unreachable", "server", rt.Name, "err", err)
 	http.Error(w, what+" cannot be reached", http.StatusBadGateway)
-}
-
-// copyResponse copies resp to w, flushing as it goes: an SSE stream
-// reaches the client event by event.
-func copyResponse(w http.ResponseWriter, resp *http.Response) {
-	for _, h := range []string{"Content-Type", sessionHeader, "Mcp-Protocol-Version", "Cache-Control"} {
-		if v := resp.Header.Values(h); len(v) > 0 {
-			w.Header()[h] = v
-		}
-	}
-	streaming(w, resp)
-	w.WriteHeader(resp.StatusCode)
-	fl, _ := w.(http.Flusher)
-	buf := make([]byte, 32<<10)
-	for {
-		n, err := resp.Body.Read(buf)
-		if n > 0 {
-			if _, werr := w.Write(buf[:n]); werr != nil {
-				return
-			}
-			if fl != nil {
-				fl.Flush()
-			}
-		}
-		if err != nil {
-			return
-		}
-	}
 }
 
 // streaming lifts the server's write timeout for an SSE stream, which

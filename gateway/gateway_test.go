@@ -492,7 +492,7 @@ func TestToolIntegrity(t *testing.T) {
 	if got := names(); got != "delete_customer fail list_customers" {
 		t.Fatalf("first list %q: the poisoned tool should be hidden", got)
 	}
-	if err := call("add"); err == nil || !strings.Contains(err.Error(), "looks like it instructs the model") {
+	if err := call("add"); err == nil || !strings.Contains(err.Error(), "the scan flagged") {
 		t.Fatalf("calling the poisoned tool: %v", err)
 	}
 	pinned := e.events(mandate.EventToolPinned)
@@ -539,7 +539,8 @@ func TestToolIntegrity(t *testing.T) {
 	}
 
 	// A new gateway on the same store knows the pins: the poisoned tool
-	// stays blocked without being listed again.
+	// stays blocked (the first call after the restart lists the server
+	// again, and finds the pin).
 	g2, err := gateway.New(gateway.Config{Routes: []gateway.Route{{Name: "crm", URL: e.upstream.URL}}, Issuer: iss,
 		Keys: keySource{e.keys}, PublicURL: e.gw.URL, Policy: allowAll{}, Events: e.store, Tools: e.store, Logger: slog.New(slog.DiscardHandler)})
 	if err != nil {
@@ -552,7 +553,7 @@ func TestToolIntegrity(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer cs2.Close()
-	if _, err := cs2.CallTool(ctx, &mcp.CallToolParams{Name: "add", Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "instructs the model") {
+	if _, err := cs2.CallTool(ctx, &mcp.CallToolParams{Name: "add", Arguments: map[string]any{}}); err == nil || !strings.Contains(err.Error(), "the scan flagged") {
 		t.Fatalf("the poisoned tool after a restart: %v", err)
 	}
 }

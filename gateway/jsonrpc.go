@@ -22,9 +22,12 @@ const (
 	// CodeUnavailable: the gateway cannot serve the request now (the audit
 	// log could not record it, say): nothing was forwarded.
 	CodeUnavailable = -32002
-	// CodeUpstream: the request reached the MCP server, whose answer the
-	// gateway does not relay (a redirect, which it never follows).
-	CodeUpstream = -32004
+	// CodeBadAnswer: the MCP server's answer to the request was not one
+	// the gateway could check or relay (not JSON-RPC 2.0, malformed,
+	// missing, a tools/list it must refuse, or a redirect, which it never
+	// follows): nothing of it was relayed. (-32004 and -32005 mean "server
+	// closing" and "rejected" to the MCP Go SDK.)
+	CodeBadAnswer = -32010
 )
 
 // Limits on a client's messages.
@@ -263,8 +266,55 @@ func parseMessage(b []byte) (*message, error) {
 		return nil, errors.New("a message is a request or a response, not both")
 	case m.Method == "" && (!hasResult || len(m.ID) == 0):
 		return nil, errors.New("a message without a method must be a response with an id")
+	case len(m.Result) > 0 && len(m.Error) > 0:
+		// JSON-RPC 2.0 §5: either the result member or the error member,
+		// never both; a reader would take either.
+		return nil, errors.New("a response has a result or an error, not both")
+	case m.Method == "" && len(m.Params) > 0:
+		return nil, errors.New("a response has no params")
+	case len(m.Params) > 0 && m.Params[0] != '{' && m.Params[0] != '[' && string(m.Params) != "null":
+		return nil, errors.New("params must be an object or an array") // §4.2 (null: as if absent)
+	case len(m.Result) > 0 && m.Result[0] != '{':
+		return nil, errors.New("a result must be an object") // MCP: every result is an object
+	}
+	if len(m.Error) > 0 {
+		e, err := errorObject(m.Error)
+		if err != nil {
+			return nil, err
+		}
+		m.Error = e
 	}
 	return &m, nil
+}
+
+// errorObject checks a JSON-RPC error object (JSON-RPC 2.0 §5.1: an
+// integer code, a string message, any data) and returns it rebuilt from
+// those members, spelt exactly: what else it holds is not relayed.
+func errorObject(raw json.RawMessage) (json.RawMessage, error) {
+	var e map[string]json.RawMessage
+	if json.Unmarshal(raw, &e) != nil {
+		return nil, errors.New("an error must be an object")
+	}
+	var code json.Number
+	var msg string
+	dec := json.NewDecoder(bytes.NewReader(e["code"]))
+	dec.UseNumber()
+	// (A JSON string of digits decodes into a json.Number too: refused.)
+	if len(e["code"]) == 0 || e["code"][0] == '"' || dec.Decode(&code) != nil || strings.ContainsAny(string(code), ".eE") {
+		return nil, errors.New("an error's code must be an integer")
+	}
+	if _, err := code.Int64(); err != nil {
+		return nil, errors.New("an error's code must be an integer")
+	}
+	if json.Unmarshal(e["message"], &msg) != nil {
+		return nil, errors.New("an error's message must be a string")
+	}
+	out := struct {
+		Code    json.Number     `json:"code"`
+		Message string          `json:"message"`
+		Data    json.RawMessage `json:"data,omitempty"`
+	}{code, msg, e["data"]}
+	return marshal(out), nil
 }
 
 // depth returns the deepest nesting of arrays and objects in b, which is

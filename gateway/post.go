@@ -23,6 +23,11 @@ type verdict struct {
 	view     string         // a list or read whose answer is filtered by scope (resources.go)
 	approval string         // the approval the call uses, with its event
 	labels   []string       // a tools/call's labels, as policy saw them
+	init     bool           // an initialize whose instructions are pinned
+	// listFirst: the tools/list asks for the first page (no cursor);
+	// toolsSeen: the server's tool generation when it was decided.
+	listFirst bool
+	toolsSeen uint64
 }
 
 // post handles a client's POST: one JSON-RPC message or a batch.
@@ -139,6 +144,23 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		g.refuse(w, msgs, verdicts, batch)
 		return
 	}
+	// The server may have said its tools changed while the calls were
+	// being recorded: each is checked again, on what it lists now.
+	if e := g.recheckTools(r, rt, c, msgs, verdicts); e != nil {
+		var evs []*mandate.Event
+		for i, m := range msgs {
+			if verdicts[i].call {
+				verdicts[i].deny = e
+				evs = append(evs, g.event(mandate.EventDecision, c, m.Method, "mcp:"+rt.Name+":"+toolName(m), mandate.OutcomeDeny, e.Message,
+					map[string]any{"rpc_error": e.Code, "rpc_id": string(m.ID)}))
+			}
+		}
+		if err := g.cfg.Events.Append(ctx, evs...); err != nil {
+			g.cfg.Logger.Error("gateway: denial not audited", "server", rt.Name, "err", err)
+		}
+		g.refuse(w, msgs, verdicts, batch)
+		return
+	}
 	// The calls are on record: the task has made them.
 	for i := range msgs {
 		if verdicts[i].call {
@@ -169,31 +191,29 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	// Every message of the answer is read: a response to a request this
 	// POST did not carry (another one of the client's, say a tools/list
 	// in flight elsewhere) is not relayed, so that no answer escapes its
-	// filter.
-	asked := map[string]*verdict{}
+	// filter; a request left without a well-formed answer gets an error.
+	rl := &relay{rt: rt, batch: batch}
 	watch := map[string]*verdict{}
 	for i, m := range msgs {
 		if m.isRequest() {
-			asked[idKey(m.ID)] = &verdicts[i]
+			rl.asked = append(rl.asked, m.ID)
 		}
-		if verdicts[i].list || verdicts[i].call || verdicts[i].view != "" {
+		if verdicts[i].list || verdicts[i].call || verdicts[i].view != "" || verdicts[i].init {
 			watch[idKey(m.ID)] = &verdicts[i]
 		}
 	}
 	start := g.cfg.Now()
-	results := g.answer(w, resp, func(m *message) []byte {
-		if m.isResponse() && asked[idKey(m.ID)] == nil {
-			g.cfg.Logger.Warn("gateway: the MCP server answered a request it was not sent here: dropped", "server", rt.Name, "id", string(m.ID))
-			return drop
-		}
+	rl.hook = func(m *message) []byte {
 		v := watch[idKey(m.ID)]
 		switch {
 		case v == nil || !m.isResponse():
 			return nil
 		case v.list:
-			return g.filterTools(ctx, m, c, rt)
+			return g.filterTools(ctx, m, c, rt, v)
 		case v.view != "":
 			return g.filterView(m, c, rt, v.view)
+		case v.init:
+			return g.filterInstructions(ctx, m, c, rt)
 		case v.call:
 			v.event = resultEvent(v.event, m, g.cfg.Now().Sub(start))
 			g.tasks.add(c.Task, "result_bytes", int64(len(m.Result)), g.cfg.Now())
@@ -203,7 +223,8 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			}
 		}
 		return nil
-	})
+	}
+	results := g.answer(w, resp, rl)
 	if results != nil {
 		g.cfg.Logger.Warn("gateway: answer not read whole", "server", rt.Name, "err", results)
 	}
@@ -233,7 +254,7 @@ func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *r
 		// Each request gets the reason, as a JSON-RPC error its client
 		// shows; the requests did reach the server.
 		g.cfg.Logger.Warn("gateway: the MCP server redirected: not followed", "server", rt.Name, "status", redirected.status, "location", redirected.location)
-		refused, code = hasRequest(msgs), CodeUpstream
+		refused, code = hasRequest(msgs), CodeBadAnswer
 		why = "the MCP server " + rt.Name + " answered with a redirect (HTTP " + itoa(int64(redirected.status)) + "), which the gateway does not follow or relay"
 	case !errors.Is(err, errStopped):
 		refused, why = false, "no answer: the upstream could not be reached, or did not answer"
@@ -262,6 +283,28 @@ func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *r
 		return
 	}
 	g.refuse(w, msgs, verdicts, batch)
+}
+
+// recheckTools checks again the tool of each call decided before the
+// server last said its tools changed (the decision was made before the
+// wait for the audit log; the call is checked again at the moment it
+// goes): on a new list, which the gateway asks for itself. It returns
+// why the calls may not go, or nil.
+func (g *Gateway) recheckTools(r *http.Request, rt *route, c *mandate.Claims, msgs []*message, verdicts []verdict) *rpcError {
+	gen := g.pins.generation(rt.Name)
+	for i, m := range msgs {
+		if !verdicts[i].call || verdicts[i].toolsSeen == gen {
+			continue
+		}
+		ok, why := g.toolUsable(r.Context(), rt, toolName(m))
+		if !ok && g.discover(r, rt, c) {
+			ok, why = g.toolUsable(r.Context(), rt, toolName(m))
+		}
+		if !ok {
+			return &rpcError{Code: CodeDenied, Message: why}
+		}
+	}
+	return nil
 }
 
 // maxResultWriters bounds the results being recorded in the background.
@@ -296,6 +339,15 @@ func (g *Gateway) recordResults(ctx context.Context, rt *route, evs []*mandate.E
 // are written (some are written in the background): call it after the
 // HTTP server has shut down, before the event log closes.
 func (g *Gateway) Drain() { g.writing.Wait() }
+
+// toolName is the tool a tools/call names.
+func toolName(m *message) string {
+	var p struct {
+		Name string `json:"name"`
+	}
+	json.Unmarshal(m.Params, &p)
+	return p.Name
+}
 
 func hasRequest(msgs []*message) bool {
 	for _, m := range msgs {
@@ -370,6 +422,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 	var p struct {
 		Name      string          `json:"name"`
 		URI       string          `json:"uri"`
+		Cursor    string          `json:"cursor"`
 		Arguments json.RawMessage `json:"arguments"`
 		Ref       struct {
 			Type string `json:"type"`
@@ -381,6 +434,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		return g.denied(c, m, rt, "mcp:"+rt.Name, rpcError{Code: CodeInvalidRequest, Message: "params must be an object"}, nil)
 	}
 	resource := "mcp:" + rt.Name
+	gen := g.pins.generation(rt.Name) // before the tools are checked: a change after it is seen
 	req, err := g.request(ctx, rt, c)
 	if err != nil {
 		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: mandate.ErrorMessage(err)}, nil)
@@ -399,7 +453,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		return nil
 	}
 	switch m.Method {
-	case "initialize", "server/discover", "ping", "logging/setLevel":
+	case "initialize", "server/discover":
+		return verdict{init: true} // its instructions are pinned
+	case "ping", "logging/setLevel":
 		return verdict{}
 	case "tools/list":
 		req.Action = policy.ActionListTools
@@ -526,7 +582,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why, cause: g.policyCause(ctx, req),
 			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d))
 	}
-	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view, labels: req.ToolLabels}
+	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view, labels: req.ToolLabels, listFirst: p.Cursor == "", toolsSeen: gen}
 	if d.NeedsApproval {
 		// The call waits for a person: held here until decided, or for
 		// ApprovalHold, after which the client is told to call again.
@@ -656,39 +712,63 @@ func resultEvent(call *mandate.Event, m *message, took time.Duration) *mandate.E
 
 // filterTools rewrites a tools/list answer to list only the tools c's
 // scopes allow and whose definitions are the pinned ones (pinning new
-// ones on the way): a hidden tool stays denied if called anyway. It
-// returns nil if m is not a tools/list result.
-func (g *Gateway) filterTools(ctx context.Context, m *message, c *mandate.Claims, rt *route) []byte {
+// ones on the way), each exactly as pinned: a hidden tool stays denied if
+// called anyway. A list that names a tool twice, or that is not a list,
+// is refused: the client gets an error. It returns nil for an error
+// answer, which is relayed as it is.
+func (g *Gateway) filterTools(ctx context.Context, m *message, c *mandate.Claims, rt *route, v *verdict) []byte {
 	if len(m.Error) > 0 {
-		return nil // an error, relayed as it is
+		return nil
+	}
+	bad := func(why string) []byte {
+		g.cfg.Logger.Warn("gateway: a tools/list answer refused", "server", rt.Name, "why", why)
+		return errorResponse(m.ID, rpcError{Code: CodeBadAnswer, Message: "the MCP server's tools/list answer was refused: " + why})
 	}
 	// The answer is rebuilt from the keys MCP defines, spelt exactly:
 	// what it holds besides is not relayed, so that no client reads a
-	// list ("Tools", say) the gateway did not filter.
+	// list ("Tools", say) the gateway did not filter, or text (_meta)
+	// that no one pinned or scanned.
 	var res map[string]json.RawMessage
-	json.Unmarshal(m.Result, &res)
 	var tools []json.RawMessage
-	json.Unmarshal(res["tools"], &tools)
-	out := map[string]json.RawMessage{}
-	for _, k := range []string{"nextCursor", "_meta"} {
-		if v, ok := res[k]; ok {
-			out[k] = v
-		}
+	var next, resultType string
+	var ttl json.Number
+	switch {
+	case json.Unmarshal(m.Result, &res) != nil || json.Unmarshal(res["tools"], &tools) != nil || tools == nil:
+		return bad("it holds no list of tools")
+	case res["nextCursor"] != nil && json.Unmarshal(res["nextCursor"], &next) != nil:
+		return bad("its nextCursor is not a string")
+	case res["resultType"] != nil && (json.Unmarshal(res["resultType"], &resultType) != nil || resultType != "complete"):
+		return bad("it is not a complete result")
+	case res["ttlMs"] != nil && (json.Unmarshal(res["ttlMs"], &ttl) != nil || strings.HasPrefix(string(ttl), "-")):
+		return bad("its ttlMs is not a number of milliseconds")
 	}
-	res = out
-	usable := g.observe(ctx, rt, c, tools)
+	list := g.observe(ctx, rt, c, tools, v.listFirst && next == "", v.toolsSeen)
+	if list.twice != "" {
+		return bad("it lists tool " + list.twice + " more than once, and the gateway cannot tell which definition a call would reach")
+	}
+	out := map[string]json.RawMessage{}
+	if next != "" {
+		out["nextCursor"] = res["nextCursor"]
+	}
+	if resultType != "" {
+		out["resultType"] = res["resultType"]
+	}
+	if ttl != "" {
+		out["ttlMs"] = json.RawMessage(ttl)
+	}
+	if res["cacheScope"] != nil {
+		// The list is filtered for this mandate: never one to share.
+		out["cacheScope"] = json.RawMessage(`"private"`)
+	}
 	scopes, _ := c.Scopes()
 	kept := []json.RawMessage{}
-	for _, t := range tools {
-		var tool struct {
-			Name string `json:"name"`
-		}
-		if json.Unmarshal(t, &tool) == nil && usable[tool.Name] && scopes.Allows("mcp:"+rt.Name+":"+tool.Name) {
-			kept = append(kept, t)
+	for _, name := range list.order {
+		if def := list.relay[name]; def != nil && scopes.Allows("mcp:"+rt.Name+":"+name) {
+			kept = append(kept, def)
 		}
 	}
-	res["tools"] = marshal(kept)
-	m.Result = marshal(res)
+	out["tools"] = marshal(kept)
+	m.Result = marshal(out)
 	return marshal(m)
 }
 

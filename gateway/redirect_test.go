@@ -71,7 +71,7 @@ func TestMCPUpstreamRedirectsAreNotFollowed(t *testing.T) {
 				t.Errorf("tools/call: %d %s", resp.StatusCode, body)
 			}
 			resp, body = e.post(tok, "s1", `{"jsonrpc":"2.0","id":3,"method":"tools/list"}`)
-			if resp.StatusCode != 200 || !strings.Contains(body, `"code":-32004`) || !strings.Contains(body, "redirect") || !strings.Contains(body, `"id":3`) ||
+			if resp.StatusCode != 200 || !strings.Contains(body, `"code":-32010`) || !strings.Contains(body, "redirect") || !strings.Contains(body, `"id":3`) ||
 				resp.Header.Get("Location") != "" {
 				t.Errorf("tools/list: %d %s %v", resp.StatusCode, body, resp.Header)
 			}

@@ -57,6 +57,11 @@ type stdioBridge struct {
 	url    string
 	maxMsg int
 
+	// toolsChanged is told of each notifications/tools/list_changed a
+	// process writes: the gateway reads its stdout, whether or not a
+	// client reads the session's stream.
+	toolsChanged func()
+
 	mu       sync.Mutex
 	sessions map[string]*stdioSession
 	fails    int       // processes in a row that died at once
@@ -76,7 +81,7 @@ type stdioSession struct {
 	used    time.Time
 }
 
-func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight string) (func(), bool)) (*stdioBridge, error) {
+func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight string) (func(), bool), toolsChanged func()) (*stdioBridge, error) {
 	if len(r.Command) == 0 || r.Command[0] == "" {
 		return nil, fmt.Errorf("gateway: stdio server %q: no command", r.Name)
 	}
@@ -86,7 +91,7 @@ func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight st
 	var raw [32]byte
 	rand.Read(raw[:])
 	b := &stdioBridge{route: r, log: log.With("server", r.Name), secret: base64.RawURLEncoding.EncodeToString(raw[:]),
-		sessions: map[string]*stdioSession{}, maxMsg: maxMsg, admit: admit}
+		sessions: map[string]*stdioSession{}, maxMsg: maxMsg, admit: admit, toolsChanged: toolsChanged}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("gateway: stdio server %q: %w", r.Name, err)
@@ -366,6 +371,9 @@ func (b *stdioBridge) read(s *stdioSession, out io.Reader) {
 		if err != nil {
 			b.log.Warn("gateway: stdio server wrote something that is not JSON-RPC", "session", s.id[:6], "err", err)
 			continue
+		}
+		if m.Method == "notifications/tools/list_changed" && b.toolsChanged != nil {
+			b.toolsChanged()
 		}
 		if m.isResponse() {
 			s.mu.Lock()

@@ -18,6 +18,10 @@ import (
 // TestMain lets this test binary be a stdio MCP server (the official Go
 // SDK's), which the stdio tests have the gateway run.
 func TestMain(m *testing.M) {
+	if os.Getenv("GATEWAY_TEST_STDIO_SERVER") == "hostile" {
+		hostileStdio()
+		os.Exit(0)
+	}
 	if os.Getenv("GATEWAY_TEST_STDIO_SERVER") == "1" {
 		srv := mcp.NewServer(&mcp.Implementation{Name: "local", Version: "1"}, nil)
 		mcp.AddTool(srv, &mcp.Tool{Name: "pid", Description: "Says which process answers."},
