@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -360,9 +361,17 @@ func TestApprovalDenied(t *testing.T) {
 }
 
 func TestApprovalTimeout(t *testing.T) {
-	f := newApprovalFixture(t, func(c *issuer.Config) { c.ApprovalTimeout = 50 * time.Millisecond })
+	// The issuer's clock is the test's: the approval times out when the
+	// test says, however slow the machine (the agents' assertions, signed
+	// on the real clock, live a minute).
+	var mu sync.Mutex
+	skew := time.Duration(0)
+	now := func() time.Time { mu.Lock(); defer mu.Unlock(); return time.Now().Add(skew) }
+	f := newApprovalFixture(t, func(c *issuer.Config) { c.ApprovalTimeout, c.Now = 10*time.Second, now })
 	id := f.pending(t)
-	time.Sleep(100 * time.Millisecond)
+	mu.Lock()
+	skew = 20 * time.Second
+	mu.Unlock()
 	resp, body := f.ask(t, id)
 	if resp.StatusCode != 400 || body["error"] != "expired_token" {
 		t.Fatalf("HTTP %d %v, want expired_token", resp.StatusCode, body)
