@@ -6,6 +6,7 @@ import (
 	"crypto/rand"
 	"errors"
 	"io/fs"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strings"
@@ -84,16 +85,12 @@ func TestNobodyApprovesTheirOwnAgentsCall(t *testing.T) {
 
 	// The call waits for a person: alice sees it, bob does not.
 	var ap *mandate.Approval
-	for deadline := time.Now().Add(20 * time.Second); ap == nil; time.Sleep(20 * time.Millisecond) {
-		list, err := alice.Approvals(ctx, "pending", "")
-		if err != nil {
-			t.Fatal(err)
-		}
-		if len(list) > 0 {
-			ap = list[0]
-		} else if time.Now().After(deadline) {
-			t.Fatal("no approval was asked of alice")
-		}
+	// The request is on record before it is listed: wait for its event.
+	awaitEvent(t, m, url.Values{"type": {mandate.EventApprovalRequested}}, func(mandate.LoggedEvent) bool { return true })
+	if list, err := alice.Approvals(ctx, "pending", ""); err != nil || len(list) == 0 {
+		t.Fatalf("no approval was asked of alice: %v", err)
+	} else {
+		ap = list[0]
 	}
 	if got := strings.Join(ap.Approvers, ","); got != "alice@example.org" {
 		t.Errorf("approvers %s, want alice's side only", got)

@@ -178,20 +178,12 @@ func forgedProof(holder, signer ed25519.PrivateKey, algNone bool, method, url, t
 func waitDetections(t *testing.T, m *Main, detector string, mandates ...string) map[string]*mandate.Event {
 	t.Helper()
 	found := map[string]*mandate.Event{}
-	for deadline := time.Now().Add(20 * time.Second); len(found) < len(mandates); time.Sleep(20 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("%s alerts for %d of the mandates %v: %v", detector, len(found), mandates, found)
+	awaitEvent(t, m, url.Values{"type": {mandate.EventAlert}}, func(e mandate.LoggedEvent) bool {
+		if e.Event.Details["detector"] == detector && slices.Contains(mandates, e.Event.Mandate) {
+			found[e.Event.Mandate] = e.Event
 		}
-		evs, err := m.Store.Events(context.Background(), mandate.EventFilter{Type: mandate.EventAlert, Limit: mandate.MaxEventsPerQuery})
-		if err != nil {
-			t.Fatal(err)
-		}
-		for _, e := range evs {
-			if e.Event.Details["detector"] == detector && slices.Contains(mandates, e.Event.Mandate) {
-				found[e.Event.Mandate] = e.Event
-			}
-		}
-	}
+		return len(found) == len(mandates)
+	})
 	return found
 }
 
