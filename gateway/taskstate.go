@@ -279,10 +279,8 @@ func replayed(e *mandate.Event) (labels, counters []string, sums map[string]int6
 	}
 	switch e.Type {
 	case mandate.EventToolCall:
+		// A tool's labels, or an HTTP route's: what the call noted.
 		n, _ := detailInt(e.Details["args_bytes"])
-		if e.Action == "http" {
-			return nil, []string{"calls"}, map[string]int64{"args_bytes": n}
-		}
 		tl := stringList(e.Details["tool_labels"])
 		return dataLabels(tl), callCounters(tl), map[string]int64{"args_bytes": n}
 	case mandate.EventToolResult:
@@ -292,9 +290,11 @@ func replayed(e *mandate.Event) (labels, counters []string, sums map[string]int6
 		}
 		return labels, nil, map[string]int64{"result_bytes": n}
 	case mandate.EventDecision:
-		refused, _ := e.Details["refused"].(string)
-		if e.Outcome != mandate.OutcomeDeny || e.Action == "authenticate" || refused != "" {
-			return nil, nil, nil // a refused mandate, or the task state's own refusals
+		// Only a decision's denial counts (denied, refuseHTTPWith): not a
+		// refused mandate (refused), nor a request refused before any
+		// decision (check: refuseRequest, admitTask).
+		if e.Outcome != mandate.OutcomeDeny || e.Action == "authenticate" || e.Details["refused"] != nil || e.Details["check"] != nil {
+			return nil, nil, nil
 		}
 		return nil, []string{"denials"}, nil
 	}
