@@ -133,10 +133,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	// the mandate is checked once more, now that the call is on record.
 	fctx, f, err := g.begin(ctx, rt, c)
 	if err != nil {
-		res := *call
-		res.Type, res.Outcome, res.Reason = mandate.EventToolResult, mandate.OutcomeDeny, mandate.ClipReason("not forwarded: "+err.Error())
-		res.Details = map[string]any{"forwarded": false}
-		g.recordResults(ctx, rt, []*mandate.Event{&res})
+		g.recordResults(ctx, rt, []*mandate.Event{unsent(call, mandate.OutcomeDeny, "not forwarded: "+err.Error(), true)})
 		http.Error(w, "not forwarded: "+err.Error(), http.StatusForbidden)
 		return
 	}
