@@ -312,6 +312,10 @@ func TestMalformedAnswersRefused(t *testing.T) {
 				if string(m.ID) != "7" || m.Error == nil || m.Error.Code != gateway.CodeBadAnswer || m.Result != nil {
 					t.Errorf("the client got %s", msgs[0])
 				}
+				// Forwarded, it has an outcome on record all the same.
+				if res := e.events(mandate.EventToolResult); len(res) != 1 || res[0].Outcome != mandate.OutcomeError || res[0].Details["forwarded"] != nil {
+					t.Errorf("the call's tool.result: %+v", res)
+				}
 			})
 		}
 	}

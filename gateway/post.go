@@ -250,8 +250,17 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	}
 	var done []*mandate.Event
 	for _, v := range watch {
-		if v.call && v.event.Type == mandate.EventToolResult {
+		switch {
+		case !v.call:
+		case v.event.Type == mandate.EventToolResult:
 			done = append(done, v.event)
+		default:
+			// Forwarded, and no answer the gateway could check came back
+			// (an error status, a malformed answer, a stream cut short):
+			// the call's outcome is on record all the same.
+			res := unsent(v.event, mandate.OutcomeError, "no answer the gateway could check: the client was told so", false)
+			res.Details["ms"] = g.cfg.Now().Sub(start).Milliseconds()
+			done = append(done, res)
 		}
 	}
 	g.recordResults(ctx, rt, done)
