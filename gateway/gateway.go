@@ -605,8 +605,9 @@ const (
 	refusedMax  = 10_000
 )
 
-// auditOnce records ev, the refusal of the mandate of id for check,
-// unless one was recorded within refusedFor or the rate is spent. It is
+// auditOnce records ev, the refusal of the mandate (or the task) of id
+// for check, unless one was recorded within refusedFor or the rate is
+// spent. It is
 // written in the background where it can be: a refusal need not wait for
 // the log (it grants nothing).
 func (g *Gateway) auditOnce(ctx context.Context, rt *route, id, check string, ev func() *mandate.Event) {

@@ -78,7 +78,7 @@ func newTaskStates(max, perAgent int) *taskStates {
 type taskError struct {
 	status int    // the HTTP status
 	code   int    // the JSON-RPC error code
-	kind   string // details.refused of its decision event
+	kind   string // details.check of its decision event
 	msg    string
 }
 
@@ -389,7 +389,8 @@ func (g *Gateway) taskEnd(ctx context.Context, c *mandate.Claims) (time.Time, er
 }
 
 // admitTask admits the task of a request (taskStates.admit); on refusal it
-// records the decision, at most once a minute per task and within the
+// records the decision as a refusal before any decision (details check,
+// as refuseRequest's), at most once a minute per task and within the
 // refusals' rate (anyone may start tasks), and returns the error to
 // answer.
 func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, action string) *taskError {
@@ -397,20 +398,20 @@ func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, a
 	if g.tasks.has(c.Task, now) {
 		return nil
 	}
-	end, err := g.taskEnd(ctx, c)
-	if err != nil {
+	var te *taskError
+	if end, err := g.taskEnd(ctx, c); err != nil {
 		g.cfg.Logger.ErrorContext(ctx, "gateway: the end of a task is unknown", "task", c.Task, "err", err)
-		return &taskError{status: http.StatusServiceUnavailable, code: CodeUnavailable, kind: "task-state-unknown",
+		te = &taskError{status: http.StatusServiceUnavailable, code: CodeUnavailable, kind: "task-state-unknown",
 			msg: "the gateway cannot tell when task " + c.Task + " ends, so it cannot keep what the task does: try again later"}
-	}
-	if err = g.tasks.admit(c, end, now); err == nil {
+	} else if err = g.tasks.admit(c, end, now); err != nil {
+		te = err.(*taskError)
+	} else {
 		return nil
 	}
-	te := err.(*taskError)
-	if g.refused.Use(te.kind+" "+c.Task, now.Add(refusedFor), now) == nil && g.refusals.Allow(now) {
-		g.recordResults(ctx, rt, []*mandate.Event{g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name,
-			mandate.OutcomeDeny, te.msg, map[string]any{"refused": te.kind})})
-	}
+	g.auditOnce(ctx, rt, c.Task, te.kind, func() *mandate.Event {
+		return g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name, mandate.OutcomeDeny, te.msg,
+			map[string]any{"check": te.kind, "http_status": te.status})
+	})
 	return te
 }
 
