@@ -240,3 +240,56 @@ func TestRefusalCauses(t *testing.T) {
 		t.Errorf("causes\n%s\nwant\n%s", strings.Join(got, "|"), want)
 	}
 }
+
+// A refusal that only what the task did before caused (a label a
+// sibling's read gave it, a count its other agents ran up) is not the
+// caller's own asking: its cause is "task", which the monitor does not
+// count as probing, so that one agent of a task cannot have another
+// quarantined by reading what policy then keeps the other from sending.
+// What the call itself carries (a secret in its arguments) stays its own.
+func TestRefusalCauseOfWhatTheTaskDid(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	mcp.AddTool(e.srv, &mcp.Tool{Name: "send_email", Description: "Sends an e-mail."},
+		func(context.Context, *mcp.CallToolRequest, struct {
+			Body string `json:"body"`
+		}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+		})
+	e.regateway(func(c *gateway.Config) {
+		c.Policy, c.Agents = defaultSetWith(t, `
+@id("no-send-after-confidential")
+forbid (principal, action == Action::"CallTool", resource is Tool)
+when { resource.labels.contains("external_send") && context.labels.contains("confidential") };`), e.store
+		c.Routes[0].ToolLabels = map[string][]string{"list_customers": {"data:confidential"}, "send_email": {"external_send"}}
+	})
+	key := e.agent("orchestrator", "mcp:crm:*")
+	root := e.mint("orchestrator", key, "mcp:crm:*", time.Minute, false)
+	connect := func() *mcp.ClientSession {
+		cs, err := e.connect(e.delegate(root, newKey(t)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close() })
+		return cs
+	}
+	reader, sender := connect(), connect()
+	send := func(body string) {
+		if _, err := sender.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"body": body}}); err == nil {
+			t.Fatalf("a send of %q was not refused", body)
+		}
+	}
+	send("the key is AKIAIOSFODNN7EXAMPLE") // its own arguments: policy
+	if _, err := reader.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	send("hello") // refused only for what the sibling read: task
+	var got []string
+	for _, ev := range e.events(mandate.EventDecision) {
+		got = append(got, fmt.Sprint(ev.Event.Details["policies"], " ", ev.Event.Details["cause"]))
+	}
+	want := "[no-secret-to-external-sink] policy|[no-send-after-confidential] task"
+	if strings.Join(got, "|") != want {
+		t.Errorf("causes\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+}

@@ -487,6 +487,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: mandate.ErrorMessage(err)}, nil)
 	}
 	var secrets map[string]any // found in a call's arguments
+	var own []string           // the labels of what the call carries (not of its task)
 	view := ""
 	// needs is the scope a request needs, covered by a single scope of
 	// the mandate (a concrete request is matched, a pattern covered).
@@ -525,7 +526,8 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		}
 		req.Action, req.Tool = policy.ActionCallTool, p.Name
 		secrets = findSecrets(m.Params) // all that reaches the server: arguments, _meta, anything else
-		req.Labels = append(req.Labels, secretLabels(secrets)...)
+		own = secretLabels(secrets)
+		req.Labels = append(req.Labels, own...)
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
 			dec := json.NewDecoder(bytes.NewReader(p.Arguments))
 			dec.UseNumber()
@@ -626,7 +628,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		if len(d.Policies) > 0 {
 			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
 		}
-		return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why, cause: g.policyCause(ctx, req),
+		return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why, cause: g.policyCause(ctx, req, own),
 			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d))
 	}
 	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view, labels: req.ToolLabels, listFirst: p.Cursor == "", toolsSeen: gen}
