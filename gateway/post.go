@@ -525,7 +525,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
 		}
 		req.Action, req.Tool = policy.ActionCallTool, p.Name
-		secrets = findSecrets(m.Params) // all that reaches the server: arguments, _meta, anything else
+		secrets = findCallSecrets(m) // all that reaches the server: arguments, _meta, anything else, the id
 		own = secretLabels(secrets)
 		req.Labels = append(req.Labels, own...)
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
@@ -655,7 +655,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		v.approval = ap.ID
 	}
 	if v.call {
-		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": string(m.ID)}
+		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": maskText(string(m.ID))}
 		if v.approval != "" {
 			details["approval"] = v.approval
 		}
@@ -693,12 +693,30 @@ func (g *Gateway) denied(c *mandate.Claims, m *message, rt *route, resource stri
 	return verdict{deny: &e, event: g.event(mandate.EventDecision, c, m.Method, resource, mandate.OutcomeDeny, e.Message, details)}
 }
 
+// event is an audit event of the gateway about the holder of c. Its
+// action, resource and reason may hold what a caller sent (a tool's name,
+// a path, a method): they are bounded, and any secret in them masked.
 func (g *Gateway) event(typ string, c *mandate.Claims, action, resource, outcome, reason string, details map[string]any) *mandate.Event {
 	return &mandate.Event{
 		V: mandate.EventVersion, Time: g.cfg.Now().UnixNano(), Type: typ,
 		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
-		Action: action, Resource: resource, Outcome: outcome, Reason: mandate.ClipReason(reason), Details: details,
+		Action: clipText(maskText(action), maxEventAction), Resource: clipText(maskText(resource), mandate.MaxScopeLen),
+		Outcome: outcome, Reason: mandate.ClipReason(maskText(reason)), Details: details,
 	}
+}
+
+// maxEventAction bounds an event's action (a method, as a client named
+// it): no method MCP defines is near it.
+const maxEventAction = 128
+
+// clipText cuts s to at most n bytes, on a rune, "…" marking a cut: what
+// is longer than any scope (or method) can be is refused, never allowed,
+// and needs no more in the log.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // request is the policy request of a call by the holder of c.
