@@ -408,7 +408,7 @@ func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, a
 	} else {
 		return nil
 	}
-	g.auditOnce(ctx, rt, c.Task, te.kind, func() *mandate.Event {
+	g.auditOnce(ctx, rt, g.requestRefusals, c.Task, te.kind, func() *mandate.Event {
 		return g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name, mandate.OutcomeDeny, te.msg,
 			map[string]any{"check": te.kind, "http_status": te.status})
 	})
