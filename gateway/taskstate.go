@@ -280,11 +280,11 @@ func replayed(e *mandate.Event) (labels, counters []string, sums map[string]int6
 	switch e.Type {
 	case mandate.EventToolCall:
 		// A tool's labels, or an HTTP route's: what the call noted.
-		n, _ := detailInt(e.Details["args_bytes"])
-		tl := stringList(e.Details["tool_labels"])
+		n, _ := mandate.DetailInt(e.Details["args_bytes"])
+		tl := mandate.DetailStrings(e.Details["tool_labels"])
 		return dataLabels(tl), callCounters(tl), map[string]int64{"args_bytes": n}
 	case mandate.EventToolResult:
-		n, _ := detailInt(e.Details["result_bytes"])
+		n, _ := mandate.DetailInt(e.Details["result_bytes"])
 		if e.Details["result_secrets"] != nil && e.Action != "http" {
 			labels = []string{"secret"}
 		}
@@ -299,41 +299,6 @@ func replayed(e *mandate.Event) (labels, counters []string, sums map[string]int6
 		return nil, []string{"denials"}, nil
 	}
 	return nil, nil, nil
-}
-
-// stringList reads a details list: []string in process, []any once read
-// back from the log.
-func stringList(v any) []string {
-	switch x := v.(type) {
-	case []string:
-		return x
-	case []any:
-		var out []string
-		for _, e := range x {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
-}
-
-// detailInt reads a details number: int in process, json.Number once read
-// back from the log.
-func detailInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int:
-		return int64(x), true
-	case int64:
-		return x, true
-	case float64:
-		return int64(x), true
-	case interface{ Int64() (int64, error) }:
-		n, err := x.Int64()
-		return n, err == nil
-	}
-	return 0, false
 }
 
 // endHeap orders task states by their end.
