@@ -221,3 +221,25 @@ func TestOwnRefusalsHideNoStolenMandate(t *testing.T) {
 		t.Errorf("the refusal after the flood: %+v", got)
 	}
 }
+
+// A refusal of a request whose names are longer than an audit event can
+// hold (a tool's name, a method of 70 KB, within the body's limit) is
+// recorded all the same, the names cut: a caller cannot make its
+// refusals unaudited (and unseen by the monitor) by their size.
+func TestHugeNamesRefusedAudited(t *testing.T) {
+	e := newEnvWith(t, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	key := e.agent("padder", "mcp:crm:*")
+	tok := e.mint("padder", key, "mcp:crm:list_customers", time.Minute, false)
+	huge := strings.Repeat("x", 70_000)
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + huge + `","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"x/` + huge + `"}`,
+	} {
+		if _, body := e.post(tok.AccessToken, "", msg); !strings.Contains(body, `"code":-32`) {
+			t.Fatalf("%.100s", body)
+		}
+	}
+	if n := len(e.events(mandate.EventDecision)); n != 2 {
+		t.Errorf("%d of the 2 refusals audited", n)
+	}
+}
