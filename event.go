@@ -195,3 +195,40 @@ func ClipReason(s string) string {
 	}
 	return strings.ToValidUTF8(s[:MaxReason], "") + "…"
 }
+
+// DetailInt reads a number of an event's details: a Go integer in the
+// process that made the event, a json.Number (or a float64) once it is
+// read back from the log.
+func DetailInt(v any) (int64, bool) {
+	switch x := v.(type) {
+	case int:
+		return int64(x), true
+	case int64:
+		return x, true
+	case float64:
+		return int64(x), true
+	case interface{ Int64() (int64, error) }:
+		n, err := x.Int64()
+		return n, err == nil
+	}
+	return 0, false
+}
+
+// DetailStrings reads a list of strings of an event's details: []string in
+// the process that made the event, []any once it is read back from the
+// log (elements that are not strings are left out).
+func DetailStrings(v any) []string {
+	switch x := v.(type) {
+	case []string:
+		return x
+	case []any:
+		var out []string
+		for _, e := range x {
+			if s, ok := e.(string); ok {
+				out = append(out, s)
+			}
+		}
+		return out
+	}
+	return nil
+}

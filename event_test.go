@@ -153,3 +153,28 @@ func TestClipReason(t *testing.T) {
 		t.Error("a short reason changed")
 	}
 }
+
+// Details read the same in the process that made an event and once it is
+// read back from the log.
+func TestDetailAccessors(t *testing.T) {
+	ev := &Event{V: EventVersion, Type: EventToolCall, Details: map[string]any{"n": 42, "list": []string{"a", "b"}}}
+	b, err := MarshalEvent(ev)
+	if err != nil {
+		t.Fatal(err)
+	}
+	back, err := ParseEvent(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, d := range []map[string]any{ev.Details, back.Details} {
+		if n, ok := DetailInt(d["n"]); !ok || n != 42 {
+			t.Errorf("DetailInt(%#v) = %d %v", d["n"], n, ok)
+		}
+		if l := DetailStrings(d["list"]); strings.Join(l, ",") != "a,b" {
+			t.Errorf("DetailStrings(%#v) = %v", d["list"], l)
+		}
+	}
+	if _, ok := DetailInt("42"); ok {
+		t.Error("a string read as a number")
+	}
+}

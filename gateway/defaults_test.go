@@ -2,6 +2,7 @@ package gateway_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -11,6 +12,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -116,7 +118,69 @@ permit (principal, action == Action::"HttpRequest", resource);`)
 	if len(calls) != 2 || fmt.Sprint(calls[0].Event.Details["tool_labels"]) != "[external_send]" || fmt.Sprint(calls[1].Event.Details["tool_labels"]) != "[internal]" {
 		t.Errorf("tool.call events %+v", calls)
 	}
+	// The refusals are on record, the secrets they refused are not (the
+	// path's was the decision's resource).
+	if held := e.logHolds("AKIAIOSFODNN7EXAMPLE"); len(held) > 0 {
+		t.Errorf("the audit log holds the secret: %s", held)
+	}
 	_ = context.Background
+}
+
+// logHolds returns the events of the log whose JSON holds s.
+func (e *env) logHolds(s string) []string {
+	e.t.Helper()
+	var out []string
+	for _, ev := range e.events("") {
+		if b, _ := json.Marshal(ev); strings.Contains(string(b), s) {
+			out = append(out, string(b))
+		}
+	}
+	return out
+}
+
+// A secret anywhere in what a call sends the server reaches no external
+// sink: in the JSON-RPC id too, which the server reads as it reads the
+// params. And the audit log holds no secret a refused request carried,
+// in the tool's name, the method or the id.
+func TestSecretOutsideTheParams(t *testing.T) {
+	e := newEnvWith(t, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	var sent atomic.Int64
+	mcp.AddTool(e.srv, &mcp.Tool{Name: "send_email", Description: "Sends an e-mail."},
+		func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+			sent.Add(1)
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+		})
+	e.regateway(func(c *gateway.Config) {
+		c.Policy, c.Agents = defaultSetWith(t, ""), e.store
+		c.Routes[0].ToolLabels = map[string][]string{"send_email": {"external_send"}}
+	})
+	key := e.agent("sender", "mcp:crm:*")
+	tok := e.mint("sender", key, "mcp:crm:*", time.Minute, false)
+	const secret = "AKIAIOSFODNN7EXAMPLE"
+	for name, msg := range map[string]string{
+		"id":           `{"jsonrpc":"2.0","id":"` + secret + `","method":"tools/call","params":{"name":"send_email","arguments":{}}}`,
+		"escaped id":   `{"jsonrpc":"2.0","id":"\u0041KIAIOSFODNN7EXAMPLE","method":"tools/call","params":{"name":"send_email","arguments":{}}}`,
+		"tool name":    `{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + secret + `","arguments":{}}}`,
+		"method":       `{"jsonrpc":"2.0","id":1,"method":"x/` + secret + `"}`,
+		"resource uri": `{"jsonrpc":"2.0","id":1,"method":"resources/read","params":{"uri":"file:///` + secret + `"}}`,
+	} {
+		if _, body := e.post(tok.AccessToken, "", msg); !strings.Contains(body, `"error"`) {
+			t.Errorf("%s: %s", name, body)
+		}
+	}
+	if n := sent.Load(); n != 0 {
+		t.Errorf("the external sink got %d calls carrying a secret", n)
+	}
+	if held := e.logHolds(secret); len(held) > 0 {
+		t.Errorf("the audit log holds the secret: %s", held)
+	}
+	// An id is bounded, as it is recorded with the call.
+	if resp, _ := e.post(tok.AccessToken, "", `{"jsonrpc":"2.0","id":"`+strings.Repeat("i", 300)+`","method":"ping"}`); resp.StatusCode != http.StatusBadRequest {
+		t.Errorf("an id of 300 bytes: %d", resp.StatusCode)
+	}
+	if _, body := e.post(tok.AccessToken, "", `{"jsonrpc":"2.0","id":"`+strings.Repeat("i", 36)+`","method":"tools/call","params":{"name":"send_email","arguments":{}}}`); !strings.Contains(body, "sent") {
+		t.Errorf("a call with a UUID-sized id: %s", body)
+	}
 }
 
 // Internal mail is not exfiltration: with an internal rule on send_email,
@@ -236,6 +300,59 @@ func TestRefusalCauses(t *testing.T) {
 		got = append(got, fmt.Sprint(ev.Event.Resource, " ", ev.Event.Details["cause"]))
 	}
 	want := "mcp:crm:fail scope|mcp:crm:delete_customer policy|mcp:crm:no_such_tool scope|mcp:crm:list_customers risk"
+	if strings.Join(got, "|") != want {
+		t.Errorf("causes\n%s\nwant\n%s", strings.Join(got, "|"), want)
+	}
+}
+
+// A refusal that only what the task did before caused (a label a
+// sibling's read gave it, a count its other agents ran up) is not the
+// caller's own asking: its cause is "task", which the monitor does not
+// count as probing, so that one agent of a task cannot have another
+// quarantined by reading what policy then keeps the other from sending.
+// What the call itself carries (a secret in its arguments) stays its own.
+func TestRefusalCauseOfWhatTheTaskDid(t *testing.T) {
+	e := newEnv(t)
+	ctx := context.Background()
+	mcp.AddTool(e.srv, &mcp.Tool{Name: "send_email", Description: "Sends an e-mail."},
+		func(context.Context, *mcp.CallToolRequest, struct {
+			Body string `json:"body"`
+		}) (*mcp.CallToolResult, any, error) {
+			return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "sent"}}}, nil, nil
+		})
+	e.regateway(func(c *gateway.Config) {
+		c.Policy, c.Agents = defaultSetWith(t, `
+@id("no-send-after-confidential")
+forbid (principal, action == Action::"CallTool", resource is Tool)
+when { resource.labels.contains("external_send") && context.labels.contains("confidential") };`), e.store
+		c.Routes[0].ToolLabels = map[string][]string{"list_customers": {"data:confidential"}, "send_email": {"external_send"}}
+	})
+	key := e.agent("orchestrator", "mcp:crm:*")
+	root := e.mint("orchestrator", key, "mcp:crm:*", time.Minute, false)
+	connect := func() *mcp.ClientSession {
+		cs, err := e.connect(e.delegate(root, newKey(t)), nil)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.Close() })
+		return cs
+	}
+	reader, sender := connect(), connect()
+	send := func(body string) {
+		if _, err := sender.CallTool(ctx, &mcp.CallToolParams{Name: "send_email", Arguments: map[string]any{"body": body}}); err == nil {
+			t.Fatalf("a send of %q was not refused", body)
+		}
+	}
+	send("the key is AKIAIOSFODNN7EXAMPLE") // its own arguments: policy
+	if _, err := reader.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "a"}}); err != nil {
+		t.Fatal(err)
+	}
+	send("hello") // refused only for what the sibling read: task
+	var got []string
+	for _, ev := range e.events(mandate.EventDecision) {
+		got = append(got, fmt.Sprint(ev.Event.Details["policies"], " ", ev.Event.Details["cause"]))
+	}
+	want := "[no-secret-to-external-sink] policy|[no-send-after-confidential] task"
 	if strings.Join(got, "|") != want {
 		t.Errorf("causes\n%s\nwant\n%s", strings.Join(got, "|"), want)
 	}

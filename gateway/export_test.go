@@ -11,3 +11,8 @@ func StdioURL(g *Gateway, name string) string {
 // OnSettle has fn called when Settle begins to wait, with the number of
 // requests it waits for.
 func OnSettle(g *Gateway, fn func(n int)) { g.settling = fn }
+
+// TaskState is what g holds of task for policy: its labels and counters.
+func TaskState(g *Gateway, task string) ([]string, map[string]int64) {
+	return g.tasks.get(task, g.cfg.Now())
+}

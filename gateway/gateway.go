@@ -210,11 +210,14 @@ type Gateway struct {
 	approvalUser  ApprovalUser
 	tasks         *taskStates
 	refusals      *bucket.Bucket // of audit events for refused genuine mandates
-	refused       *replay.Cache  // which mandates' refusals were recorded in the last minute
-	enders        chan struct{}  // one token per forgotten session being ended upstream
-	ending        sync.WaitGroup
-	flights       flights     // requests in flight to the upstreams, for Settle
-	settling      func(n int) // tests: Settle waits for n requests
+	// requestRefusals: of audit events for the requests of verified
+	// mandates refused before any decision (refuseRequest, admitTask).
+	requestRefusals *bucket.Bucket
+	refused         *replay.Cache // which mandates' refusals were recorded in the last minute
+	enders          chan struct{} // one token per forgotten session being ended upstream
+	ending          sync.WaitGroup
+	flights         flights     // requests in flight to the upstreams, for Settle
+	settling        func(n int) // tests: Settle waits for n requests
 }
 
 type route struct {
@@ -327,7 +330,7 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Client.Transport = &headerTimeout{base: cfg.Client.Transport, d: cfg.UpstreamTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{},
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent),
-		refusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
+		refusals: bucket.New(refusalRate, refusalRate), requestRefusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
 	g.sessions = newSessions(cfg.MaxSessions, cfg.SessionIdle, g.endUpstream)
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
 		g.approvalUser = u
@@ -592,33 +595,45 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 	return nil, false
 }
 
-// refusalRate bounds the audit events of refusals that the holder of a
-// genuine mandate can cause at will, per second: whoever holds an expired
-// or stolen mandate can send it as often as they like, and so can a
-// client that keeps sending what the gateway refuses before deciding
-// (a malformed message, a session over its quota). Each mandate's refusal
-// for a check is recorded once in refusedFor, of at most refusedMax
-// mandates at once.
+// refusalRate bounds, per second, the audit events of refusals that the
+// holder of a genuine mandate can cause at will: whoever holds an expired
+// or stolen mandate can send it as often as they like (g.refusals), and
+// so can a client that keeps sending what the gateway refuses before
+// deciding, a malformed message, a session over its quota, a new task past
+// its bound (g.requestRefusals). The two have a rate each, so that a
+// holder flooding the second with its own requests cannot hide in it the
+// refusals of the first, a stolen mandate presented without its key. Each
+// mandate's (or task's) refusal for a check is recorded once in
+// refusedFor, of at most refusedMax at once.
 const (
 	refusalRate = 100
 	refusedFor  = time.Minute
 	refusedMax  = 10_000
 )
 
-// auditOnce records ev, the refusal of the mandate of id for check,
-// unless one was recorded within refusedFor or the rate is spent. It is
-// written in the background where it can be: a refusal need not wait for
-// the log (it grants nothing).
-func (g *Gateway) auditOnce(ctx context.Context, rt *route, id, check string, ev func() *mandate.Event) {
+// auditOnce records ev, the refusal of the mandate (or the task) of id
+// for check, unless one was recorded within refusedFor or the rate of
+// rate is spent; the event says in details dropped how many of rate's were
+// not recorded since the last one. It is written in the background where
+// it can be: a refusal need not wait for the log (it grants nothing).
+func (g *Gateway) auditOnce(ctx context.Context, rt *route, rate *bucket.Bucket, id, check string, ev func() *mandate.Event) {
 	now := g.cfg.Now()
 	// Once a minute per mandate and check: its holder may retry it in a
 	// loop, which must not take the others' share of the rate. (Past
 	// refusedMax in a minute the set refuses, ErrFull: a flood, which the
 	// rate would cut anyway.)
-	if g.refused.Use(id+" "+check, now.Add(refusedFor), now) != nil || !g.refusals.Allow(now) {
+	if g.refused.Use(id+" "+check, now.Add(refusedFor), now) != nil {
 		return
 	}
-	g.recordResults(ctx, rt, []*mandate.Event{ev()})
+	ok, dropped := rate.AllowDropped(now)
+	if !ok {
+		return
+	}
+	e := ev()
+	if dropped > 0 {
+		e.Details["dropped"] = dropped
+	}
+	g.recordResults(ctx, rt, []*mandate.Event{e})
 }
 
 // auditRefusal records the refusal of a genuine mandate (its signature,
@@ -639,7 +654,7 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 	if errors.Is(err, verify.ErrExpired) && now.Sub(c.Expiry.Time) >= 5*time.Second {
 		check += "-late" // a replay well after expiry is not hidden by a late use
 	}
-	g.auditOnce(ctx, rt, c.ID, check, func() *mandate.Event {
+	g.auditOnce(ctx, rt, g.refusals, c.ID, check, func() *mandate.Event {
 		details := map[string]any{"refused": ve.Check}
 		if errors.Is(err, verify.ErrExpired) {
 			details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
@@ -656,7 +671,7 @@ func (g *Gateway) auditRefusal(ctx context.Context, rt *route, err error) {
 // details check (what refused it, as docs/events.md lists them) and
 // http_status. The caller answers the request.
 func (g *Gateway) refuseRequest(ctx context.Context, rt *route, c *mandate.Claims, action, check string, status int, reason string) {
-	g.auditOnce(ctx, rt, c.ID, check, func() *mandate.Event {
+	g.auditOnce(ctx, rt, g.requestRefusals, c.ID, check, func() *mandate.Event {
 		return g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name, mandate.OutcomeDeny, reason,
 			map[string]any{"check": check, "http_status": status})
 	})

@@ -91,7 +91,8 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	// are: an external sink unless configured otherwise.
 	req.Action, req.Resource, req.ToolLabels = policy.ActionHTTPRequest, r.Method+" "+path, rt.labels
 	secrets := findRequestSecrets(r, path, body)
-	req.Labels = append(req.Labels, secretLabels(secrets)...)
+	own := secretLabels(secrets)
+	req.Labels = append(req.Labels, own...)
 	d := g.cfg.Policy.Decide(ctx, req)
 	// For the monitor: what the request sends and where, refused or not.
 	seen := map[string]any{"tool_labels": rt.labels}
@@ -108,7 +109,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		if len(d.Policies) > 0 {
 			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
 		}
-		seen["cause"] = g.policyCause(ctx, req)
+		seen["cause"] = g.policyCause(ctx, req, own)
 		g.refuseHTTPWith(ctx, w, c, r.Method, resource, "denied: "+why, &d, seen)
 		return
 	case d.NeedsApproval:
@@ -133,10 +134,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	// the mandate is checked once more, now that the call is on record.
 	fctx, f, err := g.begin(ctx, rt, c)
 	if err != nil {
-		res := *call
-		res.Type, res.Outcome, res.Reason = mandate.EventToolResult, mandate.OutcomeDeny, mandate.ClipReason("not forwarded: "+err.Error())
-		res.Details = map[string]any{"forwarded": false}
-		g.recordResults(ctx, rt, []*mandate.Event{&res})
+		g.recordResults(ctx, rt, []*mandate.Event{unsent(call, mandate.OutcomeDeny, "not forwarded: "+err.Error(), true)})
 		http.Error(w, "not forwarded: "+err.Error(), http.StatusForbidden)
 		return
 	}

@@ -2,7 +2,11 @@ package gateway
 
 import (
 	"context"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
 	"strconv"
+	"strings"
 	"testing"
 )
 
@@ -43,5 +47,36 @@ func TestStdioBridgeAdmitsOnlyLiveFlights(t *testing.T) {
 	}
 	if !live.wrote.Load() {
 		t.Error("a flight written to its process does not count as sent")
+	}
+}
+
+// A session's process started for a request the gateway's flight no
+// longer admits (cut off by Settle) is ended with it: it would otherwise
+// hold one of the route's few processes, with no client, until it idled
+// out.
+func TestStdioBridgeEndsTheProcessOfARequestNotAdmitted(t *testing.T) {
+	b, err := startStdio(StdioRoute{Name: "cat", Command: []string{"cat"}}, 1<<20, slog.New(slog.DiscardHandler),
+		func(string) (func(), bool) { return nil, false }, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer b.close()
+	req := httptest.NewRequest("POST", "/", strings.NewReader(`{"jsonrpc":"2.0","id":1,"method":"initialize","params":{}}`))
+	req.Header.Set("Authorization", "Bearer "+b.secret)
+	rec := httptest.NewRecorder()
+	b.ServeHTTP(rec, req)
+	if rec.Code != http.StatusForbidden || rec.Header().Get(sessionHeader) != "" {
+		t.Fatalf("%d %v", rec.Code, rec.Header())
+	}
+	b.mu.Lock()
+	n := len(b.sessions)
+	b.mu.Unlock()
+	if n != 0 {
+		t.Errorf("%d processes live for a request that was not admitted", n)
+	}
+	// Ended by the bridge, the process did not fail: the next starts at
+	// once, with no back-off.
+	if _, err := b.spawn(); err != nil {
+		t.Errorf("the next process: %v", err)
 	}
 }

@@ -35,6 +35,9 @@ const (
 	DefaultMaxBody = 1 << 20 // bytes of one POST body
 	MaxDepth       = 64      // nesting of objects and arrays in a message
 	MaxBatch       = 100     // messages in one batch
+	// MaxIDLength bounds a message's id, in the gateway's spelling (a
+	// string with its quotes): the id goes to the audit log with the call.
+	MaxIDLength = 256
 )
 
 // message is one JSON-RPC 2.0 message: a request (ID and Method), a
@@ -258,7 +261,9 @@ func parseMessage(b []byte) (*message, error) {
 		default:
 			return nil, errors.New("the id must be a string or a number")
 		}
-		m.ID = json.RawMessage(idKey(m.ID))
+		if m.ID = json.RawMessage(idKey(m.ID)); len(m.ID) > MaxIDLength {
+			return nil, fmt.Errorf("the id is %d bytes, over the limit of %d", len(m.ID), MaxIDLength)
+		}
 	}
 	hasResult := len(m.Result) > 0 || len(m.Error) > 0
 	switch {

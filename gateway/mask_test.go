@@ -128,3 +128,33 @@ func TestApprovalArgumentsFitTheEvent(t *testing.T) {
 		}
 	}
 }
+
+// maskText masks every secret of a plain text (an event's resource or
+// reason), and leaves the rest as it was.
+func TestMaskText(t *testing.T) {
+	for in, want := range map[string]string{
+		"mcp:crm:list":                                    "mcp:crm:list",
+		"mcp:crm:AKIAIOSFODNN7EXAMPLE":                    "mcp:crm:[secret:aws_access_key_id]",
+		"http:files:GET:/a/AKIAIOSFODNN7EXAMPLE/b":        "http:files:GET:/a/[secret:aws_access_key_id]/b",
+		"two AKIAIOSFODNN7EXAMPLE ASIAIOSFODNN7EXAMPLE .": "two [secret:aws_access_key_id] [secret:aws_access_key_id] .",
+		"k -----BEGIN PRIVATE KEY-----abc":                "k [secret:private_key]",
+		"ü AKIAIOSFODNN7EXAMPLE ü":                        "ü [secret:aws_access_key_id] ü",
+	} {
+		if got := maskText(in); got != want {
+			t.Errorf("maskText(%q) = %q, want %q", in, got, want)
+		}
+	}
+}
+
+// What maskText leaves holds nothing a detector finds.
+func FuzzMaskText(f *testing.F) {
+	for _, s := range []string{"AKIAIOSFODNN7EXAMPLE", "-----BEGIN RSA PRIVATE KEY-----x AKIAIOSFODNN7EXAMPLE", "ghp_" + strings.Repeat("a1B2", 9) + " xoxb-1234567890-abcdefghij"} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, s string) {
+		out := maskText(s)
+		eachSecret([]byte(out), -1, func(name string, start, end int) {
+			t.Errorf("maskText(%q) = %q: %s at %d", s, out, name, start)
+		})
+	})
+}

@@ -102,13 +102,24 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			denied = denied || verdicts[i].deny != nil
 		}
 	}
+	// A call decided before the server last said its tools changed (one
+	// held for a person's approval waited up to ApprovalHold) is checked
+	// again before it goes on record: refused here, it spends no approval.
+	if !denied && g.recheckTools(r, rt, c, msgs, verdicts) {
+		for i, m := range msgs {
+			if v := verdicts[i]; v.call && v.deny != nil {
+				verdicts[i] = g.denied(c, m, rt, v.event.Resource, *v.deny, nil)
+			}
+		}
+		denied = true
+	}
 	var events []*mandate.Event
-	var approved *verdict
+	approved := -1
 	for i, v := range verdicts {
 		switch {
 		case v.event == nil || (v.deny == nil && denied):
 		case v.approval != "" && !denied:
-			approved = &verdicts[i] // its event goes with the use of the approval
+			approved = i // its event goes with the use of the approval
 		default:
 			events = append(events, v.event)
 		}
@@ -126,9 +137,16 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	// an approved call's record and the use of its approval are one
 	// transaction, so that the approval allows that one call.
 	err = g.cfg.Events.Append(ctx, events...)
-	if err == nil && approved != nil {
-		if err = g.approvalUser.UseApproval(ctx, approved.approval, approved.event); mandate.ErrorCode(err) == mandate.ECONFLICT {
-			approved.deny = &rpcError{Code: CodeDenied, Message: "approval " + approved.approval + " was used already: it allows one call"}
+	if err == nil && approved >= 0 {
+		v := verdicts[approved]
+		if err = g.approvalUser.UseApproval(ctx, v.approval, v.event); mandate.ErrorCode(err) == mandate.ECONFLICT {
+			// Another call took it meanwhile: this one is refused, and
+			// the refusal audited, as any.
+			verdicts[approved] = g.denied(c, msgs[approved], rt, v.event.Resource,
+				rpcError{Code: CodeDenied, Message: "approval " + v.approval + " was used already: it allows one call"}, nil)
+			if err := g.cfg.Events.Append(ctx, verdicts[approved].event); err != nil {
+				g.cfg.Logger.Error("gateway: denial not audited", "server", rt.Name, "err", err)
+			}
 			g.refuse(w, msgs, verdicts, batch)
 			return
 		}
@@ -144,24 +162,8 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		g.refuse(w, msgs, verdicts, batch)
 		return
 	}
-	// The server may have said its tools changed while the calls were
-	// being recorded: each is checked again, on what it lists now.
-	if e := g.recheckTools(r, rt, c, msgs, verdicts); e != nil {
-		var evs []*mandate.Event
-		for i, m := range msgs {
-			if verdicts[i].call {
-				verdicts[i].deny = e
-				evs = append(evs, g.event(mandate.EventDecision, c, m.Method, "mcp:"+rt.Name+":"+toolName(m), mandate.OutcomeDeny, e.Message,
-					map[string]any{"rpc_error": e.Code, "rpc_id": string(m.ID)}))
-			}
-		}
-		if err := g.cfg.Events.Append(ctx, evs...); err != nil {
-			g.cfg.Logger.Error("gateway: denial not audited", "server", rt.Name, "err", err)
-		}
-		g.refuse(w, msgs, verdicts, batch)
-		return
-	}
-	// The calls are on record: the task has made them.
+	// The calls are on record: the task has made them, whatever becomes
+	// of them from here on (so the log says, which Restore reads).
 	for i := range msgs {
 		if verdicts[i].call {
 			labels := verdicts[i].labels
@@ -170,6 +172,24 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 				g.tasks.add(c.Task, "args_bytes", int64(n), g.cfg.Now())
 			}
 		}
+	}
+	// The server may have said its tools changed while the calls were
+	// being recorded: each is checked again, on what it lists now. A call
+	// refused now is on record, so its outcome is a tool.result.
+	if g.recheckTools(r, rt, c, msgs, verdicts) {
+		var results []*mandate.Event
+		for i := range msgs {
+			if v := verdicts[i]; v.call {
+				why := notWhole.Message
+				if v.deny != nil {
+					why = v.deny.Message
+				}
+				results = append(results, unsent(v.event, mandate.OutcomeDeny, why, true))
+			}
+		}
+		g.recordResults(ctx, rt, results)
+		g.refuse(w, msgs, verdicts, batch)
+		return
 	}
 	// Drain waits for this request from here: the client may have read
 	// the answer before the handler records its summary.
@@ -230,8 +250,17 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 	}
 	var done []*mandate.Event
 	for _, v := range watch {
-		if v.call && v.event.Type == mandate.EventToolResult {
+		switch {
+		case !v.call:
+		case v.event.Type == mandate.EventToolResult:
 			done = append(done, v.event)
+		default:
+			// Forwarded, and no answer the gateway could check came back
+			// (an error status, a malformed answer, a stream cut short):
+			// the call's outcome is on record all the same.
+			res := unsent(v.event, mandate.OutcomeError, "no answer the gateway could check: the client was told so", false)
+			res.Details["ms"] = g.cfg.Now().Sub(start).Milliseconds()
+			done = append(done, res)
 		}
 	}
 	g.recordResults(ctx, rt, done)
@@ -268,13 +297,7 @@ func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *r
 			verdicts[i].deny = &rpcError{Code: code, Message: why}
 		}
 		if v := verdicts[i]; v.call && v.event != nil {
-			res := *v.event
-			res.Type, res.Outcome, res.Reason = mandate.EventToolResult, outcome, mandate.ClipReason(why)
-			res.Details = map[string]any{"rpc_id": v.event.Details["rpc_id"]}
-			if refused && redirected == nil {
-				res.Details["forwarded"] = false
-			}
-			results = append(results, &res)
+			results = append(results, unsent(v.event, outcome, why, refused && redirected == nil))
 		}
 	}
 	g.recordResults(ctx, rt, results)
@@ -285,13 +308,31 @@ func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *r
 	g.refuse(w, msgs, verdicts, batch)
 }
 
+// unsent is the tool.result of a call on record (its tool.call event)
+// that was not forwarded whole: outcome and why; unforwarded says that
+// nothing of it left the gateway.
+func unsent(call *mandate.Event, outcome, why string, unforwarded bool) *mandate.Event {
+	res := *call
+	res.Type, res.Outcome, res.Reason = mandate.EventToolResult, outcome, mandate.ClipReason(why)
+	res.Details = map[string]any{}
+	if id := call.Details["rpc_id"]; id != nil {
+		res.Details["rpc_id"] = id
+	}
+	if unforwarded {
+		res.Details["forwarded"] = false
+	}
+	return &res
+}
+
 // recheckTools checks again the tool of each call decided before the
-// server last said its tools changed (the decision was made before the
-// wait for the audit log; the call is checked again at the moment it
-// goes): on a new list, which the gateway asks for itself. It returns
-// why the calls may not go, or nil.
-func (g *Gateway) recheckTools(r *http.Request, rt *route, c *mandate.Claims, msgs []*message, verdicts []verdict) *rpcError {
+// server last said its tools changed (the decision was made before a
+// wait: for a person's approval, for the audit log; the call is checked
+// again before it goes): on a new list, which the gateway asks for
+// itself. It sets the deny of each call whose tool may not be used now,
+// and reports whether there was one.
+func (g *Gateway) recheckTools(r *http.Request, rt *route, c *mandate.Claims, msgs []*message, verdicts []verdict) bool {
 	gen := g.pins.generation(rt.Name)
+	refused := false
 	for i, m := range msgs {
 		if !verdicts[i].call || verdicts[i].toolsSeen == gen {
 			continue
@@ -301,10 +342,12 @@ func (g *Gateway) recheckTools(r *http.Request, rt *route, c *mandate.Claims, ms
 			ok, why = g.toolUsable(r.Context(), rt, toolName(m))
 		}
 		if !ok {
-			return &rpcError{Code: CodeDenied, Message: why}
+			verdicts[i].deny, refused = &rpcError{Code: CodeDenied, Message: why}, true
+			continue
 		}
+		verdicts[i].toolsSeen = gen // checked on what the server lists since gen
 	}
-	return nil
+	return refused
 }
 
 // maxResultWriters bounds the results being recorded in the background.
@@ -367,6 +410,10 @@ func isInitialize(msgs []*message) bool {
 	return false
 }
 
+// notWhole is the error of a request not forwarded because another one
+// of its batch was refused.
+var notWhole = rpcError{Code: CodeDenied, Message: "not forwarded: another request of this batch was denied, and a batch goes through whole or not at all"}
+
 // refuse answers a POST none of whose messages is forwarded: each request
 // gets its own error, those not denied themselves the reason why.
 func (g *Gateway) refuse(w http.ResponseWriter, msgs []*message, verdicts []verdict, batch bool) {
@@ -377,7 +424,7 @@ func (g *Gateway) refuse(w http.ResponseWriter, msgs []*message, verdicts []verd
 		}
 		e := verdicts[i].deny
 		if e == nil {
-			e = &rpcError{Code: CodeDenied, Message: "not forwarded: another request of this batch was denied, and a batch goes through whole or not at all"}
+			e = &notWhole
 		}
 		out = append(out, errorResponse(m.ID, *e))
 	}
@@ -440,6 +487,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		return g.denied(c, m, rt, resource, rpcError{Code: CodeUnavailable, Message: mandate.ErrorMessage(err)}, nil)
 	}
 	var secrets map[string]any // found in a call's arguments
+	var own []string           // the labels of what the call carries (not of its task)
 	view := ""
 	// needs is the scope a request needs, covered by a single scope of
 	// the mandate (a concrete request is matched, a pattern covered).
@@ -477,8 +525,9 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 			return g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: why}, nil)
 		}
 		req.Action, req.Tool = policy.ActionCallTool, p.Name
-		secrets = findSecrets(m.Params) // all that reaches the server: arguments, _meta, anything else
-		req.Labels = append(req.Labels, secretLabels(secrets)...)
+		secrets = findCallSecrets(m) // all that reaches the server: arguments, _meta, anything else, the id
+		own = secretLabels(secrets)
+		req.Labels = append(req.Labels, own...)
 		if len(p.Arguments) > 0 && string(p.Arguments) != "null" {
 			dec := json.NewDecoder(bytes.NewReader(p.Arguments))
 			dec.UseNumber()
@@ -579,7 +628,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		if len(d.Policies) > 0 {
 			why = "policy " + strings.Join(d.Policies, ", ") + ": " + why
 		}
-		return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why, cause: g.policyCause(ctx, req),
+		return attempt(g.denied(c, m, rt, resource, rpcError{Code: CodeDenied, Message: "denied: " + why, cause: g.policyCause(ctx, req, own),
 			Data: map[string]any{"policies": d.Policies, "policy_set": d.SetHash}}, &d))
 	}
 	v := verdict{list: m.Method == "tools/list", call: m.Method == "tools/call", view: view, labels: req.ToolLabels, listFirst: p.Cursor == "", toolsSeen: gen}
@@ -606,7 +655,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		v.approval = ap.ID
 	}
 	if v.call {
-		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": string(m.ID)}
+		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": maskText(string(m.ID))}
 		if v.approval != "" {
 			details["approval"] = v.approval
 		}
@@ -644,12 +693,30 @@ func (g *Gateway) denied(c *mandate.Claims, m *message, rt *route, resource stri
 	return verdict{deny: &e, event: g.event(mandate.EventDecision, c, m.Method, resource, mandate.OutcomeDeny, e.Message, details)}
 }
 
+// event is an audit event of the gateway about the holder of c. Its
+// action, resource and reason may hold what a caller sent (a tool's name,
+// a path, a method): they are bounded, and any secret in them masked.
 func (g *Gateway) event(typ string, c *mandate.Claims, action, resource, outcome, reason string, details map[string]any) *mandate.Event {
 	return &mandate.Event{
 		V: mandate.EventVersion, Time: g.cfg.Now().UnixNano(), Type: typ,
 		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
-		Action: action, Resource: resource, Outcome: outcome, Reason: mandate.ClipReason(reason), Details: details,
+		Action: clipText(maskText(action), maxEventAction), Resource: clipText(maskText(resource), mandate.MaxScopeLen),
+		Outcome: outcome, Reason: mandate.ClipReason(maskText(reason)), Details: details,
 	}
+}
+
+// maxEventAction bounds an event's action (a method, as a client named
+// it): no method MCP defines is near it.
+const maxEventAction = 128
+
+// clipText cuts s to at most n bytes, on a rune, "…" marking a cut: what
+// is longer than any scope (or method) can be is refused, never allowed,
+// and needs no more in the log.
+func clipText(s string, n int) string {
+	if len(s) <= n {
+		return s
+	}
+	return strings.ToValidUTF8(s[:n], "") + "…"
 }
 
 // request is the policy request of a call by the holder of c.

@@ -5,6 +5,7 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -19,6 +20,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/sqlite"
+	"github.com/modelcontextprotocol/go-sdk/mcp"
 )
 
 // syncBuffer is a log destination that tests read while the gateway
@@ -171,5 +173,73 @@ func TestStdioStartFailureStaysInTheLog(t *testing.T) {
 	}
 	if !strings.Contains(logs.String(), "private-tools") {
 		t.Errorf("the log lacks the cause:\n%s", logs.String())
+	}
+}
+
+// A holder's own refused requests, however many, do not use up what the
+// audit log takes of the refusals of genuine mandates presented without
+// their key: an agent that floods the gateway with requests it knows are
+// refused (new tasks past its bound) cannot so hide its use of a stolen
+// DPoP-bound mandate, which the monitor reads as theft. What a flood hid
+// is counted in the next refusal recorded.
+func TestOwnRefusalsHideNoStolenMandate(t *testing.T) {
+	e := newEnvWith(t, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	clk := &clock{t: time.Now().Add(10 * time.Second)} // it stands: no refill
+	e.regateway(func(c *gateway.Config) {
+		c.MaxTasksPerAgent = 1
+		c.Now = clk.Now
+	})
+	const ping = `{"jsonrpc":"2.0","id":1,"method":"ping"}`
+	key := e.agent("flooder", "mcp:crm:*")
+	codes := map[int]int{}
+	for range 150 {
+		resp, _ := e.post(e.mint("flooder", key, "mcp:crm:*", time.Minute, false).AccessToken, "", ping)
+		codes[resp.StatusCode]++
+	}
+	if codes[http.StatusTooManyRequests] != 149 {
+		t.Fatalf("the flood: %v", codes)
+	}
+	stolen := e.mint("victim", e.agent("victim", "mcp:crm:*"), "mcp:crm:*", time.Minute, true)
+	if resp, _ := e.post(stolen.AccessToken, "", ping); resp.StatusCode != http.StatusUnauthorized {
+		t.Fatalf("a bound mandate without its proof: %d", resp.StatusCode)
+	}
+	found := 0
+	for _, ev := range e.events(mandate.EventDecision) {
+		if ev.Mandate == stolen.Claims.ID && ev.Details["refused"] == "dpop-bearer" {
+			found++
+		}
+	}
+	if found != 1 {
+		t.Errorf("%d refusals of the stolen mandate in the log after the flood, want 1", found)
+	}
+	// A second later, the next refusal of the flood's kind says how many
+	// were not recorded.
+	clk.Advance(time.Second)
+	last := e.mint("flooder", key, "mcp:crm:*", time.Minute, false)
+	e.post(last.AccessToken, "", ping)
+	if got := e.refusalsOf(last.Claims.ID, "task-state-full"); len(got) != 1 || fmt.Sprint(got[0].Details["dropped"]) != "49" {
+		t.Errorf("the refusal after the flood: %+v", got)
+	}
+}
+
+// A refusal of a request whose names are longer than an audit event can
+// hold (a tool's name, a method of 70 KB, within the body's limit) is
+// recorded all the same, the names cut: a caller cannot make its
+// refusals unaudited (and unseen by the monitor) by their size.
+func TestHugeNamesRefusedAudited(t *testing.T) {
+	e := newEnvWith(t, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	key := e.agent("padder", "mcp:crm:*")
+	tok := e.mint("padder", key, "mcp:crm:list_customers", time.Minute, false)
+	huge := strings.Repeat("x", 70_000)
+	for _, msg := range []string{
+		`{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"` + huge + `","arguments":{}}}`,
+		`{"jsonrpc":"2.0","id":1,"method":"x/` + huge + `"}`,
+	} {
+		if _, body := e.post(tok.AccessToken, "", msg); !strings.Contains(body, `"code":-32`) {
+			t.Fatalf("%.100s", body)
+		}
+	}
+	if n := len(e.events(mandate.EventDecision)); n != 2 {
+		t.Errorf("%d of the 2 refusals audited", n)
 	}
 }

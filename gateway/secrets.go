@@ -105,21 +105,64 @@ func secretLabels(found map[string]any) []string {
 	return labels
 }
 
+// addSecrets adds to found the counts of part, which was scanned apart
+// (another part of what is sent), and returns it.
+func addSecrets(found, part map[string]any) map[string]any {
+	for k, v := range part {
+		if found == nil {
+			found = map[string]any{}
+		}
+		prev, _ := found[k].(int)
+		found[k] = min(prev+v.(int), maxSecretMatches)
+	}
+	return found
+}
+
+// findCallSecrets counts the secrets in what a JSON-RPC request sends its
+// server: its params (findSecrets), and its id, which the server reads
+// too (in the gateway's spelling: its escapes decoded).
+func findCallSecrets(m *message) map[string]any {
+	return addSecrets(findSecrets(m.Params), scanSecrets(nil, m.ID))
+}
+
+// maskText returns s with each secret the detectors find replaced by
+// "[secret:<detector>]": for the text of an audit event (a resource, a
+// reason, an id) that holds what a caller sent, so that a refusal of a
+// secret does not write it to the log, which the public may read.
+func maskText(s string) string {
+	type cut struct {
+		start, end int
+		name       string
+	}
+	var cuts []cut
+	eachSecret([]byte(s), -1, func(name string, start, end int) { cuts = append(cuts, cut{start, end, name}) })
+	if len(cuts) == 0 {
+		return s
+	}
+	slices.SortStableFunc(cuts, func(x, y cut) int { return x.start - y.start })
+	var b strings.Builder
+	at := 0
+	for _, c := range cuts {
+		if c.end <= at {
+			continue // within the last one masked
+		}
+		b.WriteString(s[at:max(at, c.start)])
+		b.WriteString("[secret:" + c.name + "]")
+		at = c.end
+	}
+	b.WriteString(s[at:])
+	// (A byte that is not UTF-8 is replaced, not dropped: dropped, it
+	// could join two halves into a match.)
+	return strings.ToValidUTF8(b.String(), "\uFFFD")
+}
+
 // findRequestSecrets counts the secrets in what an HTTP request sends its
 // upstream: the body (as findSecrets reads it, and percent-decoded, as a
 // form is), the path and the query, percent-decoded, and the headers the
 // gateway forwards. Each part is counted once however it is spelt.
 func findRequestSecrets(r *http.Request, path string, body []byte) map[string]any {
 	var found map[string]any
-	add := func(part map[string]any) {
-		for k, v := range part {
-			if found == nil {
-				found = map[string]any{}
-			}
-			prev, _ := found[k].(int)
-			found[k] = min(prev+v.(int), maxSecretMatches)
-		}
-	}
+	add := func(part map[string]any) { found = addSecrets(found, part) }
 	decoded := func(s string, unescape func(string) (string, error)) map[string]any {
 		part := scanSecrets(nil, []byte(s))
 		if strings.ContainsAny(s, "%+") {

@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -74,6 +75,8 @@ type stdioSession struct {
 	cmd  *exec.Cmd
 	in   io.WriteCloser
 	done chan struct{} // closed when the process has exited
+
+	stopped atomic.Bool // the bridge ended it (end): its exit is no failure
 
 	mu      sync.Mutex
 	waiting map[string]chan []byte // request id → its answer
@@ -228,6 +231,12 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 	// process: one cut off by a revocation (Gateway.Settle) is not.
 	sent, ok := b.admit(r.Header.Get(flightHeader))
 	if !ok {
+		if id == "" {
+			// Its process was started for this request: it goes with it,
+			// rather than hold one of the route's places with no client.
+			w.Header().Del(sessionHeader)
+			b.end(s)
+		}
 		http.Error(w, "not admitted: the request was cut off, or is on behalf of nobody", http.StatusForbidden)
 		return
 	}
@@ -340,10 +349,11 @@ func (b *stdioBridge) spawn() (*stdioSession, error) {
 	go b.read(s, out)
 	go func() {
 		err := cmd.Wait()
-		close(s.done)
+		// The bridge's books first, then the word that it exited: once
+		// done is closed, the session is gone and its exit counted.
 		b.mu.Lock()
 		delete(b.sessions, s.id)
-		if time.Since(started) < time.Second {
+		if time.Since(started) < time.Second && !s.stopped.Load() {
 			b.fails++
 			wait := min(time.Duration(1<<min(b.fails, 10))*100*time.Millisecond, maxBackoff)
 			b.until = time.Now().Add(wait)
@@ -351,6 +361,7 @@ func (b *stdioBridge) spawn() (*stdioSession, error) {
 			b.fails = 0
 		}
 		b.mu.Unlock()
+		close(s.done)
 		b.log.Info("gateway: stdio server exited", "session", s.id[:6], "err", err, "ran", time.Since(started).Round(time.Millisecond))
 	}()
 	b.log.Info("gateway: stdio server started", "session", s.id[:6], "pid", cmd.Process.Pid)
@@ -409,6 +420,7 @@ func (b *stdioBridge) logStderr(s *stdioSession, r io.Reader) {
 // end stops a session's process: stdin closes, and if it has not exited
 // within a second it is killed.
 func (b *stdioBridge) end(s *stdioSession) {
+	s.stopped.Store(true)
 	s.in.Close()
 	select {
 	case <-s.done:

@@ -78,7 +78,7 @@ func newTaskStates(max, perAgent int) *taskStates {
 type taskError struct {
 	status int    // the HTTP status
 	code   int    // the JSON-RPC error code
-	kind   string // details.refused of its decision event
+	kind   string // details.check of its decision event
 	msg    string
 }
 
@@ -279,61 +279,26 @@ func replayed(e *mandate.Event) (labels, counters []string, sums map[string]int6
 	}
 	switch e.Type {
 	case mandate.EventToolCall:
-		n, _ := detailInt(e.Details["args_bytes"])
-		if e.Action == "http" {
-			return nil, []string{"calls"}, map[string]int64{"args_bytes": n}
-		}
-		tl := stringList(e.Details["tool_labels"])
+		// A tool's labels, or an HTTP route's: what the call noted.
+		n, _ := mandate.DetailInt(e.Details["args_bytes"])
+		tl := mandate.DetailStrings(e.Details["tool_labels"])
 		return dataLabels(tl), callCounters(tl), map[string]int64{"args_bytes": n}
 	case mandate.EventToolResult:
-		n, _ := detailInt(e.Details["result_bytes"])
+		n, _ := mandate.DetailInt(e.Details["result_bytes"])
 		if e.Details["result_secrets"] != nil && e.Action != "http" {
 			labels = []string{"secret"}
 		}
 		return labels, nil, map[string]int64{"result_bytes": n}
 	case mandate.EventDecision:
-		refused, _ := e.Details["refused"].(string)
-		if e.Outcome != mandate.OutcomeDeny || e.Action == "authenticate" || refused != "" {
-			return nil, nil, nil // a refused mandate, or the task state's own refusals
+		// Only a decision's denial counts (denied, refuseHTTPWith): not a
+		// refused mandate (refused), nor a request refused before any
+		// decision (check: refuseRequest, admitTask).
+		if e.Outcome != mandate.OutcomeDeny || e.Action == "authenticate" || e.Details["refused"] != nil || e.Details["check"] != nil {
+			return nil, nil, nil
 		}
 		return nil, []string{"denials"}, nil
 	}
 	return nil, nil, nil
-}
-
-// stringList reads a details list: []string in process, []any once read
-// back from the log.
-func stringList(v any) []string {
-	switch x := v.(type) {
-	case []string:
-		return x
-	case []any:
-		var out []string
-		for _, e := range x {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
-}
-
-// detailInt reads a details number: int in process, json.Number once read
-// back from the log.
-func detailInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int:
-		return int64(x), true
-	case int64:
-		return x, true
-	case float64:
-		return int64(x), true
-	case interface{ Int64() (int64, error) }:
-		n, err := x.Int64()
-		return n, err == nil
-	}
-	return 0, false
 }
 
 // endHeap orders task states by their end.
@@ -389,7 +354,8 @@ func (g *Gateway) taskEnd(ctx context.Context, c *mandate.Claims) (time.Time, er
 }
 
 // admitTask admits the task of a request (taskStates.admit); on refusal it
-// records the decision, at most once a minute per task and within the
+// records the decision as a refusal before any decision (details check,
+// as refuseRequest's), at most once a minute per task and within the
 // refusals' rate (anyone may start tasks), and returns the error to
 // answer.
 func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, action string) *taskError {
@@ -397,20 +363,20 @@ func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, a
 	if g.tasks.has(c.Task, now) {
 		return nil
 	}
-	end, err := g.taskEnd(ctx, c)
-	if err != nil {
+	var te *taskError
+	if end, err := g.taskEnd(ctx, c); err != nil {
 		g.cfg.Logger.ErrorContext(ctx, "gateway: the end of a task is unknown", "task", c.Task, "err", err)
-		return &taskError{status: http.StatusServiceUnavailable, code: CodeUnavailable, kind: "task-state-unknown",
+		te = &taskError{status: http.StatusServiceUnavailable, code: CodeUnavailable, kind: "task-state-unknown",
 			msg: "the gateway cannot tell when task " + c.Task + " ends, so it cannot keep what the task does: try again later"}
-	}
-	if err = g.tasks.admit(c, end, now); err == nil {
+	} else if err = g.tasks.admit(c, end, now); err != nil {
+		te = err.(*taskError)
+	} else {
 		return nil
 	}
-	te := err.(*taskError)
-	if g.refused.Use(te.kind+" "+c.Task, now.Add(refusedFor), now) == nil && g.refusals.Allow(now) {
-		g.recordResults(ctx, rt, []*mandate.Event{g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name,
-			mandate.OutcomeDeny, te.msg, map[string]any{"refused": te.kind})})
-	}
+	g.auditOnce(ctx, rt, g.requestRefusals, c.Task, te.kind, func() *mandate.Event {
+		return g.event(mandate.EventDecision, c, action, rt.kind+":"+rt.Name, mandate.OutcomeDeny, te.msg,
+			map[string]any{"check": te.kind, "http_status": te.status})
+	})
 	return te
 }
 

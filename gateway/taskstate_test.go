@@ -60,11 +60,38 @@ func TestTaskFloodIsRefusedNotForgotten(t *testing.T) {
 	}
 	refused := 0
 	for _, ev := range e.events(mandate.EventDecision) {
-		if ev.Details["refused"] == "task-state-full" {
+		if ev.Details["check"] == "task-state-full" && ev.Details["http_status"] != nil {
 			refused++
 		}
 	}
 	if refused != 3 {
 		t.Errorf("%d refusals of new tasks audited, want 3", refused)
+	}
+}
+
+// A task whose end the gateway cannot tell (its root's record cannot be
+// read) is refused, as a task without room is, and the refusal audited,
+// once a minute for the task.
+func TestTaskOfUnknownEndRefusedAndAudited(t *testing.T) {
+	e := newEnvWith(t, &mcp.StreamableHTTPOptions{Stateless: true, JSONResponse: true})
+	e.regateway(func(c *gateway.Config) {
+		c.TaskEnd = func(context.Context, *mandate.Claims) (time.Time, error) {
+			return time.Time{}, fmt.Errorf("the store is down")
+		}
+	})
+	key := e.agent("orchestrator", "mcp:crm:*")
+	child := e.delegate(e.mint("orchestrator", key, "mcp:crm:*", time.Minute, false), newKey(t))
+	for range 2 {
+		resp, body := e.post(child.AccessToken, "", `{"jsonrpc":"2.0","id":1,"method":"tools/list"}`)
+		if resp.StatusCode != 503 || strings.Contains(body, "store is down") {
+			t.Fatalf("%d %s", resp.StatusCode, body)
+		}
+	}
+	var got []string
+	for _, ev := range e.events(mandate.EventDecision) {
+		got = append(got, fmt.Sprint(ev.Task == child.Claims.Task, " ", ev.Details["check"], " ", ev.Details["http_status"]))
+	}
+	if fmt.Sprint(got) != "[true task-state-unknown 503]" {
+		t.Errorf("the refusals audited: %v", got)
 	}
 }

@@ -185,21 +185,10 @@ func detailString(d map[string]any, k string) string {
 	return s
 }
 
-// detailInt reads a number of an event's details: a json.Number as events
-// read back from the log hold, or a Go integer as fresh ones do.
+// detailInt reads a number of an event's details (mandate.DetailInt).
 func detailInt(d map[string]any, k string) int {
-	switch v := d[k].(type) {
-	case json.Number:
-		n, _ := strconv.Atoi(v.String())
-		return n
-	case int:
-		return v
-	case int64:
-		return int(v)
-	case float64:
-		return int(v)
-	}
-	return 0
+	n, _ := mandate.DetailInt(d[k])
+	return int(n)
 }
 
 func detailTime(d map[string]any, k string, def time.Time) time.Time {

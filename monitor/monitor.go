@@ -506,7 +506,7 @@ func (m *Monitor) answered(alert mandate.LoggedEvent) {
 		evidence = list
 	case []any:
 		for _, v := range list {
-			if n, ok := toInt(v); ok {
+			if n, ok := mandate.DetailInt(v); ok {
 				evidence = append(evidence, n)
 			}
 		}
@@ -561,7 +561,7 @@ func (m *Monitor) process(ctx context.Context, ev mandate.LoggedEvent, restoring
 		a = m.agent(mandate.RegisteredAncestor(ev.Agent), now)
 	}
 	if t != nil && (ev.Type == mandate.EventMandateIssued || ev.Type == mandate.EventMandateDelegated) {
-		if ms, ok := toInt(ev.Details["exp_ms"]); ok && ms*int64(time.Millisecond) > t.end {
+		if ms, ok := mandate.DetailInt(ev.Details["exp_ms"]); ok && ms*int64(time.Millisecond) > t.end {
 			t.end = ms * int64(time.Millisecond)
 		}
 	}
@@ -784,7 +784,7 @@ func (m *Monitor) sinks(found []detection, t *task, a *agent, ev mandate.LoggedE
 	if t == nil {
 		return found
 	}
-	labels := stringList(ev.Details["tool_labels"])
+	labels := mandate.DetailStrings(ev.Details["tool_labels"])
 	if len(labels) == 0 {
 		return found
 	}
@@ -832,7 +832,7 @@ func (m *Monitor) deadOrStolen(found []detection, t *task, ev mandate.LoggedEven
 	case "revocation":
 		d = detection{detector: DeadMandateUse, reason: "a revoked mandate is still in use"}
 	case "exp":
-		ms, _ := toInt(ev.Details["expired_ms"])
+		ms, _ := mandate.DetailInt(ev.Details["expired_ms"])
 		if time.Duration(ms)*time.Millisecond < m.cfg.ExpiredGrace {
 			return found // late, not replayed
 		}
@@ -1032,41 +1032,6 @@ func appendEvidence(ev []int64, ids ...int64) []int64 {
 		ev = ev[len(ev)-maxEvidence:]
 	}
 	return ev
-}
-
-// stringList reads a details list: []string in process, []any once read
-// back from the log.
-func stringList(v any) []string {
-	switch x := v.(type) {
-	case []string:
-		return x
-	case []any:
-		var out []string
-		for _, e := range x {
-			if s, ok := e.(string); ok {
-				out = append(out, s)
-			}
-		}
-		return out
-	}
-	return nil
-}
-
-// toInt reads a details number: int64 in process, float64 or json.Number
-// once read back.
-func toInt(v any) (int64, bool) {
-	switch x := v.(type) {
-	case int64:
-		return x, true
-	case int:
-		return int64(x), true
-	case float64:
-		return int64(x), true
-	case interface{ Int64() (int64, error) }:
-		n, err := x.Int64()
-		return n, err == nil
-	}
-	return 0, false
 }
 
 func itoa(n int) string { return formatInt(int64(n)) }
