@@ -13,10 +13,10 @@ import (
 func TestArchitecture(t *testing.T) {
 	const mod = "github.com/mandatehq/mandate"
 	allowed := map[string][]string{
-		"":                    {"internal/jsonstr"},
-		"jose":                {"internal/jsonstr"},
+		"":                    {"internal/jsonstr", "internal/secret"},
+		"jose":                {"internal/jsonstr", "internal/secret"},
 		"replay":              {},
-		"dpop":                {"jose"},
+		"dpop":                {"jose", "internal/secret"},
 		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect"},
 		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
 		"internal/bucket":     {},
