@@ -17,7 +17,7 @@ func TestArchitecture(t *testing.T) {
 		"jose":                {"internal/jsonstr", "internal/secret"},
 		"replay":              {},
 		"dpop":                {"jose", "internal/secret"},
-		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect"},
+		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect", "internal/secret"},
 		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
