@@ -201,6 +201,10 @@ permit (principal is Agent, action == Action::"MintRoot", resource is Task) when
 	if _, err := admin.Revoke(ctx, httpapi.RevocationRequest{Mandate: fakeGitHubToken}); err == nil || leaked(mandate.ErrorMessage(err)) != "" {
 		t.Errorf("a revocation of no mandate: %v", err)
 	}
+	// An agent with no live mandate: nothing revoked, which the log says.
+	if _, err := admin.Revoke(ctx, httpapi.RevocationRequest{Agent: "spiffe://example.org/agent/" + fakeAWSKey}); err != nil {
+		t.Errorf("a revocation of an agent with no mandate: %v", err)
+	}
 	ap, err := admin.CreateApprover(ctx, "alice@example.org")
 	if err != nil {
 		t.Fatal(err)
