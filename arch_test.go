@@ -13,11 +13,11 @@ import (
 func TestArchitecture(t *testing.T) {
 	const mod = "github.com/mandatehq/mandate"
 	allowed := map[string][]string{
-		"":                    {"internal/jsonstr"},
-		"jose":                {"internal/jsonstr"},
+		"":                    {"internal/jsonstr", "internal/secret"},
+		"jose":                {"internal/jsonstr", "internal/secret"},
 		"replay":              {},
-		"dpop":                {"jose"},
-		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect"},
+		"dpop":                {"jose", "internal/secret"},
+		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect", "internal/secret"},
 		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
@@ -38,11 +38,13 @@ func TestArchitecture(t *testing.T) {
 		// Cedar policy decisions; the issuer and the gateway call it.
 		"policy": {""},
 		// The MCP enforcement point: verifies, decides, audits, forwards.
-		"gateway": {"", "verify", "policy", "replay", "internal/bucket", "internal/noredirect"},
+		"gateway": {"", "verify", "policy", "replay", "internal/bucket", "internal/noredirect", "internal/secret"},
 		// Detectors over the committed events; risk for policy.
 		"monitor": {""},
 		// The HTTP clients Mandate sends its requests with: no redirects.
 		"internal/noredirect": {},
+		// The secret detectors, and the masking of what they find.
+		"internal/secret": {},
 	}
 	out, err := exec.Command("go", "list", "-f", "{{.ImportPath}}", "./...").Output()
 	if err != nil {

@@ -3,6 +3,8 @@ package mandate
 import (
 	"errors"
 	"fmt"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // Application error codes. Each maps to one HTTP status and, at the OAuth
@@ -25,6 +27,13 @@ const (
 //
 // Error() is for logs: the message and the cause. What a caller is told is
 // ErrorMessage's, which never holds the cause.
+//
+// A message may quote what a caller sent (a scope, a client_id, a JWT's
+// kid), and callers put credentials where they do not belong: both
+// ErrorMessage and Error mask every secret the detectors of
+// internal/secret find ("[secret:github_token]"), so that what a caller
+// is told, what an audit event's reason says and what the log reads hold
+// none (docs/events.md, "Refusals").
 type Error struct {
 	Code    string // one of the E* codes
 	OAuth   string // RFC 6749 §5.2 / RFC 8707 / RFC 9449 error code, if it differs from the default for Code
@@ -34,13 +43,13 @@ type Error struct {
 
 func (e *Error) Error() string {
 	if e.Err == nil {
-		return e.Message
+		return secret.Mask(e.Message)
 	}
 	cause := e.Err.Error()
 	if e.Message == "" || e.Message == cause { // a typed cause that is its own message
-		return cause
+		return secret.Mask(cause)
 	}
-	return e.Message + ": " + cause
+	return secret.Mask(e.Message + ": " + cause)
 }
 
 func (e *Error) Unwrap() error { return e.Err }
@@ -86,12 +95,16 @@ func ErrorCode(err error) string {
 const InternalMessage = "internal error"
 
 // ErrorMessage returns the caller-safe message of err: the message of the
-// first *Error in its chain, never its cause; InternalMessage for an
-// EINTERNAL error (a bug's details are for the log) or any other error.
+// first *Error in its chain, never its cause, with its secrets masked;
+// InternalMessage for an EINTERNAL error (a bug's details are for the log)
+// or any other error. It is the one way to the text a caller is told and
+// a refusal's audit event says, so that it needs no masking after; what
+// builds a message must not cut a caller's words before it is masked (a
+// text cut in the middle of a secret keeps a part that no detector finds).
 func ErrorMessage(err error) string {
 	var e *Error
 	if errors.As(err, &e) && e.Code != EINTERNAL && e.Message != "" {
-		return e.Message
+		return secret.Mask(e.Message)
 	}
 	return InternalMessage
 }

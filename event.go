@@ -8,6 +8,8 @@ import (
 	"regexp"
 	"strings"
 	"unicode/utf8"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // EventVersion is the version of the event schema (docs/events.md).
@@ -194,6 +196,23 @@ func ClipReason(s string) string {
 		return s
 	}
 	return strings.ToValidUTF8(s[:MaxReason], "") + "…"
+}
+
+// RefuseSecret refuses (EINVALID) the text a caller gave for field if it
+// holds what a secret detector finds (internal/secret), naming the
+// detectors and never what they found; nil otherwise. It is for what
+// Mandate writes into audit events and shows to people as the caller
+// wrote it (a scope asked for, a task's purpose, an approver's note, a
+// revocation's reason): a credential never belongs there, and masking it
+// would record other words than the caller's. what says what the field
+// is for.
+func RefuseSecret(field, value, what string) error {
+	found := secret.Found(value)
+	if found == nil {
+		return nil
+	}
+	return Errorf(EINVALID, "%s holds what looks like a secret (%s): %s, never a place for a credential; "+
+		"hint: remove it, and revoke the credential if it is real", field, strings.Join(found, ", "), what)
 }
 
 // DetailInt reads a number of an event's details: a Go integer in the

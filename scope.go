@@ -5,6 +5,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // Scope grammar (documented in docs/scopes.md):
@@ -278,8 +280,10 @@ func unhex(c byte) byte {
 }
 
 // quoteShort quotes s, cut to its first 64 bytes if longer, for messages
-// about inputs too long to repeat in full.
+// about inputs too long to repeat in full. Its secrets are masked before
+// the cut: cut first, half a secret would be left that no detector finds.
 func quoteShort(s string) string {
+	s = secret.Mask(s)
 	if len(s) <= 64 {
 		return strconv.Quote(s)
 	}

@@ -38,6 +38,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/jose"
 )
 
@@ -389,8 +390,10 @@ func digits(s string) bool {
 }
 
 // quote quotes s for an error message, cut to 64 bytes: it comes from
-// untrusted input.
+// untrusted input. Its secrets are masked before the cut, which could
+// leave half of one that no detector finds.
 func quote(s string) string {
+	s = secret.Mask(s)
 	if len(s) > 64 {
 		return strconv.Quote(s[:64]) + "..."
 	}

@@ -399,3 +399,13 @@ func TestNormalizeURL(t *testing.T) {
 		}
 	}
 }
+
+// A typ quoted in the refusal, cut to its first bytes, has its secrets
+// masked before the cut: no part of one is left.
+func TestCheckMasksSecretsBeforeTheCut(t *testing.T) {
+	typ := strings.Repeat("x", 40) + " ghp_" + strings.Repeat("a1B2", 9)
+	_, err := Check(handProof(testPriv, `{"typ":"`+typ+`","alg":"EdDSA","jwk":`+jwkJSON(testPub)+`}`, goodClaims), goodReq())
+	if err == nil || strings.Contains(err.Error(), "ghp_a1B2") || !strings.Contains(err.Error(), "[secret") {
+		t.Errorf("error = %v", err)
+	}
+}

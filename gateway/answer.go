@@ -92,7 +92,7 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 		// The status is the client's to act on (404: initialize again);
 		// the body is the upstream's text, which the gateway cannot check.
 		w.Header().Del("Content-Type")
-		http.Error(w, "the MCP server "+rl.rt.Name+" answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), resp.StatusCode)
+		textError(w, "the MCP server "+rl.rt.Name+" answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), resp.StatusCode)
 		return nil
 	case mt == "application/json":
 		w.Header().Del("Content-Type")
@@ -102,7 +102,7 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 			return err
 		}
 		if int64(len(body)) > g.cfg.MaxResponse {
-			http.Error(w, "the MCP server's answer is over the gateway's limit", http.StatusBadGateway)
+			textError(w, "the MCP server's answer is over the gateway's limit", http.StatusBadGateway)
 			return errors.New("answer over MaxResponse")
 		}
 		parts, array := rl.rewrite(g, body)
@@ -145,7 +145,7 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 			w.WriteHeader(resp.StatusCode)
 			return nil
 		}
-		http.Error(w, "the MCP server answered with "+mt+", which the gateway cannot check", http.StatusBadGateway)
+		textError(w, "the MCP server answered with "+mt+", which the gateway cannot check", http.StatusBadGateway)
 		return errors.New("answer of type " + mt)
 	}
 }
@@ -156,7 +156,7 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 func (g *Gateway) writeJSON(w http.ResponseWriter, status int, parts [][]byte, array bool) {
 	switch {
 	case len(parts) == 0:
-		http.Error(w, "the MCP server's answer is not JSON-RPC the gateway can check", http.StatusBadGateway)
+		textError(w, "the MCP server's answer is not JSON-RPC the gateway can check", http.StatusBadGateway)
 		return
 	case len(parts) > 1 || array:
 		writeRPC(w, status, append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']'))

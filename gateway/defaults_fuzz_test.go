@@ -7,6 +7,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf16"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // An internal rule reads an address list strictly: whatever it takes for
@@ -63,7 +65,7 @@ func FuzzFindSecretsEscaped(f *testing.F) {
 			}
 		}
 		esc.WriteString(`"}`)
-		if got, want := fmt.Sprint(findSecrets([]byte(esc.String()))), fmt.Sprint(findSecrets(plain)); got != want {
+		if got, want := fmt.Sprint(secret.Find([]byte(esc.String()))), fmt.Sprint(secret.Find(plain)); got != want {
 			t.Fatalf("%q: escaped %s, plain %s", s, got, want)
 		}
 	})

@@ -433,7 +433,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	name, ok := strings.CutPrefix(r.URL.Path, PathPrefix)
 	rt := g.routes[name]
 	if !ok || rt == nil {
-		http.Error(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
+		textError(w, "no MCP server of that name behind this gateway", http.StatusNotFound)
 		return
 	}
 	c, ok := g.authenticate(w, r, rt, g.resourceURL(rt))
@@ -477,7 +477,7 @@ func (g *Gateway) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		g.answer(w, resp, &relay{rt: rt})
 	default:
 		w.Header().Set("Allow", "GET, POST, DELETE")
-		http.Error(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
+		textError(w, "use POST, GET or DELETE (MCP Streamable HTTP)", http.StatusMethodNotAllowed)
 	}
 }
 
@@ -534,13 +534,13 @@ func (g *Gateway) metadataURL(rt *route) string {
 // metadata serves the RFC 9728 protected resource metadata of a route.
 func (g *Gateway) metadata(w http.ResponseWriter, r *http.Request, rt *route) {
 	if rt == nil {
-		http.Error(w, "no upstream of that name behind this gateway", http.StatusNotFound)
+		textError(w, "no upstream of that name behind this gateway", http.StatusNotFound)
 		return
 	}
 	name := rt.Name
 	if r.Method != http.MethodGet {
 		w.Header().Set("Allow", "GET")
-		http.Error(w, "use GET", http.StatusMethodNotAllowed)
+		textError(w, "use GET", http.StatusMethodNotAllowed)
 		return
 	}
 	w.Header().Set("Content-Type", "application/json")
@@ -591,7 +591,7 @@ func (g *Gateway) authenticate(w http.ResponseWriter, r *http.Request, rt *route
 	w.Header().Add("WWW-Authenticate", challenge("Bearer"))
 	w.Header().Add("WWW-Authenticate", challenge("DPoP"))
 	g.cfg.Logger.InfoContext(r.Context(), "gateway: mandate refused", "server", rt.Name, "err", err)
-	http.Error(w, "mandate refused: "+why, http.StatusUnauthorized)
+	textError(w, "mandate refused: "+why, http.StatusUnauthorized)
 	return nil, false
 }
 
@@ -687,14 +687,14 @@ func (g *Gateway) session(w http.ResponseWriter, r *http.Request, rt *route, c *
 	ids := r.Header.Values(sessionHeader)
 	if len(ids) > 1 {
 		g.refuseRequest(r.Context(), rt, c, r.Method, "session-header", http.StatusBadRequest, "more than one Mcp-Session-Id")
-		http.Error(w, "more than one Mcp-Session-Id", http.StatusBadRequest)
+		textError(w, "more than one Mcp-Session-Id", http.StatusBadRequest)
 		return "", false
 	}
 	id := r.Header.Get(sessionHeader)
 	if id == "" {
 		if len(ids) == 1 {
 			g.refuseRequest(r.Context(), rt, c, r.Method, "session-header", http.StatusBadRequest, "an empty Mcp-Session-Id")
-			http.Error(w, "an empty Mcp-Session-Id", http.StatusBadRequest)
+			textError(w, "an empty Mcp-Session-Id", http.StatusBadRequest)
 			return "", false
 		}
 		return "", true
@@ -705,19 +705,19 @@ func (g *Gateway) session(w http.ResponseWriter, r *http.Request, rt *route, c *
 		// Forgotten (idle, or ended), or never opened here: not a
 		// refusal to audit, the answer an expired session gets. MCP
 		// Streamable HTTP: 404 tells the client to initialize again.
-		http.Error(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
+		textError(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
 		return "", false
 	case b.route != rt.Name || b.task != c.Task || b.agent != c.ClientID:
 		g.sessions.done(id, g.cfg.Now())
 		if b.route != rt.Name {
 			// Another server's session is not this one's: unknown here.
-			http.Error(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
+			textError(w, "unknown MCP session: initialize a new one", http.StatusNotFound)
 			return "", false
 		}
 		g.cfg.Logger.WarnContext(r.Context(), "gateway: a mandate tried another session", "agent", c.ClientID, "task", c.Task)
 		g.refuseRequest(r.Context(), rt, c, r.Method, "session-owner", http.StatusForbidden,
 			"a mandate of another task or agent than the session's")
-		http.Error(w, "this MCP session belongs to another task or agent: initialize your own", http.StatusForbidden)
+		textError(w, "this MCP session belongs to another task or agent: initialize your own", http.StatusForbidden)
 		return "", false
 	}
 	return id, true
@@ -828,9 +828,9 @@ func (g *Gateway) forwardError(w http.ResponseWriter, rt *route, err error) {
 	var nv *notValidError
 	switch {
 	case errors.As(err, &nv):
-		http.Error(w, "not forwarded: "+nv.Error(), http.StatusForbidden)
+		textError(w, "not forwarded: "+nv.Error(), http.StatusForbidden)
 	case errors.Is(err, errStopped):
-		http.Error(w, "not forwarded whole: "+errStopped.Error(), http.StatusForbidden)
+		textError(w, "not forwarded whole: "+errStopped.Error(), http.StatusForbidden)
 	default:
 		g.upstreamError(w, rt, err)
 	}
@@ -897,11 +897,11 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {
 	var re *redirectError
 	if errors.As(err, &re) {
 		g.cfg.Logger.Warn("gateway: the upstream redirected: not followed", "server", rt.Name, "status", re.status, "location", re.location)
-		http.Error(w, what+" answered with a redirect (HTTP "+itoa(int64(re.status))+"), which the gateway does not follow or relay", http.StatusBadGateway)
+		textError(w, what+" answered with a redirect (HTTP "+itoa(int64(re.status))+"), which the gateway does not follow or relay", http.StatusBadGateway)
 		return
 	}
 	g.cfg.Logger.Error("gateway: upstream unreachable", "server", rt.Name, "err", err)
-	http.Error(w, what+" cannot be reached", http.StatusBadGateway)
+	textError(w, what+" cannot be reached", http.StatusBadGateway)
 }
 
 // streaming lifts the server's write timeout for an SSE stream, which

@@ -12,6 +12,7 @@ import (
 	"sync"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/policy"
 )
 
@@ -29,7 +30,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		ok = ok && (sent == "" || sent[0] == '/')
 	}
 	if !ok {
-		http.Error(w, "no HTTP upstream of that name behind this gateway", http.StatusNotFound)
+		textError(w, "no HTTP upstream of that name behind this gateway", http.StatusNotFound)
 		return
 	}
 	// The proof names the URL as the client sent it, without the query
@@ -45,12 +46,12 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	if why != "" {
 		msg := "path " + sent + " refused: it holds " + why + "; hint: send the path without dot segments, backslashes or encoded slashes"
 		g.refuseRequest(r.Context(), rt, c, r.Method, "path", http.StatusBadRequest, msg)
-		http.Error(w, msg, http.StatusBadRequest)
+		textError(w, msg, http.StatusBadRequest)
 		return
 	}
 	if r.Header.Get("Upgrade") != "" {
 		g.refuseRequest(r.Context(), rt, c, r.Method, "upgrade", http.StatusBadRequest, "a protocol upgrade")
-		http.Error(w, "the gateway does not pass protocol upgrades (WebSocket, h2c) to HTTP upstreams", http.StatusBadRequest)
+		textError(w, "the gateway does not pass protocol upgrades (WebSocket, h2c) to HTTP upstreams", http.StatusBadRequest)
 		return
 	}
 	resource := "http:" + rt.Name + ":" + r.Method + ":" + path
@@ -58,7 +59,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		// Over a scope's limits: no scope can allow it.
 		msg := "path " + sent + " refused: " + mandate.ErrorMessage(err)
 		g.refuseRequest(r.Context(), rt, c, r.Method, "path", http.StatusBadRequest, msg)
-		http.Error(w, msg, http.StatusBadRequest)
+		textError(w, msg, http.StatusBadRequest)
 		return
 	}
 	ctx := r.Context()
@@ -67,7 +68,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {
 			g.refuseRequest(ctx, rt, c, r.Method, "too-large", http.StatusRequestEntityTooLarge, "a body over the limit")
-			http.Error(w, "the body is over the gateway's limit of "+itoa(g.cfg.MaxBody)+" bytes", http.StatusRequestEntityTooLarge)
+			textError(w, "the body is over the gateway's limit of "+itoa(g.cfg.MaxBody)+" bytes", http.StatusRequestEntityTooLarge)
 		}
 		return
 	}
@@ -123,7 +124,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	call := g.event(mandate.EventToolCall, c, "http", resource, mandate.OutcomeOK, "", details)
 	if err := g.cfg.Events.Append(ctx, call); err != nil {
 		g.cfg.Logger.Error("gateway: request not audited, so not forwarded", "upstream", rt.Name, "err", err)
-		http.Error(w, "the gateway could not record the request in its audit log, so it was not forwarded: try again later", http.StatusServiceUnavailable)
+		textError(w, "the gateway could not record the request in its audit log, so it was not forwarded: try again later", http.StatusServiceUnavailable)
 		return
 	}
 	g.tasks.record(c.Task, dataLabels(rt.labels), callCounters(rt.labels), g.cfg.Now())
@@ -135,7 +136,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	fctx, f, err := g.begin(ctx, rt, c)
 	if err != nil {
 		g.recordResults(ctx, rt, []*mandate.Event{unsent(call, mandate.OutcomeDeny, "not forwarded: "+err.Error(), true)})
-		http.Error(w, "not forwarded: "+err.Error(), http.StatusForbidden)
+		textError(w, "not forwarded: "+err.Error(), http.StatusForbidden)
 		return
 	}
 	defer f.finish()
@@ -235,6 +236,7 @@ func (g *Gateway) refuseHTTP(ctx context.Context, w http.ResponseWriter, c *mand
 
 // refuseHTTPWith is refuseHTTP with more details for the decision event.
 func (g *Gateway) refuseHTTPWith(ctx context.Context, w http.ResponseWriter, c *mandate.Claims, method, resource, why string, d *policy.Decision, more map[string]any) {
+	why = secret.Mask(why) // it quotes the path, which the client chose
 	g.tasks.record(c.Task, nil, []string{"denials"}, g.cfg.Now())
 	details := map[string]any{"http_status": http.StatusForbidden}
 	if d != nil {

@@ -6,9 +6,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"net/http"
 	"strconv"
 	"strings"
 	"unicode"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // JSON-RPC 2.0 error codes the gateway answers with (JSON-RPC 2.0 §5.1;
@@ -65,10 +68,15 @@ type rpcError struct {
 }
 
 // errorResponse is the response to request id with e; id null if unknown.
+// Its message, which may quote what the client sent (a tool's name, a
+// method, a URI), has its secrets masked: an error is read and logged by
+// more than its client. (The id is the client's own, which JSON-RPC
+// answers with.)
 func errorResponse(id json.RawMessage, e rpcError) []byte {
 	if len(id) == 0 {
 		id = json.RawMessage("null")
 	}
+	e.Message = secret.Mask(e.Message)
 	b, _ := json.Marshal(struct {
 		JSONRPC string          `json:"jsonrpc"`
 		ID      json.RawMessage `json:"id"`
@@ -137,6 +145,12 @@ func encode(msgs []*message, batch bool) []byte {
 		return parts[0]
 	}
 	return append(append([]byte("["), bytes.Join(parts, []byte(","))...), ']')
+}
+
+// textError answers a refused HTTP request with msg, as http.Error does,
+// its secrets masked (errorResponse).
+func textError(w http.ResponseWriter, msg string, code int) {
+	http.Error(w, secret.Mask(msg), code)
 }
 
 // marshal encodes v as JSON without escaping <, > and &: the gateway

@@ -5,221 +5,19 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
-	"regexp"
 	"slices"
 	"strconv"
 	"unicode/utf8"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // What a person deciding a held call sees of its arguments
 // (mandate.Approval.Arguments): the arguments in the order sent, in
-// canonical spelling, with every secret the detectors of secrets.go find
+// canonical spelling, with every secret the detectors of package secret find
 // masked, shortened to mandate.MaxApprovalArguments. The arguments as sent
 // are bound by the approval's request hash and never stored.
-
-// maskExtent extends a detector's match to what must be masked with it:
-// a private key's header is what is found, the key is what follows, to
-// the end of its JSON string.
-var maskExtent = map[string]*regexp.Regexp{
-	"private_key": regexp.MustCompile(`^-----BEGIN [^"\\]*?-----(?:[^"\\]|\\.)*`),
-}
-
-// eachSecret calls fn for each span of b a detector finds, at most limit
-// per detector (limit < 0: all), in the order of secretDetectors, with the
-// span extended by maskExtent. findSecrets counts what it calls;
-// maskSecrets masks it: one scan, so that what is counted is what is
-// masked.
-func eachSecret(b []byte, limit int, fn func(name string, start, end int)) {
-	for _, d := range secretDetectors {
-		ext := maskExtent[d.name]
-		for _, m := range d.re.FindAllIndex(b, limit) {
-			end := m[1]
-			if ext != nil {
-				if e := ext.FindIndex(b[m[0]:]); e != nil {
-					end = max(end, m[0]+e[1])
-				}
-			}
-			fn(d.name, m[0], end)
-		}
-	}
-}
-
-// span is a stretch of JSON text to mask, and what found it.
-type span struct {
-	start, end int
-	name       string
-	value      bool // it overlaps a value (not only object keys)
-}
-
-// maskSecrets returns the JSON text b with each secret found replaced by
-// "[secret:<detector>]", and the detectors that found one, sorted. A
-// secret in a string is replaced in that string; a number that is one
-// becomes that string; a match over an object key and its value (a name
-// with "secret" in it before 40 characters) masks the value and leaves
-// the key. b must be valid JSON.
-func maskSecrets(b []byte) ([]byte, []string) {
-	var spans []span
-	eachSecret(b, -1, func(name string, start, end int) { spans = append(spans, span{start: start, end: end, name: name}) })
-	if len(spans) == 0 {
-		return b, nil
-	}
-	slices.SortStableFunc(spans, func(x, y span) int { return x.start - y.start })
-	merged := spans[:1]
-	for _, s := range spans[1:] {
-		if last := &merged[len(merged)-1]; s.start < last.end {
-			last.end = max(last.end, s.end)
-		} else {
-			merged = append(merged, s)
-		}
-	}
-	var names []string
-	for _, s := range spans {
-		if !slices.Contains(names, s.name) {
-			names = append(names, s.name)
-		}
-	}
-	slices.Sort(names)
-	toks := jsonTokens(b)
-	// Both lists are sorted and the spans do not overlap: sweep them
-	// together, so that many secrets in many tokens cost no more than
-	// reading them.
-	for i, j := 0, 0; i < len(merged); i++ {
-		for j < len(toks) && toks[j].end <= merged[i].start {
-			j++
-		}
-		for k := j; k < len(toks) && toks[k].start < merged[i].end; k++ {
-			if !toks[k].key {
-				merged[i].value = true
-				break
-			}
-		}
-	}
-	out := make([]byte, 0, len(b))
-	at, si := 0, 0
-	var hits []span
-	for _, t := range toks {
-		for si < len(merged) && merged[si].end <= t.start {
-			si++
-		}
-		hits = hits[:0]
-		for k := si; k < len(merged) && merged[k].start < t.end; k++ {
-			if merged[k].value != t.key { // values are masked; keys only where no value is
-				hits = append(hits, merged[k])
-			}
-		}
-		if len(hits) == 0 {
-			continue
-		}
-		out = append(out, b[at:t.start]...)
-		at = t.end
-		if t.kind == 'n' {
-			out = appendString(out, "[secret:"+hits[0].name+"]")
-			continue
-		}
-		// A string: mask each hit's part of it, in whole escapes and
-		// runes, walking forward from the last boundary.
-		out = append(out, '"')
-		from := t.start + 1
-		for _, h := range hits {
-			s := boundaryBefore(b, from, max(h.start, from))
-			e := boundaryAfter(b, s, min(h.end, t.end-1))
-			if e <= s {
-				continue
-			}
-			out = append(out, b[from:s]...)
-			out = append(out, "[secret:"+h.name+"]"...)
-			from = e
-		}
-		out = append(out, b[from:t.end-1]...)
-		out = append(out, '"')
-	}
-	return append(out, b[at:]...), names
-}
-
-// token is a string (kind 's', a key if key) or a number (kind 'n') of a
-// JSON text, [start, end) with a string's quotes.
-type token struct {
-	start, end int
-	kind       byte
-	key        bool
-}
-
-// jsonTokens returns the strings and numbers of the valid JSON text b.
-func jsonTokens(b []byte) []token {
-	var toks []token
-	for i := 0; i < len(b); {
-		switch c := b[i]; {
-		case c == '"':
-			j := i + 1
-			for j < len(b) && b[j] != '"' {
-				if b[j] == '\\' {
-					j++
-				}
-				j++
-			}
-			j = min(j+1, len(b))
-			k := j
-			for k < len(b) && (b[k] == ' ' || b[k] == '\t' || b[k] == '\n' || b[k] == '\r') {
-				k++
-			}
-			toks = append(toks, token{start: i, end: j, kind: 's', key: k < len(b) && b[k] == ':'})
-			i = j
-		case c == '-' || c >= '0' && c <= '9':
-			j := i + 1
-			for j < len(b) && (b[j] >= '0' && b[j] <= '9' || b[j] == '.' || b[j] == 'e' || b[j] == 'E' || b[j] == '+' || b[j] == '-') {
-				j++
-			}
-			toks = append(toks, token{start: i, end: j, kind: 'n'})
-			i = j
-		default:
-			i++
-		}
-	}
-	return toks
-}
-
-// boundaryBefore returns the start of the character (an escape, or a
-// UTF-8 rune) of a JSON string that holds byte k, walking from i, the
-// start of a character at or before k.
-func boundaryBefore(b []byte, i, k int) int {
-	for {
-		n := charLen(b, i)
-		if i+n > k {
-			return i
-		}
-		i += n
-	}
-}
-
-// boundaryAfter returns the end of the character that holds byte k-1 (k
-// itself if a character starts there), walking from i, the start of a
-// character at or before k.
-func boundaryAfter(b []byte, i, k int) int {
-	for i < k {
-		i += charLen(b, i)
-	}
-	return i
-}
-
-// charLen is the length of the character at b[i] inside a JSON string.
-func charLen(b []byte, i int) int {
-	if i >= len(b) {
-		return 1
-	}
-	if b[i] == '\\' {
-		if i+1 < len(b) && b[i+1] == 'u' {
-			return 6
-		}
-		return 2
-	}
-	if b[i] < utf8.RuneSelf {
-		return 1
-	}
-	_, n := utf8.DecodeRune(b[i:])
-	return n
-}
 
 // appendString appends s as a JSON string, spelt as the gateway's
 // canonical JSON (marshal) spells it.
@@ -259,14 +57,14 @@ func approvalArguments(raw []byte) (json.RawMessage, bool, []string) {
 			}
 		}
 	}
-	masked, names := maskSecrets(raw)
+	masked, names := secret.MaskJSON(raw)
 	add(names)
 	v, err := parseOrdered(masked)
 	if err != nil {
 		return hidden("the arguments could not be read"), true, found
 	}
 	p := preview{unlimited: true}
-	masked, names = maskSecrets(p.render(nil, v, 0, 0))
+	masked, names = secret.MaskJSON(p.render(nil, v, 0, 0))
 	add(names)
 	out, short := []byte(nil), false
 	for range 3 {
@@ -276,7 +74,7 @@ func approvalArguments(raw []byte) (json.RawMessage, bool, []string) {
 		p = preview{}
 		out = p.render(nil, v, mandate.MaxApprovalArguments, 0)
 		short = short || p.shortened
-		if masked, names = maskSecrets(out); len(names) == 0 {
+		if masked, names = secret.MaskJSON(out); len(names) == 0 {
 			slices.Sort(found)
 			return out, short, found
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // Secrets in a held call's arguments are masked in what its approver
@@ -41,7 +42,7 @@ func TestApprovalArgumentsMasked(t *testing.T) {
 			if string(got) != tt.want || short || !slices.Equal(secrets, tt.secrets) {
 				t.Errorf("got %s %v %v\nwant %s %v", got, short, secrets, tt.want, tt.secrets)
 			}
-			if len(got) > 0 && findSecrets(got) != nil {
+			if len(got) > 0 && secret.Find(got) != nil {
 				t.Errorf("the approver sees a secret: %s", got)
 			}
 		})
@@ -100,7 +101,7 @@ func FuzzApprovalArguments(f *testing.F) {
 		if !json.Valid(got) || len(got) > mandate.MaxApprovalArguments {
 			t.Fatalf("%q: %d bytes, valid %v: %q", raw, len(got), json.Valid(got), got)
 		}
-		if found := findSecrets(got); found != nil {
+		if found := secret.Find(got); found != nil {
 			t.Fatalf("%q: the approver sees %v in %q", raw, found, got)
 		}
 		if again, _, _ := approvalArguments(raw); string(again) != string(got) {
@@ -129,7 +130,7 @@ func TestApprovalArgumentsFitTheEvent(t *testing.T) {
 	}
 }
 
-// maskText masks every secret of a plain text (an event's resource or
+// secret.Mask masks every secret of a plain text (an event's resource or
 // reason), and leaves the rest as it was.
 func TestMaskText(t *testing.T) {
 	for in, want := range map[string]string{
@@ -140,21 +141,21 @@ func TestMaskText(t *testing.T) {
 		"k -----BEGIN PRIVATE KEY-----abc":                "k [secret:private_key]",
 		"ü AKIAIOSFODNN7EXAMPLE ü":                        "ü [secret:aws_access_key_id] ü",
 	} {
-		if got := maskText(in); got != want {
-			t.Errorf("maskText(%q) = %q, want %q", in, got, want)
+		if got := secret.Mask(in); got != want {
+			t.Errorf("secret.Mask(%q) = %q, want %q", in, got, want)
 		}
 	}
 }
 
-// What maskText leaves holds nothing a detector finds.
+// What secret.Mask leaves holds nothing a detector finds.
 func FuzzMaskText(f *testing.F) {
 	for _, s := range []string{"AKIAIOSFODNN7EXAMPLE", "-----BEGIN RSA PRIVATE KEY-----x AKIAIOSFODNN7EXAMPLE", "ghp_" + strings.Repeat("a1B2", 9) + " xoxb-1234567890-abcdefghij"} {
 		f.Add(s)
 	}
 	f.Fuzz(func(t *testing.T, s string) {
-		out := maskText(s)
-		eachSecret([]byte(out), -1, func(name string, start, end int) {
-			t.Errorf("maskText(%q) = %q: %s at %d", s, out, name, start)
+		out := secret.Mask(s)
+		secret.Each([]byte(out), -1, func(name string, start, end int) {
+			t.Errorf("secret.Mask(%q) = %q: %s at %d", s, out, name, start)
 		})
 	})
 }

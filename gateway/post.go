@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/policy"
 )
 
@@ -655,7 +656,7 @@ func (g *Gateway) decide(r *http.Request, rt *route, c *mandate.Claims, m *messa
 		v.approval = ap.ID
 	}
 	if v.call {
-		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": maskText(string(m.ID))}
+		details := map[string]any{"policy_set": d.SetHash, "policies": d.Policies, "args_bytes": len(p.Arguments), "rpc_id": secret.Mask(string(m.ID))}
 		if v.approval != "" {
 			details["approval"] = v.approval
 		}
@@ -700,8 +701,8 @@ func (g *Gateway) event(typ string, c *mandate.Claims, action, resource, outcome
 	return &mandate.Event{
 		V: mandate.EventVersion, Time: g.cfg.Now().UnixNano(), Type: typ,
 		Task: c.Task, Mandate: c.ID, Parent: c.Parent, Agent: c.ClientID, Chain: c.Actor.Chain(), Subject: c.Subject,
-		Action: clipText(maskText(action), maxEventAction), Resource: clipText(maskText(resource), mandate.MaxScopeLen),
-		Outcome: outcome, Reason: mandate.ClipReason(maskText(reason)), Details: details,
+		Action: clipText(secret.Mask(action), maxEventAction), Resource: clipText(secret.Mask(resource), mandate.MaxScopeLen),
+		Outcome: outcome, Reason: mandate.ClipReason(secret.Mask(reason)), Details: details,
 	}
 }
 
@@ -771,7 +772,7 @@ func resultEvent(call *mandate.Event, m *message, took time.Duration) *mandate.E
 	case json.Unmarshal(m.Result, &r) == nil && r.IsError:
 		ev.Outcome = mandate.OutcomeError
 	}
-	if found := findSecrets(m.Result); found != nil {
+	if found := secret.Find(m.Result); found != nil {
 		ev.Details["result_secrets"] = found
 	}
 	return &ev

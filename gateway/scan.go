@@ -9,6 +9,8 @@ import (
 	"strings"
 	"unicode"
 	"unicode/utf8"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // The scan of tool definitions (docs/gateway.md, "Tool integrity"): it
@@ -69,6 +71,7 @@ type scanner struct {
 	reasons map[string]string
 	order   []string // categories, in the order first scored
 	read    int      // bytes of the definition's text read so far
+	secret  bool     // a text read so far holds a secret: quote none
 }
 
 // scanTool scans a decoded tool definition: every string in it, and the
@@ -152,6 +155,7 @@ func (s *scanner) text(raw string, depth int, split bool) {
 	if !utf8.ValidString(raw) {
 		raw = strings.ToValidUTF8(raw, "\uFFFD")
 	}
+	s.secret = s.secret || secret.Found(raw) != nil
 	// Hidden text: what a person does not see is judged on its own too.
 	if kinds := hiddenRunes(raw); kinds != "" {
 		s.add("hidden", 5, "hides text from a person reading it ("+kinds+")")
@@ -163,10 +167,10 @@ func (s *scanner) text(raw string, depth int, split bool) {
 		s.add("escape", 5, "holds terminal escape sequences, which can hide text on screen")
 	}
 	if w := mixedScriptWord(raw); w != "" {
-		s.add("homoglyph", 5, "mixes alphabets within a word, to look like another ("+quoteClip(w)+")")
+		s.add("homoglyph", 5, "mixes alphabets within a word, to look like another ("+s.quote(w)+")")
 	}
 	for _, d := range decodedRuns(raw) {
-		s.add("encoded", 3, "holds encoded text ("+quoteClip(d)+")")
+		s.add("encoded", 3, "holds encoded text ("+s.quote(d)+")")
 		s.text(d, depth+1, false)
 	}
 	t := normalise(ansiEscape.ReplaceAllString(raw, " "), split)
@@ -180,7 +184,7 @@ func (s *scanner) text(raw string, depth int, split bool) {
 // HTML comments.
 func (s *scanner) blocks(t string) {
 	if m := directiveTag.find(t); m != "" {
-		s.add("block", 5, "wraps text in a block addressed to the model ("+quoteClip(m)+")")
+		s.add("block", 5, "wraps text in a block addressed to the model ("+s.quote(m)+")")
 	}
 	for rest, n := t, 0; n < 8; n++ {
 		i := strings.Index(rest, "<!--")
@@ -193,7 +197,7 @@ func (s *scanner) blocks(t string) {
 			body, rest = rest[:j], rest[j+3:]
 		}
 		if len(strings.Fields(body)) >= 2 {
-			s.add("block", 5, "hides text in a comment ("+quoteClip(body)+")")
+			s.add("block", 5, "hides text in a comment ("+s.quote(body)+")")
 			break
 		}
 	}
@@ -204,45 +208,45 @@ func (s *scanner) sentence(t string) {
 	ws := words(t)
 	acting := hasWord(ws, collectVerbs, transferVerbs)
 	if m := overrideRe.find(t); m != "" {
-		s.add("override", 5, "tells the model to ignore or override its instructions ("+quoteClip(m)+")")
+		s.add("override", 5, "tells the model to ignore or override its instructions ("+s.quote(m)+")")
 	}
 	if m := concealRe.find(t); m != "" {
-		s.add("conceal", 5, "tells the model to keep something from the user ("+quoteClip(m)+")")
+		s.add("conceal", 5, "tells the model to keep something from the user ("+s.quote(m)+")")
 	} else if m := concealWeakRe.find(t); m != "" {
 		points := 1
 		if acting {
 			points = 3
 		}
-		s.add("conceal-weak", points, "asks for something to be done unseen ("+quoteClip(m)+")")
+		s.add("conceal-weak", points, "asks for something to be done unseen ("+s.quote(m)+")")
 	}
 	if m := shadowRe.find(t); m != "" {
-		s.add("shadow", 4, "changes what other tools do ("+quoteClip(m)+")")
+		s.add("shadow", 4, "changes what other tools do ("+s.quote(m)+")")
 	}
 	if m := firstRe.find(t); m != "" {
-		s.add("first", 3, "has itself called before anything else ("+quoteClip(m)+")")
+		s.add("first", 3, "has itself called before anything else ("+s.quote(m)+")")
 	}
 	if m := coerceRe.find(t); m != "" {
-		s.add("coerce", 2, "threatens failure unless the model complies ("+quoteClip(m)+")")
+		s.add("coerce", 2, "threatens failure unless the model complies ("+s.quote(m)+")")
 	}
 	if directiveRe.match(t) {
 		s.add("directive", 1, "addresses the model with directives")
 	}
 	file := fileRe.find(t)
 	if file != "" {
-		s.add("file", 3, "names files or stores outside a tool's purpose ("+quoteClip(file)+")")
+		s.add("file", 3, "names files or stores outside a tool's purpose ("+s.quote(file)+")")
 	}
 	// Routing a secret or private data through a tool's arguments.
 	if m := callWithRe.re.FindStringIndex(t); callWithRe.hinted(t) && m != nil {
 		if obj := targetRe.find(strings.Join(firstWords(t[m[1]:], 9), " ")); obj != "" {
 			if file != "" {
-				s.add("file", 5, "asks for files outside a tool's purpose to be passed to a tool ("+quoteClip(t)+")")
+				s.add("file", 5, "asks for files outside a tool's purpose to be passed to a tool ("+s.quote(t)+")")
 			} else {
-				s.add("exfil", 5, "asks for secrets or private data to be passed to a tool ("+quoteClip(t)+")")
+				s.add("exfil", 5, "asks for secrets or private data to be passed to a tool ("+s.quote(t)+")")
 			}
 		}
 	}
 	if m := triggerRe.find(t); m != "" {
-		s.add("trigger", 3, "acts on a phrase of the user's rather than a request ("+quoteClip(m)+")")
+		s.add("trigger", 3, "acts on a phrase of the user's rather than a request ("+s.quote(m)+")")
 	}
 	// Collecting or passing on a secret, private data or such a file: in
 	// a side channel, or all of them (a tool that gets all the keys of a
@@ -252,15 +256,15 @@ func (s *scanner) sentence(t string) {
 		channel := sideRe.match(t) || destRe.match(t) || (collecting && quantRe.match(t))
 		switch {
 		case file != "":
-			s.add("file", 5, "asks for files outside a tool's purpose to be read or passed on ("+quoteClip(t)+")")
+			s.add("file", 5, "asks for files outside a tool's purpose to be read or passed on ("+s.quote(t)+")")
 		case channel:
-			s.add("exfil", 5, "asks for secrets or private data to be collected or passed on ("+quoteClip(t)+")")
+			s.add("exfil", 5, "asks for secrets or private data to be collected or passed on ("+s.quote(t)+")")
 		default:
-			s.add("exfil", 2, "handles secrets or private data ("+quoteClip(obj)+")")
+			s.add("exfil", 2, "handles secrets or private data ("+s.quote(obj)+")")
 		}
 	}
 	if hasWord(ws, transferVerbs) && destRe.match(t) {
-		s.add("send-out", 4, "tells the model to send data to an address outside the tool ("+quoteClip(destRe.find(t))+")")
+		s.add("send-out", 4, "tells the model to send data to an address outside the tool ("+s.quote(destRe.find(t))+")")
 	}
 }
 
@@ -494,6 +498,17 @@ func splitSentences(t string) []string {
 		}
 	}
 	return out
+}
+
+// quote quotes x for a reason (quoteClip), unless x, or a text of the
+// definition read so far, holds a secret (internal/secret): findings go
+// to the audit log whole (tool.pinned's details), and a reason quotes
+// text lower-cased (normalise), where no detector finds it any more.
+func (s *scanner) quote(x string) string {
+	if s.secret || secret.Found(x) != nil {
+		return "[not quoted: the text holds a secret]"
+	}
+	return quoteClip(x)
 }
 
 // quoteClip quotes the start of s for a reason: one line, printable, at

@@ -148,7 +148,7 @@ func (b *stdioBridge) reap() {
 
 func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if subtle.ConstantTimeCompare([]byte(r.Header.Get("Authorization")), []byte("Bearer "+b.secret)) != 1 {
-		http.Error(w, "this endpoint serves the Mandate gateway only", http.StatusUnauthorized)
+		textError(w, "this endpoint serves the Mandate gateway only", http.StatusUnauthorized)
 		return
 	}
 	id := r.Header.Get(sessionHeader)
@@ -163,7 +163,7 @@ func (b *stdioBridge) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 		w.WriteHeader(http.StatusNoContent)
 	default:
-		http.Error(w, "use POST, GET or DELETE", http.StatusMethodNotAllowed)
+		textError(w, "use POST, GET or DELETE", http.StatusMethodNotAllowed)
 	}
 }
 
@@ -176,30 +176,30 @@ func (b *stdioBridge) session(id string) *stdioSession {
 func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 	body, err := io.ReadAll(io.LimitReader(r.Body, int64(b.maxMsg)+1))
 	if err != nil || len(body) > b.maxMsg {
-		http.Error(w, "body too large", http.StatusRequestEntityTooLarge)
+		textError(w, "body too large", http.StatusRequestEntityTooLarge)
 		return
 	}
 	msgs, batch, err := parseBody(body)
 	if err != nil {
-		http.Error(w, err.Error(), http.StatusBadRequest)
+		textError(w, err.Error(), http.StatusBadRequest)
 		return
 	}
 	var s *stdioSession
 	if id == "" {
 		if !isInitialize(msgs) {
-			http.Error(w, "no session: initialize first", http.StatusBadRequest)
+			textError(w, "no session: initialize first", http.StatusBadRequest)
 			return
 		}
 		if s, err = b.spawn(); err != nil {
 			// The client, through the gateway, is told it cannot start;
 			// the log says why (the command's path, the exec error).
 			b.log.Warn("gateway: stdio server not started", "err", err)
-			http.Error(w, "the stdio server "+b.route.Name+" cannot start a process now: try again later", http.StatusServiceUnavailable)
+			textError(w, "the stdio server "+b.route.Name+" cannot start a process now: try again later", http.StatusServiceUnavailable)
 			return
 		}
 		w.Header().Set(sessionHeader, s.id)
 	} else if s = b.session(id); s == nil {
-		http.Error(w, "unknown session", http.StatusNotFound)
+		textError(w, "unknown session", http.StatusNotFound)
 		return
 	}
 	var waits []chan []byte
@@ -217,7 +217,7 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		if m.isRequest() {
 			if s.waiting[string(m.ID)] != nil {
 				s.mu.Unlock()
-				http.Error(w, "a request with id "+string(m.ID)+" is in flight already", http.StatusBadRequest)
+				textError(w, "a request with id "+string(m.ID)+" is in flight already", http.StatusBadRequest)
 				return
 			}
 			ch := make(chan []byte, 1)
@@ -237,14 +237,14 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 			w.Header().Del(sessionHeader)
 			b.end(s)
 		}
-		http.Error(w, "not admitted: the request was cut off, or is on behalf of nobody", http.StatusForbidden)
+		textError(w, "not admitted: the request was cut off, or is on behalf of nobody", http.StatusForbidden)
 		return
 	}
 	defer sent()
 	for _, m := range msgs {
 		line, _ := json.Marshal(m)
 		if _, err := s.in.Write(append(line, '\n')); err != nil {
-			http.Error(w, "the stdio server has stopped", http.StatusBadGateway)
+			textError(w, "the stdio server has stopped", http.StatusBadGateway)
 			return
 		}
 	}
@@ -261,10 +261,10 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		case a := <-ch:
 			answers = append(answers, a)
 		case <-s.done:
-			http.Error(w, "the stdio server stopped before answering", http.StatusBadGateway)
+			textError(w, "the stdio server stopped before answering", http.StatusBadGateway)
 			return
 		case <-timeout.C:
-			http.Error(w, "the stdio server did not answer in time", http.StatusGatewayTimeout)
+			textError(w, "the stdio server did not answer in time", http.StatusGatewayTimeout)
 			return
 		case <-r.Context().Done():
 			return
@@ -283,7 +283,7 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 func (b *stdioBridge) stream(w http.ResponseWriter, r *http.Request, id string) {
 	s := b.session(id)
 	if s == nil {
-		http.Error(w, "unknown session", http.StatusNotFound)
+		textError(w, "unknown session", http.StatusNotFound)
 		return
 	}
 	w.Header().Set("Content-Type", "text/event-stream")

@@ -3,6 +3,8 @@ package gateway
 import (
 	"strings"
 	"testing"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // Each secret detector finds its own format (the samples are the
@@ -22,7 +24,7 @@ func TestFindSecrets(t *testing.T) {
 		"jwt":                    `{"auth":"eyJhbGciOiJFZERTQSJ9.eyJzdWIiOiJhbGljZSJ9.` + strings.Repeat("s", 43) + `"}`,
 		"mandate_approver_token": `{"t":"mapr_` + strings.Repeat("A", 43) + `"}`,
 	} {
-		got := findSecrets([]byte(sample))
+		got := secret.Find([]byte(sample))
 		if got[want] != 1 || len(got) != 1 {
 			t.Errorf("%s: found %v in %s", want, got, sample)
 		}
@@ -35,18 +37,18 @@ func TestFindSecrets(t *testing.T) {
 		`{"key":"AKIA\u0049OSFODNN7EXAMPLE"}`,
 		`{"k\u0065y":["x","\u0041\u004bIAIOSFODNN7EXAMPLE"]}`,
 	} {
-		if got := findSecrets([]byte(sample)); got["aws_access_key_id"] != 1 || len(got) != 1 {
+		if got := secret.Find([]byte(sample)); got["aws_access_key_id"] != 1 || len(got) != 1 {
 			t.Errorf("escaped: found %v in %s", got, sample)
 		}
 	}
-	if got := findSecrets([]byte(`{"pem":"-----BEGIN RSA PRIVATE KEY\u002d----\nMIIE"}`)); got["private_key"] != 1 {
+	if got := secret.Find([]byte(`{"pem":"-----BEGIN RSA PRIVATE KEY\u002d----\nMIIE"}`)); got["private_key"] != 1 {
 		t.Errorf("an escaped PEM header: found %v", got)
 	}
 	// Not JSON (an HTTP body in another format): its bytes are scanned.
-	if got := findSecrets([]byte("key=AKIAIOSFODNN7EXAMPLE&x=1")); got["aws_access_key_id"] != 1 {
+	if got := secret.Find([]byte("key=AKIAIOSFODNN7EXAMPLE&x=1")); got["aws_access_key_id"] != 1 {
 		t.Errorf("a form body: found %v", got)
 	}
-	if got := findSecrets([]byte(`{"query":"customers in Paris","limit":10,"id":"m_01JD9Z5T3Y8Q4W2E6R0T1Y2U3I"}`)); got != nil {
+	if got := secret.Find([]byte(`{"query":"customers in Paris","limit":10,"id":"m_01JD9Z5T3Y8Q4W2E6R0T1Y2U3I"}`)); got != nil {
 		t.Errorf("ordinary arguments: %v", got)
 	}
 	if l := secretLabels(map[string]any{"jwt": 1, "aws_access_key_id": 2}); strings.Join(l, " ") != "secret_in_args secret:aws_access_key_id secret:jwt" {

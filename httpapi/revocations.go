@@ -59,6 +59,10 @@ func (s *Server) createRevocation(w http.ResponseWriter, r *http.Request) {
 		writeError(w, r, s.log, mandate.Errorf(mandate.EINVALID, "reason: one line of at most 512 bytes"))
 		return
 	}
+	if err := mandate.RefuseSecret("reason", req.Reason, "a reason is prose for the people who audit the revocation"); err != nil {
+		writeError(w, r, s.log, err)
+		return
+	}
 	out, err := s.Revoke(r.Context(), req, "admin", nil)
 	if err != nil {
 		writeError(w, r, s.log, err)

@@ -268,6 +268,10 @@ func (is *Issuer) Decide(ctx context.Context, id, approver string, approve bool,
 	if err := checkPurpose(note); err != nil {
 		return nil, mandate.Errorf(mandate.EINVALID, "note must be printable text of at most %d bytes", MaxPurposeLength)
 	}
+	// Written to the audit log and shown to whoever reads the approval.
+	if err := mandate.RefuseSecret("note", note, "a note is prose for the people who audit the decision"); err != nil {
+		return nil, err
+	}
 	ap, err := is.cfg.Approvals.Approval(ctx, id)
 	if err != nil {
 		return nil, err

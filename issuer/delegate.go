@@ -154,6 +154,9 @@ func (is *Issuer) parentProof(proof string, c *mandate.Claims, now time.Time) (*
 }
 
 func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, proof *dpop.Proof, now time.Time) (*Token, error) {
+	if err := refuseSecrets(req.Scope, req.Resources, ""); err != nil {
+		return nil, err
+	}
 	parent, ancestors := pe.claims, pe.ancestors
 	act, err := is.actor(ctx, req.ActorToken, req.ActorTokenType, parent, now)
 	if err != nil {

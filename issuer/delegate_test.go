@@ -264,6 +264,14 @@ func TestDelegateRefusals(t *testing.T) {
 		{"subject token type", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.SubjectTokenType = "urn:x" }
 		}, "invalid_request", "subject_token_type"},
+		// What a mandate is issued for is written down for everyone who
+		// audits it: never a credential.
+		{"a scope naming a credential", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.Scope = "mcp:crm:AKIAIOSFODNN7EXAMPLE" }
+		}, "invalid_scope", "scope holds what looks like a secret (aws_access_key_id)"},
+		{"a resource naming a credential", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
+			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) { r.Resources = []string{"mcp:AKIAIOSFODNN7EXAMPLE"} }
+		}, "invalid_target", "resource holds what looks like a secret (aws_access_key_id)"},
 		{"a DPoP proof as actor token", func(f *fixture) (*issuer.Token, func(*issuer.DelegateRequest)) {
 			return f.root("mcp:crm:*", time.Minute, false), func(r *issuer.DelegateRequest) {
 				r.ActorToken = dpop.NewProof(other, "POST", tokenURL, "", f.clk.Now())
@@ -474,6 +482,15 @@ func TestApprovalFlow(t *testing.T) {
 	}
 	if f.events(mandate.EventDecision) != denials+1 {
 		t.Error("the attempt by a non-approver is not audited")
+	}
+	// A note is prose for the people who audit the decision: one holding
+	// a credential is refused, and the approval is still pending.
+	if _, err := f.is.Decide(context.Background(), ap.ID, "bob@example.org", false, "it used ghp_"+strings.Repeat("a1B2", 9)); mandate.ErrorCode(err) != mandate.EINVALID ||
+		!strings.Contains(err.Error(), "note holds what looks like a secret (github_token)") {
+		t.Fatalf("a note holding a credential: %v", err)
+	}
+	if got, _ := f.store.Approval(context.Background(), ap.ID); got.Status != mandate.ApprovalPending || f.events(mandate.EventApprovalDenied) != 0 {
+		t.Fatalf("after a refused note: %+v", got)
 	}
 	// A waiting request returns as soon as Bob decides.
 	done := make(chan error, 1)

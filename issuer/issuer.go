@@ -290,6 +290,9 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 }
 
 func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.Agent, assertion *assertion, now time.Time) (*Token, error) {
+	if err := refuseSecrets(req.Scope, req.Resources, req.TaskPurpose); err != nil {
+		return nil, err
+	}
 	scopes, err := mandate.ParseScopeSet(req.Scope)
 	if err != nil {
 		return nil, mandate.OAuthErrorf(mandate.EINVALID, "invalid_scope", "%s", mandate.ErrorMessage(err))
@@ -574,6 +577,33 @@ func reaches(scopes mandate.ScopeSet, kind, target string) bool {
 		}
 	}
 	return false
+}
+
+// refuseSecrets refuses a token request whose scope, resource indicators
+// or task purpose hold what a secret detector finds (internal/secret).
+// What a mandate is issued for is written to the audit log (which
+// --public-audit makes public), shown to the people asked to approve it
+// and given to policy: a credential is never part of it. Masked instead,
+// the mandate would be issued for something other than what was asked,
+// and the request's hash would bind what nobody sent.
+func refuseSecrets(scope string, resources []string, purpose string) error {
+	if err := noSecret("scope", "invalid_scope", scope, "a scope names servers and tools"); err != nil {
+		return err
+	}
+	for _, r := range resources {
+		if err := noSecret("resource", "invalid_target", r, "a resource names a server"); err != nil {
+			return err
+		}
+	}
+	return noSecret("task_purpose", "invalid_request", purpose, "a purpose is prose for the people who approve and audit the task")
+}
+
+// noSecret is mandate.RefuseSecret with the OAuth error code oauth.
+func noSecret(field, oauth, value, what string) error {
+	if err := mandate.RefuseSecret(field, value, what); err != nil {
+		return mandate.OAuthErrorf(mandate.EINVALID, oauth, "%s", mandate.ErrorMessage(err))
+	}
+	return nil
 }
 
 func checkPurpose(p string) error {

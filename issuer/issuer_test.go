@@ -283,6 +283,14 @@ func TestMintRootRefusals(t *testing.T) {
 		{"resource of another kind", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"http:crm"} }, "invalid_target", "not reached"},
 		{"resource as a URL", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"https://crm.example/api"} }, "invalid_target", "mcp:<server>"},
 		{"purpose with control chars", func(f *fixture, r *issuer.RootRequest) { r.TaskPurpose = "a\x1b[31m" }, "invalid_request", "task_purpose"},
+		// What a mandate is issued for is written down for everyone who
+		// audits it and shown to approvers: never a credential.
+		{"purpose holding a credential", func(f *fixture, r *issuer.RootRequest) { r.TaskPurpose = "deploy with AKIAIOSFODNN7EXAMPLE" },
+			"invalid_request", "task_purpose holds what looks like a secret (aws_access_key_id)"},
+		{"scope naming a credential", func(f *fixture, r *issuer.RootRequest) { r.Scope = "mcp:crm:ghp_" + strings.Repeat("a1B2", 9) },
+			"invalid_scope", "scope holds what looks like a secret (github_token)"},
+		{"resource naming a credential", func(f *fixture, r *issuer.RootRequest) { r.Resources = []string{"mcp:AKIAIOSFODNN7EXAMPLE"} },
+			"invalid_target", "resource holds what looks like a secret (aws_access_key_id)"},
 		{"dpop garbage", func(f *fixture, r *issuer.RootRequest) { r.DPoP = "x" }, "invalid_dpop_proof", "dpop"},
 		{"dpop for another url", func(f *fixture, r *issuer.RootRequest) {
 			r.DPoP = dpop.NewProof(f.key, "POST", "https://elsewhere/token", "", f.clk.Now())

@@ -39,6 +39,8 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+
+	"github.com/mandatehq/mandate/internal/secret"
 )
 
 // Algorithm is the JWS "alg" this package signs with (RFC 8037).
@@ -266,8 +268,10 @@ func isBase64URL(c byte) bool {
 }
 
 // quote quotes s for an error message, cut to 32 bytes: values in errors
-// come from untrusted input.
+// come from untrusted input. Its secrets are masked before the cut, which
+// could leave half of one that no detector finds.
 func quote(s string) string {
+	s = secret.Mask(s)
 	if len(s) > 32 {
 		return fmt.Sprintf("%q...", s[:32])
 	}

@@ -543,3 +543,12 @@ func TestPublicKeyRefusesWeakKeys(t *testing.T) {
 		t.Log("crypto/ed25519 no longer accepts the identity forgery; the check stays as defence in depth")
 	}
 }
+
+// A header value quoted in an error, cut to its first bytes, has its
+// secrets masked before the cut: no part of one is left.
+func TestErrorsMaskSecretsBeforeTheCut(t *testing.T) {
+	_, err := Parse(b64(`{"alg":"`+strings.Repeat("x", 20)+` AKIAIOSFODNN7EXAMPLE"}`) + ".." + strings.Repeat("A", 86))
+	if err == nil || strings.Contains(err.Error(), "AKIAIOSF") || !strings.Contains(err.Error(), "[secret") {
+		t.Errorf("error = %v", err)
+	}
+}

@@ -52,6 +52,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/internal/noredirect"
+	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/replay"
 )
@@ -145,11 +146,14 @@ func (e *Error) LogValue() slog.Value {
 	if e.Cause == nil {
 		return slog.StringValue(e.Error())
 	}
-	return slog.StringValue(e.Error() + ": " + e.Cause.Error())
+	return slog.StringValue(secret.Mask(e.Error() + ": " + e.Cause.Error()))
 }
 
+// fail is the refusal of check. Its detail quotes what was presented (a
+// kid, a typ, an issuer), which is shown to the presenter and logged: its
+// secrets are masked (internal/secret).
 func fail(check string, sentinel error, format string, args ...any) *Error {
-	return &Error{Check: check, Err: sentinel, Detail: fmt.Sprintf(format, args...)}
+	return &Error{Check: check, Err: sentinel, Detail: secret.Mask(fmt.Sprintf(format, args...))}
 }
 
 // failCause is fail with an internal cause, which the presenter is not told.

@@ -909,3 +909,26 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// A refusal's detail, which the presenter is shown and the log reads,
+// quotes what was presented with its secrets masked: a kid or an issuer
+// that holds a credential is not repeated.
+func TestRefusalDetailMasksSecrets(t *testing.T) {
+	e := newEnv(t)
+	const key = "AKIAIOSFODNN7EXAMPLE"
+	good := e.claims(time.Minute)
+	b, _ := json.Marshal(good)
+	c := *good
+	c.Issuer = "https://" + key + ".example"
+	v := e.verifier(t, nil)
+	for name, token := range map[string]string{
+		"kid": jose.Sign(e.key, jose.Header{Kid: key, Typ: "at+jwt"}, b),
+		"iss": e.sign(&c),
+	} {
+		_, err := v.Verify(context.Background(), token)
+		var ve *verify.Error
+		if !errors.As(err, &ve) || ve.Check != name || strings.Contains(ve.Error(), "AKIA") || !strings.Contains(ve.Detail, "[secret:aws_access_key_id]") {
+			t.Errorf("%s: %v", name, err)
+		}
+	}
+}

@@ -24,6 +24,7 @@ import (
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
+	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/monitor"
 	"github.com/mandatehq/mandate/policy"
@@ -214,7 +215,10 @@ func (m *Main) Open(ctx context.Context) error {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
-	m.Logger = slog.New(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: m.LogLevel}))
+	// Every line is masked (internal/secret): lines quote what callers
+	// sent, in every package, and the log is read by more people than
+	// the callers.
+	m.Logger = slog.New(secret.Handler(slog.NewTextHandler(m.Stderr, &slog.HandlerOptions{Level: m.LogLevel})))
 	if err := mandate.ValidateTrustDomain(m.TrustDomain); err != nil {
 		return err
 	}
