@@ -279,16 +279,7 @@ func TestPathScopeHoldsAgainstRealUpstreams(t *testing.T) {
 // (escapes of unreserved characters decoded, other escapes in upper case,
 // a literal * escaped).
 func TestHTTPRouteForwardsTheMatchedPath(t *testing.T) {
-	var seen struct {
-		sync.Mutex
-		uri string
-	}
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.Lock()
-		seen.uri = r.RequestURI
-		seen.Unlock()
-	}))
-	t.Cleanup(api.Close)
+	api, lastURI := recordingAPI(t)
 	e := newEnv(t)
 	e.regateway(func(c *gateway.Config) {
 		c.Routes, c.HTTPRoutes = nil, []gateway.HTTPRoute{{Name: "crm", URL: api.URL + "/v2"}}
@@ -315,9 +306,7 @@ func TestHTTPRouteForwardsTheMatchedPath(t *testing.T) {
 			t.Errorf("GET %q: %d %s", sent, code, body)
 			continue
 		}
-		seen.Lock()
-		uri := seen.uri
-		seen.Unlock()
+		uri := lastURI()
 		path, query, _ := strings.Cut(uri, "?")
 		if path != "/v2"+want {
 			t.Errorf("GET %q reached the upstream as %q, want /v2%s", sent, uri, want)
@@ -336,16 +325,7 @@ func TestHTTPRouteForwardsTheMatchedPath(t *testing.T) {
 // (HTTPRoute.AllowEncodedSlashes), and even then it never hides a dot
 // segment; a backslash and a NUL are refused either way.
 func TestHTTPRouteEncodedSlashes(t *testing.T) {
-	var seen struct {
-		sync.Mutex
-		uri string
-	}
-	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		seen.Lock()
-		seen.uri = r.RequestURI
-		seen.Unlock()
-	}))
-	t.Cleanup(api.Close)
+	api, lastURI := recordingAPI(t)
 	e := newEnv(t)
 	e.regateway(func(c *gateway.Config) {
 		c.Routes, c.HTTPRoutes = nil, []gateway.HTTPRoute{{Name: "strict", URL: api.URL}, {Name: "gitlab", URL: api.URL, AllowEncodedSlashes: true}}
@@ -371,9 +351,25 @@ func TestHTTPRouteEncodedSlashes(t *testing.T) {
 			t.Errorf("%s %s: %d %s, want %d", tt.route, tt.path, code, body, tt.want)
 		}
 	}
-	seen.Lock()
-	defer seen.Unlock()
-	if seen.uri != "/projects/group%2Fapp" {
-		t.Errorf("the upstream got %q, want the escape kept, in upper case", seen.uri)
+	if uri := lastURI(); uri != "/projects/group%2Fapp" {
+		t.Errorf("the upstream got %q, want the escape kept, in upper case", uri)
+	}
+}
+
+// recordingAPI is an HTTP upstream that answers 200 and remembers the
+// request URI it last received, as it received it.
+func recordingAPI(t *testing.T) (*httptest.Server, func() string) {
+	var mu sync.Mutex
+	var uri string
+	api := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		mu.Lock()
+		uri = r.RequestURI
+		mu.Unlock()
+	}))
+	t.Cleanup(api.Close)
+	return api, func() string {
+		mu.Lock()
+		defer mu.Unlock()
+		return uri
 	}
 }
