@@ -3,8 +3,12 @@ package main
 import (
 	"bufio"
 	"context"
+	"crypto/ed25519"
+	"crypto/rand"
 	"encoding/json"
-	"io"
+	"errors"
+	"fmt"
+	mathrand "math/rand/v2"
 	"net/http"
 	"net/url"
 	"os"
@@ -20,8 +24,6 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditcheck"
 	"github.com/mandatehq/mandate/httpapi"
-	"github.com/mandatehq/mandate/issuer"
-	"github.com/mandatehq/mandate/jose"
 )
 
 // startChild starts `mandate serve` as a child process on dir and returns
@@ -57,123 +59,241 @@ func startChild(t *testing.T, dir string) (*exec.Cmd, string) {
 	return nil, ""
 }
 
-// The server is killed (SIGKILL) while minting under load. After the
-// restart the log verifies (and is consistent with a checkpoint verified
-// before the crash), and every mandate a client received has its
-// issuance event in the log: no mandate left without its record.
-func TestCrashDuringLoad(t *testing.T) {
+// The server is killed (SIGKILL) three times, each time at a random
+// moment of a mixed load: root mints, delegations to sub-agents, and
+// revocations of some of them. After each restart the log verifies and is
+// consistent with the checkpoint verified before; at the end every mandate
+// and delegation a client received has its event in the log, and every
+// revocation a client was told of is still in force: nothing answered
+// was lost. The load waits for the server, not for the clock: each kill
+// comes after a random number of answers, not after a time.
+func TestKilledUnderMixedLoad(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts and kills a server")
 	}
 	dir := t.TempDir()
+	ctx := context.Background()
+	agentID := "spiffe://example.org/agent/loader"
+
 	cmd, base := startChild(t, dir)
 	defer func() { cmd.Process.Kill(); cmd.Wait() }()
 	token, err := os.ReadFile(filepath.Join(dir, "admin.token"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	admin := &httpapi.Client{BaseURL: base, AdminToken: strings.TrimSpace(string(token))}
-	ctx := context.Background()
-	key := addAgent(t, admin, "loader")
-	agentID := "spiffe://example.org/agent/loader"
-	issuerURL := "http://mandate.test"
+	adminToken := strings.TrimSpace(string(token))
+	key := addAgent(t, &httpapi.Client{BaseURL: base, AdminToken: adminToken}, "loader")
 
-	var mu sync.Mutex
-	var received []string // jtis of mandates a client received
+	tg := &killTarget{base: base, up: make(chan struct{})}
+	close(tg.up)
+	var (
+		mu                       sync.Mutex
+		roots, children, revoked []string // what clients were told
+		childTokens              = map[string]string{}
+	)
+	answers := make(chan struct{}, 1024)
+	answered := func() {
+		select {
+		case answers <- struct{}{}:
+		default:
+		}
+	}
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
-	client := &http.Client{Timeout: 5 * time.Second}
-	for range 16 {
+	for w := range 6 {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
+			for n := 0; ; n++ {
 				select {
 				case <-stop:
 					return
 				default:
 				}
-				form := url.Values{"grant_type": {"client_credentials"}, "scope": {"mcp:crm:list"},
-					"client_assertion_type": {issuer.ClientAssertionType},
-					"client_assertion":      {httpapi.ClientAssertion(key, agentID, issuerURL, time.Now())}}
-				resp, err := client.PostForm(base+"/oauth2/token", form)
+				base, up := tg.get()
+				// The server's issuer identifier is http://mandate.test:
+				// the client's requests to it go to the server.
+				hc := &http.Client{Timeout: 10 * time.Second, Transport: toServer{base}}
+				admin := &httpapi.Client{BaseURL: base, AdminToken: adminToken, HTTP: hc}
+				wait := func() {
+					select {
+					case <-up:
+					case <-stop:
+					}
+				}
+				root, err := admin.Token(ctx, httpapi.TokenRequest{AgentID: agentID, Key: key, Scope: "mcp:crm:*", TTL: time.Hour})
 				if err != nil {
-					continue // the server is gone: keep trying until told to stop
-				}
-				b, _ := io.ReadAll(resp.Body)
-				resp.Body.Close()
-				if resp.StatusCode != 200 {
+					if mandate.ErrorCode(err) != mandate.EUNAVAILABLE && !isConnErr(err) {
+						t.Errorf("mint: %v", err)
+					}
+					wait()
 					continue
 				}
-				var tr httpapi.TokenResponse
-				if json.Unmarshal(b, &tr) != nil {
-					t.Errorf("a 200 answer that is not a token: %s", b)
-					continue
-				}
-				jws, err := jose.Parse(tr.AccessToken)
-				if err != nil {
-					t.Error(err)
-					continue
-				}
-				var c mandate.Claims
-				json.Unmarshal(jws.Payload, &c)
+				rootID, _ := httpapi.MandateID(root.AccessToken)
 				mu.Lock()
-				received = append(received, c.ID)
+				roots = append(roots, rootID)
 				mu.Unlock()
+				answered()
+				_, sub, _ := ed25519.GenerateKey(rand.Reader)
+				child, err := admin.Delegate(ctx, httpapi.DelegateRequest{SubjectToken: root.AccessToken, ActorKey: sub, Scope: "mcp:crm:list"})
+				if err != nil {
+					wait()
+					continue
+				}
+				childID, _ := httpapi.MandateID(child.AccessToken)
+				mu.Lock()
+				children = append(children, childID)
+				childTokens[childID] = child.AccessToken
+				mu.Unlock()
+				answered()
+				if (n+w)%4 != 0 {
+					continue
+				}
+				if _, err := admin.Revoke(ctx, httpapi.RevocationRequest{Mandate: childID, Reason: "load"}); err != nil {
+					wait()
+					continue
+				}
+				mu.Lock()
+				revoked = append(revoked, childID)
+				mu.Unlock()
+				answered()
 			}
 		}()
 	}
 
-	// Verify once under load, remembering the checkpoint.
 	state := filepath.Join(t.TempDir(), "state.json")
-	time.Sleep(700 * time.Millisecond)
-	src := func(base string) auditcheck.Source {
-		return auditcheck.HTTPSource(base+"/audit", &http.Client{Timeout: time.Minute, Transport: httpapi.AuthTransport{Token: admin.AdminToken}})
+	verifyLog := func(base, when string) {
+		t.Helper()
+		src := auditcheck.HTTPSource(base+"/audit", &http.Client{Timeout: time.Minute, Transport: httpapi.AuthTransport{Token: adminToken}})
+		r, err := auditcheck.Verify(ctx, src, auditcheck.Options{State: state})
+		if err != nil || !r.OK() {
+			t.Fatalf("verify %s: %v\n%s", when, err, r)
+		}
+		if when != "under load" && r.Previous == nil {
+			t.Errorf("the verification %s did not check consistency with the one before", when)
+		}
 	}
-	r, err := auditcheck.Verify(ctx, src(base), auditcheck.Options{State: state})
-	if err != nil || !r.OK() {
-		t.Fatalf("verify under load: %v\n%s", err, r)
+	// waitAnswers waits for n more answers of the load.
+	waitAnswers := func(n int) {
+		t.Helper()
+		deadline := time.After(2 * time.Minute)
+		for range n {
+			select {
+			case <-answers:
+			case <-deadline:
+				t.Fatalf("the load got fewer than %d answers in two minutes", n)
+			}
+		}
 	}
-	time.Sleep(300 * time.Millisecond)
-
-	// Crash.
-	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
-		t.Fatal(err)
+	rnd := mathrand.New(mathrand.NewPCG(uint64(time.Now().UnixNano()), 16))
+	for round := range 3 {
+		waitAnswers(100)
+		if round == 0 {
+			verifyLog(base, "under load")
+		}
+		waitAnswers(20 + rnd.IntN(300)) // a random moment
+		tg.down()
+		if err := cmd.Process.Signal(syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		cmd.Wait()
+		cmd, base = startChild(t, dir)
+		tg.restarted(base)
+		verifyLog(base, fmt.Sprintf("after kill %d", round+1))
 	}
-	cmd.Wait()
-	time.Sleep(100 * time.Millisecond)
+	waitAnswers(50)
 	close(stop)
 	wg.Wait()
-	mu.Lock()
-	got := append([]string(nil), received...)
-	mu.Unlock()
-	if len(got) < 50 {
-		t.Fatalf("only %d mandates were issued before the crash: the load did not load", len(got))
-	}
 
-	// Restart on the same data.
-	cmd2, base2 := startChild(t, dir)
-	defer func() { cmd2.Process.Kill(); cmd2.Wait() }()
-	r, err = auditcheck.Verify(ctx, src(base2), auditcheck.Options{State: state})
-	if err != nil || !r.OK() {
-		t.Fatalf("verify after the crash: %v\n%s", err, r)
+	admin := &httpapi.Client{BaseURL: base, AdminToken: adminToken}
+	mu.Lock()
+	defer mu.Unlock()
+	if len(roots) < 100 || len(revoked) == 0 {
+		t.Fatalf("%d mints, %d delegations, %d revocations: the load did not load", len(roots), len(children), len(revoked))
 	}
-	if r.Previous == nil {
-		t.Error("the verification after the crash did not check consistency with the one before")
+	missing := func(ids []string, typ string) int {
+		n := 0
+		for _, id := range ids {
+			evs, err := admin.Events(ctx, url.Values{"mandate": {id}, "type": {typ}})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(evs) != 1 {
+				n++
+			}
+		}
+		return n
 	}
-	admin.BaseURL = base2
-	missing := 0
-	for _, jti := range got {
-		evs, err := admin.Events(ctx, url.Values{"mandate": {jti}, "type": {mandate.EventMandateIssued}})
+	if n := missing(roots, mandate.EventMandateIssued); n > 0 {
+		t.Errorf("%d of %d mandates that clients received have no issuance event", n, len(roots))
+	}
+	if n := missing(children, mandate.EventMandateDelegated); n > 0 {
+		t.Errorf("%d of %d delegations that clients received have no event", n, len(children))
+	}
+	for _, id := range revoked {
+		form := url.Values{"token": {childTokens[id]}}
+		req, _ := http.NewRequest(http.MethodPost, base+"/oauth2/introspect", strings.NewReader(form.Encode()))
+		req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+		req.Header.Set("Authorization", "Bearer "+adminToken)
+		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)
 		}
-		if len(evs) != 1 {
-			missing++
+		var ir httpapi.IntrospectionResponse
+		err = json.NewDecoder(resp.Body).Decode(&ir)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 {
+			t.Fatalf("introspect %s: %d %v", id, resp.StatusCode, err)
+		}
+		if ir.Active {
+			t.Errorf("mandate %s was revoked before a kill, and is active after", id)
 		}
 	}
-	if missing > 0 {
-		t.Fatalf("%d of %d mandates that clients received have no issuance event after the crash", missing, len(got))
-	}
-	t.Logf("%d mandates issued before SIGKILL, all in the log; the log (%d entries) verifies and is consistent", len(got), r.Size)
+	t.Logf("3 kills under load: %d mints, %d delegations, %d revocations answered, all in force after the restarts",
+		len(roots), len(children), len(revoked))
+}
+
+// killTarget is the server the load talks to, across restarts: while it
+// is down, the load waits for up rather than spinning on refused
+// connections.
+type killTarget struct {
+	mu   sync.Mutex
+	base string
+	up   chan struct{} // closed while the server is up
+}
+
+func (k *killTarget) get() (string, chan struct{}) {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	return k.base, k.up
+}
+
+func (k *killTarget) down() {
+	k.mu.Lock()
+	k.up = make(chan struct{})
+	k.mu.Unlock()
+}
+
+func (k *killTarget) restarted(base string) {
+	k.mu.Lock()
+	k.base = base
+	close(k.up)
+	k.mu.Unlock()
+}
+
+// toServer sends every request to the server at base, whatever its host.
+type toServer struct{ base string }
+
+func (s toServer) RoundTrip(r *http.Request) (*http.Response, error) {
+	u, _ := url.Parse(s.base)
+	r = r.Clone(r.Context())
+	r.URL.Scheme, r.URL.Host = u.Scheme, u.Host
+	return http.DefaultTransport.RoundTrip(r)
+}
+
+// isConnErr reports whether err is the transport's (the server is gone)
+// rather than an answer.
+func isConnErr(err error) bool {
+	var ue *url.Error
+	return errors.As(err, &ue)
 }
