@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/mandatehq/mandate"
@@ -327,6 +329,36 @@ func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return note, nil
+}
+
+// LogDir is the directory of the audit log's files beside the database
+// at path (Config.Path): <name>-log.
+func LogDir(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + "-log"
+}
+
+// Holdings describes what the database holds whose making the audit log
+// records ("3 agents, 1 revocation"); "" if none. A database that holds
+// any beside an empty log lost its log: the server refuses to start over
+// it with a new one.
+func (s *Store) Holdings(ctx context.Context) (string, error) {
+	var parts []string
+	for _, t := range []struct{ table, one, many string }{
+		{"agents", "agent", "agents"}, {"approvers", "approver", "approvers"}, {"approvals", "approval", "approvals"},
+		{"revocations", "revocation", "revocations"}, {"tool_pins", "pinned tool", "pinned tools"},
+	} {
+		var n int64
+		if err := s.db.QueryRowContext(ctx, "SELECT count(*) FROM "+t.table).Scan(&n); err != nil {
+			return "", mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
+		}
+		switch {
+		case n == 1:
+			parts = append(parts, "1 "+t.one)
+		case n > 1:
+			parts = append(parts, fmt.Sprintf("%d %s", n, t.many))
+		}
+	}
+	return strings.Join(parts, ", "), nil
 }
 
 // validEntry checks an entry's bytes when the log's files are recovered:
