@@ -134,10 +134,19 @@ type Main struct {
 
 // NewMain returns a Main with the defaults.
 func NewMain() *Main {
-	return &Main{Addr: DefaultAddr, DataDir: DefaultDataDir, TrustDomain: DefaultTrustDomain,
+	m := &Main{Addr: DefaultAddr, DataDir: DefaultDataDir, TrustDomain: DefaultTrustDomain,
 		MaxDepth: issuer.DefaultMaxDepth, ApprovalTimeout: issuer.DefaultApprovalTimeout,
 		Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now}
+	if testNewMain != nil {
+		testNewMain(m)
+	}
+	return m
 }
+
+// testNewMain, if set, changes every Main that NewMain returns. Only the
+// test binary sets it, when it runs as a child `mandate serve`
+// (MANDATE_TEST_AS_MAIN), to put a fault where its test says.
+var testNewMain func(*Main)
 
 // ParseFlags reads the flags of `mandate serve`.
 func (m *Main) ParseFlags(args []string) error {
@@ -268,7 +277,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.Publisher = &auditlog.Publisher{Key: m.LogKey, HeadFile: filepath.Join(m.DataDir, "keys", "log.head"),
 		Interval: m.CheckpointInterval, Logger: m.Logger}
 	dbPath := filepath.Join(m.DataDir, "mandate.db")
-	if err := m.checkLogThere(sqlite.LogDir(dbPath)); err != nil {
+	if err := m.checkLogThere(ctx, sqlite.LogDir(dbPath), dbPath, hadActiveKey); err != nil {
 		ln.Close()
 		return err
 	}
@@ -285,7 +294,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		m.closeStore()
 		return err
 	}
-	if err := m.checkLogHolds(ctx, hadActiveKey); err != nil {
+	if err := m.checkLogHolds(ctx, dbPath, hadActiveKey); err != nil {
 		m.closeStore()
 		return err
 	}
@@ -689,44 +698,60 @@ func (m *Main) lockDataDir() error {
 }
 
 // logFix is what to do about a log that was wiped or replaced.
-const logFix = "hint: restore the audit log from a backup or an export (`mandate audit export`); the server changes nothing and will not start a new log over it"
+const logFix = "hint: restore the log from a backup or an export (`mandate audit export`); the server changes nothing and will not start a new log over it"
 
 // checkLogThere refuses, before the store opens (and would make a new,
-// empty log), a data directory whose log files are gone while the
-// checkpoint kept apart from them says the log held entries.
-func (m *Main) checkLogThere(dir string) error {
-	kept, err := m.Publisher.KeptSize()
-	if err != nil || kept == 0 {
-		return err
-	}
+// empty log), a data directory whose log files are gone while something
+// says the log held entries: the checkpoint kept apart from it, the
+// database's agents, approvals and the like, or an active signing key
+// (whose key.rotated event is written before it signs). A database from
+// before the log files keeps its log itself, and the store moves it.
+func (m *Main) checkLogThere(ctx context.Context, dir, dbPath string, hadActiveKey bool) error {
 	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
-		return nil
+		return nil // an empty or short log is checked once the store is open
 	}
-	return fmt.Errorf("audit log: %w: the log's directory %s is gone, but its last checkpoint (%s) signed %d entries: the log was wiped or replaced\n%s",
-		auditlog.ErrLogReplaced, dir, m.Publisher.HeadFile, kept, logFix)
-}
-
-// checkLogHolds refuses an empty log beside state whose making it would
-// record: the database's agents, approvals and the like, or an active
-// signing key (whose key.rotated event comes before it signs). Such a log
-// was wiped, with its checkpoints; starting a new one would hide it. A
-// data directory from before the key's event was written has entries
-// anyway (at least a policy.loaded event).
-func (m *Main) checkLogHolds(ctx context.Context, hadActiveKey bool) error {
-	if size, _ := m.Store.LogHead(); size > 0 {
-		return nil
-	}
-	held, err := m.Store.Holdings(ctx)
+	kept, err := m.Publisher.KeptSize()
 	if err != nil {
 		return err
 	}
+	if kept > 0 {
+		return fmt.Errorf("audit log: %w: the log's directory %s is gone, but its last checkpoint (%s) signed %d entries: the log was wiped or replaced\n%s",
+			auditlog.ErrLogReplaced, dir, m.Publisher.HeadFile, kept, logFix)
+	}
+	in, err := sqlite.Inspect(ctx, dbPath)
+	if err != nil || in.LogInDatabase {
+		return err
+	}
+	return m.emptyLogRefusal(fmt.Sprintf("the log's directory %s is gone", dir), in.Holdings, hadActiveKey)
+}
+
+// checkLogHolds refuses an empty log beside state whose making it would
+// record (see checkLogThere): such a log was wiped, with its checkpoints;
+// starting a new one would hide it. A data directory from before the
+// key's event was written has entries anyway (at least a policy.loaded
+// event).
+func (m *Main) checkLogHolds(ctx context.Context, dbPath string, hadActiveKey bool) error {
+	if size, _ := m.Store.LogHead(); size > 0 {
+		return nil
+	}
+	in, err := sqlite.Inspect(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	return m.emptyLogRefusal("the log holds 0 entries", in.Holdings, hadActiveKey)
+}
+
+// emptyLogRefusal is the refusal of a log that is empty or gone (what
+// says which) beside the database's holdings or an active key; nil if
+// there are neither.
+func (m *Main) emptyLogRefusal(what, holdings string, hadActiveKey bool) error {
 	switch {
-	case held != "":
-		return fmt.Errorf("audit log: %w: the log holds 0 entries, but the database holds %s, whose records it would hold: the log was wiped or replaced\n%s",
-			auditlog.ErrLogReplaced, held, logFix)
+	case holdings != "":
+		return fmt.Errorf("audit log: %w: %s, but the database holds %s, whose records it would hold: the log was wiped or replaced\n%s",
+			auditlog.ErrLogReplaced, what, holdings, logFix)
 	case hadActiveKey:
-		return fmt.Errorf("audit log: %w: the log holds 0 entries, but the signing keyring (%s) has an active key, whose key.rotated event it would hold: the log was wiped or replaced\n%s",
-			auditlog.ErrLogReplaced, filepath.Join(m.DataDir, "keys", "signing.json"), logFix)
+		return fmt.Errorf("audit log: %w: %s, but the signing keyring (%s) has an active key, whose key.rotated event it would hold: the log was wiped or replaced\n%s",
+			auditlog.ErrLogReplaced, what, filepath.Join(m.DataDir, "keys", "signing.json"), logFix)
 	}
 	return nil
 }
