@@ -53,13 +53,20 @@ type crashingLog struct {
 func (l crashingLog) Append(ctx context.Context, evs ...*mandate.Event) error {
 	rotation := len(evs) == 1 && evs[0].Type == mandate.EventKeyRotated && evs[0].By == "admin"
 	if rotation && l.mode == "rotate-before-event" {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		killSelf()
 	}
 	err := l.EventLog.Append(ctx, evs...)
 	if rotation && err == nil && l.mode == "rotate-after-event" {
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
+		killSelf()
 	}
 	return err
+}
+
+// killSelf ends this process as SIGKILL would: nothing runs after it.
+func killSelf() {
+	p, _ := os.FindProcess(os.Getpid())
+	p.Kill()
+	select {} // until the signal lands
 }
 
 // runChild runs the test binary as `mandate ARGS…` and returns its exit
