@@ -92,6 +92,12 @@ type Publisher struct {
 	// one. Required once a checkpoint exists.
 	TreeHash func(size int64) (tlog.Hash, error)
 	Save     func(ctx context.Context, size int64, note []byte) error // durable
+	// HeadFile, if set, keeps the latest signed checkpoint apart from the
+	// store (the server's keys/log.head, beside the log key): written
+	// once the store has saved a checkpoint, and checked by Restore. Whoever
+	// wipes or rewrites the log and deletes the store's checkpoints still
+	// leaves it behind, so the server refuses to sign over the change.
+	HeadFile string
 	Interval time.Duration
 	Logger   *slog.Logger
 
@@ -105,20 +111,145 @@ type signedCheckpoint struct {
 	root tlog.Hash
 }
 
-// Restore makes a previously saved checkpoint the latest.
-func (p *Publisher) Restore(signed []byte) error {
-	if signed == nil {
-		return nil
-	}
-	n, err := note.Open(signed, note.VerifierList(p.Key.Verifier))
-	if err != nil {
-		return fmt.Errorf("audit log: the saved checkpoint does not verify with the log key: %w", err)
-	}
-	_, size, root, err := layout.ParseCheckpoint([]byte(n.Text))
+// ErrLogReplaced is wrapped by Restore's refusal of a committed log that
+// does not extend a checkpoint signed before: entries were removed or the
+// history rewritten. Nothing is changed; restore the log from a backup or
+// an export.
+var ErrLogReplaced = errors.New("the audit log does not extend its last signed checkpoint")
+
+// Restore makes the latest of two checkpoints signed before the latest:
+// saved, the store's (nil if it has none), and the one in HeadFile. It
+// first checks that the committed log extends each (RFC 6962 §2.1.2 in
+// spirit: the log holds at least the checkpoint's entries, and its first
+// that many hash to the checkpoint's root), and refuses, wrapping
+// ErrLogReplaced, if it does not.
+//
+// Restore writes HeadFile when the store's checkpoint is the newer: a
+// data directory from before HeadFile (its checkpoint trusted once, as
+// logged), or a crash between a checkpoint's save and HeadFile's write.
+func (p *Publisher) Restore(saved []byte) error {
+	stored, err := p.open(saved, "the saved checkpoint")
 	if err != nil {
 		return err
 	}
-	p.latest.Store(&signedCheckpoint{note: signed, size: int64(size), root: root})
+	var kept *signedCheckpoint
+	if p.HeadFile != "" {
+		b, err := os.ReadFile(p.HeadFile)
+		switch {
+		case errors.Is(err, os.ErrNotExist):
+		case err != nil:
+			return fmt.Errorf("audit log: %w", err)
+		default:
+			if kept, err = p.open(b, p.HeadFile); err != nil {
+				return err
+			}
+		}
+	}
+	for _, c := range []struct {
+		cp    *signedCheckpoint
+		where string
+	}{{kept, p.HeadFile}, {stored, "the database's log_checkpoints"}} {
+		if c.cp == nil {
+			continue
+		}
+		if err := p.extends(c.cp, c.where); err != nil {
+			return err
+		}
+	}
+	latest := stored
+	switch {
+	case kept == nil && stored == nil:
+		return nil
+	case kept == nil:
+		if p.HeadFile != "" && p.Logger != nil {
+			p.Logger.Info("audit log: no checkpoint kept apart from the store yet; the store's latest is trusted once and kept from now on",
+				"file", p.HeadFile, "size", stored.size)
+		}
+	case stored == nil || kept.size > stored.size:
+		// The log extends the kept checkpoint, but the store's
+		// checkpoints end before it: rows were deleted from the database.
+		if p.Logger != nil {
+			p.Logger.Warn("audit log: the database's checkpoints end before the one kept apart from it: some were deleted; the log still extends the kept one",
+				"file", p.HeadFile, "kept_size", kept.size, "stored_size", storedSize(stored))
+		}
+		latest = kept
+	case kept.size == stored.size:
+		latest = kept
+	}
+	if p.HeadFile != "" && latest != kept {
+		if err := atomicfile.Write(p.HeadFile, latest.note, 0o600); err != nil {
+			return fmt.Errorf("audit log: keep the checkpoint: %w", err)
+		}
+	}
+	p.latest.Store(latest)
+	return nil
+}
+
+// KeptSize returns the size of the checkpoint in HeadFile: the log held
+// at least that many entries once. 0 if there is none.
+func (p *Publisher) KeptSize() (int64, error) {
+	if p.HeadFile == "" {
+		return 0, nil
+	}
+	b, err := os.ReadFile(p.HeadFile)
+	if errors.Is(err, os.ErrNotExist) {
+		return 0, nil
+	}
+	if err != nil {
+		return 0, fmt.Errorf("audit log: %w", err)
+	}
+	c, err := p.open(b, p.HeadFile)
+	if err != nil {
+		return 0, err
+	}
+	return c.size, nil
+}
+
+func storedSize(c *signedCheckpoint) int64 {
+	if c == nil {
+		return 0
+	}
+	return c.size
+}
+
+// open verifies and parses a signed checkpoint; nil for none.
+func (p *Publisher) open(signed []byte, where string) (*signedCheckpoint, error) {
+	if signed == nil {
+		return nil, nil
+	}
+	n, err := note.Open(signed, note.VerifierList(p.Key.Verifier))
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %s does not verify with the log key: %w", where, err)
+	}
+	_, size, root, err := layout.ParseCheckpoint([]byte(n.Text))
+	if err != nil {
+		return nil, fmt.Errorf("audit log: %s: %w", where, err)
+	}
+	return &signedCheckpoint{note: signed, size: int64(size), root: root}, nil
+}
+
+// extends checks that the committed log extends c, which where holds.
+func (p *Publisher) extends(c *signedCheckpoint, where string) error {
+	size, _ := p.Head()
+	const fix = "restore the log from a backup or an export (`mandate audit export`); the server changes nothing and will not sign over it"
+	if size < c.size {
+		return fmt.Errorf("audit log: %w: the log holds %d entries, but its last checkpoint (%s) signed %d: the log was wiped or replaced\nhint: %s",
+			ErrLogReplaced, size, where, c.size, fix)
+	}
+	if c.size == 0 {
+		return nil
+	}
+	if p.TreeHash == nil {
+		return errors.New("audit log: Publisher.TreeHash is required")
+	}
+	h, err := p.TreeHash(c.size)
+	if err != nil {
+		return fmt.Errorf("audit log: %w", err)
+	}
+	if h != c.root {
+		return fmt.Errorf("audit log: %w: the log's first %d entries do not hash to the root its last checkpoint (%s) signed: the history was rewritten\nhint: %s",
+			ErrLogReplaced, c.size, where, fix)
+	}
 	return nil
 }
 
@@ -167,6 +298,14 @@ func (p *Publisher) Publish(ctx context.Context) ([]byte, error) {
 	}
 	if err := p.Save(ctx, size, signed); err != nil {
 		return nil, err
+	}
+	// Kept apart once the store's copy is durable: a crash in between
+	// leaves the store's newer, which Restore accepts. Not published
+	// unless kept: the next start must know of every checkpoint shown.
+	if p.HeadFile != "" {
+		if err := atomicfile.Write(p.HeadFile, signed, 0o600); err != nil {
+			return nil, fmt.Errorf("audit log: keep the checkpoint: %w", err)
+		}
 	}
 	p.latest.Store(&signedCheckpoint{note: signed, size: size, root: root})
 	return signed, nil

@@ -2,6 +2,8 @@ package auditlog
 
 import (
 	"context"
+	"errors"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -52,11 +54,8 @@ func TestPublisher(t *testing.T) {
 	// A restarted publisher over a store that lost entries refuses.
 	p2 := &Publisher{Key: key, Head: func() (int64, tlog.Hash) { var g Frontier; g.Append(nil, []byte{0}); return g.Size(), g.Root() },
 		Save: p.Save}
-	if err := p2.Restore(signed); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := p2.Publish(ctx); err == nil || !strings.Contains(err.Error(), "fewer than the 10") {
-		t.Fatalf("signed a shorter log: %v", err)
+	if err := p2.Restore(signed); !errors.Is(err, ErrLogReplaced) || !strings.Contains(err.Error(), "holds 1 entries, but its last checkpoint") {
+		t.Fatalf("restored over a shorter log: %v", err)
 	}
 	// The log grows: signed. A different history of a larger size (a
 	// fork): refused.
@@ -75,9 +74,11 @@ func TestPublisher(t *testing.T) {
 	}
 	p4 := &Publisher{Key: key, Head: func() (int64, tlog.Hash) { return forked.Size(), forked.Root() },
 		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, forkHashes) }, Save: p.Save}
-	if err := p4.Restore(saved[11]); err != nil {
-		t.Fatal(err)
+	if err := p4.Restore(saved[11]); !errors.Is(err, ErrLogReplaced) || !strings.Contains(err.Error(), "history was rewritten") {
+		t.Fatalf("restored over a fork: %v", err)
 	}
+	// Publish refuses too, if the store changes under a running publisher.
+	p4.latest.Store(p.latest.Load())
 	if _, err := p4.Publish(ctx); err == nil || !strings.Contains(err.Error(), "fork") {
 		t.Fatalf("signed a fork: %v", err)
 	}
@@ -86,5 +87,89 @@ func TestPublisher(t *testing.T) {
 	p3 := &Publisher{Key: other}
 	if err := p3.Restore(signed); err == nil {
 		t.Error("restored a checkpoint signed by another key")
+	}
+}
+
+// The checkpoint kept apart from the store (HeadFile) catches what the
+// store's own cannot: its checkpoints deleted and the log rewritten. A
+// store's checkpoint newer than the kept one (a crash before the file was
+// written, or a data directory from before it) is accepted if the log
+// extends both, and kept.
+func TestPublisherHeadFile(t *testing.T) {
+	dir := t.TempDir()
+	key, err := OpenLogKey(filepath.Join(dir, "log.key"), "mandate.test/audit")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type log struct {
+		f      Frontier
+		hashes memHashes
+	}
+	grow := func(l *log, tag byte, n int) {
+		for i := range n {
+			for _, h := range l.f.Append(nil, []byte{tag, byte(i)}) {
+				l.hashes[h.Index] = h.Hash
+			}
+		}
+	}
+	head := filepath.Join(dir, "log.head")
+	saved := map[int64][]byte{}
+	newPublisher := func(l *log) *Publisher {
+		return &Publisher{Key: key, HeadFile: head, Head: func() (int64, tlog.Hash) { return l.f.Size(), l.f.Root() },
+			TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, l.hashes) },
+			Save:     func(_ context.Context, size int64, n []byte) error { saved[size] = n; return nil }}
+	}
+	ctx := context.Background()
+	real := &log{hashes: memHashes{}}
+	grow(real, 0, 5)
+	p := newPublisher(real)
+	if err := p.Restore(nil); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := p.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if b, err := os.ReadFile(head); err != nil || string(b) != string(saved[5]) {
+		t.Fatalf("head file after Publish: %q, %v", b, err)
+	}
+
+	// The store's checkpoints deleted, the log rewritten: refused.
+	forged := &log{hashes: memHashes{}}
+	grow(forged, 1, 7)
+	if err := newPublisher(forged).Restore(nil); !errors.Is(err, ErrLogReplaced) || !strings.Contains(err.Error(), head) {
+		t.Fatalf("Restore over a rewritten log: %v", err)
+	}
+	// Wiped: refused, naming the sizes.
+	if err := newPublisher(&log{hashes: memHashes{}}).Restore(nil); !errors.Is(err, ErrLogReplaced) || !strings.Contains(err.Error(), "holds 0 entries, but its last checkpoint ("+head+") signed 5") {
+		t.Fatalf("Restore over a wiped log: %v", err)
+	}
+
+	// A checkpoint the store saved but the file missed (a crash between
+	// the two): accepted, and kept.
+	grow(real, 0, 3)
+	body := layout.FormatCheckpoint(key.Origin(), 8, real.f.Root())
+	newer, err := note.Sign(&note.Note{Text: string(body)}, key.Signer)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p = newPublisher(real)
+	if err := p.Restore(newer); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(head); string(b) != string(newer) {
+		t.Error("the store's newer checkpoint was not kept")
+	}
+	if _, size := p.Latest(); size != 8 {
+		t.Errorf("latest size %d, want 8", size)
+	}
+
+	// A data directory from before the head file: the store's trusted
+	// once, and kept.
+	os.Remove(head)
+	if err := newPublisher(real).Restore(newer); err != nil {
+		t.Fatal(err)
+	}
+	if b, _ := os.ReadFile(head); string(b) != string(newer) {
+		t.Error("the store's checkpoint was not kept on upgrade")
 	}
 }

@@ -1,10 +1,12 @@
 package httpapi
 
 import (
+	"context"
 	"net/http"
 	"time"
 
 	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/jose"
 )
 
@@ -202,7 +204,7 @@ func (s *Server) setAgentStatus(status mandate.AgentStatus) http.HandlerFunc {
 // KeyResponse describes one signing key; never the private half.
 type KeyResponse struct {
 	ID        string     `json:"kid"`
-	Status    string     `json:"status"` // active, retired
+	Status    string     `json:"status"` // active, retired, pending (published, not signing yet)
 	CreatedAt time.Time  `json:"created_at"`
 	RetiredAt *time.Time `json:"retired_at,omitempty"`
 	PublicKey jose.JWK   `json:"public_key"`
@@ -217,26 +219,25 @@ func (s *Server) listKeys(w http.ResponseWriter, r *http.Request) {
 		if !k.RetiredAt.IsZero() {
 			t := k.RetiredAt
 			kr.Status, kr.RetiredAt = "retired", &t
+		} else if k.Pending {
+			kr.Status = "pending"
 		}
 		out.Keys = append(out.Keys, kr)
 	}
 	writeJSON(w, http.StatusOK, out)
 }
 
+// rotateKeys makes a new signing key write-ahead (issuer.Keyring): saved
+// as pending, announced by its key.rotated event, durable in the log, and
+// only then signing. A failure before the event leaves the key pending (it
+// never signed) and the caller hears of it; the next rotation, or the next
+// start, announces and activates that key.
 func (s *Server) rotateKeys(w http.ResponseWriter, r *http.Request) {
-	prev := s.cfg.Keys.Active().ID
-	k, err := s.cfg.Keys.Rotate(s.cfg.Now())
+	k, err := s.cfg.Keys.Rotate(r.Context(), s.cfg.Now(), func(ctx context.Context, next *issuer.SigningKey, prev string) error {
+		return s.cfg.Events.Append(ctx, issuer.KeyRotatedEvent(s.cfg.Now(), next.ID, prev, "admin", ""))
+	})
 	if err != nil {
-		writeError(w, r, s.log, mandate.Wrapf(err, mandate.EINTERNAL, "rotate keys"))
-		return
-	}
-	// The new key is saved before the event: the event never announces a
-	// key that does not exist. If the event cannot be written, the caller
-	// hears of it.
-	if err := s.cfg.Events.Append(r.Context(), &mandate.Event{V: mandate.EventVersion, Time: s.cfg.Now().UnixNano(),
-		Type: mandate.EventKeyRotated, Action: "rotate", Outcome: mandate.OutcomeOK, By: "admin",
-		Details: map[string]any{"kid": k.ID, "retired_kid": prev}}); err != nil {
-		writeError(w, r, s.log, err)
+		writeError(w, r, s.log, mandate.Wrapf(err, mandate.ErrorCode(err), "rotate keys"))
 		return
 	}
 	s.log.Info("signing key rotated", "kid", k)

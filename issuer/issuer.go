@@ -162,6 +162,9 @@ func New(cfg Config) (*Issuer, error) {
 	if cfg.Issuer == "" || cfg.Keys == nil || cfg.Agents == nil || cfg.Log == nil {
 		return nil, mandate.Errorf(mandate.EINVALID, "issuer: Issuer, Keys, Agents and Log are required")
 	}
+	if cfg.Keys.Active() == nil {
+		return nil, mandate.Errorf(mandate.EINVALID, "issuer: the keyring has no active key yet: Keyring.Finish announces and activates its first")
+	}
 	if cfg.Approvals != nil && cfg.Assertions == nil {
 		return nil, mandate.Errorf(mandate.EINVALID, "issuer: Approvals needs Assertions, so that the token filing an approval request stays used across a restart")
 	}

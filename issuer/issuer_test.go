@@ -8,6 +8,7 @@ import (
 	"encoding/json"
 	"errors"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -128,6 +129,9 @@ func (f *fixture) open() {
 	if f.keys == nil {
 		f.keys, err = issuer.OpenKeyring(filepath.Join(f.dir, "keys.json"), issuer.MaxTTL, f.clk.Now())
 		if err != nil {
+			f.t.Fatal(err)
+		}
+		if _, err := f.keys.Finish(context.Background(), f.clk.Now(), noAnnounce); err != nil {
 			f.t.Fatal(err)
 		}
 	}
@@ -385,21 +389,43 @@ func TestResourceBecomesAudience(t *testing.T) {
 	}
 }
 
+// noAnnounce records nothing: for tests without an audit log.
+func noAnnounce(context.Context, *issuer.SigningKey, string) error { return nil }
+
 func TestKeyringRotation(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "k.json")
 	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
 	r, err := issuer.OpenKeyring(path, time.Hour, t0)
 	if err != nil {
 		t.Fatal(err)
 	}
-	first := r.Active()
-	second, err := r.Rotate(t0.Add(time.Minute))
+	// The first key is pending until it is announced.
+	if r.Active() != nil || r.Pending() == nil {
+		t.Fatal("a new keyring's first key signs before it is announced")
+	}
+	var announced []string
+	record := func(_ context.Context, next *issuer.SigningKey, prev string) error {
+		if r.Active() != nil && r.Active().ID == next.ID {
+			t.Error("the key signs before its announcement")
+		}
+		announced = append(announced, next.ID+"<"+prev)
+		return nil
+	}
+	first, err := r.Finish(ctx, t0, record)
+	if err != nil || r.Active() == nil || r.Active().ID != first.ID || r.Pending() != nil {
+		t.Fatalf("Finish: %v; active %v", err, r.Active())
+	}
+	second, err := r.Rotate(ctx, t0.Add(time.Minute), record)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if r.Active().ID != second.ID || first.ID == second.ID {
 		t.Fatal("rotate did not make a new active key")
+	}
+	if want := []string{first.ID + "<", second.ID + "<" + first.ID}; !slices.Equal(announced, want) {
+		t.Errorf("announced %q, want %q", announced, want)
 	}
 	if n := len(r.JWKS(t0.Add(time.Minute))); n != 2 {
 		t.Errorf("JWKS right after rotation has %d keys, want 2", n)
@@ -414,6 +440,46 @@ func TestKeyringRotation(t *testing.T) {
 	}
 	if r2.Active().ID != second.ID || len(r2.Published(t0.Add(2*time.Minute))) != 2 {
 		t.Errorf("reopened keyring differs")
+	}
+}
+
+// A rotation whose announcement fails leaves the new key pending: saved
+// and published, never signing. Reopened (a restart), it is still pending
+// and the old key signs; Finish announces and activates that same key.
+func TestKeyringRotationWriteAhead(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "k.json")
+	t0 := time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+	ctx := context.Background()
+	r, err := issuer.OpenKeyring(path, time.Hour, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	first, err := r.Finish(ctx, t0, noAnnounce)
+	if err != nil {
+		t.Fatal(err)
+	}
+	failed := errors.New("log unavailable")
+	if _, err := r.Rotate(ctx, t0.Add(time.Minute), func(context.Context, *issuer.SigningKey, string) error { return failed }); !errors.Is(err, failed) {
+		t.Fatalf("Rotate = %v, want the announcement's error", err)
+	}
+	pending := r.Pending()
+	if pending == nil || r.Active().ID != first.ID {
+		t.Fatal("a key whose announcement failed became active")
+	}
+	if _, ok := r.PublicKey(pending.ID, t0.Add(time.Minute)); !ok {
+		t.Error("the pending key is not published")
+	}
+	r2, err := issuer.OpenKeyring(path, time.Hour, t0.Add(2*time.Minute))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r2.Active().ID != first.ID || r2.Pending() == nil || r2.Pending().ID != pending.ID {
+		t.Fatalf("reopened: active %v pending %v; want %s and pending %s", r2.Active(), r2.Pending(), first.ID, pending.ID)
+	}
+	var prev string
+	k, err := r2.Finish(ctx, t0.Add(2*time.Minute), func(_ context.Context, next *issuer.SigningKey, p string) error { prev = p; return nil })
+	if err != nil || k.ID != pending.ID || r2.Active().ID != pending.ID || prev != first.ID {
+		t.Fatalf("Finish = %v, %v; active %v, retired %q", k, err, r2.Active(), prev)
 	}
 }
 

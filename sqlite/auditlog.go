@@ -7,6 +7,8 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 	"sync"
 
 	"github.com/mandatehq/mandate"
@@ -327,6 +329,79 @@ func (s *Store) LatestCheckpoint(ctx context.Context) ([]byte, error) {
 		return nil, mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
 	}
 	return note, nil
+}
+
+// LogDir is the directory of the audit log's files beside the database
+// at path (Config.Path): <name>-log.
+func LogDir(path string) string {
+	return strings.TrimSuffix(path, filepath.Ext(path)) + "-log"
+}
+
+// Inspection is what a database holds that bears on its audit log.
+type Inspection struct {
+	// Holdings describes what the database holds whose making the log
+	// records ("3 agents, 1 revocation"); "" if none. A database that
+	// holds any beside an empty log lost its log: the server refuses to
+	// start a new one over it.
+	Holdings string
+	// LogInDatabase: the database keeps its log itself, as versions before
+	// the log files did (table log_entries); Open moves it into the files.
+	LogInDatabase bool
+}
+
+// Inspect looks at the database at path without opening a Store, which
+// would make the log's files: for the server to check, before it opens
+// the store, that a missing log was never there. A database that does not
+// exist holds nothing.
+func Inspect(ctx context.Context, path string) (Inspection, error) {
+	var in Inspection
+	if _, err := os.Stat(path); errors.Is(err, os.ErrNotExist) {
+		return in, nil
+	}
+	db, err := sql.Open("sqlite", "file:"+path+"?mode=ro&_pragma=busy_timeout(5000)")
+	if err != nil {
+		return in, fmt.Errorf("sqlite: open %s: %w", path, err)
+	}
+	defer db.Close()
+	rows, err := db.QueryContext(ctx, "SELECT name FROM sqlite_master WHERE type = 'table'")
+	if err != nil {
+		return in, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	tables := map[string]bool{}
+	for rows.Next() {
+		var name string
+		if err := rows.Scan(&name); err != nil {
+			rows.Close()
+			return in, fmt.Errorf("sqlite: %s: %w", path, err)
+		}
+		tables[name] = true
+	}
+	rows.Close()
+	if err := rows.Err(); err != nil {
+		return in, fmt.Errorf("sqlite: %s: %w", path, err)
+	}
+	in.LogInDatabase = tables["log_entries"]
+	var parts []string
+	for _, t := range []struct{ table, one, many string }{
+		{"agents", "agent", "agents"}, {"approvers", "approver", "approvers"}, {"approvals", "approval", "approvals"},
+		{"revocations", "revocation", "revocations"}, {"tool_pins", "pinned tool", "pinned tools"},
+	} {
+		if !tables[t.table] {
+			continue // a schema from before the table
+		}
+		var n int64
+		if err := db.QueryRowContext(ctx, "SELECT count(*) FROM "+t.table).Scan(&n); err != nil {
+			return in, fmt.Errorf("sqlite: %s: %w", path, err)
+		}
+		switch {
+		case n == 1:
+			parts = append(parts, "1 "+t.one)
+		case n > 1:
+			parts = append(parts, fmt.Sprintf("%d %s", n, t.many))
+		}
+	}
+	in.Holdings = strings.Join(parts, ", ")
+	return in, nil
 }
 
 // validEntry checks an entry's bytes when the log's files are recovered:

@@ -16,6 +16,7 @@ import (
 	"github.com/mandatehq/mandate/auditcheck"
 	"github.com/mandatehq/mandate/auditlog/layout"
 	"github.com/mandatehq/mandate/httpapi"
+	"github.com/mandatehq/mandate/internal/dirlock"
 	"golang.org/x/mod/sumdb/note"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -332,6 +333,9 @@ func (c *cli) auditVerify(args []string) error {
 		}
 		src = auditcheck.HTTPSource(base, client)
 	case *from == "" && len(pos) == 1:
+		if err := notDataDir(pos[0]); err != nil {
+			return err
+		}
 		src = auditcheck.DirSource(pos[0])
 	default:
 		return usageError{"audit verify: give --url URL or one DIR"}
@@ -364,6 +368,25 @@ func (c *cli) auditVerify(args []string) error {
 		return errVerifyFailed
 	}
 	return nil
+}
+
+// notDataDir refuses a server's data directory given as a log copy: the
+// server keeps its log in files of its own format, which it writes while
+// it runs; the C2SP tlog-tiles layout is what it serves and exports.
+func notDataDir(dir string) error {
+	_, lockErr := os.Stat(filepath.Join(dir, dirlock.Name))
+	_, dbErr := os.Stat(filepath.Join(dir, "mandate.db"))
+	if lockErr != nil && dbErr != nil {
+		return nil
+	}
+	state := ""
+	if h, err := dirlock.Holder(dir); err != nil {
+		return err
+	} else if h != nil {
+		state = strings.TrimPrefix(h.Error(), "data directory "+dir+" is")
+		state = "," + state
+	}
+	return fmt.Errorf("%s is a server's data directory%s, not a copy of its log\nhint: verify the server with `mandate audit verify --url URL`, or a copy `mandate audit export DIR` makes", dir, state)
 }
 
 // errVerifyFailed makes `audit verify` exit 1 after printing its report.

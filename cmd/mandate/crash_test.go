@@ -26,12 +26,12 @@ import (
 	"github.com/mandatehq/mandate/httpapi"
 )
 
-// startChild starts `mandate serve` as a child process on dir and returns
-// it with its URL.
-func startChild(t *testing.T, dir string) (*exec.Cmd, string) {
+// startChild starts `mandate serve` as a child process on dir, with env
+// added to its environment, and returns it with its URL.
+func startChild(t *testing.T, dir string, env ...string) (*exec.Cmd, string) {
 	t.Helper()
 	cmd := exec.Command(os.Args[0], "serve", "--addr", "127.0.0.1:0", "--data", dir, "--issuer", "http://mandate.test")
-	cmd.Env = append(os.Environ(), "MANDATE_TEST_AS_MAIN=1")
+	cmd.Env = append(append(os.Environ(), "MANDATE_TEST_AS_MAIN=1"), env...)
 	stderr, err := cmd.StderrPipe()
 	if err != nil {
 		t.Fatal(err)

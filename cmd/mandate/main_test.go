@@ -18,6 +18,7 @@ func TestMain(m *testing.M) {
 	// The crash test runs the server as a child process: this binary, told
 	// by the environment to be mandate.
 	if os.Getenv("MANDATE_TEST_AS_MAIN") == "1" {
+		testFaults()
 		main()
 	}
 	testscript.Main(m, map[string]func(){

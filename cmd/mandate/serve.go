@@ -24,6 +24,7 @@ import (
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
+	"github.com/mandatehq/mandate/internal/dirlock"
 	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/monitor"
@@ -124,6 +125,7 @@ type Main struct {
 	testGateway func(*gateway.Config)
 	testAPI     func(*httpapi.Config)
 
+	lock   *dirlock.Lock // of DataDir, from Open to Close
 	ln     net.Listener
 	srv    *http.Server
 	cancel context.CancelFunc
@@ -132,10 +134,19 @@ type Main struct {
 
 // NewMain returns a Main with the defaults.
 func NewMain() *Main {
-	return &Main{Addr: DefaultAddr, DataDir: DefaultDataDir, TrustDomain: DefaultTrustDomain,
+	m := &Main{Addr: DefaultAddr, DataDir: DefaultDataDir, TrustDomain: DefaultTrustDomain,
 		MaxDepth: issuer.DefaultMaxDepth, ApprovalTimeout: issuer.DefaultApprovalTimeout,
 		Stdout: os.Stdout, Stderr: os.Stderr, Now: time.Now}
+	if testNewMain != nil {
+		testNewMain(m)
+	}
+	return m
 }
+
+// testNewMain, if set, changes every Main that NewMain returns. Only the
+// test binary sets it, when it runs as a child `mandate serve`
+// (MANDATE_TEST_AS_MAIN), to put a fault where its test says.
+var testNewMain func(*Main)
 
 // ParseFlags reads the flags of `mandate serve`.
 func (m *Main) ParseFlags(args []string) error {
@@ -211,7 +222,7 @@ func (m *Main) ParseFlags(args []string) error {
 
 // Open starts the server: it opens (or creates) the data directory, the
 // store and the keyring, binds the listener and starts serving.
-func (m *Main) Open(ctx context.Context) error {
+func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
@@ -222,15 +233,25 @@ func (m *Main) Open(ctx context.Context) error {
 	if err := mandate.ValidateTrustDomain(m.TrustDomain); err != nil {
 		return err
 	}
+	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
+	// The directory is this process's before anything in it is read: a
+	// second server would append to the same log and database from its
+	// own state, and each would overwrite the other's entries.
+	if err := m.lockDataDir(); err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			m.lock.Release()
+		}
+	}()
 	// A data directory with neither keys nor a database is new: no
 	// process has accepted anything on it (see replaySince).
 	_, keysErr := os.Stat(filepath.Join(m.DataDir, "keys", "signing.json"))
 	_, dbErr := os.Stat(filepath.Join(m.DataDir, "mandate.db"))
 	fresh := errors.Is(keysErr, os.ErrNotExist) && errors.Is(dbErr, os.ErrNotExist)
-	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	var err error
 	if m.AdminToken, err = loadOrCreateAdminToken(filepath.Join(m.DataDir, "admin.token")); err != nil {
 		return err
 	}
@@ -247,17 +268,25 @@ func (m *Main) Open(ctx context.Context) error {
 		ln.Close()
 		return err
 	}
+	// An active key has its key.rotated event in the log (Keyring.Finish).
+	hadActiveKey := m.Keys.Active() != nil
 	if m.LogKey, err = auditlog.OpenLogKey(filepath.Join(m.DataDir, "keys", "log.key"), auditOrigin(m.IssuerURL)); err != nil {
 		ln.Close()
 		return err
 	}
-	if m.Store, err = sqlite.Open(ctx, sqlite.Config{Path: filepath.Join(m.DataDir, "mandate.db"), Now: m.Now, Logger: m.Logger}); err != nil {
+	m.Publisher = &auditlog.Publisher{Key: m.LogKey, HeadFile: filepath.Join(m.DataDir, "keys", "log.head"),
+		Interval: m.CheckpointInterval, Logger: m.Logger}
+	dbPath := filepath.Join(m.DataDir, "mandate.db")
+	if err := m.checkLogThere(ctx, sqlite.LogDir(dbPath), dbPath, hadActiveKey); err != nil {
 		ln.Close()
 		return err
 	}
-	m.Publisher = &auditlog.Publisher{Key: m.LogKey, Head: m.Store.LogHead, Save: m.Store.SaveCheckpoint,
-		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, m.Store.HashReader(context.Background())) },
-		Interval: m.CheckpointInterval, Logger: m.Logger}
+	if m.Store, err = sqlite.Open(ctx, sqlite.Config{Path: dbPath, Now: m.Now, Logger: m.Logger}); err != nil {
+		ln.Close()
+		return err
+	}
+	m.Publisher.Head, m.Publisher.Save = m.Store.LogHead, m.Store.SaveCheckpoint
+	m.Publisher.TreeHash = func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, m.Store.HashReader(context.Background())) }
 	if last, err := m.Store.LatestCheckpoint(ctx); err != nil {
 		m.closeStore()
 		return err
@@ -265,9 +294,17 @@ func (m *Main) Open(ctx context.Context) error {
 		m.closeStore()
 		return err
 	}
+	if err := m.checkLogHolds(ctx, dbPath, hadActiveKey); err != nil {
+		m.closeStore()
+		return err
+	}
 	if _, err := m.Publisher.Publish(ctx); err != nil {
 		m.closeStore()
 		return fmt.Errorf("audit log: first checkpoint: %w", err)
+	}
+	if err := m.finishKeys(ctx); err != nil {
+		m.closeStore()
+		return err
 	}
 	if m.Policy, err = m.openPolicy(); err != nil {
 		m.closeStore()
@@ -640,8 +677,116 @@ func (m *Main) Close() error {
 	if cerr := m.Store.Close(); err == nil {
 		err = cerr
 	}
+	m.lock.Release() // the store's files are closed: the next server may start
 	m.Logger.Info("mandate stopped")
 	return err
+}
+
+// lockDataDir takes the data directory's lock (internal/dirlock), or says
+// who holds it.
+func (m *Main) lockDataDir() error {
+	l, err := dirlock.Acquire(m.DataDir, m.Now())
+	var he *dirlock.HeldError
+	if errors.As(err, &he) {
+		return fmt.Errorf("%v: another mandate server runs on it\nhint: stop that server, or start this one with another --data", he)
+	}
+	if err != nil {
+		return err
+	}
+	m.lock = l
+	return nil
+}
+
+// logFix is what to do about a log that was wiped or replaced.
+const logFix = "hint: restore the log from a backup or an export (`mandate audit export`); the server changes nothing and will not start a new log over it"
+
+// checkLogThere refuses, before the store opens (and would make a new,
+// empty log), a data directory whose log files are gone while something
+// says the log held entries: the checkpoint kept apart from it, the
+// database's agents, approvals and the like, or an active signing key
+// (whose key.rotated event is written before it signs). A database from
+// before the log files keeps its log itself, and the store moves it.
+func (m *Main) checkLogThere(ctx context.Context, dir, dbPath string, hadActiveKey bool) error {
+	if _, err := os.Stat(dir); !errors.Is(err, os.ErrNotExist) {
+		return nil // an empty or short log is checked once the store is open
+	}
+	kept, err := m.Publisher.KeptSize()
+	if err != nil {
+		return err
+	}
+	if kept > 0 {
+		return fmt.Errorf("audit log: %w: the log's directory %s is gone, but its last checkpoint (%s) signed %d entries: the log was wiped or replaced\n%s",
+			auditlog.ErrLogReplaced, dir, m.Publisher.HeadFile, kept, logFix)
+	}
+	in, err := sqlite.Inspect(ctx, dbPath)
+	if err != nil || in.LogInDatabase {
+		return err
+	}
+	return m.emptyLogRefusal(fmt.Sprintf("the log's directory %s is gone", dir), in.Holdings, hadActiveKey)
+}
+
+// checkLogHolds refuses an empty log beside state whose making it would
+// record (see checkLogThere): such a log was wiped, with its checkpoints;
+// starting a new one would hide it. A data directory from before the
+// key's event was written has entries anyway (at least a policy.loaded
+// event).
+func (m *Main) checkLogHolds(ctx context.Context, dbPath string, hadActiveKey bool) error {
+	if size, _ := m.Store.LogHead(); size > 0 {
+		return nil
+	}
+	in, err := sqlite.Inspect(ctx, dbPath)
+	if err != nil {
+		return err
+	}
+	return m.emptyLogRefusal("the log holds 0 entries", in.Holdings, hadActiveKey)
+}
+
+// emptyLogRefusal is the refusal of a log that is empty or gone (what
+// says which) beside the database's holdings or an active key; nil if
+// there are neither.
+func (m *Main) emptyLogRefusal(what, holdings string, hadActiveKey bool) error {
+	switch {
+	case holdings != "":
+		return fmt.Errorf("audit log: %w: %s, but the database holds %s, whose records it would hold: the log was wiped or replaced\n%s",
+			auditlog.ErrLogReplaced, what, holdings, logFix)
+	case hadActiveKey:
+		return fmt.Errorf("audit log: %w: %s, but the signing keyring (%s) has an active key, whose key.rotated event it would hold: the log was wiped or replaced\n%s",
+			auditlog.ErrLogReplaced, what, filepath.Join(m.DataDir, "keys", "signing.json"), logFix)
+	}
+	return nil
+}
+
+// finishKeys announces and activates a pending signing key before the
+// issuer signs anything: the first key of a new data directory, or the
+// key of a rotation that a crash interrupted. A pending key never signed;
+// if its key.rotated event is in the log already (the crash came after
+// it), it is not written again. An interrupted rotation is completed
+// rather than undone: the operator asked for it, perhaps because the old
+// key is in doubt, and the new key was published already.
+func (m *Main) finishKeys(ctx context.Context) error {
+	k, err := m.Keys.Finish(ctx, m.Now(), func(ctx context.Context, next *issuer.SigningKey, prev string) error {
+		last, err := m.Store.Events(ctx, mandate.EventFilter{Type: mandate.EventKeyRotated, Limit: 1, Last: true})
+		if err != nil {
+			return err
+		}
+		if len(last) == 1 {
+			if kid, _ := last[0].Details["kid"].(string); kid == next.ID {
+				return nil
+			}
+		}
+		reason := ""
+		if prev != "" {
+			reason = "a rotation that a restart interrupted, completed at start"
+		}
+		return m.Store.Append(ctx, issuer.KeyRotatedEvent(m.Now(), next.ID, prev, "system", reason))
+	})
+	if err != nil {
+		return fmt.Errorf("signing keys: %w", err)
+	}
+	if k != nil {
+		m.Logger.Info("signing key activated", "kid", k)
+	}
+	return nil
 }
 
 func (m *Main) closeStore() {

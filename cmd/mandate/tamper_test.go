@@ -39,21 +39,21 @@ func TestInsiderTamperingInTheLogFiles(t *testing.T) {
 		more   int // events appended before the checkpoint, to fill tiles
 	}{
 		{"modified entry of a full tile", func(b []byte) []byte {
-			from, to := entry(b, 1)
-			copy(b[from:to], bytes.Replace(b[from:to], []byte("alice@"), []byte("malice"), 1))
-			return b
-		}, "entry 1", 300},
-		{"modified entry", func(b []byte) []byte {
-			from, to := entry(b, 1)
-			copy(b[from:to], bytes.Replace(b[from:to], []byte("alice@"), []byte("malice"), 1))
-			return b
-		}, "the store's first 6 entries no longer hash to the last signed checkpoint's root: the history was changed", 0},
-		{"deleted entry", func(b []byte) []byte {
 			from, to := entry(b, 2)
+			copy(b[from:to], bytes.Replace(b[from:to], []byte("alice@"), []byte("malice"), 1))
+			return b
+		}, "entry 2", 300},
+		{"modified entry", func(b []byte) []byte {
+			from, to := entry(b, 2)
+			copy(b[from:to], bytes.Replace(b[from:to], []byte("alice@"), []byte("malice"), 1))
+			return b
+		}, "the log's first 7 entries do not hash to the root its last checkpoint", 0},
+		{"deleted entry", func(b []byte) []byte {
+			from, to := entry(b, 3)
 			return append(b[:from:from], b[to:]...)
 		}, "the log was truncated", 0},
 		{"deleted last entries", func(b []byte) []byte {
-			from, _ := entry(b, 3)
+			from, _ := entry(b, 4)
 			return b[:from]
 		}, "the log was truncated", 0},
 	} {
@@ -75,8 +75,8 @@ func TestInsiderTamperingInTheLogFiles(t *testing.T) {
 			if err := m.Store.Append(ctx, evs...); err != nil {
 				t.Fatal(err)
 			}
-			// policy.loaded at start, agent.registered, 4 × mandate.issued
-			if _, err := admin.PublishCheckpoint(ctx); err != nil { // cover all 6 entries
+			// key.rotated and policy.loaded at start, agent.registered, 4 × mandate.issued
+			if _, err := admin.PublishCheckpoint(ctx); err != nil { // cover all 7 entries
 				t.Fatal(err)
 			}
 			state := filepath.Join(t.TempDir(), "state.json")
@@ -88,7 +88,7 @@ func TestInsiderTamperingInTheLogFiles(t *testing.T) {
 				}
 				return r
 			}
-			if r := verify(m); !r.OK() || r.Size != uint64(6+tc.more) {
+			if r := verify(m); !r.OK() || r.Size != uint64(7+tc.more) {
 				t.Fatalf("honest log:\n%s", r)
 			}
 			if err := m.Close(); err != nil {
