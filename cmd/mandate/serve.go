@@ -24,6 +24,7 @@ import (
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/issuer"
 	"github.com/mandatehq/mandate/monitor"
@@ -565,8 +566,12 @@ const pruneMargin = 10 * time.Minute
 // pruneMandates deletes, every minute, the revocations and used client
 // assertions of mandates that expired more than pruneMargin ago, so that
 // live state is bounded by the live mandates. Issuances are their events
-// in the audit log, which is never pruned.
+// in the audit log, which is never pruned. Its clock never runs ahead of
+// the time elapsed since it began (internal/clock): a wall clock that
+// jumps forward, to be set right later, must not forget the revocations
+// of mandates that are live again.
 func (m *Main) pruneMandates(ctx context.Context) error {
+	now := clock.NotAhead(m.Now, nil)
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -575,7 +580,7 @@ func (m *Main) pruneMandates(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if n, err := m.Store.PruneMandates(ctx, m.Now().Add(-pruneMargin)); err != nil && ctx.Err() == nil {
+		if n, err := m.Store.PruneMandates(ctx, now().Add(-pruneMargin)); err != nil && ctx.Err() == nil {
 			m.Logger.Error("pruning expired mandates failed", "err", err)
 		} else if n > 0 {
 			m.Logger.Debug("expired mandates pruned", "rows", n)
