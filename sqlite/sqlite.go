@@ -976,41 +976,6 @@ func (s *Store) RecordAssertion(ctx context.Context, agentID, jti string, exp ti
 	}, nil)
 }
 
-// UsedAssertions implements mandate.UsedAssertions: the assertions named
-// by the issuance events at or after since, then those RecordAssertion
-// recorded.
-func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error {
-	for _, typ := range []string{mandate.EventMandateIssued, mandate.EventMandateDelegated} {
-		err := s.walkEvents(ctx, mandate.EventFilter{Type: typ, Since: since}, false, func(e mandate.LoggedEvent) error {
-			rec, err := mandate.IssuanceOf(e.Event)
-			if err != nil || rec.AssertionID == "" || !rec.AssertionExpiry.After(now) {
-				return nil
-			}
-			return fn(rec.AgentID, rec.AssertionID, rec.AssertionExpiry)
-		})
-		if err != nil {
-			return err
-		}
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, jti, expires_at FROM used_assertions WHERE used_at >= ? AND expires_at > ?`,
-		ms(since), ms(now))
-	if err != nil {
-		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var agent, jti string
-		var exp int64
-		if err := rows.Scan(&agent, &jti, &exp); err != nil {
-			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
-		}
-		if err := fn(agent, jti, time.UnixMilli(exp)); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
-}
-
 // pruneChunk bounds the rows one pruning transaction deletes, so that the
 // writers sharing the committer wait for a short transaction at a time.
 const pruneChunk = 1000

@@ -119,6 +119,12 @@ type Main struct {
 
 	parents parentLinks // for the gateway's revocation check
 
+	// replay is the issuer's replay set; restoreReplay fills it at start
+	// and writeReplaySnapshot writes it down (replaysnap.go).
+	replay           *replay.Cache
+	replayRestored   replayRestore
+	replaySnapshotAt int64 // the log size the last snapshot covered
+
 	// testGateway and testAPI, if set, change the gateway's and the API's
 	// configuration before they are made: tests put hooks into the paths
 	// whose races they play.
@@ -282,6 +288,7 @@ func (m *Main) Open(ctx context.Context) error {
 	m.Monitor = monitor.New(monitor.Config{Alerts: m.Store, Now: m.Now, Logger: m.Logger,
 		Responses: m.MonitorResponses, RevokeAt: m.RevokeAt,
 		Act: func(ctx context.Context, a monitor.Action) error { return respond(ctx, api, a) }})
+	m.replay = replay.New(0)
 	since, err := m.replaySince(ctx, fresh)
 	if err != nil {
 		m.closeStore()
@@ -291,18 +298,16 @@ func (m *Main) Open(ctx context.Context) error {
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
 		ApprovalTimeout: m.ApprovalTimeout, ApprovalLimits: m.ApprovalLimits, MaxDepth: m.MaxDepth, Risk: m.Monitor.Risk,
-		Replay: replay.New(0), ReplaySince: since, AllowUntypedClientAssertions: m.AllowUntypedClientAssertions,
+		Replay: m.replay, ReplaySince: since, AllowUntypedClientAssertions: m.AllowUntypedClientAssertions,
 		Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
 		m.closeStore()
 		return err
 	}
-	if n, err := m.Issuer.RestoreReplay(ctx, m.Store); err != nil {
+	if err := m.restoreReplay(ctx); err != nil {
 		m.closeStore()
-		return fmt.Errorf("restore the replay set: %w", err)
-	} else if n > 0 {
-		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
+		return err
 	}
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		cfg := gateway.Config{
@@ -396,6 +401,7 @@ func (m *Main) Open(ctx context.Context) error {
 			func(ctx context.Context) error { return m.Policy.Watch(ctx, policyWatchInterval) },
 			m.expireApprovals,
 			m.pruneMandates,
+			m.snapshotReplay,
 			m.Monitor.Run,
 		)
 	}()
@@ -637,6 +643,10 @@ func (m *Main) Close() error {
 	m.cancel()
 	if rerr := <-m.done; rerr != nil && err == nil {
 		err = rerr
+	}
+	// No request runs any more: the last replay snapshot covers them all.
+	if serr := m.writeReplaySnapshot(true); serr != nil {
+		m.Logger.Warn("replay snapshot not written: the next start reads more of the audit log", "err", serr)
 	}
 	if m.Gateway != nil {
 		m.Gateway.Drain() // the last tool results reach the log before it closes
