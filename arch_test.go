@@ -18,7 +18,7 @@ func TestArchitecture(t *testing.T) {
 		"replay":              {},
 		"dpop":                {"jose", "internal/secret"},
 		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect", "internal/secret"},
-		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
+		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket", "internal/clock"},
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
 		"internal/jsonstr":    {},

@@ -34,6 +34,7 @@ type replayRestore struct {
 	events       int64  // issuance events read from the log
 	fromLog      int    // assertions restored from the log and the used_assertions rows
 	fallback     string // why the snapshot was not used, if it was not
+	took         time.Duration
 }
 
 // restoreReplay fills the issuer's replay set before serving: from the
@@ -45,6 +46,8 @@ type replayRestore struct {
 // there were none.
 func (m *Main) restoreReplay(ctx context.Context) error {
 	r := &m.replayRestored
+	start := time.Now()
+	defer func() { r.took = time.Since(start) }()
 	snap, from, why := m.loadReplaySnapshot(ctx)
 	if snap != nil {
 		n, err := m.replay.Restore(snap, m.Now())
@@ -65,7 +68,7 @@ func (m *Main) restoreReplay(ctx context.Context) error {
 	}
 	if r.fromSnapshot+r.fromLog > 0 || r.events > 0 {
 		m.Logger.Info("client assertions still live at restart marked as used", "count", r.fromSnapshot+r.fromLog,
-			"from_snapshot", r.fromSnapshot, "issuance_events_read", r.events)
+			"from_snapshot", r.fromSnapshot, "issuance_events_read", r.events, "took", time.Since(start).Round(time.Millisecond))
 	}
 	return nil
 }

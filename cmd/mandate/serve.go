@@ -289,11 +289,7 @@ func (m *Main) Open(ctx context.Context) error {
 		Responses: m.MonitorResponses, RevokeAt: m.RevokeAt,
 		Act: func(ctx context.Context, a monitor.Action) error { return respond(ctx, api, a) }})
 	m.replay = replay.New(0)
-	since, err := m.replaySince(ctx, fresh)
-	if err != nil {
-		m.closeStore()
-		return err
-	}
+	since, sinceReached := m.replaySince(fresh)
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
@@ -355,6 +351,10 @@ func (m *Main) Open(ctx context.Context) error {
 	// detectors, is rebuilt from the log: a restart forgets nothing of a
 	// task that can still be live, and releases no held task.
 	m.restoreState(ctx)
+	if err := sinceReached(ctx); err != nil {
+		m.closeStore()
+		return err
+	}
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
@@ -599,23 +599,29 @@ func (m *Main) pruneMandates(ctx context.Context) error {
 // (docs/tokens.md, "Single use across restarts"). Those sets are in
 // memory, so a restart empties them, and a proof the previous process
 // accepted up to DPoPMaxAge ago would be good once more. On a data
-// directory used before, it waits for the next whole second and returns
-// it: the previous process ended before this one started, so every proof
-// it saw has an iat before that second, while a proof made once this one
-// serves, even with a whole-second iat (as most clients write it), has one
-// at or after it. On a new data directory nothing was accepted before:
-// the current second.
-func (m *Main) replaySince(ctx context.Context, fresh bool) (time.Time, error) {
+// directory used before, it is the next whole second, and the server
+// must not serve before it (reached waits for it): the previous process
+// ended before this one started, so every proof it saw has an iat before
+// that second, while a proof made once this one serves, even with a
+// whole-second iat (as most clients write it), has one at or after it.
+// The wait runs while the start restores its state, so that it adds
+// nothing to a start that takes a second anyway. On a new data directory
+// nothing was accepted before: the current second, and no wait.
+func (m *Main) replaySince(fresh bool) (since time.Time, reached func(context.Context) error) {
 	now := m.Now()
 	if fresh {
-		return now.Truncate(time.Second), nil
+		return now.Truncate(time.Second), func(context.Context) error { return nil }
 	}
 	next := now.Truncate(time.Second).Add(time.Second)
-	select {
-	case <-time.After(next.Sub(now)):
-		return next, nil
-	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
+	t := time.NewTimer(next.Sub(now))
+	return next, func(ctx context.Context) error {
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
