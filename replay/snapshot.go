@@ -16,8 +16,9 @@ import (
 // Restore, reads from its record whatever came after, and falls back to
 // reading all of it when the snapshot is missing or does not check.
 //
-// The format: snapshotMagic, the cover's length (uint32) and bytes, the
-// entry count (uint64), each entry as its 16-byte digest and its expiry
+// The format: snapshotMagic, the time it was taken (int64 Unix ns: the
+// cache's clock then), the cover's length (uint32) and bytes, the entry
+// count (uint64), each entry as its 16-byte digest and its expiry
 // (int64 Unix ns), then the SHA-256 of everything before it. Integers are
 // big-endian. Keys are digests, so a snapshot holds no identifier in clear.
 const snapshotMagic = "mandate replay snapshot v1\n"
@@ -28,9 +29,15 @@ const entrySize = 16 + 8
 // is not one: the caller rebuilds the set from its durable record.
 var ErrSnapshot = errors.New("replay: not a usable snapshot")
 
-// Snapshot is a read snapshot: what it covers, and its entries.
+// Snapshot is a read snapshot: what it covers, when it was taken, and its
+// entries.
 type Snapshot struct {
-	Cover   []byte
+	Cover []byte
+	// Taken is the cache's clock when the snapshot was taken: entries that
+	// had expired by it are not in the snapshot. A caller whose clock is
+	// before it (the wall clock went back) cannot restore from it alone:
+	// to its clock, some of those have not expired.
+	Taken   time.Time
 	entries []entry
 }
 
@@ -55,6 +62,7 @@ func (c *Cache) AppendSnapshot(b, cover []byte, now time.Time) []byte {
 	}
 	start := len(b)
 	b = append(b, snapshotMagic...)
+	b = binary.BigEndian.AppendUint64(b, uint64(n))
 	b = binary.BigEndian.AppendUint32(b, uint32(len(cover)))
 	b = append(b, cover...)
 	b = binary.BigEndian.AppendUint64(b, uint64(live))
@@ -74,7 +82,7 @@ func ReadSnapshot(data []byte, maxEntries int) (*Snapshot, error) {
 	fail := func(format string, args ...any) (*Snapshot, error) {
 		return nil, fmt.Errorf("%w: "+format, append([]any{ErrSnapshot}, args...)...)
 	}
-	if len(data) < len(snapshotMagic)+4+8+sha256.Size || string(data[:len(snapshotMagic)]) != snapshotMagic {
+	if len(data) < len(snapshotMagic)+8+4+8+sha256.Size || string(data[:len(snapshotMagic)]) != snapshotMagic {
 		return fail("no snapshot header")
 	}
 	body, sum := data[:len(data)-sha256.Size], data[len(data)-sha256.Size:]
@@ -82,12 +90,14 @@ func ReadSnapshot(data []byte, maxEntries int) (*Snapshot, error) {
 		return fail("checksum does not match: the file is torn or was altered")
 	}
 	p := body[len(snapshotMagic):]
+	taken := time.Unix(0, int64(binary.BigEndian.Uint64(p)))
+	p = p[8:]
 	nc := binary.BigEndian.Uint32(p)
 	p = p[4:]
 	if uint64(nc) > uint64(len(p))-8 {
 		return fail("cover of %d bytes overruns the file", nc)
 	}
-	s := &Snapshot{Cover: append([]byte(nil), p[:nc]...)}
+	s := &Snapshot{Cover: append([]byte(nil), p[:nc]...), Taken: taken}
 	p = p[nc:]
 	count := binary.BigEndian.Uint64(p)
 	p = p[8:]

@@ -22,8 +22,8 @@ func TestSnapshotRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if string(s.Cover) != "log 42" || s.Len() != 5 {
-		t.Fatalf("cover %q, %d entries; want \"log 42\", 5", s.Cover, s.Len())
+	if string(s.Cover) != "log 42" || s.Len() != 5 || !s.Taken.Equal(now) {
+		t.Fatalf("cover %q, %d entries, taken %v; want \"log 42\", 5, %v", s.Cover, s.Len(), s.Taken, now)
 	}
 	d := New(100)
 	if n, err := d.Restore(s, now); err != nil || n != 5 {

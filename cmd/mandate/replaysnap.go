@@ -99,6 +99,12 @@ func (m *Main) loadReplaySnapshot(ctx context.Context) (*replay.Snapshot, int64,
 	if len(snap.Cover) != replayCoverSize {
 		return nil, 0, fmt.Sprintf("%s: a cover of %d bytes, not %d", path, len(snap.Cover), replayCoverSize)
 	}
+	if now := m.Now(); now.Before(snap.Taken) {
+		// What expired by the snapshot's clock was left out; by ours,
+		// some of it has not expired.
+		return nil, 0, fmt.Sprintf("%s was taken at %s, after now (%s): the clock went back",
+			path, snap.Taken.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
+	}
 	n := int64(binary.BigEndian.Uint64(snap.Cover))
 	var root tlog.Hash
 	copy(root[:], snap.Cover[8:])
