@@ -18,11 +18,13 @@ func TestArchitecture(t *testing.T) {
 		"replay":              {},
 		"dpop":                {"jose", "internal/secret"},
 		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect", "internal/secret"},
-		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket"},
+		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket", "internal/clock"},
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
 		"internal/jsonstr":    {},
-		"sqlite":              {"", "auditlog", "internal/evindex", "internal/logfile"},
+		"sqlite":              {"", "auditlog", "internal/clock", "internal/evindex", "internal/logfile"},
+		// A clock for pruners that a wall-clock jump cannot run ahead.
+		"internal/clock": {},
 		// The audit log's files: entries, offsets, hash tiles.
 		"internal/logfile": {"internal/atomicfile"},
 		// The audit log's query index, for a store that keeps the log itself.

@@ -22,6 +22,7 @@ import (
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
 	"github.com/mandatehq/mandate/internal/bucket"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/jose"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
@@ -146,6 +147,13 @@ type Issuer struct {
 	// refusedOnce: which genuine mandates' refusals (by mandate and check)
 	// were recorded within refusedFor.
 	refusedOnce *replay.Cache
+	// replayNow is the clock of Config.Replay: Now, never ahead of the
+	// time elapsed since New (internal/clock). The set forgets an entry
+	// once its clock passes the entry's expiry and never goes back: a wall
+	// clock jumping forward would make it forget assertions that are good
+	// again once the clock is set right, and refuse every new one as
+	// expired until the wall clock caught up.
+	replayNow func() time.Time
 }
 
 // A refusal of a genuine mandate that anyone holding it can cause is
@@ -217,6 +225,7 @@ func New(cfg Config) (*Issuer, error) {
 		ephemeral:   newEphemeralAgents(cfg.MaxEphemeral),
 		refusals:    bucket.New(100, 100),
 		refusedOnce: replay.New(refusedMax),
+		replayNow:   clock.NotAhead(cfg.Now, nil),
 	}, nil
 }
 
@@ -465,11 +474,11 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 // proofs are not recorded: Config.ReplaySince refuses those made before
 // the start.) It returns how many it restored.
 func (is *Issuer) RestoreReplay(ctx context.Context, used mandate.UsedAssertions) (int, error) {
-	now := is.cfg.Now()
+	now, replayNow := is.cfg.Now(), is.replayNow()
 	since := now.Add(-is.cfg.MaxAssertionLifetime - 2*is.cfg.ClockSkew - time.Minute)
 	n := 0
 	err := used.UsedAssertions(ctx, since, now, func(agentID, jti string, exp time.Time) error {
-		err := is.cfg.Replay.Use(usedKey(agentID, jti), exp.Add(is.cfg.ClockSkew), now)
+		err := is.cfg.Replay.Use(usedKey(agentID, jti), exp.Add(is.cfg.ClockSkew), replayNow)
 		if err == nil {
 			n++
 		}
@@ -492,8 +501,12 @@ func (is *Issuer) sign(c *mandate.Claims) (string, string, error) {
 	return jose.Sign(k.Private, jose.Header{Typ: mandate.TypMandate, Kid: k.ID}, payload), k.ID, nil
 }
 
-// useOnce marks key as used until exp.
+// useOnce marks key as used until exp, by the replay set's clock
+// (replayNow), which is now unless the wall clock jumped ahead.
 func (is *Issuer) useOnce(key string, exp, now time.Time, oauth, what string) error {
+	if r := is.replayNow(); r.Before(now) {
+		now = r
+	}
 	switch err := is.cfg.Replay.Use(key, exp.Add(is.cfg.ClockSkew), now); err {
 	case nil:
 		return nil

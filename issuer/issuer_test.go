@@ -121,7 +121,10 @@ func (f *fixture) addApprover(email string) {
 func (f *fixture) open() {
 	f.t.Helper()
 	var err error
-	f.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(f.dir, "m.db"), Now: f.clk.Now})
+	// The fake clock stands for time that passes: pruning follows it.
+	opened := f.clk.Now()
+	f.store, err = sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(f.dir, "m.db"), Now: f.clk.Now,
+		Elapsed: func() time.Duration { return f.clk.Now().Sub(opened) }})
 	if err != nil {
 		f.t.Fatal(err)
 	}

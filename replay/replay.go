@@ -13,10 +13,11 @@
 // It is local to one process: resource servers behind a load balancer
 // each keep their own set, so an identifier replayed to another instance is
 // not caught here (RFC 9449 §11.1 discusses this). Nor does it survive a
-// restart: the caller refills it from a durable record (the issuer's
-// RestoreReplay, for client assertions and actor tokens) or refuses what it
-// cannot vouch for (verify.Config.ReplaySince, for DPoP proofs made before
-// it began). It is not a general cache: it stores no values, and it is not
+// restart by itself: the caller refills it from a durable record (the
+// issuer's RestoreReplay, for client assertions and actor tokens), which a
+// snapshot (AppendSnapshot, ReadSnapshot, Restore) may shorten but never
+// replace, or refuses what it cannot vouch for (verify.Config.ReplaySince,
+// for DPoP proofs made before it began). It is not a general cache: it stores no values, and it is not
 // a rate limiter.
 package replay
 

@@ -179,7 +179,10 @@ func (s *Store) PruneRevocations(now time.Time) int {
 	return n
 }
 
-// RunPruner prunes expired revocations every interval until ctx ends.
+// RunPruner prunes expired revocations every interval until ctx ends, by
+// the store's clock but never ahead of the time elapsed since Open
+// (Config.Elapsed): a wall clock that jumps forward and is corrected later
+// must not forget the revocation of a mandate that is live again.
 func (s *Store) RunPruner(ctx context.Context, interval time.Duration) error {
 	t := time.NewTicker(interval)
 	defer t.Stop()
@@ -188,10 +191,13 @@ func (s *Store) RunPruner(ctx context.Context, interval time.Duration) error {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
-			s.PruneRevocations(s.cfg.Now())
+			s.pruneOnce()
 		}
 	}
 }
+
+// pruneOnce is one pass of RunPruner.
+func (s *Store) pruneOnce() int { return s.PruneRevocations(s.pruneNow()) }
 
 // LiveIssuances lists the issuance records of live mandates (expiring
 // after now, not revoked) held by agentID, or, if agentID is "", the root

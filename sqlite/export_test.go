@@ -10,3 +10,6 @@ func (s *Store) SetSyncHook(fn func() error) {
 
 // FlushIndex writes the event index's full in-memory tables as runs now.
 func (s *Store) FlushIndex() error { return s.index.Flush() }
+
+// PruneOnce runs one pass of RunPruner now.
+func (s *Store) PruneOnce() int { return s.pruneOnce() }

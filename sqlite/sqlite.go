@@ -33,6 +33,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/internal/evindex"
 	"github.com/mandatehq/mandate/internal/logfile"
 	"golang.org/x/mod/sumdb/tlog"
@@ -62,6 +63,12 @@ type Config struct {
 	IndexFlushEntries int
 	// Now is the clock; time.Now if nil.
 	Now func() time.Time
+	// Elapsed is the time since Open on a clock that cannot jump; the
+	// monotonic clock if nil. Pruning goes by Now, but never ahead of
+	// Now at Open plus Elapsed (internal/clock), so that a wall clock
+	// jumping forward cannot forget revocations of live mandates. Tests
+	// whose Now stands for time that passes set it to follow Now.
+	Elapsed func() time.Duration
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
 }
@@ -115,6 +122,8 @@ type Store struct {
 	mu      sync.RWMutex
 	agents  map[string]*mandate.Agent // by ID; write-through cache of the agents table
 	revoked map[string]time.Time      // unexpired revocations, mandate ID -> mandate expiry
+
+	pruneNow func() time.Time // Now, never ahead of its reading at Open plus Elapsed
 }
 
 var (
@@ -176,6 +185,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	s := &Store{
 		db:              db,
 		cfg:             cfg,
+		pruneNow:        clock.NotAhead(cfg.Now, cfg.Elapsed),
 		log:             cfg.Logger,
 		writes:          make(chan *write, cfg.MaxBatch*4),
 		done:            make(chan struct{}),
@@ -966,41 +976,6 @@ func (s *Store) RecordAssertion(ctx context.Context, agentID, jti string, exp ti
 	}, nil)
 }
 
-// UsedAssertions implements mandate.UsedAssertions: the assertions named
-// by the issuance events at or after since, then those RecordAssertion
-// recorded.
-func (s *Store) UsedAssertions(ctx context.Context, since, now time.Time, fn func(agentID, jti string, exp time.Time) error) error {
-	for _, typ := range []string{mandate.EventMandateIssued, mandate.EventMandateDelegated} {
-		err := s.walkEvents(ctx, mandate.EventFilter{Type: typ, Since: since}, false, func(e mandate.LoggedEvent) error {
-			rec, err := mandate.IssuanceOf(e.Event)
-			if err != nil || rec.AssertionID == "" || !rec.AssertionExpiry.After(now) {
-				return nil
-			}
-			return fn(rec.AgentID, rec.AssertionID, rec.AssertionExpiry)
-		})
-		if err != nil {
-			return err
-		}
-	}
-	rows, err := s.db.QueryContext(ctx, `SELECT agent_id, jti, expires_at FROM used_assertions WHERE used_at >= ? AND expires_at > ?`,
-		ms(since), ms(now))
-	if err != nil {
-		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
-	}
-	defer rows.Close()
-	for rows.Next() {
-		var agent, jti string
-		var exp int64
-		if err := rows.Scan(&agent, &jti, &exp); err != nil {
-			return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
-		}
-		if err := fn(agent, jti, time.UnixMilli(exp)); err != nil {
-			return err
-		}
-	}
-	return rows.Err()
-}
-
 // pruneChunk bounds the rows one pruning transaction deletes, so that the
 // writers sharing the committer wait for a short transaction at a time.
 const pruneChunk = 1000
@@ -1017,10 +992,12 @@ const pruneChunk = 1000
 //
 // before must not be after the store's clock (EINVALID): forgetting the
 // revocation of a mandate that is still live would make it good again
-// after a restart. The deletes run through the committer, pruneChunk rows
-// per transaction, with no audit event.
+// after a restart. Nor after the time elapsed since Open allows
+// (Config.Elapsed): after a jump of the wall clock forward, later
+// corrected, the mandate would be live again. The deletes run through the
+// committer, pruneChunk rows per transaction, with no audit event.
 func (s *Store) PruneMandates(ctx context.Context, before time.Time) (int64, error) {
-	if now := s.cfg.Now(); before.After(now) {
+	if now := s.pruneNow(); before.After(now) {
 		return 0, mandate.Errorf(mandate.EINVALID, "cannot prune mandates expired before %s: that is after now (%s)",
 			before.UTC().Format(time.RFC3339), now.UTC().Format(time.RFC3339))
 	}

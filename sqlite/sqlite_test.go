@@ -245,7 +245,9 @@ func TestPruneMandates(t *testing.T) {
 	var clock atomic.Int64 // Unix ns
 	clock.Store(t0.UnixNano())
 	now := func() time.Time { return time.Unix(0, clock.Load()).UTC() }
-	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db"), Now: now})
+	// The clock stands for time that passes: the elapsed time follows it.
+	elapsed := func() time.Duration { return now().Sub(t0) }
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db"), Now: now, Elapsed: elapsed})
 	if err != nil {
 		t.Fatal(err)
 	}

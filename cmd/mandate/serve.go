@@ -24,6 +24,7 @@ import (
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/httpapi"
 	"github.com/mandatehq/mandate/internal/atomicfile"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/internal/dirlock"
 	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/issuer"
@@ -118,6 +119,12 @@ type Main struct {
 	Publisher  *auditlog.Publisher
 
 	parents parentLinks // for the gateway's revocation check
+
+	// replay is the issuer's replay set; restoreReplay fills it at start
+	// and writeReplaySnapshot writes it down (replaysnap.go).
+	replay           *replay.Cache
+	replayRestored   replayRestore
+	replaySnapshotAt int64 // the log size the last snapshot covered
 
 	// testGateway and testAPI, if set, change the gateway's and the API's
 	// configuration before they are made: tests put hooks into the paths
@@ -318,27 +325,22 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	m.Monitor = monitor.New(monitor.Config{Alerts: m.Store, Now: m.Now, Logger: m.Logger,
 		Responses: m.MonitorResponses, RevokeAt: m.RevokeAt,
 		Act: func(ctx context.Context, a monitor.Action) error { return respond(ctx, api, a) }})
-	since, err := m.replaySince(ctx, fresh)
-	if err != nil {
-		m.closeStore()
-		return err
-	}
+	m.replay = replay.New(0)
+	since, sinceReached := m.replaySince(fresh)
 	m.Issuer, err = issuer.New(issuer.Config{
 		Issuer: m.IssuerURL, Keys: m.Keys, Agents: m.Store, Log: m.Store, Assertions: m.Store,
 		Issuances: m.Store, Revocations: m.Store, Events: m.Store, Approvals: m.Store, Policy: m.Policy,
 		ApprovalTimeout: m.ApprovalTimeout, ApprovalLimits: m.ApprovalLimits, MaxDepth: m.MaxDepth, Risk: m.Monitor.Risk,
-		Replay: replay.New(0), ReplaySince: since, AllowUntypedClientAssertions: m.AllowUntypedClientAssertions,
+		Replay: m.replay, ReplaySince: since, AllowUntypedClientAssertions: m.AllowUntypedClientAssertions,
 		Now: m.Now, Logger: m.Logger,
 	})
 	if err != nil {
 		m.closeStore()
 		return err
 	}
-	if n, err := m.Issuer.RestoreReplay(ctx, m.Store); err != nil {
+	if err := m.restoreReplay(ctx); err != nil {
 		m.closeStore()
-		return fmt.Errorf("restore the replay set: %w", err)
-	} else if n > 0 {
-		m.Logger.Info("client assertions still live at restart marked as used", "count", n)
+		return err
 	}
 	if len(m.MCPUpstreams)+len(m.HTTPUpstreams)+len(m.MCPStdio) > 0 {
 		cfg := gateway.Config{
@@ -386,6 +388,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	// detectors, is rebuilt from the log: a restart forgets nothing of a
 	// task that can still be live, and releases no held task.
 	m.restoreState(ctx)
+	if err := sinceReached(ctx); err != nil {
+		m.closeStore()
+		return err
+	}
 	var handler http.Handler = api
 	if m.Gateway != nil {
 		mux := http.NewServeMux()
@@ -432,6 +438,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			func(ctx context.Context) error { return m.Policy.Watch(ctx, policyWatchInterval) },
 			m.expireApprovals,
 			m.pruneMandates,
+			m.snapshotReplay,
 			m.Monitor.Run,
 		)
 	}()
@@ -602,8 +609,12 @@ const pruneMargin = 10 * time.Minute
 // pruneMandates deletes, every minute, the revocations and used client
 // assertions of mandates that expired more than pruneMargin ago, so that
 // live state is bounded by the live mandates. Issuances are their events
-// in the audit log, which is never pruned.
+// in the audit log, which is never pruned. Its clock never runs ahead of
+// the time elapsed since it began (internal/clock): a wall clock that
+// jumps forward, to be set right later, must not forget the revocations
+// of mandates that are live again.
 func (m *Main) pruneMandates(ctx context.Context) error {
+	now := clock.NotAhead(m.Now, nil)
 	t := time.NewTicker(time.Minute)
 	defer t.Stop()
 	for {
@@ -612,7 +623,7 @@ func (m *Main) pruneMandates(ctx context.Context) error {
 			return nil
 		case <-t.C:
 		}
-		if n, err := m.Store.PruneMandates(ctx, m.Now().Add(-pruneMargin)); err != nil && ctx.Err() == nil {
+		if n, err := m.Store.PruneMandates(ctx, now().Add(-pruneMargin)); err != nil && ctx.Err() == nil {
 			m.Logger.Error("pruning expired mandates failed", "err", err)
 		} else if n > 0 {
 			m.Logger.Debug("expired mandates pruned", "rows", n)
@@ -625,23 +636,29 @@ func (m *Main) pruneMandates(ctx context.Context) error {
 // (docs/tokens.md, "Single use across restarts"). Those sets are in
 // memory, so a restart empties them, and a proof the previous process
 // accepted up to DPoPMaxAge ago would be good once more. On a data
-// directory used before, it waits for the next whole second and returns
-// it: the previous process ended before this one started, so every proof
-// it saw has an iat before that second, while a proof made once this one
-// serves, even with a whole-second iat (as most clients write it), has one
-// at or after it. On a new data directory nothing was accepted before:
-// the current second.
-func (m *Main) replaySince(ctx context.Context, fresh bool) (time.Time, error) {
+// directory used before, it is the next whole second, and the server
+// must not serve before it (reached waits for it): the previous process
+// ended before this one started, so every proof it saw has an iat before
+// that second, while a proof made once this one serves, even with a
+// whole-second iat (as most clients write it), has one at or after it.
+// The wait runs while the start restores its state, so that it adds
+// nothing to a start that takes a second anyway. On a new data directory
+// nothing was accepted before: the current second, and no wait.
+func (m *Main) replaySince(fresh bool) (since time.Time, reached func(context.Context) error) {
 	now := m.Now()
 	if fresh {
-		return now.Truncate(time.Second), nil
+		return now.Truncate(time.Second), func(context.Context) error { return nil }
 	}
 	next := now.Truncate(time.Second).Add(time.Second)
-	select {
-	case <-time.After(next.Sub(now)):
-		return next, nil
-	case <-ctx.Done():
-		return time.Time{}, ctx.Err()
+	t := time.NewTimer(next.Sub(now))
+	return next, func(ctx context.Context) error {
+		defer t.Stop()
+		select {
+		case <-t.C:
+			return nil
+		case <-ctx.Done():
+			return ctx.Err()
+		}
 	}
 }
 
@@ -669,6 +686,10 @@ func (m *Main) Close() error {
 	m.cancel()
 	if rerr := <-m.done; rerr != nil && err == nil {
 		err = rerr
+	}
+	// No request runs any more: the last replay snapshot covers them all.
+	if serr := m.writeReplaySnapshot(true); serr != nil {
+		m.Logger.Warn("replay snapshot not written: the next start reads more of the audit log", "err", serr)
 	}
 	if m.Gateway != nil {
 		m.Gateway.Drain() // the last tool results reach the log before it closes
