@@ -97,9 +97,10 @@ func (rl *relay) whole() bool {
 // body, or in the data of an SSE event) goes through rl. An SSE stream
 // reaches the client event by event. What does not parse as JSON-RPC 2.0
 // (or holds a key twice) is not relayed: the gateway relays only what it
-// read; a request left without such an answer gets a CodeBadAnswer error
-// instead, so that the client always has an answer it can read. It
-// returns why it stopped early, if it did.
+// read; a request left without such an answer (or whose upstream
+// failed: an error status, an answer cut short or silent past the
+// bounds) gets a JSON-RPC error instead, so that the client always has an
+// answer it can read. It returns why it stopped early, if it did.
 func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) error {
 	if rl.answered == nil {
 		rl.answered = map[string]bool{}
