@@ -32,13 +32,18 @@ import (
 // writes what it likes, or nothing, on the connection.
 type faultServer struct {
 	fault   func(w http.ResponseWriter, r *http.Request, id json.RawMessage)
-	entered chan struct{} // a tools/call reached the server (buffered)
+	entered chan struct{}             // a tools/call reached the server (buffered)
+	get     func(http.ResponseWriter) // the GET stream, if any
 }
 
 func (f *faultServer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	switch r.Method {
 	case http.MethodGet:
-		w.WriteHeader(http.StatusMethodNotAllowed)
+		if f.get == nil {
+			w.WriteHeader(http.StatusMethodNotAllowed)
+			return
+		}
+		f.get(w)
 		return
 	case http.MethodDelete:
 		w.WriteHeader(http.StatusNoContent)
@@ -578,4 +583,52 @@ func TestSettleDoesNotWaitForADeadCall(t *testing.T) {
 		t.Errorf("the call's answer: %s", body)
 	}
 	checkFailedResult(t, e, "ended its stream before its answer", true)
+}
+
+// The GET stream of a session answers no request: its silence is not a
+// fault. It outlives the silence that cuts a call off (the call's error
+// comes first), and then carries the server's next message.
+func TestGETStreamOutlivesTheSilenceBound(t *testing.T) {
+	speak := make(chan struct{})
+	f := &faultServer{
+		fault: func(w http.ResponseWriter, r *http.Request, _ json.RawMessage) {
+			sseHeaders(w)
+			stall(r)
+		},
+		get: func(w http.ResponseWriter) {
+			sseHeaders(w)
+			<-speak
+			io.WriteString(w, sse(`{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"still here"}}`))
+		},
+	}
+	e, _ := faultEnv(t, f, nil)
+	key := e.agent("streamer", "mcp:crm:*")
+	tok := e.mint("streamer", key, "mcp:crm:*", time.Minute, false).AccessToken
+	resp, _ := e.post(tok, "", initialize)
+	sid := resp.Header.Get("Mcp-Session-Id")
+	req, _ := http.NewRequest("GET", e.gw.URL+"/mcp/crm", nil)
+	req.Header.Set("Authorization", "Bearer "+tok)
+	req.Header.Set("Accept", "text/event-stream")
+	req.Header.Set("Mcp-Session-Id", sid)
+	stream, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer stream.Body.Close()
+	e.post(tok, sid, `{"jsonrpc":"2.0","id":2,"method":"tools/list"}`)
+	// A call on the same session is cut off by the silence bound: the
+	// stream has been silent at least as long.
+	if _, body := e.post(tok, sid, `{"jsonrpc":"2.0","id":7,"method":"tools/call","params":{"name":"add","arguments":{}}}`); !strings.Contains(body, "fell silent for 200ms") {
+		t.Fatalf("the call: %s", body)
+	}
+	close(speak)
+	b := make([]byte, 4096)
+	got := ""
+	for !strings.Contains(got, "still here") {
+		n, err := stream.Body.Read(b)
+		got += string(b[:n])
+		if err != nil && !strings.Contains(got, "still here") {
+			t.Fatalf("the GET stream ended (%v) after %q", err, got)
+		}
+	}
 }
