@@ -25,6 +25,13 @@ type relay struct {
 	hook  func(*message) []byte
 
 	answered map[string]bool
+	// failed is why the upstream's answer failed, in the gateway's words,
+	// once it did: the error each request left without an answer gets,
+	// and its call's tool.result's reason.
+	failed string
+	// unserved says the upstream declined to serve the requests (429,
+	// 503): CodeUnavailable, where the client may try again.
+	unserved bool
 }
 
 // take decides on one message of the upstream: what to relay.
@@ -55,18 +62,34 @@ func (rl *relay) take(g *Gateway, m *message) []byte {
 	return rl.hook(m)
 }
 
+// noCheckableAnswer is why a request has no answer when the upstream's
+// was there but not one the gateway could check.
+const noCheckableAnswer = "the MCP server sent no answer to this request that the gateway could check (well-formed JSON-RPC 2.0): nothing of it was relayed"
+
 // missing is an error response from the gateway to each request the
 // upstream left without an answer it could check, in the order asked.
 func (rl *relay) missing() [][]byte {
+	why := rl.failed
+	if why == "" {
+		why = noCheckableAnswer
+	}
 	var out [][]byte
 	for _, id := range rl.asked {
 		if !rl.answered[string(id)] {
-			out = append(out, errorResponse(id, rpcError{Code: CodeBadAnswer,
-				Message: "the MCP server sent no answer to this request that the gateway could check (well-formed JSON-RPC 2.0): nothing of it was relayed"}))
+			code := CodeBadAnswer
+			if rl.unserved {
+				code = CodeUnavailable
+			}
+			out = append(out, errorResponse(id, rpcError{Code: code, Message: why}))
 			rl.answered[string(id)] = true
 		}
 	}
 	return out
+}
+
+// whole says every request forwarded has its answer.
+func (rl *relay) whole() bool {
+	return rl.asked != nil && len(rl.answered) == len(rl.asked)
 }
 
 // answer passes an upstream's answer to a POST (or its GET stream) on to
@@ -74,9 +97,10 @@ func (rl *relay) missing() [][]byte {
 // body, or in the data of an SSE event) goes through rl. An SSE stream
 // reaches the client event by event. What does not parse as JSON-RPC 2.0
 // (or holds a key twice) is not relayed: the gateway relays only what it
-// read; a request left without such an answer gets a CodeBadAnswer error
-// instead, so that the client always has an answer it can read. It
-// returns why it stopped early, if it did.
+// read; a request left without such an answer (or whose upstream
+// failed: an error status, an answer cut short or silent past the
+// bounds) gets a JSON-RPC error instead, so that the client always has an
+// answer it can read. It returns why it stopped early, if it did.
 func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) error {
 	if rl.answered == nil {
 		rl.answered = map[string]bool{}
@@ -87,9 +111,39 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 		}
 	}
 	mt, _, _ := mime.ParseMediaType(resp.Header.Get("Content-Type"))
+	// failed answers each request with why, as a JSON-RPC error.
+	failed := func(why string, err error) error {
+		rl.failed = why
+		for _, h := range []string{"Content-Type", "Cache-Control"} {
+			w.Header().Del(h)
+		}
+		g.writeJSON(w, http.StatusOK, rl.missing(), rl.batch)
+		return err
+	}
 	switch {
+	case resp.StatusCode >= 300 && len(rl.asked) > 0 && (resp.StatusCode != http.StatusNotFound || resp.Request.Header.Get(sessionHeader) == ""):
+		// The upstream's status is not the client's to act on: a 401 or
+		// 403 would have it authorise again at the gateway, where its
+		// mandate is good; a 400 breaks the session of the MCP Go SDK's
+		// client; a 502 says nothing it can show. Each request gets the
+		// status as a JSON-RPC error instead; the body is the upstream's
+		// text, which the gateway cannot check.
+		why := upstreamName(rl.rt) + " answered HTTP " + strconv.Itoa(resp.StatusCode) + " " + http.StatusText(resp.StatusCode)
+		switch resp.StatusCode {
+		case http.StatusTooManyRequests, http.StatusServiceUnavailable:
+			// RFC 9110 §15.6.4, RFC 6585 §4: not served; a stdio
+			// server that cannot start a process now says so too.
+			rl.unserved = true
+			why += ": try again later"
+		case http.StatusBadGateway:
+			if rl.rt.auth != "" {
+				why = upstreamName(rl.rt) + " stopped before answering" // the bridge's word for its process's exit
+			}
+		}
+		return failed(why, errors.New("HTTP "+strconv.Itoa(resp.StatusCode)))
 	case resp.StatusCode >= 300:
-		// The status is the client's to act on (404: initialize again);
+		// The status is the client's to act on (404 to a request in a
+		// session: initialize again; the GET stream's 405: there is none);
 		// the body is the upstream's text, which the gateway cannot check.
 		w.Header().Del("Content-Type")
 		textError(w, "the MCP server "+rl.rt.Name+" answered "+strconv.Itoa(resp.StatusCode)+" "+http.StatusText(resp.StatusCode), resp.StatusCode)
@@ -97,13 +151,23 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 	case mt == "application/json":
 		w.Header().Del("Content-Type")
 		body, err := io.ReadAll(io.LimitReader(resp.Body, g.cfg.MaxResponse+1))
-		if err != nil {
-			w.WriteHeader(http.StatusBadGateway)
-			return err
+		if err == nil && int64(len(body)) > g.cfg.MaxResponse {
+			err = errTooLarge
 		}
-		if int64(len(body)) > g.cfg.MaxResponse {
-			textError(w, "the MCP server's answer is over the gateway's limit", http.StatusBadGateway)
-			return errors.New("answer over MaxResponse")
+		if err != nil {
+			// Cut short, silent, or too large: nothing of it is relayed.
+			return failed(readFailure(rl.rt, err, g.cfg.MaxResponse), err)
+		}
+		if len(rl.asked) == 0 && len(bytes.TrimSpace(body)) == 0 {
+			// Notifications accepted (202) under a JSON Content-Type.
+			w.WriteHeader(resp.StatusCode)
+			return nil
+		}
+		if trimmed := bytes.TrimSpace(body); len(trimmed) > 0 && trimmed[0] == '[' && !rl.batch && rl.asked != nil {
+			// A batch answers a batch (JSON-RPC 2.0 §6); to one request it
+			// is not an answer its client can read.
+			g.cfg.Logger.Warn("gateway: the MCP server answered one request with a batch: not relayed", "server", rl.rt.Name)
+			return failed(upstreamName(rl.rt)+" answered one request with a batch, which is not an answer to it", errors.New("a batch for one request"))
 		}
 		parts, array := rl.rewrite(g, body)
 		g.writeJSON(w, resp.StatusCode, append(parts, rl.missing()...), array || rl.batch)
@@ -117,9 +181,15 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 			fl.Flush()
 		}
 		err := g.events(w, resp.Body, rl)
-		if err != nil {
+		switch {
+		case err != nil:
 			g.cfg.Logger.Warn("gateway: the MCP server's stream ended early", "server", rl.rt.Name, "err", err)
+			rl.failed = readFailure(rl.rt, err, g.cfg.MaxResponse)
+		case !rl.whole():
+			rl.failed = upstreamName(rl.rt) + " ended its stream before its answer to this request"
 		}
+		// The client has the headers (200, an SSE stream): each request
+		// left without an answer gets its error as an event of it.
 		for _, e := range rl.missing() {
 			if _, werr := w.Write([]byte("event: message\ndata: " + string(e) + "\n\n")); werr != nil {
 				break
@@ -137,8 +207,9 @@ func (g *Gateway) answer(w http.ResponseWriter, resp *http.Response, rl *relay) 
 		for _, h := range []string{"Content-Type", "Mcp-Protocol-Version", "Cache-Control"} {
 			w.Header().Del(h)
 		}
-		if missing := rl.missing(); len(missing) > 0 {
-			g.writeJSON(w, http.StatusOK, missing, rl.batch)
+		if len(rl.asked) > 0 {
+			rl.failed = upstreamName(rl.rt) + " answered with " + strconv.Quote(mt) + ", not JSON or SSE: nothing of it was relayed"
+			g.writeJSON(w, http.StatusOK, rl.missing(), rl.batch)
 			return errors.New("no answer the gateway could read, of type " + mt)
 		}
 		if n == 0 {
@@ -205,7 +276,12 @@ func (rl *relay) rewrite(g *Gateway, data []byte) (parts [][]byte, array bool) {
 		return nil, false
 	}
 	raws := []json.RawMessage{trimmed}
-	if array = len(trimmed) > 0 && trimmed[0] == '['; array {
+	if array = len(trimmed) > 0 && trimmed[0] == '['; array && !rl.batch && rl.asked != nil {
+		// A batch answers a batch (JSON-RPC 2.0 §6), not one request.
+		g.cfg.Logger.Warn("gateway: the MCP server answered one request with a batch: not relayed", "server", rl.rt.Name)
+		return nil, true
+	}
+	if array {
 		if json.Unmarshal(trimmed, &raws) != nil {
 			return nil, true
 		}
@@ -281,15 +357,21 @@ func (g *Gateway) events(w http.ResponseWriter, r io.Reader, rl *relay) error {
 	for sc.Scan() {
 		line := sc.Bytes()
 		if size += int64(len(line)) + 1; size > g.cfg.MaxResponse {
-			return errors.New("an SSE event of the upstream is over MaxResponse")
+			return errTooLarge
 		}
 		switch {
 		case len(line) == 0:
 			if len(fields) == 0 && data == nil {
+				size = 0 // the end of a keep-alive comment
 				continue
 			}
 			if err := flush(); err != nil {
 				return err
+			}
+			if rl.whole() {
+				// Every request has its answer: MCP has the server end
+				// the stream there, and nothing more is waited for.
+				return nil
 			}
 		case bytes.HasPrefix(line, []byte("data:")):
 			d := bytes.TrimPrefix(line[len("data:"):], []byte(" "))
@@ -304,6 +386,9 @@ func (g *Gateway) events(w http.ResponseWriter, r io.Reader, rl *relay) error {
 		if err := flush(); err != nil {
 			return err
 		}
+	}
+	if errors.Is(sc.Err(), bufio.ErrTooLong) {
+		return errTooLarge
 	}
 	return sc.Err()
 }

@@ -16,3 +16,7 @@ func OnSettle(g *Gateway, fn func(n int)) { g.settling = fn }
 func TaskState(g *Gateway, task string) ([]string, map[string]int64) {
 	return g.tasks.get(task, g.cfg.Now())
 }
+
+// InFlight is the number of requests in g's registry of flights (the
+// requests Settle would look at).
+func InFlight(g *Gateway) int { return len(g.flights.snapshot()) }

@@ -129,9 +129,9 @@ type Config struct {
 	// (the default) blocks the tool until an operator approves it;
 	// ScanFlag only records the findings.
 	ScanMode string
-	// Client reaches the upstreams; if nil, one whose upstream must start
-	// answering within UpstreamTimeout, with no overall timeout (streams
-	// are long). Whatever it is, the gateway uses a copy that follows no
+	// Client reaches the upstreams; if nil, one made for them. Whatever
+	// it is, UpstreamTimeout and CallTimeout bound its answers, and the
+	// gateway uses a copy that follows no
 	// redirect and keeps no cookies: an upstream's redirect would aim the
 	// agent's request, body and all, at another address (an internal
 	// service) and relay its answer as the upstream's, and a cookie one
@@ -141,10 +141,17 @@ type Config struct {
 	// mandates no longer valid that are still being sent
 	// (DefaultSettleTimeout); past it they are cut off.
 	SettleTimeout time.Duration
-	// UpstreamTimeout bounds the wait for an upstream's answer to begin
-	// (DefaultUpstreamTimeout), whatever Client is: an upstream that hangs
-	// is a 502.
-	UpstreamTimeout time.Duration
+	// UpstreamTimeout bounds every silence of an upstream while the
+	// gateway waits for an answer (DefaultUpstreamTimeout): before its
+	// headers, and between any two reads of its body once they came (an
+	// SSE event, a keep-alive comment, a chunk). CallTimeout bounds the
+	// whole answer to one request, from when it is sent, however steadily
+	// the upstream keeps sending (DefaultCallTimeout): a tools/call whose
+	// stream carries progress notifications may last until then. The GET
+	// stream of an MCP session answers no request and is bound by neither.
+	// Past either, the client gets an error (docs/gateway.md, "When the
+	// upstream fails"), whatever Client is.
+	UpstreamTimeout, CallTimeout time.Duration
 	// MaxBody bounds a client's POST body (DefaultMaxBody).
 	MaxBody int64
 	// MaxResponse bounds an upstream response the gateway reads whole, a
@@ -192,9 +199,16 @@ const (
 	// session, one connected with its GET stream keeps it however long it
 	// idles, and one that left without DELETE frees its place and its
 	// upstream session within minutes.
-	DefaultSessionIdle     = 10 * time.Minute
+	DefaultSessionIdle = 10 * time.Minute
+	// DefaultUpstreamTimeout: an MCP server answering a call with JSON
+	// sends its headers once the tool is done, so it is also the longest
+	// tool call such a server can make; one answering with SSE keeps it
+	// by progress notifications (or SSE comments) at least this often.
 	DefaultUpstreamTimeout = 30 * time.Second
-	DefaultSettleTimeout   = 5 * time.Second
+	// DefaultCallTimeout: longer than the 60 s that MCP clients wait for
+	// an answer by default, for the long tool calls that report progress.
+	DefaultCallTimeout   = 10 * time.Minute
+	DefaultSettleTimeout = 5 * time.Second
 )
 
 // Gateway is the MCP policy enforcement point. It is safe for concurrent use.
@@ -305,6 +319,9 @@ func New(cfg Config) (*Gateway, error) {
 	if cfg.UpstreamTimeout <= 0 {
 		cfg.UpstreamTimeout = DefaultUpstreamTimeout
 	}
+	if cfg.CallTimeout <= 0 {
+		cfg.CallTimeout = DefaultCallTimeout
+	}
 	if cfg.MaxTasks <= 0 {
 		cfg.MaxTasks = DefaultMaxTasks
 	}
@@ -319,7 +336,6 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	if cfg.Client == nil {
 		t := http.DefaultTransport.(*http.Transport).Clone()
-		t.ResponseHeaderTimeout = cfg.UpstreamTimeout
 		// Keep a connection per call in flight: the default of 2 idle
 		// connections per host would open a new one for most calls.
 		t.MaxIdleConnsPerHost = 256
@@ -327,7 +343,7 @@ func New(cfg Config) (*Gateway, error) {
 	}
 	cfg.Client = noredirect.Client(cfg.Client)
 	cfg.Client.Jar = nil
-	cfg.Client.Transport = &headerTimeout{base: cfg.Client.Transport, d: cfg.UpstreamTimeout}
+	cfg.Client.Transport = &answerBounds{base: cfg.Client.Transport, silence: cfg.UpstreamTimeout, whole: cfg.CallTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{},
 		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent),
 		refusals: bucket.New(refusalRate, refusalRate), requestRefusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
@@ -777,6 +793,9 @@ func (g *Gateway) forward(r *http.Request, rt *route, c *mandate.Claims, body []
 		}
 		end = f.finish
 	}
+	if r.Method == http.MethodGet {
+		ctx = asStream(ctx) // the session's stream: silent as long as it likes
+	}
 	var rd io.Reader
 	if body != nil {
 		rd = strings.NewReader(string(body))
@@ -809,7 +828,7 @@ func (g *Gateway) forward(r *http.Request, rt *route, c *mandate.Claims, body []
 			err = c
 		}
 		end()
-		return nil, nil, err
+		return nil, nil, &sendError{err: err, sent: f != nil && f.wrote.Load()}
 	}
 	if resp.StatusCode >= 300 && resp.StatusCode < 400 {
 		// Not followed (Config.Client), and not an MCP answer: a redirect
@@ -836,50 +855,6 @@ func (g *Gateway) forwardError(w http.ResponseWriter, rt *route, err error) {
 	}
 }
 
-// headerTimeout bounds the wait for an answer's headers to d, over any
-// transport (base, http.DefaultTransport if nil): the body, a stream
-// perhaps, may then take as long as it takes.
-type headerTimeout struct {
-	base http.RoundTripper
-	d    time.Duration
-}
-
-func (h *headerTimeout) RoundTrip(r *http.Request) (*http.Response, error) {
-	base := h.base
-	if base == nil {
-		base = http.DefaultTransport
-	}
-	ctx, cancel := context.WithCancel(r.Context())
-	timer := time.AfterFunc(h.d, cancel)
-	resp, err := base.RoundTrip(r.WithContext(ctx))
-	if !timer.Stop() {
-		if err == nil {
-			resp.Body.Close()
-		}
-		cancel()
-		return nil, fmt.Errorf("the upstream did not start answering within %v", h.d)
-	}
-	if err != nil {
-		cancel()
-		return nil, err
-	}
-	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
-	return resp, nil
-}
-
-// cancelOnClose is an answer's body that ends its request's context
-// when closed.
-type cancelOnClose struct {
-	io.ReadCloser
-	cancel context.CancelFunc
-}
-
-func (c *cancelOnClose) Close() error {
-	err := c.ReadCloser.Close()
-	c.cancel()
-	return err
-}
-
 // redirectError is an upstream's answer that is a redirect (3xx).
 type redirectError struct {
 	status   int
@@ -890,18 +865,27 @@ func (e *redirectError) Error() string {
 	return fmt.Sprintf("the upstream redirected (HTTP %d) to %q, which the gateway does not follow", e.status, e.location)
 }
 
-// upstreamError answers a request whose upstream could not be reached,
-// or answered with a redirect.
-func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) {
-	what := map[string]string{"mcp": "the MCP server ", "http": "the HTTP upstream "}[rt.kind] + rt.Name
+// upstreamError answers a request whose upstream did not answer (down,
+// silent, the connection closed), or answered with a redirect, with an
+// HTTP error: 504 for an upstream that took longer than a bound, 502
+// otherwise. It returns the status and the reason it gave.
+func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) (int, string) {
+	what := upstreamName(rt)
 	var re *redirectError
 	if errors.As(err, &re) {
 		g.cfg.Logger.Warn("gateway: the upstream redirected: not followed", "server", rt.Name, "status", re.status, "location", re.location)
-		textError(w, what+" answered with a redirect (HTTP "+itoa(int64(re.status))+"), which the gateway does not follow or relay", http.StatusBadGateway)
-		return
+		why := what + " answered with a redirect (HTTP " + itoa(int64(re.status)) + "), which the gateway does not follow or relay"
+		textError(w, why, http.StatusBadGateway)
+		return http.StatusBadGateway, why
 	}
-	g.cfg.Logger.Error("gateway: upstream unreachable", "server", rt.Name, "err", err)
-	textError(w, what+" cannot be reached", http.StatusBadGateway)
+	g.cfg.Logger.Warn("gateway: the upstream did not answer", "server", rt.Name, "err", err)
+	_, why := noAnswer(rt, err)
+	status := http.StatusBadGateway
+	if se := (*stallError)(nil); errors.As(err, &se) {
+		status = http.StatusGatewayTimeout
+	}
+	textError(w, why, status)
+	return status, why
 }
 
 // streaming lifts the server's write timeout for an SSE stream, which

@@ -1,10 +1,12 @@
 package gateway
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httputil"
 	"net/url"
@@ -143,6 +145,8 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	r = r.WithContext(fctx)
 	start := g.cfg.Now()
 	var status int
+	var failure string // why the upstream failed the request, if it did
+	unforwarded := false
 	counter := &countingReader{}
 	proxy := &httputil.ReverseProxy{
 		Rewrite: func(pr *httputil.ProxyRequest) {
@@ -166,31 +170,61 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 			if err := g.relayLocation(rt, resp); err != nil {
 				return err
 			}
+			// The headers go to the client with the first byte of the body:
+			// an upstream that cuts its answer, or falls silent, before it
+			// is a 502 or 504 the client can read, not a 200 cut short.
+			first := bufio.NewReaderSize(resp.Body, 512)
+			if _, err := first.Peek(1); err != nil && err != io.EOF {
+				resp.Body.Close()
+				return &sendError{err: err, sent: true}
+			}
 			status = resp.StatusCode
-			counter.r = resp.Body
+			counter.r = struct {
+				io.Reader
+				io.Closer
+			}{first, resp.Body}
 			resp.Body = counter
 			return nil
 		},
 		ErrorHandler: func(w http.ResponseWriter, _ *http.Request, err error) {
 			f.leave(false)
-			status = http.StatusBadGateway
 			if cause := context.Cause(fctx); errors.Is(cause, errStopped) {
+				status, failure = http.StatusForbidden, "not forwarded whole: "+errStopped.Error()
 				g.forwardError(w, rt, cause)
 				return
 			}
-			g.upstreamError(w, rt, err)
+			se := (*sendError)(nil)
+			if !errors.As(err, &se) {
+				se = &sendError{err: err, sent: f.wrote.Load()}
+			}
+			unforwarded = !se.sent
+			status, failure = g.upstreamError(w, rt, se)
 		},
 		FlushInterval: -1, // streams reach the client as they come
+		ErrorLog:      slog.NewLogLogger(g.cfg.Logger.Handler(), slog.LevelWarn),
 	}
+	// An answer that fails once the client has its headers can only be
+	// cut short (ReverseProxy panics with http.ErrAbortHandler, so that
+	// the client sees it was not whole): its tool.result is recorded all
+	// the same.
+	defer func() {
+		if err := counter.failed(); err != nil && failure == "" {
+			failure = readFailure(rt, err, 0)
+			g.cfg.Logger.Warn("gateway: the HTTP upstream's answer was not relayed whole", "upstream", rt.Name, "err", err)
+		}
+		res := *call
+		g.tasks.add(c.Task, "result_bytes", int64(counter.n()), g.cfg.Now())
+		res.Type, res.Reason, res.Details = mandate.EventToolResult, mandate.ClipReason(failure), map[string]any{"status": status, "result_bytes": counter.n(),
+			"ms": g.cfg.Now().Sub(start).Milliseconds()}
+		if status >= 400 || status == 0 || failure != "" {
+			res.Outcome = mandate.OutcomeError
+		}
+		if unforwarded {
+			res.Details["forwarded"] = false
+		}
+		g.recordResults(ctx, rt, []*mandate.Event{&res})
+	}()
 	proxy.ServeHTTP(w, r)
-	res := *call
-	g.tasks.add(c.Task, "result_bytes", int64(counter.n()), g.cfg.Now())
-	res.Type, res.Details = mandate.EventToolResult, map[string]any{"status": status, "result_bytes": counter.n(),
-		"ms": g.cfg.Now().Sub(start).Milliseconds()}
-	if status >= 400 || status == 0 {
-		res.Outcome = mandate.OutcomeError
-	}
-	g.recordResults(ctx, rt, []*mandate.Event{&res})
 }
 
 // relayLocation rewrites the Location of an upstream's answer to the
@@ -275,19 +309,30 @@ func joinPath(base, path string) string {
 	return strings.TrimSuffix(base, "/") + path
 }
 
-// countingReader counts the bytes of a response as they pass.
+// countingReader counts the bytes of a response as they pass, and keeps
+// the error that ended them, if not the end of the body.
 type countingReader struct {
 	r     io.ReadCloser
 	mu    sync.Mutex
 	total int64
+	err   error
 }
 
 func (c *countingReader) Read(p []byte) (int, error) {
 	n, err := c.r.Read(p)
 	c.mu.Lock()
 	c.total += int64(n)
+	if err != nil && err != io.EOF && c.err == nil {
+		c.err = err
+	}
 	c.mu.Unlock()
 	return n, err
+}
+
+func (c *countingReader) failed() error {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.err
 }
 
 func (c *countingReader) Close() error { return c.r.Close() }

@@ -22,14 +22,18 @@ const (
 	CodeMethodNotFound = -32601
 	// CodeDenied: the mandate or policy does not allow the request.
 	CodeDenied = -32001
-	// CodeUnavailable: the gateway cannot serve the request now (the audit
-	// log could not record it, say): nothing was forwarded.
+	// CodeUnavailable: the request cannot be served now, and nothing of it
+	// took effect: the audit log could not record it, the upstream cannot
+	// be reached, or it declined to serve it (429, 503). The client may
+	// try again later.
 	CodeUnavailable = -32002
-	// CodeBadAnswer: the MCP server's answer to the request was not one
-	// the gateway could check or relay (not JSON-RPC 2.0, malformed,
-	// missing, a tools/list it must refuse, or a redirect, which it never
-	// follows): nothing of it was relayed. (-32004 and -32005 mean "server
-	// closing" and "rejected" to the MCP Go SDK.)
+	// CodeBadAnswer: the request reached the MCP server, and may have
+	// taken effect, but its answer was not one the gateway could check or
+	// relay (not JSON-RPC 2.0, malformed, missing, a tools/list it must
+	// refuse, an error status, a redirect, which it never follows), or
+	// none came (cut short, silent past Config.UpstreamTimeout, not whole
+	// within Config.CallTimeout): nothing of it was relayed. (-32004 and
+	// -32005 mean "server closing" and "rejected" to the MCP Go SDK.)
 	CodeBadAnswer = -32010
 )
 

@@ -259,7 +259,11 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			// Forwarded, and no answer the gateway could check came back
 			// (an error status, a malformed answer, a stream cut short):
 			// the call's outcome is on record all the same.
-			res := unsent(v.event, mandate.OutcomeError, "no answer the gateway could check: the client was told so", false)
+			why := rl.failed
+			if why == "" {
+				why = noCheckableAnswer
+			}
+			res := unsent(v.event, mandate.OutcomeError, why, false)
 			res.Details["ms"] = g.cfg.Now().Sub(start).Milliseconds()
 			done = append(done, res)
 		}
@@ -271,41 +275,45 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 // records the outcome of each call it carried (a tool.result): refused,
 // as its mandate was no longer valid once the call was on record (a
 // revocation, a disabled agent); cut off by a revocation while being
-// sent; or the upstream unreachable.
+// sent; or no answer from the upstream (down, silent, the connection
+// closed, a redirect). Each request gets a JSON-RPC error its client can
+// show; a POST of notifications alone gets an HTTP error.
 func (g *Gateway) notDelivered(ctx context.Context, w http.ResponseWriter, rt *route, msgs []*message, verdicts []verdict, batch bool, err error) {
 	var nv *notValidError
 	var redirected *redirectError
-	refused, code := true, CodeDenied
+	var se *sendError
+	code := CodeDenied
 	outcome, why := mandate.OutcomeError, "not forwarded whole: "+errStopped.Error()
+	unforwarded := true
 	switch {
 	case errors.As(err, &nv):
 		outcome, why = mandate.OutcomeDeny, "not forwarded: "+nv.Error()
+	case errors.Is(err, errStopped):
+		// Cut off: the upstream never got it whole.
+	case !hasRequest(msgs):
+		g.upstreamError(w, rt, err)
+		return
 	case errors.As(err, &redirected):
-		// Each request gets the reason, as a JSON-RPC error its client
-		// shows; the requests did reach the server.
+		// The requests did reach the server.
 		g.cfg.Logger.Warn("gateway: the MCP server redirected: not followed", "server", rt.Name, "status", redirected.status, "location", redirected.location)
-		refused, code = hasRequest(msgs), CodeBadAnswer
+		code, unforwarded = CodeBadAnswer, false
 		why = "the MCP server " + rt.Name + " answered with a redirect (HTTP " + itoa(int64(redirected.status)) + "), which the gateway does not follow or relay"
-	case !errors.Is(err, errStopped):
-		refused, why = false, "no answer: the upstream could not be reached, or did not answer"
+	default:
+		g.cfg.Logger.Warn("gateway: the MCP server did not answer", "server", rt.Name, "err", err)
+		code, why = noAnswer(rt, err)
+		unforwarded = !errors.As(err, &se) || !se.sent
 	}
 	var results []*mandate.Event
 	for i, m := range msgs {
 		if !m.isRequest() {
 			continue
 		}
-		if refused {
-			verdicts[i].deny = &rpcError{Code: code, Message: why}
-		}
+		verdicts[i].deny = &rpcError{Code: code, Message: why}
 		if v := verdicts[i]; v.call && v.event != nil {
-			results = append(results, unsent(v.event, outcome, why, refused && redirected == nil))
+			results = append(results, unsent(v.event, outcome, why, unforwarded))
 		}
 	}
 	g.recordResults(ctx, rt, results)
-	if !refused {
-		g.upstreamError(w, rt, err)
-		return
-	}
 	g.refuse(w, msgs, verdicts, batch)
 }
 

@@ -133,8 +133,9 @@ func TestGatewayCausesStayInTheLog(t *testing.T) {
 	}
 }
 
-// A stdio server that cannot be started is a 503 that names the server,
-// not the command's path nor the exec error; the log has them.
+// A stdio server that cannot be started is a JSON-RPC error (-32002,
+// try again later) that names the server, not the command's path nor the
+// exec error; the log has them.
 func TestStdioStartFailureStaysInTheLog(t *testing.T) {
 	e := newEnv(t)
 	dir := filepath.Join(t.TempDir(), "private-tools-7f3a")
@@ -168,7 +169,7 @@ func TestStdioStartFailureStaysInTheLog(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 503 || strings.Contains(string(body), "private-tools") || !strings.Contains(string(body), "local") {
+	if resp.StatusCode != 200 || !strings.Contains(string(body), `"code":-32002`) || strings.Contains(string(body), "private-tools") || !strings.Contains(string(body), "local") {
 		t.Errorf("%d %s", resp.StatusCode, body)
 	}
 	if !strings.Contains(logs.String(), "private-tools") {
