@@ -495,8 +495,8 @@ func (s *Store) appendPending(ctx context.Context) error {
 		if err := s.files.Append(lost); err != nil {
 			return fmt.Errorf("sqlite: %w", err)
 		}
-		if err := s.files.Sync(); err != nil {
-			return fmt.Errorf("sqlite: %w", err)
+		if err := s.syncLog(); err != nil {
+			return err
 		}
 		s.log.Warn("store: appended the events of committed changes that a crash kept from the audit log", "events", len(lost), "at", size)
 	}

@@ -10,3 +10,15 @@ func (s *Store) SetSyncHook(fn func() error) {
 
 // FlushIndex writes the event index's full in-memory tables as runs now.
 func (s *Store) FlushIndex() error { return s.index.Flush() }
+
+// Recover makes the committer try to recover a degraded store now, and
+// returns the outcome (nil: the store is ok).
+func (s *Store) Recover() error {
+	reply := make(chan error)
+	s.recoverNow <- reply
+	return <-reply
+}
+
+// SetDerivedSyncHook makes every sync of the audit log's offsets and tiles
+// call fn first, failing with its error.
+func (s *Store) SetDerivedSyncHook(fn func() error) { s.files.SetDerivedSyncHook(fn) }
