@@ -22,7 +22,7 @@ func TestArchitecture(t *testing.T) {
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
 		"internal/jsonstr":    {},
-		"sqlite":              {"", "auditlog", "internal/evindex", "internal/logfile"},
+		"sqlite":              {"", "auditlog", "auditlog/layout", "internal/evindex", "internal/logfile"},
 		// The audit log's files: entries, offsets, hash tiles.
 		"internal/logfile": {"internal/atomicfile"},
 		// The audit log's query index, for a store that keeps the log itself.

@@ -208,6 +208,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		failedCh:        make(chan struct{}),
 		recoverNow:      make(chan chan error),
 	}
+	start := time.Now()
 	base := strings.TrimSuffix(cfg.Path, filepath.Ext(cfg.Path))
 	if s.files, err = logfile.Open(base+"-log", validEntry); err != nil {
 		db.Close()
@@ -235,6 +236,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	}
 	if err := s.restoreLog(ctx); err != nil {
 		return fail(err)
+	}
+	if err := s.checkTiles(ctx); err != nil {
+		return fail(err)
+	}
+	if what := s.files.Damaged(); what != "" {
+		s.log.Warn("store: the audit log's "+what+" were damaged (a lost or changed page); rebuilt them from the entries, which are the truth",
+			"entries", s.tree.Size(), "took", time.Since(start).Round(time.Millisecond))
 	}
 	if err := s.openIndex(ctx, base+"-events-index", base+"-events-index.db", s.tree.Size()); err != nil {
 		return fail(err)
