@@ -64,6 +64,10 @@ type Config struct {
 	Now func() time.Time
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
+	// SyncHook, for tests only, is called before every fsync of the audit
+	// log and of the WAL; an error fails that fsync, as a disk that does
+	// not confirm a write would (EIO).
+	SyncHook func() error
 }
 
 // Store implements the storage interfaces of package mandate on SQLite.
@@ -214,6 +218,10 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: audit log: %w", err)
 	}
+	if cfg.SyncHook != nil {
+		s.syncHook = cfg.SyncHook
+		s.files.SetSyncHook(cfg.SyncHook)
+	}
 	fail := func(err error) (*Store, error) {
 		if s.wconn != nil {
 			s.wconn.Close()
@@ -353,7 +361,7 @@ func (s *Store) checkpointLoop() {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
 	lastDerived := time.Now()
-	derivedFailed := false
+	derivedFailed, checkpointFailing := false, false
 	for {
 		select {
 		case <-s.stopCheckpoints:
@@ -376,8 +384,17 @@ func (s *Store) checkpointLoop() {
 		gen := s.walCopied.generation()
 		var busy, frames, copied int
 		if err := s.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
-			s.log.Warn("store: WAL checkpoint", "err", err)
+			// Once per run of failures: on a full disk this fails every
+			// interval, and the log is on that disk.
+			if !checkpointFailing {
+				s.log.Warn("store: WAL checkpoint failed; retrying", "err", err)
+			}
+			checkpointFailing = true
 			continue
+		}
+		if checkpointFailing {
+			s.log.Info("store: WAL checkpoints work again")
+			checkpointFailing = false
 		}
 		s.walCopied.set(gen, int64(copied))
 	}
