@@ -386,6 +386,14 @@ func (m *Main) Open(ctx context.Context) error {
 	go func() {
 		m.done <- runAll(runCtx,
 			func(ctx context.Context) error {
+				// Another part that stops (a store that failed for good)
+				// stops the server too, answering what is in flight.
+				stop := context.AfterFunc(ctx, func() {
+					sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+					defer cancel()
+					m.srv.Shutdown(sctx)
+				})
+				defer stop()
 				if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
