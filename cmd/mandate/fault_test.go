@@ -308,11 +308,12 @@ func TestDiskFullRecoversWithoutRestart(t *testing.T) {
 	if err := os.Remove(filler); err != nil {
 		t.Fatal(err)
 	}
+	freedAt := time.Now()
 	waitFor(t, "/readyz to say ready again", func() bool {
 		st, body := probe(t, srv.url, "/readyz")
 		return st == 200 && body["status"] == "ready"
 	})
-	recovered := time.Since(degradedAt)
+	recovered := time.Since(freedAt)
 	before := load.count()
 	waitFor(t, "mints after the recovery", func() bool { return load.count() >= before+20 })
 	received := load.halt()
@@ -320,7 +321,7 @@ func TestDiskFullRecoversWithoutRestart(t *testing.T) {
 		t.Errorf("the recovery was not logged:\n%s", srv.output(linesAt))
 	}
 	checkReceived(t, admin, received)
-	t.Logf("%d mandates received, all in the log; %d refused while degraded; ready again %v after degrading; %d lines logged for %d refusals in %v",
+	t.Logf("%d mandates received, all in the log; %d refused while degraded; ready again %v after the disk was freed; %d lines logged for %d refusals in %v",
 		len(received), load.refused.Load(), recovered.Round(time.Millisecond), lines, load.refused.Load()-refusedAt, elapsed.Round(time.Millisecond))
 }
 

@@ -123,6 +123,9 @@ func (f *Files) recover(valid func([]byte) error) error {
 		return fmt.Errorf("logfile: %s holds %d offsets, fewer than the %d it synced: the log's files were truncated",
 			f.dir, ost.Size()/8, mark)
 	}
+	// The first trusted frames were synced: they need no validation
+	// (only a rebuild of damaged offsets reads them).
+	var trusted int64
 	end, err := f.checkOffsets(mark, est.Size())
 	if err != nil {
 		return err
@@ -135,7 +138,7 @@ func (f *Files) recover(valid func([]byte) error) error {
 		if err := f.dropDerived(true); err != nil {
 			return err
 		}
-		mark, end = 0, 0
+		trusted, mark, end = mark, 0, 0
 	}
 	// Read the frames after the mark, a chunk at a time.
 	size := mark
@@ -162,7 +165,7 @@ func (f *Files) recover(valid func([]byte) error) error {
 				}
 				break
 			}
-			if valid(buf[used+2:used+2+l]) != nil {
+			if size >= trusted && valid(buf[used+2:used+2+l]) != nil {
 				torn = true
 				break
 			}
