@@ -495,12 +495,17 @@ func (s *Store) commitLoop() {
 	batch := make([]*write, 0, s.cfg.MaxBatch)
 	retry := time.NewTimer(time.Hour)
 	retry.Stop()
+	defer retry.Stop()
 	armed := false // retry runs
 	for {
 		// A degraded store tries to recover, with backoff.
 		if st := s.Health().State; st == StateDegraded && !armed {
 			retry.Reset(s.backoff)
 			armed = true
+		}
+		if err := s.failed(); err != nil && len(s.held) > 0 {
+			// Failed for good with writes held: see Close below.
+			s.answerHeld(err)
 		}
 		var w *write
 		select {
@@ -510,9 +515,7 @@ func (s *Store) commitLoop() {
 			s.tryRecover()
 			continue
 		case reply := <-s.recoverNow:
-			if armed && !retry.Stop() {
-				<-retry.C
-			}
+			retry.Stop() // no stale tick is received after Stop (Go 1.23)
 			armed = false
 			reply <- s.tryRecover()
 			continue
