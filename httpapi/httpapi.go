@@ -359,6 +359,13 @@ type ReadyBody struct {
 // a load balancer sends requests elsewhere until the store takes them.
 func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
 	h := s.health()
+	if h.State == "ok" {
+		select {
+		case <-s.stopWaits: // the server shuts down
+			h = Health{State: "closed", Reason: "shutting down"}
+		default:
+		}
+	}
 	body := ReadyBody{Status: "ready", Store: h.State, Reason: h.Reason}
 	status := http.StatusOK
 	switch h.State {

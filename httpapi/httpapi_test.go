@@ -518,3 +518,29 @@ func TestHealthAndReadiness(t *testing.T) {
 		t.Errorf("a write to a failed store: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
 	}
 }
+
+// A server that shuts down is not ready: /readyz answers 503
+// shutting_down from the moment the shutdown begins, while /healthz stays
+// 200.
+func TestNotReadyWhileShuttingDown(t *testing.T) {
+	ts := newServer(t)
+	ts.api.StopWaiting() // what http.Server.Shutdown calls (RegisterOnShutdown)
+	resp, err := http.Get(ts.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body httpapi.ReadyBody
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Status != "shutting_down" || body.Reason != "shutting down" {
+		t.Errorf("/readyz while shutting down: %d %+v", resp.StatusCode, body)
+	}
+	resp, err = http.Get(ts.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/healthz while shutting down: %d", resp.StatusCode)
+	}
+}

@@ -161,13 +161,24 @@ func (s *Store) checkTiles(ctx context.Context) error {
 	if err != nil || n == 0 || int64(n) > s.tree.Size() {
 		return nil // not the tiles' business: the publisher checks the checkpoint
 	}
-	if got, err := tlog.TreeHash(int64(n), s.HashReader(ctx)); err == nil && got == root {
+	matches := func() bool {
+		got, err := tlog.TreeHash(int64(n), s.HashReader(ctx))
+		return err == nil && got == root
+	}
+	if matches() {
 		return nil
 	}
 	if err := s.files.DropTiles("tiles"); err != nil {
 		return fmt.Errorf("sqlite: audit log: %w", err)
 	}
-	return s.restoreLog(ctx)
+	if err := s.restoreLog(ctx); err != nil {
+		return err
+	}
+	if !matches() {
+		s.log.Warn("store: the audit log's tiles were rebuilt from the entries, and the log still does not have the root of its latest checkpoint: its entries changed",
+			"checkpoint_size", n)
+	}
+	return nil
 }
 
 // extend adds entries to the tree (the frontier and the right-most
