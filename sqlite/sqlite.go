@@ -844,15 +844,15 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 		return batch, nil
 	}
 	if err := s.tx(ctx, batch); err != nil {
-		if len(batch) == 1 || s.refusal() != nil {
-			// Nothing of batch was committed.
+		if refusal := s.refusal(); refusal != nil {
+			// The disk refused it: nothing of batch was committed.
 			for _, w := range batch {
-				if w.fn != nil || s.refusal() == nil {
-					w.done <- err
-				} else {
-					w.done <- s.refusal()
-				}
+				w.done <- refusal
 			}
+			return nil, nil
+		}
+		if len(batch) == 1 {
+			batch[0].done <- err
 			return nil, nil
 		}
 		// One by one, in order: each write's events take the positions
