@@ -43,7 +43,6 @@ type Health struct {
 	// Reason says, in a few words and without internal detail, why the
 	// state is not ok.
 	Reason string
-	Since  time.Time
 }
 
 // Backoff of the recovery from a degraded state.
@@ -60,7 +59,7 @@ const probeSize = 256 << 10
 func (s *Store) Health() Health {
 	s.healthMu.Lock()
 	defer s.healthMu.Unlock()
-	h := Health{State: s.state, Reason: s.reason, Since: s.since}
+	h := Health{State: s.state, Reason: s.reason}
 	if s.state == StateOK && s.closing.Load() {
 		h = Health{State: StateClosed, Reason: "shutting down"}
 	}
