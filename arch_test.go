@@ -22,7 +22,7 @@ func TestArchitecture(t *testing.T) {
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
 		"internal/jsonstr":    {},
-		"sqlite":              {"", "auditlog", "internal/clock", "internal/evindex", "internal/logfile"},
+		"sqlite":              {"", "auditlog", "auditlog/layout", "internal/clock", "internal/evindex", "internal/logfile"},
 		// A clock for pruners that a wall-clock jump cannot run ahead.
 		"internal/clock": {},
 		// The audit log's files: entries, offsets, hash tiles.

@@ -12,6 +12,7 @@
 package httpapi
 
 import (
+	"context"
 	"crypto/sha256"
 	"crypto/subtle"
 	"encoding/json"
@@ -66,8 +67,11 @@ type Config struct {
 	// introspection must present it as a Bearer token.
 	AdminToken  string
 	TrustDomain string
-	Now         func() time.Time
-	Logger      *slog.Logger
+	// Health, if set, reports the store's state to /healthz and /readyz;
+	// without it both say the server is ready.
+	Health func() Health
+	Now    func() time.Time
+	Logger *slog.Logger
 }
 
 // Server is the HTTP API.
@@ -179,6 +183,7 @@ func (s *Server) routeTable() []struct {
 	)
 	return []r{
 		{Route{"GET", "/healthz", none}, s.healthz},
+		{Route{"GET", "/readyz", none}, s.readyz},
 		{Route{"GET", "/.well-known/jwks.json", none}, s.jwks},
 		{Route{"GET", "/.well-known/oauth-authorization-server", none}, s.metadata},
 		{Route{"POST", "/oauth2/token", none}, s.token},
@@ -312,8 +317,95 @@ func bearer(r *http.Request) (string, bool) {
 	return tok, true
 }
 
+// Health is the store's state as the probes report it: State is one of
+// the store's (sqlite.StateOK, StateDegraded, StateFailed, StateClosed:
+// "ok", "degraded", "failed", "closed"), Reason a few words for an
+// operator, with no internal detail.
+type Health struct {
+	State  string
+	Reason string
+}
+
+func (s *Server) health() Health {
+	if s.cfg.Health == nil {
+		return Health{State: "ok"}
+	}
+	return s.cfg.Health()
+}
+
+// healthz is the liveness probe: it fails (503) only when a restart is
+// what helps, a store that failed for good. A degraded store recovers by
+// itself, and restarting it would not free the disk: it stays live.
 func (s *Server) healthz(w http.ResponseWriter, r *http.Request) {
+	if h := s.health(); h.State == "failed" {
+		w.Header().Set("Cache-Control", "no-store")
+		writeJSON(w, http.StatusServiceUnavailable, map[string]string{"status": "failed", "reason": h.Reason})
+		return
+	}
+	w.Header().Set("Cache-Control", "no-store")
 	writeJSON(w, http.StatusOK, map[string]string{"status": "ok"})
+}
+
+// ReadyBody is the JSON body of /readyz.
+type ReadyBody struct {
+	// Status is "ready" (200), or "degraded", "failed" or "shutting_down"
+	// (503): writes are refused.
+	Status string `json:"status"`
+	Store  string `json:"store"` // the store's state
+	Reason string `json:"reason,omitempty"`
+}
+
+// readyz is the readiness probe: 503 whenever writes are refused, so that
+// a load balancer sends requests elsewhere until the store takes them.
+func (s *Server) readyz(w http.ResponseWriter, r *http.Request) {
+	h := s.health()
+	if h.State == "ok" {
+		select {
+		case <-s.stopWaits: // the server shuts down
+			h = Health{State: "closed", Reason: "shutting down"}
+		default:
+		}
+	}
+	body := ReadyBody{Status: "ready", Store: h.State, Reason: h.Reason}
+	status := http.StatusOK
+	switch h.State {
+	case "ok":
+	case "degraded", "failed":
+		body.Status, status = h.State, http.StatusServiceUnavailable
+	default:
+		body.Status, status = "shutting_down", http.StatusServiceUnavailable
+	}
+	w.Header().Set("Cache-Control", "no-store")
+	if status != http.StatusOK {
+		w.Header().Set("Retry-After", retryAfter)
+	}
+	writeJSON(w, status, body)
+}
+
+// retryAfter is the Retry-After (RFC 9110 §10.2.3) of a 503: the store's
+// recovery retries within about that many seconds.
+const retryAfter = "1"
+
+// unavailableLogs bound the log lines of requests that failed because the
+// store refused them (EUNAVAILABLE: a full disk refuses every request until
+// the store recovers, thousands a second, onto the disk that filled): one a
+// second per kind, each saying how many were suppressed before it. The
+// store logs its own state once per change.
+var unavailableLogs = struct{ api, oauth, refusal *bucket.Bucket }{bucket.New(1, 1), bucket.New(1, 1), bucket.New(1, 1)}
+
+// logFailure logs a request that failed at ERROR, bounded as
+// unavailableLogs says if the store refused it.
+func logFailure(ctx context.Context, log *slog.Logger, b *bucket.Bucket, msg string, err error, args ...any) {
+	if mandate.ErrorCode(err) == mandate.EUNAVAILABLE {
+		ok, suppressed := b.AllowDropped(time.Now())
+		if !ok {
+			return
+		}
+		if suppressed > 0 {
+			args = append(args, "suppressed", suppressed)
+		}
+	}
+	log.ErrorContext(ctx, msg, append(args, "err", err)...)
 }
 
 // codeStatus maps error codes to HTTP statuses, one to one; codes not
@@ -356,7 +448,10 @@ type ErrorBody struct {
 func writeError(w http.ResponseWriter, r *http.Request, log *slog.Logger, err error) {
 	code := mandate.ErrorCode(err)
 	if code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE {
-		log.ErrorContext(r.Context(), "request failed", "method", r.Method, "path", r.URL.Path, "err", err)
+		logFailure(r.Context(), log, unavailableLogs.api, "request failed", err, "method", r.Method, "path", r.URL.Path)
+	}
+	if code == mandate.EUNAVAILABLE {
+		w.Header().Set("Retry-After", retryAfter)
 	}
 	writeJSON(w, statusFor(code), ErrorBody{Error: code, Message: mandate.ErrorMessage(err)})
 }
@@ -407,7 +502,7 @@ func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 	isPending := errors.As(err, &pending) && pending.Approval != nil
 	switch code := mandate.ErrorCode(err); {
 	case code == mandate.EINTERNAL || code == mandate.EUNAVAILABLE:
-		log.ErrorContext(r.Context(), "oauth request failed", "path", r.URL.Path, "err", err)
+		logFailure(r.Context(), log, unavailableLogs.oauth, "oauth request failed", err, "path", r.URL.Path)
 	case isPending:
 		log.InfoContext(r.Context(), "oauth request waits for approval", "path", r.URL.Path, "approval", pending.Approval.ID)
 	default:
@@ -419,6 +514,9 @@ func writeOAuthError(w http.ResponseWriter, r *http.Request, log *slog.Logger, e
 		status = http.StatusRequestEntityTooLarge
 	}
 	w.Header().Set("Cache-Control", "no-store")
+	if status == http.StatusServiceUnavailable {
+		w.Header().Set("Retry-After", retryAfter)
+	}
 	msg := mandate.ErrorMessage(err)
 	if oc == "server_error" {
 		msg = "internal error"

@@ -1,6 +1,7 @@
 package httpapi_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/ed25519"
 	"crypto/rand"
@@ -14,6 +15,7 @@ import (
 	"slices"
 	"strings"
 	"sync/atomic"
+	"syscall"
 	"testing"
 	"time"
 
@@ -34,18 +36,25 @@ type testServer struct {
 	publisher *auditlog.Publisher
 	store     *sqlite.Store
 	client    *httpapi.Client
+	failFsync *atomic.Bool // every fsync of the store fails with EIO while set
 }
 
 // newServer starts a server on a fresh store; opts adjust the issuer's
 // configuration.
 func newServer(t testing.TB, opts ...func(*issuer.Config)) *testServer {
 	t.Helper()
-	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db")})
+	failFsync := new(atomic.Bool)
+	store, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(t.TempDir(), "m.db"), SyncHook: func() error {
+		if failFsync.Load() {
+			return syscall.EIO
+		}
+		return nil
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { store.Close() })
-	ts := &testServer{store: store}
+	ts := &testServer{store: store, failFsync: failFsync}
 	// The issuer URL is the server's own, known only once it listens.
 	ts.Server = httptest.NewUnstartedServer(nil)
 	ts.Start()
@@ -68,7 +77,8 @@ func newServer(t testing.TB, opts ...func(*issuer.Config)) *testServer {
 		TreeHash: func(n int64) (tlog.Hash, error) { return tlog.TreeHash(n, store.HashReader(context.Background())) }}
 	api, err := httpapi.New(httpapi.Config{Issuer: is, Keys: keys, Agents: store, Issuances: store, Revocations: store, Events: store,
 		Approvals: store, Approvers: store, Audit: store, Publisher: ts.publisher,
-		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler)})
+		AdminToken: adminToken, TrustDomain: "example.org", Logger: slog.New(slog.DiscardHandler),
+		Health: func() httpapi.Health { h := store.Health(); return httpapi.Health{State: h.State, Reason: h.Reason} }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -450,5 +460,87 @@ func TestClientFollowsNoRedirect(t *testing.T) {
 	}
 	if n := leaked.Load(); n != 0 {
 		t.Errorf("%d requests reached the address the redirect named", n)
+	}
+}
+
+// The probes report the store: ready and live while it takes writes; once
+// an fsync failed, /readyz and /healthz both answer 503 "failed" (a
+// restart is what helps), with a short reason and no internal text, and a
+// refused write's 503 carries Retry-After.
+func TestHealthAndReadiness(t *testing.T) {
+	ts := newServer(t)
+	get := func(path string) (int, map[string]string, http.Header) {
+		t.Helper()
+		resp, err := http.Get(ts.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		var body map[string]string
+		if err := json.NewDecoder(resp.Body).Decode(&body); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		return resp.StatusCode, body, resp.Header
+	}
+	if st, body, _ := get("/readyz"); st != 200 || body["status"] != "ready" || body["store"] != "ok" {
+		t.Errorf("/readyz of a healthy store: %d %v", st, body)
+	}
+	if st, body, _ := get("/healthz"); st != 200 || body["status"] != "ok" {
+		t.Errorf("/healthz of a healthy store: %d %v", st, body)
+	}
+	ts.failFsync.Store(true)
+	pub, _, _ := ed25519.GenerateKey(rand.Reader)
+	_, err := ts.client.CreateAgent(context.Background(), httpapi.AgentRequest{Name: "a", Owner: "alice@example.org", Ceiling: []string{"mcp:crm:*"},
+		PublicKey: jose.NewPublicJWK(pub)})
+	if mandate.ErrorCode(err) != mandate.EUNAVAILABLE {
+		t.Fatalf("a write whose fsync failed: %v", err)
+	}
+	for _, path := range []string{"/readyz", "/healthz"} {
+		st, body, h := get(path)
+		if st != http.StatusServiceUnavailable || body["status"] != "failed" || body["reason"] == "" || strings.Contains(body["reason"], "input/output") {
+			t.Errorf("%s of a failed store: %d %v", path, st, body)
+		}
+		if path == "/readyz" && h.Get("Retry-After") == "" {
+			t.Errorf("%s: 503 without Retry-After", path)
+		}
+	}
+	pub2, _, _ := ed25519.GenerateKey(rand.Reader)
+	reqBody, _ := json.Marshal(httpapi.AgentRequest{Name: "b", Owner: "alice@example.org", Ceiling: []string{"mcp:crm:*"}, PublicKey: jose.NewPublicJWK(pub2)})
+	req, _ := http.NewRequest("POST", ts.URL+"/v1/agents", bytes.NewReader(reqBody))
+	req.Header.Set("Authorization", "Bearer "+adminToken)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || resp.Header.Get("Retry-After") == "" {
+		t.Errorf("a write to a failed store: %d, Retry-After %q; want 503 with Retry-After", resp.StatusCode, resp.Header.Get("Retry-After"))
+	}
+}
+
+// A server that shuts down is not ready: /readyz answers 503
+// shutting_down from the moment the shutdown begins, while /healthz stays
+// 200.
+func TestNotReadyWhileShuttingDown(t *testing.T) {
+	ts := newServer(t)
+	ts.api.StopWaiting() // what http.Server.Shutdown calls (RegisterOnShutdown)
+	resp, err := http.Get(ts.URL + "/readyz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var body httpapi.ReadyBody
+	json.NewDecoder(resp.Body).Decode(&body)
+	resp.Body.Close()
+	if resp.StatusCode != http.StatusServiceUnavailable || body.Status != "shutting_down" || body.Reason != "shutting down" {
+		t.Errorf("/readyz while shutting down: %d %+v", resp.StatusCode, body)
+	}
+	resp, err = http.Get(ts.URL + "/healthz")
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	if resp.StatusCode != 200 {
+		t.Errorf("/healthz while shutting down: %d", resp.StatusCode)
 	}
 }

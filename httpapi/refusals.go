@@ -40,6 +40,6 @@ func (s *Server) refusedCredential(r *http.Request, credential, by string, err e
 // cannot be written (the log has why).
 func (s *Server) appendRefusal(ctx context.Context, ev *mandate.Event) {
 	if err := s.cfg.Events.Append(context.WithoutCancel(ctx), ev); err != nil {
-		s.log.ErrorContext(ctx, "refusal not audited", "action", ev.Action, "resource", ev.Resource, "err", err)
+		logFailure(ctx, s.log, unavailableLogs.refusal, "refusal not audited", err, "action", ev.Action, "resource", ev.Resource)
 	}
 }

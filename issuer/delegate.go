@@ -330,7 +330,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		if mandate.ErrorCode(err) == mandate.ECONFLICT && req.ApprovalID != "" {
 			return nil, mandate.OAuthErrorf(mandate.ECONFLICT, "invalid_grant", "approval %s was used already: an approval allows one delegation", req.ApprovalID)
 		}
-		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", act.ID, "err", err)
+		is.logError("issuance not recorded: mandate withheld", err, "agent", act.ID)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new actor token", Err: err}
 	}
@@ -778,7 +778,7 @@ func (is *Issuer) refusedGenuine(ctx context.Context, pe issued, now time.Time, 
 		ev.Details["expired_ms"] = now.Sub(c.Expiry.Time).Milliseconds()
 	}
 	if err := is.cfg.Events.Append(ctx, ev); err != nil {
-		is.cfg.Logger.Error("refused delegation not audited", "err", err)
+		is.logError("refused delegation not audited", err)
 	}
 }
 
@@ -798,6 +798,6 @@ func (is *Issuer) refused(ctx context.Context, parent *mandate.Claims, now time.
 		ev.Task, ev.Mandate, ev.Agent, ev.Chain, ev.Subject = parent.Task, parent.ID, parent.ClientID, parent.Actor.Chain(), parent.Subject
 	}
 	if err := is.cfg.Events.Append(ctx, ev); err != nil {
-		is.cfg.Logger.Error("refused delegation not audited", "err", err)
+		is.logError("refused delegation not audited", err)
 	}
 }

@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"strconv"
 	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -144,6 +145,9 @@ type Issuer struct {
 	ephemeral *ephemeralAgents
 	waiters   waiters
 	refusals  *bucket.Bucket // of audit events for unauthenticated refusals
+	// unavailable bounds the log lines of requests the store refused
+	// (logError): a bucket per message, of which there are a few.
+	unavailable sync.Map
 	// refusedOnce: which genuine mandates' refusals (by mandate and check)
 	// were recorded within refusedFor.
 	refusedOnce *replay.Cache
@@ -278,7 +282,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 		// naming nobody (the assertion's sub is a claim, not a fact).
 		if mandate.ErrorCode(err) == mandate.EUNAUTHORIZED && is.cfg.Events != nil && is.refusals.Allow(now) {
 			if aerr := is.cfg.Events.Append(ctx, refusalEvent("mint", err, now)); aerr != nil {
-				is.cfg.Logger.Error("refused mint not audited", "err", aerr)
+				is.logError("refused mint not audited", aerr)
 			}
 		}
 		return nil, err
@@ -293,7 +297,7 @@ func (is *Issuer) MintRoot(ctx context.Context, req RootRequest) (*Token, error)
 			ev := refusalEvent("mint", err, now)
 			ev.Agent, ev.Chain, ev.Subject = agent.ID, []string{agent.ID}, agent.Subject()
 			if aerr := is.cfg.Events.Append(ctx, ev); aerr != nil {
-				is.cfg.Logger.Error("refused mint not audited", "agent", agent.ID, "err", aerr)
+				is.logError("refused mint not audited", aerr, "agent", agent.ID)
 			}
 		}
 		return nil, err
@@ -446,7 +450,7 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		if mandate.ErrorCode(err) == mandate.ECONFLICT && req.ApprovalID != "" {
 			return nil, mandate.OAuthErrorf(mandate.ECONFLICT, "invalid_grant", "approval %s was used already: an approval allows one mandate", req.ApprovalID)
 		}
-		is.cfg.Logger.Error("issuance not recorded: mandate withheld", "agent", agent.ID, "err", err)
+		is.logError("issuance not recorded: mandate withheld", err, "agent", agent.ID)
 		return nil, &mandate.Error{Code: mandate.EUNAVAILABLE, OAuth: "temporarily_unavailable",
 			Message: "the issuance could not be recorded, so no mandate was issued: try again later with a new client assertion", Err: err}
 	}
@@ -627,4 +631,23 @@ func checkPurpose(p string) error {
 		return mandate.OAuthErrorf(mandate.EINVALID, "invalid_request", "task_purpose must be at most %d bytes of printable UTF-8", MaxPurposeLength)
 	}
 	return nil
+}
+
+// logError logs a failure at ERROR, with err. A store that refuses writes
+// (EUNAVAILABLE: the disk is full, say) refuses every request until it
+// recovers, thousands a second onto the disk that filled: those lines are
+// bounded to one a second, each saying how many were suppressed before
+// it. The store logs its own state once per change.
+func (is *Issuer) logError(msg string, err error, args ...any) {
+	if mandate.ErrorCode(err) == mandate.EUNAVAILABLE {
+		b, _ := is.unavailable.LoadOrStore(msg, bucket.New(1, 1))
+		ok, suppressed := b.(*bucket.Bucket).AllowDropped(time.Now())
+		if !ok {
+			return
+		}
+		if suppressed > 0 {
+			args = append(args, "suppressed", suppressed)
+		}
+	}
+	is.cfg.Logger.Error(msg, append(args, "err", err)...)
 }

@@ -13,6 +13,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/auditlog"
+	"github.com/mandatehq/mandate/auditlog/layout"
 	"github.com/mandatehq/mandate/internal/evindex"
 	"golang.org/x/mod/sumdb/tlog"
 )
@@ -138,6 +139,47 @@ func (s *Store) restoreLog(ctx context.Context) error {
 	}
 	s.edge.set(right)
 	s.logHead.size, s.logHead.root = s.tree.Size(), s.tree.Root()
+	return nil
+}
+
+// checkTiles checks the stored tiles against the latest stored
+// checkpoint: the root of its tree computed from them must be its root.
+// If it is not (a tile was damaged: a lost page reads as zeros), the tiles
+// are dropped and written again from the entries, which are the truth;
+// if the root still differs, the entries changed, which is not for a
+// rebuild to hide: the publisher refuses that log at start. It costs a
+// few hash reads per level; damage in a tile under a stored higher-level
+// tile is not seen here (the higher tile is what proofs read).
+func (s *Store) checkTiles(ctx context.Context) error {
+	note, err := s.LatestCheckpoint(ctx)
+	if err != nil || note == nil {
+		return err
+	}
+	text, _, ok := bytes.Cut(note, []byte("\n\n"))
+	if !ok {
+		return nil
+	}
+	_, n, root, err := layout.ParseCheckpoint(append(text, '\n'))
+	if err != nil || n == 0 || int64(n) > s.tree.Size() {
+		return nil // not the tiles' business: the publisher checks the checkpoint
+	}
+	matches := func() bool {
+		got, err := tlog.TreeHash(int64(n), s.HashReader(ctx))
+		return err == nil && got == root
+	}
+	if matches() {
+		return nil
+	}
+	if err := s.files.DropTiles("tiles"); err != nil {
+		return fmt.Errorf("sqlite: audit log: %w", err)
+	}
+	if err := s.restoreLog(ctx); err != nil {
+		return err
+	}
+	if !matches() {
+		s.log.Warn("store: the audit log's tiles were rebuilt from the entries, and the log still does not have the root of its latest checkpoint: its entries changed",
+			"checkpoint_size", n)
+	}
 	return nil
 }
 
@@ -570,8 +612,8 @@ func (s *Store) appendPending(ctx context.Context) error {
 		if err := s.files.Append(lost); err != nil {
 			return fmt.Errorf("sqlite: %w", err)
 		}
-		if err := s.files.Sync(); err != nil {
-			return fmt.Errorf("sqlite: %w", err)
+		if err := s.syncLog(); err != nil {
+			return err
 		}
 		s.log.Warn("store: appended the events of committed changes that a crash kept from the audit log", "events", len(lost), "at", size)
 	}

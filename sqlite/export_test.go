@@ -13,3 +13,15 @@ func (s *Store) FlushIndex() error { return s.index.Flush() }
 
 // PruneOnce runs one pass of RunPruner now.
 func (s *Store) PruneOnce() int { return s.pruneOnce() }
+
+// Recover makes the committer try to recover a degraded store now, and
+// returns the outcome (nil: the store is ok).
+func (s *Store) Recover() error {
+	reply := make(chan error)
+	s.recoverNow <- reply
+	return <-reply
+}
+
+// SetDerivedSyncHook makes every sync of the audit log's offsets and tiles
+// call fn first, failing with its error.
+func (s *Store) SetDerivedSyncHook(fn func() error) { s.files.SetDerivedSyncHook(fn) }

@@ -71,6 +71,10 @@ type Config struct {
 	Elapsed func() time.Duration
 	// Logger; slog.Default() if nil.
 	Logger *slog.Logger
+	// SyncHook, for tests only, is called before every fsync of the audit
+	// log and of the WAL; an error fails that fsync, as a disk that does
+	// not confirm a write would (EIO).
+	SyncHook func() error
 }
 
 // Store implements the storage interfaces of package mandate on SQLite.
@@ -98,8 +102,26 @@ type Store struct {
 	walCopied            walProgress   // what the background checkpoints copied
 	checkpointNow        chan struct{} // asks the background checkpointer to run now
 	syncHook             func() error  // tests: fails an fsync
-	failMu               sync.Mutex
-	failErr              error // set when an fsync failed: no write is trusted after it
+
+	// The store's state (health.go), under healthMu: refuse is what
+	// writes get while it is not ok, cause the fault for the log, refused
+	// counts the writes refused since it degraded.
+	healthMu           sync.Mutex
+	state, reason      string
+	since, recoveredAt time.Time
+	refuse, cause      error
+	refused            uint64
+	failedCh           chan struct{} // closed when the store fails for good
+	closing            atomic.Bool
+	recoverNow         chan chan error // tests: a recovery attempt now
+	// The committer's recovery: the writes whose database changes wait
+	// for their events to reach the log, the retry's backoff, whether
+	// the files were reconciled, and the entries reconciliation appended
+	// and synced.
+	held       []*write
+	backoff    time.Duration
+	reconciled bool
+	appended   int64
 
 	commits, committed atomic.Uint64 // transactions and writes committed
 	subscriber         atomic.Pointer[func([]mandate.LoggedEvent)]
@@ -196,11 +218,19 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 		checkpointsDone: make(chan struct{}),
 		checkpointNow:   make(chan struct{}, 1),
 		revoked:         map[string]time.Time{},
+		state:           StateOK,
+		failedCh:        make(chan struct{}),
+		recoverNow:      make(chan chan error),
 	}
+	start := time.Now()
 	base := strings.TrimSuffix(cfg.Path, filepath.Ext(cfg.Path))
 	if s.files, err = logfile.Open(base+"-log", validEntry); err != nil {
 		db.Close()
 		return nil, fmt.Errorf("sqlite: audit log: %w", err)
+	}
+	if cfg.SyncHook != nil {
+		s.syncHook = cfg.SyncHook
+		s.files.SetSyncHook(cfg.SyncHook)
 	}
 	fail := func(err error) (*Store, error) {
 		if s.wconn != nil {
@@ -225,6 +255,13 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 	if err := s.restoreLog(ctx); err != nil {
 		return fail(err)
 	}
+	if err := s.checkTiles(ctx); err != nil {
+		return fail(err)
+	}
+	if what := s.files.Damaged(); what != "" {
+		s.log.Warn("store: the audit log's "+what+" were damaged (a lost or changed page); rebuilt them from the entries, which are the truth",
+			"entries", s.tree.Size(), "took", time.Since(start).Round(time.Millisecond))
+	}
 	if err := s.openIndex(ctx, base+"-events-index", base+"-events-index.db", s.tree.Size()); err != nil {
 		return fail(err)
 	}
@@ -243,6 +280,7 @@ func Open(ctx context.Context, cfg Config) (*Store, error) {
 func (s *Store) Close() error {
 	var err error
 	s.closed.Do(func() {
+		s.closing.Store(true)
 		s.closeMu.Lock()
 		s.isClosed = true
 		close(s.writes)
@@ -333,6 +371,7 @@ func (s *Store) checkpointLoop() {
 	t := time.NewTicker(checkpointInterval)
 	defer t.Stop()
 	lastDerived := time.Now()
+	derivedFailed, checkpointFailing := false, false
 	for {
 		select {
 		case <-s.stopCheckpoints:
@@ -341,11 +380,13 @@ func (s *Store) checkpointLoop() {
 		case <-t.C:
 		case <-s.checkpointNow:
 		}
-		if time.Since(lastDerived) >= derivedSyncInterval && s.failed() == nil {
+		if time.Since(lastDerived) >= derivedSyncInterval && s.Health().State == StateOK {
 			lastDerived = time.Now()
 			size, _ := s.LogHead()
-			if err := s.files.SyncDerived(size); err != nil {
-				s.log.Warn("store: syncing the audit log's offsets and tiles", "err", err)
+			if err := s.files.SyncDerived(size); err != nil && !derivedFailed {
+				// Once: the mark stays put from here on (logfile.SyncDerived).
+				derivedFailed = true
+				s.log.Warn("store: syncing the audit log's offsets and tiles failed; they are rebuilt from the entries at the next start", "err", err)
 			}
 		}
 		// PASSIVE: copy what no reader still needs, never wait for
@@ -353,8 +394,17 @@ func (s *Store) checkpointLoop() {
 		gen := s.walCopied.generation()
 		var busy, frames, copied int
 		if err := s.db.QueryRow("PRAGMA wal_checkpoint(PASSIVE)").Scan(&busy, &frames, &copied); err != nil {
-			s.log.Warn("store: WAL checkpoint", "err", err)
+			// Once per run of failures: on a full disk this fails every
+			// interval, and the log is on that disk.
+			if !checkpointFailing {
+				s.log.Warn("store: WAL checkpoint failed; retrying", "err", err)
+			}
+			checkpointFailing = true
 			continue
+		}
+		if checkpointFailing {
+			s.log.Info("store: WAL checkpoints work again")
+			checkpointFailing = false
 		}
 		s.walCopied.set(gen, int64(copied))
 	}
@@ -429,6 +479,9 @@ func (s *Store) exec(ctx context.Context, fn func(ctx context.Context, tx *write
 // queue queues w and waits for its verdict.
 func (s *Store) queue(ctx context.Context, w *write) error {
 	w.done = make(chan error, 1)
+	if err := s.refuseNew(); err != nil {
+		return err
+	}
 	s.closeMu.RLock()
 	if s.isClosed {
 		s.closeMu.RUnlock()
@@ -450,7 +503,42 @@ func (s *Store) queue(ctx context.Context, w *write) error {
 func (s *Store) commitLoop() {
 	defer close(s.done)
 	batch := make([]*write, 0, s.cfg.MaxBatch)
-	for w := range s.writes {
+	retry := time.NewTimer(time.Hour)
+	retry.Stop()
+	defer retry.Stop()
+	armed := false // retry runs
+	for {
+		// A degraded store tries to recover, with backoff.
+		if st := s.Health().State; st == StateDegraded && !armed {
+			retry.Reset(s.backoff)
+			armed = true
+		}
+		if err := s.failed(); err != nil && len(s.held) > 0 {
+			// Failed for good with writes held: see Close below.
+			s.answerHeld(err)
+		}
+		var w *write
+		select {
+		case w = <-s.writes:
+		case <-retry.C:
+			armed = false
+			s.tryRecover()
+			continue
+		case reply := <-s.recoverNow:
+			retry.Stop() // no stale tick is received after Stop (Go 1.23)
+			armed = false
+			reply <- s.tryRecover()
+			continue
+		}
+		if w == nil { // closed
+			if len(s.held) > 0 {
+				// Their changes are durable; Open appends their events at
+				// the next start. Told they failed, as a crash would leave
+				// them (see docs/reliability.md).
+				s.answerHeld(s.refusal())
+			}
+			return
+		}
 		batch = append(batch[:0], w)
 		// Gather: take what is queued, then yield so that writers that are
 		// running (signing, say) can queue theirs, and take again, until a
@@ -506,31 +594,38 @@ func (s *Store) drain(batch []*write) []*write {
 // stands without its change: the change was durable first. The writes
 // that only append events (most of them: decisions, tool calls, issuances)
 // never touch SQLite.
+//
+// If the disk refuses a write (health.go), the store degrades: writes of
+// the batch whose changes committed are held until a recovery appends
+// their events, the others are refused, and so is every write until the
+// recovery succeeds.
 func (s *Store) commit(batch []*write) {
 	ctx := context.Background()
-	if err := s.failed(); err != nil {
+	if err := s.refusal(); err != nil {
 		for _, w := range batch {
 			w.done <- err
 		}
 		return
 	}
 	batch, err := s.runTx(ctx, batch)
-	if err == nil && len(batch) == 0 {
+	if err != nil { // a failed fsync: nothing of batch is released
+		for _, w := range batch {
+			w.done <- err
+		}
+		return
+	}
+	if len(batch) == 0 {
 		return
 	}
 	// From here on, every write in batch is unanswered: answer each.
 	var c committed
-	if err == nil {
-		c, err = s.appendBatch(batch)
-	}
-	if err != nil {
-		// The database may hold changes whose events are not in the log:
-		// trust nothing more until Open reconciles them.
-		s.log.Error("store: writing the audit log failed: refusing further writes", "err", err)
-		s.setFailed(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable: the audit log could not be written"))
-		for _, w := range batch {
-			w.done <- s.failed()
+	if s.refusal() == nil {
+		if c, err = s.appendBatch(batch); err != nil {
+			s.degrade("writing the audit log failed", err)
 		}
+	}
+	if err := s.refusal(); err != nil {
+		s.hold(batch, err)
 		return
 	}
 	s.toSync <- c
@@ -546,6 +641,9 @@ type committed struct {
 	size   int64 // the log's size and root after it, if it appended
 	root   tlog.Hash
 	tiles  []auditlog.Tile // the hash tiles it changed, in their new state
+	// barrier, if set, is closed once the syncer is done with everything
+	// sent before it (a recovery waits for that).
+	barrier chan struct{}
 }
 
 // syncLoop makes committed transactions durable. Transactions commit with
@@ -582,12 +680,18 @@ func (s *Store) syncLoop() {
 			logged = logged || c.logged
 		}
 		if err == nil && logged {
-			if err = s.files.Sync(); err != nil {
-				s.log.Error("store: fsync of the audit log failed: refusing further writes", "err", err)
-				s.setFailed(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write"))
+			if serr := s.syncLog(); serr != nil {
+				var fe *fsyncError
+				errors.As(serr, &fe)
+				s.setFailed(fe.what, fe.err)
+				err = s.failed()
 			}
 		}
 		for _, c := range items {
+			if c.barrier != nil {
+				close(c.barrier)
+				continue
+			}
 			if err == nil {
 				s.release(c)
 			}
@@ -710,35 +814,34 @@ func (s *Store) limitWAL(ctx context.Context) {
 // than 1/walStallShare of WALLimit is left to copy.
 const walStallShare = 32
 
-// syncWAL fsyncs the WAL file, opening it on first use.
+// syncWAL fsyncs the WAL file, opening it on first use. A failure is an
+// *fsyncError.
 func (s *Store) syncWAL() error {
 	if s.syncHook != nil {
 		if err := s.syncHook(); err != nil {
-			return err
+			return &fsyncError{"fsync of the database's WAL", err}
 		}
 	}
 	if s.wal == nil {
 		f, err := os.OpenFile(s.cfg.Path+"-wal", os.O_RDWR, 0)
 		if err != nil {
-			return err
+			return &fsyncError{"fsync of the database's WAL", err}
 		}
 		s.wal = f
 	}
-	return logfile.Datasync(s.wal)
-}
-
-func (s *Store) failed() error {
-	s.failMu.Lock()
-	defer s.failMu.Unlock()
-	return s.failErr
-}
-
-func (s *Store) setFailed(err error) {
-	s.failMu.Lock()
-	if s.failErr == nil {
-		s.failErr = err
+	if err := logfile.Datasync(s.wal); err != nil {
+		return &fsyncError{"fsync of the database's WAL", err}
 	}
-	s.failMu.Unlock()
+	return nil
+}
+
+// syncLog makes the audit log's entries durable. A failure is an
+// *fsyncError.
+func (s *Store) syncLog() error {
+	if err := s.files.Sync(); err != nil {
+		return &fsyncError{"fsync of the audit log", err}
+	}
+	return nil
 }
 
 // runTx runs the writes of batch that change the database (step 1 of
@@ -751,6 +854,13 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 		return batch, nil
 	}
 	if err := s.tx(ctx, batch); err != nil {
+		if refusal := s.refusal(); refusal != nil {
+			// The disk refused it: nothing of batch was committed.
+			for _, w := range batch {
+				w.done <- refusal
+			}
+			return nil, nil
+		}
 		if len(batch) == 1 {
 			batch[0].done <- err
 			return nil, nil
@@ -758,10 +868,17 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 		// One by one, in order: each write's events take the positions
 		// after those of the writes kept before it.
 		kept := batch[:0:0]
-		for _, w := range batch {
+		for i, w := range batch {
 			if w.fn != nil {
 				if err := s.tx(ctx, []*write{w}, kept...); err != nil {
 					w.done <- err // nothing of it was committed
+					if refusal := s.refusal(); refusal != nil {
+						// The disk refuses writes: so are the rest.
+						for _, w := range batch[i+1:] {
+							w.done <- refusal
+						}
+						break
+					}
 					continue
 				}
 			}
@@ -770,8 +887,9 @@ func (s *Store) runTx(ctx context.Context, batch []*write) ([]*write, error) {
 		batch = kept
 	}
 	if err := s.syncWAL(); err != nil {
-		s.log.Error("store: fsync of the WAL failed: refusing further writes", "err", err)
-		s.setFailed(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable: the disk did not confirm a write"))
+		var fe *fsyncError
+		errors.As(err, &fe)
+		s.setFailed(fe.what, fe.err)
 		return batch, s.failed()
 	}
 	s.limitWAL(ctx)
@@ -786,12 +904,14 @@ func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 	// changes, the pending events and the commit all run on it.
 	tx := &writeTx{Conn: s.wconn, s: s}
 	if _, err := s.wconn.ExecContext(ctx, "BEGIN IMMEDIATE"); err != nil {
-		s.log.Error("store: begin transaction", "err", err)
-		return mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable")
+		return s.writeFailed("beginning a database transaction failed", err)
 	}
 	rollback := func(err error) error {
-		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil {
+		if _, rerr := s.wconn.ExecContext(ctx, "ROLLBACK"); rerr != nil && s.refusal() == nil {
 			s.log.Error("store: rollback", "err", rerr)
+		}
+		if isDiskError(err) {
+			return s.writeFailed("a database write failed", err)
 		}
 		return err
 	}
@@ -806,7 +926,7 @@ func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 			}
 			for _, e := range w.entries {
 				if _, err := s.wconn.ExecContext(ctx, "INSERT INTO log_pending(idx, data) VALUES(?, ?)", pos, e.data); err != nil {
-					return rollback(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable"))
+					return rollback(s.writeFailed("a database write failed", err))
 				}
 				pos++
 			}
@@ -817,11 +937,10 @@ func (s *Store) tx(ctx context.Context, ws []*write, before ...*write) error {
 	// The events of earlier transactions that the log holds durably.
 	durable, _ := s.LogHead()
 	if _, err := s.wconn.ExecContext(ctx, "DELETE FROM log_pending WHERE idx < ?", durable); err != nil {
-		return rollback(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable"))
+		return rollback(s.writeFailed("a database write failed", err))
 	}
 	if _, err := s.wconn.ExecContext(ctx, "COMMIT"); err != nil {
-		s.log.Error("store: commit", "err", err)
-		return rollback(mandate.Wrapf(err, mandate.EUNAVAILABLE, "store unavailable"))
+		return rollback(s.writeFailed("a database commit failed", err))
 	}
 	return nil
 }

@@ -8,6 +8,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -19,6 +20,15 @@ func TestMain(m *testing.M) {
 	// by the environment to be mandate.
 	if os.Getenv("MANDATE_TEST_AS_MAIN") == "1" {
 		testFaults()
+		// Every fsync of the store fails with EIO once this file exists.
+		if trigger := os.Getenv("MANDATE_TEST_FAIL_FSYNC"); trigger != "" {
+			testSyncHook = func() error {
+				if _, err := os.Stat(trigger); err == nil {
+					return syscall.EIO
+				}
+				return nil
+			}
+		}
 		main()
 	}
 	testscript.Main(m, map[string]func(){

@@ -288,7 +288,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		ln.Close()
 		return err
 	}
-	if m.Store, err = sqlite.Open(ctx, sqlite.Config{Path: dbPath, Now: m.Now, Logger: m.Logger}); err != nil {
+	if m.Store, err = sqlite.Open(ctx, sqlite.Config{Path: dbPath, Now: m.Now, Logger: m.Logger, SyncHook: testSyncHook}); err != nil {
 		ln.Close()
 		return err
 	}
@@ -368,6 +368,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		Approvals: m.Store, Approvers: m.Store, Audit: m.Store, Publisher: m.Publisher, PublicAudit: m.PublicAudit,
 		Tools: m.Store, ToolApprover: tools, Settler: settler,
 		AdminToken: m.AdminToken, TrustDomain: m.TrustDomain, Now: m.Now, Logger: m.Logger,
+		Health: func() httpapi.Health { h := m.Store.Health(); return httpapi.Health{State: h.State, Reason: h.Reason} },
 	}
 	if m.testAPI != nil {
 		m.testAPI(&apiCfg)
@@ -428,11 +429,20 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	go func() {
 		m.done <- runAll(runCtx,
 			func(ctx context.Context) error {
+				// Another part that stops (a store that failed for good)
+				// stops the server too, answering what is in flight.
+				stop := context.AfterFunc(ctx, func() {
+					sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
+					defer cancel()
+					m.srv.Shutdown(sctx)
+				})
+				defer stop()
 				if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil
 			},
+			m.watchStore,
 			func(ctx context.Context) error { return m.Store.RunPruner(ctx, time.Minute) },
 			m.Publisher.Run,
 			func(ctx context.Context) error { return m.Policy.Watch(ctx, policyWatchInterval) },
@@ -809,6 +819,26 @@ func (m *Main) finishKeys(ctx context.Context) error {
 	}
 	return nil
 }
+
+// watchStore stops the server when its store has failed for good (an
+// fsync failed, so nothing this process writes can be trusted): serve
+// then exits with status 1 and says why, and the supervisor's restart
+// recovers from the files. A store that is only degraded (a full disk)
+// recovers by itself and keeps the server up.
+func (m *Main) watchStore(ctx context.Context) error {
+	select {
+	case <-m.Store.Failed():
+		return fmt.Errorf("the store failed: %v: the disk did not confirm a write, and nothing this process writes can be trusted after that; "+
+			"the answers it gave before stand\nhint: restart mandate (a supervisor should do so by itself: Restart=on-failure); at start it recovers from its files",
+			m.Store.Err())
+	case <-ctx.Done():
+		return nil
+	}
+}
+
+// testSyncHook, set by the tests of a child `mandate serve`
+// (MANDATE_TEST_FAIL_FSYNC), fails the store's fsyncs (sqlite.Config.SyncHook).
+var testSyncHook func() error
 
 func (m *Main) closeStore() {
 	m.ln.Close()

@@ -52,7 +52,7 @@ type Files struct {
 	dir     string
 	entries *os.File
 	offsets *os.File
-	synced  int64 // the mark last written
+	synced  atomic.Int64 // the mark last written (SyncDerived runs beside the appender)
 
 	mu    sync.Mutex // guards tiles (opened lazily)
 	tiles []*os.File
@@ -63,7 +63,13 @@ type Files struct {
 	buf  []byte
 	obuf []byte
 
-	syncHook atomic.Pointer[func() error]
+	syncHook, derivedHook atomic.Pointer[func() error]
+	// derivedErr is the first failed sync of the offsets or tiles: after
+	// it the mark never moves again in this process (SyncDerived).
+	derivedErr error
+	// damaged says what recover found damaged within the synced mark and
+	// rebuilt from the entries; empty if nothing.
+	damaged string
 }
 
 // Open opens (creating) the files in dir, recovers them after a crash as
@@ -117,17 +123,22 @@ func (f *Files) recover(valid func([]byte) error) error {
 		return fmt.Errorf("logfile: %s holds %d offsets, fewer than the %d it synced: the log's files were truncated",
 			f.dir, ost.Size()/8, mark)
 	}
-	var end int64
-	if mark > 0 {
-		var b [8]byte
-		if _, err := f.offsets.ReadAt(b[:], (mark-1)*8); err != nil {
-			return fmt.Errorf("logfile: %w", err)
-		}
-		end = int64(binary.LittleEndian.Uint64(b[:]))
+	// The first trusted frames were synced: they need no validation
+	// (only a rebuild of damaged offsets reads them).
+	var trusted int64
+	end, err := f.checkOffsets(mark, est.Size())
+	if err != nil {
+		return err
 	}
-	if end < 0 || est.Size() < end {
-		return fmt.Errorf("logfile: %s is %d bytes, shorter than the %d bytes of its first %d entries, which were durable: the log was truncated",
-			filepath.Join(f.dir, "entries"), est.Size(), end, mark)
+	if end < 0 {
+		// The offsets within the mark are damaged (a lost page reads as
+		// zeros): they are derived, so rebuild them, and the tiles, from
+		// the entries, which are the truth.
+		f.damaged = "offsets"
+		if err := f.dropDerived(true); err != nil {
+			return err
+		}
+		trusted, mark, end = mark, 0, 0
 	}
 	// Read the frames after the mark, a chunk at a time.
 	size := mark
@@ -154,7 +165,7 @@ func (f *Files) recover(valid func([]byte) error) error {
 				}
 				break
 			}
-			if valid(buf[used+2:used+2+l]) != nil {
+			if size >= trusted && valid(buf[used+2:used+2+l]) != nil {
 				torn = true
 				break
 			}
@@ -182,7 +193,8 @@ func (f *Files) recover(valid func([]byte) error) error {
 	if _, err := f.offsets.WriteAt(offs, mark*8); err != nil {
 		return fmt.Errorf("logfile: %w", err)
 	}
-	f.size, f.end, f.synced = size, pos, mark
+	f.size, f.end = size, pos
+	f.synced.Store(mark)
 	// Full tiles past the mark may be torn: drop them; the caller writes
 	// them again from the entries.
 	for L := 0; ; L++ {
@@ -219,6 +231,103 @@ func readMark(path string) (int64, error) {
 	return n, nil
 }
 
+// checkOffsets returns the end of the first mark entries from the offsets
+// file, which must be there, after checking cheaply that the offsets are
+// whole: each one past the one before by a frame's size at most, the last
+// within the entries file, at the end of a frame. It returns -1 if they are
+// damaged, an error if the entries file is shorter than the durable
+// offsets say (entries were removed: that is not for a rebuild to hide).
+func (f *Files) checkOffsets(mark, entriesSize int64) (int64, error) {
+	if mark == 0 {
+		return 0, nil
+	}
+	const chunk = 1 << 16 // offsets per read
+	buf := make([]byte, min(mark, chunk)*8)
+	var prev int64
+	for start := int64(0); start < mark; start += chunk {
+		b := buf[:min(mark-start, chunk)*8]
+		if _, err := f.offsets.ReadAt(b, start*8); err != nil {
+			return 0, fmt.Errorf("logfile: %w", err)
+		}
+		for i := 0; i < len(b); i += 8 {
+			o := int64(binary.LittleEndian.Uint64(b[i:]))
+			if o-prev < 3 || o-prev > MaxEntrySize+2 {
+				return -1, nil
+			}
+			prev = o
+		}
+	}
+	if entriesSize < prev {
+		return 0, fmt.Errorf("logfile: %s is %d bytes, shorter than the %d bytes of its first %d entries, which were durable: the log was truncated",
+			filepath.Join(f.dir, "entries"), entriesSize, prev, mark)
+	}
+	// The last entry's frame header must say its length.
+	var last [8]byte
+	from := int64(0)
+	if mark > 1 {
+		if _, err := f.offsets.ReadAt(last[:], (mark-2)*8); err != nil {
+			return 0, fmt.Errorf("logfile: %w", err)
+		}
+		from = int64(binary.LittleEndian.Uint64(last[:]))
+	}
+	var h [2]byte
+	if _, err := f.entries.ReadAt(h[:], from); err != nil {
+		return 0, fmt.Errorf("logfile: %w", err)
+	}
+	if int64(binary.BigEndian.Uint16(h[:]))+2 != prev-from {
+		return -1, nil
+	}
+	return prev, nil
+}
+
+// dropDerived forgets the tiles, durably, and the offsets if offsets: the
+// mark goes to 0 first, so that a crash in the middle finds nothing
+// trusted.
+func (f *Files) dropDerived(offsets bool) error {
+	if err := atomicfile.Write(filepath.Join(f.dir, "synced"), []byte("0"), 0o600); err != nil {
+		return fmt.Errorf("logfile: %w", err)
+	}
+	if offsets {
+		if err := f.offsets.Truncate(0); err != nil {
+			return fmt.Errorf("logfile: %w", err)
+		}
+	}
+	for L := 0; ; L++ {
+		err := os.Truncate(filepath.Join(f.dir, "tile-"+strconv.Itoa(L)), 0)
+		if errors.Is(err, os.ErrNotExist) {
+			return nil
+		}
+		if err != nil {
+			return fmt.Errorf("logfile: %w", err)
+		}
+	}
+}
+
+// Damaged says what Open found damaged among the derived files within the
+// synced mark, and rebuilt from the entries ("offsets"), or what
+// DropTiles was told; empty if nothing.
+func (f *Files) Damaged() string { return f.damaged }
+
+// DropTiles forgets every stored tile, and the mark, durably: for the
+// caller that found them damaged, before it writes them again from the
+// entries. Only before the first Append.
+func (f *Files) DropTiles(what string) error {
+	f.damaged = what
+	f.mu.Lock()
+	for _, t := range f.tiles {
+		t.Close()
+	}
+	f.tiles = nil
+	f.mu.Unlock()
+	if err := f.dropDerived(false); err != nil {
+		return err
+	}
+	// The offsets were checked at Open and stay: a crash before the next
+	// SyncDerived rebuilds them from the entries, the mark being 0.
+	f.synced.Store(0)
+	return nil
+}
+
 // Dir returns the directory of the files.
 func (f *Files) Dir() string { return f.dir }
 
@@ -227,7 +336,7 @@ func (f *Files) Size() int64 { return f.size }
 
 // Synced returns the synced mark: the offsets and tiles of the first
 // Synced() entries are durable.
-func (f *Files) Synced() int64 { return f.synced }
+func (f *Files) Synced() int64 { return f.synced.Load() }
 
 // Append writes entries after the ones before, in one write of the entries
 // file and one of the offsets. They are durable once Sync returns.
@@ -257,9 +366,50 @@ func (f *Files) Append(entries [][]byte) error {
 	return nil
 }
 
+// Cut drops the entries from size on, with their offsets and full tiles:
+// what a write that failed (ENOSPC, EIO) left of a batch that was never
+// synced, so never released. Truncating also drops the page cache's
+// copy of those pages. size must not be below what Sync made durable.
+func (f *Files) Cut(size int64) error {
+	if size < f.synced.Load() || size > f.size {
+		return fmt.Errorf("logfile: cannot cut the log at %d entries: %d are synced, %d written", size, f.synced.Load(), f.size)
+	}
+	var end int64
+	if size > 0 {
+		var b [8]byte
+		if _, err := f.offsets.ReadAt(b[:], (size-1)*8); err != nil {
+			return fmt.Errorf("logfile: %w", err)
+		}
+		end = int64(binary.LittleEndian.Uint64(b[:]))
+	}
+	if err := f.entries.Truncate(end); err != nil {
+		return fmt.Errorf("logfile: %w", err)
+	}
+	if err := f.offsets.Truncate(size * 8); err != nil {
+		return fmt.Errorf("logfile: %w", err)
+	}
+	f.mu.Lock()
+	tiles := append([]*os.File(nil), f.tiles...)
+	f.mu.Unlock()
+	for L, t := range tiles {
+		keep := (size >> (8 * uint(L+1))) * TileSize
+		if st, err := t.Stat(); err == nil && st.Size() > keep {
+			if err := t.Truncate(keep); err != nil {
+				return fmt.Errorf("logfile: %w", err)
+			}
+		}
+	}
+	f.size, f.end = size, end
+	return nil
+}
+
 // SetSyncHook makes every Sync call fn first and fail with its error: for
 // tests of a disk that does not confirm a write.
 func (f *Files) SetSyncHook(fn func() error) { f.syncHook.Store(&fn) }
+
+// SetDerivedSyncHook makes every SyncDerived call fn first and fail with
+// its error, as a failed fdatasync of the offsets would: for tests.
+func (f *Files) SetDerivedSyncHook(fn func() error) { f.derivedHook.Store(&fn) }
 
 // Sync makes the entries written so far durable.
 func (f *Files) Sync() error {
@@ -319,25 +469,46 @@ func (f *Files) tile(L int) (*os.File, error) {
 // SyncDerived makes the offsets and tiles of the first upTo entries
 // durable and records the mark, so that Open need not rebuild them. upTo
 // must not exceed what Sync made durable, and their tiles must be written.
+//
+// After a failed sync it never moves the mark again in this process, and
+// returns that first error: Linux reports a writeback error once and may
+// drop the pages that did not reach the disk, so a later sync that
+// succeeds says nothing of them. The mark stays where the last good sync
+// left it, and the next start rebuilds what lies past it from the
+// entries. (Writing the derived data past the mark again before the next
+// sync would also do, but costs a second copy of code that recover
+// already is, for a fault after which the process should be restarted.)
 func (f *Files) SyncDerived(upTo int64) error {
-	if upTo <= f.synced {
+	if f.derivedErr != nil {
+		return f.derivedErr
+	}
+	if upTo <= f.synced.Load() {
 		return nil
 	}
+	fail := func(err error) error {
+		f.derivedErr = fmt.Errorf("logfile: syncing the offsets and tiles failed, the synced mark stays at %d entries until a restart rebuilds them from the entries: %w", f.synced.Load(), err)
+		return f.derivedErr
+	}
+	if fn := f.derivedHook.Load(); fn != nil && *fn != nil {
+		if err := (*fn)(); err != nil {
+			return fail(err)
+		}
+	}
 	if err := Datasync(f.offsets); err != nil {
-		return fmt.Errorf("logfile: %w", err)
+		return fail(err)
 	}
 	f.mu.Lock()
 	tiles := append([]*os.File(nil), f.tiles...)
 	f.mu.Unlock()
 	for _, t := range tiles {
 		if err := Datasync(t); err != nil {
-			return fmt.Errorf("logfile: %w", err)
+			return fail(err)
 		}
 	}
 	if err := atomicfile.Write(filepath.Join(f.dir, "synced"), []byte(strconv.FormatInt(upTo, 10)), 0o600); err != nil {
 		return fmt.Errorf("logfile: %w", err)
 	}
-	f.synced = upTo
+	f.synced.Store(upTo)
 	return nil
 }
 
