@@ -58,7 +58,8 @@ type Options struct {
 	// GOMAXPROCS if 0. Parsing the entries as events is most of the work
 	// (~20 µs of CPU for an event of 700 bytes), so it is spread over the
 	// cores while the tree is built in order. The report does not depend
-	// on it; 1 reads and checks one bundle after the other.
+	// on it; 1 reads and checks one bundle after the other (0 on one core
+	// still reads ahead, to hide the round trips of HTTP).
 	Workers int
 }
 
@@ -188,9 +189,12 @@ func Verify(ctx context.Context, src Source, opts Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{FirstBad: -1}
-	r := &run{src: src, rep: rep, now: now(), lastTime: -1 << 63, workers: opts.Workers}
-	if r.workers <= 0 {
-		r.workers = runtime.GOMAXPROCS(0)
+	r := &run{src: src, rep: rep, now: now(), lastTime: -1 << 63, workers: opts.Workers, window: 1}
+	if r.workers != 1 {
+		if r.workers <= 0 {
+			r.workers = runtime.GOMAXPROCS(0)
+		}
+		r.window = readAhead(r.workers)
 	}
 
 	// The key.
@@ -310,7 +314,8 @@ func openCheckpoint(raw []byte, verifier note.Verifier) (cp Checkpoint, problem 
 // run is the state of one verification.
 type run struct {
 	src      Source
-	workers  int
+	workers  int // bundles parsed at once
+	window   int // bundles in flight
 	rep      *Report
 	now      time.Time
 	verifier note.Verifier
@@ -530,7 +535,7 @@ func (b *bundle) prepare(data []byte) {
 // sequential, and cheap (two SHA-256 blocks an entry); the reading is
 // spread over a window of bundles in flight and the parsing over
 // r.workers cores. So the memory held is bounded by the window: at most
-// readAhead(workers) bundles (each at most MaxBundleSize, ~190 KiB for
+// r.window bundles (each at most MaxBundleSize, ~190 KiB for
 // 256 events of a real server) are read or parsed, or wait, parsed, to be
 // checked.
 func (r *run) walk(ctx context.Context) error {
@@ -538,9 +543,8 @@ func (r *run) walk(ctx context.Context) error {
 	defer cancel()
 	r.tree.onNode = r.onNode
 	nb := (r.size + layout.TileWidth - 1) / layout.TileWidth
-	window := readAhead(r.workers)
 	cpu := make(chan struct{}, r.workers)
-	futures := make(chan chan *bundle, window-1) // and one being checked
+	futures := make(chan chan *bundle, r.window-1) // and one being checked
 	go func() {
 		defer close(futures)
 		for k := uint64(0); k < nb; k++ {
@@ -574,12 +578,8 @@ func (r *run) walk(ctx context.Context) error {
 
 // readAhead is how many bundles walk keeps in flight for workers parsing
 // them: enough to hide the round trips of HTTP (each bundle and its tile
-// are two), so that the workers never wait on the network, and at least 8;
-// one with a single worker, which reads and checks one bundle at a time.
+// are two), so that the workers never wait on the network, and at least 8.
 func readAhead(workers int) int {
-	if workers == 1 {
-		return 1
-	}
 	return min(max(8, 4*workers), 32)
 }
 
