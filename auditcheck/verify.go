@@ -54,6 +54,13 @@ type Options struct {
 	// Now is the clock, time.Now if nil. Entries dated more than a minute
 	// after Now are reported as warnings.
 	Now func() time.Time
+	// Workers is how many entry bundles are hashed and parsed at once,
+	// GOMAXPROCS if 0. Parsing the entries as events is most of the work
+	// (~20 µs of CPU for an event of 700 bytes), so it is spread over the
+	// cores while the tree is built in order. The report does not depend
+	// on it; 1 reads and checks one bundle after the other (0 on one core
+	// still reads ahead, to hide the round trips of HTTP).
+	Workers int
 }
 
 // A Checkpoint is a log's tree head: its origin, size and root hash.
@@ -182,7 +189,13 @@ func Verify(ctx context.Context, src Source, opts Options) (*Report, error) {
 		return nil, err
 	}
 	rep := &Report{FirstBad: -1}
-	r := &run{src: src, rep: rep, now: now(), lastTime: -1 << 63}
+	r := &run{src: src, rep: rep, now: now(), lastTime: -1 << 63, workers: opts.Workers, window: 1}
+	if r.workers != 1 {
+		if r.workers <= 0 {
+			r.workers = runtime.GOMAXPROCS(0)
+		}
+		r.window = readAhead(r.workers)
+	}
 
 	// The key.
 	key := strings.TrimSpace(opts.VerifierKey)
@@ -301,6 +314,8 @@ func openCheckpoint(raw []byte, verifier note.Verifier) (cp Checkpoint, problem 
 // run is the state of one verification.
 type run struct {
 	src      Source
+	workers  int // bundles parsed at once
+	window   int // bundles in flight
 	rep      *Report
 	now      time.Time
 	verifier note.Verifier
@@ -400,8 +415,8 @@ type bundle struct {
 	path     string // the file read
 	missing  bool   // no such bundle, partial or full
 	fromFull bool   // the partial bundle was gone; the full one was read
-	entries  [][]byte
-	bad      error // not a well-formed bundle
+	count    int    // the entries the file holds
+	bad      error  // not a well-formed bundle
 	hashes   []tlog.Hash
 	times    []int64
 	errs     []error // ParseEvent's, per entry
@@ -441,9 +456,11 @@ func (r *run) read(ctx context.Context, level int, n uint64, w int) (path string
 	return path, data, false, err
 }
 
-// fetch reads bundle k and its level-0 tile, hashes and parses the
-// entries. It runs concurrently with other fetches.
-func (r *run) fetch(ctx context.Context, k uint64, want int) *bundle {
+// fetch reads bundle k and its level-0 tile, then, holding one of the
+// workers' slots in cpu, hashes and parses the entries. It runs
+// concurrently with other fetches: reading waits on the source (a round
+// trip, over HTTP), parsing on a core.
+func (r *run) fetch(ctx context.Context, k uint64, want int, cpu chan struct{}) *bundle {
 	b := &bundle{k: k, want: want}
 	var data []byte
 	b.path, data, b.fromFull, b.err = r.read(ctx, -1, k, want)
@@ -476,24 +493,33 @@ func (r *run) fetch(ctx context.Context, k uint64, want int) *bundle {
 		}
 	}
 	if !b.missing {
+		select {
+		case cpu <- struct{}{}:
+		case <-ctx.Done():
+			b.err = ctx.Err()
+			return b
+		}
 		b.prepare(data)
+		<-cpu
 	}
 	return b
 }
 
 // prepare splits, hashes and parses the bundle's entries, those that the
-// checkpoint covers.
+// checkpoint covers. It keeps what the checks need, not the entries: a
+// bundle waiting to be checked holds ~64 bytes an entry.
 func (b *bundle) prepare(data []byte) {
-	b.entries, b.bad = layout.SplitBundle(data)
-	if b.bad != nil {
-		b.entries = nil
+	entries, err := layout.SplitBundle(data)
+	if err != nil {
+		b.bad = err
 		return
 	}
-	use := min(len(b.entries), b.want)
+	b.count = len(entries)
+	use := min(len(entries), b.want)
 	b.hashes = make([]tlog.Hash, use)
 	b.times = make([]int64, use)
 	b.errs = make([]error, use)
-	for i, e := range b.entries[:use] {
+	for i, e := range entries[:use] {
 		b.hashes[i] = tlog.RecordHash(e)
 		ev, err := mandate.ParseEvent(e)
 		if err != nil {
@@ -505,14 +531,20 @@ func (b *bundle) prepare(data []byte) {
 }
 
 // walk reads every bundle the checkpoint covers, in order, several at a
-// time, and checks them one after the other.
+// time, and checks them one after the other: the checks and the tree are
+// sequential, and cheap (two SHA-256 blocks an entry); the reading is
+// spread over a window of bundles in flight and the parsing over
+// r.workers cores. So the memory held is bounded by the window: at most
+// r.window bundles (each at most MaxBundleSize, ~190 KiB for
+// 256 events of a real server) are read or parsed, or wait, parsed, to be
+// checked.
 func (r *run) walk(ctx context.Context) error {
 	ctx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	r.tree.onNode = r.onNode
 	nb := (r.size + layout.TileWidth - 1) / layout.TileWidth
-	window := min(max(8, 2*runtime.GOMAXPROCS(0)), 32)
-	futures := make(chan chan *bundle, window)
+	cpu := make(chan struct{}, r.workers)
+	futures := make(chan chan *bundle, r.window-1) // and one being checked
 	go func() {
 		defer close(futures)
 		for k := uint64(0); k < nb; k++ {
@@ -526,7 +558,7 @@ func (r *run) walk(ctx context.Context) error {
 			case <-ctx.Done():
 				return
 			}
-			go func() { f <- r.fetch(ctx, k, want) }()
+			go func() { f <- r.fetch(ctx, k, want, cpu) }()
 		}
 	}()
 	for f := range futures {
@@ -542,6 +574,13 @@ func (r *run) walk(ctx context.Context) error {
 		}
 	}
 	return ctx.Err()
+}
+
+// readAhead is how many bundles walk keeps in flight for workers parsing
+// them: enough to hide the round trips of HTTP (each bundle and its tile
+// are two), so that the workers never wait on the network, and at least 8.
+func readAhead(workers int) int {
+	return min(max(8, 4*workers), 32)
 }
 
 // check checks one bundle, in order.
@@ -561,7 +600,7 @@ func (r *run) check(ctx context.Context, b *bundle, last bool) error {
 				return err
 			}
 			b.missing, b.path = false, p
-			b.prepare(data)
+			b.prepare(data) // once, after the first missing bundle
 			break
 		}
 	}
@@ -587,7 +626,7 @@ func (r *run) check(ctx context.Context, b *bundle, last bool) error {
 		r.broken = true
 		return nil
 	}
-	c := len(b.entries)
+	c := b.count
 	if last && b.fromFull {
 		r.lastFromFull = true
 	}
