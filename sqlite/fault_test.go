@@ -444,3 +444,46 @@ func TestRecoveryKeepsRevocationsAcrossAClockJump(t *testing.T) {
 		t.Fatal("the revocation of a live mandate was forgotten by a recovery while the wall clock was ahead")
 	}
 }
+
+// Readers of the log's head, its tiles and entries run while a recovery
+// rebuilds them, and see only a durable, consistent head (run with -race).
+func TestRecoveryBesideReaders(t *testing.T) {
+	dir := mountTmpfs(t, 8<<20)
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(dir, "m.db"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			size, root := s.LogHead()
+			if size == 0 {
+				continue
+			}
+			if got, err := tlog.TreeHash(size, s.HashReader(ctx)); err != nil || got != root {
+				t.Errorf("head %d: tree hash %v, %v", size, got, err)
+				return
+			}
+			if _, err := s.ReadEntries(ctx, size-1, 1); err != nil {
+				t.Errorf("head %d: %v", size, err)
+				return
+			}
+		}
+	}()
+	degradeOnFullDisk(t, s, dir)
+	if err := s.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+}
