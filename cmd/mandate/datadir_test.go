@@ -429,3 +429,25 @@ func TestRotationCrash(t *testing.T) {
 		})
 	}
 }
+
+// The history rewritten, as in TestRewrittenLogRefused, and both
+// checkpoints deleted: the database's and keys/log.head. A server signs
+// a checkpoint at its first start, before it accepts anything, so a log
+// with entries and no checkpoint anywhere had its checkpoints deleted:
+// refused rather than signed.
+func TestRewrittenLogWithoutCheckpointsRefused(t *testing.T) {
+	dir, fork := t.TempDir(), t.TempDir()
+	useDir(t, dir, "a")
+	copyDir(t, dir, fork)
+	useDir(t, dir, "b")
+	useDir(t, fork, "c", "d", "e")
+	for _, name := range []string{"mandate.db", "mandate-log", "mandate-events-index", "mandate-events-index.db"} {
+		os.RemoveAll(filepath.Join(dir, name))
+		if _, err := os.Stat(filepath.Join(fork, name)); err == nil {
+			os.Rename(filepath.Join(fork, name), filepath.Join(dir, name))
+		}
+	}
+	sqlExec(t, dir, "DELETE FROM log_checkpoints")
+	os.Remove(filepath.Join(dir, "keys", "log.head"))
+	refused(t, dir, "no checkpoint of it is kept", "the checkpoints were deleted")
+}
