@@ -113,10 +113,16 @@ func TestSecondServerRefused(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--addr", "127.0.0.1:0", "--data", dir},
 		{"demo", "--data", dir},
+		{"serve", "--demo", "--addr", "127.0.0.1:0", "--data", dir},
 	} {
 		code, out := runChild(t, args...)
 		if code == 0 || !strings.Contains(out, "is in use by process "+pid) || !strings.Contains(out, "hint: stop that server, or start this one with another --data") {
 			t.Errorf("mandate %s on a held directory: exit %d\n%s\nwant a refusal naming pid %s and the hint", args[0], code, out, pid)
+		}
+		// Refused before it wrote anything there: the demo's policy
+		// would join the running server's set, which it reloads from disk.
+		if _, err := os.Stat(filepath.Join(dir, "policies", "demo.cedar")); err == nil {
+			t.Fatalf("mandate %s, refused, wrote its policy into the held directory", strings.Join(args, " "))
 		}
 	}
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
