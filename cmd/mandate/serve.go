@@ -423,6 +423,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.done = make(chan error, 1)
+	// The server's own copy: Close sets m.srv to nil, and the shutdown
+	// below may still run then (stop does not wait for it).
+	srv := m.srv
 	go func() {
 		m.done <- runAll(runCtx,
 			func(ctx context.Context) error {
@@ -431,10 +434,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 				stop := context.AfterFunc(ctx, func() {
 					sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 					defer cancel()
-					m.srv.Shutdown(sctx)
+					srv.Shutdown(sctx)
 				})
 				defer stop()
-				if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil
