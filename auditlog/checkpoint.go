@@ -159,6 +159,15 @@ func (p *Publisher) Restore(saved []byte) error {
 	latest := stored
 	switch {
 	case kept == nil && stored == nil:
+		// A server that keeps its checkpoint apart (HeadFile) signs one
+		// at its first start, before it accepts anything: a log with
+		// entries and no checkpoint anywhere had them deleted, and would
+		// be signed whatever its history now is.
+		if size, _ := p.Head(); p.HeadFile != "" && size > 0 {
+			return fmt.Errorf("audit log: %w: the log holds %d entries, but no checkpoint of it is kept, neither in %s nor in the database, "+
+				"though one is signed before the first entry is accepted: the checkpoints were deleted, and the log may have been rewritten\nhint: %s",
+				ErrLogReplaced, size, p.HeadFile, restoreFix)
+		}
 		return nil
 	case kept == nil:
 		if p.HeadFile != "" && p.Logger != nil {
@@ -228,13 +237,15 @@ func (p *Publisher) open(signed []byte, where string) (*signedCheckpoint, error)
 	return &signedCheckpoint{note: signed, size: int64(size), root: root}, nil
 }
 
+// restoreFix is the hint of Restore's refusals.
+const restoreFix = "restore the log from a backup or an export (`mandate audit export`); the server changes nothing and will not sign over it"
+
 // extends checks that the committed log extends c, which where holds.
 func (p *Publisher) extends(c *signedCheckpoint, where string) error {
 	size, _ := p.Head()
-	const fix = "restore the log from a backup or an export (`mandate audit export`); the server changes nothing and will not sign over it"
 	if size < c.size {
 		return fmt.Errorf("audit log: %w: the log holds %d entries, but its last checkpoint (%s) signed %d: the log was wiped or replaced\nhint: %s",
-			ErrLogReplaced, size, where, c.size, fix)
+			ErrLogReplaced, size, where, c.size, restoreFix)
 	}
 	if c.size == 0 {
 		return nil
@@ -248,7 +259,7 @@ func (p *Publisher) extends(c *signedCheckpoint, where string) error {
 	}
 	if h != c.root {
 		return fmt.Errorf("audit log: %w: the log's first %d entries do not hash to the root its last checkpoint (%s) signed: the history was rewritten\nhint: %s",
-			ErrLogReplaced, c.size, where, fix)
+			ErrLogReplaced, c.size, where, restoreFix)
 	}
 	return nil
 }

@@ -120,12 +120,16 @@ func TestPublisherHeadFile(t *testing.T) {
 			Save:     func(_ context.Context, size int64, n []byte) error { saved[size] = n; return nil }}
 	}
 	ctx := context.Background()
+	// A new log: its first checkpoint is signed before it has entries.
 	real := &log{hashes: memHashes{}}
-	grow(real, 0, 5)
 	p := newPublisher(real)
 	if err := p.Restore(nil); err != nil {
 		t.Fatal(err)
 	}
+	if _, err := p.Publish(ctx); err != nil {
+		t.Fatal(err)
+	}
+	grow(real, 0, 5)
 	if _, err := p.Publish(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -143,6 +147,14 @@ func TestPublisherHeadFile(t *testing.T) {
 	if err := newPublisher(&log{hashes: memHashes{}}).Restore(nil); !errors.Is(err, ErrLogReplaced) || !strings.Contains(err.Error(), "holds 0 entries, but its last checkpoint ("+head+") signed 5") {
 		t.Fatalf("Restore over a wiped log: %v", err)
 	}
+
+	// Both checkpoints deleted, the log rewritten: a log with entries has
+	// a checkpoint somewhere, so refused too.
+	os.Rename(head, head+".aside")
+	if err := newPublisher(forged).Restore(nil); !errors.Is(err, ErrLogReplaced) || !strings.Contains(err.Error(), "the checkpoints were deleted") {
+		t.Fatalf("Restore over a rewritten log with no checkpoint: %v", err)
+	}
+	os.Rename(head+".aside", head)
 
 	// A checkpoint the store saved but the file missed (a crash between
 	// the two): accepted, and kept.

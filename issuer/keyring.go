@@ -203,9 +203,13 @@ func (r *Keyring) finish(ctx context.Context, now time.Time, announce Announce) 
 	if err := announce(ctx, k, prev); err != nil {
 		return nil, err
 	}
-	if err := r.activate(now); err != nil {
-		return nil, err
-	}
+	// The activation is durable now, in the log: it stands even if the
+	// keyring file cannot be saved (a full disk), since failing here
+	// would have the old key go on signing after the event that retired
+	// it, and the next rotation announce this key again. The file catches
+	// up at its next save; a restart before that finds the key pending
+	// and its event in the log, and activates it (Finish).
+	r.activate(now)
 	return k, nil
 }
 
@@ -229,7 +233,8 @@ func (r *Keyring) prepare(now time.Time) (*SigningKey, error) {
 }
 
 // activate makes the pending key the active one, retires the previous
-// one, forgets keys past their retention, and saves the keyring.
+// one, forgets keys past their retention, and saves the keyring; in
+// memory even if the save fails.
 func (r *Keyring) activate(now time.Time) error {
 	r.mu.Lock()
 	defer r.mu.Unlock()
@@ -246,11 +251,9 @@ func (r *Keyring) activate(now time.Time) error {
 	k := *r.pending
 	k.Pending = false
 	keys = append(keys, &k)
-	if err := r.save(keys); err != nil {
-		return err
-	}
+	err := r.save(keys)
 	r.keys, r.pending = keys, nil
-	return nil
+	return err
 }
 
 // Published returns the keys to publish at now: the active key, the

@@ -138,7 +138,11 @@ func (s *Store) restoreLog(ctx context.Context) error {
 		right = append(right, s.tiles.Right(L))
 	}
 	s.edge.set(right)
+	// Under the lock: a recovery (health.go) restores the log while
+	// readers and the checkpoint publisher read its head.
+	s.logHead.mu.Lock()
 	s.logHead.size, s.logHead.root = s.tree.Size(), s.tree.Root()
+	s.logHead.mu.Unlock()
 	return nil
 }
 

@@ -393,3 +393,97 @@ func TestDamagedDerivedFilesRebuilt(t *testing.T) {
 		})
 	}
 }
+
+// degradeOnFullDisk fills the filesystem of dir and appends until the
+// store degrades, then frees the disk again.
+func degradeOnFullDisk(t *testing.T, s *sqlite.Store, dir string) {
+	t.Helper()
+	filler := fill(t, dir)
+	ctx := context.Background()
+	for i := 0; s.Health().State == sqlite.StateOK; i++ {
+		if i == 100000 {
+			t.Fatal("the store took 100000 writes on a full disk")
+		}
+		s.Append(ctx, &mandate.Event{V: 1, Time: int64(i + 1), Type: mandate.EventDecision, Reason: strings.Repeat("r", 2000)})
+	}
+	if err := os.Remove(filler); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// A recovery loads the revocations again by the pruners' clock, never
+// ahead of the time elapsed since Open: after a jump of the wall clock
+// forward, later corrected, a revocation of a live mandate still stands.
+func TestRecoveryKeepsRevocationsAcrossAClockJump(t *testing.T) {
+	dir := mountTmpfs(t, 8<<20)
+	var mu sync.Mutex
+	now := time.Now()
+	clock := func() time.Time { mu.Lock(); defer mu.Unlock(); return now }
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(dir, "m.db"), Now: clock, Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	exp := now.Add(10 * time.Minute)
+	if err := s.Revoke(ctx, &mandate.Revocation{MandateID: "m_live", ExpiresAt: exp, RevokedAt: now},
+		&mandate.Event{V: 1, Time: 1, Type: mandate.EventMandateRevoked, Mandate: "m_live"}); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(time.Hour) // the wall clock jumps forward
+	mu.Unlock()
+	degradeOnFullDisk(t, s, dir)
+	if err := s.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	mu.Lock()
+	now = now.Add(-time.Hour) // and is corrected
+	mu.Unlock()
+	if ok, _ := s.IsRevoked(ctx, "m_live"); !ok {
+		t.Fatal("the revocation of a live mandate was forgotten by a recovery while the wall clock was ahead")
+	}
+}
+
+// Readers of the log's head, its tiles and entries run while a recovery
+// rebuilds them, and see only a durable, consistent head (run with -race).
+func TestRecoveryBesideReaders(t *testing.T) {
+	dir := mountTmpfs(t, 8<<20)
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: filepath.Join(dir, "m.db"), Logger: slog.New(slog.DiscardHandler)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer s.Close()
+	ctx := context.Background()
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		for {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			size, root := s.LogHead()
+			if size == 0 {
+				continue
+			}
+			if got, err := tlog.TreeHash(size, s.HashReader(ctx)); err != nil || got != root {
+				t.Errorf("head %d: tree hash %v, %v", size, got, err)
+				return
+			}
+			if _, err := s.ReadEntries(ctx, size-1, 1); err != nil {
+				t.Errorf("head %d: %v", size, err)
+				return
+			}
+		}
+	}()
+	degradeOnFullDisk(t, s, dir)
+	if err := s.Recover(); err != nil {
+		t.Fatal(err)
+	}
+	close(stop)
+	wg.Wait()
+}

@@ -310,9 +310,11 @@ func (s *Store) releaseAppended(from int64) error {
 
 // reload makes the caches what a start would load: the agents are read
 // again from the table as they are asked for, the unexpired revocations
-// now.
+// now. Unexpired by the pruners' clock (pruneNow), not the wall clock: a
+// wall clock that jumped forward must not make a recovery forget the
+// revocation of a mandate that is live again once the clock is corrected.
 func (s *Store) reload(ctx context.Context) error {
-	rows, err := s.db.QueryContext(ctx, "SELECT mandate_id, expires_at FROM revocations WHERE expires_at > ?", s.cfg.Now().UnixMilli())
+	rows, err := s.db.QueryContext(ctx, "SELECT mandate_id, expires_at FROM revocations WHERE expires_at > ?", s.pruneNow().UnixMilli())
 	if err != nil {
 		return err
 	}

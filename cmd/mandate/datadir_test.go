@@ -113,10 +113,16 @@ func TestSecondServerRefused(t *testing.T) {
 	for _, args := range [][]string{
 		{"serve", "--addr", "127.0.0.1:0", "--data", dir},
 		{"demo", "--data", dir},
+		{"serve", "--demo", "--addr", "127.0.0.1:0", "--data", dir},
 	} {
 		code, out := runChild(t, args...)
 		if code == 0 || !strings.Contains(out, "is in use by process "+pid) || !strings.Contains(out, "hint: stop that server, or start this one with another --data") {
 			t.Errorf("mandate %s on a held directory: exit %d\n%s\nwant a refusal naming pid %s and the hint", args[0], code, out, pid)
+		}
+		// Refused before it wrote anything there: the demo's policy
+		// would join the running server's set, which it reloads from disk.
+		if _, err := os.Stat(filepath.Join(dir, "policies", "demo.cedar")); err == nil {
+			t.Fatalf("mandate %s, refused, wrote its policy into the held directory", strings.Join(args, " "))
 		}
 	}
 	if err := first.Process.Signal(syscall.SIGKILL); err != nil {
@@ -428,4 +434,26 @@ func TestRotationCrash(t *testing.T) {
 			}
 		})
 	}
+}
+
+// The history rewritten, as in TestRewrittenLogRefused, and both
+// checkpoints deleted: the database's and keys/log.head. A server signs
+// a checkpoint at its first start, before it accepts anything, so a log
+// with entries and no checkpoint anywhere had its checkpoints deleted:
+// refused rather than signed.
+func TestRewrittenLogWithoutCheckpointsRefused(t *testing.T) {
+	dir, fork := t.TempDir(), t.TempDir()
+	useDir(t, dir, "a")
+	copyDir(t, dir, fork)
+	useDir(t, dir, "b")
+	useDir(t, fork, "c", "d", "e")
+	for _, name := range []string{"mandate.db", "mandate-log", "mandate-events-index", "mandate-events-index.db"} {
+		os.RemoveAll(filepath.Join(dir, name))
+		if _, err := os.Stat(filepath.Join(fork, name)); err == nil {
+			os.Rename(filepath.Join(fork, name), filepath.Join(dir, name))
+		}
+	}
+	sqlExec(t, dir, "DELETE FROM log_checkpoints")
+	os.Remove(filepath.Join(dir, "keys", "log.head"))
+	refused(t, dir, "no checkpoint of it is kept", "the checkpoints were deleted")
 }

@@ -221,9 +221,14 @@ func serve(ctx context.Context, args []string, stdout, stderr io.Writer) error {
 	}
 	if m.Demo {
 		// The demo's MCP servers behind the gateway, and its scenario in a
-		// loop, for something to watch.
+		// loop, for something to watch; its policies go into the data
+		// directory, so it is claimed first.
+		if err := m.claimDataDir(); err != nil {
+			return err
+		}
 		_, stop, err := m.prepareDemo()
 		if err != nil {
+			m.lock.Release()
 			return err
 		}
 		defer stop()

@@ -233,6 +233,14 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if m.Now == nil {
 		m.Now = time.Now
 	}
+	// A failed Open gives the directory up, even if a demo claimed it
+	// before (claimDataDir).
+	defer func() {
+		if err != nil {
+			m.lock.Release()
+			m.lock = nil
+		}
+	}()
 	// Every line is masked (internal/secret): lines quote what callers
 	// sent, in every package, and the log is read by more people than
 	// the callers.
@@ -240,20 +248,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	if err := mandate.ValidateTrustDomain(m.TrustDomain); err != nil {
 		return err
 	}
-	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
-		return fmt.Errorf("create data directory: %w", err)
-	}
-	// The directory is this process's before anything in it is read: a
-	// second server would append to the same log and database from its
-	// own state, and each would overwrite the other's entries.
-	if err := m.lockDataDir(); err != nil {
+	if err := m.claimDataDir(); err != nil {
 		return err
 	}
-	defer func() {
-		if err != nil {
-			m.lock.Release()
-		}
-	}()
 	// A data directory with neither keys nor a database is new: no
 	// process has accepted anything on it (see replaySince).
 	_, keysErr := os.Stat(filepath.Join(m.DataDir, "keys", "signing.json"))
@@ -426,6 +423,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.done = make(chan error, 1)
+	// The server's own copy: Close sets m.srv to nil, and the shutdown
+	// below may still run then (stop does not wait for it).
+	srv := m.srv
 	go func() {
 		m.done <- runAll(runCtx,
 			func(ctx context.Context) error {
@@ -434,10 +434,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 				stop := context.AfterFunc(ctx, func() {
 					sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 					defer cancel()
-					m.srv.Shutdown(sctx)
+					srv.Shutdown(sctx)
 				})
 				defer stop()
-				if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil
@@ -713,9 +713,23 @@ func (m *Main) Close() error {
 	return err
 }
 
-// lockDataDir takes the data directory's lock (internal/dirlock), or says
-// who holds it.
-func (m *Main) lockDataDir() error {
+// claimDataDir makes the data directory if needed and takes its lock
+// (internal/dirlock), or says who holds it; once: Open calls it, and so
+// does a demo before it writes its policies there. The directory is this
+// process's before anything in it is read or written: a second server
+// would append to the same log and database from its own state, and each
+// would overwrite the other's entries; a demo's policy would join the
+// running server's set, which it reloads from disk.
+func (m *Main) claimDataDir() error {
+	if m.lock != nil {
+		return nil
+	}
+	if m.Now == nil {
+		m.Now = time.Now
+	}
+	if err := os.MkdirAll(m.DataDir, 0o700); err != nil {
+		return fmt.Errorf("create data directory: %w", err)
+	}
 	l, err := dirlock.Acquire(m.DataDir, m.Now())
 	var he *dirlock.HeldError
 	if errors.As(err, &he) {

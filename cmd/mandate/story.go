@@ -386,8 +386,13 @@ func runStory(ctx context.Context, data string, pace time.Duration, out io.Write
 	m.Addr, m.DataDir = "127.0.0.1:0", data
 	var logs bytes.Buffer
 	m.Stdout, m.Stderr = &logs, &logs
+	// Claimed before the demo's policies are written there (claimDataDir).
+	if err := m.claimDataDir(); err != nil {
+		return nil, err
+	}
 	mails, stopServers, err := m.prepareDemo()
 	if err != nil {
+		m.lock.Release()
 		return nil, err
 	}
 	defer stopServers()

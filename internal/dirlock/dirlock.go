@@ -83,7 +83,7 @@ func Acquire(dir string, now time.Time) (*Lock, error) {
 // nothing: for a command that only looks at a directory, to say that a
 // server owns it.
 func Holder(dir string) (*HeldError, error) {
-	f, err := os.Open(filepath.Join(dir, Name))
+	f, err := openFile(filepath.Join(dir, Name), os.O_RDONLY)
 	if errors.Is(err, os.ErrNotExist) {
 		return nil, nil
 	}
@@ -113,11 +113,46 @@ func (l *Lock) Release() error {
 }
 
 func open(dir string) (*os.File, error) {
-	f, err := os.OpenFile(filepath.Join(dir, Name), os.O_RDWR|os.O_CREATE, 0o600)
+	f, err := openFile(filepath.Join(dir, Name), os.O_RDWR|os.O_CREATE)
 	if err != nil {
 		return nil, fmt.Errorf("lock the data directory: %w", err)
 	}
 	return f, nil
+}
+
+// openFile opens the lock file at p, which must be a regular file and not
+// a symbolic link: the holder truncates it and writes its pid there, and
+// through a link (put there by whoever can write the directory, or copied
+// in with a backup) a server, perhaps running as root, would truncate any
+// file the link names. O_NOFOLLOW where the system has it; the check
+// before opening covers the others.
+func openFile(p string, flag int) (*os.File, error) {
+	if fi, err := os.Lstat(p); err == nil && !fi.Mode().IsRegular() {
+		return nil, notRegular(p, fi.Mode())
+	}
+	f, err := os.OpenFile(p, flag|noFollow, 0o600)
+	if err != nil {
+		if fi, lerr := os.Lstat(p); lerr == nil && !fi.Mode().IsRegular() {
+			return nil, notRegular(p, fi.Mode())
+		}
+		return nil, err
+	}
+	if fi, err := f.Stat(); err != nil || !fi.Mode().IsRegular() {
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+		return nil, notRegular(p, fi.Mode())
+	}
+	return f, nil
+}
+
+func notRegular(p string, mode os.FileMode) error {
+	what := "a " + mode.Type().String()
+	if mode&os.ModeSymlink != 0 {
+		what = "a symbolic link"
+	}
+	return fmt.Errorf("%s is not a regular file but %s\nhint: remove it, and see that no one else can write the data directory", p, what)
 }
 
 // held makes the error of a lock that failed: a *HeldError naming the

@@ -3,6 +3,8 @@ package dirlock
 import (
 	"errors"
 	"os"
+	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 )
@@ -49,5 +51,34 @@ func TestHolderNoLockFile(t *testing.T) {
 	}
 	if _, err := os.Stat(dir + "/" + Name); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("Holder created the lock file: %v", err)
+	}
+}
+
+// A lock file that is a symbolic link is refused, and what it points to
+// is left as it was: the holder writes its pid into the lock file, and a
+// link (put there by someone who can write the directory, or copied in
+// with a backup) would have a server, perhaps running as root, truncate
+// any file it names.
+func TestAcquireRefusesSymlink(t *testing.T) {
+	dir, other := t.TempDir(), t.TempDir()
+	victim := filepath.Join(other, "signing.json")
+	if err := os.WriteFile(victim, []byte("precious"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(victim, filepath.Join(dir, Name)); err != nil {
+		t.Skipf("no symbolic links here: %v", err)
+	}
+	l, err := Acquire(dir, time.Now())
+	if err == nil {
+		l.Release()
+		t.Error("a lock file that is a symbolic link was taken")
+	} else if !strings.Contains(err.Error(), "not a regular file") {
+		t.Errorf("refusal %q does not say why", err)
+	}
+	if b, _ := os.ReadFile(victim); string(b) != "precious" {
+		t.Errorf("the file the link names was changed to %q", b)
+	}
+	if h, err := Holder(dir); err == nil {
+		t.Errorf("Holder through a symbolic link: %v, nil; want an error", h)
 	}
 }

@@ -11,6 +11,9 @@ import (
 
 var errWouldBlock = unix.EWOULDBLOCK
 
+// noFollow makes opening a symbolic link fail.
+const noFollow = unix.O_NOFOLLOW
+
 // lock takes an flock(2) lock of f without waiting: held by the open
 // file, released when the last descriptor of it closes, or the process
 // ends.

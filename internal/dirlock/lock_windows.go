@@ -10,6 +10,9 @@ import (
 
 var errWouldBlock = windows.ERROR_LOCK_VIOLATION
 
+// noFollow: none here; openFile checks for a link before it opens.
+const noFollow = 0
+
 // lock takes a LockFileEx lock of f's first byte without waiting; the
 // system releases it when the handle closes, or the process ends.
 func lock(f *os.File, exclusive bool) error {
