@@ -40,6 +40,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/internal/bucket"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
@@ -223,7 +224,13 @@ type Gateway struct {
 	bridges       []*stdioBridge
 	approvalUser  ApprovalUser
 	tasks         *taskStates
-	refusals      *bucket.Bucket // of audit events for refused genuine mandates
+	// sweepNow is the clock by which the task state forgets the tasks that
+	// ended: Now, never ahead of the time elapsed since New
+	// (internal/clock). A wall clock jumping forward would otherwise drop
+	// the labels of live tasks, and a flow rule (no send after reading
+	// customer data) would pass once the clock is set right.
+	sweepNow func() time.Time
+	refusals *bucket.Bucket // of audit events for refused genuine mandates
 	// requestRefusals: of audit events for the requests of verified
 	// mandates refused before any decision (refuseRequest, admitTask).
 	requestRefusals *bucket.Bucket
@@ -345,7 +352,7 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Client.Jar = nil
 	cfg.Client.Transport = &answerBounds{base: cfg.Client.Transport, silence: cfg.UpstreamTimeout, whole: cfg.CallTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{},
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent),
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent), sweepNow: clock.NotAhead(cfg.Now, nil),
 		refusals: bucket.New(refusalRate, refusalRate), requestRefusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
 	g.sessions = newSessions(cfg.MaxSessions, cfg.SessionIdle, g.endUpstream)
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
