@@ -235,6 +235,9 @@ type Gateway struct {
 	// mandates refused before any decision (refuseRequest, admitTask).
 	requestRefusals *bucket.Bucket
 	refused         *replay.Cache // which mandates' refusals were recorded in the last minute
+	// unavailable bounds the log lines of writes the store refused
+	// (logError): a bucket per message, of which there are a few.
+	unavailable sync.Map
 	enders          chan struct{} // one token per forgotten session being ended upstream
 	ending          sync.WaitGroup
 	flights         flights     // requests in flight to the upstreams, for Settle
@@ -633,6 +636,25 @@ const (
 	refusedFor  = time.Minute
 	refusedMax  = 10_000
 )
+
+// logError logs a failure at ERROR, with err. A store that refuses writes
+// (EUNAVAILABLE: the disk is full, say) refuses every call's record until
+// it recovers, thousands a second onto the disk that filled: those lines
+// are bounded to one a second per message, each saying how many were
+// suppressed before it. The store logs its own state once per change.
+func (g *Gateway) logError(msg string, err error, args ...any) {
+	if mandate.ErrorCode(err) == mandate.EUNAVAILABLE {
+		b, _ := g.unavailable.LoadOrStore(msg, bucket.New(1, 1))
+		ok, suppressed := b.(*bucket.Bucket).AllowDropped(g.cfg.Now())
+		if !ok {
+			return
+		}
+		if suppressed > 0 {
+			args = append(args, "suppressed", suppressed)
+		}
+	}
+	g.cfg.Logger.Error(msg, append(args, "err", err)...)
+}
 
 // auditOnce records ev, the refusal of the mandate (or the task) of id
 // for check, unless one was recorded within refusedFor or the rate of
