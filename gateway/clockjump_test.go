@@ -20,7 +20,7 @@ import (
 // that jumps (an NTP step, an operator's date command) and is set right.
 type jumpClock struct{ ahead atomic.Int64 }
 
-func (c *jumpClock) Now() time.Time          { return time.Now().Add(time.Duration(c.ahead.Load())) }
+func (c *jumpClock) Now() time.Time           { return time.Now().Add(time.Duration(c.ahead.Load())) }
 func (c *jumpClock) jump(ahead time.Duration) { c.ahead.Store(int64(ahead)) }
 
 // A gateway's wall clock that jumps 15 minutes ahead, while requests go

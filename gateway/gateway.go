@@ -238,10 +238,10 @@ type Gateway struct {
 	// unavailable bounds the log lines of writes the store refused
 	// (logError): a bucket per message, of which there are a few.
 	unavailable sync.Map
-	enders          chan struct{} // one token per forgotten session being ended upstream
-	ending          sync.WaitGroup
-	flights         flights     // requests in flight to the upstreams, for Settle
-	settling        func(n int) // tests: Settle waits for n requests
+	enders      chan struct{} // one token per forgotten session being ended upstream
+	ending      sync.WaitGroup
+	flights     flights     // requests in flight to the upstreams, for Settle
+	settling    func(n int) // tests: Settle waits for n requests
 }
 
 type route struct {
