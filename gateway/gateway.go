@@ -412,7 +412,7 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: mcp upstream %q is configured twice", r.Name)
 		}
 		name := r.Name
-		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger, g.flights.admit, func() { g.toolsChanged(name) })
+		b, err := startStdio(r, int(cfg.MaxResponse), cfg.CallTimeout, cfg.Logger, g.flights.admit, func() { g.toolsChanged(name) })
 		if err != nil {
 			g.Close()
 			return nil, err

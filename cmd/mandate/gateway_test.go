@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -519,5 +520,53 @@ func TestAlertsFollow(t *testing.T) {
 	}
 	if strings.Count(out.String(), "before it started") != 1 {
 		t.Errorf("an alert printed twice:\n%s", out.String())
+	}
+}
+
+// The gateway's bounds are serve options, on the command line and in the
+// configuration file (a flag after --config wins); nonsense is refused
+// with a hint.
+func TestGatewayBoundsOptions(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "m.yaml")
+	os.WriteFile(cfg, []byte("gateway:\n  upstream_timeout: 2m\n  call_timeout: 30m\n"), 0o600)
+	for _, c := range []struct {
+		args          []string
+		silence, call time.Duration
+	}{
+		{nil, 0, 0},
+		{[]string{"--upstream-timeout", "90s", "--call-timeout", "20m"}, 90 * time.Second, 20 * time.Minute},
+		{[]string{"--config", cfg}, 2 * time.Minute, 30 * time.Minute},
+		{[]string{"--config", cfg, "--call-timeout", "1h"}, 2 * time.Minute, time.Hour},
+	} {
+		m := NewMain()
+		m.Stderr = io.Discard
+		if err := m.ParseFlags(c.args); err != nil {
+			t.Errorf("%q: %v", c.args, err)
+		} else if m.UpstreamTimeout != c.silence || m.CallTimeout != c.call {
+			t.Errorf("%q: %v and %v, want %v and %v", c.args, m.UpstreamTimeout, m.CallTimeout, c.silence, c.call)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--upstream-timeout", "0"}, "above zero"},
+		{[]string{"--call-timeout", "-1m"}, "above zero"},
+		{[]string{"--call-timeout", "soon"}, "above zero"},
+		{[]string{"--upstream-timeout", "1ms"}, "at least a second"},
+		{[]string{"--upstream-timeout", "20m"}, "--upstream-timeout 20m0s is above --call-timeout 10m0s"},
+		{[]string{"--upstream-timeout", "1m", "--call-timeout", "30s"}, "hint: --upstream-timeout bounds an upstream's silence"},
+	} {
+		m := NewMain()
+		m.Stderr = io.Discard
+		err := m.ParseFlags(c.args)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want a usage error with %q", c.args, err, c.want)
+		}
+	}
+	os.WriteFile(cfg, []byte("gateway:\n  call_timeout: 0s\n"), 0o600)
+	if err := NewMain().loadConfig(cfg); err == nil || !strings.Contains(err.Error(), "gateway.call_timeout: 0s is no bound") {
+		t.Errorf("call_timeout 0s: %v", err)
 	}
 }
