@@ -917,6 +917,20 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) (in
 	return status, why
 }
 
+// answerWriteMargin is the time left to write an answer the upstream gave
+// at the end of the gateway's bounds.
+const answerWriteMargin = 30 * time.Second
+
+// boundWrite sets the write deadline of a request's answer from the
+// gateway's own bounds (a hold for approval, then CallTimeout), in place
+// of the server's WriteTimeout: a server set for its other endpoints
+// (`mandate serve`'s is 90 s) would cut a JSON answer its tool took
+// longer to give, which CallTimeout allows, with no JSON-RPC error. A
+// writer without deadlines (ErrNotSupported) has no such timeout to lift.
+func (g *Gateway) boundWrite(w http.ResponseWriter) {
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.cfg.ApprovalHold + g.cfg.CallTimeout + answerWriteMargin))
+}
+
 // streaming lifts the server's write timeout for an SSE stream, which
 // lasts as long as the upstream keeps it open.
 func streaming(w http.ResponseWriter, resp *http.Response) {

@@ -41,6 +41,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	if !ok {
 		return
 	}
+	g.boundWrite(w)
 	if sent == "" {
 		sent = "/"
 	}

@@ -33,6 +33,7 @@ type verdict struct {
 
 // post handles a client's POST: one JSON-RPC message or a batch.
 func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) {
+	g.boundWrite(w)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {

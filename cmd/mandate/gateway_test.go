@@ -570,3 +570,43 @@ func TestGatewayBoundsOptions(t *testing.T) {
 		t.Errorf("call_timeout 0s: %v", err)
 	}
 }
+
+// A gateway answer that takes longer than the server's write timeout (set
+// for its other endpoints), but within the gateway's own bounds, reaches
+// the client whole: the gateway sets each answer's write deadline from
+// its bounds. The tool waits until the server's timeout has passed (the
+// fault is that time), then answers with JSON; a slower machine only
+// waits further past it.
+func TestSlowJSONAnswerOutlastsServerWriteTimeout(t *testing.T) {
+	const writeTimeout = 200 * time.Millisecond
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "slow"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		<-time.After(2 * writeTimeout) // the server's deadline, set before this request reached the tool, is past
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{JSONResponse: true}))
+	t.Cleanup(up.Close)
+	m := NewMain()
+	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
+	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
+	m.testWriteTimeout = writeTimeout
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
+	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key, DPoP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cs := rootSession(t, m, agent, "mcp:crm:slow")
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatalf("a JSON answer slower than the server's write timeout: %v", err)
+	}
+	if tc, ok := res.Content[0].(*mcp.TextContent); !ok || tc.Text != "ada" {
+		t.Errorf("the answer: %+v", res.Content)
+	}
+}

@@ -134,6 +134,9 @@ type Main struct {
 	// whose races they play.
 	testGateway func(*gateway.Config)
 	testAPI     func(*httpapi.Config)
+	// testWriteTimeout, if set, is the server's WriteTimeout: tests make
+	// it shorter than an answer.
+	testWriteTimeout time.Duration
 
 	lock   *dirlock.Lock // of DataDir, from Open to Close
 	ln     net.Listener
@@ -448,12 +451,17 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		mux.Handle("/", api)
 		handler = mux
 	}
+	writeTimeout := issuer.MaxWait + 30*time.Second
+	if m.testWriteTimeout > 0 {
+		writeTimeout = m.testWriteTimeout
+	}
 	m.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A token request may wait up to issuer.MaxWait for an approval.
-		WriteTimeout:   issuer.MaxWait + 30*time.Second,
+		// The gateway sets its answers' own deadlines (CallTimeout).
+		WriteTimeout:   writeTimeout,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
