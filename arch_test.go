@@ -17,7 +17,7 @@ func TestArchitecture(t *testing.T) {
 		"jose":                {"internal/jsonstr", "internal/secret"},
 		"replay":              {},
 		"dpop":                {"jose", "internal/secret"},
-		"verify":              {"", "jose", "dpop", "replay", "internal/noredirect", "internal/secret"},
+		"verify":              {"", "jose", "dpop", "replay", "internal/clock", "internal/noredirect", "internal/secret"},
 		"issuer":              {"", "jose", "dpop", "replay", "policy", "internal/atomicfile", "internal/bucket", "internal/clock"},
 		"internal/bucket":     {},
 		"internal/atomicfile": {},
@@ -40,7 +40,7 @@ func TestArchitecture(t *testing.T) {
 		// Cedar policy decisions; the issuer and the gateway call it.
 		"policy": {""},
 		// The MCP enforcement point: verifies, decides, audits, forwards.
-		"gateway": {"", "verify", "policy", "replay", "internal/bucket", "internal/noredirect", "internal/secret"},
+		"gateway": {"", "verify", "policy", "replay", "internal/bucket", "internal/clock", "internal/noredirect", "internal/secret"},
 		// Detectors over the committed events; risk for policy.
 		"monitor": {""},
 		// The HTTP clients Mandate sends its requests with: no redirects.

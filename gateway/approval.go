@@ -66,7 +66,7 @@ func (g *Gateway) approve(ctx context.Context, rt *route, c *mandate.Claims, h h
 			if errors.As(err, &limit) {
 				return nil, &rpcError{Code: CodeDenied, Message: "denied: " + limit.Error()}
 			}
-			g.cfg.Logger.Error("gateway: approval not recorded", "err", err)
+			g.logError("gateway: approval not recorded", err)
 			return nil, &rpcError{Code: CodeUnavailable, Message: "the gateway could not record the approval request: try again later"}
 		}
 	}

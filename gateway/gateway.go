@@ -40,6 +40,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/internal/bucket"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/policy"
 	"github.com/mandatehq/mandate/replay"
@@ -223,15 +224,24 @@ type Gateway struct {
 	bridges       []*stdioBridge
 	approvalUser  ApprovalUser
 	tasks         *taskStates
-	refusals      *bucket.Bucket // of audit events for refused genuine mandates
+	// sweepNow is the clock by which the task state forgets the tasks that
+	// ended: Now, never ahead of the time elapsed since New
+	// (internal/clock). A wall clock jumping forward would otherwise drop
+	// the labels of live tasks, and a flow rule (no send after reading
+	// customer data) would pass once the clock is set right.
+	sweepNow func() time.Time
+	refusals *bucket.Bucket // of audit events for refused genuine mandates
 	// requestRefusals: of audit events for the requests of verified
 	// mandates refused before any decision (refuseRequest, admitTask).
 	requestRefusals *bucket.Bucket
 	refused         *replay.Cache // which mandates' refusals were recorded in the last minute
-	enders          chan struct{} // one token per forgotten session being ended upstream
-	ending          sync.WaitGroup
-	flights         flights     // requests in flight to the upstreams, for Settle
-	settling        func(n int) // tests: Settle waits for n requests
+	// unavailable bounds the log lines of writes the store refused
+	// (logError): a bucket per message, of which there are a few.
+	unavailable sync.Map
+	enders      chan struct{} // one token per forgotten session being ended upstream
+	ending      sync.WaitGroup
+	flights     flights     // requests in flight to the upstreams, for Settle
+	settling    func(n int) // tests: Settle waits for n requests
 }
 
 type route struct {
@@ -345,7 +355,7 @@ func New(cfg Config) (*Gateway, error) {
 	cfg.Client.Jar = nil
 	cfg.Client.Transport = &answerBounds{base: cfg.Client.Transport, silence: cfg.UpstreamTimeout, whole: cfg.CallTimeout}
 	g := &Gateway{cfg: cfg, routes: map[string]*route{}, httpRoutes: map[string]*route{},
-		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent),
+		resultWriters: make(chan struct{}, maxResultWriters), pins: pins{store: cfg.Tools}, tasks: newTaskStates(cfg.MaxTasks, cfg.MaxTasksPerAgent), sweepNow: clock.NotAhead(cfg.Now, nil),
 		refusals: bucket.New(refusalRate, refusalRate), requestRefusals: bucket.New(refusalRate, refusalRate), refused: replay.New(refusedMax), enders: make(chan struct{}, maxEnders)}
 	g.sessions = newSessions(cfg.MaxSessions, cfg.SessionIdle, g.endUpstream)
 	if u, ok := cfg.Approvals.(ApprovalUser); ok {
@@ -402,7 +412,7 @@ func New(cfg Config) (*Gateway, error) {
 			return nil, fmt.Errorf("gateway: mcp upstream %q is configured twice", r.Name)
 		}
 		name := r.Name
-		b, err := startStdio(r, int(cfg.MaxResponse), cfg.Logger, g.flights.admit, func() { g.toolsChanged(name) })
+		b, err := startStdio(r, int(cfg.MaxResponse), cfg.CallTimeout, cfg.Logger, g.flights.admit, func() { g.toolsChanged(name) })
 		if err != nil {
 			g.Close()
 			return nil, err
@@ -626,6 +636,25 @@ const (
 	refusedFor  = time.Minute
 	refusedMax  = 10_000
 )
+
+// logError logs a failure at ERROR, with err. A store that refuses writes
+// (EUNAVAILABLE: the disk is full, say) refuses every call's record until
+// it recovers, thousands a second onto the disk that filled: those lines
+// are bounded to one a second per message, each saying how many were
+// suppressed before it. The store logs its own state once per change.
+func (g *Gateway) logError(msg string, err error, args ...any) {
+	if mandate.ErrorCode(err) == mandate.EUNAVAILABLE {
+		b, _ := g.unavailable.LoadOrStore(msg, bucket.New(1, 1))
+		ok, suppressed := b.(*bucket.Bucket).AllowDropped(g.cfg.Now())
+		if !ok {
+			return
+		}
+		if suppressed > 0 {
+			args = append(args, "suppressed", suppressed)
+		}
+	}
+	g.cfg.Logger.Error(msg, append(args, "err", err)...)
+}
 
 // auditOnce records ev, the refusal of the mandate (or the task) of id
 // for check, unless one was recorded within refusedFor or the rate of
@@ -886,6 +915,20 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) (in
 	}
 	textError(w, why, status)
 	return status, why
+}
+
+// answerWriteMargin is the time left to write an answer the upstream gave
+// at the end of the gateway's bounds.
+const answerWriteMargin = 30 * time.Second
+
+// boundWrite sets the write deadline of a request's answer from the
+// gateway's own bounds (a hold for approval, then CallTimeout), in place
+// of the server's WriteTimeout: a server set for its other endpoints
+// (`mandate serve`'s is 90 s) would cut a JSON answer its tool took
+// longer to give, which CallTimeout allows, with no JSON-RPC error. A
+// writer without deadlines (ErrNotSupported) has no such timeout to lift.
+func (g *Gateway) boundWrite(w http.ResponseWriter) {
+	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.cfg.ApprovalHold + g.cfg.CallTimeout + answerWriteMargin))
 }
 
 // streaming lifts the server's write timeout for an SSE stream, which

@@ -41,6 +41,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	if !ok {
 		return
 	}
+	g.boundWrite(w)
 	if sent == "" {
 		sent = "/"
 	}
@@ -125,7 +126,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	}
 	call := g.event(mandate.EventToolCall, c, "http", resource, mandate.OutcomeOK, "", details)
 	if err := g.cfg.Events.Append(ctx, call); err != nil {
-		g.cfg.Logger.Error("gateway: request not audited, so not forwarded", "upstream", rt.Name, "err", err)
+		g.logError("gateway: request not audited, so not forwarded", err, "upstream", rt.Name)
 		textError(w, "the gateway could not record the request in its audit log, so it was not forwarded: try again later", http.StatusServiceUnavailable)
 		return
 	}
@@ -281,7 +282,7 @@ func (g *Gateway) refuseHTTPWith(ctx context.Context, w http.ResponseWriter, c *
 		details[k] = v
 	}
 	if err := g.cfg.Events.Append(ctx, g.event(mandate.EventDecision, c, method, resource, mandate.OutcomeDeny, why, details)); err != nil {
-		g.cfg.Logger.Error("gateway: denial not audited", "resource", resource, "err", err)
+		g.logError("gateway: denial not audited", err, "resource", resource)
 	}
 	w.Header().Set("Content-Type", "text/plain; charset=utf-8")
 	// RFC 6750 §3.1: a request that needs a scope the mandate lacks.

@@ -8,6 +8,10 @@ import (
 	"strconv"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/mandatehq/mandate"
+	"github.com/mandatehq/mandate/verify"
 )
 
 // A stdio bridge writes a request to its process only if the gateway's
@@ -55,7 +59,7 @@ func TestStdioBridgeAdmitsOnlyLiveFlights(t *testing.T) {
 // hold one of the route's few processes, with no client, until it idled
 // out.
 func TestStdioBridgeEndsTheProcessOfARequestNotAdmitted(t *testing.T) {
-	b, err := startStdio(StdioRoute{Name: "cat", Command: []string{"cat"}}, 1<<20, slog.New(slog.DiscardHandler),
+	b, err := startStdio(StdioRoute{Name: "cat", Command: []string{"cat"}}, 1<<20, DefaultCallTimeout, slog.New(slog.DiscardHandler),
 		func(string) (func(), bool) { return nil, false }, nil)
 	if err != nil {
 		t.Fatal(err)
@@ -80,3 +84,29 @@ func TestStdioBridgeEndsTheProcessOfARequestNotAdmitted(t *testing.T) {
 		t.Errorf("the next process: %v", err)
 	}
 }
+
+// A stdio bridge waits for an answer longer than the gateway's bounds, so
+// that a slow call is cut by the gateway, with its message (the upstream
+// was silent too long, or took too long), not by the bridge with an HTTP
+// 504: its own 60 s once came before a silence bound set above it.
+func TestStdioBridgeWaitsPastTheGatewaysBounds(t *testing.T) {
+	for _, b := range []struct{ silence, whole time.Duration }{{0, 0}, {2 * time.Minute, 5 * time.Minute}, {time.Hour, time.Hour}} {
+		g, err := New(Config{Issuer: "https://mandate.test", Keys: noKeys{}, PublicURL: "http://gw.test", Policy: noPolicy{}, Events: noEvents{}, Tools: noTools{},
+			StdioRoutes: []StdioRoute{{Name: "cat", Command: []string{"cat"}}}, UpstreamTimeout: b.silence, CallTimeout: b.whole, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if wait := g.bridges[0].callTimeout; wait <= g.cfg.UpstreamTimeout || wait <= g.cfg.CallTimeout {
+			t.Errorf("bounds %v/%v: the bridge waits %v for an answer, not past the gateway's %v and %v", b.silence, b.whole, wait, g.cfg.UpstreamTimeout, g.cfg.CallTimeout)
+		}
+		g.Close()
+	}
+}
+
+// Stand-ins that New takes and these tests never reach.
+type (
+	noKeys   struct{ verify.KeySource }
+	noPolicy struct{ Decider }
+	noEvents struct{ mandate.EventLog }
+	noTools  struct{ mandate.ToolPinStore }
+)

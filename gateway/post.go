@@ -33,6 +33,7 @@ type verdict struct {
 
 // post handles a client's POST: one JSON-RPC message or a batch.
 func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) {
+	g.boundWrite(w)
 	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
@@ -129,7 +130,7 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 		// Nothing of a message with a denied request is forwarded: a
 		// batch goes through whole or not at all.
 		if err := g.cfg.Events.Append(ctx, events...); err != nil {
-			g.cfg.Logger.Error("gateway: denial not audited", "server", rt.Name, "err", err)
+			g.logError("gateway: denial not audited", err, "server", rt.Name)
 		}
 		g.refuse(w, msgs, verdicts, batch)
 		return
@@ -146,14 +147,14 @@ func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *man
 			verdicts[approved] = g.denied(c, msgs[approved], rt, v.event.Resource,
 				rpcError{Code: CodeDenied, Message: "approval " + v.approval + " was used already: it allows one call"}, nil)
 			if err := g.cfg.Events.Append(ctx, verdicts[approved].event); err != nil {
-				g.cfg.Logger.Error("gateway: denial not audited", "server", rt.Name, "err", err)
+				g.logError("gateway: denial not audited", err, "server", rt.Name)
 			}
 			g.refuse(w, msgs, verdicts, batch)
 			return
 		}
 	}
 	if err != nil {
-		g.cfg.Logger.Error("gateway: call not audited, so not forwarded", "server", rt.Name, "err", err)
+		g.logError("gateway: call not audited, so not forwarded", err, "server", rt.Name)
 		unavailable := rpcError{Code: CodeUnavailable, Message: "the gateway could not record the call in its audit log, so it was not forwarded: try again later"}
 		for i, m := range msgs {
 			if m.isRequest() {
@@ -372,7 +373,7 @@ func (g *Gateway) recordResults(ctx context.Context, rt *route, evs []*mandate.E
 	}
 	write := func() {
 		if err := g.cfg.Events.Append(context.WithoutCancel(ctx), evs...); err != nil {
-			g.cfg.Logger.Error("gateway: tool results not audited", "server", rt.Name, "err", err)
+			g.logError("gateway: tool results not audited", err, "server", rt.Name)
 		}
 	}
 	select {

@@ -37,11 +37,15 @@ type StdioRoute struct {
 
 // Bounds of a stdio route.
 const (
-	maxStdioSessions = 64               // processes of one route at once
-	stdioCallTimeout = 60 * time.Second // for a request's answer
-	stdioIdle        = 30 * time.Minute // a session unused this long ends
-	maxStdioBacklog  = 1000             // server messages waiting for the client's stream
-	maxBackoff       = 30 * time.Second
+	maxStdioSessions = 64 // processes of one route at once
+	// stdioCallMargin: a request's answer is waited for the gateway's
+	// CallTimeout and this margin, so that the gateway's own bounds
+	// (Config.UpstreamTimeout, CallTimeout) cut a slow call first, with
+	// their message, rather than the bridge with an HTTP 504.
+	stdioCallMargin = 5 * time.Second
+	stdioIdle       = 30 * time.Minute // a session unused this long ends
+	maxStdioBacklog = 1000             // server messages waiting for the client's stream
+	maxBackoff      = 30 * time.Second
 )
 
 // stdioBridge serves one stdio route to the gateway as a Streamable HTTP
@@ -57,6 +61,9 @@ type stdioBridge struct {
 	srv    *http.Server
 	url    string
 	maxMsg int
+	// callTimeout bounds the wait for a request's answer: the gateway's
+	// CallTimeout and stdioCallMargin.
+	callTimeout time.Duration
 
 	// toolsChanged is told of each notifications/tools/list_changed a
 	// process writes: the gateway reads its stdout, whether or not a
@@ -84,7 +91,7 @@ type stdioSession struct {
 	used    time.Time
 }
 
-func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight string) (func(), bool), toolsChanged func()) (*stdioBridge, error) {
+func startStdio(r StdioRoute, maxMsg int, callTimeout time.Duration, log *slog.Logger, admit func(flight string) (func(), bool), toolsChanged func()) (*stdioBridge, error) {
 	if len(r.Command) == 0 || r.Command[0] == "" {
 		return nil, fmt.Errorf("gateway: stdio server %q: no command", r.Name)
 	}
@@ -94,7 +101,7 @@ func startStdio(r StdioRoute, maxMsg int, log *slog.Logger, admit func(flight st
 	var raw [32]byte
 	rand.Read(raw[:])
 	b := &stdioBridge{route: r, log: log.With("server", r.Name), secret: base64.RawURLEncoding.EncodeToString(raw[:]),
-		sessions: map[string]*stdioSession{}, maxMsg: maxMsg, admit: admit, toolsChanged: toolsChanged}
+		sessions: map[string]*stdioSession{}, maxMsg: maxMsg, callTimeout: callTimeout + stdioCallMargin, admit: admit, toolsChanged: toolsChanged}
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, fmt.Errorf("gateway: stdio server %q: %w", r.Name, err)
@@ -253,7 +260,7 @@ func (b *stdioBridge) post(w http.ResponseWriter, r *http.Request, id string) {
 		w.WriteHeader(http.StatusAccepted)
 		return
 	}
-	timeout := time.NewTimer(stdioCallTimeout)
+	timeout := time.NewTimer(b.callTimeout)
 	defer timeout.Stop()
 	var answers [][]byte
 	for _, ch := range waits {

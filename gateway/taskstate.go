@@ -156,7 +156,8 @@ func (t *taskStates) drop(s *taskState) {
 	}
 }
 
-// sweep drops the states of tasks that ended.
+// sweep drops the states of tasks that ended by now, which must be a clock
+// that does not run ahead with the wall clock (Gateway.sweepNow).
 func (t *taskStates) sweep(now time.Time) {
 	for len(t.byEnd) > 0 && !now.Before(t.byEnd[0].end) {
 		t.drop(t.byEnd[0])
@@ -359,7 +360,7 @@ func (g *Gateway) taskEnd(ctx context.Context, c *mandate.Claims) (time.Time, er
 // refusals' rate (anyone may start tasks), and returns the error to
 // answer.
 func (g *Gateway) admitTask(ctx context.Context, rt *route, c *mandate.Claims, action string) *taskError {
-	now := g.cfg.Now()
+	now := g.sweepNow()
 	if g.tasks.has(c.Task, now) {
 		return nil
 	}

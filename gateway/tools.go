@@ -259,7 +259,7 @@ func (g *Gateway) observe(ctx context.Context, rt *route, c *mandate.Claims, too
 	}
 	g.pins.mu.Unlock()
 	if err != nil {
-		g.cfg.Logger.Error("gateway: tool pins unavailable: hiding every tool", "server", rt.Name, "err", err)
+		g.logError("gateway: tool pins unavailable: hiding every tool", err, "server", rt.Name)
 		return out
 	}
 	budget := maxScanBytesPerList
@@ -331,7 +331,7 @@ func (g *Gateway) pinFrom(ctx context.Context, action string, rt *route, c *mand
 		ev := g.event(mandate.EventToolPinned, c, action, resource, outcome, findingsReason(d.findings),
 			map[string]any{"hash": d.hash, "findings": d.findings, "scan_score": d.score, "status": string(pin.Status)})
 		if err := g.cfg.Tools.SaveToolPin(ctx, pin, ev); err != nil {
-			g.cfg.Logger.Error("gateway: tool not pinned: hiding it", "server", rt.Name, "tool", d.name, "err", err)
+			g.logError("gateway: tool not pinned: hiding it", err, "server", rt.Name, "tool", d.name)
 			return nil
 		}
 		known[d.name] = pin
@@ -343,7 +343,7 @@ func (g *Gateway) pinFrom(ctx context.Context, action string, rt *route, c *mand
 		ev := g.event(mandate.EventToolChanged, c, action, resource, mandate.OutcomeOK,
 			"the server shows the pinned definition again", map[string]any{"hash": d.hash, "pending_hash": pin.PendingHash, "restored": true})
 		if err := g.cfg.Tools.SaveToolPin(ctx, &back, ev); err != nil {
-			g.cfg.Logger.Error("gateway: restored tool not recorded: hiding it", "server", rt.Name, "tool", d.name, "err", err)
+			g.logError("gateway: restored tool not recorded: hiding it", err, "server", rt.Name, "tool", d.name)
 			return nil
 		}
 		known[d.name] = &back
@@ -362,7 +362,7 @@ func (g *Gateway) pinFrom(ctx context.Context, action string, rt *route, c *mand
 		ev := g.event(mandate.EventToolPinned, c, action, resource, outcome, findingsReason(d.findings),
 			map[string]any{"hash": d.hash, "upgraded_from": pin.Hash, "findings": d.findings, "scan_score": d.score, "status": string(next.Status)})
 		if err := g.cfg.Tools.SaveToolPin(ctx, &next, ev); err != nil {
-			g.cfg.Logger.Error("gateway: tool pin not carried over: hiding it", "server", rt.Name, "tool", d.name, "err", err)
+			g.logError("gateway: tool pin not carried over: hiding it", err, "server", rt.Name, "tool", d.name)
 			return nil
 		}
 		known[d.name] = &next
@@ -374,7 +374,7 @@ func (g *Gateway) pinFrom(ctx context.Context, action string, rt *route, c *mand
 			"the definition differs from the one pinned on "+pin.FirstSeen.UTC().Format("2006-01-02")+": blocked until an operator approves it",
 			map[string]any{"hash": d.hash, "pinned_hash": pin.Hash, "findings": d.findings, "scan_score": d.score})
 		if err := g.cfg.Tools.SaveToolPin(ctx, &changed, ev); err != nil {
-			g.cfg.Logger.Error("gateway: changed tool not recorded: hiding it", "server", rt.Name, "tool", d.name, "err", err)
+			g.logError("gateway: changed tool not recorded: hiding it", err, "server", rt.Name, "tool", d.name)
 			return nil
 		}
 		known[d.name] = &changed

@@ -51,6 +51,7 @@ import (
 
 	"github.com/mandatehq/mandate"
 	"github.com/mandatehq/mandate/dpop"
+	"github.com/mandatehq/mandate/internal/clock"
 	"github.com/mandatehq/mandate/internal/noredirect"
 	"github.com/mandatehq/mandate/internal/secret"
 	"github.com/mandatehq/mandate/jose"
@@ -285,6 +286,12 @@ type Introspection struct {
 type Verifier struct {
 	cfg   Config
 	cache *verified // nil unless Config.CacheSize
+	// replayNow is the clock of Config.DPoPReplay: Now, never ahead of
+	// the time elapsed since New (internal/clock). The set forgets a
+	// proof once its clock passes the proof's expiry and never goes back:
+	// a wall clock jumping forward would make it forget proofs that are
+	// fresh again, so replayable, once the clock is set right.
+	replayNow func() time.Time
 }
 
 // New returns a Verifier for cfg.
@@ -325,7 +332,7 @@ func New(cfg Config) (*Verifier, error) {
 	if cfg.ReplaySince.IsZero() {
 		cfg.ReplaySince = cfg.Now().Truncate(time.Millisecond)
 	}
-	v := &Verifier{cfg: cfg}
+	v := &Verifier{cfg: cfg, replayNow: clock.NotAhead(cfg.Now, nil)}
 	if cfg.CacheSize > 0 {
 		v.cache = newVerified(cfg.CacheSize)
 	}
@@ -479,7 +486,7 @@ func (v *Verifier) checkProof(c *mandate.Claims, token string, proofs []string, 
 	if bound && p.JKT != c.Confirm.JKT {
 		return failOf(c, "dpop-key", ErrDPoP, "the proof is signed by another key than the one the mandate is bound to (cnf.jkt)")
 	}
-	switch err := v.cfg.DPoPReplay.Use(p.JKT+"\x00"+p.ID, p.IssuedAt.Add(v.cfg.DPoPMaxAge+v.cfg.Skew), now); {
+	switch err := v.cfg.DPoPReplay.Use(p.JKT+"\x00"+p.ID, p.IssuedAt.Add(v.cfg.DPoPMaxAge+v.cfg.Skew), v.replayNow()); {
 	case errors.Is(err, replay.ErrReplayed):
 		check := "dpop"
 		if bound {

@@ -932,3 +932,32 @@ func TestRefusalDetailMasksSecrets(t *testing.T) {
 		}
 	}
 }
+
+// A verifier whose wall clock jumps 15 minutes ahead, while proofs go on,
+// and is set right again still refuses a proof used before the jump as a
+// replay, and accepts fresh ones: its replay set forgets by a clock that
+// a jump cannot run ahead (issue 16, item 8).
+func TestDPoPReplayAfterClockJump(t *testing.T) {
+	e := newEnv(t)
+	c := e.claims(time.Hour)
+	c.Confirm = &mandate.Confirmation{JKT: jose.Thumbprint(e.holder.Public().(ed25519.PublicKey))}
+	tok := e.sign(c)
+	v := e.verifier(t, nil)
+	const url = "https://gw.example/mcp/crm"
+	ctx := context.Background()
+	used := dpop.NewProof(e.holder, "POST", url, tok, e.now)
+	if _, err := v.VerifyDPoP(ctx, tok, used, "POST", url); err != nil {
+		t.Fatal(err)
+	}
+	e.now = t0.Add(15 * time.Minute)
+	if _, err := v.VerifyDPoP(ctx, tok, dpop.NewProof(e.holder, "POST", url, tok, e.now), "POST", url); err != nil {
+		t.Fatalf("a proof while the clock is ahead: %v", err)
+	}
+	e.now = t0.Add(time.Second)
+	if _, err := v.VerifyDPoP(ctx, tok, used, "POST", url); !errors.Is(err, verify.ErrDPoP) || !strings.Contains(err.Error(), "used before") {
+		t.Errorf("the proof used before the jump, after the clock came back: %v, want a refusal as a replay", err)
+	}
+	if _, err := v.VerifyDPoP(ctx, tok, dpop.NewProof(e.holder, "POST", url, tok, e.now), "POST", url); err != nil {
+		t.Errorf("a fresh proof after the clock came back: %v", err)
+	}
+}

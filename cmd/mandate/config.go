@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"github.com/mandatehq/mandate/gateway"
 	"github.com/mandatehq/mandate/monitor"
@@ -18,9 +19,13 @@ import (
 type fileConfig struct {
 	Gateway struct {
 		// Scan is what a suspicious tool definition does: block or flag.
-		Scan string      `yaml:"scan"`
-		MCP  []mcpConfig `yaml:"mcp"`
-		HTTP []struct {
+		Scan string `yaml:"scan"`
+		// UpstreamTimeout and CallTimeout are --upstream-timeout and
+		// --call-timeout (a flag given after --config wins).
+		UpstreamTimeout *time.Duration `yaml:"upstream_timeout"`
+		CallTimeout     *time.Duration `yaml:"call_timeout"`
+		MCP             []mcpConfig    `yaml:"mcp"`
+		HTTP            []struct {
 			Name string `yaml:"name"`
 			URL  string `yaml:"url"`
 			// AllowEncodedSlashes is gateway.HTTPRoute.AllowEncodedSlashes.
@@ -100,6 +105,19 @@ func (m *Main) loadConfig(path string) error {
 		return fmt.Errorf("--config %s: %w\nhint: see docs/gateway.md, \"Configuration file\"", path, err)
 	}
 	m.ScanMode = c.Gateway.Scan
+	for _, b := range []struct {
+		key  string
+		from *time.Duration
+		to   *time.Duration
+	}{{"upstream_timeout", c.Gateway.UpstreamTimeout, &m.UpstreamTimeout}, {"call_timeout", c.Gateway.CallTimeout, &m.CallTimeout}} {
+		if b.from == nil {
+			continue
+		}
+		if *b.from <= 0 {
+			return fmt.Errorf("--config %s: gateway.%s: %v is no bound\nhint: give a duration such as 30s or 10m, or leave it out for the default", path, b.key, *b.from)
+		}
+		*b.to = *b.from
+	}
 	if err := monitor.CheckResponses(c.Monitor.Responses); err != nil {
 		return fmt.Errorf("--config %s: monitor.responses: %v\nhint: see docs/monitor.md, \"Responses\"", path, err)
 	}

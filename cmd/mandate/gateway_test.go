@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"net/http"
@@ -519,5 +520,93 @@ func TestAlertsFollow(t *testing.T) {
 	}
 	if strings.Count(out.String(), "before it started") != 1 {
 		t.Errorf("an alert printed twice:\n%s", out.String())
+	}
+}
+
+// The gateway's bounds are serve options, on the command line and in the
+// configuration file (a flag after --config wins); nonsense is refused
+// with a hint.
+func TestGatewayBoundsOptions(t *testing.T) {
+	cfg := filepath.Join(t.TempDir(), "m.yaml")
+	os.WriteFile(cfg, []byte("gateway:\n  upstream_timeout: 2m\n  call_timeout: 30m\n"), 0o600)
+	for _, c := range []struct {
+		args          []string
+		silence, call time.Duration
+	}{
+		{nil, 0, 0},
+		{[]string{"--upstream-timeout", "90s", "--call-timeout", "20m"}, 90 * time.Second, 20 * time.Minute},
+		{[]string{"--config", cfg}, 2 * time.Minute, 30 * time.Minute},
+		{[]string{"--config", cfg, "--call-timeout", "1h"}, 2 * time.Minute, time.Hour},
+	} {
+		m := NewMain()
+		m.Stderr = io.Discard
+		if err := m.ParseFlags(c.args); err != nil {
+			t.Errorf("%q: %v", c.args, err)
+		} else if m.UpstreamTimeout != c.silence || m.CallTimeout != c.call {
+			t.Errorf("%q: %v and %v, want %v and %v", c.args, m.UpstreamTimeout, m.CallTimeout, c.silence, c.call)
+		}
+	}
+	for _, c := range []struct {
+		args []string
+		want string
+	}{
+		{[]string{"--upstream-timeout", "0"}, "above zero"},
+		{[]string{"--call-timeout", "-1m"}, "above zero"},
+		{[]string{"--call-timeout", "soon"}, "above zero"},
+		{[]string{"--upstream-timeout", "1ms"}, "at least a second"},
+		{[]string{"--upstream-timeout", "20m"}, "--upstream-timeout 20m0s is above --call-timeout 10m0s"},
+		{[]string{"--upstream-timeout", "1m", "--call-timeout", "30s"}, "hint: --upstream-timeout bounds an upstream's silence"},
+	} {
+		m := NewMain()
+		m.Stderr = io.Discard
+		err := m.ParseFlags(c.args)
+		var ue usageError
+		if !errors.As(err, &ue) || !strings.Contains(err.Error(), c.want) {
+			t.Errorf("%q: %v, want a usage error with %q", c.args, err, c.want)
+		}
+	}
+	os.WriteFile(cfg, []byte("gateway:\n  call_timeout: 0s\n"), 0o600)
+	if err := NewMain().loadConfig(cfg); err == nil || !strings.Contains(err.Error(), "gateway.call_timeout: 0s is no bound") {
+		t.Errorf("call_timeout 0s: %v", err)
+	}
+}
+
+// A gateway answer that takes longer than the server's write timeout (set
+// for its other endpoints), but within the gateway's own bounds, reaches
+// the client whole: the gateway sets each answer's write deadline from
+// its bounds. The tool waits until the server's timeout has passed (the
+// fault is that time), then answers with JSON; a slower machine only
+// waits further past it.
+func TestSlowJSONAnswerOutlastsServerWriteTimeout(t *testing.T) {
+	const writeTimeout = 200 * time.Millisecond
+	srv := mcp.NewServer(&mcp.Implementation{Name: "crm", Version: "1"}, nil)
+	mcp.AddTool(srv, &mcp.Tool{Name: "slow"}, func(context.Context, *mcp.CallToolRequest, struct{}) (*mcp.CallToolResult, any, error) {
+		<-time.After(2 * writeTimeout) // the server's deadline, set before this request reached the tool, is past
+		return &mcp.CallToolResult{Content: []mcp.Content{&mcp.TextContent{Text: "ada"}}}, nil, nil
+	})
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return srv },
+		&mcp.StreamableHTTPOptions{JSONResponse: true}))
+	t.Cleanup(up.Close)
+	m := NewMain()
+	m.Addr, m.DataDir = "127.0.0.1:0", t.TempDir()
+	m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+	m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL}}
+	m.testWriteTimeout = writeTimeout
+	if err := m.Open(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { m.Close() })
+	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
+	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key, DPoP: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, cs := rootSession(t, m, agent, "mcp:crm:slow")
+	res, err := cs.CallTool(context.Background(), &mcp.CallToolParams{Name: "slow", Arguments: map[string]any{}})
+	if err != nil {
+		t.Fatalf("a JSON answer slower than the server's write timeout: %v", err)
+	}
+	if tc, ok := res.Content[0].(*mcp.TextContent); !ok || tc.Text != "ada" {
+		t.Errorf("the answer: %+v", res.Content)
 	}
 }

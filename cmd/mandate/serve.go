@@ -92,6 +92,9 @@ type Main struct {
 	// ScanMode is what a suspicious tool definition does (gateway.ScanBlock
 	// or gateway.ScanFlag).
 	ScanMode string
+	// UpstreamTimeout and CallTimeout bound an upstream's silence and its
+	// whole answer (gateway.Config); zero means the gateway's default.
+	UpstreamTimeout, CallTimeout time.Duration
 	// MonitorResponses replace detectors' default responses; RevokeAt
 	// revokes a task whose risk reaches it (0: never).
 	MonitorResponses map[string][]monitor.Response
@@ -131,6 +134,9 @@ type Main struct {
 	// whose races they play.
 	testGateway func(*gateway.Config)
 	testAPI     func(*httpapi.Config)
+	// testWriteTimeout, if set, is the server's WriteTimeout: tests make
+	// it shorter than an answer.
+	testWriteTimeout time.Duration
 
 	lock   *dirlock.Lock // of DataDir, from Open to Close
 	ln     net.Listener
@@ -173,6 +179,12 @@ func (m *Main) ParseFlags(args []string) error {
 		"accept client assertions with no typ or typ JWT, as some OAuth clients sign them, besides client-authentication+jwt (docs/tokens.md: only once no agent signs untyped actor tokens)")
 	fs.IntVar(&m.ApprovalLimits.PerAgent, "max-pending-approvals-per-agent", mandate.DefaultMaxPendingPerAgent, "most requests of one agent (with its sub-agents, in any task) waiting for approval; past it a request is refused")
 	fs.IntVar(&m.ApprovalLimits.PerTask, "max-pending-approvals-per-task", mandate.DefaultMaxPendingPerTask, "most requests of one task waiting for approval; past it a request is refused")
+	fs.Func("upstream-timeout", fmt.Sprintf("the longest an upstream may be silent in an answer: until a JSON answer, between the events of an SSE one (default %v)", gateway.DefaultUpstreamTimeout), func(v string) error {
+		return setDuration(&m.UpstreamTimeout, v)
+	})
+	fs.Func("call-timeout", fmt.Sprintf("the longest an upstream's whole answer may take, however it reports progress (default %v)", gateway.DefaultCallTimeout), func(v string) error {
+		return setDuration(&m.CallTimeout, v)
+	})
 	fs.StringVar(&m.PolicyDir, "policies", m.PolicyDir, "the policy directory (*.cedar files); default <data>/policies, where the default set is written on first start")
 	fs.StringVar(&m.ReadyFile, "ready-file", m.ReadyFile, "write the server's URL to this file once it serves")
 	fs.Func("mcp-upstream", "an MCP server behind the gateway, NAME=URL of its Streamable HTTP endpoint: agents reach it at /mcp/NAME (repeatable)", func(v string) error {
@@ -205,7 +217,7 @@ func (m *Main) ParseFlags(args []string) error {
 	})
 	level := fs.String("log-level", "info", "log level: debug, info, warn, error")
 	fs.Usage = func() {
-		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo [--demo-pace D]] [--max-depth N] [--approval-timeout D] [--max-pending-approvals-per-agent N] [--max-pending-approvals-per-task N] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
+		fmt.Fprintln(m.Stderr, "usage: mandate serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL] [--demo [--demo-pace D]] [--max-depth N] [--approval-timeout D] [--max-pending-approvals-per-agent N] [--max-pending-approvals-per-task N] [--upstream-timeout D] [--call-timeout D] [--config FILE] [--mcp-upstream NAME=URL]... [--mcp-stdio NAME='CMD ARGS']... [--http-upstream NAME=URL]...")
 		fs.PrintDefaults()
 	}
 	if err := parseInterleaved(fs, args, 0); err != nil {
@@ -220,9 +232,45 @@ func (m *Main) ParseFlags(args []string) error {
 	if m.ApprovalTimeout < time.Second {
 		return usageError{fmt.Sprintf("--approval-timeout %v: give a person at least a second (e.g. 5m)", m.ApprovalTimeout)}
 	}
+	if err := checkGatewayBounds(m.UpstreamTimeout, m.CallTimeout); err != nil {
+		return err
+	}
 	if _, err := m.ApprovalLimits.WithDefaults(); err != nil || m.ApprovalLimits.PerAgent == 0 || m.ApprovalLimits.PerTask == 0 {
 		return usageError{fmt.Sprintf("--max-pending-approvals-per-agent %d, --max-pending-approvals-per-task %d: each must be 1 to %d",
 			m.ApprovalLimits.PerAgent, m.ApprovalLimits.PerTask, mandate.MaxPendingLimit)}
+	}
+	return nil
+}
+
+// setDuration parses a flag's duration, above zero, into d.
+func setDuration(d *time.Duration, v string) error {
+	x, err := time.ParseDuration(v)
+	if err != nil || x <= 0 {
+		return fmt.Errorf("want a duration above zero, e.g. 30s or 2m")
+	}
+	*d = x
+	return nil
+}
+
+// checkGatewayBounds refuses gateway bounds that would cut every call or
+// contradict each other (zero is the default, as the gateway takes it). A
+// silence bound above the call bound would never apply.
+func checkGatewayBounds(silence, whole time.Duration) error {
+	const hint = "\nhint: --upstream-timeout bounds an upstream's silence (default %v), --call-timeout its whole answer (default %v); e.g. --upstream-timeout 2m --call-timeout 30m"
+	h := fmt.Sprintf(hint, gateway.DefaultUpstreamTimeout, gateway.DefaultCallTimeout)
+	effective := func(d, def time.Duration) time.Duration {
+		if d == 0 {
+			return def
+		}
+		return d
+	}
+	switch s, w := effective(silence, gateway.DefaultUpstreamTimeout), effective(whole, gateway.DefaultCallTimeout); {
+	case s < time.Second:
+		return usageError{fmt.Sprintf("--upstream-timeout %v: give an upstream at least a second", silence) + h}
+	case w < time.Second:
+		return usageError{fmt.Sprintf("--call-timeout %v: give a call at least a second", whole) + h}
+	case s > w:
+		return usageError{fmt.Sprintf("--upstream-timeout %v is above --call-timeout %v: the call would be cut before the silence bound applies", s, w) + h}
 	}
 	return nil
 }
@@ -345,6 +393,7 @@ func (m *Main) Open(ctx context.Context) (err error) {
 			Revoked: m.validChain, Agents: m.Store, Policy: m.Policy, TaskEnd: m.taskEnd, TaskLife: issuer.MaxTTL, Events: m.Store, Tools: m.Store,
 			Approvals: m.Store, ApprovalLimits: m.ApprovalLimits, Issuances: m.Store, ScanMode: m.ScanMode,
 			Risk: m.Monitor.Risk, Hold: m.Monitor.Hold, Counters: m.Monitor.Counters,
+			UpstreamTimeout: m.UpstreamTimeout, CallTimeout: m.CallTimeout,
 			ReplaySince: since, Now: m.Now, Logger: m.Logger,
 		}
 		if m.testGateway != nil {
@@ -399,12 +448,17 @@ func (m *Main) Open(ctx context.Context) (err error) {
 		mux.Handle("/", api)
 		handler = mux
 	}
+	writeTimeout := issuer.MaxWait + 30*time.Second
+	if m.testWriteTimeout > 0 {
+		writeTimeout = m.testWriteTimeout
+	}
 	m.srv = &http.Server{
 		Handler:           handler,
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
 		// A token request may wait up to issuer.MaxWait for an approval.
-		WriteTimeout:   issuer.MaxWait + 30*time.Second,
+		// The gateway sets its answers' own deadlines (CallTimeout).
+		WriteTimeout:   writeTimeout,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ErrorLog:       slog.NewLogLogger(m.Logger.Handler(), slog.LevelWarn),
