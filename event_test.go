@@ -178,3 +178,34 @@ func TestDetailAccessors(t *testing.T) {
 		t.Error("a string read as a number")
 	}
 }
+
+// PeekEvent reads the type and task of a canonical entry as ParseEvent
+// does, or says it cannot (an escaped string), never something else.
+func TestPeekEvent(t *testing.T) {
+	for _, e := range []*Event{
+		{V: EventVersion, Time: 1, Type: EventToolCall, Task: "tsk_1", Agent: "a", Details: map[string]any{"task": "x"}},
+		{V: EventVersion, Time: -5, Type: EventPolicyLoaded, By: "system"},
+		{V: EventVersion, Time: 7, Type: EventAlert, Task: `t"k`},
+		{V: EventVersion, Time: 7, Type: EventDecision, Mandate: "m", Details: map[string]any{"task": "not this"}},
+	} {
+		b, err := MarshalEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, task, ok := PeekEvent(b)
+		if strings.Contains(e.Task, `"`) {
+			if ok {
+				t.Errorf("%s: peeked %q %q from an escaped task", b, typ, task)
+			}
+			continue
+		}
+		if !ok || typ != e.Type || task != e.Task {
+			t.Errorf("%s: peeked %q %q %v, want %q %q", b, typ, task, ok, e.Type, e.Task)
+		}
+	}
+	for _, b := range []string{``, `{"v":1}`, `{"time":1,"v":1,"type":"a"}`, `{"v":1,"time":1,"type":"a\u0062"}`} {
+		if typ, task, ok := PeekEvent([]byte(b)); ok {
+			t.Errorf("%s: peeked %q %q", b, typ, task)
+		}
+	}
+}
