@@ -307,3 +307,20 @@ func plainString(b []byte) (s string, rest []byte, ok bool) {
 	}
 	return string(b[1 : 1+end]), b[2+end:], true
 }
+
+// PeekOutcome reads an entry's outcome without decoding it: in the
+// canonical encoding the outcome comes before the details, the only field
+// that nests, and no string holds an unescaped quote, so the first
+// `,"outcome":` before the first `,"details":` is the event's own. ok is
+// false if the outcome is escaped (the caller parses the entry whole).
+func PeekOutcome(b []byte) (outcome string, ok bool) {
+	if i := bytes.Index(b, []byte(`,"details":`)); i >= 0 {
+		b = b[:i]
+	}
+	i := bytes.Index(b, []byte(`,"outcome":`))
+	if i < 0 {
+		return "", true
+	}
+	outcome, _, ok = plainString(b[i+len(`,"outcome":`):])
+	return outcome, ok
+}

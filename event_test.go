@@ -184,9 +184,11 @@ func TestDetailAccessors(t *testing.T) {
 func TestPeekEvent(t *testing.T) {
 	for _, e := range []*Event{
 		{V: EventVersion, Time: 1, Type: EventToolCall, Task: "tsk_1", Agent: "a", Details: map[string]any{"task": "x"}},
+		{V: EventVersion, Time: 1, Type: EventDecision, Task: "tsk_1", Resource: `,"outcome":"deny"`, Outcome: OutcomeOK, Reason: `,"details":{`},
+		{V: EventVersion, Time: 1, Type: EventDecision, Task: "tsk_1", Details: map[string]any{"outcome": "deny", "x": map[string]any{"outcome": "deny"}}},
 		{V: EventVersion, Time: -5, Type: EventPolicyLoaded, By: "system"},
 		{V: EventVersion, Time: 7, Type: EventAlert, Task: `t"k`},
-		{V: EventVersion, Time: 7, Type: EventDecision, Mandate: "m", Details: map[string]any{"task": "not this"}},
+		{V: EventVersion, Time: 7, Type: EventDecision, Mandate: "m", Outcome: OutcomeDeny, Details: map[string]any{"task": "not this", "outcome": "ok"}},
 	} {
 		b, err := MarshalEvent(e)
 		if err != nil {
@@ -201,6 +203,9 @@ func TestPeekEvent(t *testing.T) {
 		}
 		if !ok || typ != e.Type || task != e.Task {
 			t.Errorf("%s: peeked %q %q %v, want %q %q", b, typ, task, ok, e.Type, e.Task)
+		}
+		if o, ok := PeekOutcome(b); !ok || o != e.Outcome {
+			t.Errorf("%s: peeked outcome %q %v, want %q", b, o, ok, e.Outcome)
 		}
 	}
 	for _, b := range []string{``, `{"v":1}`, `{"time":1,"v":1,"type":"a"}`, `{"v":1,"time":1,"type":"a\u0062"}`} {

@@ -320,9 +320,10 @@ func (h *endHeap) Pop() any {
 // TaskLife (and a minute) in log order, then RestoreDone. Events of tasks
 // that ended are skipped.
 //
-// Of those events it needs only the ones of RestoreTypes and, of the
-// tasks these name, the ones of RestoreTaskTypes, in log order: a reader
-// may leave out the rest (every other event is skipped).
+// Of those events it needs only the ones of RestoreTypes (of
+// RestoreDenialsOnly, the denials) and, of the tasks these name, the ones
+// of RestoreTaskTypes, in log order: a reader may leave out the rest
+// (every other event is skipped).
 func (g *Gateway) Restore(e mandate.LoggedEvent) { g.tasks.replay(e, g.cfg.Now()) }
 
 // What Restore needs of the log (replay and replayed): what the gateway
@@ -332,6 +333,8 @@ func (g *Gateway) Restore(e mandate.LoggedEvent) { g.tasks.replay(e, g.cfg.Now()
 var (
 	RestoreTypes     = []string{mandate.EventToolCall, mandate.EventToolResult, mandate.EventDecision}
 	RestoreTaskTypes = []string{mandate.EventMandateIssued}
+	// Of a decision, only a denial counts (replayed).
+	RestoreDenialsOnly = []string{mandate.EventDecision}
 )
 
 // RestoreDone ends Restore. If err is not nil (the log could not be read

@@ -464,10 +464,10 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 // alert, or the monitor could not keep up with the events), which
 // RestoreDone then answers.
 //
-// Of those events it needs only the ones of RestoreTypes and, of the
-// tasks these name, the ones of RestoreTaskTypes, in log order: a reader
-// may leave out the rest, which only make empty entries of their task and
-// agent.
+// Of those events it needs only the ones of RestoreTypes (of
+// RestoreDenialsOnly, the denials) and, of the tasks these name, the ones
+// of RestoreTaskTypes, in log order: a reader may leave out the rest,
+// which only make empty entries of their task and agent.
 func (m *Monitor) Restore(ev mandate.LoggedEvent) {
 	if ev.Event == nil {
 		return
@@ -492,6 +492,8 @@ var (
 	RestoreTypes = []string{mandate.EventToolCall, mandate.EventDecision, mandate.EventApprovalRequested,
 		mandate.EventMandateDelegated, mandate.EventAlert}
 	RestoreTaskTypes = []string{mandate.EventMandateIssued}
+	// Of a decision, only a denial runs a detector (process).
+	RestoreDenialsOnly = []string{mandate.EventDecision}
 )
 
 // heldForFailure holds again, after a restart, the task of an alert

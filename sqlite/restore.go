@@ -20,6 +20,10 @@ type RestoreFilter struct {
 	Since     time.Time
 	Types     []string
 	TaskTypes []string
+	// DenialsOnly are types of Types of which only the events whose
+	// outcome is deny are wanted (the decisions: what was allowed changes
+	// no state, and most decisions are allowed).
+	DenialsOnly []string
 }
 
 // RestoreStats say how much of the log RestoreEvents read.
@@ -34,11 +38,11 @@ const restoreChunk = 512
 
 // RestoreEvents calls fn with the events f names, in log order. The event
 // index names the positions of the types and of the tasks without a read;
-// an entry's type and task are read without decoding the rest
-// (mandate.PeekEvent) to find the tasks, and to skip the events of those
-// tasks that are of neither kind; only the events passed to fn (and the
-// odd one whose type the index named by a collision of hashes) are
-// decoded whole.
+// an entry's type, task and outcome are read without decoding the rest
+// (mandate.PeekEvent, PeekOutcome) to find the tasks, and to skip the
+// allowed decisions, the events of those tasks that are of neither kind
+// and those the index named by a collision of hashes: only the events
+// passed to fn are decoded whole (and any whose first fields are escaped).
 func (s *Store) RestoreEvents(ctx context.Context, f RestoreFilter, fn func(mandate.LoggedEvent)) (RestoreStats, error) {
 	var st RestoreStats
 	size, _ := s.LogHead()
@@ -59,10 +63,16 @@ func (s *Store) RestoreEvents(ctx context.Context, f RestoreFilter, fn func(mand
 	}
 	slices.Sort(typed)
 	typed = slices.Compact(typed)
-	// Their tasks, read from the entries' first fields.
+	// The wanted ones and their tasks, read from the entries' first
+	// fields.
+	wanted := make([]int64, 0, len(typed))
 	tasks := map[string]bool{}
 	err := s.rawAt(ctx, typed, func(idx int64, data []byte) error {
 		typ, task, ok := mandate.PeekEvent(data)
+		outcome := ""
+		if ok && slices.Contains(f.DenialsOnly, typ) {
+			outcome, ok = mandate.PeekOutcome(data)
+		}
 		if ok {
 			st.Peeked++
 		} else {
@@ -71,9 +81,13 @@ func (s *Store) RestoreEvents(ctx context.Context, f RestoreFilter, fn func(mand
 				return err
 			}
 			st.Parsed++
-			typ, task = ev.Type, ev.Task
+			typ, task, outcome = ev.Type, ev.Task, ev.Outcome
 		}
-		if task != "" && slices.Contains(f.Types, typ) {
+		if !slices.Contains(f.Types, typ) || (slices.Contains(f.DenialsOnly, typ) && outcome != mandate.OutcomeDeny) {
+			return nil // a collision of hashes, or an allowed decision
+		}
+		wanted = append(wanted, idx)
+		if task != "" {
 			tasks[task] = true
 		}
 		return nil
@@ -81,6 +95,7 @@ func (s *Store) RestoreEvents(ctx context.Context, f RestoreFilter, fn func(mand
 	if err != nil {
 		return st, err
 	}
+	typed = wanted
 	// The positions of those tasks' other events.
 	var others []int64
 	if len(f.TaskTypes) > 0 && len(tasks) > 0 {
@@ -98,8 +113,9 @@ func (s *Store) RestoreEvents(ctx context.Context, f RestoreFilter, fn func(mand
 	// wanted.
 	all := mergeSorted(typed, others)
 	err = s.rawAt(ctx, all, func(idx int64, data []byte) error {
-		if typ, task, ok := mandate.PeekEvent(data); ok && !slices.Contains(f.Types, typ) && (!slices.Contains(f.TaskTypes, typ) || !tasks[task]) {
-			return nil // a collision of hashes, or another event of a task
+		_, isTyped := slices.BinarySearch(typed, idx)
+		if typ, task, ok := mandate.PeekEvent(data); ok && !isTyped && (!slices.Contains(f.TaskTypes, typ) || !tasks[task]) {
+			return nil // another event of one of the tasks
 		}
 		ev, err := parseAt(idx, data)
 		if err != nil {
@@ -109,7 +125,7 @@ func (s *Store) RestoreEvents(ctx context.Context, f RestoreFilter, fn func(mand
 		if ev.Time < since {
 			return nil
 		}
-		if slices.Contains(f.Types, ev.Type) || (slices.Contains(f.TaskTypes, ev.Type) && tasks[ev.Task]) {
+		if isTyped || (slices.Contains(f.TaskTypes, ev.Type) && tasks[ev.Task]) {
 			st.Events++
 			fn(mandate.LoggedEvent{Index: idx, Event: ev})
 		}

@@ -559,27 +559,38 @@ func (m *Main) auditPolicyLoad(res policy.LoadResult) {
 const restoreWindow = issuer.MaxTTL + time.Minute
 
 // restoreState feeds the events of the log's last restoreWindow that the
-// gateway's task state and the monitor need (their RestoreTypes, and the
-// root issuances of the tasks those name: gateway.Restore,
-// monitor.Restore), in log order, read through the event index
+// gateway's task state and the monitor need (their RestoreTypes, of
+// decisions the denials, and the root issuances of the tasks those name:
+// gateway.Restore, monitor.Restore), in log order, read through the event index
 // (sqlite.Store.RestoreEvents): a start reads what must be restored, not
 // the last hour's every issuance. If the log cannot be read, the gateway
 // refuses the requests of the tasks begun before (fail closed).
 func (m *Main) restoreState(ctx context.Context) {
 	start := time.Now()
 	f := sqlite.RestoreFilter{Since: m.Now().Add(-restoreWindow)}
-	for _, types := range [][]string{monitor.RestoreTypes, gateway.RestoreTypes} {
-		for _, t := range types {
-			if !slices.Contains(f.Types, t) {
-				f.Types = append(f.Types, t)
-			}
+	consumers := []struct{ types, taskTypes, denialsOnly []string }{
+		{monitor.RestoreTypes, monitor.RestoreTaskTypes, monitor.RestoreDenialsOnly},
+		{gateway.RestoreTypes, gateway.RestoreTaskTypes, gateway.RestoreDenialsOnly},
+	}
+	add := func(list *[]string, t string) {
+		if !slices.Contains(*list, t) {
+			*list = append(*list, t)
 		}
 	}
-	for _, types := range [][]string{monitor.RestoreTaskTypes, gateway.RestoreTaskTypes} {
-		for _, t := range types {
-			if !slices.Contains(f.TaskTypes, t) {
-				f.TaskTypes = append(f.TaskTypes, t)
-			}
+	for _, c := range consumers {
+		for _, t := range c.types {
+			add(&f.Types, t)
+		}
+		for _, t := range c.taskTypes {
+			add(&f.TaskTypes, t)
+		}
+	}
+	// Only denials of a type if every consumer of it wants only those.
+	for _, t := range f.Types {
+		if !slices.ContainsFunc(consumers, func(c struct{ types, taskTypes, denialsOnly []string }) bool {
+			return slices.Contains(c.types, t) && !slices.Contains(c.denialsOnly, t)
+		}) {
+			add(&f.DenialsOnly, t)
 		}
 	}
 	st, err := m.Store.RestoreEvents(ctx, f, func(e mandate.LoggedEvent) {
