@@ -105,11 +105,23 @@ func MarshalEvent(e *Event) ([]byte, error) {
 var ErrNonCanonical = errors.New("event: not in canonical form")
 
 // ParseEvent decodes a log entry, refusing unknown fields and any encoding
-// that is not canonical, so that one event has exactly one entry.
+// that is not canonical, so that one event has exactly one entry. An entry
+// in the canonical form is decoded by hand (decodeFast), anything else
+// by encoding/json, which says what is wrong with it.
 func ParseEvent(b []byte) (*Event, error) {
 	if len(b) > MaxEventSize {
 		return nil, fmt.Errorf("event: %d bytes, more than %d", len(b), MaxEventSize)
 	}
+	if e, ok := decodeFast(b); ok {
+		if again, err := MarshalEvent(e); err == nil && bytes.Equal(again, b) {
+			return e, nil
+		}
+	}
+	return parseEventJSON(b)
+}
+
+// parseEventJSON is ParseEvent by encoding/json.
+func parseEventJSON(b []byte) (*Event, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()

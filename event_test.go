@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
 	"unicode/utf8"
@@ -60,6 +61,7 @@ func FuzzParseEvent(f *testing.F) {
 		if err != nil || string(again) != string(b) {
 			t.Fatalf("parsed %q but re-encodes as %q (%v)", b, again, err)
 		}
+		sameAsJSON(t, b, e)
 	})
 }
 
@@ -110,7 +112,52 @@ func FuzzEventRoundTrip(f *testing.F) {
 		if string(again) != string(b) {
 			t.Fatalf("round trip changed %q to %q", b, again)
 		}
+		sameAsJSON(t, b, back)
 	})
+}
+
+// sameAsJSON checks that ParseEvent's e of b is what encoding/json
+// decodes, types of the details included.
+func sameAsJSON(t *testing.T, b []byte, e *Event) {
+	t.Helper()
+	want, err := parseEventJSON(b)
+	if err != nil || !reflect.DeepEqual(e, want) {
+		t.Fatalf("%q: parsed %#v, encoding/json %#v (%v)", b, e, want, err)
+	}
+}
+
+// Entries of every kind parse by hand as by encoding/json; what the hand
+// decoder cannot take is refused with encoding/json's error.
+func TestParseEventByHand(t *testing.T) {
+	for _, e := range []*Event{
+		{V: 1, Time: -1, Type: "x", Chain: []string{"a", `b"c`}, Reason: "line\nnext \u2028 é \"q\"", Outcome: OutcomeDeny,
+			Details: map[string]any{"n": json.Number("1.5e-3"), "l": []any{true, false, nil, json.Number("-0"), "s\\\"", map[string]any{}},
+				"m": map[string]any{"evidence": []any{json.Number("12")}, "\t": "x"}}},
+		{V: 1, Time: 1764412800030000000, Type: EventMandateIssued, Task: "t_1", Mandate: "m_1", Parent: "p", Agent: "a", Subject: "s",
+			Action: "mint", Resource: "r", By: "b", Details: map[string]any{"exp_ms": json.Number("1764412800030")}},
+	} {
+		b, err := MarshalEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseEvent(b)
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if _, ok := decodeFast(b); !ok {
+			t.Errorf("%s: not decoded by hand", b)
+		}
+		sameAsJSON(t, b, got)
+	}
+	for _, b := range []string{`{"v":1,"time":1,"type":"x","details":{"n":01}}`, `{"v":1,"time":1,"type":"x" }`,
+		`{"v":1,"time":1,"type":"x","extra":"y"}`, `{"v":1,"time":1,"type":"x","type":"y"}`, `{"v":1,"time":1,"type":"x","reason":"\u0061"}`,
+		`{"v":1,"time":1,"type":"x","details":{"a":1,"a":1}}`, `{"v":1,"time":1.0,"type":"x"}`, `{"v":1,"time":1,"type":"x"}x`} {
+		_, err := ParseEvent([]byte(b))
+		_, want := parseEventJSON([]byte(b))
+		if err == nil || want == nil || err.Error() != want.Error() {
+			t.Errorf("%s: %v, encoding/json: %v", b, err, want)
+		}
+	}
 }
 
 func TestEventRefusesInvalidUTF8(t *testing.T) {
