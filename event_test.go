@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -259,5 +260,30 @@ func TestPeekEvent(t *testing.T) {
 		if typ, task, ok := PeekEvent([]byte(b)); ok {
 			t.Errorf("%s: peeked %q %q", b, typ, task)
 		}
+	}
+}
+
+// BenchmarkParseEvent decodes a tool.call entry as the gateway writes it,
+// by hand (ParseEvent) and by encoding/json (the fallback), in one run.
+func BenchmarkParseEvent(b *testing.B) {
+	agent := "spiffe://example.org/agent/burst"
+	e := &Event{V: 1, Time: 1764412800030000000, Type: EventToolCall, Task: NewID(TaskIDPrefix, time.Now()), Mandate: NewID(MandateIDPrefix, time.Now()),
+		Agent: agent, Chain: []string{agent}, Subject: "user:alice@example.org", Action: "tools/call", Resource: "mcp:crm:list_customers",
+		Outcome: OutcomeOK, Details: map[string]any{"args_bytes": json.Number("2"), "tool_labels": []any{"data:confidential"}}}
+	data, err := MarshalEvent(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		parse func([]byte) (*Event, error)
+	}{{"hand", ParseEvent}, {"encoding-json", parseEventJSON}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := c.parse(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }
