@@ -428,6 +428,9 @@ func (m *Main) Open(ctx context.Context) (err error) {
 	runCtx, cancel := context.WithCancel(context.Background())
 	m.cancel = cancel
 	m.done = make(chan error, 1)
+	// The server, not m.srv, which Close clears while the shutdown below
+	// may still be running.
+	srv := m.srv
 	go func() {
 		m.done <- runAll(runCtx,
 			func(ctx context.Context) error {
@@ -436,10 +439,10 @@ func (m *Main) Open(ctx context.Context) (err error) {
 				stop := context.AfterFunc(ctx, func() {
 					sctx, cancel := context.WithTimeout(context.Background(), shutdownTimeout)
 					defer cancel()
-					m.srv.Shutdown(sctx)
+					srv.Shutdown(sctx)
 				})
 				defer stop()
-				if err := m.srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
+				if err := srv.Serve(ln); !errors.Is(err, http.ErrServerClosed) {
 					return err
 				}
 				return nil
