@@ -105,11 +105,23 @@ func MarshalEvent(e *Event) ([]byte, error) {
 var ErrNonCanonical = errors.New("event: not in canonical form")
 
 // ParseEvent decodes a log entry, refusing unknown fields and any encoding
-// that is not canonical, so that one event has exactly one entry.
+// that is not canonical, so that one event has exactly one entry. An entry
+// in the canonical form is decoded by hand (decodeFast), anything else
+// by encoding/json, which says what is wrong with it.
 func ParseEvent(b []byte) (*Event, error) {
 	if len(b) > MaxEventSize {
 		return nil, fmt.Errorf("event: %d bytes, more than %d", len(b), MaxEventSize)
 	}
+	if e, ok := decodeFast(b); ok {
+		if again, err := MarshalEvent(e); err == nil && bytes.Equal(again, b) {
+			return e, nil
+		}
+	}
+	return parseEventJSON(b)
+}
+
+// parseEventJSON is ParseEvent by encoding/json.
+func parseEventJSON(b []byte) (*Event, error) {
 	dec := json.NewDecoder(bytes.NewReader(b))
 	dec.DisallowUnknownFields()
 	dec.UseNumber()
@@ -250,4 +262,77 @@ func DetailStrings(v any) []string {
 		return out
 	}
 	return nil
+}
+
+// PeekEvent reads an entry's type and task without decoding the rest:
+// from the canonical encoding's first fields ({"v":…,"time":…,"type":…,
+// then "task" if the event has one). ok is false if the entry does not
+// begin so, or a string in them is escaped: the caller parses it whole
+// (ParseEvent), which is also what says whether it is an event at all.
+// It lets a reader that wants a few types or tasks of many entries skip
+// the others for a fraction of a parse.
+func PeekEvent(b []byte) (typ, task string, ok bool) {
+	rest, ok := bytes.CutPrefix(b, []byte(`{"v":`))
+	if !ok {
+		return "", "", false
+	}
+	if rest, ok = skipDigits(rest); !ok {
+		return "", "", false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"time":`)); !ok {
+		return "", "", false
+	}
+	rest, _ = bytes.CutPrefix(rest, []byte{'-'})
+	if rest, ok = skipDigits(rest); !ok {
+		return "", "", false
+	}
+	if rest, ok = bytes.CutPrefix(rest, []byte(`,"type":`)); !ok {
+		return "", "", false
+	}
+	if typ, rest, ok = plainString(rest); !ok {
+		return "", "", false
+	}
+	if rest, found := bytes.CutPrefix(rest, []byte(`,"task":`)); found {
+		if task, _, ok = plainString(rest); !ok {
+			return "", "", false
+		}
+	}
+	return typ, task, true
+}
+
+func skipDigits(b []byte) ([]byte, bool) {
+	i := 0
+	for i < len(b) && b[i] >= '0' && b[i] <= '9' {
+		i++
+	}
+	return b[i:], i > 0
+}
+
+// plainString reads a JSON string that holds no escape, and what follows.
+func plainString(b []byte) (s string, rest []byte, ok bool) {
+	if len(b) == 0 || b[0] != '"' {
+		return "", nil, false
+	}
+	end := bytes.IndexAny(b[1:], `"\`)
+	if end < 0 || b[1+end] != '"' {
+		return "", nil, false
+	}
+	return string(b[1 : 1+end]), b[2+end:], true
+}
+
+// PeekOutcome reads an entry's outcome without decoding it: in the
+// canonical encoding the outcome comes before the details, the only field
+// that nests, and no string holds an unescaped quote, so the first
+// `,"outcome":` before the first `,"details":` is the event's own. ok is
+// false if the outcome is escaped (the caller parses the entry whole).
+func PeekOutcome(b []byte) (outcome string, ok bool) {
+	if i := bytes.Index(b, []byte(`,"details":`)); i >= 0 {
+		b = b[:i]
+	}
+	i := bytes.Index(b, []byte(`,"outcome":`))
+	if i < 0 {
+		return "", true
+	}
+	outcome, _, ok = plainString(b[i+len(`,"outcome":`):])
+	return outcome, ok
 }

@@ -4,8 +4,10 @@ import (
 	"encoding/json"
 	"errors"
 	"math"
+	"reflect"
 	"strings"
 	"testing"
+	"time"
 	"unicode/utf8"
 )
 
@@ -60,6 +62,7 @@ func FuzzParseEvent(f *testing.F) {
 		if err != nil || string(again) != string(b) {
 			t.Fatalf("parsed %q but re-encodes as %q (%v)", b, again, err)
 		}
+		sameAsJSON(t, b, e)
 	})
 }
 
@@ -110,7 +113,52 @@ func FuzzEventRoundTrip(f *testing.F) {
 		if string(again) != string(b) {
 			t.Fatalf("round trip changed %q to %q", b, again)
 		}
+		sameAsJSON(t, b, back)
 	})
+}
+
+// sameAsJSON checks that ParseEvent's e of b is what encoding/json
+// decodes, types of the details included.
+func sameAsJSON(t *testing.T, b []byte, e *Event) {
+	t.Helper()
+	want, err := parseEventJSON(b)
+	if err != nil || !reflect.DeepEqual(e, want) {
+		t.Fatalf("%q: parsed %#v, encoding/json %#v (%v)", b, e, want, err)
+	}
+}
+
+// Entries of every kind parse by hand as by encoding/json; what the hand
+// decoder cannot take is refused with encoding/json's error.
+func TestParseEventByHand(t *testing.T) {
+	for _, e := range []*Event{
+		{V: 1, Time: -1, Type: "x", Chain: []string{"a", `b"c`}, Reason: "line\nnext \u2028 é \"q\"", Outcome: OutcomeDeny,
+			Details: map[string]any{"n": json.Number("1.5e-3"), "l": []any{true, false, nil, json.Number("-0"), "s\\\"", map[string]any{}},
+				"m": map[string]any{"evidence": []any{json.Number("12")}, "\t": "x"}}},
+		{V: 1, Time: 1764412800030000000, Type: EventMandateIssued, Task: "t_1", Mandate: "m_1", Parent: "p", Agent: "a", Subject: "s",
+			Action: "mint", Resource: "r", By: "b", Details: map[string]any{"exp_ms": json.Number("1764412800030")}},
+	} {
+		b, err := MarshalEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := ParseEvent(b)
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if _, ok := decodeFast(b); !ok {
+			t.Errorf("%s: not decoded by hand", b)
+		}
+		sameAsJSON(t, b, got)
+	}
+	for _, b := range []string{`{"v":1,"time":1,"type":"x","details":{"n":01}}`, `{"v":1,"time":1,"type":"x" }`,
+		`{"v":1,"time":1,"type":"x","extra":"y"}`, `{"v":1,"time":1,"type":"x","type":"y"}`, `{"v":1,"time":1,"type":"x","reason":"\u0061"}`,
+		`{"v":1,"time":1,"type":"x","details":{"a":1,"a":1}}`, `{"v":1,"time":1.0,"type":"x"}`, `{"v":1,"time":1,"type":"x"}x`} {
+		_, err := ParseEvent([]byte(b))
+		_, want := parseEventJSON([]byte(b))
+		if err == nil || want == nil || err.Error() != want.Error() {
+			t.Errorf("%s: %v, encoding/json: %v", b, err, want)
+		}
+	}
 }
 
 func TestEventRefusesInvalidUTF8(t *testing.T) {
@@ -176,5 +224,66 @@ func TestDetailAccessors(t *testing.T) {
 	}
 	if _, ok := DetailInt("42"); ok {
 		t.Error("a string read as a number")
+	}
+}
+
+// PeekEvent reads the type and task of a canonical entry as ParseEvent
+// does, or says it cannot (an escaped string), never something else.
+func TestPeekEvent(t *testing.T) {
+	for _, e := range []*Event{
+		{V: EventVersion, Time: 1, Type: EventToolCall, Task: "tsk_1", Agent: "a", Details: map[string]any{"task": "x"}},
+		{V: EventVersion, Time: 1, Type: EventDecision, Task: "tsk_1", Resource: `,"outcome":"deny"`, Outcome: OutcomeOK, Reason: `,"details":{`},
+		{V: EventVersion, Time: 1, Type: EventDecision, Task: "tsk_1", Details: map[string]any{"outcome": "deny", "x": map[string]any{"outcome": "deny"}}},
+		{V: EventVersion, Time: -5, Type: EventPolicyLoaded, By: "system"},
+		{V: EventVersion, Time: 7, Type: EventAlert, Task: `t"k`},
+		{V: EventVersion, Time: 7, Type: EventDecision, Mandate: "m", Outcome: OutcomeDeny, Details: map[string]any{"task": "not this", "outcome": "ok"}},
+	} {
+		b, err := MarshalEvent(e)
+		if err != nil {
+			t.Fatal(err)
+		}
+		typ, task, ok := PeekEvent(b)
+		if strings.Contains(e.Task, `"`) {
+			if ok {
+				t.Errorf("%s: peeked %q %q from an escaped task", b, typ, task)
+			}
+			continue
+		}
+		if !ok || typ != e.Type || task != e.Task {
+			t.Errorf("%s: peeked %q %q %v, want %q %q", b, typ, task, ok, e.Type, e.Task)
+		}
+		if o, ok := PeekOutcome(b); !ok || o != e.Outcome {
+			t.Errorf("%s: peeked outcome %q %v, want %q", b, o, ok, e.Outcome)
+		}
+	}
+	for _, b := range []string{``, `{"v":1}`, `{"time":1,"v":1,"type":"a"}`, `{"v":1,"time":1,"type":"a\u0062"}`} {
+		if typ, task, ok := PeekEvent([]byte(b)); ok {
+			t.Errorf("%s: peeked %q %q", b, typ, task)
+		}
+	}
+}
+
+// BenchmarkParseEvent decodes a tool.call entry as the gateway writes it,
+// by hand (ParseEvent) and by encoding/json (the fallback), in one run.
+func BenchmarkParseEvent(b *testing.B) {
+	agent := "spiffe://example.org/agent/burst"
+	e := &Event{V: 1, Time: 1764412800030000000, Type: EventToolCall, Task: NewID(TaskIDPrefix, time.Now()), Mandate: NewID(MandateIDPrefix, time.Now()),
+		Agent: agent, Chain: []string{agent}, Subject: "user:alice@example.org", Action: "tools/call", Resource: "mcp:crm:list_customers",
+		Outcome: OutcomeOK, Details: map[string]any{"args_bytes": json.Number("2"), "tool_labels": []any{"data:confidential"}}}
+	data, err := MarshalEvent(e)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, c := range []struct {
+		name  string
+		parse func([]byte) (*Event, error)
+	}{{"hand", ParseEvent}, {"encoding-json", parseEventJSON}} {
+		b.Run(c.name, func(b *testing.B) {
+			for b.Loop() {
+				if _, err := c.parse(data); err != nil {
+					b.Fatal(err)
+				}
+			}
+		})
 	}
 }

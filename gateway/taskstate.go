@@ -317,10 +317,26 @@ func (h *endHeap) Pop() any {
 }
 
 // Restore applies an event of the audit log, written before this start,
-// to the task state: call it before serving, with every event of the last
+// to the task state: call it before serving, with the events of the last
 // TaskLife (and a minute) in log order, then RestoreDone. Events of tasks
 // that ended are skipped.
+//
+// Of those events it needs only the ones of RestoreTypes (of
+// RestoreDenialsOnly, the denials) and, of the tasks these name, the ones
+// of RestoreTaskTypes, in log order: a reader may leave out the rest
+// (every other event is skipped).
 func (g *Gateway) Restore(e mandate.LoggedEvent) { g.tasks.replay(e, g.cfg.Now()) }
+
+// What Restore needs of the log (replay and replayed): what the gateway
+// wrote of its tasks' calls, and, of those tasks only, their root
+// issuance, which says when each ends. Most tasks of a burst of issuances
+// never come to the gateway: their issuances need not be read at start.
+var (
+	RestoreTypes     = []string{mandate.EventToolCall, mandate.EventToolResult, mandate.EventDecision}
+	RestoreTaskTypes = []string{mandate.EventMandateIssued}
+	// Of a decision, only a denial counts (replayed).
+	RestoreDenialsOnly = []string{mandate.EventDecision}
+)
 
 // RestoreDone ends Restore. If err is not nil (the log could not be read
 // whole), the state of every task named before now may be gone: their

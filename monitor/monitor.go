@@ -463,6 +463,11 @@ func (m *Monitor) Process(ctx context.Context, ev mandate.LoggedEvent) {
 // shows no alert for one (the server stopped between an event and its
 // alert, or the monitor could not keep up with the events), which
 // RestoreDone then answers.
+//
+// Of those events it needs only the ones of RestoreTypes (of
+// RestoreDenialsOnly, the denials) and, of the tasks these name, the ones
+// of RestoreTaskTypes, in log order: a reader may leave out the rest,
+// which only make empty entries of their task and agent.
 func (m *Monitor) Restore(ev mandate.LoggedEvent) {
 	if ev.Event == nil {
 		return
@@ -477,6 +482,19 @@ func (m *Monitor) Restore(ev mandate.LoggedEvent) {
 	}
 	m.process(context.Background(), ev, true)
 }
+
+// What Restore needs of the log (process and Restore): the events the
+// detectors run on, and its own alerts (what was answered, and held);
+// and, of the tasks these name only, their root issuance, which says when
+// the task ends (its state may be forgotten first past maxTasks once it
+// ended). A delegation carries its own expiry.
+var (
+	RestoreTypes = []string{mandate.EventToolCall, mandate.EventDecision, mandate.EventApprovalRequested,
+		mandate.EventMandateDelegated, mandate.EventAlert}
+	RestoreTaskTypes = []string{mandate.EventMandateIssued}
+	// Of a decision, only a denial runs a detector (process).
+	RestoreDenialsOnly = []string{mandate.EventDecision}
+)
 
 // heldForFailure holds again, after a restart, the task of an alert
 // whose responses failed: a failed response held it (fail closed), and

@@ -124,11 +124,7 @@ func (s *Store) walkEvents(ctx context.Context, f mandate.EventFilter, desc bool
 	if err == nil || errors.Is(err, evindex.ErrStop) {
 		return nil
 	}
-	var merr *mandate.Error
-	if errors.As(err, &merr) {
-		return err
-	}
-	return mandate.Wrapf(err, mandate.EUNAVAILABLE, "event index unavailable")
+	return indexError(err)
 }
 
 // entriesAt reads and parses the entries at the positions idxs, which are

@@ -128,6 +128,8 @@ type Main struct {
 	replay           *replay.Cache
 	replayRestored   replayRestore
 	replaySnapshotAt int64 // the log size the last snapshot covered
+	// stateRestored says what restoreState read of the log.
+	stateRestored sqlite.RestoreStats
 
 	// testGateway and testAPI, if set, change the gateway's and the API's
 	// configuration before they are made: tests put hooks into the paths
@@ -610,33 +612,48 @@ func (m *Main) auditPolicyLoad(res policy.LoadResult) {
 // mandate (issuer.MaxTTL), and a minute covers the clocks.
 const restoreWindow = issuer.MaxTTL + time.Minute
 
-// restoreState feeds the events of the log's last restoreWindow, in log
-// order, to the gateway's task state and to the monitor, through the
-// store's query API (the event index by time). If the log cannot be read,
-// the gateway refuses the requests of the tasks begun before (fail
-// closed).
+// restoreState feeds the events of the log's last restoreWindow that the
+// gateway's task state and the monitor need (their RestoreTypes, of
+// decisions the denials, and the root issuances of the tasks those name:
+// gateway.Restore, monitor.Restore), in log order, read through the event index
+// (sqlite.Store.RestoreEvents): a start reads what must be restored, not
+// the last hour's every issuance. If the log cannot be read, the gateway
+// refuses the requests of the tasks begun before (fail closed).
 func (m *Main) restoreState(ctx context.Context) {
 	start := time.Now()
-	f := mandate.EventFilter{Since: m.Now().Add(-restoreWindow), Limit: mandate.MaxEventsPerQuery}
-	n := 0
-	var err error
-	for {
-		var evs []mandate.LoggedEvent
-		if evs, err = m.Store.Events(ctx, f); err != nil {
-			break
-		}
-		for _, e := range evs {
-			if m.Gateway != nil {
-				m.Gateway.Restore(e)
-			}
-			m.Monitor.Restore(e)
-			f.After = e.Index + 1
-		}
-		n += len(evs)
-		if len(evs) < f.Limit {
-			break
+	f := sqlite.RestoreFilter{Since: m.Now().Add(-restoreWindow)}
+	consumers := []struct{ types, taskTypes, denialsOnly []string }{
+		{monitor.RestoreTypes, monitor.RestoreTaskTypes, monitor.RestoreDenialsOnly},
+		{gateway.RestoreTypes, gateway.RestoreTaskTypes, gateway.RestoreDenialsOnly},
+	}
+	add := func(list *[]string, t string) {
+		if !slices.Contains(*list, t) {
+			*list = append(*list, t)
 		}
 	}
+	for _, c := range consumers {
+		for _, t := range c.types {
+			add(&f.Types, t)
+		}
+		for _, t := range c.taskTypes {
+			add(&f.TaskTypes, t)
+		}
+	}
+	// Only denials of a type if every consumer of it wants only those.
+	for _, t := range f.Types {
+		if !slices.ContainsFunc(consumers, func(c struct{ types, taskTypes, denialsOnly []string }) bool {
+			return slices.Contains(c.types, t) && !slices.Contains(c.denialsOnly, t)
+		}) {
+			add(&f.DenialsOnly, t)
+		}
+	}
+	st, err := m.Store.RestoreEvents(ctx, f, func(e mandate.LoggedEvent) {
+		if m.Gateway != nil {
+			m.Gateway.Restore(e)
+		}
+		m.Monitor.Restore(e)
+	})
+	m.stateRestored = st
 	if m.Gateway != nil {
 		m.Gateway.RestoreDone(err)
 	}
@@ -644,7 +661,8 @@ func (m *Main) restoreState(ctx context.Context) {
 		m.Logger.Error("the task state was not rebuilt from the audit log", "err", err)
 	}
 	m.Monitor.RestoreDone(ctx)
-	m.Logger.Info("task state rebuilt from the audit log", "events", n, "took", time.Since(start).Round(time.Millisecond))
+	m.Logger.Info("task state rebuilt from the audit log", "events", st.Events, "parsed", st.Parsed, "peeked", st.Peeked,
+		"took", time.Since(start).Round(time.Millisecond))
 }
 
 // expireApprovals denies, every second, the approvals whose time ran out:

@@ -3,6 +3,7 @@ package main
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -32,7 +33,16 @@ import (
 // It reports each start's seconds, the part of it spent restoring the
 // replay set, and the part spent rebuilding the gateway's and the
 // monitor's state from the last hour (restoreState).
-func BenchmarkStartAfterBurst(b *testing.B) {
+func BenchmarkStartAfterBurst(b *testing.B) { benchmarkStart(b, writeBurst) }
+
+// BenchmarkStartAfterMixedBurst is BenchmarkStartAfterBurst after a burst
+// of the traffic of a gateway: of every ten events, a task's root
+// issuance, then three tool calls, each a decision (allowed), its
+// tool.call and its tool.result. The calls are what the gateway's task
+// state and the monitor restore: the start reads them.
+func BenchmarkStartAfterMixedBurst(b *testing.B) { benchmarkStart(b, writeMixedBurst) }
+
+func benchmarkStart(b *testing.B, write func(testing.TB, string, func() time.Time, int)) {
 	n := 1_000_000
 	if s := os.Getenv("MANDATE_BURST"); s != "" {
 		var err error
@@ -61,14 +71,14 @@ func BenchmarkStartAfterBurst(b *testing.B) {
 		b.Fatal(err)
 	}
 	t0 := time.Now()
-	writeBurst(b, filepath.Join(dir, "mandate.db"), clock, n)
-	b.Logf("%d issuances written in %v", n, time.Since(t0).Round(time.Millisecond))
+	write(b, filepath.Join(dir, "mandate.db"), clock, n)
+	b.Logf("%d events written in %v", n, time.Since(t0).Round(time.Millisecond))
 	m, _ = open() // reads the burst from the log and writes the first snapshot at Close
 	if err := m.Close(); err != nil {
 		b.Fatal(err)
 	}
 
-	took := regexp.MustCompile(`msg="task state rebuilt from the audit log" events=(\d+) took=(\S+)`)
+	took := regexp.MustCompile(`msg="task state rebuilt from the audit log" events=(\d+) .*took=(\S+)`)
 	var sum [2]time.Duration
 	var state, replayTook [2]time.Duration
 	runs := 0
@@ -88,8 +98,8 @@ func BenchmarkStartAfterBurst(b *testing.B) {
 				state[i] += st
 			}
 			replayTook[i] += r.took
-			b.Logf("snapshot=%v: Open %v (replay set %v, restoreState %v); replay set: %d from the snapshot, %d issuance events read, %d from the log",
-				snapshot, d.Round(time.Millisecond), r.took.Round(time.Millisecond), st, r.fromSnapshot, r.events, r.fromLog)
+			b.Logf("snapshot=%v: Open %v (replay set %v, restoreState %v); replay set: %d from the snapshot, %d issuance events read, %d from the log; restoreState: %+v",
+				snapshot, d.Round(time.Millisecond), r.took.Round(time.Millisecond), st, r.fromSnapshot, r.events, r.fromLog, m.stateRestored)
 			if err := m.Close(); err != nil {
 				b.Fatal(err)
 			}
@@ -108,7 +118,7 @@ func BenchmarkStartAfterBurst(b *testing.B) {
 // store at path, 256 writers at a time (group commit), spread evenly over
 // the 7 minutes before clock(); each one's client assertion lives a
 // minute.
-func writeBurst(b *testing.B, path string, clock func() time.Time, n int) {
+func writeBurst(b testing.TB, path string, clock func() time.Time, n int) {
 	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path, Now: clock})
 	if err != nil {
 		b.Fatal(err)
@@ -135,6 +145,64 @@ func writeBurst(b *testing.B, path string, clock func() time.Time, n int) {
 				if err := s.RecordIssuance(context.Background(), rec, mandate.NewIssuanceEvent(rec, iat)); err != nil {
 					b.Error(err)
 					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+}
+
+// writeMixedBurst appends n events to the store at path, 256 writers at a
+// time, spread evenly over the 7 minutes before clock(): of every ten, a
+// root issuance of a task of its own (a 5-minute mandate), then three
+// calls of it through the gateway, each an allowed decision, a tool.call
+// of a labelled tool and its tool.result, as the gateway writes them.
+func writeMixedBurst(b testing.TB, path string, clock func() time.Time, n int) {
+	s, err := sqlite.Open(context.Background(), sqlite.Config{Path: path, Now: clock})
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer s.Close()
+	const perTask = 10
+	end := clock()
+	begin := end.Add(-7 * time.Minute)
+	tasks := n / perTask
+	step := 7 * time.Minute / time.Duration(max(tasks, 1))
+	agent := "spiffe://example.org/agent/burst"
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	for range 256 {
+		wg.Go(func() {
+			for {
+				i := next.Add(1) - 1
+				if i >= int64(tasks) {
+					return
+				}
+				iat := begin.Add(time.Duration(i) * step)
+				id := mandate.NewID(mandate.MandateIDPrefix, iat)
+				rec := &mandate.Issuance{MandateID: id, TaskID: mandate.NewID(mandate.TaskIDPrefix, iat),
+					AgentID: agent, Subject: "user:alice@example.org", Scope: "mcp:crm:*",
+					Audience: []string{"mcp:crm"}, KeyID: "k", IssuedAt: iat, ExpiresAt: iat.Add(5 * time.Minute),
+					AssertionID: fmt.Sprintf("jti-%d", i), AssertionExpiry: iat.Add(time.Minute)}
+				if err := s.RecordIssuance(context.Background(), rec, mandate.NewIssuanceEvent(rec, iat)); err != nil {
+					b.Error(err)
+					return
+				}
+				for c := range (perTask - 1) / 3 {
+					at := iat.Add(time.Duration(c+1) * time.Millisecond).UnixNano()
+					base := mandate.Event{V: mandate.EventVersion, Time: at, Task: rec.TaskID, Mandate: id, Agent: agent,
+						Chain: []string{agent}, Subject: rec.Subject, Action: "tools/call", Resource: "mcp:crm:list_customers"}
+					dec, call, res := base, base, base
+					dec.Type, dec.Outcome = mandate.EventDecision, mandate.OutcomeOK
+					dec.Details = map[string]any{"policies": []string{"call-tools"}, "tool_labels": []string{"data:confidential"}}
+					call.Type, call.Outcome = mandate.EventToolCall, mandate.OutcomeOK
+					call.Details = map[string]any{"args_bytes": json.Number("2"), "tool_labels": []string{"data:confidential"}}
+					res.Type, res.Outcome = mandate.EventToolResult, mandate.OutcomeOK
+					res.Details = map[string]any{"result_bytes": json.Number("64"), "duration_ms": json.Number("3")}
+					if err := s.Append(context.Background(), &dec, &call, &res); err != nil {
+						b.Error(err)
+						return
+					}
 				}
 			}
 		})

@@ -168,3 +168,76 @@ func TestTaskEndsWithItsRoot(t *testing.T) {
 		}
 	}
 }
+
+// A start reads back what it must restore, not the last hour's every
+// event (issue 16, item 6): after a burst of 10,000 root issuances of
+// tasks that never came to the gateway, it decodes the events the
+// gateway and the monitor need (a task's calls, and its root issuance),
+// not the burst, and what the task did before the restart still counts.
+func TestStartReadsOnlyWhatItRestores(t *testing.T) {
+	ctx := context.Background()
+	dir, policies := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(policies, "flow.cedar"), []byte(flowPolicies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return crmAndMail() }, nil))
+	t.Cleanup(up.Close)
+	issuerURL := ""
+	start := func() *Main {
+		t.Helper()
+		m := NewMain()
+		m.Addr, m.DataDir, m.PolicyDir, m.IssuerURL = "127.0.0.1:0", dir, policies, issuerURL
+		m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+		m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL,
+			ToolLabels: map[string][]string{"list_customers": {"data:confidential"}, "send_email": {"external_send"}}}}
+		if err := m.Open(ctx); err != nil {
+			t.Fatal(err)
+		}
+		issuerURL = m.IssuerURL
+		return m
+	}
+	m := start()
+	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
+	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key})
+	if err != nil {
+		t.Fatal(err)
+	}
+	reader, err := agent.Root(ctx, client.Request{Scope: "mcp:crm:*", TTL: 10 * time.Minute})
+	if err != nil {
+		t.Fatal(err)
+	}
+	call := func(m *Main, tool string) error {
+		t.Helper()
+		cs, err := connectMCP(m, reader)
+		if err != nil {
+			return err
+		}
+		defer cs.Close()
+		_, err = cs.CallTool(ctx, &mcp.CallToolParams{Name: tool, Arguments: map[string]any{}})
+		return err
+	}
+	if err := call(m, "list_customers"); err != nil {
+		t.Fatal(err)
+	}
+	before, _ := m.Store.LogHead()
+	if err := m.Close(); err != nil {
+		t.Fatal(err)
+	}
+	const burst = 10_000
+	writeBurst(t, filepath.Join(dir, "mandate.db"), time.Now, burst)
+
+	m = start()
+	t.Cleanup(func() { m.Close() })
+	st := m.stateRestored
+	t.Logf("log: %d events before the burst, %d after; restore: %+v", before, before+burst, st)
+	if st.Parsed > before || st.Events > before || st.Parsed > st.Events+2 {
+		t.Errorf("the start decoded %d events (%d restored) of a log of %d before a burst of %d issuances it does not need: want at most the %d before",
+			st.Parsed, st.Events, before, burst, before)
+	}
+	if st.Events == 0 {
+		t.Error("the start restored nothing")
+	}
+	if err := call(m, "send_email"); err == nil || !strings.Contains(err.Error(), "no-send-after-confidential") {
+		t.Errorf("a send after the restart, in the task that read confidential data before it and the burst: %v", err)
+	}
+}

@@ -343,3 +343,52 @@ func wantRestartError(t *testing.T, ix *Index, l *testLog) {
 		t.Fatalf("a walk over a damaged index: %v", err)
 	}
 }
+
+// TaskPositions names, over runs and the newest entries alike, every
+// position of the tasks asked for at or after the time, in log order,
+// each once: what a Walk per task would name, in one walk.
+func TestTaskPositionsMatchesScan(t *testing.T) {
+	r := rand.New(rand.NewPCG(3, 4))
+	l := &testLog{}
+	ix, err := Open(Config{Dir: t.TempDir(), FlushEntries: BlockSize}, 0, l.read)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ix.Close()
+	for round := range 6 {
+		if err := ix.Add(l.add(r, 200+r.IntN(600))); err != nil {
+			t.Fatal(err)
+		}
+		if round%2 == 0 {
+			if err := ix.Flush(); err != nil {
+				t.Fatal(err)
+			}
+		}
+		for range 50 {
+			var tasks []string
+			for range 1 + r.IntN(6) {
+				tasks = append(tasks, fmt.Sprintf("t_%d", r.IntN(50))) // some never used
+			}
+			since := r.Int64N(int64(len(l.metas)) * 1000)
+			from := r.Int64N(int64(len(l.metas)))
+			got, err := ix.TaskPositions(tasks, since, from, int64(len(l.metas)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			var kept, want []int64
+			for _, idx := range got {
+				if m := l.metas[idx]; slices.Contains(tasks, m.Task) && m.Time >= since {
+					kept = append(kept, idx)
+				}
+			}
+			for i, m := range l.metas[from:] {
+				if slices.Contains(tasks, m.Task) && m.Time >= since {
+					want = append(want, from+int64(i))
+				}
+			}
+			if !slices.IsSorted(got) || len(slices.Compact(slices.Clone(got))) != len(got) || !slices.Equal(kept, want) {
+				t.Fatalf("tasks %v since %d from %d:\n got %v\nwant %v", tasks, since, from, got, want)
+			}
+		}
+	}
+}
