@@ -27,7 +27,7 @@ server:
   serve [--addr HOST:PORT] [--data DIR] [--policies DIR] [--trust-domain TD] [--issuer URL]
         [--demo [--demo-pace 10s]] [--max-depth N] [--approval-timeout 5m] [--mcp-upstream NAME=URL]...
         [--config mandate.yaml] [--mcp-stdio NAME='COMMAND ARGS']... [--http-upstream NAME=URL]...
-        [--allow-untyped-client-assertions]
+        [--allow-untyped-client-assertions] [--upstream-timeout 30s] [--call-timeout 10m]
   demo [--data DIR] [--pace 400ms] [--json]    the story, narrated, on a server of its own
 
 agents and keys (talk to a running server; --server URL, --data DIR):
