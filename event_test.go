@@ -287,3 +287,33 @@ func BenchmarkParseEvent(b *testing.B) {
 		})
 	}
 }
+
+// PeekEvent and PeekOutcome read what ParseEvent reads, or say they
+// cannot, whatever the strings of an entry hold: quotes, escapes, and
+// the very field names the peeks look for, in other fields and in the
+// details.
+func FuzzPeekEvent(f *testing.F) {
+	f.Add("tsk_1", `,"outcome":"deny"`, `,"details":{`, "task", `","task":"x`, true)
+	f.Add(`t"k`, "ok", "", "outcome", "deny", false)
+	f.Fuzz(func(t *testing.T, task, outcome, reason, key, value string, withChain bool) {
+		e := &Event{V: EventVersion, Time: 1, Type: EventDecision, Task: task, Mandate: value, Resource: reason, Outcome: outcome, Reason: reason,
+			Details: map[string]any{key: value, "x": map[string]any{key: []any{value}}}}
+		if withChain {
+			e.Chain = []string{value, key}
+		}
+		b, err := MarshalEvent(e)
+		if err != nil {
+			return
+		}
+		want, err := ParseEvent(b)
+		if err != nil {
+			t.Fatalf("%s: %v", b, err)
+		}
+		if typ, tk, ok := PeekEvent(b); ok && (typ != want.Type || tk != want.Task) {
+			t.Fatalf("%s: peeked %q %q, parsed %q %q", b, typ, tk, want.Type, want.Task)
+		}
+		if o, ok := PeekOutcome(b); ok && o != want.Outcome {
+			t.Fatalf("%s: peeked outcome %q, parsed %q", b, o, want.Outcome)
+		}
+	})
+}

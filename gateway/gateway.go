@@ -918,7 +918,9 @@ func (g *Gateway) upstreamError(w http.ResponseWriter, rt *route, err error) (in
 }
 
 // answerWriteMargin is the time left to write an answer the upstream gave
-// at the end of the gateway's bounds.
+// at the end of the gateway's bounds, and the longest one write of an
+// answer (a JSON answer, an event of a stream, a piece of an HTTP
+// route's body) may take.
 const answerWriteMargin = 30 * time.Second
 
 // boundWrite sets the write deadline of a request's answer from the
@@ -927,8 +929,65 @@ const answerWriteMargin = 30 * time.Second
 // (`mandate serve`'s is 90 s) would cut a JSON answer its tool took
 // longer to give, which CallTimeout allows, with no JSON-RPC error. A
 // writer without deadlines (ErrNotSupported) has no such timeout to lift.
-func (g *Gateway) boundWrite(w http.ResponseWriter) {
-	http.NewResponseController(w).SetWriteDeadline(time.Now().Add(g.cfg.ApprovalHold + g.cfg.CallTimeout + answerWriteMargin))
+//
+// Those bounds are the upstream's, not the client's: the answer it
+// returns, which the handler writes to, gives each write answerWriteMargin
+// at most, so that a client that stops reading (or reads a byte at a time)
+// holds its connection, the answer in memory and an HTTP route's upstream
+// that long past the last write it took, not for the rest of CallTimeout,
+// nor, on a stream, for ever.
+func (g *Gateway) boundWrite(w http.ResponseWriter) http.ResponseWriter {
+	a := &answerWriter{ResponseWriter: w, rc: http.NewResponseController(w), whole: time.Now().Add(g.cfg.ApprovalHold + g.cfg.CallTimeout + answerWriteMargin)}
+	a.rc.SetWriteDeadline(a.whole)
+	return a
+}
+
+// answerWriter bounds each write and flush of an answer by
+// answerWriteMargin, within the deadline of the whole answer (none for a
+// stream: streaming). Each write is flushed under its bound, so that none
+// of it waits for a flush outside one. Between writes, while the upstream
+// is awaited, the whole answer's deadline is in force again (HTTP/2 resets
+// a stream whose deadline passes even with no write pending).
+type answerWriter struct {
+	http.ResponseWriter
+	rc    *http.ResponseController
+	whole time.Time // zero: none
+}
+
+func (a *answerWriter) Write(p []byte) (int, error) {
+	a.within()
+	defer a.rc.SetWriteDeadline(a.whole)
+	n, err := a.ResponseWriter.Write(p)
+	if err == nil {
+		if ferr := a.rc.Flush(); ferr != nil && !errors.Is(ferr, http.ErrNotSupported) {
+			err = ferr
+		}
+	}
+	return n, err
+}
+
+func (a *answerWriter) Flush() {
+	a.within()
+	a.rc.Flush()
+	a.rc.SetWriteDeadline(a.whole)
+}
+
+// SetWriteDeadline sets the deadline of the whole answer.
+func (a *answerWriter) SetWriteDeadline(t time.Time) error {
+	a.whole = t
+	return a.rc.SetWriteDeadline(t)
+}
+
+func (a *answerWriter) Unwrap() http.ResponseWriter { return a.ResponseWriter }
+
+// within sets the deadline of one write: answerWriteMargin from now, or
+// the whole answer's if that is sooner.
+func (a *answerWriter) within() {
+	d := time.Now().Add(answerWriteMargin)
+	if !a.whole.IsZero() && a.whole.Before(d) {
+		d = a.whole
+	}
+	a.rc.SetWriteDeadline(d)
 }
 
 // streaming lifts the server's write timeout for an SSE stream, which

@@ -41,7 +41,8 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 	if !ok {
 		return
 	}
-	g.boundWrite(w)
+	orig := w // MaxBytesReader's: it closes the connection after a body too large
+	w = g.boundWrite(w)
 	if sent == "" {
 		sent = "/"
 	}
@@ -66,7 +67,7 @@ func (g *Gateway) serveHTTPRoute(w http.ResponseWriter, r *http.Request, rt *rou
 		return
 	}
 	ctx := r.Context()
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(orig, r.Body, g.cfg.MaxBody))
 	if err != nil {
 		var tooLarge *http.MaxBytesError
 		if errors.As(err, &tooLarge) {

@@ -33,8 +33,8 @@ type verdict struct {
 
 // post handles a client's POST: one JSON-RPC message or a batch.
 func (g *Gateway) post(w http.ResponseWriter, r *http.Request, rt *route, c *mandate.Claims) {
-	g.boundWrite(w)
-	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody))
+	body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, g.cfg.MaxBody)) // w itself: it closes the connection after a body too large
+	w = g.boundWrite(w)
 	var tooLarge *http.MaxBytesError
 	if errors.As(err, &tooLarge) {
 		msg := "the body is over the gateway's limit of " + itoa(g.cfg.MaxBody) + " bytes"

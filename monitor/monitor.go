@@ -477,6 +477,7 @@ func (m *Monitor) Restore(ev mandate.LoggedEvent) {
 	}
 	if ev.Type == mandate.EventAlert && ev.By == "monitor" {
 		m.answered(ev)
+		m.heldForApproval(ev)
 		m.heldForFailure(ev)
 		return
 	}
@@ -495,6 +496,27 @@ var (
 	// Of a decision, only a denial runs a detector (process).
 	RestoreDenialsOnly = []string{mandate.EventDecision}
 )
+
+// heldForApproval holds again, after a restart, the task of an alert
+// whose responses held it for a person (approve): the alert is the
+// record of the hold. Running the detectors again over the restored
+// events is not enough: a detection may rest on events older than what a
+// start reads back (a cross-task send, on a read in another task up to
+// CrossTask before), while the task it held is still live.
+func (m *Monitor) heldForApproval(alert mandate.LoggedEvent) {
+	if alert.Task == "" || !slices.Contains(mandate.DetailStrings(alert.Details["responses"]), string(Approve)) {
+		return
+	}
+	now := alert.Time
+	if now == 0 {
+		now = m.cfg.Now().UnixNano()
+	}
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if t := m.task(alert.Task, now); t.hold == "" {
+		t.hold = "the monitor's " + fmt.Sprint(alert.Details["detector"]) + " detector: " + alert.Reason
+	}
+}
 
 // heldForFailure holds again, after a restart, the task of an alert
 // whose responses failed: a failed response held it (fail closed), and

@@ -2,6 +2,7 @@ package monitor_test
 
 import (
 	"context"
+	"encoding/json"
 	"testing"
 	"time"
 
@@ -124,5 +125,38 @@ func TestRestoreRebuildsState(t *testing.T) {
 	m.Process(ctx, send)
 	if d := a.detectors(); len(d) != 1 || d[0] != monitor.Exfiltration {
 		t.Errorf("a send out after a read before the restart: %v", d)
+	}
+}
+
+// A task held for a person (the approve response) is still held after a
+// restart even when the events that made the detection are older than
+// what the start reads back: the alert in the log says the hold was set.
+// A cross-task send holds a task for a read in another task up to
+// CrossTask before, so the read may fall before the restored window while
+// the held task is still live.
+func TestRestoreHoldFromAlert(t *testing.T) {
+	m, a, c := setup(nil)
+	alert := ev(c, 7, mandate.EventAlert, func(e *mandate.Event) {
+		e.Task, e.By, e.Reason = "t_held", "monitor", "a send out by an agent that read sensitive data in task t_old"
+		e.Details = map[string]any{"detector": monitor.CrossTaskSend, "evidence": []any{json.Number("2"), json.Number("6")},
+			"responses": []any{"alert", "approve"}}
+	})
+	m.Restore(alert)
+	m.RestoreDone(context.Background())
+	if m.Hold("t_held") == "" {
+		t.Error("a task the log shows held is released by a restart")
+	}
+	if len(a.evs) != 0 {
+		t.Errorf("the restore wrote alerts %v", a.detectors())
+	}
+	// An alert without the approve response holds nothing.
+	m2, _, c2 := setup(nil)
+	m2.Restore(ev(c2, 7, mandate.EventAlert, func(e *mandate.Event) {
+		e.Task, e.By = "t_free", "monitor"
+		e.Details = map[string]any{"detector": monitor.FanOut, "responses": []any{"alert"}}
+	}))
+	m2.RestoreDone(context.Background())
+	if h := m2.Hold("t_free"); h != "" {
+		t.Errorf("an alert without approve held its task: %q", h)
 	}
 }

@@ -556,6 +556,11 @@ func TestGatewayBoundsOptions(t *testing.T) {
 		{[]string{"--upstream-timeout", "1ms"}, "at least a second"},
 		{[]string{"--upstream-timeout", "20m"}, "--upstream-timeout 20m0s is above --call-timeout 10m0s"},
 		{[]string{"--upstream-timeout", "1m", "--call-timeout", "30s"}, "hint: --upstream-timeout bounds an upstream's silence"},
+		// The longest duration there is: the gateway's deadlines add the
+		// approval hold and margins to it, which overflowed into the past
+		// and cut every answer at once.
+		{[]string{"--call-timeout", "2562047h47m"}, "--call-timeout 2562047h47m0s: at most 24h0m0s"},
+		{[]string{"--upstream-timeout", "25h", "--call-timeout", "25h"}, "--call-timeout 25h0m0s: at most 24h0m0s"},
 	} {
 		m := NewMain()
 		m.Stderr = io.Discard

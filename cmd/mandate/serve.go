@@ -254,6 +254,12 @@ func setDuration(d *time.Duration, v string) error {
 	return nil
 }
 
+// maxCallTimeout bounds --call-timeout: a call that may take longer holds
+// a connection for as long, and the gateway's deadlines add an approval
+// hold and margins to it, which, past the longest duration there is,
+// overflow into the past and cut every answer at once.
+const maxCallTimeout = 24 * time.Hour
+
 // checkGatewayBounds refuses gateway bounds that would cut every call or
 // contradict each other (zero is the default, as the gateway takes it). A
 // silence bound above the call bound would never apply.
@@ -271,6 +277,8 @@ func checkGatewayBounds(silence, whole time.Duration) error {
 		return usageError{fmt.Sprintf("--upstream-timeout %v: give an upstream at least a second", silence) + h}
 	case w < time.Second:
 		return usageError{fmt.Sprintf("--call-timeout %v: give a call at least a second", whole) + h}
+	case w > maxCallTimeout:
+		return usageError{fmt.Sprintf("--call-timeout %v: at most %v", whole, maxCallTimeout) + h}
 	case s > w:
 		return usageError{fmt.Sprintf("--upstream-timeout %v is above --call-timeout %v: the call would be cut before the silence bound applies", s, w) + h}
 	}
