@@ -74,6 +74,13 @@ mandates:
         [--wait 10s] [--approval-id ID]
   verify [--audience AUD] TOKEN|FILE|-
 
+for curl and other clients of their own (each prints the JWT alone, for $(...)):
+  assertion --key KEYFILE --agent NAME|SPIFFE-ID [--issuer URL]
+                                              a client assertion for the token endpoint (RFC 7523)
+  dpop-proof --key KEYFILE --url URL [--method POST] [--ath-of TOKEN|FILE|-]
+                                              a DPoP proof for one request (RFC 9449); --ath-of
+                                              the mandate it goes with, for a resource
+
 Every command that prints takes --json for machine-readable output.
 Environment: MANDATE_SERVER (default http://127.0.0.1:7676), MANDATE_ADMIN_TOKEN,
 MANDATE_APPROVER_TOKEN.
@@ -181,6 +188,10 @@ func dispatch(ctx context.Context, args []string, stdin io.Reader, stdout, stder
 		return c.delegate(rest)
 	case "actor-token":
 		return c.actorToken(rest)
+	case "assertion":
+		return c.assertion(rest)
+	case "dpop-proof":
+		return c.dpopProof(rest)
 	case "approver", "approvers":
 		return c.approverCmd(rest)
 	case "approvals", "approval":

@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -114,6 +115,26 @@ func TestScripts(t *testing.T) {
 				}
 				ts.Setenv(args[0], m[1])
 			},
+			// readme WORD FILE: write to FILE the README's first ```sh block
+			// that holds WORD, with the default server URL in it replaced by
+			// $MANDATE_SERVER, so that a script runs the README's commands as
+			// they are written.
+			"readme": func(ts *testscript.TestScript, neg bool, args []string) {
+				if len(args) != 2 {
+					ts.Fatalf("usage: readme WORD FILE")
+				}
+				b, err := os.ReadFile(readmePath)
+				ts.Check(err)
+				for _, block := range strings.Split(string(b), "```sh\n")[1:] {
+					block, _, _ = strings.Cut(block, "```")
+					if strings.Contains(block, args[0]) {
+						block = strings.ReplaceAll(block, "http://127.0.0.1:7676", ts.Getenv("MANDATE_SERVER"))
+						ts.Check(os.WriteFile(ts.MkAbs(args[1]), []byte(block), 0o600))
+						return
+					}
+				}
+				ts.Fatalf("no sh block in the README holds %q", args[0])
+			},
 			// sleep DURATION
 			"sleep": func(ts *testscript.TestScript, neg bool, args []string) {
 				if len(args) != 1 {
@@ -135,6 +156,9 @@ func TestScripts(t *testing.T) {
 
 // examples is the repository's examples/policies directory.
 var examples, _ = filepath.Abs(filepath.Join("..", "..", "examples", "policies"))
+
+// readmePath is the repository's README.md.
+var readmePath, _ = filepath.Abs(filepath.Join("..", "..", "README.md"))
 
 // lockedWriter serialises writes from the server's goroutines.
 type lockedWriter struct {
