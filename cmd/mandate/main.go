@@ -75,7 +75,7 @@ mandates:
   verify [--audience AUD] TOKEN|FILE|-
 
 for curl and other clients of their own (each prints the JWT alone, for $(...)):
-  assertion --key KEYFILE --agent NAME|SPIFFE-ID [--issuer URL]
+  assertion --key KEYFILE --agent NAME|SPIFFE-ID [--issuer URL | --server URL]
                                               a client assertion for the token endpoint (RFC 7523)
   dpop-proof --key KEYFILE --url URL [--method POST] [--ath-of TOKEN|FILE|-]
                                               a DPoP proof for one request (RFC 9449); --ath-of
