@@ -18,7 +18,7 @@ import (
 // authenticates at the token endpoint: iss = sub = the agent's SPIFFE ID,
 // aud = the server's issuer identifier, valid for one minute.
 func (c *cli) assertion(args []string) error {
-	fs := c.flags("assertion", "--key KEYFILE --agent NAME|SPIFFE-ID [--issuer URL]")
+	fs := c.flags("assertion", "--key KEYFILE --agent NAME|SPIFFE-ID [--issuer URL | --server URL]")
 	keyFile := fs.String("key", "", "the agent's private JWK, which signs the assertion")
 	agent := fs.String("agent", "", "the agent's name or SPIFFE ID")
 	iss := fs.String("issuer", "", "the server's issuer identifier, the assertion's aud (default: read from the server's RFC 8414 metadata)")
