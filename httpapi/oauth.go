@@ -127,7 +127,7 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
-	life := tok.Claims.TTL()
+	life := tok.Lifetime
 	resp := TokenResponse{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType,
 		ExpiresIn: int64((life + time.Second - 1) / time.Second), ExpiresInMS: life.Milliseconds(), Scope: tok.Claims.Scope,
