@@ -323,6 +323,16 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     // iat is 30 ms to 1,029 ms, read exactly from the JSON literals.
     const life = numericDateMillis(raw, 'exp') - numericDateMillis(raw, 'iat');
     assert.ok(life >= 30n && life < 1030n, `exp - iat = ${life} ms: ${raw}`);
+    // What jose enforces of the 30 ms, by an injected clock: it floors the
+    // current time, so it accepts the mandate after exp until the next whole
+    // second (docs/tokens.md, Lifetimes), and refuses it from then on.
+    const expMs = Number(numericDateMillis(raw, 'exp'));
+    const nextSecond = Math.floor(expMs / 1000) * 1000 + 1000;
+    const opts = { issuer: s.meta.issuer, audience: 'mcp:crm', algorithms: ['EdDSA'], typ: 'at+jwt' };
+    if (expMs % 1000 !== 0) {
+      await jwtVerify(token, s.jwks, { ...opts, currentDate: new Date(nextSecond - 1) });
+    }
+    await assert.rejects(jwtVerify(token, s.jwks, { ...opts, currentDate: new Date(nextSecond) }), { code: 'ERR_JWT_EXPIRED' });
     s.shortClaims = c;
 
     // The kid is the RFC 7638 thumbprint of a key in the JWKS (docs/tokens.md).
