@@ -12,8 +12,11 @@ import (
 
 // Claims are the claims of a mandate, the JWT payload of DESIGN.md.
 //
-// Times are [NumericDate]s with millisecond precision, as RFC 7519 §2 allows
-// ("a JSON numeric value ... non-integer values can be represented").
+// Times are [NumericDate]s. exp has millisecond precision, as RFC 7519 §2
+// allows ("a JSON numeric value ... non-integer values can be represented"):
+// a 30 ms mandate needs it. iat and nbf are whole seconds, rounded down from
+// the issuance, because verifiers such as PyJWT floor the current time and
+// would refuse a fractional iat until the next second.
 type Claims struct {
 	Issuer    string        `json:"iss"`
 	Subject   string        `json:"sub"`           // the accountable human, user:<email>
@@ -58,9 +61,6 @@ type Confirmation struct {
 // Scopes parses the scope claim.
 func (c *Claims) Scopes() (ScopeSet, error) { return ParseScopeSet(c.Scope) }
 
-// TTL is the mandate's whole lifetime.
-func (c *Claims) TTL() time.Duration { return c.Expiry.Sub(c.IssuedAt.Time) }
-
 // Audience is the aud claim. It encodes as an array and decodes from either
 // a string or an array of strings (RFC 7519 §4.1.3).
 type Audience []string
@@ -93,7 +93,8 @@ func (a *Audience) UnmarshalJSON(b []byte) error {
 }
 
 // NumericDate is a JWT NumericDate with millisecond precision. It encodes as
-// seconds since the epoch with a three-digit fraction (1764412800.030) and
+// seconds since the epoch with a three-digit fraction (1764412800.030), or
+// none for a whole second (1764412800: what libraries expect of iat), and
 // decodes any JSON number, keeping at most nanosecond precision without a
 // round trip through float64.
 type NumericDate struct{ time.Time }
@@ -112,6 +113,9 @@ func (d NumericDate) MarshalJSON() ([]byte, error) {
 	}
 	sec, frac := ms/1000, ms%1000
 	b = strconv.AppendInt(b, sec, 10)
+	if frac == 0 {
+		return b, nil
+	}
 	b = append(b, '.', byte('0'+frac/100), byte('0'+frac/10%10), byte('0'+frac%10))
 	return b, nil
 }

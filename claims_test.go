@@ -45,6 +45,7 @@ func TestNumericDate(t *testing.T) {
 		{time.Unix(1764412800, 30999999), "1764412800.030"},
 		{time.Unix(0, 5e6), "0.005"},
 		{time.Unix(0, -1500e6), "-1.500"},
+		{time.Unix(1764412800, 999999), "1764412800"},
 	} {
 		b, _ := json.Marshal(NewNumericDate(tc.t))
 		if string(b) != tc.want {
@@ -63,7 +64,7 @@ func TestClaimsRoundTrip(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	want := `{"iss":"https://m","sub":"user:a@b.c","client_id":"spiffe://x/agent/a","act":{"sub":"spiffe://x/agent/b","act":{"sub":"spiffe://x/agent/a"}},"aud":["mcp:crm"],"iat":1764412800.000,"nbf":1764412800.000,"exp":1764412800.030,"jti":"m_1","scope":"mcp:crm:x","task":"t_1","par":"m_0","cnf":{"jkt":"j"}}`
+	want := `{"iss":"https://m","sub":"user:a@b.c","client_id":"spiffe://x/agent/a","act":{"sub":"spiffe://x/agent/b","act":{"sub":"spiffe://x/agent/a"}},"aud":["mcp:crm"],"iat":1764412800,"nbf":1764412800,"exp":1764412800.030,"jti":"m_1","scope":"mcp:crm:x","task":"t_1","par":"m_0","cnf":{"jkt":"j"}}`
 	if string(b) != want {
 		t.Errorf("got  %s\nwant %s", b, want)
 	}

@@ -113,6 +113,9 @@ type Mandate struct {
 	Token  string
 	Type   string // "DPoP" or "Bearer"
 	Claims *mandate.Claims
+	// Lifetime is the exact lifetime the issuer gave (expires_in_ms): the
+	// claims' iat is rounded down to the second.
+	Lifetime time.Duration
 	// Key is the holder's private key: the registered agent's, or the
 	// ephemeral agent's. Proofs for a DPoP-bound mandate are signed with it.
 	Key ed25519.PrivateKey
@@ -339,6 +342,7 @@ type tokenResponse struct {
 	Description string `json:"error_description"`
 	ApprovalID  string `json:"approval_id"`
 	Interval    int64  `json:"interval"`
+	ExpiresInMS int64  `json:"expires_in_ms"`
 }
 
 // token posts form to the token endpoint, with a DPoP proof signed by
@@ -382,5 +386,5 @@ func (c *Client) token(ctx context.Context, form url.Values, proofKey, holderKey
 	}
 	// The client does not verify the signature: it trusts its own TLS
 	// connection to the issuer, and resource servers verify.
-	return &Mandate{Token: tr.AccessToken, Type: tr.TokenType, Claims: &claims, Key: holderKey}, nil
+	return &Mandate{Token: tr.AccessToken, Type: tr.TokenType, Claims: &claims, Lifetime: time.Duration(tr.ExpiresInMS) * time.Millisecond, Key: holderKey}, nil
 }

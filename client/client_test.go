@@ -117,7 +117,7 @@ func TestRootAndDelegate(t *testing.T) {
 		t.Fatal(err)
 	}
 	c := child.Claims
-	if !strings.HasPrefix(c.ClientID, root.Claims.ClientID+"/sub/") || c.Parent != root.Claims.ID || c.Task != root.Claims.Task || c.TTL() != 30*time.Millisecond {
+	if !strings.HasPrefix(c.ClientID, root.Claims.ClientID+"/sub/") || c.Parent != root.Claims.ID || c.Task != root.Claims.Task || child.Lifetime != 30*time.Millisecond {
 		t.Errorf("child %+v", c)
 	}
 	// A child is bound to its sub-agent's key, which signs its proofs; a

@@ -42,7 +42,7 @@ func Example() {
 		}
 		c := m.Claims
 		fmt.Printf("sub-agent %s: %s for %v, %s-bound, depth %d, same task: %v\n",
-			short(c.ClientID), c.Scope, c.TTL(), m.Type, c.Depth(), c.Task == root.Claims.Task)
+			short(c.ClientID), c.Scope, m.Lifetime, m.Type, c.Depth(), c.Task == root.Claims.Task)
 	}
 	// Output:
 	// root: orchestrator mcp:crm:* mcp:email:send

@@ -45,8 +45,7 @@ func (s *Source) Mandate(ctx context.Context) (*Mandate, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if m := s.cur; m != nil {
-		life := m.Claims.Expiry.Sub(m.Claims.IssuedAt.Time)
-		if m.ExpiresIn(s.now()) > life/4 {
+		if m.ExpiresIn(s.now()) > m.Lifetime/4 {
 			return m, nil
 		}
 	}

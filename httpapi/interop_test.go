@@ -63,8 +63,9 @@ func TestGolangJWTVerifiesMandate(t *testing.T) {
 	if c.Subject != "user:alice@example.org" || c.ClientID != "spiffe://example.org/agent/a" || c.Scope != "mcp:crm:list" {
 		t.Errorf("claims as golang-jwt reads them: %+v", c)
 	}
-	// golang-jwt keeps the fraction of exp (as a float): the lifetime is 2 s to the millisecond.
-	if life := c.ExpiresAt.Sub(c.IssuedAt.Time); life.Round(time.Millisecond) != 2*time.Second {
+	// golang-jwt truncates dates to jwt.TimePrecision, a second by
+	// default: iat and exp both read as whole seconds, 2 s apart.
+	if life := c.ExpiresAt.Sub(c.IssuedAt.Time); life != 2*time.Second {
 		t.Errorf("lifetime as golang-jwt reads it: %v", life)
 	}
 	if _, err := parse(c.ExpiresAt.Add(time.Millisecond)); !errors.Is(err, jwt.ErrTokenExpired) {

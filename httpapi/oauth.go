@@ -62,9 +62,10 @@ func (s *Server) jwks(w http.ResponseWriter, r *http.Request) {
 }
 
 // TokenResponse is the RFC 6749 §5.1 success body. ExpiresIn is whole
-// seconds rounded down (it is 0 for a sub-second mandate, so that clients
-// refresh at once); ExpiresInMS is the exact lifetime. IssuedTokenType is
-// set for a token exchange (RFC 8693 §2.2.1).
+// seconds rounded up: §5.1 has no fractions, and a 0 reads as "never
+// expires" to clients such as x/oauth2, which then keep a dead mandate;
+// ExpiresInMS is the exact lifetime. IssuedTokenType is set for a token
+// exchange (RFC 8693 §2.2.1).
 type TokenResponse struct {
 	AccessToken     string `json:"access_token"`
 	IssuedTokenType string `json:"issued_token_type,omitempty"`
@@ -126,10 +127,10 @@ func (s *Server) token(w http.ResponseWriter, r *http.Request) {
 	}
 	w.Header().Set("Cache-Control", "no-store")
 	w.Header().Set("Pragma", "no-cache")
-	life := tok.Claims.TTL()
+	life := tok.Lifetime
 	resp := TokenResponse{
 		AccessToken: tok.AccessToken, TokenType: tok.TokenType,
-		ExpiresIn: int64(life / time.Second), ExpiresInMS: life.Milliseconds(), Scope: tok.Claims.Scope,
+		ExpiresIn: int64((life + time.Second - 1) / time.Second), ExpiresInMS: life.Milliseconds(), Scope: tok.Claims.Scope,
 	}
 	if tok.Claims.Parent != "" {
 		resp.IssuedTokenType = issuer.TokenTypeAccessToken

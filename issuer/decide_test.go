@@ -111,7 +111,7 @@ func TestPolicyDecidesMintRoot(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := tok.Claims.TTL(); got != time.Second {
+	if got := tok.Lifetime; got != time.Second {
 		t.Errorf("lifetime %v under @max_ttl_ms 1000", got)
 	}
 	if ev := f.lastEvent(mandate.EventMandateIssued); fmt.Sprint(ev.Details["max_ttl_ms"]) != "1000" {
@@ -232,7 +232,7 @@ when { context.scopes.contains("mcp:crm:delete_customer") };
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := child.Claims.TTL(); got != 2*time.Second {
+	if got := child.Lifetime; got != 2*time.Second {
 		t.Errorf("ephemeral child lives %v under @max_ttl_ms 2000", got)
 	}
 	sub := newKey(t)

@@ -291,7 +291,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 		ClientID:  act.ID,
 		Actor:     &mandate.Actor{Subject: act.ID, Actor: parent.Actor},
 		Audience:  aud,
-		IssuedAt:  iat,
+		IssuedAt:  mandate.NumericDate{Time: iat.Truncate(time.Second)}, // as for a root mandate
 		NotBefore: mandate.NumericDate{Time: iat.Truncate(time.Second)},
 		Expiry:    mandate.NumericDate{Time: exp},
 		ID:        mandate.NewID(mandate.MandateIDPrefix, now),
@@ -308,7 +308,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	}
 	rec := &mandate.Issuance{
 		MandateID: c.ID, TaskID: c.Task, ParentID: parent.ID, AgentID: act.ID, Subject: c.Subject, Scope: c.Scope,
-		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
+		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: iat.Time, ExpiresAt: c.Expiry.Time,
 		AssertionID: act.Assertion.ID, AssertionExpiry: act.Assertion.Expiry.Time, ApprovalID: req.ApprovalID,
 	}
 	details := map[string]any{"depth": json.Number(strconv.Itoa(depth))}
@@ -358,7 +358,7 @@ func (is *Issuer) delegate(ctx context.Context, req DelegateRequest, pe issued, 
 	if jkt != "" {
 		typ = "DPoP"
 	}
-	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
+	return &Token{AccessToken: tok, TokenType: typ, Claims: c, Lifetime: exp.Sub(iat.Time)}, nil
 }
 
 // revokeIssued revokes a mandate whose issuance is recorded but which is

@@ -151,7 +151,7 @@ func TestDelegateEphemeralChain(t *testing.T) {
 	if got := gc.Claims.Actor.Chain(); len(got) != 3 || got[1] != c.ClientID || !strings.HasPrefix(got[0], c.ClientID+"/sub/") {
 		t.Errorf("grandchild chain %v", got)
 	}
-	if got := gc.Claims.TTL(); got != 30*time.Millisecond {
+	if got := gc.Lifetime; got != 30*time.Millisecond {
 		t.Errorf("grandchild ttl %v", got)
 	}
 	if n := f.events(mandate.EventMandateDelegated); n != 2 {
@@ -396,7 +396,7 @@ func TestDelegateShortest(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if got := child.Claims.TTL(); got != issuer.MinTTL {
+	if got := child.Lifetime; got != issuer.MinTTL {
 		t.Errorf("ttl %v", got)
 	}
 }

@@ -262,6 +262,9 @@ type Token struct {
 	AccessToken string
 	TokenType   string // "DPoP" or "Bearer"
 	Claims      *mandate.Claims
+	// Lifetime is exact, from the issuance to exp; the claims' iat is
+	// rounded down to the second, so exp - iat may be up to 1 s more.
+	Lifetime time.Duration
 }
 
 // MintRoot authenticates the agent, checks the request against the agent's
@@ -404,10 +407,11 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 	}
 
 	iat := mandate.NewNumericDate(now)
-	// nbf is iat rounded down to the second: verifiers that compare in
-	// whole seconds (npm jose floors the current time) would otherwise
-	// refuse a fresh mandate until the next second. A mandate does not
-	// exist before iat, so the earlier nbf grants nothing.
+	// iat and nbf are the issuance rounded down to the second: verifiers
+	// that compare in whole seconds (npm jose and PyJWT floor the current
+	// time) would otherwise refuse a fresh mandate until the next second.
+	// The earlier nbf grants nothing: the mandate did not exist before.
+	// exp keeps its milliseconds; the store keeps the exact issuance.
 	nbf := mandate.NumericDate{Time: iat.Truncate(time.Second)}
 	c := &mandate.Claims{
 		Issuer:    is.cfg.Issuer,
@@ -415,7 +419,7 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 		ClientID:  agent.ID,
 		Actor:     &mandate.Actor{Subject: agent.ID},
 		Audience:  aud,
-		IssuedAt:  iat,
+		IssuedAt:  nbf,
 		NotBefore: nbf,
 		Expiry:    mandate.NumericDate{Time: iat.Add(ttl)},
 		ID:        mandate.NewID(mandate.MandateIDPrefix, now),
@@ -431,7 +435,7 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 	}
 	rec := &mandate.Issuance{
 		MandateID: c.ID, TaskID: c.Task, AgentID: agent.ID, Subject: c.Subject, Scope: c.Scope,
-		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: c.IssuedAt.Time, ExpiresAt: c.Expiry.Time,
+		Audience: aud, KeyID: key, JKT: jkt, IssuedAt: iat.Time, ExpiresAt: c.Expiry.Time,
 		TaskPurpose: req.TaskPurpose, AssertionID: assertion.ID, AssertionExpiry: assertion.Expiry.Time,
 		ApprovalID: req.ApprovalID,
 	}
@@ -468,7 +472,7 @@ func (is *Issuer) mintRoot(ctx context.Context, req RootRequest, agent *mandate.
 	if jkt != "" {
 		typ = "DPoP"
 	}
-	return &Token{AccessToken: tok, TokenType: typ, Claims: c}, nil
+	return &Token{AccessToken: tok, TokenType: typ, Claims: c, Lifetime: ttl}, nil
 }
 
 // RestoreReplay marks as used the client assertions and actor tokens that

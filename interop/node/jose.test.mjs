@@ -279,15 +279,15 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     assert.equal(res.status, 200, `token request: ${show(res)}`);
     assert.equal(res.json.token_type, 'DPoP', show(res));
     assert.equal(res.json.expires_in_ms, 30, show(res));
-    assert.equal(res.json.expires_in, 0, `a sub-second mandate has expires_in 0: ${show(res)}`);
+    assert.equal(res.json.expires_in, 1, `expires_in is rounded up, never 0 for a live mandate: ${show(res)}`);
     assert.equal(res.json.scope, SCOPE, show(res));
     assert.equal(res.headers.get('cache-control'), 'no-store');
     const token = res.json.access_token;
     s.short = token;
 
-    // The mandate lives 30 ms; iat and exp carry milliseconds
-    // (1764412800.123). jose compares claims with the current time floored to
-    // whole seconds, so the server issues nbf as iat floored to the second
+    // The mandate lives 30 ms; exp carries milliseconds (1764412800.123).
+    // jose compares claims with the current time floored to whole seconds,
+    // so the server issues iat and nbf as the issuance floored to the second
     // (docs/tokens.md): then jose accepts a fresh mandate with no clock
     // tolerance at all. Verify at the iat instant, so that the 30 ms lifetime
     // does not race the test; expiry to the millisecond is checked by the
@@ -317,12 +317,22 @@ describe('mandate ↔ jose interop', { timeout: 30_000 }, () => {
     assert.match(c.jti, /^m_[0-9A-Z]{26}$/, raw);
     assert.match(c.task, /^t_[0-9A-Z]{26}$/, raw);
     assert.equal(c.cnf?.jkt, s.jkt, `cnf.jkt must be jose's RFC 7638 thumbprint of the DPoP key: ${raw}`);
-    assert.equal(c.nbf, Math.floor(c.iat), `nbf must be iat floored to the second: ${raw}`);
-    // Millisecond NumericDates. As doubles near 1.8e9 they are only exact to
-    // ~2.4e-7 s, so exp - iat is compared with a tolerance of 1e-6, and the
-    // exact difference from the JSON literals, in integer milliseconds.
-    assert.ok(Math.abs(c.exp - c.iat - 0.03) < 1e-6, `exp - iat = ${c.exp - c.iat}, want 0.03: ${raw}`);
-    assert.equal(numericDateMillis(raw, 'exp') - numericDateMillis(raw, 'iat'), 30n, raw);
+    assert.ok(Number.isInteger(c.iat), `iat must be whole seconds: ${raw}`);
+    assert.equal(c.nbf, c.iat, `nbf must be iat: ${raw}`);
+    // exp is 30 ms after the exact issuance, which iat rounds down: exp -
+    // iat is 30 ms to 1,029 ms, read exactly from the JSON literals.
+    const life = numericDateMillis(raw, 'exp') - numericDateMillis(raw, 'iat');
+    assert.ok(life >= 30n && life < 1030n, `exp - iat = ${life} ms: ${raw}`);
+    // What jose enforces of the 30 ms, by an injected clock: it floors the
+    // current time, so it accepts the mandate after exp until the next whole
+    // second (docs/tokens.md, Lifetimes), and refuses it from then on.
+    const expMs = Number(numericDateMillis(raw, 'exp'));
+    const nextSecond = Math.floor(expMs / 1000) * 1000 + 1000;
+    const opts = { issuer: s.meta.issuer, audience: 'mcp:crm', algorithms: ['EdDSA'], typ: 'at+jwt' };
+    if (expMs % 1000 !== 0) {
+      await jwtVerify(token, s.jwks, { ...opts, currentDate: new Date(nextSecond - 1) });
+    }
+    await assert.rejects(jwtVerify(token, s.jwks, { ...opts, currentDate: new Date(nextSecond) }), { code: 'ERR_JWT_EXPIRED' });
     s.shortClaims = c;
 
     // The kid is the RFC 7638 thumbprint of a key in the JWKS (docs/tokens.md).
