@@ -1,0 +1,48 @@
+package gateway_test
+
+import (
+	"context"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/modelcontextprotocol/go-sdk/mcp"
+)
+
+// The official Go SDK's client, with its default options, connects
+// through the gateway, lists the tools and calls one. With its defaults
+// it opens the GET stream of server messages during Connect and waits for
+// that stream's response headers, which carry nothing until the server
+// speaks: the gateway must send them at once. The mandate goes the SDK's
+// documented way, an http.Client whose transport adds it (here DPoP-bound,
+// with a proof per request). The deadline makes headers that never come a
+// failure, not a hang.
+func TestGoSDKConnectsWithDefaults(t *testing.T) {
+	e := newEnv(t)
+	key := e.agent("sdk-agent", "mcp:crm:*")
+	tok := e.mint("sdk-agent", key, "mcp:crm:*", time.Minute, true)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	cs, err := mcp.NewClient(&mcp.Implementation{Name: "sdk-agent", Version: "1"}, nil).Connect(ctx,
+		&mcp.StreamableClientTransport{Endpoint: e.gw.URL + "/mcp/crm",
+			HTTPClient: &http.Client{Transport: mandateTransport{token: tok.AccessToken, key: key}}}, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cs.Close()
+	tools, err := cs.ListTools(ctx, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(tools.Tools) == 0 {
+		t.Fatal("no tools listed")
+	}
+	res, err := cs.CallTool(ctx, &mcp.CallToolParams{Name: "list_customers", Arguments: map[string]any{"name": "a"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.IsError || len(res.Content) == 0 || !strings.Contains(res.Content[0].(*mcp.TextContent).Text, "ada") {
+		t.Fatalf("call answered %+v", res)
+	}
+}
