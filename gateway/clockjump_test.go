@@ -3,7 +3,6 @@ package gateway_test
 import (
 	"context"
 	"log/slog"
-	"net/http"
 	"path/filepath"
 	"strings"
 	"sync/atomic"
@@ -78,17 +77,7 @@ func TestDPoPProofAfterClockJump(t *testing.T) {
 	htu := e.gw.URL + "/mcp/crm"
 	send := func(proof string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("POST", htu, strings.NewReader(initialize))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Authorization", "DPoP "+tok.AccessToken)
-		req.Header.Set("DPoP", proof)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode, strings.Join(resp.Header.Values("WWW-Authenticate"), " ")
+		return postInitialize(t, htu, tok.AccessToken, proof)
 	}
 	used := dpop.NewProofMillis(key, "POST", htu, tok.AccessToken, clk.Now())
 	if code, _ := send(used); code != 200 {

@@ -24,17 +24,7 @@ func TestDPoPProofAcrossGatewayRestart(t *testing.T) {
 	htu := e.gw.URL + "/mcp/crm"
 	send := func(proof string) (int, string) {
 		t.Helper()
-		req, _ := http.NewRequest("POST", htu, strings.NewReader(initialize))
-		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Accept", "application/json, text/event-stream")
-		req.Header.Set("Authorization", "DPoP "+tok.AccessToken)
-		req.Header.Set("DPoP", proof)
-		resp, err := http.DefaultClient.Do(req)
-		if err != nil {
-			t.Fatal(err)
-		}
-		resp.Body.Close()
-		return resp.StatusCode, strings.Join(resp.Header.Values("WWW-Authenticate"), " ")
+		return postInitialize(t, htu, tok.AccessToken, proof)
 	}
 	proof := dpop.NewProofMillis(key, "POST", htu, tok.AccessToken, time.Now())
 	if code, _ := send(proof); code != 200 {
@@ -64,4 +54,22 @@ func TestDPoPProofAcrossGatewayRestart(t *testing.T) {
 	if code, _ := send(dpop.NewProofMillis(key, "POST", htu, tok.AccessToken, later())); code != 200 {
 		t.Fatalf("a proof made after the restart: HTTP %d", code)
 	}
+}
+
+// postInitialize posts an MCP initialize to url with a DPoP-bound mandate
+// and its proof, and returns the status and the WWW-Authenticate
+// challenges.
+func postInitialize(t *testing.T, url, mandate, proof string) (int, string) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(initialize))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Accept", "application/json, text/event-stream")
+	req.Header.Set("Authorization", "DPoP "+mandate)
+	req.Header.Set("DPoP", proof)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode, strings.Join(resp.Header.Values("WWW-Authenticate"), " ")
 }

@@ -109,15 +109,10 @@ func TestReplayAfterKill(t *testing.T) {
 	// Wait for a snapshot holding the first n (the writer runs every 5 s).
 	snapshot := filepath.Join(dir, replaySnapshotFile)
 	const header = len("mandate replay snapshot v1\n") + 8 + 4 + replayCoverSize + 8 + 32
-	for deadline := time.Now().Add(60 * time.Second); ; {
-		if fi, err := os.Stat(snapshot); err == nil && fi.Size() >= int64(header+n*24) {
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("no replay snapshot of the first mints within 60s")
-		}
-		time.Sleep(20 * time.Millisecond) // a poll of a file, under an overall deadline
-	}
+	waitFor(t, "a replay snapshot of the first mints", func() bool {
+		fi, err := os.Stat(snapshot)
+		return err == nil && fi.Size() >= int64(header+n*24)
+	})
 	mintN()
 	cmd.Process.Kill()
 	cmd.Wait()
