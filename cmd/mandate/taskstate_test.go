@@ -52,26 +52,7 @@ func crmAndMail() *mcp.Server {
 // same log, still sees the send as exfiltration and revokes the task.
 func TestTaskStateSurvivesARestart(t *testing.T) {
 	ctx := context.Background()
-	dir, policies := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(policies, "flow.cedar"), []byte(flowPolicies), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return crmAndMail() }, nil))
-	t.Cleanup(up.Close)
-	issuerURL := ""
-	start := func() *Main {
-		t.Helper()
-		m := NewMain()
-		m.Addr, m.DataDir, m.PolicyDir, m.IssuerURL = "127.0.0.1:0", dir, policies, issuerURL
-		m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
-		m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL,
-			ToolLabels: map[string][]string{"list_customers": {"data:confidential"}, "send_email": {"external_send"}}}}
-		if err := m.Open(ctx); err != nil {
-			t.Fatal(err)
-		}
-		issuerURL = m.IssuerURL // the mandates of before name it
-		return m
-	}
+	start := flowServer(t)
 	m := start()
 	// Two agents: one that reads then sends in one task, one that only
 	// sends (the same agent sending in another task after a read would be
@@ -176,26 +157,7 @@ func TestTaskEndsWithItsRoot(t *testing.T) {
 // not the burst, and what the task did before the restart still counts.
 func TestStartReadsOnlyWhatItRestores(t *testing.T) {
 	ctx := context.Background()
-	dir, policies := t.TempDir(), t.TempDir()
-	if err := os.WriteFile(filepath.Join(policies, "flow.cedar"), []byte(flowPolicies), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return crmAndMail() }, nil))
-	t.Cleanup(up.Close)
-	issuerURL := ""
-	start := func() *Main {
-		t.Helper()
-		m := NewMain()
-		m.Addr, m.DataDir, m.PolicyDir, m.IssuerURL = "127.0.0.1:0", dir, policies, issuerURL
-		m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
-		m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL,
-			ToolLabels: map[string][]string{"list_customers": {"data:confidential"}, "send_email": {"external_send"}}}}
-		if err := m.Open(ctx); err != nil {
-			t.Fatal(err)
-		}
-		issuerURL = m.IssuerURL
-		return m
-	}
+	start := flowServer(t)
 	m := start()
 	key := addAgent(t, &httpapi.Client{BaseURL: m.URL, AdminToken: m.AdminToken}, "a")
 	agent, err := client.New(client.Config{Issuer: m.URL, AgentID: "spiffe://example.org/agent/a", Key: key})
@@ -224,7 +186,7 @@ func TestStartReadsOnlyWhatItRestores(t *testing.T) {
 		t.Fatal(err)
 	}
 	const burst = 10_000
-	writeBurst(t, filepath.Join(dir, "mandate.db"), time.Now, burst)
+	writeBurst(t, filepath.Join(m.DataDir, "mandate.db"), time.Now, burst)
 
 	m = start()
 	t.Cleanup(func() { m.Close() })
@@ -239,5 +201,33 @@ func TestStartReadsOnlyWhatItRestores(t *testing.T) {
 	}
 	if err := call(m, "send_email"); err == nil || !strings.Contains(err.Error(), "no-send-after-confidential") {
 		t.Errorf("a send after the restart, in the task that read confidential data before it and the burst: %v", err)
+	}
+}
+
+// flowServer returns a function that starts (and starts again) a server
+// on one data directory with the flow policies and the crm upstream
+// behind its gateway, whose list_customers reads confidential data and
+// whose send_email sends out. Each start keeps the issuer identifier of
+// the first, which the mandates issued before name.
+func flowServer(t *testing.T) func() *Main {
+	dir, policies := t.TempDir(), t.TempDir()
+	if err := os.WriteFile(filepath.Join(policies, "flow.cedar"), []byte(flowPolicies), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	up := httptest.NewServer(mcp.NewStreamableHTTPHandler(func(*http.Request) *mcp.Server { return crmAndMail() }, nil))
+	t.Cleanup(up.Close)
+	issuerURL := ""
+	return func() *Main {
+		t.Helper()
+		m := NewMain()
+		m.Addr, m.DataDir, m.PolicyDir, m.IssuerURL = "127.0.0.1:0", dir, policies, issuerURL
+		m.Stdout, m.Stderr = testWriter{t}, testWriter{t}
+		m.MCPUpstreams = []gateway.Route{{Name: "crm", URL: up.URL,
+			ToolLabels: map[string][]string{"list_customers": {"data:confidential"}, "send_email": {"external_send"}}}}
+		if err := m.Open(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		issuerURL = m.IssuerURL
+		return m
 	}
 }
